@@ -1,0 +1,78 @@
+#include <xgrad/nn.hpp>
+
+#include <cmath>
+
+namespace xgrad {
+
+NamedParameters Module::named_parameters() const {
+    NamedParameters out;
+    collect_parameters("", out);
+    return out;
+}
+
+std::vector<Var> Module::parameters() const {
+    std::vector<Var> out;
+    for (auto& [name, p] : named_parameters()) out.push_back(p);
+    return out;
+}
+
+void Module::collect_parameters(const std::string&, NamedParameters&) const {}
+
+void Module::zero_grad() {
+    for (Var& p : parameters()) p.zero_grad();
+}
+
+void Module::set_requires_grad(bool requires) { xgrad::set_requires_grad(parameters(), requires); }
+
+void Module::save(Archive& archive, const std::string& prefix) const {
+    for (const auto& [name, p] : named_parameters()) archive.put(prefix + name, p.value());
+}
+
+void Module::load(const Archive& archive, const std::string& prefix) {
+    for (auto& [name, p] : named_parameters()) {
+        const Tensor& stored = archive.tensor(prefix + name);
+        if (shape_of(stored) != p.shape()) {
+            throw ShapeError("xgrad: parameter '" + prefix + name + "' is " + shape_string(p.shape()) + " but the archive holds " +
+                             shape_string(stored));
+        }
+        p.mutable_value() = stored;
+    }
+}
+
+Linear::Linear(std::size_t in, std::size_t out, Rng& rng, Init init) {
+    Tensor w({in, out});
+    if (init == Init::xavier_uniform) {
+        const float a = std::sqrt(6.f / static_cast<float>(in + out));
+        rng.fill_uniform(w, -a, a);
+    } else {
+        rng.fill_normal(w, 0.f, 1.f / std::sqrt(static_cast<float>(in) / 2.f));
+    }
+    weight = Var(std::move(w), true);
+    bias = Var(Tensor({1, out}, 0.f), true);
+}
+
+void Linear::collect_parameters(const std::string& prefix, NamedParameters& out) const {
+    out.emplace_back(prefix + "weight", weight);
+    out.emplace_back(prefix + "bias", bias);
+}
+
+Var Sequential::forward(const Var& x) {
+    Var h = x;
+    for (auto& layer : layers_) h = layer->forward(h);
+    return h;
+}
+
+void Sequential::train(bool training) {
+    Module::train(training);
+    for (auto& layer : layers_) layer->train(training);
+}
+
+void Sequential::collect_parameters(const std::string& prefix, NamedParameters& out) const {
+    for (std::size_t i = 0; i < layers_.size(); ++i) layers_[i]->collect_parameters(prefix + std::to_string(i) + ".", out);
+}
+
+void set_requires_grad(const std::vector<Var>& parameters, bool requires) {
+    for (Var p : parameters) p.set_requires_grad(requires);
+}
+
+}  // namespace xgrad
