@@ -41,6 +41,7 @@ GradcheckResult gradcheck(const std::function<Var(const std::vector<Var>&)>& f, 
     std::uniform_real_distribution<float> uniform(-1.f, 1.f);
     Tensor w(y.shape());
     for (float& v : w) v = uniform(rng);
+    if (w.size() == 1) w(0, 0) = 1.f;  // a scalar f is checked as it is
     const Var weights(w);
 
     for (Var in : inputs) {

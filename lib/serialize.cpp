@@ -1,14 +1,13 @@
 #include <xgrad/serialize.hpp>
 
+#include "atomic_file.hpp"
+
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
 
-#include <fcntl.h>
-#include <unistd.h>
 #include <zlib.h>
 
 namespace xgrad {
@@ -92,30 +91,7 @@ void Archive::save(const std::string& path) const {
     }
     append(bytes, static_cast<std::uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(bytes.data()), static_cast<uInt>(bytes.size()))));
 
-    const std::string tmp = path + ".tmp";
-    auto fail = [&](const char* step) {
-        const std::string why = std::strerror(errno);
-        std::remove(tmp.c_str());
-        throw std::runtime_error("xgrad: cannot write '" + path + "' (" + step + " '" + tmp + "'): " + why);
-    };
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) fail("creating");
-    std::size_t written = 0;
-    while (written < bytes.size()) {
-        const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            ::close(fd);
-            fail("writing");
-        }
-        written += static_cast<std::size_t>(n);
-    }
-    if (::fsync(fd) != 0) {
-        ::close(fd);
-        fail("syncing");
-    }
-    if (::close(fd) != 0) fail("closing");
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) fail("renaming");
+    detail::write_file_atomically(path, {bytes});
 }
 
 Archive Archive::load(const std::string& path) {

@@ -30,7 +30,8 @@ struct GradcheckResult {
 // Compares the gradient backward() gives for f at `inputs` with central
 // finite differences. f may return any shape: the check differentiates the
 // fixed random projection L = sum(w .* f(inputs)), accumulated in double
-// precision so that float rounding of L does not swamp the difference.
+// precision so that float rounding of L does not swamp the difference
+// (a 1 x 1 output is used as it is: w = 1).
 // Every input that requires a gradient is checked; their grads are zeroed
 // first and hold d L / d input afterwards. f must be deterministic.
 GradcheckResult gradcheck(const std::function<Var(const std::vector<Var>&)>& f, const std::vector<Var>& inputs,

@@ -1,0 +1,310 @@
+#include "app.hpp"
+
+#include <atomic>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+
+#include <xgrad/idx.hpp>
+#include <xgrad/image.hpp>
+#include <xgrad/progress.hpp>
+
+#include "gan.hpp"
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace gan {
+namespace {
+
+namespace fs = std::filesystem;
+using xgrad::Tensor;
+using xgrad::Var;
+
+std::atomic<bool> interrupted{false};
+extern "C" void on_interrupt(int) { interrupted = true; }
+
+struct Options {
+    std::string data_dir, dataset = "mnist", preset_name = "default", g_loss, out = "out";
+    long steps = 5000;
+    std::size_t k = 1, batch = 128, z_dim = 100, hidden = 128, samples = 0;
+    float lr = 1e-3f;
+    std::uint64_t seed = 1;
+    int threads = 1;
+    long grid_every = 500, checkpoint_every = 1000, log_every = 50;
+    bool resume = false;
+};
+
+// Real images drawn uniformly with replacement: the random state alone
+// decides the batches, so resuming from a checkpoint is exact.
+class ImageData : public DataSource {
+public:
+    explicit ImageData(xgrad::IdxImages images) : images_(std::move(images)) {}
+    std::size_t dim() const override { return images_.rows * images_.cols; }
+    void sample(Tensor& batch, xgrad::Rng& rng) override {
+        indices_.resize(batch.shape()[0]);
+        for (auto& i : indices_) i = rng.below(images_.count);
+        xgrad::copy_images(images_, indices_.data(), indices_.size(), batch);
+    }
+    std::size_t count() const { return images_.count; }
+
+private:
+    xgrad::IdxImages images_;
+    std::vector<std::size_t> indices_;
+};
+
+// NAME or NAME.gz inside dir.
+std::string find_idx(const std::string& dir, const std::string& name) {
+    for (const std::string& candidate : {dir + "/" + name, dir + "/" + name + ".gz"}) {
+        if (fs::exists(candidate)) return candidate;
+    }
+    throw std::runtime_error("no " + name + "[.gz] in '" + dir +
+                             "': run scripts/fetch_data.sh (see README) or pass --data DIR with MNIST-format IDX files");
+}
+
+// Averages of the step statistics over one logging interval.
+struct Interval {
+    double d_loss = 0, g_loss = 0, d_real = 0, d_fake = 0;
+    long steps = 0;
+    void add(const StepStats& s) {
+        d_loss += s.d_loss;
+        g_loss += s.g_loss;
+        d_real += s.d_real;
+        d_fake += s.d_fake;
+        ++steps;
+    }
+};
+
+// The logged curves, kept in the checkpoint so a resumed run plots them whole.
+class History {
+public:
+    static constexpr std::size_t kColumns = 5;  // step, D loss, G loss, D(x), D(G(z))
+    void add(long step, const Interval& i) {
+        const double n = double(i.steps);
+        rows_.push_back({float(step), float(i.d_loss / n), float(i.g_loss / n), float(i.d_real / n), float(i.d_fake / n)});
+    }
+    void save(xgrad::Archive& archive) const {
+        Tensor t({rows_.size(), kColumns});
+        for (std::size_t r = 0; r < rows_.size(); ++r) {
+            for (std::size_t c = 0; c < kColumns; ++c) t(r, c) = rows_[r][c];
+        }
+        archive.put("history", t);
+    }
+    void load(const xgrad::Archive& archive) {
+        const Tensor& t = archive.tensor("history");
+        rows_.clear();
+        for (std::size_t r = 0; r < t.shape()[0]; ++r) {
+            std::array<float, kColumns> row{};
+            for (std::size_t c = 0; c < kColumns; ++c) row[c] = t(r, c);
+            rows_.push_back(row);
+        }
+    }
+    std::vector<float> column(std::size_t c) const {
+        std::vector<float> out;
+        for (const auto& row : rows_) out.push_back(row[c]);
+        return out;
+    }
+    const std::vector<std::array<float, kColumns>>& rows() const { return rows_; }
+
+private:
+    std::vector<std::array<float, kColumns>> rows_;
+};
+
+std::string status_text(const Interval& i) {
+    const double n = std::max<long>(i.steps, 1);
+    std::ostringstream s;
+    s << std::fixed << std::setprecision(3) << "D " << i.d_loss / n << "  G " << i.g_loss / n << "  D(x) " << i.d_real / n
+      << "  D(G(z)) " << i.d_fake / n;
+    return s.str();
+}
+
+void write_grid(Gan& gan, const Var& fixed_noise, const std::string& path) {
+    const Var images = gan.generate(fixed_noise);
+    xgrad::write_image_grid(path, images.value(), 28, 28, 8);
+}
+
+void write_plots(const History& history, const std::string& out) {
+    if (history.rows().empty()) return;
+    xgrad::PlotOptions losses;
+    losses.title = "GAN losses (dashed: log 4, D's loss at the optimum)";
+    losses.x_label = "step";
+    losses.x = history.column(0);
+    losses.horizontal_lines = {float(std::log(4.0))};
+    xgrad::write_line_plot(out + "/losses.png", {{"D loss", history.column(1)}, {"G loss", history.column(2)}}, losses);
+
+    xgrad::PlotOptions probabilities = losses;
+    probabilities.title = "Discriminator outputs (dashed: 1/2, the optimum)";
+    probabilities.horizontal_lines = {0.5f};
+    xgrad::write_line_plot(out + "/discriminator.png", {{"D(x)", history.column(3)}, {"D(G(z))", history.column(4)}},
+                           probabilities);
+}
+
+void write_samples(Gan& gan, std::size_t n, std::uint64_t seed, const std::string& path) {
+    xgrad::Rng rng(seed);
+    xgrad::IdxImages samples;
+    samples.count = n;
+    samples.rows = samples.cols = 28;
+    samples.pixels.reserve(n * 784);
+    Var noise(Tensor({1, gan.config().z_dim}));
+    for (std::size_t i = 0; i < n; ++i) {
+        rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
+        const Var image = gan.generate(noise);
+        for (float x : image.value()) samples.pixels.push_back(static_cast<std::uint8_t>(std::lround(255.f * std::clamp(x, 0.f, 1.f))));
+    }
+    xgrad::write_idx_images(path, samples);
+}
+
+void save_checkpoint(const Gan& gan, const History& history, const std::string& path) {
+    xgrad::Archive archive;
+    gan.save(archive);
+    history.save(archive);
+    archive.save(path);
+}
+
+GanConfig config_from(const Options& o, const CLI::App& cli) {
+    GanConfig c = preset(o.preset_name);
+    // Explicit flags override the preset.
+    if (cli.count("--k")) c.k = o.k;
+    if (cli.count("--batch")) c.batch = o.batch;
+    if (cli.count("--z-dim")) c.z_dim = o.z_dim;
+    if (cli.count("--hidden")) c.hidden = o.hidden;
+    if (cli.count("--lr")) c.lr = o.lr;
+    if (cli.count("--g-loss")) c.g_loss = o.g_loss == "minimax" ? GeneratorLoss::minimax : GeneratorLoss::non_saturating;
+    return c;
+}
+
+int train(const Options& o, const GanConfig& config) {
+    openblas_set_num_threads(o.threads);
+    const std::string data_dir = o.data_dir.empty() ? "data/" + o.dataset : o.data_dir;
+    const xgrad::Dataset train_set =
+        xgrad::load_dataset(find_idx(data_dir, "train-images-idx3-ubyte"), find_idx(data_dir, "train-labels-idx1-ubyte"));
+    if (train_set.images.count == 0) throw std::runtime_error("the training set in '" + data_dir + "' holds no images");
+    ImageData data(train_set.images);
+
+    fs::create_directories(o.out);
+    const std::string checkpoint = o.out + "/checkpoint.xgrad";
+    const std::string log_path = o.out + "/log.csv";
+
+    Gan gan(config, o.seed);
+    History history;
+    if (o.resume) {
+        if (!fs::exists(checkpoint)) throw std::runtime_error("--resume: no checkpoint at '" + checkpoint + "'");
+        const xgrad::Archive archive = xgrad::Archive::load(checkpoint);
+        gan.load(archive);
+        history.load(archive);
+        std::cerr << "resumed from " << checkpoint << " at step " << gan.steps_done() << "\n";
+    }
+    std::ofstream log(log_path, o.resume ? std::ios::app : std::ios::trunc);
+    if (!log) throw std::runtime_error("cannot write '" + log_path + "' (is --out writable?)");
+    if (!o.resume) log << "step,d_loss,g_loss,d_real,d_fake\n";
+
+    // The same noise every time, so the grids show one z turning into a digit.
+    xgrad::Rng grid_rng(o.seed ^ 0x9e3779b97f4a7c15ULL);
+    Var fixed_noise(Tensor({64, config.z_dim}));
+    grid_rng.fill_uniform(fixed_noise.mutable_value(), -1.f, 1.f);
+
+    std::cerr << "mnist_gan: " << train_set.images.count << " training images from " << data_dir << "; "
+              << config.architecture() << " batch=" << config.batch << " k=" << config.k << " lr=" << config.lr
+              << " g_loss=" << (config.g_loss == GeneratorLoss::minimax ? "minimax" : "non-saturating") << "\n";
+    std::signal(SIGINT, on_interrupt);
+    std::signal(SIGTERM, on_interrupt);
+
+    xgrad::Progress progress(static_cast<std::size_t>(o.steps - gan.steps_done()));
+    Interval interval;
+    const long first = gan.steps_done();
+    while (gan.steps_done() < o.steps) {
+        const StepStats stats = gan.step(data);
+        const long step = gan.steps_done();
+        if (!std::isfinite(stats.d_loss) || !std::isfinite(stats.g_loss)) {
+            progress.finish();
+            std::cerr << "error: training diverged at step " << step << " (D loss " << stats.d_loss << ", G loss " << stats.g_loss
+                      << "); the last good checkpoint is kept at " << checkpoint << "\n";
+            return 3;
+        }
+        interval.add(stats);
+        progress.update(static_cast<std::size_t>(step - first), status_text(interval));
+        if (step % o.log_every == 0 || step == o.steps) {
+            history.add(step, interval);
+            const auto& row = history.rows().back();
+            log << step << "," << row[1] << "," << row[2] << "," << row[3] << "," << row[4] << "\n" << std::flush;
+            interval = Interval{};
+        }
+        if (o.grid_every > 0 && step % o.grid_every == 0) {
+            char name[64];
+            std::snprintf(name, sizeof name, "/grid_%07ld.png", step);
+            write_grid(gan, fixed_noise, o.out + name);
+        }
+        if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0) save_checkpoint(gan, history, checkpoint);
+        if (interrupted) {
+            save_checkpoint(gan, history, checkpoint);
+            progress.finish();
+            std::cerr << "interrupted at step " << step << "; checkpoint written to " << checkpoint
+                      << "; continue with the same command plus --resume\n";
+            return 130;
+        }
+    }
+    progress.finish();
+    save_checkpoint(gan, history, checkpoint);
+    write_grid(gan, fixed_noise, o.out + "/grid_final.png");
+    write_plots(history, o.out);
+    if (o.samples > 0) write_samples(gan, o.samples, o.seed + 2, o.out + "/samples.idx");
+
+    xgrad::Rng eval_rng(o.seed + 1);
+    const double value = gan.value_estimate(data, 20, eval_rng);
+    std::cerr << std::fixed << std::setprecision(4) << "done: " << gan.steps_done() << " steps; V(D,G) = " << value
+              << " on 20 fresh batches (the game's optimum: -log 4 = " << -std::log(4.0) << ")\n"
+              << "wrote " << o.out << "/grid_final.png, losses.png, discriminator.png, log.csv, checkpoint.xgrad"
+              << (o.samples > 0 ? ", samples.idx" : "") << "\n";
+    return 0;
+}
+
+}  // namespace
+
+int run_app(int argc, const char* const* argv) {
+    CLI::App cli{"Trains the generative adversarial nets of Goodfellow et al. (2014) on MNIST with xgrad."};
+    Options o;
+    cli.add_option("--data", o.data_dir, "Directory with train-images-idx3-ubyte and train-labels-idx1-ubyte (or .gz); default data/<dataset>");
+    cli.add_option("--dataset", o.dataset, "Which fetched data set to use when --data is not given")
+        ->check(CLI::IsMember({"mnist", "fashion"}))
+        ->capture_default_str();
+    cli.add_option("--preset", o.preset_name,
+                   "reference: the paper's setup as specified (D/G 128 hidden, Adam 1e-3/0.9); "
+                   "default: 256 hidden, LeakyReLU D, Adam 2e-4/0.5, label smoothing 0.9")
+        ->check(CLI::IsMember({"reference", "default"}))
+        ->capture_default_str();
+    cli.add_option("--steps", o.steps, "Total training steps (a resumed run continues up to this)")->check(CLI::Range(1L, 100000000L))->capture_default_str();
+    cli.add_option("--k", o.k, "Discriminator updates per generator update (overrides the preset)")->check(CLI::Range(1, 100));
+    cli.add_option("--batch", o.batch, "Minibatch size m (overrides the preset)")->check(CLI::Range(1, 65536));
+    cli.add_option("--z-dim", o.z_dim, "Noise dimension (overrides the preset)")->check(CLI::Range(1, 65536));
+    cli.add_option("--hidden", o.hidden, "Hidden units of both nets (overrides the preset)")->check(CLI::Range(1, 65536));
+    cli.add_option("--lr", o.lr, "Adam learning rate of both nets (overrides the preset)")->check(CLI::Range(1e-7, 1.0));
+    cli.add_option("--g-loss", o.g_loss, "non-saturating: maximise log D(G(z)); minimax: minimise log(1 - D(G(z)))")
+        ->check(CLI::IsMember({"non-saturating", "minimax"}));
+    cli.add_option("--seed", o.seed, "Random seed: same seed and thread count give identical results")->capture_default_str();
+    cli.add_option("--threads", o.threads, "OpenBLAS threads")->check(CLI::Range(1, 256))->capture_default_str();
+    cli.add_option("--out", o.out, "Output directory (grids, plots, log.csv, checkpoint.xgrad)")->capture_default_str();
+    cli.add_option("--grid-every", o.grid_every, "Write an 8x8 sample grid every N steps (0: only at the end)")->check(CLI::Range(0L, 100000000L))->capture_default_str();
+    cli.add_option("--checkpoint-every", o.checkpoint_every, "Write OUT/checkpoint.xgrad every N steps (0: only at the end)")->check(CLI::Range(0L, 100000000L))->capture_default_str();
+    cli.add_option("--log-every", o.log_every, "Append averages to OUT/log.csv every N steps")->check(CLI::Range(1L, 100000000L))->capture_default_str();
+    cli.add_flag("--resume", o.resume, "Continue from OUT/checkpoint.xgrad (bit-exact with the same seed and threads)");
+    cli.add_option("--samples", o.samples, "After training, write N generated images to OUT/samples.idx (IDX3, bytes)")->check(CLI::Range(0, 10000000));
+    try {
+        cli.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return cli.exit(e);
+    }
+    try {
+        return train(o, config_from(o, cli));
+    } catch (const std::exception& e) {
+        std::cerr << "mnist_gan: error: " << e.what() << "\n";
+        return 1;
+    }
+}
+
+}  // namespace gan
