@@ -238,7 +238,7 @@ namespace {
 [[noreturn]] void throw_freed(const Node& n) {
     throw std::logic_error(std::string("xgrad: backward() through '") + n.op +
                            "', whose graph was already freed by an earlier backward(); pass "
-                           "BackwardOptions{.retain_graph = true} to the first call to walk a graph twice");
+                           "BackwardOptions with retain_graph = true to the first call to walk a graph twice");
 }
 
 void check_not_stale(const Node& n) {

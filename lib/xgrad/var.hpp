@@ -11,7 +11,7 @@
 // leaf that requires a gradient. They accumulate across calls until
 // zero_grad(). backward() then frees the graph it walked (op nodes drop
 // their inputs), so a second backward() through the same graph throws;
-// pass {.retain_graph = true} to walk it again (leaf gradients then add up
+// pass retain_graph = true in BackwardOptions to walk it again (leaf gradients add up
 // twice, as in PyTorch).
 //
 // Threads: a graph belongs to the thread that built it; OpenBLAS may use
