@@ -1,6 +1,8 @@
 #include <xgrad/nn.hpp>
 
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 namespace xgrad {
 
@@ -55,6 +57,14 @@ void Linear::collect_parameters(const std::string& prefix, NamedParameters& out)
     out.emplace_back(prefix + "weight", weight);
     out.emplace_back(prefix + "bias", bias);
 }
+
+Dropout::Dropout(float p, Rng& rng) : p_(p), rng_(rng) {
+    if (!(p >= 0.f && p < 1.f)) {
+        throw std::invalid_argument("xgrad::Dropout: the drop probability p = " + std::to_string(p) + " must be in [0, 1)");
+    }
+}
+
+Var Dropout::forward(const Var& x) { return training() ? dropout(x, p_, rng_) : x; }
 
 Var Sequential::forward(const Var& x) {
     Var h = x;

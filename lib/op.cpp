@@ -15,7 +15,11 @@ void gemm_into(const char* op_name, const Tensor& a, bool transpose_a, const Ten
                          " by " + shape_string(b) + (transpose_b ? "^T" : "") + " into " + shape_string(c));
     }
     if (k == 0) {  // BLAS leaves c untouched when there is nothing to sum
-        c *= beta;
+        if (beta == 0.f) {
+            c.fill(0.f);  // c may hold leftovers (even NaN) from the pool
+        } else {
+            c *= beta;
+        }
         return;
     }
     xt::blas::gemm(a, b, c, transpose_a, transpose_b, 1.f, beta);

@@ -71,7 +71,8 @@ constexpr std::size_t kRows = 4, kCols = 5;
 // Positive operands: no cancellation hides a wrong term.
 Inputs operands() { return {random_var(kRows, kCols, 0.5f, 1.5f, 1), random_var(1, kCols, 0.5f, 1.5f, 2)}; }
 
-GradcheckResult check_rule(xgrad::BackwardFn rule, float attr0 = 0.f, float attr1 = 0.f, const GradcheckOptions& options = {}) {
+GradcheckResult check_rule(xgrad::BackwardFn rule, float attr0 = 0.f, float attr1 = 0.f,
+                           const GradcheckOptions& options = {}) {
     return xgrad::gradcheck([=](const Inputs& in) { return custom_mul(in[0], in[1], rule, attr0, attr1); }, operands(),
                             options);
 }
@@ -141,13 +142,14 @@ TEST_CASE("wrong backward rules fail and the report points at the wrong input") 
 }
 
 TEST_CASE("a wrong rule is found through the ops around it") {
-    // sigmoid(exp(a) * b): the error reaches the checker scaled by other
-    // ops' gradients, and the wrong input is a leaf two ops away.
+    // sigmoid(exp(a) * b) with a rule that forgets its first operand: the
+    // missing gradient belongs to an op node and must be traced back through
+    // exp to leaf a, scaled by sigmoid on the way.
     const GradcheckResult r = xgrad::gradcheck(
-        [](const Inputs& in) { return xgrad::sigmoid(custom_mul(xgrad::exp(in[0]), in[1], correct_da)); }, operands());
+        [](const Inputs& in) { return xgrad::sigmoid(custom_mul(xgrad::exp(in[0]), in[1], correct_db)); }, operands());
     INFO(r.report());
     CHECK_FALSE(r.ok);
-    CHECK(r.input == 1);
+    CHECK(r.input == 0);
 }
 
 TEST_CASE("the report names the worst element and its two derivatives") {
@@ -187,7 +189,8 @@ TEST_CASE("the tolerance decides: an error of 1 passes only when atol exceeds it
     const GradcheckResult r = check_rule(off_by_one, 0.f, 7.f, loose);
     INFO(r.report());
     CHECK(r.ok);
-    CHECK(r.worst_ratio == doctest::Approx(std::abs(r.analytic - r.numeric) / (loose.atol + loose.rtol * std::abs(r.numeric))));
+    CHECK(r.worst_ratio ==
+          doctest::Approx(std::abs(r.analytic - r.numeric) / (loose.atol + loose.rtol * std::abs(r.numeric))));
     CHECK(r.worst_ratio > 0.4);  // the error of 1 is still the worst element
     CHECK_FALSE(check_rule(off_by_one, 0.f, 7.f).ok);
 }
@@ -250,7 +253,8 @@ TEST_CASE("the projection weights are fixed by the seed and left in the gradient
         Var x = random_var(3, 4, -1.f, 1.f, 4);
         GradcheckOptions options;
         options.seed = seed;
-        const GradcheckResult r = xgrad::gradcheck([](const Inputs& in) { return xgrad::scale(in[0], 1.f); }, {x}, options);
+        const GradcheckResult r =
+            xgrad::gradcheck([](const Inputs& in) { return xgrad::scale(in[0], 1.f); }, {x}, options);
         INFO(r.report());
         CHECK(r.ok);
         return Tensor(x.grad());
@@ -267,8 +271,7 @@ TEST_CASE("stale gradients are cleared and input values restored") {
     // Leave a large gradient behind that a correct check must not see.
     xgrad::backward(xgrad::sum(xgrad::scale(in[0] * in[1], 100.f)));
     const Tensor a_before = in[0].value(), b_before = in[1].value();
-    const GradcheckResult r =
-        xgrad::gradcheck([](const Inputs& v) { return custom_mul(v[0], v[1], correct); }, in);
+    const GradcheckResult r = xgrad::gradcheck([](const Inputs& v) { return custom_mul(v[0], v[1], correct); }, in);
     INFO(r.report());
     CHECK(r.ok);
     CHECK(in[0].value() == a_before);

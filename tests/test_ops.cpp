@@ -13,9 +13,9 @@
 #include <utility>
 #include <vector>
 
+#include <xtensor/xmanipulation.hpp>
 #include <xtensor/xmath.hpp>
 #include <xtensor/xoperation.hpp>
-#include <xtensor/xmanipulation.hpp>
 #include <xtensor/xtensor.hpp>
 
 #include <xgrad/gradcheck.hpp>
@@ -150,7 +150,8 @@ const UnaryCase kUnaryCases[] = {
     {"relu", [](const Var& x) { return xgrad::relu(x); }, [](double x) { return x > 0 ? x : 0.0; },
      [](double x) { return x > 0 ? 1.0 : 0.0; }, 0.1f, 2.f, true, false},
     {"leaky_relu (default slope)", [](const Var& x) { return xgrad::leaky_relu(x); },
-     [](double x) { return x > 0 ? x : 0.01 * x; }, [](double x) { return x > 0 ? 1.0 : 0.01; }, 0.1f, 2.f, true, false},
+     [](double x) { return x > 0 ? x : 0.01 * x; }, [](double x) { return x > 0 ? 1.0 : 0.01; }, 0.1f, 2.f, true,
+     false},
     {"leaky_relu (slope 0.2)", [](const Var& x) { return xgrad::leaky_relu(x, 0.2f); },
      [](double x) { return x > 0 ? x : 0.2 * x; }, [](double x) { return x > 0 ? 1.0 : 0.2; }, 0.1f, 2.f, true, false},
     {"sigmoid", [](const Var& x) { return xgrad::sigmoid(x); }, sigmoid_ref,
@@ -158,24 +159,24 @@ const UnaryCase kUnaryCases[] = {
     {"tanh", [](const Var& x) { return xgrad::tanh(x); }, [](double x) { return std::tanh(x); },
      [](double x) { return 1.0 - std::tanh(x) * std::tanh(x); }, -3.f, 3.f, false, true},
     {"softplus", [](const Var& x) { return xgrad::softplus(x); }, softplus_ref, sigmoid_ref, -4.f, 4.f, false, true},
-    {"neg", [](const Var& x) { return xgrad::neg(x); }, [](double x) { return -x; }, [](double) { return -1.0; },
-     -2.f, 2.f, false, false},
+    {"neg", [](const Var& x) { return xgrad::neg(x); }, [](double x) { return -x; }, [](double) { return -1.0; }, -2.f,
+     2.f, false, false},
     {"scale by 2.5", [](const Var& x) { return xgrad::scale(x, 2.5f); }, [](double x) { return 2.5 * x; },
      [](double) { return 2.5; }, -2.f, 2.f, false, false},
     {"add_scalar -1.5", [](const Var& x) { return xgrad::add_scalar(x, -1.5f); }, [](double x) { return x - 1.5; },
      [](double) { return 1.0; }, -2.f, 2.f, false, false},
     {"-x", [](const Var& x) { return -x; }, [](double x) { return -x; }, [](double) { return -1.0; }, -2.f, 2.f, false,
      false},
-    {"x * 3", [](const Var& x) { return x * 3.f; }, [](double x) { return x * 3; }, [](double) { return 3.0; }, -2.f, 2.f,
-     false, false},
-    {"3 * x", [](const Var& x) { return 3.f * x; }, [](double x) { return 3 * x; }, [](double) { return 3.0; }, -2.f, 2.f,
-     false, false},
-    {"x + 2", [](const Var& x) { return x + 2.f; }, [](double x) { return x + 2; }, [](double) { return 1.0; }, -2.f, 2.f,
-     false, false},
-    {"2 + x", [](const Var& x) { return 2.f + x; }, [](double x) { return 2 + x; }, [](double) { return 1.0; }, -2.f, 2.f,
-     false, false},
-    {"x - 2", [](const Var& x) { return x - 2.f; }, [](double x) { return x - 2; }, [](double) { return 1.0; }, -2.f, 2.f,
-     false, false},
+    {"x * 3", [](const Var& x) { return x * 3.f; }, [](double x) { return x * 3; }, [](double) { return 3.0; }, -2.f,
+     2.f, false, false},
+    {"3 * x", [](const Var& x) { return 3.f * x; }, [](double x) { return 3 * x; }, [](double) { return 3.0; }, -2.f,
+     2.f, false, false},
+    {"x + 2", [](const Var& x) { return x + 2.f; }, [](double x) { return x + 2; }, [](double) { return 1.0; }, -2.f,
+     2.f, false, false},
+    {"2 + x", [](const Var& x) { return 2.f + x; }, [](double x) { return 2 + x; }, [](double) { return 1.0; }, -2.f,
+     2.f, false, false},
+    {"x - 2", [](const Var& x) { return x - 2.f; }, [](double x) { return x - 2; }, [](double) { return 1.0; }, -2.f,
+     2.f, false, false},
     {"2 - x", [](const Var& x) { return 2.f - x; }, [](double x) { return 2 - x; }, [](double) { return -1.0; }, -2.f,
      2.f, false, false},
 };
@@ -303,9 +304,10 @@ TEST_CASE("add, sub, mul pass gradcheck for every broadcast") {
     std::uint64_t seed = 400;
     for (const BinaryCase& op : kBinaryCases) {
         for (const auto& [sa, sb] : kBroadcastPairs) {
-            check_gradcheck(std::string(op.name) + " of " + xgrad::shape_string(sa) + " and " + xgrad::shape_string(sb),
-                            [&op](const Inputs& in) { return op.op(in[0], in[1]); },
-                            {random_var(sa[0], sa[1], -1.5f, 1.5f, ++seed), random_var(sb[0], sb[1], -1.5f, 1.5f, ++seed)});
+            check_gradcheck(
+                std::string(op.name) + " of " + xgrad::shape_string(sa) + " and " + xgrad::shape_string(sb),
+                [&op](const Inputs& in) { return op.op(in[0], in[1]); },
+                {random_var(sa[0], sa[1], -1.5f, 1.5f, ++seed), random_var(sb[0], sb[1], -1.5f, 1.5f, ++seed)});
         }
     }
 }
@@ -361,7 +363,8 @@ TEST_CASE("sum and mean pass gradcheck") {
     for (const ReduceCase& op : kReduceCases) {
         for (const Shape& s : kShapes) {
             check_gradcheck(std::string(op.name) + " of " + xgrad::shape_string(s),
-                            [&op](const Inputs& in) { return op.op(in[0]); }, {random_var(s[0], s[1], -1.f, 1.f, ++seed)});
+                            [&op](const Inputs& in) { return op.op(in[0]); },
+                            {random_var(s[0], s[1], -1.f, 1.f, ++seed)});
         }
     }
 }
@@ -421,8 +424,9 @@ TEST_CASE("matmul and linear pass gradcheck") {
     for (const ProductShape& p : kProductShapes) {
         const std::string shapes = "(" + std::to_string(p.rows) + ", " + std::to_string(p.inner) + ") . (" +
                                    std::to_string(p.inner) + ", " + std::to_string(p.cols) + ")";
-        check_gradcheck("matmul " + shapes, [](const Inputs& in) { return xgrad::matmul(in[0], in[1]); },
-                        {random_var(p.rows, p.inner, -1.f, 1.f, ++seed), random_var(p.inner, p.cols, -1.f, 1.f, ++seed)});
+        check_gradcheck(
+            "matmul " + shapes, [](const Inputs& in) { return xgrad::matmul(in[0], in[1]); },
+            {random_var(p.rows, p.inner, -1.f, 1.f, ++seed), random_var(p.inner, p.cols, -1.f, 1.f, ++seed)});
         check_gradcheck("linear " + shapes, [](const Inputs& in) { return xgrad::linear(in[0], in[1], in[2]); },
                         {random_var(p.rows, p.inner, -1.f, 1.f, ++seed), random_var(p.inner, p.cols, -1.f, 1.f, ++seed),
                          random_var(1, p.cols, -1.f, 1.f, ++seed)});
@@ -489,9 +493,9 @@ TEST_CASE("bce_with_logits reaches its limits at saturated logits without NaN") 
     // A confidently wrong logit x costs |x| and its gradient is +-1; a
     // confidently right one costs nothing.
     const Limit limits[] = {
-        {100.f, 0.f, 100.0, 1.0},     {-100.f, 1.f, 100.0, -1.0},  {100.f, 1.f, 0.0, 0.0},  {-100.f, 0.f, 0.0, 0.0},
-        {30.f, 0.f, 30.0, 1.0},       {-30.f, 1.f, 30.0, -1.0},    {30.f, 1.f, 0.0, 0.0},   {-30.f, 0.f, 0.0, 0.0},
-        {1000.f, 0.f, 1000.0, 1.0},   {-1000.f, 1.f, 1000.0, -1.0}, {1000.f, 1.f, 0.0, 0.0}, {-1000.f, 0.f, 0.0, 0.0},
+        {100.f, 0.f, 100.0, 1.0},   {-100.f, 1.f, 100.0, -1.0},   {100.f, 1.f, 0.0, 0.0},  {-100.f, 0.f, 0.0, 0.0},
+        {30.f, 0.f, 30.0, 1.0},     {-30.f, 1.f, 30.0, -1.0},     {30.f, 1.f, 0.0, 0.0},   {-30.f, 0.f, 0.0, 0.0},
+        {1000.f, 0.f, 1000.0, 1.0}, {-1000.f, 1.f, 1000.0, -1.0}, {1000.f, 1.f, 0.0, 0.0}, {-1000.f, 0.f, 0.0, 0.0},
     };
     const std::size_t n = 3;  // the gradient must carry the mean's 1/n
     for (const Limit& l : limits) {
@@ -524,27 +528,32 @@ TEST_CASE("gradients add up through shared and intermediate operands") {
     const Case cases[] = {
         {"x * x", {{5, 7}}, [](const Inputs& in) { return in[0] * in[0]; }},
         {"x + x - x", {{5, 7}}, [](const Inputs& in) { return in[0] + in[0] - in[0]; }},
-        {"exp(x) * exp(x), one node", {{5, 7}},
+        {"exp(x) * exp(x), one node",
+         {{5, 7}},
          [](const Inputs& in) {
              const Var h = xgrad::exp(in[0]);
              return h * h;
          }},
-        {"a broadcast intermediate used twice", {{5, 7}, {1, 7}},
+        {"a broadcast intermediate used twice",
+         {{5, 7}, {1, 7}},
          [](const Inputs& in) {
              const Var h = xgrad::sigmoid(in[1]);
              return (in[0] + h) * h;
          }},
-        {"matmul of a shared intermediate", {{5, 5}},
+        {"matmul of a shared intermediate",
+         {{5, 5}},
          [](const Inputs& in) {
              const Var h = xgrad::tanh(in[0]);
              return xgrad::matmul(h, h);
          }},
-        {"reductions of a shared intermediate", {{5, 7}},
+        {"reductions of a shared intermediate",
+         {{5, 7}},
          [](const Inputs& in) {
              const Var h = xgrad::exp(in[0]);
              return xgrad::mean(h, xgrad::Axis::rows) * xgrad::sum(h, xgrad::Axis::cols) - xgrad::mean(h);
          }},
-        {"a two-layer network's loss", {{6, 4}, {4, 5}, {1, 5}, {5, 1}, {1, 1}, {6, 1}},
+        {"a two-layer network's loss",
+         {{6, 4}, {4, 5}, {1, 5}, {5, 1}, {1, 1}, {6, 1}},
          [](const Inputs& in) {
              const Var h = xgrad::leaky_relu(xgrad::linear(in[0], in[1], in[2]), 0.2f);
              return xgrad::bce_with_logits(xgrad::linear(h, in[3], in[4]), xgrad::sigmoid(in[5]));
@@ -585,7 +594,13 @@ TEST_CASE("shape errors name the op and both shapes") {
         {"xgrad::bce_with_logits", [] { xgrad::bce_with_logits(Var::full(1, 4, 1.f, true), Var::full(4, 1, 0.f)); },
          "(1, 4)", "(4, 1)"},
         // The op-authoring API guards custom ops the same way: gemm_into
-        // before BLAS writes past a too-small result ...
+        // before BLAS reads or writes out of bounds ...
+        {"xgrad::my_product",
+         [] {
+             Tensor c(Shape{2, 5});
+             xgrad::gemm_into("my_product", Tensor(Shape{2, 3}, 1.f), false, Tensor(Shape{4, 5}, 1.f), false, c);
+         },
+         "(2, 3)", "(4, 5)"},
         {"xgrad::my_product",
          [] {
              Tensor c(Shape{2, 4});
@@ -598,8 +613,8 @@ TEST_CASE("shape errors name the op and both shapes") {
              const Var x = Var::full(2, 3, 1.f, true);
              xgrad::Op op("my_op", {x}, x.shape());
              op.out().fill(1.f);
-             const Var y = op.finish(
-                 [](xgrad::BackwardContext& ctx) { ctx.accumulate(0, xt::transpose(ctx.grad_output())); });
+             const Var y =
+                 op.finish([](xgrad::BackwardContext& ctx) { ctx.accumulate(0, xt::transpose(ctx.grad_output())); });
              xgrad::backward(xgrad::sum(y));
          },
          "(3, 2)", "(2, 3)"},

@@ -81,6 +81,24 @@ public:
     Var forward(const Var& x) override { return tanh(x); }
 };
 
+// Inverted dropout (see xgrad::dropout) while training(); the identity in
+// evaluation mode (train(false)), where it draws nothing.
+// It draws its masks from an Rng it is given rather than one it owns: the
+// training loop's stream then decides every mask, and saving that one
+// stream's state (as a checkpoint does) is enough to resume bit-exactly.
+// `rng` must outlive the module.
+class Dropout : public Module {
+public:
+    // Throws std::invalid_argument unless 0 <= p < 1.
+    Dropout(float p, Rng& rng);
+    Var forward(const Var& x) override;
+    float p() const { return p_; }
+
+private:
+    float p_;
+    Rng& rng_;
+};
+
 // Applies its layers in order. Layer i's parameters are named "i.<name>".
 class Sequential : public Module {
 public:

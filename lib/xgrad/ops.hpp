@@ -62,5 +62,22 @@ Var tanh(const Var& x);     // dx = dy * (1 - y^2)
 Var bce_with_logits(const Var& logits, const Var& targets);
 // The same against one target value for every element (a GAN's 1 or 0 label).
 Var bce_with_logits(const Var& logits, float target);
+// Mean over the N rows of the cross-entropy between each row of targets (class
+// probabilities: one-hot for labels) and softmax(logits), fused so that it
+// never forms log(softmax(x)) from a rounded softmax:
+//   l = (1/N) sum_r [ lse_r * T_r - sum_c t_rc x_rc ],  lse_r = m_r + log sum_c exp(x_rc - m_r),
+//   m_r = max_c x_rc,  T_r = sum_c t_rc (1 for probabilities),
+//   dx = (softmax(x) T_r - t) / N  (= (softmax(x) - t) / N),   dt = -log softmax(x) / N.
+// Finite and exact for any |x| (logits of +-1000 included). Output (1,1).
+Var softmax_cross_entropy(const Var& logits, const Var& targets);
+
+// ---- regularisation (lib/ops/dropout.cpp) -----------------------------------------
+class Rng;
+// Inverted dropout: each element is kept with probability 1-p and scaled by
+// 1/(1-p), else zeroed, so the expected value is x and evaluation needs no
+// rescaling. Draws one rng.uniform per element (whatever p), in row-major
+// order. dx = dy * mask / (1-p), with the mask of the forward pass.
+// Throws std::invalid_argument unless 0 <= p < 1.
+Var dropout(const Var& x, float p, Rng& rng);
 
 }  // namespace xgrad

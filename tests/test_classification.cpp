@@ -1,0 +1,322 @@
+// The ops a classifier needs beyond the GAN's: softmax_cross_entropy (checked
+// against a double reference, by gradcheck, and at saturated logits) and
+// dropout (its mask statistics, its gradient and the Dropout module's
+// evaluation mode).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <xgrad/gradcheck.hpp>
+#include <xgrad/nn.hpp>
+#include <xgrad/ops.hpp>
+#include <xgrad/random.hpp>
+
+namespace {
+
+using xgrad::Rng;
+using xgrad::Shape;
+using xgrad::Tensor;
+using xgrad::Var;
+using Inputs = std::vector<Var>;
+
+// A single row, a single class and full matrices: one-class rows have
+// softmax 1 and must give loss and gradient 0.
+const Shape kShapes[] = {{1, 1}, {1, 7}, {5, 1}, {5, 7}, {3, 10}};
+
+Var random_var(const Shape& shape, float lo, float hi, std::uint64_t seed, bool requires_grad = true) {
+    Tensor t(shape);
+    Rng(seed).fill_uniform(t, lo, hi);
+    return Var(t, requires_grad);
+}
+
+// Rows of class probabilities: one-hot at a random class, or random and normalised.
+Var random_targets(const Shape& shape, bool one_hot, std::uint64_t seed) {
+    Rng rng(seed);
+    Tensor t(shape, 0.f);
+    for (std::size_t r = 0; r < shape[0]; ++r) {
+        if (one_hot) {
+            t(r, rng.below(shape[1])) = 1.f;
+            continue;
+        }
+        float total = 0.f;
+        for (std::size_t c = 0; c < shape[1]; ++c) total += t(r, c) = rng.uniform(0.1f, 1.f);
+        for (std::size_t c = 0; c < shape[1]; ++c) t(r, c) /= total;
+    }
+    return Var(t, true);
+}
+
+struct Reference {
+    double loss = 0;
+    std::vector<double> dlogits, dtargets;
+};
+
+// Loss and gradients for upstream gradient dy, in double, from the definition
+// -sum t log softmax(x), with log softmax written as x - log sum exp x.
+Reference cross_entropy_reference(const Tensor& x, const Tensor& t, double dy) {
+    const std::size_t rows = x.shape()[0], cols = x.shape()[1];
+    Reference ref;
+    ref.dlogits.resize(x.size());
+    ref.dtargets.resize(x.size());
+    for (std::size_t r = 0; r < rows; ++r) {
+        double m = -HUGE_VAL, s = 0, mass = 0;
+        for (std::size_t c = 0; c < cols; ++c) m = std::max(m, double(x(r, c)));
+        for (std::size_t c = 0; c < cols; ++c) s += std::exp(double(x(r, c)) - m);
+        for (std::size_t c = 0; c < cols; ++c) mass += t(r, c);
+        for (std::size_t c = 0; c < cols; ++c) {
+            const double log_p = double(x(r, c)) - m - std::log(s);
+            ref.loss -= double(t(r, c)) * log_p / double(rows);
+            ref.dlogits[r * cols + c] = dy * (std::exp(log_p) * mass - double(t(r, c))) / double(rows);
+            ref.dtargets[r * cols + c] = -dy * log_p / double(rows);
+        }
+    }
+    return ref;
+}
+
+void check_close(const std::string& what, const Tensor& got, const std::vector<double>& want, double tol = 1e-5) {
+    REQUIRE(got.size() == want.size());
+    for (std::size_t i = 0; i < want.size(); ++i) {
+        INFO(what << " element " << i << ": got " << got.data()[i] << ", want " << want[i]);
+        CHECK(std::abs(double(got.data()[i]) - want[i]) <= tol * (1.0 + std::abs(want[i])));
+    }
+}
+
+void check_gradcheck(const std::string& what, const std::function<Var(const Inputs&)>& f, const Inputs& inputs) {
+    const xgrad::GradcheckResult r = xgrad::gradcheck(f, inputs);
+    std::size_t expected = 0;
+    for (const Var& in : inputs) {
+        if (in.requires_grad()) expected += in.value().size();
+    }
+    INFO(what << ": " << r.report());
+    CHECK(r.ok);
+    CHECK(r.checked == expected);
+}
+
+}  // namespace
+
+// ---- softmax_cross_entropy ---------------------------------------------------------------
+
+TEST_CASE("softmax_cross_entropy: loss and both gradients match the definition in double") {
+    std::uint64_t seed = 100;
+    for (const Shape& s : kShapes) {
+        for (const bool one_hot : {true, false}) {
+            INFO("shape " << xgrad::shape_string(s) << (one_hot ? ", one-hot targets" : ", soft targets"));
+            const Var x = random_var(s, -4.f, 4.f, ++seed);
+            const Var t = random_targets(s, one_hot, ++seed);
+            const double dy = -1.7;  // not 1: the rule must scale by the upstream gradient
+            const Var loss = xgrad::softmax_cross_entropy(x, t);
+            REQUIRE(loss.shape() == Shape{1, 1});
+            xgrad::backward(xgrad::scale(loss, float(dy)));
+            const Reference ref = cross_entropy_reference(x.value(), t.value(), dy);
+            CHECK(loss.item() == doctest::Approx(ref.loss).epsilon(1e-5));
+            check_close("d logits", x.grad(), ref.dlogits);
+            check_close("d targets", t.grad(), ref.dtargets);
+        }
+    }
+}
+
+TEST_CASE("softmax_cross_entropy: closed forms") {
+    SUBCASE("equal logits cost log C whatever the one-hot class") {
+        const Var x = Var::full(2, 4, 0.3f, true);
+        const Var t(Tensor{{0.f, 0.f, 1.f, 0.f}, {1.f, 0.f, 0.f, 0.f}});
+        const Var loss = xgrad::softmax_cross_entropy(x, t);
+        xgrad::backward(loss);
+        CHECK(loss.item() == doctest::Approx(std::log(4.0)));
+        // (softmax - t) / N = (1/4 - t) / 2
+        CHECK(x.grad()(0, 0) == doctest::Approx(0.125));
+        CHECK(x.grad()(0, 2) == doctest::Approx(-0.375));
+        CHECK(x.grad()(1, 0) == doctest::Approx(-0.375));
+    }
+    SUBCASE("two classes reduce to the logistic loss of the logit difference") {
+        const float a = 1.3f, b = -0.4f;
+        const Var loss = xgrad::softmax_cross_entropy(Var(Tensor{{a, b}}), Var(Tensor{{1.f, 0.f}}));
+        CHECK(loss.item() == doctest::Approx(std::log1p(std::exp(-(double(a) - double(b))))));
+    }
+    SUBCASE("the row gradients sum to zero for probability targets") {
+        const Var x = random_var({4, 6}, -3.f, 3.f, 7);
+        xgrad::backward(xgrad::softmax_cross_entropy(x, random_targets({4, 6}, false, 8)));
+        for (std::size_t r = 0; r < 4; ++r) {
+            double s = 0;
+            for (std::size_t c = 0; c < 6; ++c) s += x.grad()(r, c);
+            CHECK(std::abs(s) < 1e-6);
+        }
+    }
+}
+
+TEST_CASE("softmax_cross_entropy passes gradcheck") {
+    std::uint64_t seed = 200;
+    for (const Shape& s : kShapes) {
+        const std::string shape = xgrad::shape_string(s);
+        const auto f = [](const Inputs& in) { return xgrad::softmax_cross_entropy(in[0], in[1]); };
+        check_gradcheck("probability targets " + shape, f, {random_var(s, -3.f, 3.f, ++seed), random_targets(s, false, ++seed)});
+        // Targets that do not sum to 1 exercise the T_r factor of dx.
+        check_gradcheck("unnormalised targets " + shape, f, {random_var(s, -3.f, 3.f, ++seed), random_var(s, 0.f, 2.f, ++seed)});
+        check_gradcheck("frozen targets " + shape, f,
+                        {random_var(s, -3.f, 3.f, ++seed), random_var(s, 0.f, 1.f, ++seed, /*requires_grad=*/false)});
+    }
+}
+
+TEST_CASE("softmax_cross_entropy is finite and exact at saturated logits") {
+    struct Case {
+        Tensor logits, targets;
+        double loss;
+        std::vector<double> dlogits;
+    };
+    // A confidently wrong row costs the logit gap and its gradient is
+    // (one-hot of the winner - target) / N; a confidently right one costs 0.
+    const Case cases[] = {
+        {Tensor{{1000.f, -1000.f, 0.f}}, Tensor{{1.f, 0.f, 0.f}}, 0.0, {0, 0, 0}},
+        {Tensor{{1000.f, -1000.f, 0.f}}, Tensor{{0.f, 1.f, 0.f}}, 2000.0, {1, -1, 0}},
+        {Tensor{{1000.f, -1000.f, 0.f}}, Tensor{{0.f, 0.f, 1.f}}, 1000.0, {1, 0, -1}},
+        {Tensor{{-1000.f, 1000.f}}, Tensor{{0.5f, 0.5f}}, 1000.0, {-0.5, 0.5}},
+        {Tensor{{-1000.f, -1000.f}}, Tensor{{1.f, 0.f}}, std::log(2.0), {-0.5, 0.5}},
+        {Tensor{{1000.f, 1000.f}, {-1000.f, 1000.f}}, Tensor{{0.f, 1.f}, {1.f, 0.f}}, (std::log(2.0) + 2000.0) / 2,
+         {0.25, -0.25, -0.5, 0.5}},
+    };
+    for (const Case& k : cases) {
+        INFO("logits " << k.logits << ", targets " << k.targets);
+        const Var x(k.logits, true), t(k.targets, true);
+        const Var loss = xgrad::softmax_cross_entropy(x, t);
+        xgrad::backward(loss);
+        CHECK(std::isfinite(loss.item()));
+        CHECK(loss.item() == doctest::Approx(k.loss));
+        for (std::size_t i = 0; i < k.dlogits.size(); ++i) {
+            CHECK(x.grad().data()[i] == doctest::Approx(k.dlogits[i]));
+            CHECK(std::isfinite(t.grad().data()[i]));
+        }
+    }
+    // Shifting every logit of a row leaves softmax unchanged.
+    const Var base = random_var({3, 5}, -2.f, 2.f, 31, false);
+    const Var targets = random_targets({3, 5}, true, 32);
+    for (const float shift : {1000.f, -1000.f}) {
+        CHECK(xgrad::softmax_cross_entropy(base + shift, targets).item() ==
+              doctest::Approx(xgrad::softmax_cross_entropy(base, targets).item()).epsilon(1e-3));
+    }
+}
+
+TEST_CASE("softmax_cross_entropy rejects mismatched and empty operands") {
+    const auto message = [](const Var& x, const Var& t) {
+        try {
+            xgrad::softmax_cross_entropy(x, t);
+        } catch (const xgrad::ShapeError& e) {
+            return std::string(e.what());
+        }
+        return std::string("no exception");
+    };
+    const std::string mismatch = message(Var::full(2, 10, 0.f, true), Var::full(2, 9, 0.f));
+    CHECK(mismatch.find("softmax_cross_entropy") != std::string::npos);
+    CHECK(mismatch.find("(2, 10)") != std::string::npos);
+    CHECK(mismatch.find("(2, 9)") != std::string::npos);
+    CHECK(message(Var(Tensor({0, 10})), Var(Tensor({0, 10}))).find("at least one row") != std::string::npos);
+}
+
+// ---- dropout ------------------------------------------------------------------------------
+
+TEST_CASE("dropout keeps each element with probability 1-p, scaled by 1/(1-p)") {
+    const std::size_t rows = 200, cols = 500;  // 1e5 draws: the kept fraction's std is < 0.0016
+    for (const float p : {0.1f, 0.3f, 0.5f, 0.8f}) {
+        INFO("p = " << p);
+        Rng rng(11);
+        const Var y = xgrad::dropout(Var::full(rows, cols, 1.f), p, rng);
+        const float scale = 1.f / (1.f - p);
+        std::size_t kept = 0, odd = 0;
+        std::vector<std::size_t> kept_per_row(rows, 0);
+        for (std::size_t r = 0; r < rows; ++r) {
+            for (std::size_t c = 0; c < cols; ++c) {
+                const float v = y.value()(r, c);
+                if (v == scale) {
+                    ++kept;
+                    ++kept_per_row[r];
+                } else if (v != 0.f) {
+                    ++odd;
+                }
+            }
+        }
+        CHECK(odd == 0);
+        const double fraction = double(kept) / double(rows * cols);
+        CHECK(std::abs(fraction - (1.0 - p)) < 0.01);
+        // Not one mask repeated: rows differ in how many they keep.
+        CHECK(*std::max_element(kept_per_row.begin(), kept_per_row.end()) !=
+              *std::min_element(kept_per_row.begin(), kept_per_row.end()));
+    }
+}
+
+TEST_CASE("dropout: the mask follows the seed, p = 0 is the identity, bad p is rejected") {
+    const Var x = random_var({6, 9}, 0.5f, 1.5f, 41, false);  // no zeros: a dropped element shows
+    Rng a(5), b(5), c(6);
+    const Tensor ya = xgrad::dropout(x, 0.5f, a).value();
+    CHECK(xgrad::dropout(x, 0.5f, b).value() == ya);
+    CHECK(xgrad::dropout(x, 0.5f, c).value() != ya);
+    // Without a graph (NoGrad) the same seed gives the same output.
+    {
+        xgrad::NoGrad no_grad;
+        Rng d(5);
+        CHECK(xgrad::dropout(x, 0.5f, d).value() == ya);
+    }
+    Rng e(5);
+    CHECK(xgrad::dropout(x, 0.f, e).value() == x.value());
+    for (const float p : {-0.1f, 1.f, 1.5f, std::numeric_limits<float>::quiet_NaN()}) {
+        INFO("p = " << p);
+        Rng r(1);
+        CHECK_THROWS_WITH_AS(xgrad::dropout(x, p, r), doctest::Contains("must be in [0, 1)"), std::invalid_argument);
+        CHECK_THROWS_AS(xgrad::Dropout(p, r), std::invalid_argument);
+    }
+}
+
+TEST_CASE("dropout's gradient is the upstream gradient times mask / (1-p)") {
+    const float p = 0.4f;
+    const Var x = random_var({7, 8}, -2.f, 2.f, 51);
+    Rng rng(9);
+    const Var y = xgrad::dropout(x, p, rng);
+    Rng same(9);
+    const Tensor mask = xgrad::dropout(Var::full(7, 8, 1.f), p, same).value();
+    const Tensor dy = random_var({7, 8}, -1.f, 1.f, 52, false).value();
+    // sum(y .* dy) hands y the upstream gradient dy.
+    xgrad::backward(xgrad::sum(y * Var(dy)));
+    std::size_t dropped = 0;
+    for (std::size_t i = 0; i < mask.size(); ++i) {
+        CHECK(x.grad().data()[i] == doctest::Approx(dy.data()[i] * mask.data()[i]));
+        CHECK(y.value().data()[i] == doctest::Approx(x.value().data()[i] * mask.data()[i]));
+        dropped += mask.data()[i] == 0.f;
+    }
+    CHECK(dropped > 0);
+    CHECK(dropped < mask.size());
+
+    // gradcheck re-runs f: re-seeding makes every run draw the same mask.
+    for (const Shape& s : kShapes) {
+        check_gradcheck("dropout " + xgrad::shape_string(s),
+                        [p](const Inputs& in) {
+                            Rng fixed(77);
+                            return xgrad::dropout(in[0], p, fixed);
+                        },
+                        {random_var(s, -2.f, 2.f, 60 + s[0] * 10 + s[1])});
+    }
+}
+
+TEST_CASE("the Dropout module drops while training and is the identity in evaluation mode") {
+    Rng rng(3);
+    xgrad::Sequential net;
+    net.add<xgrad::Dropout>(0.5f, rng);
+    const Var x = random_var({20, 30}, 0.5f, 1.5f, 71);
+
+    const Var trained = net(x);
+    CHECK(trained.value() != x.value());
+    CHECK(std::string(trained.op_name()) == "dropout");
+
+    net.train(false);  // Sequential passes evaluation mode on to its layers
+    CHECK_FALSE(net[0].training());
+    const std::string before = rng.state();
+    const Var evaluated = net(x);
+    CHECK(evaluated.value() == x.value());
+    CHECK(rng.state() == before);  // evaluation draws nothing from the training stream
+    xgrad::backward(xgrad::sum(evaluated));
+    CHECK(x.grad() == Tensor(Shape{20, 30}, 1.f));
+
+    net.train(true);
+    CHECK(net(x).value() != x.value());
+    CHECK(rng.state() != before);
+}
