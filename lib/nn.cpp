@@ -31,14 +31,16 @@ void Module::save(Archive& archive, const std::string& prefix) const {
 }
 
 void Module::load(const Archive& archive, const std::string& prefix) {
-    for (auto& [name, p] : named_parameters()) {
+    const NamedParameters parameters = named_parameters();
+    // Every entry is checked before any is copied: a failed load changes nothing.
+    for (const auto& [name, p] : parameters) {
         const Tensor& stored = archive.tensor(prefix + name);
         if (shape_of(stored) != p.shape()) {
             throw ShapeError("xgrad: parameter '" + prefix + name + "' is " + shape_string(p.shape()) + " but the archive holds " +
                              shape_string(stored));
         }
-        p.mutable_value() = stored;
     }
+    for (auto [name, p] : parameters) p.mutable_value() = archive.tensor(prefix + name);
 }
 
 Linear::Linear(std::size_t in, std::size_t out, Rng& rng, Init init) {

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
@@ -89,7 +90,7 @@ void Archive::save(const std::string& path) const {
         append(bytes, static_cast<std::uint64_t>(text.size()));
         bytes += text;
     }
-    append(bytes, static_cast<std::uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(bytes.data()), static_cast<uInt>(bytes.size()))));
+    append(bytes, static_cast<std::uint32_t>(crc32_z(0L, reinterpret_cast<const Bytef*>(bytes.data()), bytes.size())));
 
     detail::write_file_atomically(path, {bytes});
 }
@@ -97,6 +98,7 @@ void Archive::save(const std::string& path) const {
 Archive Archive::load(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw std::runtime_error("xgrad: cannot open archive '" + path + "': " + std::strerror(errno));
+    if (!std::filesystem::is_regular_file(path)) throw std::runtime_error("xgrad: archive '" + path + "' is not a regular file");
     const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     Reader reader(bytes, path);
 
@@ -111,7 +113,7 @@ Archive Archive::load(const std::string& path) {
     const std::size_t body_end = bytes.size() - 4;
     std::uint32_t stored_crc;
     std::memcpy(&stored_crc, bytes.data() + body_end, 4);
-    const auto actual_crc = static_cast<std::uint32_t>(crc32(0L, reinterpret_cast<const Bytef*>(bytes.data()), static_cast<uInt>(body_end)));
+    const auto actual_crc = static_cast<std::uint32_t>(crc32_z(0L, reinterpret_cast<const Bytef*>(bytes.data()), body_end));
 
     Archive archive;
     const auto count = reader.read<std::uint32_t>("the entry count");

@@ -44,6 +44,7 @@ void reset(Node& n) {
     n.requires_grad = false;
     n.graph_freed = false;
     n.grad_written = false;
+    n.value_pooled = false;
 }
 
 }  // namespace
@@ -72,7 +73,13 @@ void drop_ref(Node* n) noexcept {
     while (!a.releasing.empty()) {
         Node* m = a.releasing.back();
         a.releasing.pop_back();
-        a.pool.release(m->value);
+        // Only pool-born values return to the pool: caching every tensor a
+        // user wraps (a fresh batch each step) would grow it without bound.
+        if (m->value_pooled) {
+            a.pool.release(m->value);
+        } else {
+            m->value = Tensor();
+        }
         a.pool.release(m->grad);
         a.pool.release(m->saved);
         for (int i = 0; i < m->num_inputs; ++i) {
@@ -99,7 +106,9 @@ Var::Var(Tensor value, bool requires_grad) : node_(detail::new_node()) {
 Var Var::full(std::size_t rows, std::size_t cols, float fill, bool requires_grad) {
     Tensor t = tensor_pool().acquire({rows, cols});
     t.fill(fill);
-    return Var(std::move(t), requires_grad);
+    Var v(std::move(t), requires_grad);
+    v.node_->value_pooled = true;
+    return v;
 }
 
 Var::Var(const Var& other) noexcept : node_(other.node_) {
@@ -182,7 +191,9 @@ Tensor& Var::mutable_value() {
 Var Var::detach() const {
     Tensor copy = tensor_pool().acquire(shape());
     xt::noalias(copy) = value();
-    return Var(std::move(copy));
+    Var v(std::move(copy));
+    v.node_->value_pooled = true;
+    return v;
 }
 
 // ---- grad mode ------------------------------------------------------------
@@ -216,6 +227,7 @@ Op::Op(const char* name, std::initializer_list<Var> inputs, const Shape& output_
         }
     }
     n.value = tensor_pool().acquire(output_shape);
+    n.value_pooled = true;
 }
 
 Tensor& Op::out() { return result_.node_->value; }
@@ -311,10 +323,13 @@ void backward(const Var& root, const BackwardOptions& options) {
         }
     };
     try {
+        // Checked before any rule runs, so a refused backward adds nothing.
+        for (Node* n : order) {
+            if (!n->is_leaf) check_not_stale(*n);
+        }
         for (Node* n : order) {
             // An op whose output received no gradient contributes nothing.
             if (n->is_leaf || !n->grad_written) continue;
-            check_not_stale(*n);
             BackwardContext ctx(*n);
             n->backward(ctx);
         }

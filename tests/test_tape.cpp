@@ -157,7 +157,7 @@ TEST_CASE("graphs built over shared parameters backward independently") {
     CHECK(w.grad() == Tensor{{3 + 4, 5 - 16}});
 }
 
-TEST_CASE("a GAN step: D's update leaves G alone, G's update flows through a frozen D") {
+TEST_CASE("a GAN step: D's backward leaves G alone, G's backward flows through a frozen D") {
     Var g_w(Tensor{{1, 2}}, true);   // the generator
     Var d_w(Tensor{{3, -1}}, true);  // the discriminator
     const Var z(Tensor{{2, -1}});
@@ -247,23 +247,22 @@ TEST_CASE("a deep chain is walked and freed without recursion") {
     // Recursion over 200000 nodes would need far more than an 8 MiB stack.
     constexpr int kDepth = 200000;
     Var x(Tensor{{0}}, true);
-    const auto chain = [&] {
-        Var h = x;
-        for (int i = 0; i < kDepth; ++i) h = h + 1.f;
-        return h;
-    };
-    SUBCASE("backward, then free") {
-        Var y = chain();
+    // Builds the chain, walks it or not, and drops it: freed by backward()
+    // in the first case, by the last handle's destructor in the second.
+    const auto run = [&](bool walk) {
+        Var y = x;
+        for (int i = 0; i < kDepth; ++i) y = y + 1.f;
         CHECK(y.item() == static_cast<float>(kDepth));
-        backward(y);
-        CHECK(x.grad()(0, 0) == 1.f);
-        y = Var();
+        if (walk) backward(y);
+    };
+    for (const bool walk : {true, false}) {
+        CAPTURE(walk);
+        run(walk);
+        const std::size_t pooled = tensor_pool().cached_buffers();
+        run(walk);
+        CHECK(tensor_pool().cached_buffers() == pooled);  // every node gave its buffers back
     }
-    SUBCASE("free without backward") {
-        Var y = chain();
-        y = Var();
-    }
-    CHECK(x.is_leaf());  // reached only if freeing returned
+    CHECK(x.grad()(0, 0) == 2.f);  // 1 from each walk
 }
 
 TEST_CASE("a repeated training step recycles its buffers") {
@@ -294,6 +293,27 @@ TEST_CASE("a repeated training step recycles its buffers") {
     // Stable because the forward pass draws its buffers from the pool and
     // everything returns, not because nothing ever reaches the pool.
     CHECK(during_forward < settled);
+}
+
+TEST_CASE("wrapping a fresh tensor every step does not grow the pool") {
+    Var w(Tensor({6, 1}, 0.5f), true);
+    std::size_t settled = 0;
+    for (int i = 0; i < 6; ++i) {
+        const Var x(Tensor({32, 6}, float(i)));  // a new user batch each step
+        backward(sum(matmul(x, w)));
+        if (i == 1) settled = tensor_pool().cached_buffers();
+        if (i > 1) CHECK(tensor_pool().cached_buffers() == settled);
+    }
+}
+
+TEST_CASE("a backward refused for a modified input adds no gradient anywhere") {
+    Var w(Tensor{{1, 2}}, true), v(Tensor{{3, 4}}, true);
+    const Var x(Tensor{{5, 6}});
+    const Var loss = sum(w * x) + sum(v * v);
+    w.mutable_value()(0, 0) = 9.f;
+    CHECK_THROWS_AS(backward(loss), std::logic_error);
+    CHECK(all_zero(v.grad()));
+    CHECK(all_zero(w.grad()));
 }
 
 TEST_CASE("leaf-only operations refuse op results") {

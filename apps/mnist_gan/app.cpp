@@ -187,7 +187,9 @@ int train(const Options& o, const GanConfig& config) {
     if (train_set.images.count == 0) throw std::runtime_error("the training set in '" + data_dir + "' holds no images");
     ImageData data(train_set.images);
 
-    fs::create_directories(o.out);
+    std::error_code error;
+    fs::create_directories(o.out, error);
+    if (error) throw std::runtime_error("--out '" + o.out + "': cannot create the directory: " + error.message());
     const std::string checkpoint = o.out + "/checkpoint.xgrad";
     const std::string log_path = o.out + "/log.csv";
 

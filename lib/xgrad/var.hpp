@@ -52,6 +52,7 @@ struct Node {
     bool requires_grad = false;
     bool graph_freed = false;  // backward() already released this op's inputs
     bool grad_written = false; // op node: grad holds data (else it is all zeros, never stored)
+    bool value_pooled = false; // value came from the pool and goes back to it (a user's tensor does not)
 };
 
 Node* new_node();
