@@ -1,8 +1,11 @@
 #include <xgrad/op.hpp>
 
+#include <algorithm>
 #include <string>
 
 #include <xtensor-blas/xblas.hpp>
+
+#include <xgrad/parallel.hpp>
 
 namespace xgrad {
 
@@ -14,6 +17,7 @@ void gemm_into(const char* op_name, const Tensor& a, bool transpose_a, const Ten
         throw ShapeError(std::string("xgrad::") + op_name + ": cannot multiply " + shape_string(a) + (transpose_a ? "^T" : "") +
                          " by " + shape_string(b) + (transpose_b ? "^T" : "") + " into " + shape_string(c));
     }
+    if (c.size() == 0) return;
     if (k == 0) {  // BLAS leaves c untouched when there is nothing to sum
         if (beta == 0.f) {
             c.fill(0.f);  // c may hold leftovers (even NaN) from the pool
@@ -22,7 +26,33 @@ void gemm_into(const char* op_name, const Tensor& a, bool transpose_a, const Ten
         }
         return;
     }
-    xt::blas::gemm(a, b, c, transpose_a, transpose_b, 1.f, beta);
+    if (m == 1 || n == 1) {
+        // A matrix-vector product goes to gemv, the BLAS kernel for that
+        // shape: OpenBLAS's small-matrix sgemm kernels (0.3.21, SkylakeX)
+        // malloc a scratch buffer on every such call. Either c = op(a) . b
+        // with b a vector, or c^T = op(b)^T . a^T with a a vector.
+        const bool column = n == 1;
+        const Tensor& matrix = column ? a : b;
+        const bool transpose = column ? transpose_a : !transpose_b;
+        const auto rows = static_cast<xt::blas_index_t>(matrix.shape()[0]);
+        const auto cols = static_cast<xt::blas_index_t>(matrix.shape()[1]);
+        cxxblas::gemv<xt::blas_index_t>(cxxblas::RowMajor, transpose ? cxxblas::Trans : cxxblas::NoTrans, rows, cols, 1.f,
+                                        matrix.data(), cols, (column ? b : a).data(), 1, beta, c.data(), 1);
+        return;
+    }
+    // Large products run as blocks of c's rows on xgrad's threads (see
+    // parallel.hpp); a block is at least 16 rows and 64K multiply-adds, so
+    // that handing it to another thread costs little against its work.
+    // Row block [begin, end) of op(a) starts at row `begin` of a, or at
+    // column `begin` when a is transposed; lda stays a's row length.
+    const std::size_t grain = std::max<std::size_t>(16, (std::size_t(1) << 16) / (n * k));
+    const auto blas = [](std::size_t v) { return static_cast<xt::blas_index_t>(v); };
+    parallel_for(m, grain, [&](std::size_t begin, std::size_t end) {
+        cxxblas::gemm<xt::blas_index_t>(cxxblas::RowMajor, transpose_a ? cxxblas::Trans : cxxblas::NoTrans,
+                                        transpose_b ? cxxblas::Trans : cxxblas::NoTrans, blas(end - begin), blas(n), blas(k), 1.f,
+                                        a.data() + (transpose_a ? begin : begin * k), blas(a.shape()[1]), b.data(),
+                                        blas(b.shape()[1]), beta, c.data() + begin * n, blas(n));
+    });
 }
 
 Tensor& BackwardContext::grad_buffer(int i, bool& overwrite) {

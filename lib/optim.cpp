@@ -3,11 +3,37 @@
 #include <cmath>
 #include <stdexcept>
 
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
+
+#include <xsimd/xsimd.hpp>
 #include <xtensor/xmath.hpp>
 #include <xtensor/xnoalias.hpp>
 
+#include <xgrad/parallel.hpp>
+
 namespace xgrad {
 namespace {
+
+// Optimizer steps flush subnormal floats to zero (as TensorFlow does on its
+// CPU threads). A moment whose gradient stays exactly 0 (into a dead ReLU
+// unit, say) decays geometrically into the subnormal range, where x86
+// arithmetic takes a ~100x slower path: after ~1500 steps the reference GAN
+// spent 30% of each step in Adam, 5% with this. Only values below 1.2e-38
+// are affected. (x86: the MXCSR bits flush-to-zero and denormals-are-zero.)
+class FlushSubnormals {
+#if defined(__SSE2__)
+public:
+    FlushSubnormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040u); }
+    ~FlushSubnormals() { _mm_setcsr(saved_); }
+    FlushSubnormals(const FlushSubnormals&) = delete;
+    FlushSubnormals& operator=(const FlushSubnormals&) = delete;
+
+private:
+    unsigned saved_;
+#endif
+};
 
 std::vector<Tensor> zeros_like(const std::vector<Var>& parameters) {
     std::vector<Tensor> out;
@@ -54,6 +80,7 @@ SGD::SGD(std::vector<Var> parameters, float lr, float momentum)
     : Optimizer(std::move(parameters)), lr_(lr), momentum_(momentum), velocity_(zeros_like(parameters_)) {}
 
 void SGD::step() {
+    const FlushSubnormals flush;
     for (std::size_t i = 0; i < parameters_.size(); ++i) {
         Var& p = parameters_[i];
         if (!p.requires_grad()) continue;
@@ -69,20 +96,55 @@ void SGD::load(const Archive& archive, const std::string& prefix) { load_slots(a
 Adam::Adam(std::vector<Var> parameters, const AdamOptions& options)
     : Optimizer(std::move(parameters)), options_(options), m_(zeros_like(parameters_)), v_(zeros_like(parameters_)) {}
 
+namespace {
+
+struct AdamStep {
+    float b1, b2, step_size, inv_sqrt_c2, eps;
+
+    // One element (F = float) or one SIMD batch of them: updates m and v,
+    // returns the new parameter value.
+    template <class F>
+    F operator()(F p, F g, F& m, F& v) const {
+        m = b1 * m + (1.f - b1) * g;
+        v = b2 * v + (1.f - b2) * g * g;
+        return p - step_size * m / (xsimd::sqrt(v) * inv_sqrt_c2 + eps);
+    }
+
+    // One pass over p, g, m and v: Adam is memory-bound, and this ran 2.4x
+    // faster than three xtensor expressions (one per line above). Explicit
+    // xsimd, because std::sqrt in a plain loop does not vectorise (it may
+    // set errno). Large parameters are split over xgrad's threads.
+    void apply(Tensor& param, const Tensor& grad, Tensor& mean, Tensor& var) const {
+        using Batch = xsimd::batch<float>;
+        float *p = param.data(), *m = mean.data(), *v = var.data();
+        const float* g = grad.data();
+        parallel_for(param.size(), 32768, [&](std::size_t begin, std::size_t end) {
+            std::size_t i = begin;
+            for (; i + Batch::size <= end; i += Batch::size) {
+                Batch bm = Batch::load_unaligned(m + i), bv = Batch::load_unaligned(v + i);
+                const Batch bp = (*this)(Batch::load_unaligned(p + i), Batch::load_unaligned(g + i), bm, bv);
+                bm.store_unaligned(m + i);
+                bv.store_unaligned(v + i);
+                bp.store_unaligned(p + i);
+            }
+            for (; i < end; ++i) p[i] = (*this)(p[i], g[i], m[i], v[i]);
+        });
+    }
+};
+
+}  // namespace
+
 void Adam::step() {
+    const FlushSubnormals flush;
     ++t_;
     const float b1 = options_.beta1, b2 = options_.beta2;
     const float correction1 = 1.f - static_cast<float>(std::pow(double(b1), double(t_)));
     const float correction2 = 1.f - static_cast<float>(std::pow(double(b2), double(t_)));
-    const float step_size = options_.lr / correction1;
-    const float inv_sqrt_c2 = 1.f / std::sqrt(correction2);
+    const AdamStep update{b1, b2, options_.lr / correction1, 1.f / std::sqrt(correction2), options_.eps};
     for (std::size_t i = 0; i < parameters_.size(); ++i) {
         Var& p = parameters_[i];
         if (!p.requires_grad()) continue;
-        const Tensor& g = p.grad();
-        xt::noalias(m_[i]) = b1 * m_[i] + (1.f - b1) * g;
-        xt::noalias(v_[i]) = b2 * v_[i] + (1.f - b2) * g * g;
-        xt::noalias(p.mutable_value()) -= step_size * m_[i] / (xt::sqrt(v_[i]) * inv_sqrt_c2 + options_.eps);
+        update.apply(p.mutable_value(), p.grad(), m_[i], v_[i]);
     }
 }
 

@@ -16,6 +16,7 @@
 #include <xgrad/image.hpp>
 #include <xgrad/progress.hpp>
 
+#include "evaluation.hpp"
 #include "gan.hpp"
 
 extern "C" void openblas_set_num_threads(int);
@@ -38,6 +39,8 @@ struct Options {
     std::uint64_t seed = 1;
     int threads = 1;
     long grid_every = 500, checkpoint_every = 1000, log_every = 50;
+    std::string classifier;
+    long eval_every = 0;
     bool resume = false;
 };
 
@@ -59,14 +62,7 @@ private:
     std::vector<std::size_t> indices_;
 };
 
-// NAME or NAME.gz inside dir.
-std::string find_idx(const std::string& dir, const std::string& name) {
-    for (const std::string& candidate : {dir + "/" + name, dir + "/" + name + ".gz"}) {
-        if (fs::exists(candidate)) return candidate;
-    }
-    throw std::runtime_error("no " + name + "[.gz] in '" + dir +
-                             "': run scripts/fetch_data.sh (see README) or pass --data DIR with MNIST-format IDX files");
-}
+using eval::find_idx;
 
 // Averages of the step statistics over one logging interval.
 struct Interval {
@@ -79,41 +75,47 @@ struct Interval {
         d_fake += s.d_fake;
         ++steps;
     }
+    // step, D loss, G loss, D(x), D(G(z)): a row of the History.
+    std::vector<float> row(long step) const {
+        const double n = double(steps);
+        return {float(step), float(d_loss / n), float(g_loss / n), float(d_real / n), float(d_fake / n)};
+    }
 };
 
-// The logged curves, kept in the checkpoint so a resumed run plots them whole.
+// Logged curves, kept in the checkpoint (as the tensor `name`) so a resumed
+// run plots them whole.
 class History {
 public:
-    static constexpr std::size_t kColumns = 5;  // step, D loss, G loss, D(x), D(G(z))
-    void add(long step, const Interval& i) {
-        const double n = double(i.steps);
-        rows_.push_back({float(step), float(i.d_loss / n), float(i.g_loss / n), float(i.d_real / n), float(i.d_fake / n)});
-    }
+    History(std::string name, std::size_t columns) : name_(std::move(name)), columns_(columns) {}
+    void add(std::vector<float> row) { rows_.push_back(std::move(row)); }
     void save(xgrad::Archive& archive) const {
-        Tensor t({rows_.size(), kColumns});
+        Tensor t({rows_.size(), columns_});
         for (std::size_t r = 0; r < rows_.size(); ++r) {
-            for (std::size_t c = 0; c < kColumns; ++c) t(r, c) = rows_[r][c];
+            for (std::size_t c = 0; c < columns_; ++c) t(r, c) = rows_[r][c];
         }
-        archive.put("history", t);
+        archive.put(name_, t);
     }
     void load(const xgrad::Archive& archive) {
-        const Tensor& t = archive.tensor("history");
-        rows_.clear();
-        for (std::size_t r = 0; r < t.shape()[0]; ++r) {
-            std::array<float, kColumns> row{};
-            for (std::size_t c = 0; c < kColumns; ++c) row[c] = t(r, c);
-            rows_.push_back(row);
+        const Tensor& t = archive.tensor(name_);
+        if (t.shape()[1] != columns_) {
+            throw std::runtime_error("the checkpoint's '" + name_ + "' has " + std::to_string(t.shape()[1]) + " columns, expected " +
+                                     std::to_string(columns_));
         }
+        rows_.clear();
+        for (std::size_t r = 0; r < t.shape()[0]; ++r) rows_.emplace_back(&t(r, 0), &t(r, 0) + columns_);
     }
     std::vector<float> column(std::size_t c) const {
         std::vector<float> out;
         for (const auto& row : rows_) out.push_back(row[c]);
         return out;
     }
-    const std::vector<std::array<float, kColumns>>& rows() const { return rows_; }
+    const std::vector<std::vector<float>>& rows() const { return rows_; }
+    const std::string& name() const { return name_; }
 
 private:
-    std::vector<std::array<float, kColumns>> rows_;
+    std::string name_;
+    std::size_t columns_;
+    std::vector<std::vector<float>> rows_;
 };
 
 std::string status_text(const Interval& i) {
@@ -160,10 +162,59 @@ void write_samples(Gan& gan, std::size_t n, std::uint64_t seed, const std::strin
     xgrad::write_idx_images(path, samples);
 }
 
-void save_checkpoint(const Gan& gan, const History& history, const std::string& path) {
+// Sample quality (issue 5): classifier score, class coverage and FID of G's
+// images of 1000 fixed noise vectors against held-out images (apps/eval).
+// The noise comes from an Rng of its own, drawn once: evaluating never
+// touches the training stream (a resumed run stays bit-exact), and
+// successive rows differ only because G changed.
+class QualityMonitor {
+public:
+    static constexpr std::size_t kSamples = 1000;
+    static constexpr std::size_t kColumns = 6;  // step, score, coverage bits, smallest and largest class share, FID
+    QualityMonitor(const std::string& classifier_path, const std::string& data_dir, std::size_t z_dim, std::uint64_t seed)
+        : classifier_(eval::Classifier::load(classifier_path)),
+          evaluator_(*classifier_,
+                     eval::split_held_out(xgrad::read_idx_images(find_idx(data_dir, "t10k-images-idx3-ubyte"))).reference),
+          noise_(Tensor({kSamples, z_dim})) {
+        xgrad::Rng(seed).fill_uniform(noise_.mutable_value(), -1.f, 1.f);
+    }
+    std::vector<float> measure(Gan& gan, long step) {
+        // Rounded to bytes as samples.idx is: for the same noise, a row then
+        // equals what gan_eval reports for the written samples.
+        Tensor images = gan.generate(noise_).value();
+        for (float& x : images) x = std::round(255.f * std::clamp(x, 0.f, 1.f)) / 255.f;
+        const eval::QuickMetrics m = evaluator_.evaluate(images);
+        return {float(step), float(m.score), float(m.coverage.entropy_bits), float(m.coverage.min_share),
+                float(m.coverage.max_share), float(m.fid)};
+    }
+
+private:
+    std::unique_ptr<eval::Classifier> classifier_;
+    eval::SampleEvaluator evaluator_;
+    Var noise_;
+};
+
+void write_quality_plots(const History& quality, const std::string& out) {
+    if (quality.rows().empty()) return;
+    xgrad::PlotOptions scores;
+    scores.title = "Sample quality (dashed: the maxima 10 and log2 10)";
+    scores.x_label = "step";
+    scores.x = quality.column(0);
+    scores.horizontal_lines = {10.f, float(std::log2(10.0))};
+    xgrad::write_line_plot(out + "/eval.png", {{"classifier score", quality.column(1)}, {"class coverage (bits)", quality.column(2)}},
+                           scores);
+    xgrad::PlotOptions fid = scores;
+    fid.title = "FID against held-out images (classifier features; lower is better)";
+    fid.horizontal_lines = {};
+    xgrad::write_line_plot(out + "/eval_fid.png", {{"FID", quality.column(5)}}, fid);
+}
+
+// `quality` only when it holds rows: checkpoints of runs without --classifier stay as they were.
+void save_checkpoint(const Gan& gan, const History& history, const History& quality, const std::string& path) {
     xgrad::Archive archive;
     gan.save(archive);
     history.save(archive);
+    if (!quality.rows().empty()) quality.save(archive);
     archive.save(path);
 }
 
@@ -194,17 +245,37 @@ int train(const Options& o, const GanConfig& config) {
     const std::string log_path = o.out + "/log.csv";
 
     Gan gan(config, o.seed);
-    History history;
+    History history("history", 5), quality("quality", QualityMonitor::kColumns);
     if (o.resume) {
         if (!fs::exists(checkpoint)) throw std::runtime_error("--resume: no checkpoint at '" + checkpoint + "'");
         const xgrad::Archive archive = xgrad::Archive::load(checkpoint);
         gan.load(archive);
         history.load(archive);
+        if (archive.contains(quality.name())) quality.load(archive);
         std::cerr << "resumed from " << checkpoint << " at step " << gan.steps_done() << "\n";
     }
     std::ofstream log(log_path, o.resume ? std::ios::app : std::ios::trunc);
     if (!log) throw std::runtime_error("cannot write '" + log_path + "' (is --out writable?)");
     if (!o.resume) log << "step,d_loss,g_loss,d_real,d_fake\n";
+
+    std::unique_ptr<QualityMonitor> monitor;
+    std::ofstream eval_log;
+    const std::string eval_path = o.out + "/eval.csv";
+    if (!o.classifier.empty()) {
+        monitor = std::make_unique<QualityMonitor>(o.classifier, data_dir, config.z_dim, o.seed + 3);
+        const bool fresh = !o.resume || !fs::exists(eval_path);
+        eval_log.open(eval_path, fresh ? std::ios::trunc : std::ios::app);
+        if (!eval_log) throw std::runtime_error("cannot write '" + eval_path + "' (is --out writable?)");
+        if (fresh) eval_log << "step,classifier_score,coverage_bits,min_share,max_share,fid\n";
+    }
+    const auto measure_quality = [&](long step) {
+        std::vector<float> row = monitor->measure(gan, step);
+        eval_log << step << "," << row[1] << "," << row[2] << "," << row[3] << "," << row[4] << "," << row[5] << "\n" << std::flush;
+        std::cerr << std::fixed << std::setprecision(3) << "step " << step << ": classifier score " << row[1] << ", coverage "
+                  << row[2] << " bits (class shares " << row[3] << " to " << row[4] << "), FID " << std::setprecision(2)
+                  << row[5] << "\n";
+        quality.add(std::move(row));
+    };
 
     // The same noise every time, so the grids show one z turning into a digit.
     xgrad::Rng grid_rng(o.seed ^ 0x9e3779b97f4a7c15ULL);
@@ -232,7 +303,7 @@ int train(const Options& o, const GanConfig& config) {
         interval.add(stats);
         progress.update(static_cast<std::size_t>(step - first), status_text(interval));
         if (step % o.log_every == 0 || step == o.steps) {
-            history.add(step, interval);
+            history.add(interval.row(step));
             const auto& row = history.rows().back();
             log << step << "," << row[1] << "," << row[2] << "," << row[3] << "," << row[4] << "\n" << std::flush;
             interval = Interval{};
@@ -242,9 +313,13 @@ int train(const Options& o, const GanConfig& config) {
             std::snprintf(name, sizeof name, "/grid_%07ld.png", step);
             write_grid(gan, fixed_noise, o.out + name);
         }
-        if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0) save_checkpoint(gan, history, checkpoint);
+        if (monitor && o.eval_every > 0 && step % o.eval_every == 0) {
+            progress.finish();
+            measure_quality(step);
+        }
+        if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0) save_checkpoint(gan, history, quality, checkpoint);
         if (interrupted) {
-            save_checkpoint(gan, history, checkpoint);
+            save_checkpoint(gan, history, quality, checkpoint);
             progress.finish();
             std::cerr << "interrupted at step " << step << "; checkpoint written to " << checkpoint
                       << "; continue with the same command plus --resume\n";
@@ -252,9 +327,11 @@ int train(const Options& o, const GanConfig& config) {
         }
     }
     progress.finish();
-    save_checkpoint(gan, history, checkpoint);
+    if (monitor && (quality.rows().empty() || long(quality.rows().back()[0]) != gan.steps_done())) measure_quality(gan.steps_done());
+    save_checkpoint(gan, history, quality, checkpoint);
     write_grid(gan, fixed_noise, o.out + "/grid_final.png");
     write_plots(history, o.out);
+    write_quality_plots(quality, o.out);
     if (o.samples > 0) write_samples(gan, o.samples, o.seed + 2, o.out + "/samples.idx");
 
     xgrad::Rng eval_rng(o.seed + 1);
@@ -262,7 +339,7 @@ int train(const Options& o, const GanConfig& config) {
     std::cerr << std::fixed << std::setprecision(4) << "done: " << gan.steps_done() << " steps; V(D,G) = " << value
               << " on 20 fresh batches (the game's optimum: -log 4 = " << -std::log(4.0) << ")\n"
               << "wrote " << o.out << "/grid_final.png, losses.png, discriminator.png, log.csv, checkpoint.xgrad"
-              << (o.samples > 0 ? ", samples.idx" : "") << "\n";
+              << (o.samples > 0 ? ", samples.idx" : "") << (monitor ? ", eval.csv, eval.png, eval_fid.png" : "") << "\n";
     return 0;
 }
 
@@ -295,6 +372,14 @@ int run_app(int argc, const char* const* argv) {
     cli.add_option("--checkpoint-every", o.checkpoint_every, "Write OUT/checkpoint.xgrad every N steps (0: only at the end)")->check(CLI::Range(0L, 100000000L))->capture_default_str();
     cli.add_option("--log-every", o.log_every, "Append averages to OUT/log.csv every N steps")->check(CLI::Range(1L, 100000000L))->capture_default_str();
     cli.add_flag("--resume", o.resume, "Continue from OUT/checkpoint.xgrad (bit-exact with the same seed and threads)");
+    auto* classifier = cli.add_option("--classifier", o.classifier,
+                                      "Weights from mnist_classifier: measure sample quality (classifier score, class coverage, "
+                                      "FID of 1000 samples against held-out t10k images) at the end, into OUT/eval.csv and eval.png")
+                           ->check(CLI::ExistingFile);
+    cli.add_option("--eval-every", o.eval_every, "With --classifier: also measure sample quality every N steps (0: only at the end)")
+        ->check(CLI::Range(0L, 100000000L))
+        ->needs(classifier)
+        ->capture_default_str();
     cli.add_option("--samples", o.samples, "After training, write N generated images to OUT/samples.idx (IDX3, bytes)")->check(CLI::Range(0, 10000000));
     try {
         cli.parse(argc, argv);

@@ -67,7 +67,7 @@ Var bce_with_logits(const Var& logits, float target);
 // never forms log(softmax(x)) from a rounded softmax:
 //   l = (1/N) sum_r [ lse_r * T_r - sum_c t_rc x_rc ],  lse_r = m_r + log sum_c exp(x_rc - m_r),
 //   m_r = max_c x_rc,  T_r = sum_c t_rc (1 for probabilities),
-//   dx = (softmax(x) T_r - t) / N  (= (softmax(x) - t) / N),   dt = -log softmax(x) / N.
+//   dx = (softmax(x) T_r - t) / N  (= (softmax(x) - t) / N for probability rows),   dt = -log softmax(x) / N.
 // Finite and exact for any |x| (logits of +-1000 included). Output (1,1).
 Var softmax_cross_entropy(const Var& logits, const Var& targets);
 

@@ -58,6 +58,9 @@ public:
     void save(Archive& archive, const std::string& prefix) const override;
     void load(const Archive& archive, const std::string& prefix) override;
     long steps() const { return t_; }
+    // For learning-rate schedules; the moments are kept.
+    void set_lr(float lr) { options_.lr = lr; }
+    float lr() const { return options_.lr; }
 
 private:
     AdamOptions options_;

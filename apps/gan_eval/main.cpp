@@ -1,0 +1,207 @@
+// Scores generated images (e.g. mnist_gan --samples N) with every metric of
+// apps/eval/metrics.hpp, beside the same metrics for real held-out digits;
+// docs/evaluation.md explains the table and gives calibration values.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+
+#include <xgrad/idx.hpp>
+
+#include "evaluation.hpp"
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace {
+
+using xgrad::Tensor;
+
+struct Options {
+    std::string samples, baseline, classifier = "out/classifier.xgrad", data_dir, dataset = "mnist", label, csv;
+    std::size_t count = 0;
+    std::uint64_t seed = 1;
+    int threads = 1;
+};
+
+struct Report {
+    eval::QuickMetrics quick;
+    double nn_mean = 0, nn_ratio = 0;
+    eval::ParzenEstimate parzen;
+};
+
+// Every metric of one sample set. `nn_baseline` is the mean distance of real
+// held-out images to their nearest training image.
+Report full_report(eval::SampleEvaluator& evaluator, const Tensor& samples, const Tensor& training,
+                   const eval::HeldOut& held_out, double nn_baseline) {
+    Report r;
+    r.quick = evaluator.evaluate(samples);
+    r.nn_mean = eval::mean_of(eval::nearest_neighbour_distances(samples, training));
+    r.nn_ratio = r.nn_mean / nn_baseline;
+    r.parzen = eval::parzen_window(samples, held_out.parzen_validation, held_out.parzen_test, eval::default_parzen_sigmas());
+    return r;
+}
+
+Tensor first_rows(const Tensor& t, std::size_t n) {
+    Tensor out({n, t.shape()[1]});
+    std::copy(t.data(), t.data() + n * t.shape()[1], out.data());
+    return out;
+}
+
+std::string fixed(double v, int digits) {
+    std::ostringstream s;
+    s << std::fixed << std::setprecision(digits) << v;
+    return s.str();
+}
+
+void print_table(const Report& s, const Report& real, std::size_t n, std::size_t classes) {
+    struct Row {
+        std::string metric, samples, real, reading;
+    };
+    const auto parzen = [](const eval::ParzenEstimate& p) {
+        return fixed(p.mean, 1) + " +- " + fixed(p.standard_error, 1) + (p.sigma_at_grid_edge ? " (sigma at grid edge)" : "");
+    };
+    const std::vector<Row> rows = {
+        {"classifier score (IS)", fixed(s.quick.score, 3), fixed(real.quick.score, 3),
+         "higher is better; 1..." + std::to_string(classes)},
+        {"class coverage (bits)", fixed(s.quick.coverage.entropy_bits, 3), fixed(real.quick.coverage.entropy_bits, 3),
+         "max log2 " + std::to_string(classes) + " = " + fixed(std::log2(double(classes)), 3)},
+        {"smallest class share", fixed(s.quick.coverage.min_share, 3), fixed(real.quick.coverage.min_share, 3),
+         "near 0: a class is missing (mode collapse)"},
+        {"largest class share", fixed(s.quick.coverage.max_share, 3), fixed(real.quick.coverage.max_share, 3),
+         "far above 1/" + std::to_string(classes) + ": one class dominates"},
+        {"FID (classifier features)", fixed(s.quick.fid, 2), fixed(real.quick.fid, 2), "lower is better; real data sets the floor"},
+        {"NN distance to training set", fixed(s.nn_mean, 3), fixed(real.nn_mean, 3), "mean L2 in pixel units [0,1]"},
+        {"  ratio to held-out real", fixed(s.nn_ratio, 3), fixed(real.nn_ratio, 3), "well below 1: copies training images"},
+        {"Parzen log-likelihood (nats)", parzen(s.parzen), parzen(real.parzen), "indicative only; paper: 225 +- 2 for GANs"},
+        {"  Parzen sigma", fixed(s.parzen.sigma, 3), fixed(real.parzen.sigma, 3), "chosen on a validation split"},
+    };
+    std::size_t w0 = 6, w1 = 7, w2 = 4;
+    for (const Row& r : rows) {
+        w0 = std::max(w0, r.metric.size());
+        w1 = std::max(w1, r.samples.size());
+        w2 = std::max(w2, r.real.size());
+    }
+    const std::string real_header = "real (" + std::to_string(n) + " held-out)";
+    w2 = std::max(w2, real_header.size());
+    std::cout << std::left << std::setw(int(w0)) << "metric" << "  " << std::setw(int(w1)) << "samples" << "  "
+              << std::setw(int(w2)) << real_header << "  how to read\n";
+    for (const Row& r : rows) {
+        std::cout << std::left << std::setw(int(w0)) << r.metric << "  " << std::setw(int(w1)) << r.samples << "  "
+                  << std::setw(int(w2)) << r.real << "  " << r.reading << "\n";
+    }
+}
+
+void append_csv(const std::string& path, const std::string& label, std::size_t n, const Report& r) {
+    const bool fresh = !std::filesystem::exists(path);
+    std::ofstream out(path, std::ios::app);
+    if (!out) throw std::runtime_error("--csv: cannot write '" + path + "'");
+    if (fresh) out << "label,count,classifier_score,coverage_bits,min_share,max_share,fid,nn_distance,nn_ratio,parzen_nats,parzen_se,parzen_sigma\n";
+    out << label << "," << n << "," << r.quick.score << "," << r.quick.coverage.entropy_bits << "," << r.quick.coverage.min_share
+        << "," << r.quick.coverage.max_share << "," << r.quick.fid << "," << r.nn_mean << "," << r.nn_ratio << "," << r.parzen.mean
+        << "," << r.parzen.standard_error << "," << r.parzen.sigma << "\n";
+}
+
+// The images to score: a samples file, or one of the calibration baselines.
+Tensor load_samples(const Options& o, const eval::HeldOut& held_out, const xgrad::IdxImages& training, std::size_t n) {
+    if (o.baseline == "real") return first_rows(held_out.real_samples, std::min(n, held_out.real_samples.shape()[0]));
+    if (o.baseline == "train") return eval::image_rows(training, 0, std::min(n, training.count));
+    if (o.baseline == "noise") {
+        Tensor noise({n, training.rows * training.cols});
+        xgrad::Rng(o.seed).fill_uniform(noise, 0.f, 1.f);
+        return noise;
+    }
+    const xgrad::IdxImages images = xgrad::read_idx_images(o.samples);
+    if (images.rows != training.rows || images.cols != training.cols) {
+        throw std::runtime_error("--samples '" + o.samples + "' holds " + std::to_string(images.rows) + "x" +
+                                 std::to_string(images.cols) + " images; the data set's are " + std::to_string(training.rows) +
+                                 "x" + std::to_string(training.cols));
+    }
+    return eval::image_rows(images, 0, std::min(n, images.count));
+}
+
+int run(const Options& o, bool count_given) {
+    openblas_set_num_threads(o.threads);
+    const std::string dir = o.data_dir.empty() ? "data/" + o.dataset : o.data_dir;
+    const xgrad::IdxImages training = xgrad::read_idx_images(eval::find_idx(dir, "train-images-idx3-ubyte"));
+    const xgrad::IdxImages test = xgrad::read_idx_images(eval::find_idx(dir, "t10k-images-idx3-ubyte"));
+    if (training.count == 0) throw std::runtime_error("the training split of '" + dir + "' holds no images");
+    if (!std::filesystem::exists(o.classifier)) {
+        throw std::runtime_error("--classifier: no file '" + o.classifier + "' (train one: mnist_classifier --out DIR)");
+    }
+    const std::unique_ptr<eval::Classifier> classifier = eval::Classifier::load(o.classifier);
+    if (classifier->config().inputs != training.rows * training.cols) {
+        throw std::runtime_error("--classifier '" + o.classifier + "' takes " + std::to_string(classifier->config().inputs) +
+                                 " pixels, the images of '" + dir + "' have " + std::to_string(training.rows * training.cols));
+    }
+    const eval::HeldOut held_out = eval::split_held_out(test);
+    const std::size_t n = count_given ? o.count : held_out.real_samples.shape()[0];
+    const Tensor samples = load_samples(o, held_out, training, n);
+    if (samples.shape()[0] < n && count_given) {
+        throw std::runtime_error("--count " + std::to_string(n) + ": only " + std::to_string(samples.shape()[0]) + " images available");
+    }
+    if (samples.shape()[0] < 2) throw std::runtime_error("at least 2 samples are needed (for a covariance)");
+    const std::size_t used = samples.shape()[0];
+    const Tensor real = first_rows(held_out.real_samples, std::min(used, held_out.real_samples.shape()[0]));
+
+    const std::string what = o.baseline.empty() ? "'" + o.samples + "'" : "baseline '" + o.baseline + "'";
+    std::cout << "gan_eval: " << used << " images from " << what << "; classifier '" << o.classifier << "'"
+              << (classifier->note().empty() ? "" : " (" + classifier->note() + ")") << "\n"
+              << "reference: " << held_out.reference.shape()[0] << " held-out images of " << dir
+              << " (the other half of the split is the 'real' column); memorisation against " << training.count
+              << " training images\n";
+    if (real.shape()[0] != used) {
+        std::cout << "note: the real column has " << real.shape()[0] << " images, not " << used
+                  << ": FID and Parzen depend on the count, so the columns are not directly comparable\n";
+    }
+    const Tensor train_rows = eval::image_rows(training, 0, training.count);
+    eval::SampleEvaluator evaluator(*classifier, held_out.reference);
+    const double nn_baseline = eval::mean_of(eval::nearest_neighbour_distances(held_out.reference, train_rows));
+    const Report s = full_report(evaluator, samples, train_rows, held_out, nn_baseline);
+    const Report r = full_report(evaluator, real, train_rows, held_out, nn_baseline);
+    std::cout << "\n";
+    print_table(s, r, real.shape()[0], classifier->config().classes);
+    if (!o.csv.empty()) append_csv(o.csv, o.label.empty() ? (o.baseline.empty() ? o.samples : o.baseline) : o.label, used, s);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App cli{"Sample-quality metrics of generated images, computed with the classifier of mnist_classifier."};
+    Options o;
+    auto* samples = cli.add_option("--samples", o.samples, "IDX3 image file to score (mnist_gan --samples N writes OUT/samples.idx)")
+                        ->check(CLI::ExistingFile);
+    auto* baseline = cli.add_option("--baseline", o.baseline,
+                                    "Score a calibration set instead: real (the held-out half not used as reference), "
+                                    "noise (uniform pixels), train (training images: a perfect memoriser)")
+                         ->check(CLI::IsMember({"real", "noise", "train"}));
+    samples->excludes(baseline);
+    cli.add_option("--classifier", o.classifier, "Classifier weights written by mnist_classifier")->capture_default_str();
+    cli.add_option("--data", o.data_dir, "Directory with train-images-idx3-ubyte and t10k-images-idx3-ubyte (or .gz); default data/<dataset>");
+    cli.add_option("--dataset", o.dataset, "Which fetched data set to use when --data is not given")
+        ->check(CLI::IsMember({"mnist", "fashion"}))
+        ->capture_default_str();
+    cli.add_option("--count", o.count, "Score the first N images (default: as many as the real column, half the held-out split)")
+        ->check(CLI::Range(2, 10000000));
+    cli.add_option("--seed", o.seed, "Seed of the noise baseline")->capture_default_str();
+    cli.add_option("--threads", o.threads, "OpenBLAS threads")->check(CLI::Range(1, 256))->capture_default_str();
+    cli.add_option("--label", o.label, "Row label for --csv (default: the samples path or baseline name)");
+    cli.add_option("--csv", o.csv, "Append the samples' metrics as one row to this CSV file");
+    try {
+        cli.parse(argc, argv);
+        if (o.samples.empty() && o.baseline.empty()) throw CLI::RequiredError("--samples or --baseline");
+    } catch (const CLI::ParseError& e) {
+        return cli.exit(e);
+    }
+    try {
+        return run(o, cli.count("--count") > 0);
+    } catch (const std::exception& e) {
+        std::cerr << "gan_eval: error: " << e.what() << "\n";
+        return 1;
+    }
+}
