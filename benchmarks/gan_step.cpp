@@ -1,10 +1,13 @@
 // One GAN training step of the reference preset, timed against its floor.
 //
 // The floor is the same step written by hand for this one network: its 21
-// BLAS products at the exact shapes into preallocated buffers (sgemm; sgemv
-// for the 5 whose result is one column), plus one vectorised pass for each
-// piece of elementwise work (bias + activation, BCE loss and gradient, ReLU
-// masks, column sums, Adam), with hand-derived gradients and no allocation.
+// BLAS products at the exact shapes into preallocated buffers, plus one
+// vectorised pass for each piece of elementwise work (bias + activation, BCE
+// loss and gradient, ReLU masks, column sums, Adam), with hand-derived
+// gradients and no allocation. The products go through xgrad::gemm_into, the
+// shape-checked BLAS call xgrad's ops make (sgemv for the 5 single-column
+// results, row blocks over the threads), so the ratio measures everything
+// but BLAS itself.
 // It computes only what the algorithm needs (no G backward in the D step, no
 // D weight gradients in the G step) and draws its batches and noise through
 // the same DataSource and Rng calls. A check before timing runs both from
@@ -17,7 +20,9 @@
 // aligned allocator calls it directly, operator new calls it as well), only
 // while a step runs.
 //
-//   build-perf/benchmarks/gan_step [--threads N] [--rounds R] [--steps S] [--seed N]
+//   build-perf/benchmarks/gan_step [--threads N [--openblas-threads]] [--rounds R] [--steps S] [--seed N]
+// --threads N uses xgrad's threads (xgrad::set_num_threads); with
+// --openblas-threads, OpenBLAS's own threads instead, for comparison.
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -36,10 +41,12 @@
 #include <sys/resource.h>
 #include <xmmintrin.h>
 
-#include <xtensor-blas/xblas.hpp>
 #include <xtensor/xmath.hpp>
 #include <xtensor/xnoalias.hpp>
 #include <xtensor/xoperation.hpp>
+
+#include <xgrad/op.hpp>
+#include <xgrad/parallel.hpp>
 
 #include "gan.hpp"
 
@@ -204,27 +211,33 @@ float bce(const Tensor& logits, float target, Tensor& dlogits) {
 }
 
 // One fused Adam pass over a parameter (xsimd, since std::sqrt in a loop
-// does not vectorise while it may set errno).
+// does not vectorise while it may set errno), split over the threads, with
+// subnormals flushed to zero as xgrad's optimizers do (x86 takes a slow path
+// on them; flush-to-zero is a per-thread mode).
 void adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, float beta1, float beta2, float step_size,
                  float inv_sqrt_c2, float eps) {
     using Batch = xsimd::batch<float>;
     float *pp = p.data(), *mp = m.data(), *vp = v.data();
     const float* gp = g.data();
-    const std::size_t n = p.size();
-    std::size_t i = 0;
-    for (; i + Batch::size <= n; i += Batch::size) {
-        const Batch gi = Batch::load_unaligned(gp + i);
-        const Batch mi = beta1 * Batch::load_unaligned(mp + i) + (1.f - beta1) * gi;
-        const Batch vi = beta2 * Batch::load_unaligned(vp + i) + (1.f - beta2) * gi * gi;
-        mi.store_unaligned(mp + i);
-        vi.store_unaligned(vp + i);
-        (Batch::load_unaligned(pp + i) - step_size * mi / (xsimd::sqrt(vi) * inv_sqrt_c2 + eps)).store_unaligned(pp + i);
-    }
-    for (; i < n; ++i) {
-        mp[i] = beta1 * mp[i] + (1.f - beta1) * gp[i];
-        vp[i] = beta2 * vp[i] + (1.f - beta2) * gp[i] * gp[i];
-        pp[i] -= step_size * mp[i] / (std::sqrt(vp[i]) * inv_sqrt_c2 + eps);
-    }
+    xgrad::parallel_for(p.size(), 32768, [&](std::size_t begin, std::size_t end) {
+        const unsigned saved_csr = _mm_getcsr();
+        _mm_setcsr(saved_csr | 0x8040u);
+        std::size_t i = begin;
+        for (; i + Batch::size <= end; i += Batch::size) {
+            const Batch gi = Batch::load_unaligned(gp + i);
+            const Batch mi = beta1 * Batch::load_unaligned(mp + i) + (1.f - beta1) * gi;
+            const Batch vi = beta2 * Batch::load_unaligned(vp + i) + (1.f - beta2) * gi * gi;
+            mi.store_unaligned(mp + i);
+            vi.store_unaligned(vp + i);
+            (Batch::load_unaligned(pp + i) - step_size * mi / (xsimd::sqrt(vi) * inv_sqrt_c2 + eps)).store_unaligned(pp + i);
+        }
+        for (; i < end; ++i) {
+            mp[i] = beta1 * mp[i] + (1.f - beta1) * gp[i];
+            vp[i] = beta2 * vp[i] + (1.f - beta2) * gp[i] * gp[i];
+            pp[i] -= step_size * mp[i] / (std::sqrt(vp[i]) * inv_sqrt_c2 + eps);
+        }
+        _mm_setcsr(saved_csr);
+    });
 }
 
 class HandWrittenStep {
@@ -273,18 +286,8 @@ private:
         ++product_count_;
     }
 
-    // Products into a single column (the logits and D's last weight
-    // gradient) go to gemv, the kernel for that shape: OpenBLAS's
-    // small-matrix sgemm kernel would malloc a scratch buffer on each.
-    static void multiply(const Product& g) {
-        if (g.c->shape()[1] != 1) {
-            xt::blas::gemm(*g.a, *g.b, *g.c, g.transpose_a, g.transpose_b, 1.f, g.beta);
-            return;
-        }
-        const auto rows = static_cast<xt::blas_index_t>(g.a->shape()[0]);
-        const auto cols = static_cast<xt::blas_index_t>(g.a->shape()[1]);
-        cxxblas::gemv<xt::blas_index_t>(cxxblas::RowMajor, g.transpose_a ? cxxblas::Trans : cxxblas::NoTrans, rows, cols, 1.f,
-                                        g.a->data(), cols, g.b->data(), 1, g.beta, g.c->data(), 1);
+    static void multiply(const Product& p) {
+        xgrad::gemm_into("floor", *p.a, p.transpose_a, *p.b, p.transpose_b, *p.c, p.beta);
     }
 
     void generator_forward() {
@@ -347,9 +350,6 @@ private:
     }
 
     void adam(std::initializer_list<Layer*> layers) {
-        // Subnormal moments take x86's slow path; flush them, as xgrad's optimizers do.
-        const unsigned saved_csr = _mm_getcsr();
-        _mm_setcsr(saved_csr | 0x8040u);
         const long t = t_ + 1;
         const float step_size = lr_ / (1.f - static_cast<float>(std::pow(double(beta1_), double(t))));
         const float inv_sqrt_c2 = 1.f / std::sqrt(1.f - static_cast<float>(std::pow(double(beta2_), double(t))));
@@ -357,7 +357,6 @@ private:
             adam_update(l->w, l->dw, l->mw, l->vw, beta1_, beta2_, step_size, inv_sqrt_c2, 1e-8f);
             adam_update(l->b, l->db, l->mb, l->vb, beta1_, beta2_, step_size, inv_sqrt_c2, 1e-8f);
         }
-        _mm_setcsr(saved_csr);
     }
 
     xgrad::Rng rng_;
@@ -376,6 +375,7 @@ private:
 
 struct Options {
     int threads = 1;
+    bool openblas_threads = false;  // thread inside OpenBLAS instead of xgrad's row blocks
     int rounds = 30;
     int steps = 40;  // per round and contender
     std::uint64_t seed = 1;
@@ -388,6 +388,8 @@ Options parse(int argc, char** argv) {
         const bool has_value = i + 1 < argc;
         if (arg == "--threads" && has_value) {
             o.threads = std::atoi(argv[++i]);
+        } else if (arg == "--openblas-threads") {
+            o.openblas_threads = true;
         } else if (arg == "--rounds" && has_value) {
             o.rounds = std::atoi(argv[++i]);
         } else if (arg == "--steps" && has_value) {
@@ -395,7 +397,7 @@ Options parse(int argc, char** argv) {
         } else if (arg == "--seed" && has_value) {
             o.seed = std::strtoull(argv[++i], nullptr, 10);
         } else {
-            std::fprintf(stderr, "usage: %s [--threads N] [--rounds R] [--steps S] [--seed N]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--threads N [--openblas-threads]] [--rounds R] [--steps S] [--seed N]\n", argv[0]);
             std::exit(arg == "--help" ? 0 : 2);
         }
     }
@@ -445,7 +447,11 @@ float max_difference(const std::vector<Var>& a, const std::vector<const Tensor*>
 
 int main(int argc, char** argv) {
     const Options o = parse(argc, argv);
-    openblas_set_num_threads(o.threads);
+    if (o.openblas_threads) {
+        openblas_set_num_threads(o.threads);
+    } else {
+        xgrad::set_num_threads(o.threads);
+    }
     const char* coretype = std::getenv("OPENBLAS_CORETYPE");
 
     const gan::GanConfig config = gan::reference_preset();
@@ -491,11 +497,12 @@ int main(int argc, char** argv) {
     rusage usage{};
     getrusage(RUSAGE_SELF, &usage);
     const double peak_rss_mib = double(usage.ru_maxrss) / 1024.0;
-    const int threads = openblas_get_num_threads();
+    const int threads = o.openblas_threads ? openblas_get_num_threads() : xgrad::num_threads();
 
     std::printf("gan_step: reference preset (D %zu-%zu-1, G %zu-%zu-%zu, batch %zu, k=%zu, Adam)\n", config.data_dim,
                 config.hidden, config.z_dim, config.hidden, config.data_dim, config.batch, config.k);
-    std::printf("OpenBLAS threads %d, OPENBLAS_CORETYPE %s, load average %s before / %s after timing\n", threads,
+    std::printf("threads %d (%s), OpenBLAS threads %d, OPENBLAS_CORETYPE %s, load average %s before / %s after timing\n",
+                threads, o.openblas_threads ? "inside OpenBLAS" : "xgrad row blocks", openblas_get_num_threads(),
                 coretype ? coretype : "unset", load_before.c_str(), load_average().c_str());
     std::printf("check: hand-written step = xgrad step (max |difference| of losses and parameters %.1e after one step)\n",
                 double(difference));

@@ -119,6 +119,7 @@ struct AdamStep {
         float *p = param.data(), *m = mean.data(), *v = var.data();
         const float* g = grad.data();
         parallel_for(param.size(), 32768, [&](std::size_t begin, std::size_t end) {
+            const FlushSubnormals flush;  // per thread: it is a per-thread mode
             std::size_t i = begin;
             for (; i + Batch::size <= end; i += Batch::size) {
                 Batch bm = Batch::load_unaligned(m + i), bv = Batch::load_unaligned(v + i);
@@ -135,7 +136,6 @@ struct AdamStep {
 }  // namespace
 
 void Adam::step() {
-    const FlushSubnormals flush;
     ++t_;
     const float b1 = options_.beta1, b2 = options_.beta2;
     const float correction1 = 1.f - static_cast<float>(std::pow(double(b1), double(t_)));

@@ -11,12 +11,15 @@
 #include <string>
 #include <vector>
 
+#include "helpers.hpp"
 #include <xgrad/gradcheck.hpp>
 #include <xgrad/nn.hpp>
 #include <xgrad/ops.hpp>
 #include <xgrad/random.hpp>
 
 namespace {
+
+using test::check_gradcheck;
 
 using xgrad::Rng;
 using xgrad::Shape;
@@ -83,17 +86,6 @@ void check_close(const std::string& what, const Tensor& got, const std::vector<d
         INFO(what << " element " << i << ": got " << got.data()[i] << ", want " << want[i]);
         CHECK(std::abs(double(got.data()[i]) - want[i]) <= tol * (1.0 + std::abs(want[i])));
     }
-}
-
-void check_gradcheck(const std::string& what, const std::function<Var(const Inputs&)>& f, const Inputs& inputs) {
-    const xgrad::GradcheckResult r = xgrad::gradcheck(f, inputs);
-    std::size_t expected = 0;
-    for (const Var& in : inputs) {
-        if (in.requires_grad()) expected += in.value().size();
-    }
-    INFO(what << ": " << r.report());
-    CHECK(r.ok);
-    CHECK(r.checked == expected);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "helpers.hpp"
 #include <xgrad/gradcheck.hpp>
 #include <xgrad/idx.hpp>
 
@@ -216,15 +217,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-    fs::path path;
-    explicit TempDir(const std::string& name) : path(fs::temp_directory_path() / name) {
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() { fs::remove_all(path); }
-};
-
 // A small random MNIST-format training set.
 void write_tiny_mnist(const fs::path& dir, std::size_t count) {
     IdxImages images;
@@ -253,32 +245,32 @@ std::vector<std::string> small_run(const fs::path& data, const fs::path& out, lo
 }  // namespace
 
 TEST_CASE("mnist_gan runs end to end on a tiny IDX file and resumes bit-exactly") {
-    TempDir dir("xgrad_test_gan_app");
-    write_tiny_mnist(dir.path, 30);
+    test::TempDir dir;
+    write_tiny_mnist(dir.path(), 30);
 
-    auto args = small_run(dir.path, dir.path / "out", 4);
+    auto args = small_run(dir.path(), dir.path() / "out", 4);
     args.insert(args.end(), {"--samples", "5"});
     REQUIRE(run(args) == 0);
     for (const char* f : {"grid_0000002.png", "grid_0000004.png", "grid_final.png", "losses.png", "discriminator.png",
                           "checkpoint.xgrad", "log.csv", "samples.idx"}) {
-        CHECK_MESSAGE(fs::exists(dir.path / "out" / f), f);
+        CHECK_MESSAGE(fs::exists(dir.path() / "out" / f), f);
     }
-    const IdxImages samples = read_idx_images((dir.path / "out" / "samples.idx").string());
+    const IdxImages samples = read_idx_images((dir.path() / "out" / "samples.idx").string());
     CHECK(samples.count == 5);
     CHECK(samples.rows == 28);
-    std::ifstream log(dir.path / "out" / "log.csv");
+    std::ifstream log(dir.path() / "out" / "log.csv");
     std::string line;
     int lines = 0;
     while (std::getline(log, line)) ++lines;
     CHECK(lines == 5);  // header + one row per step
 
     // 4 steps straight == 2 steps, stop, resume for 2 more.
-    REQUIRE(run(small_run(dir.path, dir.path / "split", 2)) == 0);
-    auto resume = small_run(dir.path, dir.path / "split", 4);
+    REQUIRE(run(small_run(dir.path(), dir.path() / "split", 2)) == 0);
+    auto resume = small_run(dir.path(), dir.path() / "split", 4);
     resume.push_back("--resume");
     REQUIRE(run(resume) == 0);
-    const Archive straight = Archive::load((dir.path / "out" / "checkpoint.xgrad").string());
-    const Archive split = Archive::load((dir.path / "split" / "checkpoint.xgrad").string());
+    const Archive straight = Archive::load((dir.path() / "out" / "checkpoint.xgrad").string());
+    const Archive split = Archive::load((dir.path() / "split" / "checkpoint.xgrad").string());
     for (const char* name : {"generator.0.weight", "generator.2.bias", "discriminator.0.weight", "discriminator.2.weight",
                              "g_optimizer.m.0", "d_optimizer.v.3"}) {
         CAPTURE(name);
@@ -290,10 +282,10 @@ TEST_CASE("mnist_gan runs end to end on a tiny IDX file and resumes bit-exactly"
 }
 
 TEST_CASE("mnist_gan rejects bad input with a message, not a crash") {
-    TempDir dir("xgrad_test_gan_bad");
-    CHECK(run({"--data", (dir.path / "missing").string(), "--out", (dir.path / "out").string(), "--steps", "1"}) == 1);
+    test::TempDir dir;
+    CHECK(run({"--data", (dir.path() / "missing").string(), "--out", (dir.path() / "out").string(), "--steps", "1"}) == 1);
     CHECK(run({"--steps", "0"}) != 0);
     CHECK(run({"--preset", "fancy"}) != 0);
-    write_tiny_mnist(dir.path, 3);
-    CHECK(run({"--data", dir.path.string(), "--out", (dir.path / "out").string(), "--resume", "--steps", "2"}) == 1);
+    write_tiny_mnist(dir.path(), 3);
+    CHECK(run({"--data", dir.path().string(), "--out", (dir.path() / "out").string(), "--resume", "--steps", "2"}) == 1);
 }

@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include "helpers.hpp"
 #include <xgrad/idx.hpp>
 
 #include <array>
@@ -17,18 +18,6 @@ using namespace xgrad;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A fresh folder per test case, removed with everything in it.
-struct TempDir {
-    fs::path dir;
-    TempDir() {
-        static int serial = 0;
-        dir = fs::temp_directory_path() / ("xgrad-test-idx-" + std::to_string(::getpid()) + "-" + std::to_string(serial++));
-        fs::create_directories(dir);
-    }
-    ~TempDir() { fs::remove_all(dir); }
-    std::string operator()(const std::string& name) const { return (dir / name).string(); }
-};
 
 // Raw IDX bytes, so tests can build files the writer would refuse.
 std::string idx_bytes(const std::vector<std::uint32_t>& header, std::size_t payload_bytes) {
@@ -81,7 +70,7 @@ bool has(const std::string& message, const std::string& part) { return message.f
 }  // namespace
 
 TEST_CASE("IDX images and labels round-trip with odd counts and sizes") {
-    TempDir tmp;
+    test::TempDir tmp;
     const std::array<std::size_t, 3> shapes[] = {{7, 28, 28}, {3, 5, 4}, {0, 28, 28}};
     for (const auto& shape : shapes) {
         const std::size_t count = shape[0], rows = shape[1], cols = shape[2];
@@ -91,170 +80,170 @@ TEST_CASE("IDX images and labels round-trip with odd counts and sizes") {
         std::vector<std::uint8_t> labels(count);
         for (std::size_t i = 0; i < count; ++i) labels[i] = static_cast<std::uint8_t>(i * 3 % 10);
 
-        write_idx_images(tmp("images"), images);
-        write_idx_labels(tmp("labels"), labels);
-        CHECK(fs::file_size(tmp("images")) == 16 + count * rows * cols);
-        CHECK(fs::file_size(tmp("labels")) == 8 + count);
+        write_idx_images(tmp.file("images"), images);
+        write_idx_labels(tmp.file("labels"), labels);
+        CHECK(fs::file_size(tmp.file("images")) == 16 + count * rows * cols);
+        CHECK(fs::file_size(tmp.file("labels")) == 8 + count);
 
-        const IdxImages back = read_idx_images(tmp("images"));
+        const IdxImages back = read_idx_images(tmp.file("images"));
         CHECK(back.count == count);
         CHECK(back.rows == rows);
         CHECK(back.cols == cols);
         CHECK(back.pixels == images.pixels);
-        CHECK(read_idx_labels(tmp("labels")) == labels);
-        CHECK_FALSE(fs::exists(tmp("images") + ".tmp"));
+        CHECK(read_idx_labels(tmp.file("labels")) == labels);
+        CHECK_FALSE(fs::exists(tmp.file("images") + ".tmp"));
     }
 }
 
 TEST_CASE("IDX headers are big-endian as in the MNIST files") {
-    TempDir tmp;
-    write_idx_images(tmp("images"), pattern_images(2, 3, 4));
-    CHECK(read_file(tmp("images")).substr(0, 16) == idx_bytes({2051, 2, 3, 4}, 0));
-    write_idx_labels(tmp("labels"), {9, 8});
-    CHECK(read_file(tmp("labels")) == idx_bytes({2049, 2}, 0) + "\x09\x08");
+    test::TempDir tmp;
+    write_idx_images(tmp.file("images"), pattern_images(2, 3, 4));
+    CHECK(read_file(tmp.file("images")).substr(0, 16) == idx_bytes({2051, 2, 3, 4}, 0));
+    write_idx_labels(tmp.file("labels"), {9, 8});
+    CHECK(read_file(tmp.file("labels")) == idx_bytes({2049, 2}, 0) + "\x09\x08");
 }
 
 TEST_CASE("gzipped IDX files read like plain ones") {
-    TempDir tmp;
+    test::TempDir tmp;
     const IdxImages images = pattern_images(7, 28, 28);
-    write_idx_images(tmp("images"), images);
-    write_gzip(tmp("images.gz"), read_file(tmp("images")));
-    const IdxImages back = read_idx_images(tmp("images.gz"));
+    write_idx_images(tmp.file("images"), images);
+    write_gzip(tmp.file("images.gz"), read_file(tmp.file("images")));
+    const IdxImages back = read_idx_images(tmp.file("images.gz"));
     CHECK(back.count == 7);
     CHECK(back.pixels == images.pixels);
 
-    write_gzip(tmp("labels.gz"), idx_bytes({2049, 3}, 0) + "\x01\x02\x03");
-    CHECK(read_idx_labels(tmp("labels.gz")) == std::vector<std::uint8_t>{1, 2, 3});
+    write_gzip(tmp.file("labels.gz"), idx_bytes({2049, 3}, 0) + "\x01\x02\x03");
+    CHECK(read_idx_labels(tmp.file("labels.gz")) == std::vector<std::uint8_t>{1, 2, 3});
 }
 
 TEST_CASE("a missing or unreadable IDX file is reported with its name") {
-    TempDir tmp;
-    CHECK(has(error_naming(tmp("absent"), [&] { read_idx_images(tmp("absent")); }), "No such file"));
-    CHECK(has(error_naming(tmp("absent"), [&] { read_idx_labels(tmp("absent")); }), "cannot open IDX labels"));
-    fs::create_directory(tmp("folder"));
-    CHECK(has(error_naming(tmp("folder"), [&] { read_idx_images(tmp("folder")); }), "Is a directory"));
+    test::TempDir tmp;
+    CHECK(has(error_naming(tmp.file("absent"), [&] { read_idx_images(tmp.file("absent")); }), "No such file"));
+    CHECK(has(error_naming(tmp.file("absent"), [&] { read_idx_labels(tmp.file("absent")); }), "cannot open IDX labels"));
+    fs::create_directory(tmp.file("folder"));
+    CHECK(has(error_naming(tmp.file("folder"), [&] { read_idx_images(tmp.file("folder")); }), "Is a directory"));
 }
 
 TEST_CASE("a wrong magic number names both magics and spots swapped files") {
-    TempDir tmp;
-    write_file(tmp("labels"), idx_bytes({2049, 3}, 3));
-    write_file(tmp("images"), idx_bytes({2051, 1, 2, 2}, 4));
-    write_file(tmp("text"), "not an IDX file at all");
+    test::TempDir tmp;
+    write_file(tmp.file("labels"), idx_bytes({2049, 3}, 3));
+    write_file(tmp.file("images"), idx_bytes({2051, 1, 2, 2}, 4));
+    write_file(tmp.file("text"), "not an IDX file at all");
 
-    const std::string labels_as_images = error_naming(tmp("labels"), [&] { read_idx_images(tmp("labels")); });
+    const std::string labels_as_images = error_naming(tmp.file("labels"), [&] { read_idx_images(tmp.file("labels")); });
     CHECK(has(labels_as_images, "expected 2051"));
     CHECK(has(labels_as_images, "found 2049"));
     CHECK(has(labels_as_images, "this is an IDX labels file"));
 
-    const std::string images_as_labels = error_naming(tmp("images"), [&] { read_idx_labels(tmp("images")); });
+    const std::string images_as_labels = error_naming(tmp.file("images"), [&] { read_idx_labels(tmp.file("images")); });
     CHECK(has(images_as_labels, "expected 2049"));
     CHECK(has(images_as_labels, "found 2051"));
     CHECK(has(images_as_labels, "this is an IDX images file"));
 
-    const std::string text = error_naming(tmp("text"), [&] { read_idx_images(tmp("text")); });
+    const std::string text = error_naming(tmp.file("text"), [&] { read_idx_images(tmp.file("text")); });
     CHECK(has(text, "wrong magic number"));
     CHECK(has(text, "0x6e6f7420"));  // "not " as a big-endian u32
     CHECK_FALSE(has(text, "swapped"));
 }
 
 TEST_CASE("a file shorter than its header promises is truncated, with both byte counts") {
-    TempDir tmp;
-    write_file(tmp("images"), idx_bytes({2051, 7, 28, 28}, 5000));
-    const std::string images = error_naming(tmp("images"), [&] { read_idx_images(tmp("images")); });
+    test::TempDir tmp;
+    write_file(tmp.file("images"), idx_bytes({2051, 7, 28, 28}, 5000));
+    const std::string images = error_naming(tmp.file("images"), [&] { read_idx_images(tmp.file("images")); });
     CHECK(has(images, "truncated"));
     CHECK(has(images, "7 images of 28 x 28 pixels = 5488 bytes"));
     CHECK(has(images, "found 5000"));
 
-    write_file(tmp("labels"), idx_bytes({2049, 10}, 9));
-    const std::string labels = error_naming(tmp("labels"), [&] { read_idx_labels(tmp("labels")); });
+    write_file(tmp.file("labels"), idx_bytes({2049, 10}, 9));
+    const std::string labels = error_naming(tmp.file("labels"), [&] { read_idx_labels(tmp.file("labels")); });
     CHECK(has(labels, "10 labels = 10 bytes"));
     CHECK(has(labels, "found 9"));
 
-    write_file(tmp("header"), idx_bytes({2051, 7}, 2));
-    const std::string header = error_naming(tmp("header"), [&] { read_idx_images(tmp("header")); });
+    write_file(tmp.file("header"), idx_bytes({2051, 7}, 2));
+    const std::string header = error_naming(tmp.file("header"), [&] { read_idx_images(tmp.file("header")); });
     CHECK(has(header, "ends inside the header"));
     CHECK(has(header, "expected 16 header bytes, found 10"));
 
-    write_file(tmp("empty"), "");
-    CHECK(has(error_naming(tmp("empty"), [&] { read_idx_labels(tmp("empty")); }), "expected 4 header bytes, found 0"));
+    write_file(tmp.file("empty"), "");
+    CHECK(has(error_naming(tmp.file("empty"), [&] { read_idx_labels(tmp.file("empty")); }), "expected 4 header bytes, found 0"));
 }
 
 TEST_CASE("a header claiming billions of images fails as truncated instead of allocating") {
-    TempDir tmp;
-    write_file(tmp("huge"), idx_bytes({2051, 0xffffffffu, 28, 28}, 100));
-    CHECK(has(error_naming(tmp("huge"), [&] { read_idx_images(tmp("huge")); }), "= 3367254359280 bytes after the 16-byte header, found 100"));
-    write_file(tmp("huge-labels"), idx_bytes({2049, 0xffffffffu}, 100));
-    CHECK(has(error_naming(tmp("huge-labels"), [&] { read_idx_labels(tmp("huge-labels")); }), "found 100"));
+    test::TempDir tmp;
+    write_file(tmp.file("huge"), idx_bytes({2051, 0xffffffffu, 28, 28}, 100));
+    CHECK(has(error_naming(tmp.file("huge"), [&] { read_idx_images(tmp.file("huge")); }), "= 3367254359280 bytes after the 16-byte header, found 100"));
+    write_file(tmp.file("huge-labels"), idx_bytes({2049, 0xffffffffu}, 100));
+    CHECK(has(error_naming(tmp.file("huge-labels"), [&] { read_idx_labels(tmp.file("huge-labels")); }), "found 100"));
     // count * rows * cols overflows 64 bits
-    write_file(tmp("overflow"), idx_bytes({2051, 0xffffffffu, 0xffffffffu, 0xffffffffu}, 0));
-    CHECK(has(error_naming(tmp("overflow"), [&] { read_idx_images(tmp("overflow")); }), "more bytes than any file holds"));
+    write_file(tmp.file("overflow"), idx_bytes({2051, 0xffffffffu, 0xffffffffu, 0xffffffffu}, 0));
+    CHECK(has(error_naming(tmp.file("overflow"), [&] { read_idx_images(tmp.file("overflow")); }), "more bytes than any file holds"));
 }
 
 TEST_CASE("bytes after the data are rejected") {
-    TempDir tmp;
-    write_file(tmp("images"), idx_bytes({2051, 2, 2, 2}, 8 + 3));
-    CHECK(has(error_naming(tmp("images"), [&] { read_idx_images(tmp("images")); }), "3 unexpected bytes after the 2 images of 2 x 2 pixels"));
-    write_file(tmp("labels"), idx_bytes({2049, 2}, 2 + 1));
-    CHECK(has(error_naming(tmp("labels"), [&] { read_idx_labels(tmp("labels")); }), "1 unexpected bytes after the 2 labels"));
+    test::TempDir tmp;
+    write_file(tmp.file("images"), idx_bytes({2051, 2, 2, 2}, 8 + 3));
+    CHECK(has(error_naming(tmp.file("images"), [&] { read_idx_images(tmp.file("images")); }), "3 unexpected bytes after the 2 images of 2 x 2 pixels"));
+    write_file(tmp.file("labels"), idx_bytes({2049, 2}, 2 + 1));
+    CHECK(has(error_naming(tmp.file("labels"), [&] { read_idx_labels(tmp.file("labels")); }), "1 unexpected bytes after the 2 labels"));
 }
 
 TEST_CASE("images need positive rows and cols, while a count of 0 is fine") {
-    TempDir tmp;
-    write_file(tmp("no-rows"), idx_bytes({2051, 1, 0, 28}, 0));
-    CHECK(has(error_naming(tmp("no-rows"), [&] { read_idx_images(tmp("no-rows")); }), "1 images of 0 x 28 pixels: rows and cols must be positive"));
-    write_file(tmp("no-cols"), idx_bytes({2051, 0, 28, 0}, 0));
-    CHECK(has(error_naming(tmp("no-cols"), [&] { read_idx_images(tmp("no-cols")); }), "rows and cols must be positive"));
-    CHECK_THROWS_AS(write_idx_images(tmp("w"), IdxImages{0, 0, 28, {}}), std::invalid_argument);
-    CHECK_FALSE(fs::exists(tmp("w")));
+    test::TempDir tmp;
+    write_file(tmp.file("no-rows"), idx_bytes({2051, 1, 0, 28}, 0));
+    CHECK(has(error_naming(tmp.file("no-rows"), [&] { read_idx_images(tmp.file("no-rows")); }), "1 images of 0 x 28 pixels: rows and cols must be positive"));
+    write_file(tmp.file("no-cols"), idx_bytes({2051, 0, 28, 0}, 0));
+    CHECK(has(error_naming(tmp.file("no-cols"), [&] { read_idx_images(tmp.file("no-cols")); }), "rows and cols must be positive"));
+    CHECK_THROWS_AS(write_idx_images(tmp.file("w"), IdxImages{0, 0, 28, {}}), std::invalid_argument);
+    CHECK_FALSE(fs::exists(tmp.file("w")));
 }
 
 TEST_CASE("the writers refuse images whose pixels do not match their size") {
-    TempDir tmp;
+    test::TempDir tmp;
     IdxImages images = pattern_images(2, 3, 3);
     images.pixels.pop_back();
-    CHECK_THROWS_AS(write_idx_images(tmp("w"), images), std::invalid_argument);
-    CHECK_FALSE(fs::exists(tmp("w")));
+    CHECK_THROWS_AS(write_idx_images(tmp.file("w"), images), std::invalid_argument);
+    CHECK_FALSE(fs::exists(tmp.file("w")));
     // an unwritable target is reported, leaving no temporary file behind
-    const std::string in_missing_folder = tmp("no/such/folder/images");
+    const std::string in_missing_folder = tmp.file("no/such/folder/images");
     CHECK(has(error_naming(in_missing_folder, [&] { write_idx_images(in_missing_folder, pattern_images(1, 2, 2)); }), "cannot write"));
 }
 
 TEST_CASE("corrupt or cut gzip data is reported as such") {
-    TempDir tmp;
-    write_gzip(tmp("ok.gz"), idx_bytes({2051, 20, 28, 28}, 20 * 28 * 28));
-    const std::string gz = read_file(tmp("ok.gz"));
+    test::TempDir tmp;
+    write_gzip(tmp.file("ok.gz"), idx_bytes({2051, 20, 28, 28}, 20 * 28 * 28));
+    const std::string gz = read_file(tmp.file("ok.gz"));
 
     std::string flipped = gz;
     for (std::size_t i = gz.size() / 2; i < gz.size() / 2 + 16; ++i) flipped[i] = static_cast<char>(~flipped[i]);
-    write_file(tmp("flipped.gz"), flipped);
-    CHECK(has(error_naming(tmp("flipped.gz"), [&] { read_idx_images(tmp("flipped.gz")); }), "corrupt gzip data"));
+    write_file(tmp.file("flipped.gz"), flipped);
+    CHECK(has(error_naming(tmp.file("flipped.gz"), [&] { read_idx_images(tmp.file("flipped.gz")); }), "corrupt gzip data"));
 
-    write_file(tmp("half.gz"), gz.substr(0, gz.size() / 2));
-    const std::string half = error_naming(tmp("half.gz"), [&] { read_idx_images(tmp("half.gz")); });
+    write_file(tmp.file("half.gz"), gz.substr(0, gz.size() / 2));
+    const std::string half = error_naming(tmp.file("half.gz"), [&] { read_idx_images(tmp.file("half.gz")); });
     CHECK(has(half, "truncated"));
     CHECK(has(half, "the gzip stream is cut short"));
 
     // all pixels decode, but the CRC trailer that would vouch for them is gone
-    write_file(tmp("no-trailer.gz"), gz.substr(0, gz.size() - 8));
-    CHECK(has(error_naming(tmp("no-trailer.gz"), [&] { read_idx_images(tmp("no-trailer.gz")); }), "the gzip stream is cut short"));
+    write_file(tmp.file("no-trailer.gz"), gz.substr(0, gz.size() - 8));
+    CHECK(has(error_naming(tmp.file("no-trailer.gz"), [&] { read_idx_images(tmp.file("no-trailer.gz")); }), "the gzip stream is cut short"));
 }
 
 TEST_CASE("load_dataset checks the image size and one label per image") {
-    TempDir tmp;
-    write_idx_images(tmp("images"), pattern_images(7, 28, 28));
-    write_idx_labels(tmp("labels"), std::vector<std::uint8_t>(7, 4));
-    const Dataset d = load_dataset(tmp("images"), tmp("labels"));
+    test::TempDir tmp;
+    write_idx_images(tmp.file("images"), pattern_images(7, 28, 28));
+    write_idx_labels(tmp.file("labels"), std::vector<std::uint8_t>(7, 4));
+    const Dataset d = load_dataset(tmp.file("images"), tmp.file("labels"));
     CHECK(d.images.count == 7);
     CHECK(d.labels == std::vector<std::uint8_t>(7, 4));
 
-    write_idx_images(tmp("small"), pattern_images(7, 5, 4));
-    const std::string size = error_naming(tmp("small"), [&] { load_dataset(tmp("small"), tmp("labels")); });
+    write_idx_images(tmp.file("small"), pattern_images(7, 5, 4));
+    const std::string size = error_naming(tmp.file("small"), [&] { load_dataset(tmp.file("small"), tmp.file("labels")); });
     CHECK(has(size, "images of 5 x 4 pixels, expected 28 x 28"));
-    CHECK(load_dataset(tmp("small"), tmp("labels"), 5, 4).images.pixels == pattern_images(7, 5, 4).pixels);
+    CHECK(load_dataset(tmp.file("small"), tmp.file("labels"), 5, 4).images.pixels == pattern_images(7, 5, 4).pixels);
 
-    write_idx_labels(tmp("more"), std::vector<std::uint8_t>(9, 1));
-    const std::string count = error_naming(tmp("more"), [&] { load_dataset(tmp("images"), tmp("more")); });
-    CHECK(has(count, "holds 9 labels but '" + tmp("images") + "' holds 7 images"));
+    write_idx_labels(tmp.file("more"), std::vector<std::uint8_t>(9, 1));
+    const std::string count = error_naming(tmp.file("more"), [&] { load_dataset(tmp.file("images"), tmp.file("more")); });
+    CHECK(has(count, "holds 9 labels but '" + tmp.file("images") + "' holds 7 images"));
 }
 
 TEST_CASE("copy_images gathers rows by index as floats in [0, 1]") {

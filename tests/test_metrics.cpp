@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "helpers.hpp"
 #include <xgrad/idx.hpp>
 #include <xgrad/random.hpp>
 #include <xgrad/serialize.hpp>
@@ -326,15 +327,6 @@ TEST_CASE("the sample evaluator scores its own reference with FID 0") {
 
 namespace {
 
-struct TempDir {
-    fs::path path;
-    explicit TempDir(const std::string& name) : path(fs::temp_directory_path() / name) {
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() { fs::remove_all(path); }
-};
-
 void write_random_split(const fs::path& dir, const std::string& split, std::size_t count, std::uint64_t seed) {
     xgrad::IdxImages images;
     images.count = count;
@@ -372,26 +364,26 @@ bool same_tensor(const xgrad::Archive& a, const xgrad::Archive& b, const std::st
 }  // namespace
 
 TEST_CASE("mnist_gan --classifier measures quality without changing training, and resumes exactly") {
-    TempDir dir("xgrad_test_gan_quality");
-    write_random_split(dir.path, "train", 30, 1);
-    write_random_split(dir.path, "t10k", 20, 2);
+    test::TempDir dir;
+    write_random_split(dir.path(), "train", 30, 1);
+    write_random_split(dir.path(), "t10k", 20, 2);
     eval::ClassifierConfig c;
     c.hidden = 8;
-    const std::string classifier = (dir.path / "classifier.xgrad").string();
+    const std::string classifier = (dir.path() / "classifier.xgrad").string();
     eval::Classifier(c, 4).save(classifier);
 
-    REQUIRE(run_gan(dir.path, dir.path / "plain", 4, {}) == 0);
-    REQUIRE(run_gan(dir.path, dir.path / "measured", 4, {"--classifier", classifier, "--eval-every", "2"}) == 0);
-    const std::vector<std::string> csv = lines_of(dir.path / "measured" / "eval.csv");
+    REQUIRE(run_gan(dir.path(), dir.path() / "plain", 4, {}) == 0);
+    REQUIRE(run_gan(dir.path(), dir.path() / "measured", 4, {"--classifier", classifier, "--eval-every", "2"}) == 0);
+    const std::vector<std::string> csv = lines_of(dir.path() / "measured" / "eval.csv");
     REQUIRE(csv.size() == 3);  // header, steps 2 and 4
     CHECK(csv[0] == "step,classifier_score,coverage_bits,min_share,max_share,fid");
     CHECK(csv[1].rfind("2,", 0) == 0);
     CHECK(csv[2].rfind("4,", 0) == 0);
-    CHECK(fs::exists(dir.path / "measured" / "eval.png"));
-    CHECK(fs::exists(dir.path / "measured" / "eval_fid.png"));
+    CHECK(fs::exists(dir.path() / "measured" / "eval.png"));
+    CHECK(fs::exists(dir.path() / "measured" / "eval_fid.png"));
 
-    const auto plain = xgrad::Archive::load((dir.path / "plain" / "checkpoint.xgrad").string());
-    const auto measured = xgrad::Archive::load((dir.path / "measured" / "checkpoint.xgrad").string());
+    const auto plain = xgrad::Archive::load((dir.path() / "plain" / "checkpoint.xgrad").string());
+    const auto measured = xgrad::Archive::load((dir.path() / "measured" / "checkpoint.xgrad").string());
     for (const char* name : {"generator.0.weight", "generator.2.bias", "discriminator.0.weight", "d_optimizer.v.3"}) {
         CAPTURE(name);
         CHECK(same_tensor(plain, measured, name));
@@ -401,14 +393,14 @@ TEST_CASE("mnist_gan --classifier measures quality without changing training, an
     CHECK(measured.tensor("quality").shape()[0] == 2);
 
     // 2 steps, then resumed to 4: the same weights and the same quality rows.
-    REQUIRE(run_gan(dir.path, dir.path / "split", 2, {"--classifier", classifier, "--eval-every", "2"}) == 0);
-    REQUIRE(run_gan(dir.path, dir.path / "split", 4, {"--classifier", classifier, "--eval-every", "2", "--resume"}) == 0);
-    const auto split = xgrad::Archive::load((dir.path / "split" / "checkpoint.xgrad").string());
+    REQUIRE(run_gan(dir.path(), dir.path() / "split", 2, {"--classifier", classifier, "--eval-every", "2"}) == 0);
+    REQUIRE(run_gan(dir.path(), dir.path() / "split", 4, {"--classifier", classifier, "--eval-every", "2", "--resume"}) == 0);
+    const auto split = xgrad::Archive::load((dir.path() / "split" / "checkpoint.xgrad").string());
     CHECK(same_tensor(measured, split, "generator.0.weight"));
     CHECK(same_tensor(measured, split, "quality"));
-    CHECK(lines_of(dir.path / "split" / "eval.csv") == csv);
+    CHECK(lines_of(dir.path() / "split" / "eval.csv") == csv);
 
     // --eval-every needs --classifier; a missing classifier file is refused up front.
-    CHECK(run_gan(dir.path, dir.path / "bad", 2, {"--eval-every", "2"}) != 0);
-    CHECK(run_gan(dir.path, dir.path / "bad", 2, {"--classifier", (dir.path / "missing.xgrad").string()}) != 0);
+    CHECK(run_gan(dir.path(), dir.path() / "bad", 2, {"--eval-every", "2"}) != 0);
+    CHECK(run_gan(dir.path(), dir.path() / "bad", 2, {"--classifier", (dir.path() / "missing.xgrad").string()}) != 0);
 }

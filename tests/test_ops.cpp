@@ -24,8 +24,12 @@
 #include <xgrad/ops/softplus.hpp>
 #include <xgrad/random.hpp>
 
+#include "helpers.hpp"
+
 namespace {
 
+using test::check_gradcheck;
+using test::random_tensor;
 using xgrad::Shape;
 using xgrad::Tensor;
 using xgrad::Var;
@@ -35,12 +39,6 @@ using Reference = xt::xtensor<double, 2>;
 // 1x1, a row, a column and a full matrix: the degenerate shapes are where
 // broadcasting and BLAS leading dimensions go wrong.
 const Shape kShapes[] = {{1, 1}, {1, 7}, {5, 1}, {5, 7}};
-
-Tensor random_tensor(const Shape& shape, float lo, float hi, std::uint64_t seed) {
-    Tensor t(shape);
-    xgrad::Rng(seed).fill_uniform(t, lo, hi);
-    return t;
-}
 
 Var random_var(std::size_t rows, std::size_t cols, float lo, float hi, std::uint64_t seed, bool requires_grad = true) {
     return Var(random_tensor({rows, cols}, lo, hi, seed), requires_grad);
@@ -112,18 +110,6 @@ void check_matches(const std::string& what, const Tensor& got, const Reference& 
     }
     INFO(what << ": worst element (" << wr << ", " << wc << "): got " << got(wr, wc) << ", want " << want(wr, wc));
     CHECK(worst <= tol);
-}
-
-void check_gradcheck(const std::string& what, const std::function<Var(const Inputs&)>& f, const Inputs& inputs,
-                     const xgrad::GradcheckOptions& options = {}) {
-    const xgrad::GradcheckResult r = xgrad::gradcheck(f, inputs, options);
-    std::size_t expected = 0;
-    for (const Var& in : inputs) {
-        if (in.requires_grad()) expected += in.value().size();
-    }
-    INFO(what << ": " << r.report());
-    CHECK(r.ok);
-    CHECK(r.checked == expected);
 }
 
 double sigmoid_ref(double x) { return x >= 0 ? 1.0 / (1.0 + std::exp(-x)) : std::exp(x) / (1.0 + std::exp(x)); }

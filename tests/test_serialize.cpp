@@ -17,6 +17,7 @@
 
 #include <unistd.h>
 
+#include "helpers.hpp"
 #include <xgrad/nn.hpp>
 #include <xgrad/optim.hpp>
 #include <xgrad/serialize.hpp>
@@ -26,33 +27,6 @@ using doctest::Contains;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A fresh directory under the system's temporary directory, removed with
-// everything in it.
-class TempDir {
-public:
-    TempDir() {
-        static int counter = 0;
-        do {
-            path_ = fs::temp_directory_path() /
-                    ("xgrad-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-        } while (!fs::create_directory(path_));
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        fs::remove_all(path_, ignored);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-
-    std::string file(const std::string& name) const { return (path_ / name).string(); }
-    std::size_t entries() const {
-        return static_cast<std::size_t>(std::distance(fs::directory_iterator(path_), fs::directory_iterator()));
-    }
-
-private:
-    fs::path path_;
-};
 
 // File helpers of the tests themselves: they throw (failing the test case)
 // rather than assert, so that assertion counts reflect checks of xgrad.
@@ -108,7 +82,7 @@ TEST_CASE("an archive round trip is bit-exact") {
     for (const auto& [name, t] : tensors) archive.put(name, t);
     for (const auto& [name, text] : texts) archive.put_text(name, text);
 
-    TempDir dir;
+    test::TempDir dir;
     const std::string path = dir.file("round.xga");
     archive.save(path);
     const Archive loaded = Archive::load(path);
@@ -174,7 +148,7 @@ void check_resumes_bit_identically(const MakeOptimizer& make_optimizer) {
     Sequential original = make_model(1);
     const auto original_optimizer = make_optimizer(original.parameters());
     train(original, *original_optimizer, x, targets, 5);
-    TempDir dir;
+    test::TempDir dir;
     const std::string path = dir.file("checkpoint.xga");
     Archive checkpoint;
     original.save(checkpoint, "model.");
@@ -232,7 +206,7 @@ constexpr std::size_t kFileSize = kBodyEnd + 4;
 }  // namespace
 
 TEST_CASE("a damaged archive is rejected with a message naming the file and the damage") {
-    TempDir dir;
+    test::TempDir dir;
     const std::string good_path = dir.file("good.xga");
     reference_archive().save(good_path);
     const std::string good = read_bytes(good_path);
@@ -345,14 +319,14 @@ TEST_CASE("a failed Module::load changes no parameter") {
 }
 
 TEST_CASE("loading a directory as an archive names it") {
-    TempDir dir;
+    test::TempDir dir;
     const std::string path = dir.file("sub");
     fs::create_directory(path);
     CHECK_THROWS_WITH_AS(Archive::load(path), Contains(path.c_str()), std::runtime_error);
 }
 
 TEST_CASE("save replaces the file atomically and cleans up after a failure") {
-    TempDir dir;
+    test::TempDir dir;
     const std::string path = dir.file("model.xga");
     const std::string tmp = path + ".tmp";
     Archive first, second;

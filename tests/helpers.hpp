@@ -1,0 +1,69 @@
+// What several test files need: temporary directories and the standard
+// gradient check of an op.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <functional>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <xgrad/gradcheck.hpp>
+#include <xgrad/random.hpp>
+
+namespace test {
+
+// A fresh directory under the system's temporary directory, unique per
+// process and object, removed with everything in it.
+class TempDir {
+public:
+    TempDir() {
+        static int counter = 0;
+        do {
+            path_ = std::filesystem::temp_directory_path() /
+                    ("xgrad-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+        } while (!std::filesystem::create_directory(path_));
+    }
+    ~TempDir() {
+        std::error_code ignored;
+        std::filesystem::remove_all(path_, ignored);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+
+    const std::filesystem::path& path() const { return path_; }
+    std::string file(const std::string& name) const { return (path_ / name).string(); }
+    std::size_t entries() const {
+        return static_cast<std::size_t>(
+            std::distance(std::filesystem::directory_iterator(path_), std::filesystem::directory_iterator()));
+    }
+
+private:
+    std::filesystem::path path_;
+};
+
+inline xgrad::Tensor random_tensor(const xgrad::Shape& shape, float lo, float hi, std::uint64_t seed) {
+    xgrad::Tensor t(shape);
+    xgrad::Rng(seed).fill_uniform(t, lo, hi);
+    return t;
+}
+
+// gradcheck of f at inputs must pass and must have compared every element
+// of every input that requires a gradient.
+inline void check_gradcheck(const std::string& what, const std::function<xgrad::Var(const std::vector<xgrad::Var>&)>& f,
+                            const std::vector<xgrad::Var>& inputs, const xgrad::GradcheckOptions& options = {}) {
+    const xgrad::GradcheckResult r = xgrad::gradcheck(f, inputs, options);
+    std::size_t expected = 0;
+    for (const xgrad::Var& in : inputs) {
+        if (in.requires_grad()) expected += in.value().size();
+    }
+    INFO(what << ": " << r.report());
+    CHECK(r.ok);
+    CHECK(r.checked == expected);
+}
+
+}  // namespace test
