@@ -33,7 +33,7 @@ extern "C" void on_interrupt(int) { interrupted = true; }
 
 struct Options {
     std::string data_dir, dataset = "mnist", preset_name = "default", g_loss, out = "out";
-    long steps = 5000;
+    long steps = 20000;
     std::size_t k = 1, batch = 128, z_dim = 100, hidden = 128, samples = 0;
     float lr = 1e-3f;
     std::uint64_t seed = 1;
