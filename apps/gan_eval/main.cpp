@@ -12,10 +12,9 @@
 #include <CLI/CLI.hpp>
 
 #include <xgrad/idx.hpp>
+#include <xgrad/parallel.hpp>
 
 #include "evaluation.hpp"
-
-extern "C" void openblas_set_num_threads(int);
 
 namespace {
 
@@ -125,7 +124,7 @@ Tensor load_samples(const Options& o, const eval::HeldOut& held_out, const xgrad
 }
 
 int run(const Options& o, bool count_given) {
-    openblas_set_num_threads(o.threads);
+    xgrad::set_num_threads(o.threads);
     const std::string dir = o.data_dir.empty() ? "data/" + o.dataset : o.data_dir;
     const xgrad::IdxImages training = xgrad::read_idx_images(eval::find_idx(dir, "train-images-idx3-ubyte"));
     const xgrad::IdxImages test = xgrad::read_idx_images(eval::find_idx(dir, "t10k-images-idx3-ubyte"));
@@ -189,7 +188,7 @@ int main(int argc, char** argv) {
     cli.add_option("--count", o.count, "Score the first N images (default: as many as the real column, half the held-out split)")
         ->check(CLI::Range(2, 10000000));
     cli.add_option("--seed", o.seed, "Seed of the noise baseline")->capture_default_str();
-    cli.add_option("--threads", o.threads, "OpenBLAS threads")->check(CLI::Range(1, 256))->capture_default_str();
+    cli.add_option("--threads", o.threads, "Threads for matrix products and elementwise work (results are identical for the same count)")->check(CLI::Range(1, 256))->capture_default_str();
     cli.add_option("--label", o.label, "Row label for --csv (default: the samples path or baseline name)");
     cli.add_option("--csv", o.csv, "Append the samples' metrics as one row to this CSV file");
     try {

@@ -11,13 +11,12 @@
 #include <CLI/CLI.hpp>
 
 #include <xgrad/idx.hpp>
+#include <xgrad/parallel.hpp>
 #include <xgrad/optim.hpp>
 #include <xgrad/progress.hpp>
 
 #include "classifier.hpp"
 #include "evaluation.hpp"
-
-extern "C" void openblas_set_num_threads(int);
 
 namespace {
 
@@ -53,7 +52,7 @@ std::string percent(double fraction) {
 }
 
 int train(const Options& o) {
-    openblas_set_num_threads(o.threads);
+    xgrad::set_num_threads(o.threads);
     const std::string dir = o.data_dir.empty() ? "data/" + o.dataset : o.data_dir;
     const xgrad::Dataset train_set = xgrad::load_dataset(eval::find_idx(dir, "train-images-idx3-ubyte"),
                                                          eval::find_idx(dir, "train-labels-idx1-ubyte"));
@@ -164,7 +163,7 @@ int main(int argc, char** argv) {
     cli.add_option("--dropout", o.dropout, "Drop probability after each hidden layer while training")->check(CLI::Range(0.0, 0.95))->capture_default_str();
     cli.add_option("--shift", o.shift, "Augmentation: shift each training image by up to N pixels in x and y (0: off)")->check(CLI::Range(0, 10))->capture_default_str();
     cli.add_option("--seed", o.seed, "Random seed: same seed and thread count give identical weights")->capture_default_str();
-    cli.add_option("--threads", o.threads, "OpenBLAS threads")->check(CLI::Range(1, 256))->capture_default_str();
+    cli.add_option("--threads", o.threads, "Threads for matrix products and elementwise work (results are identical for the same count)")->check(CLI::Range(1, 256))->capture_default_str();
     cli.add_option("--out", o.out, "Output directory; the weights go to OUT/classifier.xgrad")->capture_default_str();
     try {
         cli.parse(argc, argv);

@@ -8,13 +8,13 @@ namespace xgrad {
 
 Var exp(const Var& x) {
     Op op("exp", {x}, x.shape());
-    xt::noalias(op.out()) = xt::exp(x.value());
+    parallel_elementwise(op.out(), [](auto& y, const auto& in) { xt::noalias(y) = xt::exp(in); }, x.value());
     return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() * ctx.output()); });
 }
 
 Var log(const Var& x) {
     Op op("log", {x}, x.shape());
-    xt::noalias(op.out()) = xt::log(x.value());
+    parallel_elementwise(op.out(), [](auto& y, const auto& in) { xt::noalias(y) = xt::log(in); }, x.value());
     return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() / ctx.input(0)); });
 }
 
@@ -38,7 +38,7 @@ Var leaky_relu(const Var& x, float negative_slope) {
 Var sigmoid(const Var& x) {
     Op op("sigmoid", {x}, x.shape());
     // exp(-x) overflows to inf for x < -88 and 1/inf = 0: exact, never NaN.
-    xt::noalias(op.out()) = 1.f / (1.f + xt::exp(-x.value()));
+    parallel_elementwise(op.out(), [](auto& y, const auto& in) { xt::noalias(y) = 1.f / (1.f + xt::exp(-in)); }, x.value());
     return op.finish([](BackwardContext& ctx) {
         ctx.accumulate(0, ctx.grad_output() * ctx.output() * (1.f - ctx.output()));
     });
@@ -46,7 +46,7 @@ Var sigmoid(const Var& x) {
 
 Var tanh(const Var& x) {
     Op op("tanh", {x}, x.shape());
-    xt::noalias(op.out()) = xt::tanh(x.value());
+    parallel_elementwise(op.out(), [](auto& y, const auto& in) { xt::noalias(y) = xt::tanh(in); }, x.value());
     return op.finish([](BackwardContext& ctx) {
         ctx.accumulate(0, ctx.grad_output() * (1.f - ctx.output() * ctx.output()));
     });

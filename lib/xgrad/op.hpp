@@ -16,19 +16,46 @@
 //   }
 #pragma once
 
+#include <array>
 #include <initializer_list>
 
+#include <xtensor/xadapt.hpp>
 #include <xtensor/xnoalias.hpp>
 
+#include <xgrad/parallel.hpp>
 #include <xgrad/var.hpp>
 
 namespace xgrad {
 
-// c = op(a) . op(b) + beta c through BLAS sgemm, transposing on the fly.
-// Checks every shape first (BLAS itself would write past a too-small c);
-// `op_name` goes into the error message.
+// c = op(a) . op(b) + beta c through BLAS (gemv when c is a single row or
+// column), transposing on the fly; large products are split by rows over
+// xgrad's threads (parallel.hpp). Checks every shape first (BLAS itself
+// would write past a too-small c); `op_name` goes into the error message.
 void gemm_into(const char* op_name, const Tensor& a, bool transpose_a, const Tensor& b, bool transpose_b, Tensor& c,
                float beta = 0.f);
+
+namespace detail {
+// Elements [begin, end) of t as a 1-D expression over its storage (no copy).
+inline auto elements(Tensor& t, std::size_t begin, std::size_t end) {
+    return xt::adapt(t.data() + begin, end - begin, xt::no_ownership(), std::array<std::size_t, 1>{end - begin});
+}
+inline auto elements(const Tensor& t, std::size_t begin, std::size_t end) {
+    return xt::adapt(t.data() + begin, end - begin, xt::no_ownership(), std::array<std::size_t, 1>{end - begin});
+}
+}  // namespace detail
+
+// out = f(in...) elementwise, for ops with costly elements (exp, log,
+// tanh): f(out, in...) assigns an expression over 1-D views of one range of
+// elements, and large tensors are split into ranges over xgrad's threads.
+// All tensors hold the same number of elements.
+//   parallel_elementwise(op.out(), [](auto& y, const auto& x) { xt::noalias(y) = xt::exp(x); }, x.value());
+template <class F, class... In>
+void parallel_elementwise(Tensor& out, const F& f, const In&... in) {
+    parallel_for(out.size(), 16384, [&](std::size_t begin, std::size_t end) {
+        auto range = detail::elements(out, begin, end);
+        f(range, detail::elements(in, begin, end)...);
+    });
+}
 
 class Op {
 public:

@@ -18,7 +18,8 @@ namespace xgrad {
 
 // Threads for xgrad's own work, the calling thread included. 1 (the
 // default) runs everything on the calling thread. Process-wide; call it
-// while no op runs (before training, say). Throws std::invalid_argument if n < 1.
+// while no op runs (before training, say). Throws std::invalid_argument
+// unless 1 <= n <= 65535.
 void set_num_threads(int n);
 int num_threads();
 
@@ -29,8 +30,10 @@ void run_blocks(std::size_t n, std::size_t blocks, BlockFn fn, const void* f);
 
 // Calls f(begin, end) on disjoint blocks covering [0, n), on up to
 // num_threads() threads, and returns when all are done. Blocks are at least
-// `grain` long (one block when n < 2 * grain). f must not throw; it may not
-// call parallel_for itself (it then runs inline). Allocates nothing.
+// `grain` long (one block when n < 2 * grain); they depend only on n, grain
+// and num_threads(), so results are reproducible for a given thread count.
+// f must not throw; a parallel_for inside f runs its blocks inline.
+// Allocates nothing.
 template <class F>
 void parallel_for(std::size_t n, std::size_t grain, const F& f) {
     const std::size_t threads = static_cast<std::size_t>(num_threads());

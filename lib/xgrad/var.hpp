@@ -14,8 +14,8 @@
 // pass retain_graph = true in BackwardOptions to walk it again (leaf gradients add up
 // twice, as in PyTorch).
 //
-// Threads: a graph belongs to the thread that built it; OpenBLAS may use
-// threads inside one op.
+// Threads: a graph belongs to the thread that built it; xgrad's own threads
+// (parallel.hpp) or OpenBLAS's may work inside one op.
 #pragma once
 
 #include <array>

@@ -1,0 +1,173 @@
+// xgrad's threads (parallel.hpp): every block runs once, and products,
+// elementwise ops and Adam give the same results on 1 and on several threads.
+// Shapes are large enough to be split (the GAN's).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
+
+#include <xtensor/xmath.hpp>
+
+#include <xgrad/ops.hpp>
+#include <xgrad/op.hpp>
+#include <xgrad/optim.hpp>
+#include <xgrad/parallel.hpp>
+#include <xgrad/random.hpp>
+
+#include "helpers.hpp"
+
+using namespace xgrad;
+
+namespace {
+
+// Runs the test body on `n` threads and returns to the default of 1.
+class Threads {
+public:
+    explicit Threads(int n) { set_num_threads(n); }
+    ~Threads() { set_num_threads(1); }
+    Threads(const Threads&) = delete;
+    Threads& operator=(const Threads&) = delete;
+};
+
+Tensor random_tensor(std::size_t rows, std::size_t cols, std::uint64_t seed) {
+    return test::random_tensor({rows, cols}, -1.f, 1.f, seed);
+}
+
+// The largest |a - b| relative to max(1, |b|).
+float max_relative_difference(const Tensor& a, const Tensor& b) {
+    REQUIRE(a.shape() == b.shape());
+    float worst = 0.f;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        worst = std::max(worst, std::abs(a.data()[i] - b.data()[i]) / std::max(1.f, std::abs(b.data()[i])));
+    }
+    return worst;
+}
+
+bool identical(const Tensor& a, const Tensor& b) {
+    return a.shape() == b.shape() && std::equal(a.begin(), a.end(), b.begin());
+}
+
+}  // namespace
+
+TEST_CASE("parallel_for runs every index exactly once, on any number of threads") {
+    for (int threads : {1, 2, 3, 4}) {
+        Threads use(threads);
+        CHECK(num_threads() == threads);
+        for (std::size_t n : {0, 1, 15, 16, 17, 100, 1000, 4099}) {
+            for (std::size_t grain : {0, 1, 16, 500}) {
+                std::vector<std::atomic<int>> runs(n);
+                parallel_for(n, grain, [&](std::size_t begin, std::size_t end) {
+                    CHECK(begin <= end);
+                    for (std::size_t i = begin; i < end; ++i) ++runs[i];
+                });
+                int wrong = 0;
+                for (const auto& r : runs) wrong += r != 1;
+                INFO("threads " << threads << ", n " << n << ", grain " << grain);
+                CHECK(wrong == 0);
+            }
+        }
+    }
+}
+
+TEST_CASE("parallel_for inside parallel_for runs its blocks inline, on the outer block's thread") {
+    Threads use(2);
+    std::atomic<int> covered{0}, elsewhere{0};
+    parallel_for(64, 1, [&](std::size_t, std::size_t) {
+        const std::thread::id outer = std::this_thread::get_id();
+        parallel_for(64, 1, [&](std::size_t begin, std::size_t end) {
+            covered += static_cast<int>(end - begin);
+            elsewhere += std::this_thread::get_id() != outer;
+        });
+    });
+    CHECK(covered == 2 * 64);
+    CHECK(elsewhere == 0);
+}
+
+TEST_CASE("set_num_threads rejects fewer than one thread") {
+    CHECK_THROWS_AS(set_num_threads(0), std::invalid_argument);
+    CHECK(num_threads() == 1);
+}
+
+TEST_CASE("products split by rows equal the one-thread products, for every transpose and beta") {
+    // (m, k, n) of the GAN's products, and one whose row count does not divide evenly.
+    const std::size_t shapes[][3] = {{128, 784, 128}, {128, 128, 784}, {784, 128, 128}, {128, 100, 128}, {203, 77, 91}};
+    std::uint64_t seed = 1;
+    for (const auto& s : shapes) {
+        const std::size_t m = s[0], k = s[1], n = s[2];
+        for (bool ta : {false, true}) {
+            for (bool tb : {false, true}) {
+                for (float beta : {0.f, 1.f}) {
+                    const Tensor a = ta ? random_tensor(k, m, ++seed) : random_tensor(m, k, ++seed);
+                    const Tensor b = tb ? random_tensor(n, k, ++seed) : random_tensor(k, n, ++seed);
+                    const Tensor c0 = random_tensor(m, n, ++seed);
+                    Tensor serial = c0, split = c0;
+                    gemm_into("test", a, ta, b, tb, serial, beta);
+                    {
+                        Threads use(3);
+                        gemm_into("test", a, ta, b, tb, split, beta);
+                    }
+                    INFO("(" << m << ", " << k << ") . (" << k << ", " << n << "), transposes " << ta << tb << ", beta " << beta);
+                    CHECK(max_relative_difference(split, serial) < 1e-5f);
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("elementwise ops give the same values on several threads") {
+    const Var x(random_tensor(128, 784, 7));
+    const Var positive(xt::eval(xt::abs(x.value()) + 0.5f));
+    const Tensor serial[] = {sigmoid(x).value(), xgrad::tanh(x).value(), xgrad::exp(x).value(), xgrad::log(positive).value()};
+    Threads use(2);
+    CHECK(identical(sigmoid(x).value(), serial[0]));
+    CHECK(identical(xgrad::tanh(x).value(), serial[1]));
+    CHECK(identical(xgrad::exp(x).value(), serial[2]));
+    CHECK(identical(xgrad::log(positive).value(), serial[3]));
+}
+
+TEST_CASE("Adam's update is the same on several threads") {
+    // 200K elements: several blocks of Adam's update.
+    auto train = [](int threads) {
+        Threads use(threads);
+        Var w(random_tensor(400, 500, 11), true);
+        const Var c(random_tensor(400, 500, 12));
+        Adam adam({w});
+        for (int step = 0; step < 3; ++step) {
+            adam.zero_grad();
+            backward(sum(w * c * w));
+            adam.step();
+        }
+        return w.value();
+    };
+    CHECK(identical(train(3), train(1)));
+}
+
+#if defined(__SSE2__)
+TEST_CASE("Adam flushes subnormal moments to zero and restores the caller's floating-point mode") {
+    Var w(Tensor({1, 2}, 1.f), true);
+    Adam adam({w});
+    Archive state;
+    adam.save(state, "");
+    const float subnormal = std::numeric_limits<float>::denorm_min() * 1000.f;
+    Tensor m({1, 2}, subnormal);
+    state.put("m.0", m);
+    adam.load(state, "");
+
+    const unsigned csr = _mm_getcsr();
+    adam.step();  // the gradient is 0: m = 0.9 m would stay subnormal
+    CHECK(_mm_getcsr() == csr);
+    Archive after;
+    adam.save(after, "");
+    CHECK(after.tensor("m.0")(0, 0) == 0.f);
+    CHECK(after.tensor("m.0")(0, 1) == 0.f);
+}
+#endif
