@@ -14,6 +14,7 @@
 #include <xgrad/idx.hpp>
 #include <xgrad/parallel.hpp>
 
+#include "data_location.hpp"
 #include "evaluation.hpp"
 
 namespace {
@@ -21,7 +22,8 @@ namespace {
 using xgrad::Tensor;
 
 struct Options {
-    std::string samples, baseline, classifier = "out/classifier.xgrad", data_dir, dataset = "mnist", label, csv;
+    eval::DataLocation data;
+    std::string samples, baseline, classifier = "out/classifier.xgrad", label, csv;
     std::size_t count = 0;
     std::uint64_t seed = 1;
     int threads = 1;
@@ -125,7 +127,7 @@ Tensor load_samples(const Options& o, const eval::HeldOut& held_out, const xgrad
 
 int run(const Options& o, bool count_given) {
     xgrad::set_num_threads(o.threads);
-    const std::string dir = o.data_dir.empty() ? "data/" + o.dataset : o.data_dir;
+    const std::string dir = o.data.directory();
     const xgrad::IdxImages training = xgrad::read_idx_images(eval::find_idx(dir, "train-images-idx3-ubyte"));
     const xgrad::IdxImages test = xgrad::read_idx_images(eval::find_idx(dir, "t10k-images-idx3-ubyte"));
     if (training.count == 0) throw std::runtime_error("the training split of '" + dir + "' holds no images");
@@ -181,10 +183,7 @@ int main(int argc, char** argv) {
                          ->check(CLI::IsMember({"real", "noise", "train"}));
     samples->excludes(baseline);
     cli.add_option("--classifier", o.classifier, "Classifier weights written by mnist_classifier")->capture_default_str();
-    cli.add_option("--data", o.data_dir, "Directory with train-images-idx3-ubyte and t10k-images-idx3-ubyte (or .gz); default data/<dataset>");
-    cli.add_option("--dataset", o.dataset, "Which fetched data set to use when --data is not given")
-        ->check(CLI::IsMember({"mnist", "fashion"}))
-        ->capture_default_str();
+    o.data.add_options(cli, "train-images-idx3-ubyte and t10k-images-idx3-ubyte");
     cli.add_option("--count", o.count, "Score the first N images (default: as many as the real column, half the held-out split)")
         ->check(CLI::Range(2, 10000000));
     cli.add_option("--seed", o.seed, "Seed of the noise baseline")->capture_default_str();

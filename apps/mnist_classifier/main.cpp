@@ -16,6 +16,7 @@
 #include <xgrad/progress.hpp>
 
 #include "classifier.hpp"
+#include "data_location.hpp"
 #include "evaluation.hpp"
 
 namespace {
@@ -24,7 +25,8 @@ using xgrad::Tensor;
 using xgrad::Var;
 
 struct Options {
-    std::string data_dir, dataset = "mnist", out = "out";
+    eval::DataLocation data;
+    std::string out = "out";
     // Measured on the 8000/2000 real digits of data/mnist (docs/evaluation.md):
     // 97.5-97.7% test accuracy over seeds 1-3 in about 18 s on one core.
     std::size_t epochs = 50, batch = 128, hidden = 512, layers = 2, shift = 2;
@@ -53,7 +55,7 @@ std::string percent(double fraction) {
 
 int train(const Options& o) {
     xgrad::set_num_threads(o.threads);
-    const std::string dir = o.data_dir.empty() ? "data/" + o.dataset : o.data_dir;
+    const std::string dir = o.data.directory();
     const xgrad::Dataset train_set = xgrad::load_dataset(eval::find_idx(dir, "train-images-idx3-ubyte"),
                                                          eval::find_idx(dir, "train-labels-idx1-ubyte"));
     const xgrad::Dataset test_set = xgrad::load_dataset(eval::find_idx(dir, "t10k-images-idx3-ubyte"),
@@ -151,10 +153,7 @@ int train(const Options& o) {
 int main(int argc, char** argv) {
     CLI::App cli{"Trains an MLP classifier on MNIST with xgrad; gan_eval and mnist_gan --classifier use it to score samples."};
     Options o;
-    cli.add_option("--data", o.data_dir, "Directory with {train,t10k}-{images-idx3,labels-idx1}-ubyte (or .gz); default data/<dataset>");
-    cli.add_option("--dataset", o.dataset, "Which fetched data set to use when --data is not given")
-        ->check(CLI::IsMember({"mnist", "fashion"}))
-        ->capture_default_str();
+    o.data.add_options(cli, "{train,t10k}-{images-idx3,labels-idx1}-ubyte");
     cli.add_option("--epochs", o.epochs, "Passes over the training split")->check(CLI::Range(1, 100000))->capture_default_str();
     cli.add_option("--batch", o.batch, "Minibatch size")->check(CLI::Range(1, 65536))->capture_default_str();
     cli.add_option("--lr", o.lr, "Adam learning rate")->check(CLI::Range(1e-7, 1.0))->capture_default_str();

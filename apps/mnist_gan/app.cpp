@@ -17,6 +17,7 @@
 #include <xgrad/image.hpp>
 #include <xgrad/progress.hpp>
 
+#include "data_location.hpp"
 #include "evaluation.hpp"
 #include "gan.hpp"
 
@@ -31,7 +32,8 @@ std::atomic<bool> interrupted{false};
 extern "C" void on_interrupt(int) { interrupted = true; }
 
 struct Options {
-    std::string data_dir, dataset = "mnist", preset_name = "default", g_loss, out = "out";
+    eval::DataLocation data;
+    std::string preset_name = "default", g_loss, out = "out";
     long steps = 20000;
     std::size_t k = 1, batch = 128, z_dim = 100, hidden = 128, samples = 0;
     float lr = 1e-3f;
@@ -231,7 +233,7 @@ GanConfig config_from(const Options& o, const CLI::App& cli) {
 
 int train(const Options& o, const GanConfig& config) {
     xgrad::set_num_threads(o.threads);
-    const std::string data_dir = o.data_dir.empty() ? "data/" + o.dataset : o.data_dir;
+    const std::string data_dir = o.data.directory();
     xgrad::Dataset train_set =
         xgrad::load_dataset(find_idx(data_dir, "train-images-idx3-ubyte"), find_idx(data_dir, "train-labels-idx1-ubyte"));
     const std::size_t image_count = train_set.images.count;
@@ -348,10 +350,7 @@ int train(const Options& o, const GanConfig& config) {
 int run_app(int argc, const char* const* argv) {
     CLI::App cli{"Trains the generative adversarial nets of Goodfellow et al. (2014) on MNIST with xgrad."};
     Options o;
-    cli.add_option("--data", o.data_dir, "Directory with train-images-idx3-ubyte and train-labels-idx1-ubyte (or .gz); default data/<dataset>");
-    cli.add_option("--dataset", o.dataset, "Which fetched data set to use when --data is not given")
-        ->check(CLI::IsMember({"mnist", "fashion"}))
-        ->capture_default_str();
+    o.data.add_options(cli, "train-images-idx3-ubyte and train-labels-idx1-ubyte");
     cli.add_option("--preset", o.preset_name,
                    "reference: the paper's setup as specified (D/G 128 hidden, Adam 1e-3/0.9); "
                    "default: 256 hidden, LeakyReLU D, Adam 2e-4/0.5, label smoothing 0.9")
