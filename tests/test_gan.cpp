@@ -8,6 +8,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -288,4 +290,29 @@ TEST_CASE("mnist_gan rejects bad input with a message, not a crash") {
     CHECK(run({"--preset", "fancy"}) != 0);
     write_tiny_mnist(dir.path(), 3);
     CHECK(run({"--data", dir.path().string(), "--out", (dir.path() / "out").string(), "--resume", "--steps", "2"}) == 1);
+}
+
+TEST_CASE("mnist_gan stops on a NaN loss and keeps the last good checkpoint") {
+    test::TempDir dir;
+    write_tiny_mnist(dir.path(), 30);
+    const fs::path out = dir.path() / "out";
+    REQUIRE(run(small_run(dir.path(), out, 2)) == 0);
+
+    // A diverged model: one generator weight is NaN, so every loss is.
+    const std::string checkpoint = (out / "checkpoint.xgrad").string();
+    Archive archive = Archive::load(checkpoint);
+    Tensor weight = archive.tensor("generator.0.weight");
+    weight(0, 0) = std::numeric_limits<float>::quiet_NaN();
+    archive.put("generator.0.weight", weight);
+    archive.save(checkpoint);
+    std::ifstream before_file(checkpoint, std::ios::binary);
+    const std::string before((std::istreambuf_iterator<char>(before_file)), std::istreambuf_iterator<char>());
+
+    auto resume = small_run(dir.path(), out, 6);
+    resume.push_back("--resume");
+    CHECK(run(resume) == 3);
+    std::ifstream after_file(checkpoint, std::ios::binary);
+    const std::string after((std::istreambuf_iterator<char>(after_file)), std::istreambuf_iterator<char>());
+    CHECK(after == before);  // not overwritten by the diverged state
+    CHECK_FALSE(fs::exists(out / "grid_0000004.png"));  // stopped at the first step
 }

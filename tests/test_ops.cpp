@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstdint>
 #include <functional>
 #include <iterator>
@@ -204,6 +205,21 @@ TEST_CASE("elementwise ops pass gradcheck") {
             check_gradcheck(std::string(u.name) + " on " + xgrad::shape_string(s),
                             [&u](const Inputs& in) { return u.op(in[0]); }, {sample(u, s, ++seed)});
         }
+    }
+}
+
+TEST_CASE("activations pass NaN through, so a diverged model is noticed") {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const Var x(Tensor{{nan, 1.f, -1.f, nan, 2.f, -2.f, nan, 0.5f, -0.5f, nan}});  // NaN in several SIMD lanes
+    for (const auto& [name, f] : std::vector<std::pair<const char*, Var (*)(const Var&)>>{
+             {"relu", [](const Var& v) { return xgrad::relu(v); }},
+             {"leaky_relu", [](const Var& v) { return xgrad::leaky_relu(v); }},
+             {"sigmoid", [](const Var& v) { return xgrad::sigmoid(v); }},
+             {"tanh", [](const Var& v) { return xgrad::tanh(v); }},
+             {"softplus", [](const Var& v) { return xgrad::softplus(v); }}}) {
+        INFO(name);
+        const Tensor y = f(x).value();
+        for (std::size_t c = 0; c < x.cols(); ++c) CHECK(std::isnan(y(0, c)) == std::isnan(x.value()(0, c)));
     }
 }
 

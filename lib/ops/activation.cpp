@@ -20,7 +20,9 @@ Var log(const Var& x) {
 
 Var relu(const Var& x) {
     Op op("relu", {x}, x.shape());
-    xt::noalias(op.out()) = xt::maximum(x.value(), 0.f);
+    // Not maximum(x, 0): the SIMD max returns 0 for a NaN x, which would
+    // hide a diverged model; as in PyTorch, relu(NaN) is NaN.
+    xt::noalias(op.out()) = xt::where(x.value() < 0.f, 0.f, x.value());
     return op.finish([](BackwardContext& ctx) {
         ctx.accumulate(0, xt::where(ctx.output() > 0.f, ctx.grad_output(), 0.f));
     });

@@ -49,7 +49,7 @@ Var mean(const Var& x, Axis axis);   // sum(x, axis) / count along axis
 // ---- elementwise functions (lib/ops/activation.cpp) ----------------------------
 Var exp(const Var& x);   // dx = dy * y
 Var log(const Var& x);   // dx = dy / x
-Var relu(const Var& x);  // dx = dy * (x > 0); the gradient at exactly 0 is 0, as in PyTorch
+Var relu(const Var& x);  // dx = dy * (x > 0); the gradient at exactly 0 is 0, and relu(NaN) = NaN, as in PyTorch
 Var leaky_relu(const Var& x, float negative_slope = 0.01f);  // dx = dy * (x > 0 ? 1 : slope)
 Var sigmoid(const Var& x);  // y = 1/(1+e^-x); dx = dy * y * (1-y)
 Var tanh(const Var& x);     // dx = dy * (1 - y^2)
