@@ -79,7 +79,8 @@ public:
         }
         job_ = Job{fn, f, n};
         finished_.store(0, std::memory_order_relaxed);
-        const std::uint64_t generation = (claim_.load(std::memory_order_relaxed) >> 32) + 1;
+        // 32 bits: it must survive the shift into the claim word when it wraps.
+        const std::uint64_t generation = ((claim_.load(std::memory_order_relaxed) >> 32) + 1) & 0xffffffffu;
         // seq_cst here and on sleepers_: either the caller sees a sleeping
         // worker and wakes it, or the worker sees the new job before sleeping.
         claim_.store(generation << 32 | std::uint64_t(blocks) << 16);
