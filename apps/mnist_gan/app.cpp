@@ -56,7 +56,6 @@ public:
         for (auto& i : indices_) i = rng.below(images_.count);
         xgrad::copy_images(images_, indices_.data(), indices_.size(), batch);
     }
-    std::size_t count() const { return images_.count; }
 
 private:
     xgrad::IdxImages images_;
