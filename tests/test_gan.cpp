@@ -141,6 +141,12 @@ TEST_CASE("generator step: D untouched and gets no gradient; G moves by -lr time
     }
 }
 
+TEST_CASE("a step on data of the wrong size is refused with both sizes") {
+    GaussianData data(5, 0.f, 1.f);
+    Gan g(tiny_config(), 1);  // expects 6 values per sample
+    CHECK_THROWS_WITH_AS(g.step(data), doctest::Contains("5 values per sample, the GAN expects 6"), std::invalid_argument);
+}
+
 TEST_CASE("the two generator losses: non-saturating is -log D(G(z)), minimax is log(1 - D(G(z)))") {
     Gan a(tiny_config(gan::GeneratorLoss::non_saturating), 3), b(tiny_config(gan::GeneratorLoss::minimax), 3);
     Var noise(Tensor({4, 3}));

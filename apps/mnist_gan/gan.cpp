@@ -119,6 +119,10 @@ StepStats Gan::step(DataSource& data) {
 // m real and m generated samples; the fake batch is generated without a
 // graph, so nothing of G is recorded, differentiated or changed.
 void Gan::discriminator_step(DataSource& data, StepStats& stats) {
+    if (data.dim() != config_.data_dim) {
+        throw std::invalid_argument("the data has " + std::to_string(data.dim()) + " values per sample, the GAN expects " +
+                                    std::to_string(config_.data_dim));
+    }
     data.sample(real_.mutable_value(), rng_);
     sample_noise(noise_.mutable_value());
     const Var loss = discriminator_loss(real_, generate(noise_), &stats.d_real);
