@@ -43,11 +43,6 @@ void write_png(const std::string& path, std::size_t width, std::size_t height, i
                                  (errno ? std::string(": ") + std::strerror(errno) : std::string()));
 }
 
-unsigned char to_byte(float value) {
-    if (std::isnan(value)) return 0;
-    return static_cast<unsigned char>(std::lround(std::clamp(value, 0.f, 1.f) * 255.f));
-}
-
 // stb_easy_font indexes its glyph table by (c - 32) without a check.
 std::string printable(std::string text) {
     for (char& c : text)
@@ -170,6 +165,11 @@ struct Axis {
 
 }  // namespace
 
+unsigned char pixel_byte(float value) {
+    if (std::isnan(value)) return 0;
+    return static_cast<unsigned char>(std::lround(std::clamp(value, 0.f, 1.f) * 255.f));
+}
+
 void write_image_grid(const std::string& path, const Tensor& images, std::size_t height, std::size_t width,
                       std::size_t columns, std::size_t padding) {
     const std::size_t n = images.shape()[0];
@@ -190,7 +190,7 @@ void write_image_grid(const std::string& path, const Tensor& images, std::size_t
         const std::size_t left = padding + i % columns * (width + padding);
         for (std::size_t y = 0; y < height; ++y)
             for (std::size_t x = 0; x < width; ++x)
-                pixels[(top + y) * grid_width + left + x] = to_byte(images(i, y * width + x));
+                pixels[(top + y) * grid_width + left + x] = pixel_byte(images(i, y * width + x));
     }
     write_png(path, grid_width, grid_height, 1, pixels);
 }

@@ -157,7 +157,7 @@ void write_samples(Gan& gan, std::size_t n, std::uint64_t seed, const std::strin
     for (std::size_t i = 0; i < n; ++i) {
         rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
         const Var image = gan.generate(noise);
-        for (float x : image.value()) samples.pixels.push_back(static_cast<std::uint8_t>(std::lround(255.f * std::clamp(x, 0.f, 1.f))));
+        for (float x : image.value()) samples.pixels.push_back(xgrad::pixel_byte(x));
     }
     xgrad::write_idx_images(path, samples);
 }
@@ -182,7 +182,7 @@ public:
         // Rounded to bytes as samples.idx is: for the same noise, a row then
         // equals what gan_eval reports for the written samples.
         Tensor images = gan.generate(noise_).value();
-        for (float& x : images) x = std::round(255.f * std::clamp(x, 0.f, 1.f)) / 255.f;
+        for (float& x : images) x = float(xgrad::pixel_byte(x)) / 255.f;
         const eval::QuickMetrics m = evaluator_.evaluate(images);
         return {float(step), float(m.score), float(m.coverage.entropy_bits), float(m.coverage.min_share),
                 float(m.coverage.max_share), float(m.fid)};

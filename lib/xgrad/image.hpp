@@ -13,8 +13,12 @@
 
 namespace xgrad {
 
+// A value in [0,1] as an 8-bit pixel: round(255 x), clamped, NaN -> 0. The
+// one conversion of PNG grids and of generated IDX samples.
+unsigned char pixel_byte(float value);
+
 // Writes `images` (n, height*width; row-major pixels, values in [0,1],
-// clamped, NaN -> 0) as one 8-bit grayscale PNG: tiles in row-major order,
+// clamped, NaN -> 0, see pixel_byte) as one 8-bit grayscale PNG: tiles in row-major order,
 // `columns` per grid row, ceil(n/columns) grid rows. Every tile is framed by
 // `padding` pixels of mid-grey (128), so the PNG is
 //   (columns*(width+padding) + padding) x (rows*(height+padding) + padding)
