@@ -47,8 +47,8 @@
 #include <xtensor/xnoalias.hpp>
 #include <xtensor/xoperation.hpp>
 
-#include <xgrad/op.hpp>
-#include <xgrad/parallel.hpp>
+#include <xgrad/core/op.hpp>
+#include <xgrad/core/parallel.hpp>
 
 #include "gan.hpp"
 

@@ -13,7 +13,7 @@
 #include <benchmark/benchmark.h>
 
 #include <xgrad/ops.hpp>
-#include <xgrad/random.hpp>
+#include <xgrad/core/random.hpp>
 
 extern "C" void openblas_set_num_threads(int);
 

@@ -1,6 +1,6 @@
 // The README's example: a two-layer MLP learns XOR with backward() and Adam.
-#include <xgrad/nn.hpp>
-#include <xgrad/optim.hpp>
+#include <xgrad/nn/module.hpp>
+#include <xgrad/optim/optimizers.hpp>
 using namespace xgrad;
 
 int main() {

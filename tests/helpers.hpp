@@ -12,8 +12,8 @@
 
 #include <unistd.h>
 
-#include <xgrad/gradcheck.hpp>
-#include <xgrad/random.hpp>
+#include <xgrad/check/gradcheck.hpp>
+#include <xgrad/core/random.hpp>
 
 namespace test {
 

@@ -12,10 +12,10 @@
 #include <vector>
 
 #include "helpers.hpp"
-#include <xgrad/gradcheck.hpp>
-#include <xgrad/nn.hpp>
+#include <xgrad/check/gradcheck.hpp>
+#include <xgrad/nn/module.hpp>
 #include <xgrad/ops.hpp>
-#include <xgrad/random.hpp>
+#include <xgrad/core/random.hpp>
 
 namespace {
 

@@ -14,8 +14,9 @@
 #include <vector>
 
 #include "helpers.hpp"
-#include <xgrad/gradcheck.hpp>
-#include <xgrad/idx.hpp>
+#include <xgrad/check/gradcheck.hpp>
+#include <xgrad/io/archive_file.hpp>
+#include <xgrad/io/idx.hpp>
 
 #include "app.hpp"
 #include "gan.hpp"
@@ -206,9 +207,9 @@ TEST_CASE("resuming from a saved GAN is bit-exact") {
     const std::string path = (std::filesystem::temp_directory_path() / "xgrad_test_gan_resume.xgrad").string();
     Archive archive;
     first_half.save(archive);
-    archive.save(path);
+    xgrad::write_archive(path, archive);
     Gan resumed(c, 999);  // another seed: everything must come from the file
-    resumed.load(Archive::load(path));
+    resumed.load(read_archive(path));
     std::filesystem::remove(path);
     CHECK(resumed.steps_done() == 3);
     for (int i = 0; i < 3; ++i) resumed.step(data);
@@ -277,8 +278,8 @@ TEST_CASE("mnist_gan runs end to end on a tiny IDX file and resumes bit-exactly"
     auto resume = small_run(dir.path(), dir.path() / "split", 4);
     resume.push_back("--resume");
     REQUIRE(run(resume) == 0);
-    const Archive straight = Archive::load((dir.path() / "out" / "checkpoint.xgrad").string());
-    const Archive split = Archive::load((dir.path() / "split" / "checkpoint.xgrad").string());
+    const Archive straight = read_archive((dir.path() / "out" / "checkpoint.xgrad").string());
+    const Archive split = read_archive((dir.path() / "split" / "checkpoint.xgrad").string());
     for (const char* name : {"generator.0.weight", "generator.2.bias", "discriminator.0.weight", "discriminator.2.weight",
                              "g_optimizer.m.0", "d_optimizer.v.3"}) {
         CAPTURE(name);
@@ -306,11 +307,11 @@ TEST_CASE("mnist_gan stops on a NaN loss and keeps the last good checkpoint") {
 
     // A diverged model: one generator weight is NaN, so every loss is.
     const std::string checkpoint = (out / "checkpoint.xgrad").string();
-    Archive archive = Archive::load(checkpoint);
+    Archive archive = read_archive(checkpoint);
     Tensor weight = archive.tensor("generator.0.weight");
     weight(0, 0) = std::numeric_limits<float>::quiet_NaN();
     archive.put("generator.0.weight", weight);
-    archive.save(checkpoint);
+    xgrad::write_archive(checkpoint, archive);
     std::ifstream before_file(checkpoint, std::ios::binary);
     const std::string before((std::istreambuf_iterator<char>(before_file)), std::istreambuf_iterator<char>());
 

@@ -14,10 +14,10 @@
 #include <xtensor/xmath.hpp>
 #include <xtensor/xoperation.hpp>
 
-#include <xgrad/gradcheck.hpp>
-#include <xgrad/op.hpp>
+#include <xgrad/check/gradcheck.hpp>
+#include <xgrad/core/op.hpp>
 #include <xgrad/ops.hpp>
-#include <xgrad/random.hpp>
+#include <xgrad/core/random.hpp>
 
 namespace {
 

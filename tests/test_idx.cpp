@@ -1,7 +1,7 @@
 #include <doctest/doctest.h>
 
 #include "helpers.hpp"
-#include <xgrad/idx.hpp>
+#include <xgrad/io/idx.hpp>
 
 #include <array>
 #include <cstdint>

@@ -2,8 +2,8 @@
 // progress line by drawing into a string stream.
 #include <doctest/doctest.h>
 
-#include <xgrad/image.hpp>
-#include <xgrad/progress.hpp>
+#include <xgrad/io/image.hpp>
+#include <xgrad/io/progress.hpp>
 
 #include <algorithm>
 #include <cmath>

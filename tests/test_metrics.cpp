@@ -11,9 +11,10 @@
 #include <vector>
 
 #include "helpers.hpp"
-#include <xgrad/idx.hpp>
-#include <xgrad/random.hpp>
-#include <xgrad/serialize.hpp>
+#include <xgrad/io/archive_file.hpp>
+#include <xgrad/io/idx.hpp>
+#include <xgrad/core/random.hpp>
+#include <xgrad/core/archive.hpp>
 
 #include "app.hpp"
 #include "classifier.hpp"
@@ -33,10 +34,10 @@ Tensor random_tensor(std::size_t rows, std::size_t cols, std::uint64_t seed, flo
     return t;
 }
 
-eval::Gaussian gaussian(std::vector<double> mean, const std::vector<std::vector<double>>& covariance) {
-    eval::Gaussian g;
+quality::Gaussian gaussian(std::vector<double> mean, const std::vector<std::vector<double>>& covariance) {
+    quality::Gaussian g;
     g.mean = xt::zeros<double>({mean.size()});
-    g.covariance = eval::Matrix({mean.size(), mean.size()});
+    g.covariance = quality::Matrix({mean.size(), mean.size()});
     for (std::size_t i = 0; i < mean.size(); ++i) {
         g.mean(i) = mean[i];
         for (std::size_t j = 0; j < mean.size(); ++j) g.covariance(i, j) = covariance[i][j];
@@ -44,22 +45,22 @@ eval::Gaussian gaussian(std::vector<double> mean, const std::vector<std::vector<
     return g;
 }
 
-eval::Gaussian diagonal(std::vector<double> mean, const std::vector<double>& variances) {
+quality::Gaussian diagonal(std::vector<double> mean, const std::vector<double>& variances) {
     std::vector<std::vector<double>> c(variances.size(), std::vector<double>(variances.size(), 0.0));
     for (std::size_t i = 0; i < variances.size(); ++i) c[i][i] = variances[i];
     return gaussian(std::move(mean), c);
 }
 
 // Q S Q^T for the rotation by `angle` in the plane of the first two axes.
-eval::Gaussian rotated(const eval::Gaussian& g, double angle) {
+quality::Gaussian rotated(const quality::Gaussian& g, double angle) {
     const std::size_t d = g.mean.size();
-    eval::Matrix q = xt::eye<double>(d);
+    quality::Matrix q = xt::eye<double>(d);
     q(0, 0) = q(1, 1) = std::cos(angle);
     q(0, 1) = -std::sin(angle);
     q(1, 0) = std::sin(angle);
-    eval::Gaussian r;
+    quality::Gaussian r;
     r.mean = xt::zeros<double>({d});
-    r.covariance = eval::Matrix({d, d});
+    r.covariance = quality::Matrix({d, d});
     for (std::size_t i = 0; i < d; ++i) {
         r.mean(i) = 0;
         for (std::size_t k = 0; k < d; ++k) r.mean(i) += q(i, k) * g.mean(k);
@@ -80,26 +81,26 @@ eval::Gaussian rotated(const eval::Gaussian& g, double angle) {
 TEST_CASE("classifier score: number of equally used classes for confident predictions, 1 for identical ones") {
     Tensor confident({50, 10}, 0.f);
     for (std::size_t i = 0; i < 50; ++i) confident(i, i % 10) = 1.f;
-    CHECK(eval::classifier_score(confident) == doctest::Approx(10.0));
+    CHECK(quality::classifier_score(confident) == doctest::Approx(10.0));
 
     Tensor two({4, 10}, 0.f);  // confident, but only classes 3 and 7
     for (std::size_t i = 0; i < 4; ++i) two(i, i % 2 ? 3 : 7) = 1.f;
-    CHECK(eval::classifier_score(two) == doctest::Approx(2.0));
+    CHECK(quality::classifier_score(two) == doctest::Approx(2.0));
 
     Tensor identical = random_tensor(30, 10, 3, 0.f, 1.f);
     for (std::size_t i = 0; i < 30; ++i) {
         for (std::size_t c = 0; c < 10; ++c) identical(i, c) = identical(0, c);
     }
-    CHECK(eval::classifier_score(identical) == doctest::Approx(1.0));
+    CHECK(quality::classifier_score(identical) == doctest::Approx(1.0));
 
     // (0.9, 0.1) and (0.1, 0.9): p(y) = (1/2, 1/2), KL = 0.9 ln 1.8 + 0.1 ln 0.2 for both rows.
     const Tensor soft{{0.9f, 0.1f}, {0.1f, 0.9f}};
-    CHECK(eval::classifier_score(soft) == doctest::Approx(std::exp(0.9 * std::log(1.8) + 0.1 * std::log(0.2))).epsilon(1e-6));
-    CHECK_THROWS_AS(eval::classifier_score(Tensor({0, 10})), std::invalid_argument);
+    CHECK(quality::classifier_score(soft) == doctest::Approx(std::exp(0.9 * std::log(1.8) + 0.1 * std::log(0.2))).epsilon(1e-6));
+    CHECK_THROWS_AS(quality::classifier_score(Tensor({0, 10})), std::invalid_argument);
 }
 
 TEST_CASE("class coverage: entropy in bits and the extreme class shares") {
-    const eval::Coverage one = eval::class_coverage(std::vector<std::size_t>(40, 4), 10);
+    const quality::Coverage one = quality::class_coverage(std::vector<std::size_t>(40, 4), 10);
     CHECK(one.entropy_bits == doctest::Approx(0.0));
     CHECK(one.min_share == doctest::Approx(0.0));
     CHECK(one.max_share == doctest::Approx(1.0));
@@ -107,33 +108,33 @@ TEST_CASE("class coverage: entropy in bits and the extreme class shares") {
 
     std::vector<std::size_t> uniform;
     for (std::size_t i = 0; i < 100; ++i) uniform.push_back(i % 10);
-    const eval::Coverage all = eval::class_coverage(uniform, 10);
+    const quality::Coverage all = quality::class_coverage(uniform, 10);
     CHECK(all.entropy_bits == doctest::Approx(std::log2(10.0)));
     CHECK(all.min_share == doctest::Approx(0.1));
     CHECK(all.max_share == doctest::Approx(0.1));
 
-    const eval::Coverage skewed = eval::class_coverage({0, 0, 0, 1}, 2);  // shares 3/4, 1/4
+    const quality::Coverage skewed = quality::class_coverage({0, 0, 0, 1}, 2);  // shares 3/4, 1/4
     CHECK(skewed.entropy_bits == doctest::Approx(-(0.75 * std::log2(0.75) + 0.25 * std::log2(0.25))));
     CHECK(skewed.min_share == doctest::Approx(0.25));
 
-    CHECK_THROWS_WITH_AS(eval::class_coverage({0, 10}, 10), doctest::Contains("label 10"), std::invalid_argument);
-    CHECK_THROWS_AS(eval::class_coverage({}, 10), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(quality::class_coverage({0, 10}, 10), doctest::Contains("label 10"), std::invalid_argument);
+    CHECK_THROWS_AS(quality::class_coverage({}, 10), std::invalid_argument);
 }
 
 TEST_CASE("predicted labels are the most probable class, the first on ties") {
     const Tensor p{{0.1f, 0.7f, 0.2f}, {0.4f, 0.2f, 0.4f}, {0.f, 0.f, 1.f}};
-    CHECK(eval::predicted_labels(p) == std::vector<std::size_t>{1, 0, 2});
+    CHECK(quality::predicted_labels(p) == std::vector<std::size_t>{1, 0, 2});
 }
 
 // ---- Fréchet distance -------------------------------------------------------------------
 
 TEST_CASE("Fréchet distance: 0 for identical feature sets") {
     const Tensor features = random_tensor(300, 12, 5);
-    const eval::Gaussian g = eval::fit_gaussian(features);
-    CHECK(eval::frechet_distance(g, g) < 1e-9);
+    const quality::Gaussian g = quality::fit_gaussian(features);
+    CHECK(quality::frechet_distance(g, g) < 1e-9);
     // Fewer samples than dimensions: singular covariances still give 0.
-    const eval::Gaussian singular = eval::fit_gaussian(random_tensor(5, 12, 6));
-    CHECK(eval::frechet_distance(singular, singular) < 1e-9);
+    const quality::Gaussian singular = quality::fit_gaussian(random_tensor(5, 12, 6));
+    CHECK(quality::frechet_distance(singular, singular) < 1e-9);
 }
 
 TEST_CASE("Fréchet distance matches the closed forms") {
@@ -143,35 +144,35 @@ TEST_CASE("Fréchet distance matches the closed forms") {
         for (std::size_t i = 0; i < 4; ++i) {
             want += (m1[i] - m2[i]) * (m1[i] - m2[i]) + s1[i] + s2[i] - 2 * std::sqrt(s1[i] * s2[i]);
         }
-        const eval::Gaussian a = diagonal(m1, s1), b = diagonal(m2, s2);
-        CHECK(eval::frechet_distance(a, b) == doctest::Approx(want).epsilon(1e-10));
-        CHECK(eval::frechet_distance(b, a) == doctest::Approx(want).epsilon(1e-10));
+        const quality::Gaussian a = diagonal(m1, s1), b = diagonal(m2, s2);
+        CHECK(quality::frechet_distance(a, b) == doctest::Approx(want).epsilon(1e-10));
+        CHECK(quality::frechet_distance(b, a) == doctest::Approx(want).epsilon(1e-10));
         // A rotation of both leaves the distance unchanged (and makes the covariances non-diagonal).
-        CHECK(eval::frechet_distance(rotated(a, 0.7), rotated(b, 0.7)) == doctest::Approx(want).epsilon(1e-9));
+        CHECK(quality::frechet_distance(rotated(a, 0.7), rotated(b, 0.7)) == doctest::Approx(want).epsilon(1e-9));
     }
     SUBCASE("non-commuting 2x2 covariances: Tr sqrt(S1 S2) = sqrt(Tr(S1 S2) + 2 sqrt(det S1 det S2))") {
-        const eval::Gaussian a = gaussian({1, 2}, {{2, 0.5}, {0.5, 1}}), b = gaussian({0, 0}, {{1, -0.3}, {-0.3, 3}});
+        const quality::Gaussian a = gaussian({1, 2}, {{2, 0.5}, {0.5, 1}}), b = gaussian({0, 0}, {{1, -0.3}, {-0.3, 3}});
         const double tr_s1s2 = 2 * 1 + 0.5 * -0.3 + 0.5 * -0.3 + 1 * 3;
         const double det1 = 2 * 1 - 0.25, det2 = 3 - 0.09;
         const double want = 1 + 4 + (2 + 1) + (1 + 3) - 2 * std::sqrt(tr_s1s2 + 2 * std::sqrt(det1 * det2));
-        CHECK(eval::frechet_distance(a, b) == doctest::Approx(want).epsilon(1e-10));
+        CHECK(quality::frechet_distance(a, b) == doctest::Approx(want).epsilon(1e-10));
     }
     SUBCASE("one dimension: (mu1-mu2)^2 + (sigma1-sigma2)^2") {
-        CHECK(eval::frechet_distance(diagonal({3}, {4}), diagonal({1}, {9})) == doctest::Approx(4.0 + 1.0));
+        CHECK(quality::frechet_distance(diagonal({3}, {4}), diagonal({1}, {9})) == doctest::Approx(4.0 + 1.0));
     }
-    CHECK_THROWS_AS(eval::frechet_distance(diagonal({0, 0}, {1, 1}), diagonal({0}, {1})), std::invalid_argument);
+    CHECK_THROWS_AS(quality::frechet_distance(diagonal({0, 0}, {1, 1}), diagonal({0}, {1})), std::invalid_argument);
 }
 
 TEST_CASE("fit_gaussian: mean and unbiased covariance") {
     const Tensor x{{1.f, 2.f}, {3.f, 2.f}, {5.f, 8.f}};
-    const eval::Gaussian g = eval::fit_gaussian(x);
+    const quality::Gaussian g = quality::fit_gaussian(x);
     CHECK(g.mean(0) == doctest::Approx(3.0));
     CHECK(g.mean(1) == doctest::Approx(4.0));
     CHECK(g.covariance(0, 0) == doctest::Approx(4.0));   // (4 + 0 + 4) / 2
     CHECK(g.covariance(1, 1) == doctest::Approx(12.0));  // (4 + 4 + 16) / 2
     CHECK(g.covariance(0, 1) == doctest::Approx(6.0));   // (4 + 0 + 8) / 2
     CHECK(g.covariance(1, 0) == doctest::Approx(6.0));
-    CHECK_THROWS_WITH_AS(eval::fit_gaussian(Tensor({1, 2}, 0.f)), doctest::Contains("at least 2"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(quality::fit_gaussian(Tensor({1, 2}, 0.f)), doctest::Contains("at least 2"), std::invalid_argument);
 }
 
 // ---- nearest neighbours -----------------------------------------------------------------
@@ -179,7 +180,7 @@ TEST_CASE("fit_gaussian: mean and unbiased covariance") {
 TEST_CASE("nearest-neighbour distances on a hand-made set") {
     const Tensor references{{0.f, 0.f}, {3.f, 4.f}, {10.f, 0.f}};
     const Tensor queries{{0.f, 1.f}, {3.f, 4.f}, {9.f, 0.5f}, {6.f, 8.f}};
-    const std::vector<double> d = eval::nearest_neighbour_distances(queries, references);
+    const std::vector<double> d = quality::nearest_neighbour_distances(queries, references);
     REQUIRE(d.size() == 4);
     CHECK(d[0] == doctest::Approx(1.0));
     CHECK(d[1] == 0.0);  // an exact copy is exactly 0
@@ -189,13 +190,13 @@ TEST_CASE("nearest-neighbour distances on a hand-made set") {
     // Copies of random 784-pixel images are exactly 0 away, not the rounding
     // noise of |q|^2 + |r|^2 - 2 q.r: a memorising generator must show as such.
     const Tensor images = random_tensor(20, 784, 13, 0.f, 1.f);
-    for (double copy : eval::nearest_neighbour_distances(images, images)) CHECK(copy == 0.0);
-    CHECK_THROWS_AS(eval::nearest_neighbour_distances(queries, Tensor({2, 3}, 0.f)), std::invalid_argument);
+    for (double copy : quality::nearest_neighbour_distances(images, images)) CHECK(copy == 0.0);
+    CHECK_THROWS_AS(quality::nearest_neighbour_distances(queries, Tensor({2, 3}, 0.f)), std::invalid_argument);
 }
 
 TEST_CASE("nearest-neighbour distances agree with brute force over several distance blocks") {
     const Tensor q = random_tensor(600, 5, 11), r = random_tensor(70, 5, 12);  // 600 rows: three blocks of 256
-    const std::vector<double> d = eval::nearest_neighbour_distances(q, r);
+    const std::vector<double> d = quality::nearest_neighbour_distances(q, r);
     for (std::size_t i = 0; i < 600; i += 37) {
         double best = HUGE_VAL;
         for (std::size_t j = 0; j < 70; ++j) {
@@ -214,7 +215,7 @@ TEST_CASE("Parzen log-likelihood of a tiny known case") {
     // One center: the Gaussian log-density itself.
     const Tensor center{{0.f, 0.f}};
     const Tensor points{{0.f, 0.f}, {1.f, 2.f}};
-    const std::vector<double> ll = eval::parzen_log_likelihoods(center, points, sigma);
+    const std::vector<double> ll = quality::parzen_log_likelihoods(center, points, sigma);
     const double norm = -std::log(2 * kPi * sigma * sigma);  // -(d/2) log(2 pi sigma^2), d = 2
     CHECK(ll[0] == doctest::Approx(norm));
     CHECK(ll[1] == doctest::Approx(norm - 5.0 / (2 * sigma * sigma)));
@@ -222,11 +223,11 @@ TEST_CASE("Parzen log-likelihood of a tiny known case") {
     // Two centers: the log of the mean of the two densities.
     const Tensor centers{{0.f, 0.f}, {1.f, 0.f}};
     const double at_first = std::log(0.5 * (1.0 + std::exp(-1.0 / (2 * sigma * sigma)))) + norm;
-    CHECK(eval::parzen_log_likelihoods(centers, center, sigma)[0] == doctest::Approx(at_first));
+    CHECK(quality::parzen_log_likelihoods(centers, center, sigma)[0] == doctest::Approx(at_first));
 
     // Far from every center: exp underflows, the result must not.
     const Tensor far{{100.f, 0.f}};
-    const double far_ll = eval::parzen_log_likelihoods(center, far, 0.05)[0];
+    const double far_ll = quality::parzen_log_likelihoods(center, far, 0.05)[0];
     CHECK(std::isfinite(far_ll));
     CHECK(far_ll == doctest::Approx(-10000.0 / (2 * 0.05 * 0.05) - std::log(2 * kPi * 0.05 * 0.05)));
 }
@@ -237,7 +238,7 @@ TEST_CASE("Parzen window picks the maximum-likelihood sigma on the validation po
     const Tensor validation{{1.f}, {-1.f}, {3.f}, {-1.f}, {1.f}, {3.f}};  // mean x^2 = (1+1+9+1+1+9)/6 = 11/3
     const Tensor test{{0.5f}, {-2.f}};
     const std::vector<double> sigmas{1.0, 1.5, std::sqrt(11.0 / 3.0), 2.5, 3.0};
-    const eval::ParzenEstimate e = eval::parzen_window(center, validation, test, sigmas);
+    const quality::ParzenEstimate e = quality::parzen_window(center, validation, test, sigmas);
     CHECK(e.sigma == doctest::Approx(std::sqrt(11.0 / 3.0)));
     CHECK_FALSE(e.sigma_at_grid_edge);
     const double s2 = 11.0 / 3.0, norm = -0.5 * std::log(2 * kPi * s2);
@@ -246,8 +247,8 @@ TEST_CASE("Parzen window picks the maximum-likelihood sigma on the validation po
     CHECK(e.standard_error == doctest::Approx(std::abs(t0 - t1) / 2));  // sd/sqrt(n) for n = 2
     CHECK(e.validation_mean == doctest::Approx(norm - 0.5));              // -mean(x^2)/(2 sigma^2) = -1/2
 
-    CHECK(eval::parzen_window(center, validation, test, {0.1, 0.2}).sigma_at_grid_edge);
-    const std::vector<double> grid = eval::default_parzen_sigmas();
+    CHECK(quality::parzen_window(center, validation, test, {0.1, 0.2}).sigma_at_grid_edge);
+    const std::vector<double> grid = quality::default_parzen_sigmas();
     CHECK(grid.front() == doctest::Approx(0.05));
     CHECK(grid.back() == doctest::Approx(2.0));
 }
@@ -255,15 +256,15 @@ TEST_CASE("Parzen window picks the maximum-likelihood sigma on the validation po
 // ---- the classifier's weights file and the held-out split --------------------------------
 
 TEST_CASE("a saved classifier loads back with the same outputs; evaluation mode is deterministic") {
-    eval::ClassifierConfig c;
+    quality::ClassifierConfig c;
     c.inputs = 6;
     c.hidden = 5;
     c.classes = 3;
     c.dropout = 0.5f;
-    eval::Classifier trained(c, 7);
+    quality::Classifier trained(c, 7);
     const Tensor images = random_tensor(9, 6, 8, 0.f, 1.f);
     const std::string before = trained.rng().state();
-    const eval::Classifier::Outputs a = trained.evaluate(images, 4);  // 3 batches, the last partial
+    const quality::Classifier::Outputs a = trained.evaluate(images, 4);  // 3 batches, the last partial
     CHECK(trained.rng().state() == before);  // dropout is off: no draws
     CHECK(trained.evaluate(images).probabilities == a.probabilities);
     REQUIRE(a.features.shape()[1] == 5);
@@ -273,17 +274,17 @@ TEST_CASE("a saved classifier loads back with the same outputs; evaluation mode 
 
     const fs::path path = fs::temp_directory_path() / "xgrad_test_classifier.xgrad";
     trained.save(path.string(), "a note");
-    const std::unique_ptr<eval::Classifier> loaded = eval::Classifier::load(path.string());
+    const std::unique_ptr<quality::Classifier> loaded = quality::Classifier::load(path.string());
     CHECK(loaded->config().architecture() == c.architecture());
     CHECK(loaded->note() == "a note");
-    const eval::Classifier::Outputs b = loaded->evaluate(images);
+    const quality::Classifier::Outputs b = loaded->evaluate(images);
     CHECK(b.probabilities == a.probabilities);
     CHECK(b.features == a.features);
 
     xgrad::Archive other;
     other.put("x", Tensor({1, 1}, 0.f));
-    other.save(path.string());
-    CHECK_THROWS_WITH_AS(eval::Classifier::load(path.string()), doctest::Contains("holds no classifier"), std::runtime_error);
+    xgrad::write_archive(path.string(), other);
+    CHECK_THROWS_WITH_AS(quality::Classifier::load(path.string()), doctest::Contains("holds no classifier"), std::runtime_error);
     fs::remove(path);
     CHECK_THROWS_AS(trained.evaluate(Tensor({2, 7}, 0.f)), xgrad::ShapeError);
 }
@@ -293,7 +294,7 @@ TEST_CASE("the held-out split: disjoint halves, the reference cut for Parzen val
     images.count = 10;
     images.rows = images.cols = 2;
     for (std::size_t i = 0; i < 10; ++i) images.pixels.insert(images.pixels.end(), 4, static_cast<std::uint8_t>(i * 10));
-    const eval::HeldOut h = eval::split_held_out(images);
+    const quality::HeldOut h = quality::split_held_out(images);
     const auto ids = [](const Tensor& t) {
         std::vector<int> out;
         for (std::size_t r = 0; r < t.shape()[0]; ++r) out.push_back(int(std::lround(t(r, 0) * 255.f / 10.f)));
@@ -305,18 +306,18 @@ TEST_CASE("the held-out split: disjoint halves, the reference cut for Parzen val
     CHECK(ids(h.parzen_test) == std::vector<int>{7, 8, 9});
     images.count = 7;
     images.pixels.resize(7 * 4);
-    CHECK_THROWS_WITH_AS(eval::split_held_out(images), doctest::Contains("at least 8"), std::runtime_error);
+    CHECK_THROWS_WITH_AS(quality::split_held_out(images), doctest::Contains("at least 8"), std::runtime_error);
 }
 
 TEST_CASE("the sample evaluator scores its own reference with FID 0") {
-    eval::ClassifierConfig c;
+    quality::ClassifierConfig c;
     c.inputs = 16;
     c.hidden = 6;
     c.classes = 4;
-    eval::Classifier classifier(c, 3);
+    quality::Classifier classifier(c, 3);
     const Tensor reference = random_tensor(40, 16, 9, 0.f, 1.f);
-    eval::SampleEvaluator evaluator(classifier, reference);
-    const eval::QuickMetrics same = evaluator.evaluate(reference);
+    quality::SampleEvaluator evaluator(classifier, reference);
+    const quality::QuickMetrics same = evaluator.evaluate(reference);
     CHECK(same.fid < 1e-6);
     CHECK(same.score >= 1.0);
     CHECK(same.score <= 4.0);
@@ -367,10 +368,10 @@ TEST_CASE("mnist_gan --classifier measures quality without changing training, an
     test::TempDir dir;
     write_random_split(dir.path(), "train", 30, 1);
     write_random_split(dir.path(), "t10k", 20, 2);
-    eval::ClassifierConfig c;
+    quality::ClassifierConfig c;
     c.hidden = 8;
     const std::string classifier = (dir.path() / "classifier.xgrad").string();
-    eval::Classifier(c, 4).save(classifier);
+    quality::Classifier(c, 4).save(classifier);
 
     REQUIRE(run_gan(dir.path(), dir.path() / "plain", 4, {}) == 0);
     REQUIRE(run_gan(dir.path(), dir.path() / "measured", 4, {"--classifier", classifier, "--eval-every", "2"}) == 0);
@@ -382,8 +383,8 @@ TEST_CASE("mnist_gan --classifier measures quality without changing training, an
     CHECK(fs::exists(dir.path() / "measured" / "eval.png"));
     CHECK(fs::exists(dir.path() / "measured" / "eval_fid.png"));
 
-    const auto plain = xgrad::Archive::load((dir.path() / "plain" / "checkpoint.xgrad").string());
-    const auto measured = xgrad::Archive::load((dir.path() / "measured" / "checkpoint.xgrad").string());
+    const auto plain = xgrad::read_archive((dir.path() / "plain" / "checkpoint.xgrad").string());
+    const auto measured = xgrad::read_archive((dir.path() / "measured" / "checkpoint.xgrad").string());
     for (const char* name : {"generator.0.weight", "generator.2.bias", "discriminator.0.weight", "d_optimizer.v.3"}) {
         CAPTURE(name);
         CHECK(same_tensor(plain, measured, name));
@@ -395,7 +396,7 @@ TEST_CASE("mnist_gan --classifier measures quality without changing training, an
     // 2 steps, then resumed to 4: the same weights and the same quality rows.
     REQUIRE(run_gan(dir.path(), dir.path() / "split", 2, {"--classifier", classifier, "--eval-every", "2"}) == 0);
     REQUIRE(run_gan(dir.path(), dir.path() / "split", 4, {"--classifier", classifier, "--eval-every", "2", "--resume"}) == 0);
-    const auto split = xgrad::Archive::load((dir.path() / "split" / "checkpoint.xgrad").string());
+    const auto split = xgrad::read_archive((dir.path() / "split" / "checkpoint.xgrad").string());
     CHECK(same_tensor(measured, split, "generator.0.weight"));
     CHECK(same_tensor(measured, split, "quality"));
     CHECK(lines_of(dir.path() / "split" / "eval.csv") == csv);

@@ -19,11 +19,11 @@
 #include <xtensor/xoperation.hpp>
 #include <xtensor/xtensor.hpp>
 
-#include <xgrad/gradcheck.hpp>
-#include <xgrad/op.hpp>
+#include <xgrad/check/gradcheck.hpp>
+#include <xgrad/core/op.hpp>
 #include <xgrad/ops.hpp>
 #include <xgrad/ops/softplus.hpp>
-#include <xgrad/random.hpp>
+#include <xgrad/core/random.hpp>
 
 #include "helpers.hpp"
 

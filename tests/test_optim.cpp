@@ -12,8 +12,8 @@
 
 #include <xtensor/xio.hpp>
 
-#include <xgrad/nn.hpp>
-#include <xgrad/optim.hpp>
+#include <xgrad/nn/module.hpp>
+#include <xgrad/optim/optimizers.hpp>
 
 using namespace xgrad;
 

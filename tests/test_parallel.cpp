@@ -18,10 +18,10 @@
 #include <xtensor/xmath.hpp>
 
 #include <xgrad/ops.hpp>
-#include <xgrad/op.hpp>
-#include <xgrad/optim.hpp>
-#include <xgrad/parallel.hpp>
-#include <xgrad/random.hpp>
+#include <xgrad/core/op.hpp>
+#include <xgrad/optim/optimizers.hpp>
+#include <xgrad/core/parallel.hpp>
+#include <xgrad/core/random.hpp>
 
 #include "helpers.hpp"
 

@@ -9,8 +9,8 @@
 
 #include <xtensor/xio.hpp>
 
-#include <xgrad/nn.hpp>
-#include <xgrad/optim.hpp>
+#include <xgrad/nn/module.hpp>
+#include <xgrad/optim/optimizers.hpp>
 
 using namespace xgrad;
 using doctest::Contains;

@@ -1,5 +1,5 @@
 // Scores generated images (e.g. mnist_gan --samples N) with every metric of
-// apps/eval/metrics.hpp, beside the same metrics for real held-out digits;
+// apps/quality/metrics.hpp, beside the same metrics for real held-out digits;
 // docs/evaluation.md explains the table and gives calibration values.
 #include <cmath>
 #include <cstdio>
@@ -11,8 +11,8 @@
 
 #include <CLI/CLI.hpp>
 
-#include <xgrad/idx.hpp>
-#include <xgrad/parallel.hpp>
+#include <xgrad/io/idx.hpp>
+#include <xgrad/core/parallel.hpp>
 
 #include "data_location.hpp"
 #include "evaluation.hpp"
@@ -22,7 +22,7 @@ namespace {
 using xgrad::Tensor;
 
 struct Options {
-    eval::DataLocation data;
+    common::DataLocation data;
     std::string samples, baseline, classifier = "out/classifier.xgrad", label, csv;
     std::size_t count = 0;
     std::uint64_t seed = 1;
@@ -30,20 +30,20 @@ struct Options {
 };
 
 struct Report {
-    eval::QuickMetrics quick;
+    quality::QuickMetrics quick;
     double nn_mean = 0, nn_ratio = 0;
-    eval::ParzenEstimate parzen;
+    quality::ParzenEstimate parzen;
 };
 
 // Every metric of one sample set. `nn_baseline` is the mean distance of real
 // held-out images to their nearest training image.
-Report full_report(eval::SampleEvaluator& evaluator, const Tensor& samples, const Tensor& training,
-                   const eval::HeldOut& held_out, double nn_baseline) {
+Report full_report(quality::SampleEvaluator& evaluator, const Tensor& samples, const Tensor& training,
+                   const quality::HeldOut& held_out, double nn_baseline) {
     Report r;
     r.quick = evaluator.evaluate(samples);
-    r.nn_mean = eval::mean_of(eval::nearest_neighbour_distances(samples, training));
+    r.nn_mean = quality::mean_of(quality::nearest_neighbour_distances(samples, training));
     r.nn_ratio = r.nn_mean / nn_baseline;
-    r.parzen = eval::parzen_window(samples, held_out.parzen_validation, held_out.parzen_test, eval::default_parzen_sigmas());
+    r.parzen = quality::parzen_window(samples, held_out.parzen_validation, held_out.parzen_test, quality::default_parzen_sigmas());
     return r;
 }
 
@@ -63,7 +63,7 @@ void print_table(const Report& s, const Report& real, std::size_t n, std::size_t
     struct Row {
         std::string metric, samples, real, reading;
     };
-    const auto parzen = [](const eval::ParzenEstimate& p) {
+    const auto parzen = [](const quality::ParzenEstimate& p) {
         return fixed(p.mean, 1) + " +- " + fixed(p.standard_error, 1) + (p.sigma_at_grid_edge ? " (sigma at grid edge)" : "");
     };
     const std::vector<Row> rows = {
@@ -108,9 +108,9 @@ void append_csv(const std::string& path, const std::string& label, std::size_t n
 }
 
 // The images to score: a samples file, or one of the calibration baselines.
-Tensor load_samples(const Options& o, const eval::HeldOut& held_out, const xgrad::IdxImages& training, std::size_t n) {
+Tensor load_samples(const Options& o, const quality::HeldOut& held_out, const xgrad::IdxImages& training, std::size_t n) {
     if (o.baseline == "real") return first_rows(held_out.real_samples, std::min(n, held_out.real_samples.shape()[0]));
-    if (o.baseline == "train") return eval::image_rows(training, 0, std::min(n, training.count));
+    if (o.baseline == "train") return quality::image_rows(training, 0, std::min(n, training.count));
     if (o.baseline == "noise") {
         Tensor noise({n, training.rows * training.cols});
         xgrad::Rng(o.seed).fill_uniform(noise, 0.f, 1.f);
@@ -122,24 +122,24 @@ Tensor load_samples(const Options& o, const eval::HeldOut& held_out, const xgrad
                                  std::to_string(images.cols) + " images; the data set's are " + std::to_string(training.rows) +
                                  "x" + std::to_string(training.cols));
     }
-    return eval::image_rows(images, 0, std::min(n, images.count));
+    return quality::image_rows(images, 0, std::min(n, images.count));
 }
 
 int run(const Options& o, bool count_given) {
     xgrad::set_num_threads(o.threads);
     const std::string dir = o.data.directory();
-    const xgrad::IdxImages training = xgrad::read_idx_images(eval::find_idx(dir, "train-images-idx3-ubyte"));
-    const xgrad::IdxImages test = xgrad::read_idx_images(eval::find_idx(dir, "t10k-images-idx3-ubyte"));
+    const xgrad::IdxImages training = xgrad::read_idx_images(common::find_idx(dir, "train-images-idx3-ubyte"));
+    const xgrad::IdxImages test = xgrad::read_idx_images(common::find_idx(dir, "t10k-images-idx3-ubyte"));
     if (training.count == 0) throw std::runtime_error("the training split of '" + dir + "' holds no images");
     if (!std::filesystem::exists(o.classifier)) {
         throw std::runtime_error("--classifier: no file '" + o.classifier + "' (train one: mnist_classifier --out DIR)");
     }
-    const std::unique_ptr<eval::Classifier> classifier = eval::Classifier::load(o.classifier);
+    const std::unique_ptr<quality::Classifier> classifier = quality::Classifier::load(o.classifier);
     if (classifier->config().inputs != training.rows * training.cols) {
         throw std::runtime_error("--classifier '" + o.classifier + "' takes " + std::to_string(classifier->config().inputs) +
                                  " pixels, the images of '" + dir + "' have " + std::to_string(training.rows * training.cols));
     }
-    const eval::HeldOut held_out = eval::split_held_out(test);
+    const quality::HeldOut held_out = quality::split_held_out(test);
     const std::size_t n = count_given ? o.count : held_out.real_samples.shape()[0];
     const Tensor samples = load_samples(o, held_out, training, n);
     if (samples.shape()[0] < n && count_given) {
@@ -159,9 +159,9 @@ int run(const Options& o, bool count_given) {
         std::cout << "note: the real column has " << real.shape()[0] << " images, not " << used
                   << ": FID and Parzen depend on the count, so the columns are not directly comparable\n";
     }
-    const Tensor train_rows = eval::image_rows(training, 0, training.count);
-    eval::SampleEvaluator evaluator(*classifier, held_out.reference);
-    const double nn_baseline = eval::mean_of(eval::nearest_neighbour_distances(held_out.reference, train_rows));
+    const Tensor train_rows = quality::image_rows(training, 0, training.count);
+    quality::SampleEvaluator evaluator(*classifier, held_out.reference);
+    const double nn_baseline = quality::mean_of(quality::nearest_neighbour_distances(held_out.reference, train_rows));
     const Report s = full_report(evaluator, samples, train_rows, held_out, nn_baseline);
     const Report r = full_report(evaluator, real, train_rows, held_out, nn_baseline);
     std::cout << "\n";

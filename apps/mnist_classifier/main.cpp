@@ -1,4 +1,4 @@
-// Trains the MLP of apps/eval/classifier.hpp on the training split, reports
+// Trains the MLP of apps/quality/classifier.hpp on the training split, reports
 // its accuracy on the held-out t10k split and saves its weights: the
 // classifier that gan_eval and mnist_gan --classifier score samples with.
 #include <cmath>
@@ -10,10 +10,10 @@
 
 #include <CLI/CLI.hpp>
 
-#include <xgrad/idx.hpp>
-#include <xgrad/parallel.hpp>
-#include <xgrad/optim.hpp>
-#include <xgrad/progress.hpp>
+#include <xgrad/io/idx.hpp>
+#include <xgrad/core/parallel.hpp>
+#include <xgrad/optim/optimizers.hpp>
+#include <xgrad/io/progress.hpp>
 
 #include "classifier.hpp"
 #include "data_location.hpp"
@@ -25,7 +25,7 @@ using xgrad::Tensor;
 using xgrad::Var;
 
 struct Options {
-    eval::DataLocation data;
+    common::DataLocation data;
     std::string out = "out";
     // Measured on the 8000/2000 real digits of data/mnist (docs/evaluation.md):
     // 97.5-97.7% test accuracy over seeds 1-3 in about 18 s on one core.
@@ -56,10 +56,10 @@ std::string percent(double fraction) {
 int train(const Options& o) {
     xgrad::set_num_threads(o.threads);
     const std::string dir = o.data.directory();
-    const xgrad::Dataset train_set = xgrad::load_dataset(eval::find_idx(dir, "train-images-idx3-ubyte"),
-                                                         eval::find_idx(dir, "train-labels-idx1-ubyte"));
-    const xgrad::Dataset test_set = xgrad::load_dataset(eval::find_idx(dir, "t10k-images-idx3-ubyte"),
-                                                        eval::find_idx(dir, "t10k-labels-idx1-ubyte"));
+    const xgrad::Dataset train_set = xgrad::load_dataset(common::find_idx(dir, "train-images-idx3-ubyte"),
+                                                         common::find_idx(dir, "train-labels-idx1-ubyte"));
+    const xgrad::Dataset test_set = xgrad::load_dataset(common::find_idx(dir, "t10k-images-idx3-ubyte"),
+                                                        common::find_idx(dir, "t10k-labels-idx1-ubyte"));
     const std::size_t n = train_set.images.count;
     if (n == 0 || test_set.images.count == 0) throw std::runtime_error("'" + dir + "' has an empty training or test split");
     for (const auto* labels : {&train_set.labels, &test_set.labels}) {
@@ -67,15 +67,15 @@ int train(const Options& o) {
             if (l >= 10) throw std::runtime_error("'" + dir + "' has a label " + std::to_string(l) + "; expected 0-9");
         }
     }
-    const Tensor images = eval::image_rows(train_set.images, 0, n);
-    const Tensor test_images = eval::image_rows(test_set.images, 0, test_set.images.count);
+    const Tensor images = quality::image_rows(train_set.images, 0, n);
+    const Tensor test_images = quality::image_rows(test_set.images, 0, test_set.images.count);
     const std::size_t side = train_set.images.rows, pixels = side * side;
 
-    eval::ClassifierConfig config;
+    quality::ClassifierConfig config;
     config.hidden = o.hidden;
     config.hidden_layers = o.layers;
     config.dropout = o.dropout;
-    eval::Classifier classifier(config, o.seed);
+    quality::Classifier classifier(config, o.seed);
     xgrad::Adam optimizer(classifier.parameters(), xgrad::AdamOptions{o.lr});
     xgrad::Rng& rng = classifier.rng();
 
@@ -129,7 +129,7 @@ int train(const Options& o) {
                    << loss_sum / double(step + 1);
             progress.update((epoch - 1) * steps_per_epoch + step + 1, status.str());
         }
-        test_accuracy = eval::accuracy(classifier.evaluate(test_images).probabilities, test_set.labels);
+        test_accuracy = quality::accuracy(classifier.evaluate(test_images).probabilities, test_set.labels);
         progress.finish();
         std::cerr << "epoch " << epoch << "/" << o.epochs << ": loss " << std::fixed << std::setprecision(4)
                   << loss_sum / double(steps_per_epoch) << ", training accuracy (augmented, dropout) "

@@ -12,10 +12,11 @@
 
 #include <CLI/CLI.hpp>
 
-#include <xgrad/idx.hpp>
-#include <xgrad/parallel.hpp>
-#include <xgrad/image.hpp>
-#include <xgrad/progress.hpp>
+#include <xgrad/io/archive_file.hpp>
+#include <xgrad/io/idx.hpp>
+#include <xgrad/core/parallel.hpp>
+#include <xgrad/io/image.hpp>
+#include <xgrad/io/progress.hpp>
 
 #include "data_location.hpp"
 #include "evaluation.hpp"
@@ -32,7 +33,7 @@ std::atomic<bool> interrupted{false};
 extern "C" void on_interrupt(int) { interrupted = true; }
 
 struct Options {
-    eval::DataLocation data;
+    common::DataLocation data;
     std::string preset_name = "default", g_loss, out = "out";
     long steps = 20000;
     std::size_t k = 1, batch = 128, z_dim = 100, hidden = 128, samples = 0;
@@ -62,7 +63,7 @@ private:
     std::vector<std::size_t> indices_;
 };
 
-using eval::find_idx;
+using common::find_idx;
 
 // Averages of the step statistics over one logging interval.
 struct Interval {
@@ -163,7 +164,7 @@ void write_samples(Gan& gan, std::size_t n, std::uint64_t seed, const std::strin
 }
 
 // Sample quality (issue 5): classifier score, class coverage and FID of G's
-// images of 1000 fixed noise vectors against held-out images (apps/eval).
+// images of 1000 fixed noise vectors against held-out images (apps/quality).
 // The noise comes from an Rng of its own, drawn once: evaluating never
 // touches the training stream (a resumed run stays bit-exact), and
 // successive rows differ only because G changed.
@@ -172,9 +173,9 @@ public:
     static constexpr std::size_t kSamples = 1000;
     static constexpr std::size_t kColumns = 6;  // step, score, coverage bits, smallest and largest class share, FID
     QualityMonitor(const std::string& classifier_path, const std::string& data_dir, std::size_t z_dim, std::uint64_t seed)
-        : classifier_(eval::Classifier::load(classifier_path)),
+        : classifier_(quality::Classifier::load(classifier_path)),
           evaluator_(*classifier_,
-                     eval::split_held_out(xgrad::read_idx_images(find_idx(data_dir, "t10k-images-idx3-ubyte"))).reference),
+                     quality::split_held_out(xgrad::read_idx_images(find_idx(data_dir, "t10k-images-idx3-ubyte"))).reference),
           noise_(Tensor({kSamples, z_dim})) {
         xgrad::Rng(seed).fill_uniform(noise_.mutable_value(), -1.f, 1.f);
     }
@@ -183,14 +184,14 @@ public:
         // equals what gan_eval reports for the written samples.
         Tensor images = gan.generate(noise_).value();
         for (float& x : images) x = float(xgrad::pixel_byte(x)) / 255.f;
-        const eval::QuickMetrics m = evaluator_.evaluate(images);
+        const quality::QuickMetrics m = evaluator_.evaluate(images);
         return {float(step), float(m.score), float(m.coverage.entropy_bits), float(m.coverage.min_share),
                 float(m.coverage.max_share), float(m.fid)};
     }
 
 private:
-    std::unique_ptr<eval::Classifier> classifier_;
-    eval::SampleEvaluator evaluator_;
+    std::unique_ptr<quality::Classifier> classifier_;
+    quality::SampleEvaluator evaluator_;
     Var noise_;
 };
 
@@ -215,7 +216,7 @@ void save_checkpoint(const Gan& gan, const History& history, const History& qual
     gan.save(archive);
     history.save(archive);
     if (!quality.rows().empty()) quality.save(archive);
-    archive.save(path);
+    xgrad::write_archive(path, archive);
 }
 
 GanConfig config_from(const Options& o, const CLI::App& cli) {
@@ -249,7 +250,7 @@ int train(const Options& o, const GanConfig& config) {
     History history("history", 5), quality("quality", QualityMonitor::kColumns);
     if (o.resume) {
         if (!fs::exists(checkpoint)) throw std::runtime_error("--resume: no checkpoint at '" + checkpoint + "'");
-        const xgrad::Archive archive = xgrad::Archive::load(checkpoint);
+        const xgrad::Archive archive = xgrad::read_archive(checkpoint);
         gan.load(archive);
         history.load(archive);
         if (archive.contains(quality.name())) quality.load(archive);

@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include <xgrad/nn.hpp>
-#include <xgrad/optim.hpp>
-#include <xgrad/random.hpp>
+#include <xgrad/nn/module.hpp>
+#include <xgrad/optim/optimizers.hpp>
+#include <xgrad/core/random.hpp>
 
 namespace gan {
 

@@ -1,7 +1,7 @@
 #include <xtensor/xmath.hpp>
 #include <xtensor/xoperation.hpp>
 
-#include <xgrad/op.hpp>
+#include <xgrad/core/op.hpp>
 #include <xgrad/ops.hpp>
 
 namespace xgrad {

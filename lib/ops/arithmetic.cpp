@@ -1,6 +1,6 @@
 #include <string>
 
-#include <xgrad/op.hpp>
+#include <xgrad/core/op.hpp>
 #include <xgrad/ops.hpp>
 
 namespace xgrad {

@@ -1,9 +1,9 @@
 #include <stdexcept>
 #include <string>
 
-#include <xgrad/op.hpp>
+#include <xgrad/core/op.hpp>
 #include <xgrad/ops.hpp>
-#include <xgrad/random.hpp>
+#include <xgrad/core/random.hpp>
 
 namespace xgrad {
 

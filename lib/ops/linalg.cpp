@@ -1,7 +1,7 @@
 #include <cstring>
 #include <string>
 
-#include <xgrad/op.hpp>
+#include <xgrad/core/op.hpp>
 #include <xgrad/ops.hpp>
 
 namespace xgrad {

@@ -4,7 +4,7 @@
 
 #include <xtensor/xmath.hpp>
 
-#include <xgrad/op.hpp>
+#include <xgrad/core/op.hpp>
 #include <xgrad/ops.hpp>
 
 namespace xgrad {

@@ -1,4 +1,4 @@
-#include <xgrad/op.hpp>
+#include <xgrad/core/op.hpp>
 #include <xgrad/ops.hpp>
 
 namespace xgrad {

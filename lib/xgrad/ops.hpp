@@ -7,7 +7,7 @@
 // Gradients are summed back to each operand's own shape.
 #pragma once
 
-#include <xgrad/var.hpp>
+#include <xgrad/core/var.hpp>
 
 namespace xgrad {
 

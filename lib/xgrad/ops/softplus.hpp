@@ -5,7 +5,7 @@
 
 #include <xtensor/xmath.hpp>
 
-#include <xgrad/op.hpp>
+#include <xgrad/core/op.hpp>
 
 namespace xgrad {
 

@@ -1,0 +1,98 @@
+#include <xgrad/io/progress.hpp>
+
+#include <cmath>
+#include <cstdio>
+
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+namespace xgrad {
+namespace {
+
+// A line longer than the terminal wraps, and "\r" then returns only to the
+// start of its last row: every redraw would leave a stale row behind.
+std::size_t stderr_columns() {
+    winsize size{};
+    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &size) != 0 || size.ws_col == 0) return 0;
+    return size.ws_col;
+}
+
+}  // namespace
+
+Progress::Progress(std::size_t total, std::ostream& out)
+    : total_(total), out_(out), enabled_(&out == &std::cerr && isatty(STDERR_FILENO)), start_(Clock::now()) {
+    if (enabled_) terminal_columns_ = stderr_columns();
+}
+
+Progress::~Progress() {
+    try {
+        finish();
+    } catch (...) {
+        // a destructor must not throw; a lost newline is harmless
+    }
+}
+
+void Progress::force_enabled(bool on) { enabled_ = on; }
+
+void Progress::update(std::size_t step, const std::string& text) {
+    if (!enabled_) return;
+    if (!started_) {
+        started_ = true;
+        first_step_ = step;
+    }
+    step_ = step;
+    text_ = text;
+    pending_ = true;
+    const auto now = Clock::now();
+    if (!drawn_ || step == total_ || now - last_draw_ >= std::chrono::milliseconds(100)) draw();
+}
+
+void Progress::draw() {
+    const auto now = Clock::now();
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
+    // first_step_ - 1 steps were done before this Progress existed.
+    const double done = step_ >= first_step_ ? static_cast<double>(step_ - first_step_ + 1) : 0.;
+    const double rate = elapsed > 0 ? done / elapsed : 0;
+    const double remaining = step_ < total_ ? static_cast<double>(total_ - step_) : 0.;
+    const std::string total = std::to_string(total_);
+    std::string step = std::to_string(step_);
+    // Right-aligned so the rest of the line does not shift as digits grow.
+    if (step.size() < total.size()) step.insert(0, total.size() - step.size(), ' ');
+
+    char rate_text[32];
+    std::snprintf(rate_text, sizeof rate_text, "%.1f", rate);
+    std::string line = "[" + step + "/" + total + "] " + rate_text + " steps/s ETA " +
+                       (rate > 0 ? format_duration(remaining / rate) : std::string("--:--")) + " " + text_;
+    if (terminal_columns_ > 1 && line.size() >= terminal_columns_) line.resize(terminal_columns_ - 1);
+
+    const std::size_t length = line.size();
+    if (length < previous_length_) line.append(previous_length_ - length, ' ');
+    out_ << '\r' << line << std::flush;
+    previous_length_ = length;
+    last_draw_ = now;
+    drawn_ = true;
+    pending_ = false;
+}
+
+void Progress::finish() {
+    if (!drawn_) return;
+    if (pending_) draw();
+    out_ << '\n' << std::flush;
+    drawn_ = false;
+    previous_length_ = 0;
+}
+
+std::string format_duration(double seconds) {
+    // Beyond ~30 years the ETA means "never" (and would overflow llround).
+    if (!(seconds >= 0 && seconds < 1e9)) return "--:--";
+    const auto total = static_cast<unsigned long long>(std::llround(seconds));
+    const unsigned long long h = total / 3600, m = total / 60 % 60, s = total % 60;
+    char text[48];
+    if (h > 0)
+        std::snprintf(text, sizeof text, "%llu:%02llu:%02llu", h, m, s);
+    else
+        std::snprintf(text, sizeof text, "%02llu:%02llu", m, s);
+    return text;
+}
+
+}  // namespace xgrad

@@ -1,0 +1,7 @@
+// xgrad_io: archive files, IDX data sets, PNG images and plots, the progress line.
+#pragma once
+
+#include <xgrad/io/archive_file.hpp>
+#include <xgrad/io/idx.hpp>
+#include <xgrad/io/image.hpp>
+#include <xgrad/io/progress.hpp>

@@ -1,0 +1,28 @@
+// Archive files: an Archive (xgrad/core/archive.hpp) on disk, for
+// parameters, optimizer state and checkpoints.
+//
+// File format (version 1, all integers little-endian):
+//   8 bytes   magic "XGRADARC"
+//   u32       format version (1)
+//   u32       number of entries
+//   entries   u8 kind (1 = tensor, 2 = text), u32 name length, name bytes, then
+//             tensor: u64 rows, u64 cols, rows*cols float32
+//             text:   u64 length, bytes
+//   u32       CRC-32 (zlib's) of every byte before it
+// write_archive() writes a temporary file beside the target, syncs it and
+// renames it over the target, so a crash leaves either the old or the new
+// file whole. read_archive() rejects a foreign file, another version,
+// truncation, trailing bytes and corruption, naming the file and what was
+// wrong.
+#pragma once
+
+#include <string>
+
+#include <xgrad/core/archive.hpp>
+
+namespace xgrad {
+
+void write_archive(const std::string& path, const Archive& archive);
+Archive read_archive(const std::string& path);
+
+}  // namespace xgrad

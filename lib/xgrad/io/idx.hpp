@@ -1,0 +1,56 @@
+// IDX files, the format of MNIST and Fashion-MNIST
+// (http://yann.lecun.com/exdb/mnist/).
+//
+// File format (all integers big-endian u32):
+//   magic 2051 (0x00000803: u8 elements, 3 dimensions), count, rows, cols,
+//         then count*rows*cols u8 pixels, image after image, each row-major
+//   magic 2049 (0x00000801: u8 elements, 1 dimension), count,
+//         then count u8 labels
+// The readers take plain or gzipped files alike (zlib's gzopen), read the
+// data in bounded chunks so a corrupt header cannot cause a huge allocation,
+// and reject a wrong magic, truncation, trailing bytes, zero dimensions and
+// gzip corruption with a std::runtime_error naming the file and the problem.
+// Any count is accepted, including 0.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <xgrad/core/tensor.hpp>
+
+namespace xgrad {
+
+struct IdxImages {
+    std::size_t count = 0, rows = 0, cols = 0;
+    std::vector<std::uint8_t> pixels;  // count*rows*cols bytes, image-major
+};
+
+IdxImages read_idx_images(const std::string& path);
+std::vector<std::uint8_t> read_idx_labels(const std::string& path);
+
+// Plain (not gzipped). The file is written beside the target, synced and
+// renamed over it, so a crash leaves either the old or the new file whole.
+// Throw std::invalid_argument for images whose pixels do not match their
+// dimensions or whose dimensions do not fit the format's u32 fields.
+void write_idx_images(const std::string& path, const IdxImages& images);
+void write_idx_labels(const std::string& path, const std::vector<std::uint8_t>& labels);
+
+// The images and labels of one split, checked against each other (one label
+// per image) and against the expected image size.
+struct Dataset {
+    IdxImages images;
+    std::vector<std::uint8_t> labels;
+};
+Dataset load_dataset(const std::string& images_path, const std::string& labels_path, std::size_t rows = 28,
+                     std::size_t cols = 28);
+
+// Gathers the images indices[0..n) into the rows of out, a preallocated
+// (n, rows*cols) tensor, as floats in [0, 1] (pixel / 255). Allocates
+// nothing, so a training loop can fill the same minibatch buffer every step.
+// Throws ShapeError if out has another shape, std::out_of_range for an index
+// >= images.count.
+void copy_images(const IdxImages& images, const std::size_t* indices, std::size_t n, Tensor& out);
+
+}  // namespace xgrad
