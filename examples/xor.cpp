@@ -1,6 +1,5 @@
 // The README's example: a two-layer MLP learns XOR with backward() and Adam.
-#include <xgrad/nn/module.hpp>
-#include <xgrad/optim/optimizers.hpp>
+#include <xgrad.hpp>
 using namespace xgrad;
 
 int main() {

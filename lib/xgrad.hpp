@@ -5,11 +5,12 @@
 
 #include <xgrad/check/gradcheck.hpp>
 #include <xgrad/core/archive.hpp>
+#include <xgrad/core/kernels.hpp>
 #include <xgrad/core/op.hpp>
 #include <xgrad/core/parallel.hpp>
 #include <xgrad/core/random.hpp>
 #include <xgrad/core/tensor.hpp>
 #include <xgrad/core/var.hpp>
-#include <xgrad/nn/module.hpp>
+#include <xgrad/nn.hpp>
 #include <xgrad/ops.hpp>
-#include <xgrad/optim/optimizers.hpp>
+#include <xgrad/optim.hpp>

@@ -99,7 +99,7 @@ TEST_CASE("discriminator step: G untouched, D moves by -lr times the finite-diff
     CHECK(identical(values(trained.generator().parameters()), g_before));
     CHECK_FALSE(identical(values(trained.discriminator().parameters()), d_before));
 
-    Var real(Tensor({4, 6})), noise(Tensor({4, 3}));
+    Var real(Tensor::from_shape({4, 6})), noise(Tensor::from_shape({4, 3}));
     data.sample(real.mutable_value(), replay);
     replay.fill_uniform(noise.mutable_value(), -1.f, 1.f);
     const Var fake = reference.generate(noise);
@@ -130,7 +130,7 @@ TEST_CASE("generator step: D untouched and gets no gradient; G moves by -lr time
         CHECK(identical(d_grads_after, d_grads_before));
         for (const Var& p : trained.discriminator().parameters()) CHECK(p.requires_grad());  // unfrozen again
 
-        Var noise(Tensor({4, 3}));
+        Var noise(Tensor::from_shape({4, 3}));
         replay.fill_uniform(noise.mutable_value(), -1.f, 1.f);
         const auto g_parameters = reference.generator().parameters();
         const GradcheckResult check = gradcheck([&](const std::vector<Var>&) { return reference.generator_loss(noise); },
@@ -150,7 +150,7 @@ TEST_CASE("a step on data of the wrong size is refused with both sizes") {
 
 TEST_CASE("the two generator losses: non-saturating is -log D(G(z)), minimax is log(1 - D(G(z)))") {
     Gan a(tiny_config(gan::GeneratorLoss::non_saturating), 3), b(tiny_config(gan::GeneratorLoss::minimax), 3);
-    Var noise(Tensor({4, 3}));
+    Var noise(Tensor::from_shape({4, 3}));
     Rng rng(5);
     rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
     NoGrad no_grad;
@@ -181,7 +181,7 @@ TEST_CASE("a 1-D GAN learns the mean and spread of a Gaussian") {
     Gan g(c, 2024);
     for (int step = 0; step < 3000; ++step) g.step(data);
 
-    Var noise(Tensor({4096, 4}));
+    Var noise(Tensor::from_shape({4096, 4}));
     Rng rng(99);
     rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
     const Tensor samples = g.generate(noise).value();

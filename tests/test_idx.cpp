@@ -251,7 +251,7 @@ TEST_CASE("copy_images gathers rows by index as floats in [0, 1]") {
     images.pixels[2 * 20 + 0] = 255;
     images.pixels[2 * 20 + 1] = 0;
     const std::size_t indices[] = {2, 0, 2};
-    Tensor out({3, 20});
+    Tensor out = Tensor::from_shape({3, 20});
     copy_images(images, indices, 3, out);
     for (std::size_t r = 0; r < 3; ++r) {
         for (std::size_t j = 0; j < 20; ++j) {
@@ -263,21 +263,21 @@ TEST_CASE("copy_images gathers rows by index as floats in [0, 1]") {
     CHECK(out(0, 0) == 1.f);
     CHECK(out(2, 1) == 0.f);
 
-    Tensor empty({0, 20});
+    Tensor empty = Tensor::from_shape({0, 20});
     copy_images(images, nullptr, 0, empty);
     CHECK(empty.size() == 0);
 }
 
 TEST_CASE("copy_images rejects a bad index or output shape and leaves the output untouched") {
     const IdxImages images = pattern_images(3, 5, 4);
-    Tensor out({2, 20});
+    Tensor out = Tensor::from_shape({2, 20});
     out.fill(-1.f);
     const std::size_t bad_index[] = {0, 3};
     CHECK_THROWS_AS(copy_images(images, bad_index, 2, out), std::out_of_range);
     CHECK(out(0, 0) == -1.f);
 
     const std::size_t fine[] = {0, 1};
-    Tensor narrow({2, 19}), short_batch({1, 20});
+    Tensor narrow = Tensor::from_shape({2, 19}), short_batch = Tensor::from_shape({1, 20});
     CHECK_THROWS_AS(copy_images(images, fine, 2, narrow), ShapeError);
     CHECK_THROWS_AS(copy_images(images, fine, 2, short_batch), ShapeError);
     copy_images(images, fine, 2, out);

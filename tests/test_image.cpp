@@ -93,7 +93,7 @@ const std::array<unsigned char, 3> kWhite{255, 255, 255};
 TEST_CASE("image grid: tiles in row-major order framed by grey padding") {
     // 5 tiles of 3x2 in 2 columns with padding 1: 3 grid rows, the last half empty.
     const std::size_t h = 3, w = 2, pad = 1;
-    Tensor images({5, h * w});
+    Tensor images = Tensor::from_shape({5, h * w});
     for (std::size_t i = 0; i < 5; ++i)
         for (std::size_t j = 0; j < h * w; ++j) images(i, j) = float(i * h * w + j + 1) / 255.f;  // byte i*6+j+1
     TempPath path;
@@ -141,20 +141,20 @@ TEST_CASE("image grid: values map to bytes, clamped, NaN black") {
 
 TEST_CASE("image grid: bad shapes and unwritable paths throw") {
     TempPath path;
-    CHECK_THROWS_WITH_AS(write_image_grid(path.str(), Tensor({4, 10}), 3, 3, 2), doctest::Contains("(4, 10)"),
+    CHECK_THROWS_WITH_AS(write_image_grid(path.str(), Tensor::from_shape({4, 10}), 3, 3, 2), doctest::Contains("(4, 10)"),
                          ShapeError);
-    CHECK_THROWS_WITH_AS(write_image_grid(path.str(), Tensor({4, 10}), 3, 3, 2), doctest::Contains("3x3"),
+    CHECK_THROWS_WITH_AS(write_image_grid(path.str(), Tensor::from_shape({4, 10}), 3, 3, 2), doctest::Contains("3x3"),
                          ShapeError);
-    CHECK_THROWS_AS(write_image_grid(path.str(), Tensor({0, 9}), 3, 3, 2), std::invalid_argument);
-    CHECK_THROWS_AS(write_image_grid(path.str(), Tensor({1, 9}), 3, 3, 0), std::invalid_argument);
+    CHECK_THROWS_AS(write_image_grid(path.str(), Tensor::from_shape({0, 9}), 3, 3, 2), std::invalid_argument);
+    CHECK_THROWS_AS(write_image_grid(path.str(), Tensor::from_shape({1, 9}), 3, 3, 0), std::invalid_argument);
     CHECK_FALSE(std::filesystem::exists(path.str()));
 
     const std::string missing = (std::filesystem::temp_directory_path() / "xgrad_no_such_dir_4f1c" / "g.png").string();
-    CHECK_THROWS_WITH_AS(write_image_grid(missing, Tensor({1, 9}), 3, 3, 1), doctest::Contains(missing.c_str()),
+    CHECK_THROWS_WITH_AS(write_image_grid(missing, Tensor::from_shape({1, 9}), 3, 3, 1), doctest::Contains(missing.c_str()),
                          std::runtime_error);
     // A directory cannot be opened for writing, even by root (unlike a read-only file).
     const std::string directory = std::filesystem::temp_directory_path().string();
-    CHECK_THROWS_WITH_AS(write_image_grid(directory, Tensor({1, 9}), 3, 3, 1), doctest::Contains(directory.c_str()),
+    CHECK_THROWS_WITH_AS(write_image_grid(directory, Tensor::from_shape({1, 9}), 3, 3, 1), doctest::Contains(directory.c_str()),
                          std::runtime_error);
 }
 

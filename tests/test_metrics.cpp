@@ -29,7 +29,7 @@ using xgrad::Tensor;
 constexpr double kPi = 3.14159265358979323846;
 
 Tensor random_tensor(std::size_t rows, std::size_t cols, std::uint64_t seed, float lo = -1.f, float hi = 1.f) {
-    Tensor t({rows, cols});
+    Tensor t = Tensor::from_shape({rows, cols});
     xgrad::Rng(seed).fill_uniform(t, lo, hi);
     return t;
 }
@@ -96,7 +96,7 @@ TEST_CASE("classifier score: number of equally used classes for confident predic
     // (0.9, 0.1) and (0.1, 0.9): p(y) = (1/2, 1/2), KL = 0.9 ln 1.8 + 0.1 ln 0.2 for both rows.
     const Tensor soft{{0.9f, 0.1f}, {0.1f, 0.9f}};
     CHECK(quality::classifier_score(soft) == doctest::Approx(std::exp(0.9 * std::log(1.8) + 0.1 * std::log(0.2))).epsilon(1e-6));
-    CHECK_THROWS_AS(quality::classifier_score(Tensor({0, 10})), std::invalid_argument);
+    CHECK_THROWS_AS(quality::classifier_score(Tensor::from_shape({0, 10})), std::invalid_argument);
 }
 
 TEST_CASE("class coverage: entropy in bits and the extreme class shares") {

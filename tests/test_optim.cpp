@@ -172,8 +172,8 @@ TEST_CASE("logistic regression separates a linearly separable set") {
     // margin of 0.1 so that a perfect separator exists with room to spare.
     Rng rng(5);
     constexpr std::size_t kPoints = 64;
-    Tensor points({kPoints, 2});
-    Tensor labels({kPoints, 1});
+    Tensor points = Tensor::from_shape({kPoints, 2});
+    Tensor labels = Tensor::from_shape({kPoints, 1});
     for (std::size_t i = 0; i < kPoints;) {
         const float a = rng.uniform(-1.f, 1.f), b = rng.uniform(-1.f, 1.f);
         const float side = a - 2.f * b + 0.25f;

@@ -60,17 +60,17 @@ float from_bits(std::uint32_t bits) {
 
 TEST_CASE("an archive round trip is bit-exact") {
     using limits = std::numeric_limits<float>;
-    Tensor odd({3, 7});
+    Tensor odd = Tensor::from_shape({3, 7});
     const float specials[] = {from_bits(0x7fc12345u), from_bits(0xffc00001u), limits::infinity(), -limits::infinity(),
                               -0.f, limits::denorm_min(), limits::max(), limits::lowest(), limits::min(), 1.f / 3.f};
     for (std::size_t i = 0; i < odd.size(); ++i) {
         odd.flat(i) = i < std::size(specials) ? specials[i] : static_cast<float>(i) * 0.1f - 1.f;
     }
-    Tensor row({1, 5}), column({5, 1});
+    Tensor row = Tensor::from_shape({1, 5}), column = Tensor::from_shape({5, 1});
     for (std::size_t i = 0; i < 5; ++i) row.flat(i) = column.flat(4 - i) = static_cast<float>(i) - 2.5f;
     const std::map<std::string, Tensor> tensors = {
         {"odd", odd},           {"scalar", Tensor{{-2.5f}}},   {"row", row}, {"column", column},
-        {"no rows", Tensor({0, 4})}, {"nothing", Tensor({0, 0})},
+        {"no rows", Tensor::from_shape({0, 4})}, {"nothing", Tensor::from_shape({0, 0})},
     };
     const std::map<std::string, std::string> texts = {
         {"note", "resume at step 12\n"},
@@ -140,7 +140,7 @@ using MakeOptimizer = std::function<std::unique_ptr<Optimizer>(std::vector<Var>)
 // into a differently initialised model, and trains both further.
 void check_resumes_bit_identically(const MakeOptimizer& make_optimizer) {
     Rng rng(9);
-    Tensor inputs({8, 3}), labels({8, 1});
+    Tensor inputs = Tensor::from_shape({8, 3}), labels = Tensor::from_shape({8, 1});
     rng.fill_uniform(inputs, -1.f, 1.f);
     for (float& l : labels) l = static_cast<float>(rng.below(2));
     const Var x(inputs), targets(labels);

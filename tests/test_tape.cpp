@@ -272,7 +272,7 @@ TEST_CASE("a repeated training step recycles its buffers") {
     net.add<ReLU>();
     net.add<Linear>(16, 1, rng);
     Adam optimizer(net.parameters(), AdamOptions{});
-    Tensor batch({32, 6});
+    Tensor batch = Tensor::from_shape({32, 6});
     rng.fill_uniform(batch, -1.f, 1.f);
     const Var x(batch);
 

@@ -48,7 +48,7 @@ Report full_report(quality::SampleEvaluator& evaluator, const Tensor& samples, c
 }
 
 Tensor first_rows(const Tensor& t, std::size_t n) {
-    Tensor out({n, t.shape()[1]});
+    Tensor out = Tensor::from_shape({n, t.shape()[1]});
     std::copy(t.data(), t.data() + n * t.shape()[1], out.data());
     return out;
 }
@@ -112,7 +112,7 @@ Tensor load_samples(const Options& o, const quality::HeldOut& held_out, const xg
     if (o.baseline == "real") return first_rows(held_out.real_samples, std::min(n, held_out.real_samples.shape()[0]));
     if (o.baseline == "train") return quality::image_rows(training, 0, std::min(n, training.count));
     if (o.baseline == "noise") {
-        Tensor noise({n, training.rows * training.cols});
+        Tensor noise = Tensor::from_shape({n, training.rows * training.cols});
         xgrad::Rng(o.seed).fill_uniform(noise, 0.f, 1.f);
         return noise;
     }

@@ -12,7 +12,8 @@
 
 #include <xgrad/io/idx.hpp>
 #include <xgrad/core/parallel.hpp>
-#include <xgrad/optim/optimizers.hpp>
+#include <xgrad/ops.hpp>
+#include <xgrad/optim.hpp>
 #include <xgrad/io/progress.hpp>
 
 #include "classifier.hpp"

@@ -90,7 +90,7 @@ public:
     History(std::string name, std::size_t columns) : name_(std::move(name)), columns_(columns) {}
     void add(std::vector<float> row) { rows_.push_back(std::move(row)); }
     void save(xgrad::Archive& archive) const {
-        Tensor t({rows_.size(), columns_});
+        Tensor t = Tensor::from_shape({rows_.size(), columns_});
         for (std::size_t r = 0; r < rows_.size(); ++r) {
             for (std::size_t c = 0; c < columns_; ++c) t(r, c) = rows_[r][c];
         }
@@ -154,7 +154,7 @@ void write_samples(Gan& gan, std::size_t n, std::uint64_t seed, const std::strin
     samples.count = n;
     samples.rows = samples.cols = 28;
     samples.pixels.reserve(n * 784);
-    Var noise(Tensor({1, gan.config().z_dim}));
+    Var noise(Tensor::from_shape({1, gan.config().z_dim}));
     for (std::size_t i = 0; i < n; ++i) {
         rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
         const Var image = gan.generate(noise);
@@ -176,7 +176,7 @@ public:
         : classifier_(quality::Classifier::load(classifier_path)),
           evaluator_(*classifier_,
                      quality::split_held_out(xgrad::read_idx_images(find_idx(data_dir, "t10k-images-idx3-ubyte"))).reference),
-          noise_(Tensor({kSamples, z_dim})) {
+          noise_(Tensor::from_shape({kSamples, z_dim})) {
         xgrad::Rng(seed).fill_uniform(noise_.mutable_value(), -1.f, 1.f);
     }
     std::vector<float> measure(Gan& gan, long step) {
@@ -281,7 +281,7 @@ int train(const Options& o, const GanConfig& config) {
 
     // The same noise every time, so the grids show one z turning into a digit.
     xgrad::Rng grid_rng(o.seed ^ 0x9e3779b97f4a7c15ULL);
-    Var fixed_noise(Tensor({64, config.z_dim}));
+    Var fixed_noise(Tensor::from_shape({64, config.z_dim}));
     grid_rng.fill_uniform(fixed_noise.mutable_value(), -1.f, 1.f);
 
     std::cerr << "mnist_gan: " << image_count << " training images from " << data_dir << "; "

@@ -51,19 +51,6 @@ float mean_probability(const Tensor& logits) {
     return static_cast<float>(total / double(logits.size()));
 }
 
-// The discriminator is frozen while the generator learns through it: its
-// parameters then get no gradient (backward skips that work) and stay put.
-class FrozenWhileAlive {
-public:
-    explicit FrozenWhileAlive(const std::vector<Var>& parameters) : parameters_(parameters) {
-        xgrad::set_requires_grad(parameters_, false);
-    }
-    ~FrozenWhileAlive() { xgrad::set_requires_grad(parameters_, true); }
-
-private:
-    const std::vector<Var>& parameters_;
-};
-
 }  // namespace
 
 Gan::Gan(const GanConfig& config, std::uint64_t seed) : config_(config), rng_(seed) {
@@ -135,7 +122,9 @@ void Gan::discriminator_step(DataSource& data, StepStats& stats) {
 // Fresh noise; gradients reach G through the frozen D by backward() alone.
 void Gan::generator_step(StepStats& stats) {
     sample_noise(noise_.mutable_value());
-    FrozenWhileAlive frozen(d_parameters_);
+    // D is frozen while G learns through it: its parameters then get no
+    // gradient (backward skips that work) and stay put.
+    const xgrad::FreezeGuard frozen(d_parameters_);
     const Var logits = discriminator_(generator_(noise_));
     const Var loss = generator_objective(logits);
     g_optimizer_->zero_grad();
@@ -147,8 +136,8 @@ void Gan::generator_step(StepStats& stats) {
 
 double Gan::value_estimate(DataSource& data, std::size_t batches, xgrad::Rng& rng) {
     xgrad::NoGrad no_grad;
-    Var real(Tensor({config_.batch, config_.data_dim}));
-    Var noise(Tensor({config_.batch, config_.z_dim}));
+    Var real(Tensor::from_shape({config_.batch, config_.data_dim}));
+    Var noise(Tensor::from_shape({config_.batch, config_.z_dim}));
     double total = 0;
     for (std::size_t b = 0; b < batches; ++b) {
         data.sample(real.mutable_value(), rng);

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include <xgrad/nn/module.hpp>
-#include <xgrad/optim/optimizers.hpp>
+#include <xgrad/nn.hpp>
+#include <xgrad/optim.hpp>
 #include <xgrad/core/random.hpp>
 
 namespace gan {

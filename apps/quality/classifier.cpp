@@ -80,13 +80,13 @@ Classifier::Outputs Classifier::evaluate(const Tensor& images, std::size_t batch
         throw xgrad::ShapeError("quality::Classifier: images " + xgrad::shape_string(images) + " are not rows of " +
                                 std::to_string(config_.inputs) + " pixels");
     }
-    const bool was_training = body_.training();
+    const bool was_training = body_.is_training();
     train(false);
     xgrad::NoGrad no_grad;
-    Outputs out{Tensor({n, config_.classes}), Tensor({n, config_.hidden})};
+    Outputs out{Tensor::from_shape({n, config_.classes}), Tensor::from_shape({n, config_.hidden})};
     for (std::size_t first = 0; first < n; first += batch) {
         const std::size_t rows = std::min(batch, n - first);
-        Tensor x({rows, config_.inputs});
+        Tensor x = Tensor::from_shape({rows, config_.inputs});
         std::memcpy(x.data(), images.data() + first * config_.inputs, rows * config_.inputs * sizeof(float));
         const Var features = body_(Var(std::move(x)));
         const Var logits = head_(features);

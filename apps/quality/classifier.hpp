@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include <xgrad/nn/module.hpp>
+#include <xgrad/nn.hpp>
 #include <xgrad/core/random.hpp>
 
 namespace quality {

@@ -9,7 +9,7 @@ using xgrad::Tensor;
 Tensor image_rows(const xgrad::IdxImages& images, std::size_t first, std::size_t count) {
     std::vector<std::size_t> indices(count);
     for (std::size_t i = 0; i < count; ++i) indices[i] = first + i;
-    Tensor out({count, images.rows * images.cols});
+    Tensor out = Tensor::from_shape({count, images.rows * images.cols});
     xgrad::copy_images(images, indices.data(), count, out);
     return out;
 }

@@ -1,26 +1,82 @@
 #include <xgrad/core/tensor.hpp>
 
+#include <limits>
 #include <utility>
 
 namespace xgrad {
 
-std::string shape_string(const Shape& s) {
-    return "(" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + ")";
+std::size_t numel(const Shape& shape) {
+    std::size_t n = 1;
+    for (std::size_t d : shape) n *= d;
+    return n;
+}
+
+std::size_t checked_numel(const char* what, const Shape& shape) {
+    std::size_t n = 1;
+    bool zero = false;
+    for (std::size_t d : shape) zero = zero || d == 0;
+    if (zero) return 0;
+    for (std::size_t d : shape) {
+        if (n > std::numeric_limits<std::size_t>::max() / d) {
+            throw std::length_error(std::string("xgrad::") + what + ": a tensor of shape " + shape_string(shape) +
+                                    " has more elements than memory can address");
+        }
+        n *= d;
+    }
+    return n;
+}
+
+std::string shape_string(const Shape& shape) {
+    std::string s = "(";
+    for (std::size_t i = 0; i < shape.size(); ++i) {
+        if (i > 0) s += ", ";
+        s += std::to_string(shape[i]);
+    }
+    return s + ")";
+}
+
+Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b) {
+    const std::size_t rank = std::max(a.size(), b.size());
+    Shape out(rank, 1);
+    for (std::size_t i = 0; i < rank; ++i) {
+        // Aligned at the last dimension; a missing leading dimension is 1.
+        const std::size_t m = i < rank - a.size() ? 1 : a[i - (rank - a.size())];
+        const std::size_t n = i < rank - b.size() ? 1 : b[i - (rank - b.size())];
+        if (m != n && m != 1 && n != 1) {
+            throw ShapeError(std::string("xgrad::") + op + ": shapes " + shape_string(a) + " and " + shape_string(b) +
+                             " cannot be broadcast (aligned at the last dimension, each pair of sizes must match or be 1)");
+        }
+        out[i] = m == 1 ? n : m;
+    }
+    return out;
+}
+
+std::size_t normalize_axis(const char* op, int axis, const Shape& shape) {
+    const auto rank = static_cast<long>(shape.size());
+    const long a = axis < 0 ? axis + rank : axis;
+    if (a < 0 || a >= rank) {
+        throw ShapeError(std::string("xgrad::") + op + ": axis " + std::to_string(axis) + " is out of range for shape " +
+                         shape_string(shape) + " (rank " + std::to_string(rank) + ")");
+    }
+    return static_cast<std::size_t>(a);
 }
 
 Tensor TensorPool::acquire(const Shape& shape) {
-    auto it = free_.find(shape[0] * shape[1]);
-    if (it == free_.end() || it->second.empty()) return Tensor(shape);
+    const std::size_t n = numel(shape);
+    auto it = free_.find(n);
+    if (it == free_.end() || it->second.empty()) return Tensor::from_shape(shape);
     Tensor t = std::move(it->second.back());
     it->second.pop_back();
-    t.resize(shape);  // same element count: only the strides change, no allocation
+    t.resize(shape);  // same element count: only the shape and strides change, no allocation
     return t;
 }
 
 void TensorPool::release(Tensor& t) {
-    if (t.size() == 0) return;
-    free_[t.size()].push_back(std::move(t));
-    t = Tensor();
+    if (t.size() == 0) {
+        release_storage(t);
+        return;
+    }
+    free_[t.size()].push_back(std::move(t));  // leaves t empty (size 0) without allocating
 }
 
 std::size_t TensorPool::cached_buffers() const {

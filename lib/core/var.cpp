@@ -1,6 +1,8 @@
 #include <xgrad/core/var.hpp>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <string>
 
@@ -8,7 +10,6 @@
 
 namespace xgrad {
 namespace detail {
-namespace {
 
 // Per-thread storage behind all Vars: nodes are recycled through a free list
 // and tensors through the pool, and the backward pass reuses its work lists,
@@ -20,24 +21,60 @@ struct Arena {
     std::uint64_t next_seq = 1;
     std::uint64_t next_visit = 1;
     int no_grad_depth = 0;
+    std::size_t live = 0;  // nodes some Var or op still refers to
     std::vector<Node*> releasing, order, pending;
-
-    ~Arena() { destroyed = true; }
-    static thread_local bool destroyed;
 };
-thread_local bool Arena::destroyed = false;
+
+namespace {
+
+// The arena of the running thread. A plain pointer (no destructor), so that
+// Vars destroyed after the thread's storage is gone (static objects at exit)
+// can still tell; initial-exec: one load, no call, on every reference count.
+__attribute__((tls_model("initial-exec"))) thread_local Arena* current = nullptr;
+__attribute__((tls_model("initial-exec"))) thread_local bool current_gone = false;
+
+// Owns the thread's arena. At thread exit an arena that Vars still point to
+// is kept (unreachable by its thread, reachable from `orphans`), so that a Var
+// used later from another thread meets a clear error instead of freed memory.
+struct ArenaOwner {
+    ArenaOwner() { current = new Arena; }
+    ~ArenaOwner() {
+        if (current->live == 0) {
+            delete current;
+        } else {
+            static auto* orphans = new std::vector<Arena*>;  // never freed: nodes still point into these
+            orphans->push_back(current);
+        }
+        current = nullptr;
+        current_gone = true;
+    }
+};
 
 Arena& arena() {
-    thread_local Arena a;
-    return a;
+    if (current == nullptr) {
+        if (current_gone) {
+            std::fputs("xgrad: a Var was created while its thread was exiting\n", stderr);
+            std::abort();
+        }
+        thread_local ArenaOwner owner;
+    }
+    return *current;
 }
 
-void reset(Node& n) {
+[[noreturn]] void abort_foreign(const Node& n, const char* what) {
+    std::fprintf(stderr,
+                 "xgrad: %s a Var (a result of '%s') on a thread other than the one that created it; a graph and its Vars "
+                 "belong to one thread (see xgrad/core/var.hpp)\n",
+                 what, n.op);
+    std::abort();
+}
+
+void reset(Node& n) noexcept {
+    n.inputs.clear();  // keeps its capacity
+    n.index.clear();
+    n.state.reset();
     n.op = "leaf";
     n.backward = nullptr;
-    n.num_inputs = 0;
-    n.inputs.fill(nullptr);
-    n.attrs.fill(0.f);
     n.version = 0;
     n.visit = 0;
     n.is_leaf = true;
@@ -47,28 +84,53 @@ void reset(Node& n) {
     n.value_pooled = false;
 }
 
+void release_saved(Arena& a, Node& n) noexcept {
+    for (Tensor& t : n.saved) a.pool.release(t);
+    n.saved.clear();
+}
+
 }  // namespace
+
+void OpState::reset() noexcept {
+    if (destroy_) destroy_(bytes_);
+    destroy_ = nullptr;
+    type_ = nullptr;
+}
+
+void OpState::throw_mismatch(const char* op) {
+    throw std::logic_error(std::string("xgrad: the backward of '") + op +
+                           "' read its state as another type than the forward pass stored");
+}
 
 Node* new_node() {
     Arena& a = arena();
     Node* n;
     if (a.free_nodes.empty()) {
         n = &a.nodes.emplace_back();
+        n->arena = &a;
     } else {
         n = a.free_nodes.back();
         a.free_nodes.pop_back();
     }
     n->refs = 1;
     n->seq = a.next_seq++;
+    ++a.live;
     return n;
 }
 
-void add_ref(Node* n) noexcept { ++n->refs; }
+void add_ref(Node* n) noexcept {
+    if (n->arena != current) abort_foreign(*n, "copying");
+    ++n->refs;
+}
 
 void drop_ref(Node* n) noexcept {
-    if (--n->refs > 0 || Arena::destroyed) return;
+    if (n->arena != current) {
+        if (current_gone) return;  // this thread's storage is gone (objects destroyed at exit): nothing to recycle into
+        abort_foreign(*n, "destroying");
+    }
+    if (--n->refs > 0) return;
     // Iterative, so that freeing a deep graph cannot overflow the stack.
-    Arena& a = arena();
+    Arena& a = *current;
     a.releasing.push_back(n);
     while (!a.releasing.empty()) {
         Node* m = a.releasing.back();
@@ -78,15 +140,24 @@ void drop_ref(Node* n) noexcept {
         if (m->value_pooled) {
             a.pool.release(m->value);
         } else {
-            m->value = Tensor();
+            release_storage(m->value);
         }
         a.pool.release(m->grad);
-        a.pool.release(m->saved);
-        for (int i = 0; i < m->num_inputs; ++i) {
-            if (--m->inputs[i]->refs == 0) a.releasing.push_back(m->inputs[i]);
+        release_saved(a, *m);
+        for (const Edge& e : m->inputs) {
+            if (--e.node->refs == 0) a.releasing.push_back(e.node);
         }
         reset(*m);
         a.free_nodes.push_back(m);
+        --a.live;
+    }
+}
+
+void check_owner(const Node& n, const char* what, const char* using_op) {
+    if (n.arena != current) {
+        throw std::logic_error(std::string("xgrad: ") + (using_op ? std::string("op '") + using_op + "' " : std::string()) + what +
+                               " a Var (a result of '" + n.op +
+                               "') on a thread other than the one that created it; a graph and its Vars belong to one thread");
     }
 }
 
@@ -103,13 +174,16 @@ Var::Var(Tensor value, bool requires_grad) : node_(detail::new_node()) {
     set_requires_grad(requires_grad);
 }
 
-Var Var::full(std::size_t rows, std::size_t cols, float fill, bool requires_grad) {
-    Tensor t = tensor_pool().acquire({rows, cols});
+Var Var::full(const Shape& shape, float fill, bool requires_grad) {
+    checked_numel("Var::full", shape);
+    Tensor t = tensor_pool().acquire(shape);
     t.fill(fill);
     Var v(std::move(t), requires_grad);
     v.node_->value_pooled = true;
     return v;
 }
+
+Var Var::scalar(float value, bool requires_grad) { return full(Shape{}, value, requires_grad); }
 
 Var::Var(const Var& other) noexcept : node_(other.node_) {
     if (node_) detail::add_ref(node_);
@@ -151,8 +225,8 @@ const Tensor& Var::value() const { return node().value; }
 
 float Var::item() const {
     const Tensor& v = value();
-    if (v.size() != 1) throw ShapeError("xgrad::Var::item: expected a (1, 1) value, got " + shape_string(v));
-    return v(0, 0);
+    if (v.size() != 1) throw ShapeError("xgrad::Var::item: expected a one-element value, got " + shape_string(v));
+    return *v.data();
 }
 
 bool Var::is_leaf() const { return node().is_leaf; }
@@ -164,17 +238,22 @@ void Var::set_requires_grad(bool requires) {
     Node& n = leaf_node("set_requires_grad()");
     n.requires_grad = requires;
     if (requires && n.grad.shape() != n.value.shape()) {
-        n.grad = tensor_pool().acquire(shape_of(n.value));
+        n.grad = tensor_pool().acquire(n.value.shape());
         n.grad.fill(0.f);
     }
 }
 
 const Tensor& Var::grad() const {
     Node& n = leaf_node("grad()");
-    if (!n.requires_grad && n.grad.size() == 0) {
+    if (!n.requires_grad && n.grad.shape() != n.value.shape()) {
         throw std::logic_error("xgrad: grad() of a leaf that does not require a gradient");
     }
     return n.grad;
+}
+
+Tensor& Var::mutable_grad() {
+    grad();  // the same checks
+    return node_->grad;
 }
 
 void Var::zero_grad() {
@@ -184,6 +263,7 @@ void Var::zero_grad() {
 
 Tensor& Var::mutable_value() {
     Node& n = leaf_node("mutable_value()");
+    detail::check_owner(n, "changing");
     ++n.version;
     return n.value;
 }
@@ -196,51 +276,26 @@ Var Var::detach() const {
     return v;
 }
 
-// ---- grad mode ------------------------------------------------------------
+// ---- grad mode and freezing --------------------------------------------------
 
 NoGrad::NoGrad() { ++detail::arena().no_grad_depth; }
 NoGrad::~NoGrad() { --detail::arena().no_grad_depth; }
 bool grad_enabled() { return detail::arena().no_grad_depth == 0; }
 
-// ---- Op -------------------------------------------------------------------
-
-Op::Op(const char* name, std::initializer_list<Var> inputs, const Shape& output_shape)
-    : result_(detail::new_node()) {
-    if (inputs.size() > static_cast<std::size_t>(detail::kMaxInputs)) {
-        throw std::logic_error(std::string("xgrad: op '") + name + "' has more inputs than a node holds");
-    }
-    Node& n = *result_.node_;
-    n.op = name;
-    n.is_leaf = false;
-    bool any_requires = false;
-    for (const Var& in : inputs) {
-        if (!in.defined()) throw std::logic_error(std::string("xgrad: op '") + name + "' got an empty Var");
-        any_requires = any_requires || in.node_->requires_grad;
-    }
-    n.requires_grad = any_requires && grad_enabled();
-    if (n.requires_grad) {
-        for (const Var& in : inputs) {
-            n.inputs[n.num_inputs] = in.node_;
-            n.input_versions[n.num_inputs] = in.node_->version;
-            detail::add_ref(in.node_);
-            ++n.num_inputs;
-        }
-    }
-    n.value = tensor_pool().acquire(output_shape);
-    n.value_pooled = true;
+void set_requires_grad(const std::vector<Var>& parameters, bool requires) {
+    for (Var p : parameters) p.set_requires_grad(requires);
 }
 
-Tensor& Op::out() { return result_.node_->value; }
-bool Op::records() const { return result_.node_->requires_grad; }
-Tensor& Op::saved(const Shape& shape) {
-    Node& n = *result_.node_;
-    if (n.saved.size() == 0) n.saved = tensor_pool().acquire(shape);
-    return n.saved;
+FreezeGuard::FreezeGuard(const std::vector<Var>& parameters) : parameters_(parameters) {
+    for (const Var& p : parameters_) was_requiring_.push_back(p.requires_grad());
+    set_requires_grad(parameters_, false);
 }
-void Op::set_attr(int index, float value) { result_.node_->attrs.at(static_cast<std::size_t>(index)) = value; }
-Var Op::finish(BackwardFn backward) {
-    if (records()) result_.node_->backward = backward;
-    return std::move(result_);
+
+FreezeGuard::~FreezeGuard() {
+    for (std::size_t i = 0; i < parameters_.size() && i < was_requiring_.size(); ++i) {
+        Var p = parameters_[i];
+        p.set_requires_grad(was_requiring_[i]);
+    }
 }
 
 // ---- backward -------------------------------------------------------------
@@ -254,10 +309,11 @@ namespace {
 }
 
 void check_not_stale(const Node& n) {
-    for (int i = 0; i < n.num_inputs; ++i) {
-        if (n.inputs[i]->version != n.input_versions[i]) {
+    for (std::size_t i = 0; i < n.inputs.size(); ++i) {
+        const detail::Edge& e = n.inputs[i];
+        if (e.node->version != e.version) {
             throw std::logic_error(std::string("xgrad: backward() through '") + n.op + "': input " + std::to_string(i) + " " +
-                                   shape_string(n.inputs[i]->value) +
+                                   shape_string(e.node->value) +
                                    " was modified in place after the op used it (e.g. an optimizer step between forward "
                                    "and backward); its gradient would be wrong. Run the forward pass again.");
         }
@@ -277,8 +333,8 @@ void collect_in_reverse_order(Node* root, std::vector<Node*>& order, std::vector
         order.push_back(n);
         if (n->is_leaf) continue;
         if (n->graph_freed) throw_freed(*n);
-        for (int i = 0; i < n->num_inputs; ++i) {
-            Node* in = n->inputs[i];
+        for (const detail::Edge& e : n->inputs) {
+            Node* in = e.node;
             if (in->requires_grad && in->visit != visit) {
                 in->visit = visit;
                 pending.push_back(in);
@@ -288,12 +344,38 @@ void collect_in_reverse_order(Node* root, std::vector<Node*>& order, std::vector
     std::sort(order.begin(), order.end(), [](const Node* a, const Node* b) { return a->seq > b->seq; });
 }
 
+void free_graph(detail::Arena& a, const std::vector<Node*>& order) {
+    // Mark every op first, then drop the input references (which may
+    // recycle nodes that are still listed in `order`).
+    for (Node* n : order) {
+        if (n->is_leaf) continue;
+        n->graph_freed = true;
+        detail::release_saved(a, *n);
+        n->index.clear();
+        n->state.reset();
+    }
+    for (Node* n : order) {
+        // Moved out first: dropping a reference may recycle n itself.
+        for (std::size_t i = n->inputs.size(); i-- > 0;) {
+            Node* in = n->inputs[i].node;
+            n->inputs.pop_back();
+            detail::drop_ref(in);
+        }
+    }
+}
+
 }  // namespace
 
-void backward(const Var& root, const BackwardOptions& options) {
+void detail::run_backward(const Var& root, const Tensor* seed, const BackwardOptions& options) {
     Node& r = root.node();
-    if (r.value.size() != 1) {
-        throw ShapeError("xgrad::backward: the root must be a (1, 1) scalar, got " + shape_string(r.value) + " from '" + r.op + "'");
+    detail::check_owner(r, "backward() through");
+    if (seed == nullptr && r.value.size() != 1) {
+        throw ShapeError("xgrad::backward: the root must hold one element, got " + shape_string(r.value) + " from '" + r.op +
+                         "'; for another shape pass its gradient: backward(root, grad)");
+    }
+    if (seed != nullptr && seed->shape() != r.value.shape()) {
+        throw ShapeError("xgrad::backward: the gradient " + shape_string(*seed) + " does not have the root's shape " +
+                         shape_string(r.value) + " ('" + r.op + "')");
     }
     if (!r.requires_grad) {
         throw std::logic_error(std::string("xgrad::backward: '") + r.op +
@@ -303,18 +385,6 @@ void backward(const Var& root, const BackwardOptions& options) {
     std::vector<Node*>& order = a.order;
     collect_in_reverse_order(&r, order, a.pending, a.next_visit++);
 
-    for (Node* n : order) {
-        if (n->is_leaf) continue;
-        n->grad = a.pool.acquire(shape_of(n->value));
-        n->grad_written = false;
-    }
-    if (r.is_leaf) {
-        r.grad += 1.f;
-    } else {
-        r.grad.fill(1.f);
-        r.grad_written = true;
-    }
-
     auto release_grads = [&] {
         for (Node* n : order) {
             if (n->is_leaf) continue;
@@ -323,9 +393,28 @@ void backward(const Var& root, const BackwardOptions& options) {
         }
     };
     try {
-        // Checked before any rule runs, so a refused backward adds nothing.
+        // Checked before any gradient is written, so a refused backward adds nothing.
         for (Node* n : order) {
             if (!n->is_leaf) check_not_stale(*n);
+        }
+        for (Node* n : order) {
+            if (n->is_leaf) continue;
+            n->grad = a.pool.acquire(n->value.shape());
+            n->grad_written = false;
+        }
+        if (r.is_leaf) {
+            if (seed) {
+                r.grad += *seed;
+            } else {
+                r.grad += 1.f;
+            }
+        } else {
+            if (seed) {
+                xt::noalias(r.grad) = *seed;
+            } else {
+                r.grad.fill(1.f);
+            }
+            r.grad_written = true;
         }
         for (Node* n : order) {
             // An op whose output received no gradient contributes nothing.
@@ -338,21 +427,10 @@ void backward(const Var& root, const BackwardOptions& options) {
         throw;
     }
     release_grads();
-    if (options.retain_graph) return;
-
-    // Free the graph: mark every op first, then drop the input references
-    // (which may recycle nodes that are still listed in `order`).
-    for (Node* n : order) {
-        if (n->is_leaf) continue;
-        n->graph_freed = true;
-        a.pool.release(n->saved);
-    }
-    for (Node* n : order) {
-        const int count = n->num_inputs;
-        std::array<Node*, detail::kMaxInputs> inputs = n->inputs;
-        n->num_inputs = 0;
-        for (int i = 0; i < count; ++i) detail::drop_ref(inputs[i]);
-    }
+    if (!options.retain_graph) free_graph(a, order);
 }
+
+void backward(const Var& root, const BackwardOptions& options) { detail::run_backward(root, nullptr, options); }
+void backward(const Var& root, const Tensor& grad, const BackwardOptions& options) { detail::run_backward(root, &grad, options); }
 
 }  // namespace xgrad

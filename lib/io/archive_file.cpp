@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <stdexcept>
 
 #include <zlib.h>
@@ -17,18 +18,23 @@ namespace {
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the archive format is little-endian; add byte swapping here");
 
 constexpr char kMagic[8] = {'X', 'G', 'R', 'A', 'D', 'A', 'R', 'C'};
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kVersion = 2;
 constexpr std::uint8_t kTensor = 1, kText = 2;
+constexpr std::uint32_t kMaxRank = 32;
 
 template <class T>
 void append(std::string& out, T value) {
     out.append(reinterpret_cast<const char*>(&value), sizeof(T));
 }
 
+std::uint32_t crc_of(const char* data, std::size_t n) {
+    return static_cast<std::uint32_t>(crc32_z(0L, reinterpret_cast<const Bytef*>(data), n));
+}
+
 // Reads the archive's bytes in order, failing with the file's name.
 class Reader {
 public:
-    Reader(const std::string& bytes, const std::string& path) : bytes_(bytes), path_(path) {}
+    Reader(const std::string& bytes, std::size_t end, const std::string& path) : bytes_(bytes), end_(end), path_(path) {}
 
     template <class T>
     T read(const char* what) {
@@ -37,21 +43,50 @@ public:
         return value;
     }
     const char* take(std::size_t n, const char* what) {
-        if (n > bytes_.size() - pos_) fail(std::string("truncated: the file ends inside ") + what);
+        if (n > end_ - pos_) fail(std::string("truncated: the file ends inside ") + what);
         const char* p = bytes_.data() + pos_;
         pos_ += n;
         return p;
     }
-    std::size_t position() const { return pos_; }
+    std::size_t remaining() const { return end_ - pos_; }
     [[noreturn]] void fail(const std::string& why) const {
         throw std::runtime_error("xgrad: '" + path_ + "' is not a valid xgrad archive: " + why);
     }
 
 private:
     const std::string& bytes_;
+    std::size_t end_;
     const std::string& path_;
     std::size_t pos_ = 0;
 };
+
+Tensor read_tensor(Reader& reader, const std::string& name) {
+    const auto rank = reader.read<std::uint32_t>("a tensor rank");
+    if (rank > kMaxRank) reader.fail("tensor '" + name + "' has rank " + std::to_string(rank));
+    Shape shape(rank);
+    // Element count checked against the bytes left, one dimension at a time,
+    // so that no product can overflow (a zero anywhere makes it 0).
+    std::size_t count = 1;
+    bool empty = false;
+    for (std::uint32_t d = 0; d < rank; ++d) {
+        const auto size = reader.read<std::uint64_t>("a tensor shape");
+        if (size > std::numeric_limits<std::size_t>::max()) reader.fail("tensor '" + name + "' is larger than memory");
+        shape[d] = static_cast<std::size_t>(size);
+        empty = empty || size == 0;
+    }
+    if (!empty) {
+        for (std::size_t size : shape) {
+            if (count > reader.remaining() / sizeof(float) / size) reader.fail("tensor '" + name + "' is larger than the file");
+            count *= size;
+        }
+    } else {
+        count = 0;
+    }
+    Tensor t = Tensor::from_shape(shape);
+    const char* data = reader.take(count * sizeof(float), "tensor data");
+    if (count > 0) std::memcpy(t.data(), data, count * sizeof(float));
+    return t;
+}
 
 }  // namespace
 
@@ -63,9 +98,9 @@ void write_archive(const std::string& path, const Archive& archive) {
         append(bytes, kTensor);
         append(bytes, static_cast<std::uint32_t>(name.size()));
         bytes += name;
-        append(bytes, static_cast<std::uint64_t>(t.shape()[0]));
-        append(bytes, static_cast<std::uint64_t>(t.shape()[1]));
-        bytes.append(reinterpret_cast<const char*>(t.data()), t.size() * sizeof(float));
+        append(bytes, static_cast<std::uint32_t>(t.dimension()));
+        for (std::size_t size : t.shape()) append(bytes, static_cast<std::uint64_t>(size));
+        if (t.size() > 0) bytes.append(reinterpret_cast<const char*>(t.data()), t.size() * sizeof(float));
     }
     for (const auto& [name, text] : archive.texts()) {
         append(bytes, kText);
@@ -74,8 +109,7 @@ void write_archive(const std::string& path, const Archive& archive) {
         append(bytes, static_cast<std::uint64_t>(text.size()));
         bytes += text;
     }
-    append(bytes, static_cast<std::uint32_t>(crc32_z(0L, reinterpret_cast<const Bytef*>(bytes.data()), bytes.size())));
-
+    append(bytes, crc_of(bytes.data(), bytes.size()));
     detail::write_file_atomically(path, {bytes});
 }
 
@@ -84,44 +118,44 @@ Archive read_archive(const std::string& path) {
     if (!in) throw std::runtime_error("xgrad: cannot open archive '" + path + "': " + std::strerror(errno));
     if (!std::filesystem::is_regular_file(path)) throw std::runtime_error("xgrad: archive '" + path + "' is not a regular file");
     const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    Reader reader(bytes, path);
+    Reader header(bytes, bytes.size(), path);
 
-    if (std::memcmp(reader.take(sizeof kMagic, "the magic number"), kMagic, sizeof kMagic) != 0) {
-        reader.fail("wrong magic number (expected \"XGRADARC\")");
+    if (std::memcmp(header.take(sizeof kMagic, "the magic number"), kMagic, sizeof kMagic) != 0) {
+        header.fail("wrong magic number (expected \"XGRADARC\")");
     }
-    const auto version = reader.read<std::uint32_t>("the version");
+    const auto version = header.read<std::uint32_t>("the version");
     if (version != kVersion) {
-        reader.fail("format version " + std::to_string(version) + ", this build reads version " + std::to_string(kVersion));
+        header.fail("format version " + std::to_string(version) + (version == 1 ? " (written by xgrad 0.1)" : "") +
+                    "; this build reads version " + std::to_string(kVersion));
     }
-    if (bytes.size() < reader.position() + 8) reader.fail("truncated: the file ends inside the header");
+    // The checksum first: a damaged file then reads as corrupt, whatever
+    // the damage would make of the entries.
+    if (bytes.size() < sizeof kMagic + 4 + 4 + 4) header.fail("truncated: the file ends inside the header");
     const std::size_t body_end = bytes.size() - 4;
     std::uint32_t stored_crc;
     std::memcpy(&stored_crc, bytes.data() + body_end, 4);
-    const auto actual_crc = static_cast<std::uint32_t>(crc32_z(0L, reinterpret_cast<const Bytef*>(bytes.data()), body_end));
+    if (stored_crc != crc_of(bytes.data(), body_end)) header.fail("corrupt (CRC mismatch): the file was damaged or cut short");
 
+    Reader reader(bytes, body_end, path);
+    reader.take(sizeof kMagic + 4, "the header");
     Archive archive;
     const auto count = reader.read<std::uint32_t>("the entry count");
     for (std::uint32_t e = 0; e < count; ++e) {
         const auto kind = reader.read<std::uint8_t>("an entry");
         const auto name_length = reader.read<std::uint32_t>("an entry name");
         const std::string name(reader.take(name_length, "an entry name"), name_length);
+        if (archive.contains(name)) reader.fail("entry '" + name + "' appears twice");
         if (kind == kTensor) {
-            const auto rows = reader.read<std::uint64_t>("a tensor shape");
-            const auto cols = reader.read<std::uint64_t>("a tensor shape");
-            if (cols != 0 && rows > (bytes.size() / sizeof(float)) / cols) reader.fail("tensor '" + name + "' is larger than the file");
-            Tensor t({static_cast<std::size_t>(rows), static_cast<std::size_t>(cols)});
-            std::memcpy(t.data(), reader.take(t.size() * sizeof(float), "tensor data"), t.size() * sizeof(float));
-            archive.put(name, std::move(t));
+            archive.put(name, read_tensor(reader, name));
         } else if (kind == kText) {
             const auto length = reader.read<std::uint64_t>("a text length");
-            archive.put_text(name, std::string(reader.take(length, "text data"), length));
+            if (length > reader.remaining()) reader.fail("truncated: the file ends inside text data");
+            archive.put_text(name, std::string(reader.take(static_cast<std::size_t>(length), "text data"), length));
         } else {
             reader.fail("entry '" + name + "' has unknown kind " + std::to_string(kind));
         }
     }
-    if (reader.position() < body_end) reader.fail(std::to_string(body_end - reader.position()) + " unexpected bytes after the last entry");
-    if (reader.position() > body_end) reader.fail("truncated: the checksum is missing");
-    if (stored_crc != actual_crc) reader.fail("checksum mismatch (the file is corrupted)");
+    if (reader.remaining() > 0) reader.fail(std::to_string(reader.remaining()) + " unexpected bytes after the last entry");
     return archive;
 }
 

@@ -215,7 +215,7 @@ Dataset load_dataset(const std::string& images_path, const std::string& labels_p
 
 void copy_images(const IdxImages& images, const std::size_t* indices, std::size_t n, Tensor& out) {
     const std::size_t dim = images.rows * images.cols;
-    if (shape_of(out) != Shape{n, dim}) {
+    if (out.shape() != Shape{n, dim}) {
         throw ShapeError("copy_images: out is " + shape_string(out) + ", expected " + shape_string(Shape{n, dim}));
     }
     if (images.pixels.size() != images.count * dim) {

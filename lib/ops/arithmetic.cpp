@@ -1,50 +1,81 @@
-#include <string>
+#include <xgrad/ops/arithmetic.hpp>
+
+#include <xtensor/xmath.hpp>
+#include <xtensor/xoperation.hpp>
 
 #include <xgrad/core/op.hpp>
-#include <xgrad/ops.hpp>
 
 namespace xgrad {
-namespace {
-
-Shape broadcast_shape(const char* op, const Var& a, const Var& b) {
-    Shape out{};
-    for (std::size_t d = 0; d < 2; ++d) {
-        const std::size_t m = a.shape()[d], n = b.shape()[d];
-        if (m != n && m != 1 && n != 1) {
-            throw ShapeError(std::string("xgrad::") + op + ": shapes " + shape_string(a.shape()) + " and " +
-                             shape_string(b.shape()) + " cannot be broadcast (each dimension must match or be 1)");
-        }
-        out[d] = m == 1 ? n : m;
-    }
-    return out;
-}
-
-}  // namespace
 
 Var add(const Var& a, const Var& b) {
-    Op op("add", {a, b}, broadcast_shape("add", a, b));
+    Op op("add", {a, b}, broadcast_shapes("add", a.shape(), b.shape()));
     xt::noalias(op.out()) = a.value() + b.value();
     return op.finish([](BackwardContext& ctx) {
-        ctx.accumulate_broadcast(0, ctx.grad_output());
-        ctx.accumulate_broadcast(1, ctx.grad_output());
+        ctx.accumulate_sum_to(0, ctx.grad_output());
+        ctx.accumulate_sum_to(1, ctx.grad_output());
     });
 }
 
 Var sub(const Var& a, const Var& b) {
-    Op op("sub", {a, b}, broadcast_shape("sub", a, b));
+    Op op("sub", {a, b}, broadcast_shapes("sub", a.shape(), b.shape()));
     xt::noalias(op.out()) = a.value() - b.value();
     return op.finish([](BackwardContext& ctx) {
-        ctx.accumulate_broadcast(0, ctx.grad_output());
-        ctx.accumulate_broadcast(1, -ctx.grad_output());
+        ctx.accumulate_sum_to(0, ctx.grad_output());
+        ctx.accumulate_sum_to(1, ctx.grad_output(), -1.f);
     });
 }
 
 Var mul(const Var& a, const Var& b) {
-    Op op("mul", {a, b}, broadcast_shape("mul", a, b));
+    Op op("mul", {a, b}, broadcast_shapes("mul", a.shape(), b.shape()));
     xt::noalias(op.out()) = a.value() * b.value();
     return op.finish([](BackwardContext& ctx) {
         ctx.accumulate_broadcast(0, ctx.grad_output() * ctx.input(1));
         ctx.accumulate_broadcast(1, ctx.grad_output() * ctx.input(0));
+    });
+}
+
+Var div(const Var& a, const Var& b) {
+    Op op("div", {a, b}, broadcast_shapes("div", a.shape(), b.shape()));
+    xt::noalias(op.out()) = a.value() / b.value();
+    return op.finish([](BackwardContext& ctx) {
+        ctx.accumulate_broadcast(0, ctx.grad_output() / ctx.input(1));
+        // d(a/b)/db = -(a/b)/b = -y/b.
+        ctx.accumulate_broadcast(1, -ctx.grad_output() * ctx.output() / ctx.input(1));
+    });
+}
+
+Var maximum(const Var& a, const Var& b) {
+    Op op("maximum", {a, b}, broadcast_shapes("maximum", a.shape(), b.shape()));
+    const Tensor &x = a.value(), &y = b.value();
+    // a > b, or a NaN, takes a; otherwise b (which is NaN if b is).
+    xt::noalias(op.out()) = xt::where(x > y || xt::isnan(x), x, y);
+    return op.finish([](BackwardContext& ctx) {
+        const Tensor &x = ctx.input(0), &y = ctx.input(1), &dy = ctx.grad_output();
+        ctx.accumulate_broadcast(0, xt::where(x > y, dy, xt::where(xt::equal(x, y), 0.5f * dy, 0.f)));
+        ctx.accumulate_broadcast(1, xt::where(y > x, dy, xt::where(xt::equal(x, y), 0.5f * dy, 0.f)));
+    });
+}
+
+Var minimum(const Var& a, const Var& b) {
+    Op op("minimum", {a, b}, broadcast_shapes("minimum", a.shape(), b.shape()));
+    const Tensor &x = a.value(), &y = b.value();
+    xt::noalias(op.out()) = xt::where(x < y || xt::isnan(x), x, y);
+    return op.finish([](BackwardContext& ctx) {
+        const Tensor &x = ctx.input(0), &y = ctx.input(1), &dy = ctx.grad_output();
+        ctx.accumulate_broadcast(0, xt::where(x < y, dy, xt::where(xt::equal(x, y), 0.5f * dy, 0.f)));
+        ctx.accumulate_broadcast(1, xt::where(y < x, dy, xt::where(xt::equal(x, y), 0.5f * dy, 0.f)));
+    });
+}
+
+Var where(const Tensor& condition, const Var& a, const Var& b) {
+    const Shape shape = broadcast_shapes("where", condition.shape(), broadcast_shapes("where", a.shape(), b.shape()));
+    Op op("where", {a, b}, shape);
+    xt::noalias(op.out()) = xt::where(xt::not_equal(condition, 0.f), a.value(), b.value());
+    if (op.records()) xt::noalias(op.save(condition.shape())) = condition;
+    return op.finish([](BackwardContext& ctx) {
+        const Tensor &mask = ctx.saved(), &dy = ctx.grad_output();
+        ctx.accumulate_broadcast(0, xt::where(xt::not_equal(mask, 0.f), dy, 0.f));
+        ctx.accumulate_broadcast(1, xt::where(xt::not_equal(mask, 0.f), 0.f, dy));
     });
 }
 
@@ -57,8 +88,8 @@ Var neg(const Var& x) {
 Var scale(const Var& x, float s) {
     Op op("scale", {x}, x.shape());
     xt::noalias(op.out()) = x.value() * s;
-    op.set_attr(0, s);
-    return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() * ctx.attr(0)); });
+    op.state<float>(s);
+    return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() * ctx.state<float>()); });
 }
 
 Var add_scalar(const Var& x, float s) {

@@ -2,8 +2,7 @@
 #include <string>
 
 #include <xgrad/core/op.hpp>
-#include <xgrad/ops.hpp>
-#include <xgrad/core/random.hpp>
+#include <xgrad/ops/dropout.hpp>
 
 namespace xgrad {
 
@@ -15,7 +14,7 @@ Var dropout(const Var& x, float p, Rng& rng) {
     Op op("dropout", {x}, x.shape());
     const float scale = 1.f / (1.f - p);
     // The mask holds 0 or 1/(1-p), so backward is one multiplication.
-    float* mask = op.records() ? op.saved(x.shape()).data() : nullptr;
+    float* mask = op.records() ? op.save(x.shape()).data() : nullptr;
     const float* in = x.value().data();
     float* out = op.out().data();
     for (std::size_t i = 0, n = x.value().size(); i < n; ++i) {

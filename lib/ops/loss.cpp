@@ -5,15 +5,29 @@
 #include <xtensor/xmath.hpp>
 
 #include <xgrad/core/op.hpp>
-#include <xgrad/ops.hpp>
+#include <xgrad/ops/loss.hpp>
 
 namespace xgrad {
 namespace {
 
+void require_elements(const char* op, const Var& x) {
+    if (x.numel() == 0) {
+        throw ShapeError(std::string("xgrad::") + op + ": the mean over no elements (input " + shape_string(x.shape()) + ")");
+    }
+}
+
+void require_same_shape(const char* op, const char* first, const Var& a, const char* second, const Var& b) {
+    if (a.shape() != b.shape()) {
+        throw ShapeError(std::string("xgrad::") + op + ": " + first + " " + shape_string(a.shape()) + " and " + second + " " +
+                         shape_string(b.shape()) + " differ in shape");
+    }
+}
+
 // Mean of max(x,0) - x*t + log1p(exp(-|x|)); `targets` is a Tensor or a float.
 template <class T>
 float mean_bce(const Tensor& logits, const T& targets) {
-    Tensor losses = tensor_pool().acquire(shape_of(logits));
+    Scratch scratch(logits.shape());
+    Tensor& losses = scratch.tensor();
     // Three passes: GCC does not vectorise the one expression holding all
     // of it (log1p of exp plus the rest ran 3x slower than this).
     xt::noalias(losses) = xt::exp(-xt::abs(logits));
@@ -21,53 +35,48 @@ float mean_bce(const Tensor& logits, const T& targets) {
     xt::noalias(losses) += xt::maximum(logits, 0.f) - logits * targets;
     double total = 0.0;
     for (float l : losses) total += l;
-    tensor_pool().release(losses);
     return static_cast<float>(total / static_cast<double>(logits.size()));
 }
 
 // d loss / d logit = (sigmoid(x) - t) * dy / n.
 template <class T>
 void accumulate_dlogits(BackwardContext& ctx, const T& targets) {
-    const float g = ctx.grad_output()(0, 0) / static_cast<float>(ctx.input(0).size());
+    const float g = *ctx.grad_output().data() / static_cast<float>(ctx.input(0).size());
     ctx.accumulate(0, (1.f / (1.f + xt::exp(-ctx.input(0))) - targets) * g);
 }
 
 }  // namespace
 
 Var bce_with_logits(const Var& logits, const Var& targets) {
-    if (logits.shape() != targets.shape()) {
-        throw ShapeError("xgrad::bce_with_logits: logits " + shape_string(logits.shape()) + " and targets " +
-                         shape_string(targets.shape()) + " differ in shape");
-    }
-    Op op("bce_with_logits", {logits, targets}, {1, 1});
-    op.out()(0, 0) = mean_bce(logits.value(), targets.value());
+    require_same_shape("bce_with_logits", "logits", logits, "targets", targets);
+    require_elements("bce_with_logits", logits);
+    Op op("bce_with_logits", {logits, targets}, Shape{});
+    *op.out().data() = mean_bce(logits.value(), targets.value());
     return op.finish([](BackwardContext& ctx) {
         accumulate_dlogits(ctx, ctx.input(1));
-        const float g = ctx.grad_output()(0, 0) / static_cast<float>(ctx.input(0).size());
+        const float g = *ctx.grad_output().data() / static_cast<float>(ctx.input(0).size());
         ctx.accumulate(1, ctx.input(0) * -g);
     });
 }
 
 Var bce_with_logits(const Var& logits, float target) {
-    Op op("bce_with_logits", {logits}, {1, 1});
-    op.out()(0, 0) = mean_bce(logits.value(), target);
-    op.set_attr(0, target);
-    return op.finish([](BackwardContext& ctx) { accumulate_dlogits(ctx, ctx.attr(0)); });
+    require_elements("bce_with_logits", logits);
+    Op op("bce_with_logits", {logits}, Shape{});
+    *op.out().data() = mean_bce(logits.value(), target);
+    op.state<float>(target);
+    return op.finish([](BackwardContext& ctx) { accumulate_dlogits(ctx, ctx.state<float>()); });
 }
 
 Var softmax_cross_entropy(const Var& logits, const Var& targets) {
-    if (logits.shape() != targets.shape()) {
-        throw ShapeError("xgrad::softmax_cross_entropy: logits " + shape_string(logits.shape()) + " and targets " +
-                         shape_string(targets.shape()) + " differ in shape");
-    }
-    if (logits.rows() == 0 || logits.cols() == 0) {
+    require_same_shape("softmax_cross_entropy", "logits", logits, "targets", targets);
+    if (logits.dim() == 0 || logits.numel() == 0) {
         throw ShapeError("xgrad::softmax_cross_entropy: logits " + shape_string(logits.shape()) +
-                         " need at least one row and one class");
+                         " need at least one row and one class (classes along the last axis)");
     }
-    const std::size_t rows = logits.rows(), cols = logits.cols();
-    Op op("softmax_cross_entropy", {logits, targets}, {1, 1});
+    const std::size_t cols = logits.shape().back(), rows = logits.numel() / cols;
+    Op op("softmax_cross_entropy", {logits, targets}, Shape{});
     // Backward needs log softmax(x) (and softmax = its exp); keep it only then.
-    float* log_p = op.records() ? op.saved({rows, cols}).data() : nullptr;
+    float* log_p = op.records() ? op.save(logits.shape()).data() : nullptr;
     const float* x = logits.value().data();
     const float* t = targets.value().data();
     double total = 0.0;
@@ -87,23 +96,56 @@ Var softmax_cross_entropy(const Var& logits, const Var& targets) {
             if (log_p) *log_p++ = lp;
         }
     }
-    op.out()(0, 0) = static_cast<float>(total / double(rows));
+    *op.out().data() = static_cast<float>(total / double(rows));
     return op.finish([](BackwardContext& ctx) {
         const Tensor& log_p = ctx.saved();
-        const float g = ctx.grad_output()(0, 0) / static_cast<float>(log_p.shape()[0]);
+        const std::size_t cols = log_p.shape().back(), rows = log_p.size() / cols;
+        const float g = *ctx.grad_output().data() / static_cast<float>(rows);
         if (ctx.needs_grad(0)) {
             const Tensor& t = ctx.input(1);
-            const std::size_t rows = t.shape()[0], cols = t.shape()[1];
-            Tensor target_mass = tensor_pool().acquire({rows, 1});
+            Shape mass_shape = t.shape();
+            mass_shape.back() = 1;
+            Scratch target_mass(mass_shape);
             for (std::size_t r = 0; r < rows; ++r) {
                 float s = 0.f;
-                for (std::size_t c = 0; c < cols; ++c) s += t(r, c);
-                target_mass(r, 0) = s;
+                for (std::size_t c = 0; c < cols; ++c) s += t.data()[r * cols + c];
+                target_mass.data()[r] = s;
             }
-            ctx.accumulate(0, (xt::exp(log_p) * target_mass - t) * g);
-            tensor_pool().release(target_mass);
+            ctx.accumulate(0, (xt::exp(log_p) * target_mass.tensor() - t) * g);
         }
         ctx.accumulate(1, log_p * -g);
+    });
+}
+
+Var mse_loss(const Var& prediction, const Var& target) {
+    require_same_shape("mse_loss", "prediction", prediction, "target", target);
+    require_elements("mse_loss", prediction);
+    Op op("mse_loss", {prediction, target}, Shape{});
+    const float *p = prediction.value().data(), *t = target.value().data();
+    double total = 0.0;
+    for (std::size_t i = 0; i < prediction.numel(); ++i) total += double(p[i] - t[i]) * double(p[i] - t[i]);
+    *op.out().data() = static_cast<float>(total / double(prediction.numel()));
+    return op.finish([](BackwardContext& ctx) {
+        const Tensor &p = ctx.input(0), &t = ctx.input(1);
+        const float g = 2.f * *ctx.grad_output().data() / static_cast<float>(p.size());
+        ctx.accumulate(0, (p - t) * g);
+        ctx.accumulate(1, (p - t) * -g);
+    });
+}
+
+Var l1_loss(const Var& prediction, const Var& target) {
+    require_same_shape("l1_loss", "prediction", prediction, "target", target);
+    require_elements("l1_loss", prediction);
+    Op op("l1_loss", {prediction, target}, Shape{});
+    const float *p = prediction.value().data(), *t = target.value().data();
+    double total = 0.0;
+    for (std::size_t i = 0; i < prediction.numel(); ++i) total += std::abs(double(p[i]) - double(t[i]));
+    *op.out().data() = static_cast<float>(total / double(prediction.numel()));
+    return op.finish([](BackwardContext& ctx) {
+        const Tensor &p = ctx.input(0), &t = ctx.input(1);
+        const float g = *ctx.grad_output().data() / static_cast<float>(p.size());
+        ctx.accumulate(0, xt::where(p > t, g, xt::where(p < t, -g, 0.f)));
+        ctx.accumulate(1, xt::where(p > t, -g, xt::where(p < t, g, 0.f)));
     });
 }
 

@@ -19,8 +19,9 @@ struct GradcheckOptions {
 
 struct GradcheckResult {
     bool ok = true;
-    // The worst element: input index, position, both derivatives.
-    std::size_t input = 0, row = 0, col = 0;
+    // The worst element: input index, its position in that input, both derivatives.
+    std::size_t input = 0;
+    Shape position;
     double analytic = 0, numeric = 0;
     double worst_ratio = 0;  // |analytic - numeric| / tolerance; ok when <= 1
     std::size_t checked = 0; // number of elements compared
@@ -31,7 +32,7 @@ struct GradcheckResult {
 // finite differences. f may return any shape: the check differentiates the
 // fixed random projection L = sum(w .* f(inputs)), accumulated in double
 // precision so that float rounding of L does not swamp the difference
-// (a 1 x 1 output is used as it is: w = 1).
+// (a one-element output is used as it is: w = 1).
 // Every input that requires a gradient is checked; their grads are zeroed
 // first and hold d L / d input afterwards. f must be deterministic.
 GradcheckResult gradcheck(const std::function<Var(const std::vector<Var>&)>& f, const std::vector<Var>& inputs,

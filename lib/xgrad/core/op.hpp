@@ -1,67 +1,44 @@
 // The op-authoring API: how every xgrad op, built in or your own, is written.
 //
 // An op is one function. It checks its operands, creates an `Op` (which
-// allocates the output from the pool and, when a gradient is needed, records
-// the inputs), writes the forward result into `op.out()`, and hands its
-// backward rule to `op.finish()`. The rule is a capture-free lambda that gets
-// a BackwardContext; anything it needs beyond inputs and output goes into
-// `op.set_attr()` or `op.saved()`. docs/extending.md walks through one.
+// takes the output from the pool and, when a gradient is needed, records the
+// inputs), writes the forward result into `op.out()`, and hands its backward
+// rule to `op.finish()`. The rule is a capture-free lambda that gets a
+// BackwardContext. Whatever it needs beyond the inputs and the output is
+// kept in the node while recording: saved tensors (`op.save`), typed state
+// of the op's own (`op.state<T>(...)`: integers, shapes, axes, a small
+// struct) and an index list (`op.index(n)`: arg-max positions, gathered
+// rows). None of these allocates in a steady-state training loop.
+// docs/extending.md walks through two ops.
 //
 //   Var softplus(const Var& x) {
 //       Op op("softplus", {x}, x.shape());
-//       xt::noalias(op.out()) = xt::log1p(xt::exp(-xt::abs(x.value()))) + xt::maximum(x.value(), 0.f);
+//       xt::noalias(op.out()) = xt::maximum(x.value(), 0.f) + xt::log1p(xt::exp(-xt::abs(x.value())));
 //       return op.finish([](BackwardContext& ctx) {
 //           ctx.accumulate(0, ctx.grad_output() / (1.f + xt::exp(-ctx.input(0))));
 //       });
 //   }
 #pragma once
 
-#include <array>
+#include <algorithm>
 #include <initializer_list>
+#include <vector>
 
-#include <xtensor/xadapt.hpp>
 #include <xtensor/xnoalias.hpp>
 
-#include <xgrad/core/parallel.hpp>
+#include <xgrad/core/kernels.hpp>
 #include <xgrad/core/var.hpp>
 
 namespace xgrad {
-
-// c = op(a) . op(b) + beta c through BLAS (gemv when c is a single row or
-// column), transposing on the fly; large products are split by rows over
-// xgrad's threads (parallel.hpp). Checks every shape first (BLAS itself
-// would write past a too-small c); `op_name` goes into the error message.
-void gemm_into(const char* op_name, const Tensor& a, bool transpose_a, const Tensor& b, bool transpose_b, Tensor& c,
-               float beta = 0.f);
-
-namespace detail {
-// Elements [begin, end) of t as a 1-D expression over its storage (no copy).
-inline auto elements(Tensor& t, std::size_t begin, std::size_t end) {
-    return xt::adapt(t.data() + begin, end - begin, xt::no_ownership(), std::array<std::size_t, 1>{end - begin});
-}
-inline auto elements(const Tensor& t, std::size_t begin, std::size_t end) {
-    return xt::adapt(t.data() + begin, end - begin, xt::no_ownership(), std::array<std::size_t, 1>{end - begin});
-}
-}  // namespace detail
-
-// out = f(in...) elementwise, for ops with costly elements (exp, log,
-// tanh): f(out, in...) assigns an expression over 1-D views of one range of
-// elements, and large tensors are split into ranges over xgrad's threads.
-// All tensors hold the same number of elements.
-//   parallel_elementwise(op.out(), [](auto& y, const auto& x) { xt::noalias(y) = xt::exp(x); }, x.value());
-template <class F, class... In>
-void parallel_elementwise(Tensor& out, const F& f, const In&... in) {
-    parallel_for(out.size(), 16384, [&](std::size_t begin, std::size_t end) {
-        auto range = detail::elements(out, begin, end);
-        f(range, detail::elements(in, begin, end)...);
-    });
-}
 
 class Op {
 public:
     // Inputs are recorded only when grad mode is on and one of them requires
     // a gradient; otherwise the result is a plain value with no history.
+    // Throws std::logic_error for an empty Var or a Var of another thread.
     Op(const char* name, std::initializer_list<Var> inputs, const Shape& output_shape);
+    // Any number of inputs (a concatenation of 100 tensors, say).
+    Op(const char* name, const std::vector<Var>& inputs, const Shape& output_shape);
     Op(const Op&) = delete;
     Op& operator=(const Op&) = delete;
 
@@ -69,14 +46,47 @@ public:
     Tensor& out();
     // Whether backward will run for this op (skip work only backward needs).
     bool records() const;
-    // An extra buffer kept for backward (uninitialised); only when records().
-    Tensor& saved(const Shape& shape);
-    void set_attr(int index, float value);
+    // Whether input i will receive a gradient (false whenever !records()).
+    bool needs_grad(std::size_t i) const;
+
+    // A new tensor kept for backward, uninitialised; saved(k) in the rule
+    // returns the k-th one saved. Only while records().
+    Tensor& save(const Shape& shape);
+    // Typed state of the op, constructed in place from `args` and returned
+    // for the forward pass to fill; ctx.state<T>() in the rule. Any type of
+    // up to 256 bytes (an svector shape of rank <= 4 stays inline too).
+    template <class T, class... Args>
+    T& state(Args&&... args) {
+        return node().state.emplace<T>(std::forward<Args>(args)...);
+    }
+    // An integer list of n elements kept for backward (uninitialised);
+    // ctx.index() in the rule. Only while records().
+    std::size_t* index(std::size_t n);
+
     // Attaches the backward rule and returns the result.
     Var finish(BackwardFn backward);
 
 private:
+    void start(const char* name, const Var* inputs, std::size_t count, const Shape& output_shape);
+    detail::Node& node() const { return *result_.node_; }
+    void require_recording(const char* what) const;
     Var result_;
+};
+
+// A pooled buffer for the duration of a scope: returned to the pool when it
+// ends, also when an exception leaves it.
+//   Scratch cols(Shape{k, n});  gemm(..., as_matrix(cols.tensor()), ...);
+class Scratch {
+public:
+    explicit Scratch(const Shape& shape) : tensor_(tensor_pool().acquire(shape)) {}
+    ~Scratch() { tensor_pool().release(tensor_); }
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+    Tensor& tensor() { return tensor_; }
+    float* data() { return tensor_.data(); }
+
+private:
+    Tensor tensor_;
 };
 
 class BackwardContext {
@@ -86,59 +96,101 @@ public:
     const char* op_name() const { return node_.op; }
     const Tensor& output() const { return node_.value; }
     const Tensor& grad_output() const { return node_.grad; }
-    const Tensor& input(int i) const { return node_.inputs[i]->value; }
-    const Tensor& saved() const { return node_.saved; }
-    float attr(int i) const { return node_.attrs[i]; }
+    std::size_t num_inputs() const { return node_.inputs.size(); }
+    const Tensor& input(std::size_t i) const { return node_.inputs[i].node->value; }
+    const Tensor& saved(std::size_t k = 0) const { return node_.saved.at(k); }
+    template <class T>
+    const T& state() const {
+        return node_.state.get<T>(node_.op);
+    }
+    const std::vector<std::size_t>& index() const { return node_.index; }
     // Whether input i wants a gradient; rules skip the work for those that do not.
-    bool needs_grad(int i) const { return node_.inputs[i]->requires_grad; }
+    bool needs_grad(std::size_t i) const { return node_.inputs[i].node->requires_grad; }
 
     // grad(input i) += expr, where expr has input i's shape.
     template <class E>
-    void accumulate(int i, const E& expr) {
+    void accumulate(std::size_t i, const E& expr) {
         if (!needs_grad(i)) return;
-        bool overwrite = false;
-        Tensor& g = grad_buffer(i, overwrite);
+        bool fresh = false;
+        Tensor& g = grad_buffer(i, fresh);
         // noalias() would silently resize g to a wrongly shaped expression.
-        if (expr.shape()[0] != g.shape()[0] || expr.shape()[1] != g.shape()[1]) throw_gradient_shape(i, expr.shape());
-        if (overwrite) {
+        if (!same_shape(expr.shape(), g.shape())) throw_gradient_shape(i, expr.shape());
+        if (fresh) {
             xt::noalias(g) = expr;
         } else {
             xt::noalias(g) += expr;
         }
     }
 
-    // grad(input i) += expr summed over the rows and/or columns that the
-    // forward pass broadcast; expr has the output's shape.
+    // grad(input i) += expr summed down to input i's shape, where expr has
+    // the output's shape and the forward pass broadcast input i to it.
     template <class E>
-    void accumulate_broadcast(int i, const E& expr) {
+    void accumulate_broadcast(std::size_t i, const E& expr) {
         if (!needs_grad(i)) return;
-        if (shape_of(input(i)) == shape_of(output())) {
+        if (input(i).shape() == output().shape()) {
             accumulate(i, expr);
             return;
         }
-        Tensor scratch = tensor_pool().acquire(shape_of(output()));
-        xt::noalias(scratch) = expr;
-        accumulate_sum_to_input(i, scratch);
-        tensor_pool().release(scratch);
+        Scratch full(output().shape());
+        xt::noalias(full.tensor()) = expr;
+        accumulate_sum_to(i, full.tensor());
     }
 
-    // grad(input i) += op(a) . op(b), through BLAS, without copies.
-    void accumulate_matmul(int i, const Tensor& a, bool transpose_a, const Tensor& b, bool transpose_b);
+    // grad(input i) += scale * m summed down to input i's shape (m's shape
+    // is input i's broadcast to some larger one, or equal to it).
+    void accumulate_sum_to(std::size_t i, const Tensor& m, float scale = 1.f);
+    // grad(input i) += scale * m broadcast up to input i's shape; m given
+    // as data and shape (a reduction's gradient read with its kept dimensions).
+    void accumulate_expand(std::size_t i, const float* m, const Shape& m_shape, float scale = 1.f);
+    // grad(input i) += values given as runs of elements that together cover
+    // every element of input i exactly once (a concatenation's or a
+    // reshape's gradient): write(put) calls put(offset, values, count) for
+    // each run, offset counting elements of input i in row-major order.
+    template <class Write>
+    void accumulate_runs(std::size_t i, const Write& write) {
+        if (!needs_grad(i)) return;
+        bool fresh = false;
+        float* base = grad_buffer(i, fresh).data();
+        if (fresh) {
+            write([base](std::size_t offset, const float* values, std::size_t count) {
+                std::copy(values, values + count, base + offset);
+            });
+        } else {
+            write([base](std::size_t offset, const float* values, std::size_t count) {
+                for (std::size_t j = 0; j < count; ++j) base[offset + j] += values[j];
+            });
+        }
+    }
 
-    // grad(input i) += m summed down to input i's shape (over rows when
-    // input i has one row, over columns when it has one column).
-    void accumulate_sum_to_input(int i, const Tensor& m);
+    // grad(input i) += op(a) . op(b) through BLAS without copies, the
+    // gradient viewed as a matrix with the product's column count (a
+    // (..., K, N) input's gradient as (... * K, N)).
+    void accumulate_matmul(std::size_t i, ConstMatrix a, bool transpose_a, ConstMatrix b, bool transpose_b);
 
-    // The raw gradient buffer of input i. `overwrite` tells whether it holds
-    // no data yet (assign to it) or a partial gradient (add to it).
-    Tensor& grad_buffer(int i, bool& overwrite);
+    // The gradient of input i as a buffer to add into, zero-filled the first
+    // time: for rules that write only parts of it (a slice, scattered rows,
+    // arg-max positions).
+    Tensor& accumulator(std::size_t i);
 
 private:
+    // The raw buffer of input i's gradient; `fresh` tells whether it holds
+    // no data yet (assign to it) or a partial gradient (add to it).
+    Tensor& grad_buffer(std::size_t i, bool& fresh);
     template <class S>
-    [[noreturn]] void throw_gradient_shape(int i, const S& shape) const {
-        throw_gradient_shape(i, Shape{static_cast<std::size_t>(shape[0]), static_cast<std::size_t>(shape[1])});
+    static bool same_shape(const S& a, const Shape& b) {
+        if (a.size() != b.size()) return false;
+        for (std::size_t d = 0; d < b.size(); ++d) {
+            if (static_cast<std::size_t>(a[d]) != b[d]) return false;
+        }
+        return true;
     }
-    [[noreturn]] void throw_gradient_shape(int i, const Shape& shape) const;
+    template <class S>
+    [[noreturn]] void throw_gradient_shape(std::size_t i, const S& shape) const {
+        Shape s(shape.size());
+        for (std::size_t d = 0; d < s.size(); ++d) s[d] = static_cast<std::size_t>(shape[d]);
+        throw_gradient_shape(i, s);
+    }
+    [[noreturn]] void throw_gradient_shape(std::size_t i, const Shape& shape) const;
 
     detail::Node& node_;
 };

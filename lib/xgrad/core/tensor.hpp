@@ -1,33 +1,61 @@
-// Tensor: the one array type of xgrad, and the buffer pool that lets a
-// training step reuse every buffer of the previous one.
+// Tensor: the one array type of xgrad, its shapes, and the buffer pool that
+// lets a training step reuse every buffer of the previous one.
 #pragma once
 
-#include <array>
 #include <cstddef>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
-#include <xtensor/xtensor.hpp>
+#include <xtensor/xarray.hpp>
 
 namespace xgrad {
 
-// Every value is a float32 matrix (rows x cols): a batch is batch x features,
-// a scalar is 1 x 1. Fixed rank keeps shapes checkable and buffers reusable.
-using Tensor = xt::xtensor<float, 2>;
-using Shape = std::array<std::size_t, 2>;
+// Every value is an N-d float32 array, row-major, of any rank (a scalar is
+// rank 0). xtensor's xarray keeps its shape and strides in a small inline
+// vector of 4, so tensors of rank <= 4 never touch the heap for them
+// (docs/design.md has the measurements behind this choice).
+//
+// Pitfall: Tensor::from_shape({2, 3}) is the 1-D tensor [2, 3] (a braced list is read
+// as values). Make a 2 x 3 tensor with Tensor::from_shape({2, 3}) or
+// Tensor({2, 3}, fill).
+using Tensor = xt::xarray<float>;
+using Shape = Tensor::shape_type;
 
-inline Shape shape_of(const Tensor& t) { return {t.shape()[0], t.shape()[1]}; }
+// Axes of an op (negative values count from the end, as in NumPy); inline
+// storage for up to 4, so passing {0, 2} allocates nothing.
+using Axes = xt::svector<int, 4>;
 
-// "(128, 784)": the form every shape error message uses.
-std::string shape_string(const Shape& s);
-inline std::string shape_string(const Tensor& t) { return shape_string(shape_of(t)); }
+std::size_t numel(const Shape& shape);
 
-// Thrown when an op's operands do not fit; the message names the op and both shapes.
+// "(128, 784)", "(5)" for rank 1, "()" for a scalar: the form every shape
+// error message uses.
+std::string shape_string(const Shape& shape);
+inline std::string shape_string(const Tensor& t) { return shape_string(t.shape()); }
+
+// Thrown when an op's operands do not fit; the message names the op and the shapes.
 struct ShapeError : std::invalid_argument {
     using std::invalid_argument::invalid_argument;
 };
+
+// The NumPy broadcast of two shapes: aligned at the last dimension, each
+// pair of sizes equal or one of them 1. Throws ShapeError naming `op` and
+// both shapes.
+Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);
+
+// `axis` in [-rank, rank) as an index in [0, rank); throws ShapeError naming
+// `op` and the shape otherwise.
+std::size_t normalize_axis(const char* op, int axis, const Shape& shape);
+
+// The shape's element count, throwing std::length_error naming `what` when
+// it does not fit in a size_t.
+std::size_t checked_numel(const char* what, const Shape& shape);
+
+// Frees t's storage and leaves it empty (size 0). Not `t = Tensor()`: a
+// default xarray is a rank-0 scalar and allocates its one element.
+inline void release_storage(Tensor& t) { Tensor gone = std::move(t); }
 
 // Reuses tensor storage by element count. glibc hands large buffers back to
 // the kernel on free and page-faults them in again on the next allocation,

@@ -1,25 +1,31 @@
 // Var, the tape and backward(): the autograd core of xgrad.
 //
 // A Var is a reference-counted handle to a node. A leaf node holds a value
-// the user owns (a parameter, an input batch); an op node holds an op's
-// evaluated output plus what its backward rule needs: its inputs and the
-// rule itself (see op.hpp). Nodes reference their inputs, so a graph stays
-// alive exactly as long as some Var reaches it, and parameters (leaves) are
-// shared by as many graphs as use them.
+// the user owns (a parameter, an input batch, a buffer such as running
+// statistics); an op node holds an op's evaluated output plus what its
+// backward rule needs: its inputs, saved tensors, typed state and the rule
+// itself (see op.hpp). Nodes reference their inputs, so a graph stays alive
+// exactly as long as some Var reaches it, and parameters (leaves) are shared
+// by as many graphs as use them.
 //
 // Gradients: backward(loss) adds d loss / d leaf into leaf.grad() for every
 // leaf that requires a gradient. They accumulate across calls until
 // zero_grad(). backward() then frees the graph it walked (op nodes drop
 // their inputs), so a second backward() through the same graph throws;
-// pass retain_graph = true in BackwardOptions to walk it again (leaf gradients add up
-// twice, as in PyTorch).
+// pass retain_graph = true in BackwardOptions to walk it again (leaf
+// gradients add up twice, as in PyTorch).
 //
-// Threads: a graph belongs to the thread that built it; xgrad's own threads
-// (parallel.hpp) or OpenBLAS's may work inside one op.
+// Threads: a graph belongs to the thread that built it. Using a Var on
+// another thread (copying, destroying, computing with it), or after the
+// thread that created it has exited, is an error that xgrad reports: a
+// logic_error where it can throw, otherwise a message and abort().
+// xgrad's own threads (parallel.hpp) work inside one op and never touch Vars.
 #pragma once
 
-#include <array>
 #include <cstdint>
+#include <new>
+#include <utility>
+#include <vector>
 
 #include <xgrad/core/tensor.hpp>
 
@@ -27,47 +33,96 @@ namespace xgrad {
 
 class BackwardContext;
 // Backward rules are plain function pointers (capture-free lambdas): storing
-// one allocates nothing. Per-op constants travel in the node's attributes.
+// one allocates nothing. What a rule needs beyond inputs and output travels
+// in the node: saved tensors, typed state, an index list (see op.hpp).
 using BackwardFn = void (*)(BackwardContext&);
 
 namespace detail {
 
-inline constexpr int kMaxInputs = 3;
+struct Arena;
+struct Node;
+
+struct Edge {
+    Node* node;
+    std::uint64_t version;  // the input's version when the op used it
+};
+
+// Typed per-op state kept inline in the node (no allocation): any type of
+// up to kBytes bytes; its destructor runs when the node is recycled.
+class OpState {
+public:
+    static constexpr std::size_t kBytes = 256;
+    OpState() = default;
+    OpState(const OpState&) = delete;
+    OpState& operator=(const OpState&) = delete;
+    ~OpState() { reset(); }
+
+    template <class T, class... Args>
+    T& emplace(Args&&... args);
+    template <class T>
+    T& get(const char* op);
+    void reset() noexcept;
+
+private:
+    template <class T>
+    static inline const char tag = 0;  // one address per type: a cheap type check
+    alignas(16) unsigned char bytes_[kBytes];
+    void (*destroy_)(void*) = nullptr;
+    const void* type_ = nullptr;
+    [[noreturn]] static void throw_mismatch(const char* op);
+};
 
 struct Node {
     Tensor value;
-    Tensor grad;   // leaf: persistent; op node: borrowed from the pool during backward
-    Tensor saved;  // an extra buffer an op keeps for its backward (e.g. a mask)
+    Tensor grad;                    // leaf: persistent; op node: borrowed from the pool during backward
+    std::vector<Tensor> saved;      // tensors an op keeps for its backward (pooled)
+    std::vector<Edge> inputs;       // capacity kept across reuse: no allocation in steady state
+    std::vector<std::size_t> index; // an op's integer list (arg-max positions, gathered rows)
+    OpState state;
     const char* op = "leaf";
     BackwardFn backward = nullptr;
-    std::array<Node*, kMaxInputs> inputs{};
-    std::array<std::uint64_t, kMaxInputs> input_versions{};
-    int num_inputs = 0;
-    std::array<float, 2> attrs{};
+    Arena* arena = nullptr;     // the owning thread's storage
     std::uint64_t seq = 0;      // creation order: inputs always have a smaller seq
     std::uint64_t version = 0;  // bumped whenever a leaf's value is changed in place
     std::uint64_t visit = 0;    // stamp of the backward pass that last reached the node
     int refs = 0;
     bool is_leaf = true;
     bool requires_grad = false;
-    bool graph_freed = false;  // backward() already released this op's inputs
-    bool grad_written = false; // op node: grad holds data (else it is all zeros, never stored)
-    bool value_pooled = false; // value came from the pool and goes back to it (a user's tensor does not)
+    bool graph_freed = false;   // backward() already released this op's inputs
+    bool grad_written = false;  // op node: grad holds data (else it is all zeros, never stored)
+    bool value_pooled = false;  // value came from the pool and goes back to it (a user's tensor does not)
 };
 
 Node* new_node();
 void add_ref(Node* n) noexcept;
 void drop_ref(Node* n) noexcept;
+// Throws std::logic_error naming `what` (and the op using it) unless n
+// belongs to this thread.
+void check_owner(const Node& n, const char* what, const char* using_op = nullptr);
 
 }  // namespace detail
+
+struct BackwardOptions {
+    // Keep the graph so backward() can walk it again.
+    bool retain_graph = false;
+};
+
+class Var;
+namespace detail {
+void run_backward(const Var& root, const Tensor* seed, const BackwardOptions& options);
+}
 
 class Var {
 public:
     Var() = default;
     // A leaf holding `value`. A leaf that requires a gradient is a parameter.
     explicit Var(Tensor value, bool requires_grad = false);
-    // A rows x cols leaf filled with `fill`.
-    static Var full(std::size_t rows, std::size_t cols, float fill, bool requires_grad = false);
+    // A leaf of `shape` filled with `fill`. Throws std::length_error for a
+    // shape whose element count overflows.
+    static Var full(const Shape& shape, float fill, bool requires_grad = false);
+    static Var zeros(const Shape& shape, bool requires_grad = false) { return full(shape, 0.f, requires_grad); }
+    // A rank-0 leaf.
+    static Var scalar(float value, bool requires_grad = false);
 
     Var(const Var& other) noexcept;
     Var(Var&& other) noexcept;
@@ -77,10 +132,10 @@ public:
 
     bool defined() const { return node_ != nullptr; }
     const Tensor& value() const;
-    Shape shape() const { return shape_of(value()); }
-    std::size_t rows() const { return value().shape()[0]; }
-    std::size_t cols() const { return value().shape()[1]; }
-    // The value of a 1 x 1 Var.
+    const Shape& shape() const { return value().shape(); }
+    std::size_t dim() const { return value().dimension(); }
+    std::size_t numel() const { return value().size(); }
+    // The value of a one-element Var (rank 0, or any shape of size 1).
     float item() const;
 
     bool is_leaf() const;
@@ -90,10 +145,14 @@ public:
     void set_requires_grad(bool requires);
     // Leaves only: the accumulated gradient (zeros until a backward reaches it).
     const Tensor& grad() const;
+    // Leaves only: write access to the gradient (gradient clipping, averaging
+    // across processes). Its shape must not change.
+    Tensor& mutable_grad();
     void zero_grad();
 
     // Leaves only: write access to the value. Marks the value as changed, so
     // a graph recorded before the change refuses to run backward with it.
+    // Its shape must not change.
     Tensor& mutable_value();
     // Incremented by every mutable_value() call.
     std::uint64_t version() const;
@@ -110,17 +169,15 @@ private:
 
     detail::Node* node_ = nullptr;
     friend class Op;
-    friend void backward(const Var&, const struct BackwardOptions&);
-};
-
-struct BackwardOptions {
-    // Keep the graph so backward() can walk it again.
-    bool retain_graph = false;
+    friend void detail::run_backward(const Var&, const Tensor*, const BackwardOptions&);
 };
 
 // Accumulates d root / d leaf into the grad() of every leaf reachable from
-// `root` that requires a gradient. `root` must be a 1 x 1 Var.
+// `root` that requires a gradient. `root` must hold one element.
 void backward(const Var& root, const BackwardOptions& options = {});
+// The same for a root of any shape, seeded with d loss / d root = `grad`
+// (of root's shape): the vector-Jacobian product.
+void backward(const Var& root, const Tensor& grad, const BackwardOptions& options = {});
 
 // While a NoGrad object lives on this thread, ops record no graph: their
 // results are plain values (as for evaluation or for a GAN's fake batch in
@@ -134,7 +191,51 @@ public:
 };
 bool grad_enabled();
 
-// The pool behind every op result on this thread (exposed for benchmarks).
+// While a FreezeGuard lives, the given parameters require no gradient
+// (backward skips all work only they would need; optimizers leave them
+// alone); each gets its previous setting back at the end. A GAN's generator
+// step freezes the discriminator this way. It keeps a reference to the list,
+// which must outlive it; for up to 64 parameters it allocates nothing.
+class FreezeGuard {
+public:
+    explicit FreezeGuard(const std::vector<Var>& parameters);
+    ~FreezeGuard();
+    FreezeGuard(const FreezeGuard&) = delete;
+    FreezeGuard& operator=(const FreezeGuard&) = delete;
+
+private:
+    const std::vector<Var>& parameters_;
+    xt::svector<bool, 64> was_requiring_;
+};
+
+// Sets requires_grad on each of `parameters` (leaves).
+void set_requires_grad(const std::vector<Var>& parameters, bool requires);
+
+// The pool behind every op result on this thread (exposed for benchmarks and
+// the scratch buffers of op.hpp).
 TensorPool& tensor_pool();
+
+// ---- implementation of the inline state -------------------------------------
+
+namespace detail {
+
+template <class T, class... Args>
+T& OpState::emplace(Args&&... args) {
+    static_assert(sizeof(T) <= kBytes, "op state too large: keep big data in saved tensors or the index list");
+    static_assert(alignof(T) <= 16, "op state alignment above 16 bytes");
+    reset();
+    T* p = new (bytes_) T(std::forward<Args>(args)...);
+    destroy_ = [](void* q) { static_cast<T*>(q)->~T(); };
+    type_ = &tag<T>;
+    return *p;
+}
+
+template <class T>
+T& OpState::get(const char* op) {
+    if (type_ != &tag<T>) throw_mismatch(op);
+    return *std::launder(reinterpret_cast<T*>(bytes_));
+}
+
+}  // namespace detail
 
 }  // namespace xgrad

@@ -1,19 +1,22 @@
 // Archive files: an Archive (xgrad/core/archive.hpp) on disk, for
 // parameters, optimizer state and checkpoints.
 //
-// File format (version 1, all integers little-endian):
+// File format (version 2, all integers little-endian):
 //   8 bytes   magic "XGRADARC"
-//   u32       format version (1)
+//   u32       format version (2)
 //   u32       number of entries
 //   entries   u8 kind (1 = tensor, 2 = text), u32 name length, name bytes, then
-//             tensor: u64 rows, u64 cols, rows*cols float32
+//             tensor: u32 rank, rank x u64 sizes, their product of float32 (row-major)
 //             text:   u64 length, bytes
 //   u32       CRC-32 (zlib's) of every byte before it
+// Version 1 (xgrad 0.1: every tensor 2-D, "u64 rows, u64 cols") is refused
+// with a message naming both versions: 0.1 checkpoints hold parameters of
+// other shapes (a bias was a (1, n) matrix) and cannot resume 0.2 training.
 // write_archive() writes a temporary file beside the target, syncs it and
 // renames it over the target, so a crash leaves either the old or the new
-// file whole. read_archive() rejects a foreign file, another version,
-// truncation, trailing bytes and corruption, naming the file and what was
-// wrong.
+// file whole. read_archive() checks the CRC before it parses anything, and
+// rejects a foreign file, another version, corruption, truncation and
+// trailing bytes, naming the file and what was wrong.
 #pragma once
 
 #include <string>

@@ -1,8 +1,11 @@
+#include <xgrad/ops/elementwise.hpp>
+
+#include <string>
+
 #include <xtensor/xmath.hpp>
 #include <xtensor/xoperation.hpp>
 
 #include <xgrad/core/op.hpp>
-#include <xgrad/ops.hpp>
 
 namespace xgrad {
 
@@ -18,6 +21,52 @@ Var log(const Var& x) {
     return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() / ctx.input(0)); });
 }
 
+Var sqrt(const Var& x) {
+    Op op("sqrt", {x}, x.shape());
+    xt::noalias(op.out()) = xt::sqrt(x.value());
+    return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() / (2.f * ctx.output())); });
+}
+
+Var abs(const Var& x) {
+    Op op("abs", {x}, x.shape());
+    xt::noalias(op.out()) = xt::abs(x.value());
+    return op.finish([](BackwardContext& ctx) {
+        const Tensor& in = ctx.input(0);
+        ctx.accumulate(0, xt::where(in > 0.f, ctx.grad_output(), xt::where(in < 0.f, -ctx.grad_output(), 0.f)));
+    });
+}
+
+Var pow(const Var& x, float p) {
+    Op op("pow", {x}, x.shape());
+    xt::noalias(op.out()) = xt::pow(x.value(), p);
+    op.state<float>(p);
+    return op.finish([](BackwardContext& ctx) {
+        const float p = ctx.state<float>();
+        ctx.accumulate(0, ctx.grad_output() * p * xt::pow(ctx.input(0), p - 1.f));
+    });
+}
+
+namespace {
+struct Bounds {
+    float low, high;
+};
+}  // namespace
+
+Var clamp(const Var& x, float low, float high) {
+    if (!(low <= high)) {
+        throw std::invalid_argument("xgrad::clamp: low " + std::to_string(low) + " is not <= high " + std::to_string(high));
+    }
+    Op op("clamp", {x}, x.shape());
+    // Comparisons with NaN are false, so a NaN passes through unchanged.
+    xt::noalias(op.out()) = xt::where(x.value() < low, low, xt::where(x.value() > high, high, x.value()));
+    op.state<Bounds>(Bounds{low, high});
+    return op.finish([](BackwardContext& ctx) {
+        const Bounds& b = ctx.state<Bounds>();
+        const Tensor& in = ctx.input(0);
+        ctx.accumulate(0, xt::where(in >= b.low && in <= b.high, ctx.grad_output(), 0.f));
+    });
+}
+
 Var relu(const Var& x) {
     Op op("relu", {x}, x.shape());
     // Not maximum(x, 0): the SIMD max returns 0 for a NaN x, which would
@@ -31,9 +80,10 @@ Var relu(const Var& x) {
 Var leaky_relu(const Var& x, float negative_slope) {
     Op op("leaky_relu", {x}, x.shape());
     xt::noalias(op.out()) = xt::where(x.value() > 0.f, x.value(), negative_slope * x.value());
-    op.set_attr(0, negative_slope);
+    op.state<float>(negative_slope);
     return op.finish([](BackwardContext& ctx) {
-        ctx.accumulate(0, xt::where(ctx.input(0) > 0.f, ctx.grad_output(), ctx.attr(0) * ctx.grad_output()));
+        const float slope = ctx.state<float>();
+        ctx.accumulate(0, xt::where(ctx.input(0) > 0.f, ctx.grad_output(), slope * ctx.grad_output()));
     });
 }
 

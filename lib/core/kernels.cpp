@@ -1,0 +1,225 @@
+#include <xgrad/core/kernels.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include <cblas.h>
+
+namespace xgrad {
+
+ConstMatrix as_matrix(const Tensor& t) {
+    const std::size_t cols = t.dimension() == 0 ? 1 : t.shape().back();
+    return {t.data(), cols == 0 ? 0 : t.size() / cols, cols};
+}
+
+Matrix as_matrix(Tensor& t) {
+    const ConstMatrix m = as_matrix(static_cast<const Tensor&>(t));
+    return {t.data(), m.rows, m.cols};
+}
+
+namespace {
+
+std::string matrix_string(ConstMatrix m, bool transposed) {
+    return "(" + std::to_string(m.rows) + ", " + std::to_string(m.cols) + ")" + (transposed ? "^T" : "");
+}
+
+int blas(std::size_t v) { return static_cast<int>(v); }
+
+}  // namespace
+
+void gemm(const char* op, ConstMatrix a, bool transpose_a, ConstMatrix b, bool transpose_b, Matrix c, float beta) {
+    const std::size_t m = transpose_a ? a.cols : a.rows, k = transpose_a ? a.rows : a.cols;
+    const std::size_t kb = transpose_b ? b.cols : b.rows, n = transpose_b ? b.rows : b.cols;
+    if (k != kb || c.rows != m || c.cols != n) {
+        throw ShapeError(std::string("xgrad::") + op + ": cannot multiply " + matrix_string(a, transpose_a) + " by " +
+                         matrix_string(b, transpose_b) + " into " + matrix_string(c, false));
+    }
+    if (m == 0 || n == 0) return;
+    if (k == 0) {  // BLAS leaves c untouched when there is nothing to sum
+        if (beta == 0.f) {
+            std::fill(c.data, c.data + m * n, 0.f);  // c may hold leftovers (even NaN) from the pool
+        } else {
+            for (std::size_t i = 0; i < m * n; ++i) c.data[i] *= beta;
+        }
+        return;
+    }
+    if (m == 1 || n == 1) {
+        // A matrix-vector product goes to gemv, the BLAS kernel for that
+        // shape: OpenBLAS's small-matrix sgemm kernels (0.3.21, SkylakeX)
+        // malloc a scratch buffer on every such call. Either c = op(a) . b
+        // with b a vector, or c^T = op(b)^T . a^T with a a vector.
+        const bool column = n == 1;
+        const ConstMatrix matrix = column ? a : b;
+        const bool transpose = column ? transpose_a : !transpose_b;
+        cblas_sgemv(CblasRowMajor, transpose ? CblasTrans : CblasNoTrans, blas(matrix.rows), blas(matrix.cols), 1.f,
+                    matrix.data, blas(matrix.cols), (column ? b : a).data, 1, beta, c.data, 1);
+        return;
+    }
+    // Large products run as blocks of c's rows on xgrad's threads (see
+    // parallel.hpp); a block is at least 16 rows and 64K multiply-adds, so
+    // that handing it to another thread costs little against its work.
+    // Row block [begin, end) of op(a) starts at row `begin` of a, or at
+    // column `begin` when a is transposed; lda stays a's row length.
+    const std::size_t grain = std::max<std::size_t>(16, (std::size_t(1) << 16) / (n * k));
+    parallel_for(m, grain, [&](std::size_t begin, std::size_t end) {
+        cblas_sgemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans, transpose_b ? CblasTrans : CblasNoTrans,
+                    blas(end - begin), blas(n), blas(k), 1.f, a.data + (transpose_a ? begin : begin * k), blas(a.cols), b.data,
+                    blas(b.cols), beta, c.data + begin * n, blas(n));
+    });
+}
+
+AxisLanes lanes_around(const Shape& shape, std::size_t axis) {
+    AxisLanes l;
+    for (std::size_t d = 0; d < axis; ++d) l.outer *= shape[d];
+    l.n = shape[axis];
+    for (std::size_t d = axis + 1; d < shape.size(); ++d) l.inner *= shape[d];
+    return l;
+}
+
+// ---- broadcasting kernels ------------------------------------------------------
+
+namespace {
+
+// The pairing of a full shape with a broadcast one, with runs of dimensions
+// of the same kind merged: (64, 128, 7, 7) against (128, 1, 1) becomes
+// [64: broadcast, 128: kept, 49: broadcast]. Dimensions of size 1 in the
+// full shape drop out. Both kernels then walk at most `count` nested loops,
+// the innermost contiguous.
+struct Pattern {
+    static constexpr std::size_t kMax = 16;
+    std::size_t size[kMax];
+    bool kept[kMax];  // the small shape has this extent too (else it has 1)
+    std::size_t count = 0;
+};
+
+// `summing`: for the error message, whether full is summed down to small
+// (sum_to) or small broadcast up to full (expand_to).
+Pattern pattern_of(const char* op, bool summing, const Shape& full, const Shape& small) {
+    const auto fail = [&] {
+        throw ShapeError(std::string("xgrad::") + op + ": cannot " +
+                         (summing ? "sum a tensor of shape " + shape_string(full) + " down to " + shape_string(small)
+                                  : "broadcast shape " + shape_string(small) + " to " + shape_string(full)) +
+                         " (aligned at the last dimension, each size must match or be 1)");
+    };
+    if (small.size() > full.size()) fail();
+    Pattern p;
+    const std::size_t offset = full.size() - small.size();
+    for (std::size_t i = 0; i < full.size(); ++i) {
+        const std::size_t f = full[i], s = i < offset ? 1 : small[i - offset];
+        if (s != f && s != 1) fail();
+        if (f == 1) continue;
+        const bool kept = s == f;
+        if (p.count > 0 && p.kept[p.count - 1] == kept) {
+            p.size[p.count - 1] *= f;
+        } else {
+            if (p.count == Pattern::kMax) throw ShapeError(std::string("xgrad::") + op + ": too many dimensions");
+            p.size[p.count] = f;
+            p.kept[p.count] = kept;
+            ++p.count;
+        }
+    }
+    return p;
+}
+
+// Four running sums overlap their additions instead of each waiting for the
+// previous one (3x faster), in double so that long sums keep their digits.
+double total_of(const float* x, std::size_t n) {
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    std::size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        for (std::size_t j = 0; j < 4; ++j) s[j] += x[i + j];
+    }
+    for (; i < n; ++i) s[0] += x[i];
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+// Calls inner(full_offset, small_offset) for every combination of the
+// outer (all but the last) merged dimensions; the offsets are where the
+// innermost run starts in each tensor.
+template <class Inner>
+void for_each_run(const Pattern& p, const Inner& inner) {
+    if (p.count == 0) {
+        inner(std::size_t{0}, std::size_t{0});
+        return;
+    }
+    const std::size_t outer = p.count - 1;
+    std::size_t full_stride[Pattern::kMax], small_stride[Pattern::kMax];
+    std::size_t fs = p.size[outer], ss = p.kept[outer] ? p.size[outer] : 1;
+    for (std::size_t d = outer; d-- > 0;) {
+        full_stride[d] = fs;
+        small_stride[d] = p.kept[d] ? ss : 0;
+        fs *= p.size[d];
+        if (p.kept[d]) ss *= p.size[d];
+    }
+    std::size_t counter[Pattern::kMax] = {};
+    std::size_t full_offset = 0, small_offset = 0;
+    for (;;) {
+        inner(full_offset, small_offset);
+        std::size_t d = outer;
+        for (; d-- > 0;) {
+            full_offset += full_stride[d];
+            small_offset += small_stride[d];
+            if (++counter[d] < p.size[d]) break;
+            full_offset -= full_stride[d] * p.size[d];
+            small_offset -= small_stride[d] * p.size[d];
+            counter[d] = 0;
+        }
+        if (d == std::size_t(-1)) return;
+    }
+}
+
+}  // namespace
+
+void sum_to(const char* op, const float* src, const Shape& src_shape, float* dst, const Shape& dst_shape, bool accumulate,
+            float scale) {
+    const Pattern p = pattern_of(op, true, src_shape, dst_shape);
+    const std::size_t src_size = numel(src_shape), dst_size = numel(dst_shape);
+    if (p.count <= 1 && src_size == dst_size) {  // nothing to sum: one pass
+        if (accumulate) {
+            for (std::size_t j = 0; j < dst_size; ++j) dst[j] += scale * src[j];
+        } else {
+            for (std::size_t j = 0; j < dst_size; ++j) dst[j] = scale * src[j];
+        }
+        return;
+    }
+    if (!accumulate) std::fill(dst, dst + dst_size, 0.f);
+    if (src_size == 0) return;
+    const std::size_t last = p.size[p.count - 1];
+    const bool inner_kept = p.kept[p.count - 1];
+    for_each_run(p, [&](std::size_t full, std::size_t small) {
+        if (inner_kept) {
+            for (std::size_t j = 0; j < last; ++j) dst[small + j] += scale * src[full + j];
+        } else {
+            dst[small] += static_cast<float>(double(scale) * total_of(src + full, last));
+        }
+    });
+}
+
+void expand_to(const char* op, const float* src, const Shape& src_shape, float* dst, const Shape& dst_shape, bool accumulate,
+               float scale) {
+    const Pattern p = pattern_of(op, false, dst_shape, src_shape);
+    if (numel(dst_shape) == 0) return;
+    const std::size_t last = p.count == 0 ? 1 : p.size[p.count - 1];
+    const bool inner_kept = p.count == 0 || p.kept[p.count - 1];
+    for_each_run(p, [&](std::size_t full, std::size_t small) {
+        float* o = dst + full;
+        if (inner_kept) {
+            const float* i = src + small;
+            if (accumulate) {
+                for (std::size_t j = 0; j < last; ++j) o[j] += scale * i[j];
+            } else {
+                for (std::size_t j = 0; j < last; ++j) o[j] = scale * i[j];
+            }
+        } else {
+            const float v = scale * src[small];
+            if (accumulate) {
+                for (std::size_t j = 0; j < last; ++j) o[j] += v;
+            } else {
+                std::fill(o, o + last, v);
+            }
+        }
+    });
+}
+
+}  // namespace xgrad

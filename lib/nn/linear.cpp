@@ -1,0 +1,20 @@
+#include <xgrad/nn/linear.hpp>
+
+#include <xgrad/ops/linalg.hpp>
+
+namespace xgrad {
+
+Linear::Linear(std::size_t in, std::size_t out, Rng& rng, Init init, bool with_bias) {
+    Tensor w = Tensor::from_shape({in, out});
+    initialize(w, init, in, out, rng);
+    weight = Var(std::move(w), true);
+    register_parameter("weight", weight);
+    if (with_bias) {
+        bias = Var(Tensor(Shape{out}, 0.f), true);
+        register_parameter("bias", bias);
+    }
+}
+
+Var Linear::forward(const Var& x) { return linear(x, weight, bias); }
+
+}  // namespace xgrad

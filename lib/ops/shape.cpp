@@ -1,0 +1,312 @@
+#include <xgrad/ops/shape.hpp>
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include <xtensor/xmanipulation.hpp>
+
+#include <xgrad/core/op.hpp>
+#include <xgrad/ops/concat.hpp>
+
+namespace xgrad {
+namespace {
+
+[[noreturn]] void fail(const char* op, const std::string& why) { throw ShapeError(std::string("xgrad::") + op + ": " + why); }
+
+// The output of reshape and its relatives is the input's elements in the
+// same order: forward and backward are copies.
+Var relabel(const char* name, const Var& x, const Shape& shape) {
+    Op op(name, {x}, shape);
+    std::copy_n(x.value().data(), x.numel(), op.out().data());
+    return op.finish([](BackwardContext& ctx) {
+        ctx.accumulate_runs(0, [&](auto&& put) { put(0, ctx.grad_output().data(), ctx.grad_output().size()); });
+    });
+}
+
+
+// Entries picked along one axis: output entry j is input entry
+// index[j] (index_select) or start + j * step (slice).
+struct Picked {
+    AxisLanes in;                      // the input around the axis
+    std::size_t count = 0;         // entries picked
+    std::size_t start = 0, step = 1;  // for a slice
+};
+
+// Runs f(out_offset, in_offset) for each picked entry's inner run of `inner` elements.
+template <class EntryOf, class F>
+void for_each_pick(const Picked& p, const EntryOf& entry_of, const F& f) {
+    const AxisLanes& l = p.in;
+    for (std::size_t o = 0; o < l.outer; ++o) {
+        for (std::size_t j = 0; j < p.count; ++j) f((o * p.count + j) * l.inner, (o * l.n + entry_of(j)) * l.inner);
+    }
+}
+
+Shape picked_shape(const Shape& shape, std::size_t axis, std::size_t count) {
+    Shape out = shape;
+    out[axis] = count;
+    return out;
+}
+
+}  // namespace
+
+// ---- reshaping ----------------------------------------------------------------------
+
+Var reshape(const Var& x, const ShapeSpec& spec) {
+    Shape shape(spec.size());
+    std::size_t known = 1, inferred = spec.size();
+    for (std::size_t d = 0; d < spec.size(); ++d) {
+        if (spec[d] == -1) {
+            if (inferred != spec.size()) fail("reshape", "more than one -1 in the target shape");
+            inferred = d;
+        } else if (spec[d] < 0) {
+            fail("reshape", "size " + std::to_string(spec[d]) + " in the target shape");
+        } else {
+            shape[d] = static_cast<std::size_t>(spec[d]);
+            known *= shape[d];
+        }
+    }
+    if (inferred != spec.size()) {
+        if (known == 0 || x.numel() % known != 0) {
+            fail("reshape", "cannot infer the -1 of the target shape for " + std::to_string(x.numel()) + " elements of " +
+                                shape_string(x.shape()));
+        }
+        shape[inferred] = x.numel() / known;
+    }
+    if (numel(shape) != x.numel()) {
+        fail("reshape", "cannot view " + shape_string(x.shape()) + " (" + std::to_string(x.numel()) + " elements) as " +
+                            shape_string(shape));
+    }
+    return relabel("reshape", x, shape);
+}
+
+Var flatten(const Var& x, int start_axis, int end_axis) {
+    if (x.dim() == 0) return relabel("flatten", x, Shape{1});
+    const std::size_t first = normalize_axis("flatten", start_axis, x.shape());
+    const std::size_t last = normalize_axis("flatten", end_axis, x.shape());
+    if (first > last) fail("flatten", "start axis " + std::to_string(start_axis) + " comes after end axis " + std::to_string(end_axis));
+    Shape shape;
+    for (std::size_t d = 0; d < first; ++d) shape.push_back(x.shape()[d]);
+    std::size_t merged = 1;
+    for (std::size_t d = first; d <= last; ++d) merged *= x.shape()[d];
+    shape.push_back(merged);
+    for (std::size_t d = last + 1; d < x.dim(); ++d) shape.push_back(x.shape()[d]);
+    return relabel("flatten", x, shape);
+}
+
+Var unsqueeze(const Var& x, int axis) {
+    Shape grown = x.shape();
+    grown.push_back(1);  // normalise against rank + 1
+    const std::size_t a = normalize_axis("unsqueeze", axis, grown);
+    Shape shape = x.shape();
+    shape.insert(shape.begin() + static_cast<std::ptrdiff_t>(a), 1);
+    return relabel("unsqueeze", x, shape);
+}
+
+Var squeeze(const Var& x, int axis) {
+    const std::size_t a = normalize_axis("squeeze", axis, x.shape());
+    if (x.shape()[a] != 1) {
+        fail("squeeze", "axis " + std::to_string(axis) + " of " + shape_string(x.shape()) + " has size " +
+                            std::to_string(x.shape()[a]) + ", not 1");
+    }
+    Shape shape = x.shape();
+    shape.erase(shape.begin() + static_cast<std::ptrdiff_t>(a));
+    return relabel("squeeze", x, shape);
+}
+
+// ---- permutations ----------------------------------------------------------------
+
+Var permute(const Var& x, const Axes& order) {
+    if (order.size() != x.dim()) {
+        fail("permute", "an order of " + std::to_string(order.size()) + " axes for " + shape_string(x.shape()));
+    }
+    Shape perm(order.size()), inverse(order.size()), shape(order.size());
+    xt::svector<bool, 8> seen(order.size(), false);
+    for (std::size_t i = 0; i < order.size(); ++i) {
+        const std::size_t a = normalize_axis("permute", order[i], x.shape());
+        if (seen[a]) fail("permute", "axis " + std::to_string(order[i]) + " appears twice in the order");
+        seen[a] = true;
+        perm[i] = a;
+        inverse[a] = i;
+        shape[i] = x.shape()[a];
+    }
+    Op op("permute", {x}, shape);
+    xt::noalias(op.out()) = xt::transpose(x.value(), perm);
+    op.state<Shape>(inverse);
+    return op.finish([](BackwardContext& ctx) {
+        ctx.accumulate(0, xt::transpose(ctx.grad_output(), ctx.state<Shape>()));
+    });
+}
+
+Var transpose(const Var& x, int axis0, int axis1) {
+    const std::size_t a = normalize_axis("transpose", axis0, x.shape());
+    const std::size_t b = normalize_axis("transpose", axis1, x.shape());
+    Axes order;
+    for (std::size_t d = 0; d < x.dim(); ++d) order.push_back(static_cast<int>(d));
+    std::swap(order[a], order[b]);
+    return permute(x, order);
+}
+
+Var broadcast_to(const Var& x, const Shape& shape) {
+    Op op("broadcast_to", {x}, shape);
+    expand_to("broadcast_to", x.value(), op.out(), false);
+    return op.finish([](BackwardContext& ctx) { ctx.accumulate_sum_to(0, ctx.grad_output()); });
+}
+
+// ---- joining and cutting ------------------------------------------------------------
+
+Var stack(const std::vector<Var>& xs, int axis) {
+    if (xs.empty()) fail("stack", "no inputs");
+    std::vector<Var> grown;
+    grown.reserve(xs.size());
+    for (std::size_t k = 0; k < xs.size(); ++k) {
+        if (xs[k].shape() != xs[0].shape()) {
+            fail("stack", "input " + std::to_string(k) + " " + shape_string(xs[k].shape()) + " differs from input 0 " +
+                              shape_string(xs[0].shape()));
+        }
+        grown.push_back(unsqueeze(xs[k], axis));
+    }
+    return concat(grown, axis);
+}
+
+Var slice(const Var& x, int axis, long start, long end, long step) {
+    const std::size_t a = normalize_axis("slice", axis, x.shape());
+    if (step < 1) fail("slice", "step " + std::to_string(step) + " (it must be at least 1)");
+    const long n = static_cast<long>(x.shape()[a]);
+    const auto clamp_index = [n](long i) { return std::clamp(i < 0 ? i + n : i, 0L, n); };
+    const long first = clamp_index(start), stop = std::max(clamp_index(end), first);
+    Picked p;
+    p.in = lanes_around(x.shape(), a);
+    p.start = static_cast<std::size_t>(first);
+    p.step = static_cast<std::size_t>(step);
+    p.count = static_cast<std::size_t>((stop - first + step - 1) / step);
+
+    Op op("slice", {x}, picked_shape(x.shape(), a, p.count));
+    const Picked& picked = op.state<Picked>(p);
+    const auto entry = [&picked](std::size_t j) { return picked.start + j * picked.step; };
+    const float* in = x.value().data();
+    float* out = op.out().data();
+    for_each_pick(picked, entry, [&](std::size_t o, std::size_t i) { std::copy_n(in + i, picked.in.inner, out + o); });
+    return op.finish([](BackwardContext& ctx) {
+        if (!ctx.needs_grad(0)) return;
+        const Picked& p = ctx.state<Picked>();
+        float* g = ctx.accumulator(0).data();
+        const float* dy = ctx.grad_output().data();
+        const auto entry = [&p](std::size_t j) { return p.start + j * p.step; };
+        for_each_pick(p, entry, [&](std::size_t o, std::size_t i) {
+            for (std::size_t k = 0; k < p.in.inner; ++k) g[i + k] += dy[o + k];
+        });
+    });
+}
+
+Var narrow(const Var& x, int axis, std::size_t start, std::size_t length) {
+    const std::size_t a = normalize_axis("narrow", axis, x.shape());
+    if (start > x.shape()[a] || length > x.shape()[a] - start) {
+        fail("narrow", "elements " + std::to_string(start) + " to " + std::to_string(start + length) + " of axis " +
+                           std::to_string(axis) + " of " + shape_string(x.shape()) + " are past its end");
+    }
+    return slice(x, axis, static_cast<long>(start), static_cast<long>(start + length));
+}
+
+std::vector<Var> split(const Var& x, const std::vector<std::size_t>& sizes, int axis) {
+    const std::size_t a = normalize_axis("split", axis, x.shape());
+    std::size_t total = 0;
+    for (std::size_t s : sizes) total += s;
+    if (total != x.shape()[a]) {
+        fail("split", "sizes summing to " + std::to_string(total) + " for axis " + std::to_string(axis) + " of " +
+                          shape_string(x.shape()));
+    }
+    std::vector<Var> parts;
+    std::size_t start = 0;
+    for (std::size_t s : sizes) {
+        parts.push_back(narrow(x, axis, start, s));
+        start += s;
+    }
+    return parts;
+}
+
+std::vector<Var> chunk(const Var& x, std::size_t chunks, int axis) {
+    const std::size_t a = normalize_axis("chunk", axis, x.shape());
+    if (chunks == 0) fail("chunk", "0 chunks");
+    const std::size_t n = x.shape()[a], each = (n + chunks - 1) / chunks;
+    std::vector<std::size_t> sizes;
+    for (std::size_t start = 0; start < n; start += each) sizes.push_back(std::min(each, n - start));
+    if (sizes.empty()) sizes.push_back(0);
+    return split(x, sizes, axis);
+}
+
+// ---- gathering ---------------------------------------------------------------------
+
+Var index_select(const Var& x, int axis, const std::vector<std::size_t>& indices) {
+    const std::size_t a = normalize_axis("index_select", axis, x.shape());
+    for (std::size_t j = 0; j < indices.size(); ++j) {
+        if (indices[j] >= x.shape()[a]) {
+            throw std::out_of_range("xgrad::index_select: index " + std::to_string(indices[j]) + " (position " + std::to_string(j) +
+                                    ") is past axis " + std::to_string(axis) + " of " + shape_string(x.shape()));
+        }
+    }
+    Picked p;
+    p.in = lanes_around(x.shape(), a);
+    p.count = indices.size();
+    Op op("index_select", {x}, picked_shape(x.shape(), a, p.count));
+    op.state<Picked>(p);
+    const float* in = x.value().data();
+    float* out = op.out().data();
+    for_each_pick(p, [&indices](std::size_t j) { return indices[j]; },
+                  [&](std::size_t o, std::size_t i) { std::copy_n(in + i, p.in.inner, out + o); });
+    if (op.records()) std::copy(indices.begin(), indices.end(), op.index(indices.size()));
+    return op.finish([](BackwardContext& ctx) {
+        if (!ctx.needs_grad(0)) return;
+        const Picked& p = ctx.state<Picked>();
+        const std::vector<std::size_t>& indices = ctx.index();
+        float* g = ctx.accumulator(0).data();
+        const float* dy = ctx.grad_output().data();
+        for_each_pick(p, [&indices](std::size_t j) { return indices[j]; }, [&](std::size_t o, std::size_t i) {
+            for (std::size_t k = 0; k < p.in.inner; ++k) g[i + k] += dy[o + k];
+        });
+    });
+}
+
+Var gather(const Var& x, int axis, const xt::xarray<std::size_t>& index) {
+    const std::size_t a = normalize_axis("gather", axis, x.shape());
+    const Shape& shape = x.shape();
+    if (index.dimension() != x.dim()) {
+        fail("gather", "an index of rank " + std::to_string(index.dimension()) + " for " + shape_string(shape));
+    }
+    for (std::size_t d = 0; d < shape.size(); ++d) {
+        if (d != a && index.shape()[d] > shape[d]) {
+            fail("gather", "the index's shape " + shape_string(Shape(index.shape().begin(), index.shape().end())) +
+                               " exceeds " + shape_string(shape) + " along axis " + std::to_string(d));
+        }
+    }
+    const Shape out_shape(index.shape().begin(), index.shape().end());
+    Op op("gather", {x}, out_shape);
+    std::size_t* positions = op.records() ? op.index(index.size()) : nullptr;
+    float* out = op.out().data();
+    // Walk the index in row-major order, tracking its multi-index.
+    xt::svector<std::size_t, 8> at(shape.size(), 0);
+    for (std::size_t k = 0; k < index.size(); ++k) {
+        const std::size_t picked = index.data()[k];
+        if (picked >= shape[a]) {
+            throw std::out_of_range("xgrad::gather: index " + std::to_string(picked) + " is past axis " + std::to_string(axis) +
+                                    " of " + shape_string(shape));
+        }
+        std::size_t flat = 0;
+        for (std::size_t d = 0; d < shape.size(); ++d) flat = flat * shape[d] + (d == a ? picked : at[d]);
+        out[k] = x.value().data()[flat];
+        if (positions) positions[k] = flat;
+        for (std::size_t d = shape.size(); d-- > 0;) {
+            if (++at[d] < out_shape[d]) break;
+            at[d] = 0;
+        }
+    }
+    return op.finish([](BackwardContext& ctx) {
+        if (!ctx.needs_grad(0)) return;
+        float* g = ctx.accumulator(0).data();
+        const float* dy = ctx.grad_output().data();
+        const std::vector<std::size_t>& positions = ctx.index();
+        for (std::size_t k = 0; k < positions.size(); ++k) g[positions[k]] += dy[k];
+    });
+}
+
+}  // namespace xgrad

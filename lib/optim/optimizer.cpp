@@ -1,0 +1,92 @@
+#include <xgrad/optim/optimizer.hpp>
+
+#include <cmath>
+#include <stdexcept>
+
+#include <xtensor/xnoalias.hpp>
+
+#include "state.hpp"
+
+namespace xgrad {
+
+namespace detail {
+
+std::vector<Tensor> zeros_like(const std::vector<Var>& parameters) {
+    std::vector<Tensor> out;
+    for (const Var& p : parameters) out.emplace_back(p.shape(), 0.f);
+    return out;
+}
+
+namespace {
+std::string slot_name(const std::string& prefix, const char* slot, std::size_t i) {
+    return prefix + slot + "." + std::to_string(i);
+}
+}  // namespace
+
+void save_slots(Archive& archive, const std::string& prefix, const char* slot, const std::vector<Tensor>& tensors) {
+    for (std::size_t i = 0; i < tensors.size(); ++i) archive.put(slot_name(prefix, slot, i), tensors[i]);
+}
+
+void check_slots(const Archive& archive, const std::string& prefix, const char* slot, const std::vector<Tensor>& tensors) {
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+        const std::string name = slot_name(prefix, slot, i);
+        const Tensor& stored = archive.tensor(name);
+        if (stored.shape() != tensors[i].shape()) {
+            throw ShapeError("xgrad: optimizer state '" + name + "' is " + shape_string(stored) + ", expected " +
+                             shape_string(tensors[i]));
+        }
+    }
+}
+
+void take_slots(const Archive& archive, const std::string& prefix, const char* slot, std::vector<Tensor>& tensors) {
+    for (std::size_t i = 0; i < tensors.size(); ++i) xt::noalias(tensors[i]) = archive.tensor(slot_name(prefix, slot, i));
+}
+
+}  // namespace detail
+
+namespace {
+void check_lr(float lr) {
+    if (!(std::isfinite(lr) && lr >= 0.f)) {
+        throw std::invalid_argument("xgrad: learning rate " + std::to_string(lr) + " (expected a finite number >= 0)");
+    }
+}
+}  // namespace
+
+Optimizer::Optimizer(std::vector<Var> parameters, float lr) : parameters_(std::move(parameters)), lr_(lr) {
+    check_lr(lr);
+    for (const Var& p : parameters_) {
+        if (!p.is_leaf()) {
+            throw std::invalid_argument(std::string("xgrad: an optimizer got the result of '") + p.op_name() +
+                                        "' as a parameter; parameters are leaves");
+        }
+    }
+}
+
+void Optimizer::zero_grad() {
+    for (Var& p : parameters_) {
+        if (p.requires_grad()) p.zero_grad();
+    }
+}
+
+void Optimizer::set_lr(float lr) {
+    check_lr(lr);
+    lr_ = lr;
+}
+
+double clip_grad_norm(const std::vector<Var>& parameters, double max_norm) {
+    double squares = 0.0;
+    for (const Var& p : parameters) {
+        if (!p.requires_grad()) continue;
+        for (float g : p.grad()) squares += double(g) * double(g);
+    }
+    const double norm = std::sqrt(squares);
+    if (std::isfinite(norm) && norm > max_norm) {
+        const auto factor = static_cast<float>(max_norm / norm);
+        for (Var p : parameters) {
+            if (p.requires_grad()) p.mutable_grad() *= factor;
+        }
+    }
+    return norm;
+}
+
+}  // namespace xgrad

@@ -1,0 +1,7 @@
+// Modules: layers and their composition.
+#pragma once
+
+#include <xgrad/nn/activation.hpp>
+#include <xgrad/nn/init.hpp>
+#include <xgrad/nn/linear.hpp>
+#include <xgrad/nn/module.hpp>

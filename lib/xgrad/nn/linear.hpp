@@ -1,0 +1,18 @@
+// Fully connected layer.
+#pragma once
+
+#include <xgrad/nn/init.hpp>
+#include <xgrad/nn/module.hpp>
+
+namespace xgrad {
+
+// y = x . weight + bias for x (..., in): weight (in, out) initialised with
+// `init`, bias (out) zero (or none).
+class Linear : public Module {
+public:
+    Linear(std::size_t in, std::size_t out, Rng& rng, Init init = Init::xavier_uniform, bool bias = true);
+    Var forward(const Var& x) override;
+    Var weight, bias;  // bias is empty without one
+};
+
+}  // namespace xgrad

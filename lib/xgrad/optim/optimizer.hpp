@@ -1,0 +1,45 @@
+// Optimizers: each updates exactly the parameters it was given, and only
+// those that currently require a gradient (frozen ones are left alone).
+// step() changes parameter values in place, which marks them modified: a
+// graph recorded before the step refuses to run backward afterwards.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <xgrad/core/archive.hpp>
+#include <xgrad/core/var.hpp>
+
+namespace xgrad {
+
+class Optimizer {
+public:
+    // Throws std::invalid_argument for a parameter that is not a leaf or a
+    // learning rate that is not a finite number >= 0.
+    Optimizer(std::vector<Var> parameters, float lr);
+    virtual ~Optimizer() = default;
+    virtual void step() = 0;
+    void zero_grad();
+    const std::vector<Var>& parameters() const { return parameters_; }
+
+    float lr() const { return lr_; }
+    // For learning-rate schedules (schedule.hpp); the optimizer's state is kept.
+    void set_lr(float lr);
+
+    // The optimizer's own state (moments, step count) under `prefix`.
+    virtual void save(Archive& archive, const std::string& prefix) const = 0;
+    // All or nothing: every entry is checked before any is taken, so a failed
+    // load leaves the optimizer as it was.
+    virtual void load(const Archive& archive, const std::string& prefix) = 0;
+
+protected:
+    std::vector<Var> parameters_;
+    float lr_;
+};
+
+// Scales the gradients of `parameters` (those requiring one) by one common
+// factor so that their joint L2 norm is at most max_norm; returns the norm
+// before scaling. A non-finite norm leaves the gradients as they are.
+double clip_grad_norm(const std::vector<Var>& parameters, double max_norm);
+
+}  // namespace xgrad
