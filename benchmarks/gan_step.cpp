@@ -4,7 +4,7 @@
 // BLAS products at the exact shapes into preallocated buffers, plus one
 // vectorised pass for each piece of elementwise work (bias + activation, BCE
 // loss and gradient, ReLU masks, column sums, Adam), with hand-derived
-// gradients and no allocation. The products go through xgrad::gemm_into, the
+// gradients and no allocation. The products go through xgrad::gemm, the
 // shape-checked BLAS call xgrad's ops make (sgemv for the 5 single-column
 // results, row blocks over the threads), so the ratio measures everything
 // but BLAS itself. It computes only what the algorithm needs (no G backward in the D step, no
@@ -47,8 +47,7 @@
 #include <xtensor/xnoalias.hpp>
 #include <xtensor/xoperation.hpp>
 
-#include <xgrad/core/op.hpp>
-#include <xgrad/core/parallel.hpp>
+#include <xgrad.hpp>
 
 #include "gan.hpp"
 
@@ -160,7 +159,7 @@ using Clock = std::chrono::steady_clock;
 // as gathering real images would.
 class SyntheticImages : public gan::DataSource {
 public:
-    SyntheticImages(std::size_t count, std::size_t dim, std::uint64_t seed) : images_({count, dim}) {
+    SyntheticImages(std::size_t count, std::size_t dim, std::uint64_t seed) : images_(Tensor::from_shape({count, dim})) {
         xgrad::Rng rng(seed);
         rng.fill_uniform(images_, 0.f, 1.f);
     }
@@ -337,7 +336,8 @@ private:
     }
 
     static void multiply(const Product& p) {
-        xgrad::gemm_into("floor", *p.a, p.transpose_a, *p.b, p.transpose_b, *p.c, p.beta);
+        xgrad::gemm("floor", xgrad::as_matrix(*p.a), p.transpose_a, xgrad::as_matrix(*p.b), p.transpose_b, xgrad::as_matrix(*p.c),
+                    p.beta);
     }
 
     void generator_forward() {
@@ -351,7 +351,7 @@ private:
         product(x, false, d1_.w, false, hidden);
         add_bias_relu(hidden, d1_.b);
         product(hidden, false, d2_.w, false, logits);
-        logits += d2_.b(0, 0);
+        logits += d2_.b(0);
     }
 
     // From d loss / d logits down to d loss / d hidden (pre-activation),
@@ -371,7 +371,7 @@ private:
 
         product(d_hidden_real_, true, dlogits_real_, false, d2_.dw);
         product(d_hidden_fake_, true, dlogits_fake_, false, d2_.dw, 1.f);
-        d2_.db(0, 0) = total(dlogits_real_) + total(dlogits_fake_);
+        d2_.db(0) = total(dlogits_real_) + total(dlogits_fake_);
         discriminator_hidden_grad(dlogits_real_, d_hidden_real_, dd_hidden_real_);
         discriminator_hidden_grad(dlogits_fake_, d_hidden_fake_, dd_hidden_fake_);
         product(real_, true, dd_hidden_real_, false, d1_.dw);
@@ -401,8 +401,8 @@ private:
 
     void adam(std::initializer_list<Layer*> layers) {
         const long t = t_ + 1;
-        const float step_size = lr_ / (1.f - static_cast<float>(std::pow(double(beta1_), double(t))));
-        const float inv_sqrt_c2 = 1.f / std::sqrt(1.f - static_cast<float>(std::pow(double(beta2_), double(t))));
+        const float step_size = static_cast<float>(double(lr_) / (1.0 - std::pow(double(beta1_), double(t))));
+        const float inv_sqrt_c2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(double(beta2_), double(t))));
         for (Layer* l : layers) {
             adam_update(l->w, l->dw, l->mw, l->vw, beta1_, beta2_, step_size, inv_sqrt_c2, 1e-8f);
             adam_update(l->b, l->db, l->mb, l->vb, beta1_, beta2_, step_size, inv_sqrt_c2, 1e-8f);

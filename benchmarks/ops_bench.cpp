@@ -5,17 +5,15 @@
 // show the fixed cost per op (node, pool, dispatch).
 //
 //   build-perf/benchmarks/ops_bench [--benchmark_filter=REGEX]
-// One OpenBLAS thread, as in the tests.
+// One thread (and BLAS on one), as in the tests.
 #include <functional>
 #include <string>
 #include <vector>
 
 #include <benchmark/benchmark.h>
 
-#include <xgrad/ops.hpp>
-#include <xgrad/core/random.hpp>
+#include <xgrad.hpp>
 
-extern "C" void openblas_set_num_threads(int);
 
 namespace {
 
@@ -26,7 +24,7 @@ std::vector<Var> operands(const std::vector<Shape>& shapes, bool requires_grad) 
     Rng rng(7);
     std::vector<Var> out;
     for (const Shape& s : shapes) {
-        Tensor t(s);
+        Tensor t = Tensor::from_shape(s);
         rng.fill_uniform(t, -2.f, 2.f);
         out.emplace_back(std::move(t), requires_grad);
     }
@@ -48,7 +46,10 @@ void forward_backward(benchmark::State& state, const OpFn& op, const std::vector
 
 std::string shape_name(const std::vector<Shape>& shapes) {
     std::string name;
-    for (const Shape& s : shapes) name += (name.empty() ? "" : ",") + std::to_string(s[0]) + "x" + std::to_string(s[1]);
+    for (const Shape& s : shapes) {
+        if (!name.empty()) name += ",";
+        for (std::size_t d = 0; d < s.size(); ++d) name += (d ? "x" : "") + std::to_string(s[d]);
+    }
     return name;
 }
 
@@ -65,10 +66,10 @@ void register_all() {
     add("matmul", [](const auto& v) { return matmul(v[0], v[1]); },
         {{{128, 784}, {784, 128}}, {{128, 128}, {128, 784}}, {{128, 128}, {128, 1}}, {{1, 128}, {128, 128}}});
     add("linear", [](const auto& v) { return linear(v[0], v[1], v[2]); },
-        {{{128, 784}, {784, 128}, {1, 128}},
-         {{128, 128}, {128, 784}, {1, 784}},
-         {{128, 128}, {128, 1}, {1, 1}},
-         {{1, 128}, {128, 128}, {1, 128}}});
+        {{{128, 784}, {784, 128}, {128}},
+         {{128, 128}, {128, 784}, {784}},
+         {{128, 128}, {128, 1}, {1}},
+         {{1, 128}, {128, 128}, {128}}});
     add("add_broadcast", [](const auto& v) { return v[0] + v[1]; },
         {{{128, 784}, {1, 784}}, {{128, 128}, {1, 128}}, {{1, 128}, {1, 128}}});
     add("relu", [](const auto& v) { return relu(v[0]); }, unary);
@@ -78,13 +79,13 @@ void register_all() {
     add("bce_with_logits", [](const auto& v) { return bce_with_logits(v[0], 1.f); }, unary);
     add("sum", [](const auto& v) { return sum(v[0]); }, unary);
     add("mean", [](const auto& v) { return mean(v[0]); }, unary);
-    add("mean_rows", [](const auto& v) { return mean(v[0], Axis::rows); }, unary);
+    add("mean_rows", [](const auto& v) { return mean(v[0], {0}); }, unary);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    openblas_set_num_threads(1);
+    xgrad::set_num_threads(1);  // and BLAS on one thread
     register_all();
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

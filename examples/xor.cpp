@@ -9,13 +9,14 @@ int main() {
     net.add<Tanh>();
     net.add<Linear>(8, 1, rng);
     Adam adam(net.parameters(), AdamOptions{/*lr=*/0.05f});
-    const Var x(Tensor{{0, 0}, {0, 1}, {1, 0}, {1, 1}}), y(Tensor{{0}, {1}, {1}, {0}});
+    const Var x(Tensor{{0, 0}, {0, 1}, {1, 0}, {1, 1}}), y(Tensor{0, 1, 1, 0});
     for (int step = 0; step < 500; ++step) {
-        Var loss = bce_with_logits(net(x), y);  // records the graph
+        Var logits = flatten(net(x), 0);         // (4, 1) -> (4)
+        Var loss = bce_with_logits(logits, y);  // records the graph
         adam.zero_grad();
         backward(loss);                         // gradients of every parameter
         adam.step();
     }
-    const Tensor p = sigmoid(net(x)).value();
+    const Tensor p = sigmoid(net(x)).value();  // (4, 1)
     return p(0, 0) < 0.5f && p(1, 0) > 0.5f && p(2, 0) > 0.5f && p(3, 0) < 0.5f ? 0 : 1;
 }

@@ -163,7 +163,7 @@ void write_samples(Gan& gan, std::size_t n, std::uint64_t seed, const std::strin
     xgrad::write_idx_images(path, samples);
 }
 
-// Sample quality (issue 5): classifier score, class coverage and FID of G's
+// Sample quality (docs/evaluation.md): classifier score, class coverage and FID of G's
 // images of 1000 fixed noise vectors against held-out images (apps/quality).
 // The noise comes from an Rng of its own, drawn once: evaluating never
 // touches the training stream (a resumed run stays bit-exact), and

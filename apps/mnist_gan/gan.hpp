@@ -46,7 +46,7 @@ struct GanConfig {
     std::string architecture() const;
 };
 
-// Exactly the setup of issue 3 / the paper's MNIST experiment as specified:
+// Exactly the paper's MNIST experiment as specified (README, mnist_gan):
 // D 784-128 ReLU-1, G 100-128 ReLU-784 sigmoid, Adam(1e-3, 0.9, 0.999), k = 1, m = 128.
 GanConfig reference_preset();
 // What trains better on MNIST here (see README "Presets"): wider nets,

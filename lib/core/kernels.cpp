@@ -173,6 +173,11 @@ void for_each_run(const Pattern& p, const Inner& inner) {
 
 void sum_to(const char* op, const float* src, const Shape& src_shape, float* dst, const Shape& dst_shape, bool accumulate,
             float scale) {
+    if (dst_shape.size() <= src_shape.size() && numel(dst_shape) == 1) {  // a total: the common case of a loss
+        const float total = static_cast<float>(double(scale) * total_of(src, numel(src_shape)));
+        *dst = accumulate ? *dst + total : total;
+        return;
+    }
     const Pattern p = pattern_of(op, true, src_shape, dst_shape);
     const std::size_t src_size = numel(src_shape), dst_size = numel(dst_shape);
     if (p.count <= 1 && src_size == dst_size) {  // nothing to sum: one pass
@@ -198,6 +203,16 @@ void sum_to(const char* op, const float* src, const Shape& src_shape, float* dst
 
 void expand_to(const char* op, const float* src, const Shape& src_shape, float* dst, const Shape& dst_shape, bool accumulate,
                float scale) {
+    const std::size_t n = numel(dst_shape);
+    if (src_shape.size() <= dst_shape.size() && numel(src_shape) == 1) {  // a constant: the gradient of a total
+        const float v = scale * *src;
+        if (accumulate) {
+            for (std::size_t j = 0; j < n; ++j) dst[j] += v;
+        } else {
+            std::fill(dst, dst + n, v);
+        }
+        return;
+    }
     const Pattern p = pattern_of(op, false, dst_shape, src_shape);
     if (numel(dst_shape) == 0) return;
     const std::size_t last = p.count == 0 ? 1 : p.size[p.count - 1];

@@ -1,5 +1,7 @@
 #include <xgrad/core/op.hpp>
 
+#include "arena.hpp"
+
 #include <algorithm>
 #include <string>
 
@@ -29,7 +31,7 @@ void Op::start(const char* name, const Var* inputs, std::size_t count, const Sha
         detail::check_owner(*inputs[i].node_, "using", name);
         any_requires = any_requires || inputs[i].node_->requires_grad;
     }
-    n.requires_grad = any_requires && grad_enabled();
+    n.requires_grad = any_requires && n.arena->no_grad_depth == 0;
     if (n.requires_grad) {
         for (std::size_t i = 0; i < count; ++i) {
             Node* in = inputs[i].node_;
@@ -37,7 +39,7 @@ void Op::start(const char* name, const Var* inputs, std::size_t count, const Sha
             detail::add_ref(in);
         }
     }
-    n.value = tensor_pool().acquire(output_shape);
+    n.arena->pool.acquire(n.value, output_shape);
     n.value_pooled = true;
 }
 
@@ -54,9 +56,7 @@ void Op::require_recording(const char* what) const {
 
 Tensor& Op::save(const Shape& shape) {
     require_recording("save()");
-    Node& n = node();
-    n.saved.push_back(tensor_pool().acquire(shape));
-    return n.saved.back();
+    return detail::add_saved(node(), shape);
 }
 
 std::size_t* Op::index(std::size_t count) {
@@ -72,6 +72,14 @@ Var Op::finish(BackwardFn backward) {
 }
 
 // ---- BackwardContext ----------------------------------------------------------
+
+const Tensor& BackwardContext::saved(std::size_t k) const {
+    if (k >= node_.saved_count) {
+        throw std::logic_error(std::string("xgrad: the backward of '") + node_.op + "' read saved tensor " + std::to_string(k) +
+                               " of " + std::to_string(node_.saved_count));
+    }
+    return node_.saved[k];
+}
 
 Tensor& BackwardContext::grad_buffer(std::size_t i, bool& fresh) {
     Node& in = *node_.inputs[i].node;

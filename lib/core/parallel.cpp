@@ -14,7 +14,11 @@
 #include <emmintrin.h>
 #endif
 
-extern "C" void openblas_set_num_threads(int);
+// The BLAS library's own thread count, when it has a setter (meson.build
+// detects it): xgrad keeps BLAS on one thread and parallelises itself.
+#if defined(XGRAD_BLAS_SET_THREADS)
+extern "C" void XGRAD_BLAS_SET_THREADS(int);
+#endif
 
 namespace xgrad {
 namespace {
@@ -185,7 +189,9 @@ void set_num_threads(int n) {
         throw std::invalid_argument("xgrad::set_num_threads: " + std::to_string(n) + " threads (1 to " +
                                     std::to_string(kMaxThreads) + ")");
     }
-    openblas_set_num_threads(1);
+#if defined(XGRAD_BLAS_SET_THREADS)
+    XGRAD_BLAS_SET_THREADS(1);
+#endif
     pool().resize(n);
 }
 

@@ -61,22 +61,23 @@ std::size_t normalize_axis(const char* op, int axis, const Shape& shape) {
     return static_cast<std::size_t>(a);
 }
 
-Tensor TensorPool::acquire(const Shape& shape) {
+void TensorPool::acquire(Tensor& t, const Shape& shape) {
     const std::size_t n = numel(shape);
     auto it = free_.find(n);
-    if (it == free_.end() || it->second.empty()) return Tensor::from_shape(shape);
-    Tensor t = std::move(it->second.back());
+    if (it == free_.end() || it->second.empty()) {
+        t.resize(shape, true);  // allocates
+        return;
+    }
+    t.storage() = std::move(it->second.back());
     it->second.pop_back();
-    t.resize(shape);  // same element count: only the shape and strides change, no allocation
-    return t;
+    // The storage already has n elements: resizing only sets the shape and
+    // strides (nothing when t's stale shape is this one).
+    t.resize(shape);
 }
 
 void TensorPool::release(Tensor& t) {
-    if (t.size() == 0) {
-        release_storage(t);
-        return;
-    }
-    free_[t.size()].push_back(std::move(t));  // leaves t empty (size 0) without allocating
+    if (t.storage().size() == 0) return;
+    free_[t.storage().size()].push_back(std::move(t.storage()));
 }
 
 std::size_t TensorPool::cached_buffers() const {

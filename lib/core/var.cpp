@@ -3,27 +3,14 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <deque>
 #include <string>
 
 #include <xgrad/core/op.hpp>
 
+#include "arena.hpp"
+
 namespace xgrad {
 namespace detail {
-
-// Per-thread storage behind all Vars: nodes are recycled through a free list
-// and tensors through the pool, and the backward pass reuses its work lists,
-// so a steady-state training step allocates nothing.
-struct Arena {
-    std::deque<Node> nodes;  // a deque never moves its elements
-    std::vector<Node*> free_nodes;
-    TensorPool pool;
-    std::uint64_t next_seq = 1;
-    std::uint64_t next_visit = 1;
-    int no_grad_depth = 0;
-    std::size_t live = 0;  // nodes some Var or op still refers to
-    std::vector<Node*> releasing, order, pending;
-};
 
 namespace {
 
@@ -50,6 +37,8 @@ struct ArenaOwner {
     }
 };
 
+}  // namespace
+
 Arena& arena() {
     if (current == nullptr) {
         if (current_gone) {
@@ -60,6 +49,8 @@ Arena& arena() {
     }
     return *current;
 }
+
+namespace {
 
 [[noreturn]] void abort_foreign(const Node& n, const char* what) {
     std::fprintf(stderr,
@@ -85,11 +76,18 @@ void reset(Node& n) noexcept {
 }
 
 void release_saved(Arena& a, Node& n) noexcept {
-    for (Tensor& t : n.saved) a.pool.release(t);
-    n.saved.clear();
+    for (std::size_t k = 0; k < n.saved_count; ++k) a.pool.release(n.saved[k]);
+    n.saved_count = 0;
 }
 
 }  // namespace
+
+Tensor& add_saved(Node& n, const Shape& shape) {
+    if (n.saved_count == n.saved.size()) n.saved.push_back(empty_tensor());
+    Tensor& t = n.saved[n.saved_count++];
+    n.arena->pool.acquire(t, shape);
+    return t;
+}
 
 void OpState::reset() noexcept {
     if (destroy_) destroy_(bytes_);
@@ -140,7 +138,7 @@ void drop_ref(Node* n) noexcept {
         if (m->value_pooled) {
             a.pool.release(m->value);
         } else {
-            release_storage(m->value);
+            release_storage(m->value);  // a user's tensor
         }
         a.pool.release(m->grad);
         release_saved(a, *m);
@@ -176,10 +174,11 @@ Var::Var(Tensor value, bool requires_grad) : node_(detail::new_node()) {
 
 Var Var::full(const Shape& shape, float fill, bool requires_grad) {
     checked_numel("Var::full", shape);
-    Tensor t = tensor_pool().acquire(shape);
-    t.fill(fill);
-    Var v(std::move(t), requires_grad);
+    Var v(detail::new_node());
+    v.node_->arena->pool.acquire(v.node_->value, shape);
     v.node_->value_pooled = true;
+    v.node_->value.fill(fill);
+    v.set_requires_grad(requires_grad);
     return v;
 }
 
@@ -234,18 +233,25 @@ bool Var::requires_grad() const { return node().requires_grad; }
 const char* Var::op_name() const { return node().op; }
 std::uint64_t Var::version() const { return node().version; }
 
+namespace {
+// Whether a leaf's gradient buffer exists. Shapes alone cannot tell for a
+// scalar: an empty tensor also has the shape ().
+bool has_grad_buffer(const Node& n) { return n.grad.size() == n.value.size() && n.grad.shape() == n.value.shape(); }
+}  // namespace
+
 void Var::set_requires_grad(bool requires) {
     Node& n = leaf_node("set_requires_grad()");
     n.requires_grad = requires;
-    if (requires && n.grad.shape() != n.value.shape()) {
-        n.grad = tensor_pool().acquire(n.value.shape());
+    if (requires && !has_grad_buffer(n)) {
+        n.arena->pool.release(n.grad);
+        n.arena->pool.acquire(n.grad, n.value.shape());
         n.grad.fill(0.f);
     }
 }
 
 const Tensor& Var::grad() const {
     Node& n = leaf_node("grad()");
-    if (!n.requires_grad && n.grad.shape() != n.value.shape()) {
+    if (!n.requires_grad && !has_grad_buffer(n)) {
         throw std::logic_error("xgrad: grad() of a leaf that does not require a gradient");
     }
     return n.grad;
@@ -269,10 +275,10 @@ Tensor& Var::mutable_value() {
 }
 
 Var Var::detach() const {
-    Tensor copy = tensor_pool().acquire(shape());
-    xt::noalias(copy) = value();
-    Var v(std::move(copy));
+    Var v(detail::new_node());
+    v.node_->arena->pool.acquire(v.node_->value, shape());
     v.node_->value_pooled = true;
+    xt::noalias(v.node_->value) = value();
     return v;
 }
 
@@ -399,7 +405,7 @@ void detail::run_backward(const Var& root, const Tensor* seed, const BackwardOpt
         }
         for (Node* n : order) {
             if (n->is_leaf) continue;
-            n->grad = a.pool.acquire(n->value.shape());
+            a.pool.acquire(n->grad, n->value.shape());
             n->grad_written = false;
         }
         if (r.is_leaf) {

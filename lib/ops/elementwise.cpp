@@ -23,13 +23,13 @@ Var log(const Var& x) {
 
 Var sqrt(const Var& x) {
     Op op("sqrt", {x}, x.shape());
-    xt::noalias(op.out()) = xt::sqrt(x.value());
+    parallel_elementwise(op.out(), [](auto& y, const auto& in) { xt::noalias(y) = xt::sqrt(in); }, x.value());
     return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() / (2.f * ctx.output())); });
 }
 
 Var abs(const Var& x) {
     Op op("abs", {x}, x.shape());
-    xt::noalias(op.out()) = xt::abs(x.value());
+    parallel_elementwise(op.out(), [](auto& y, const auto& in) { xt::noalias(y) = xt::abs(in); }, x.value());
     return op.finish([](BackwardContext& ctx) {
         const Tensor& in = ctx.input(0);
         ctx.accumulate(0, xt::where(in > 0.f, ctx.grad_output(), xt::where(in < 0.f, -ctx.grad_output(), 0.f)));
@@ -38,7 +38,7 @@ Var abs(const Var& x) {
 
 Var pow(const Var& x, float p) {
     Op op("pow", {x}, x.shape());
-    xt::noalias(op.out()) = xt::pow(x.value(), p);
+    parallel_elementwise(op.out(), [p](auto& y, const auto& in) { xt::noalias(y) = xt::pow(in, p); }, x.value());
     op.state<float>(p);
     return op.finish([](BackwardContext& ctx) {
         const float p = ctx.state<float>();
@@ -58,7 +58,9 @@ Var clamp(const Var& x, float low, float high) {
     }
     Op op("clamp", {x}, x.shape());
     // Comparisons with NaN are false, so a NaN passes through unchanged.
-    xt::noalias(op.out()) = xt::where(x.value() < low, low, xt::where(x.value() > high, high, x.value()));
+    parallel_elementwise(
+        op.out(), [=](auto& y, const auto& in) { xt::noalias(y) = xt::where(in < low, low, xt::where(in > high, high, in)); },
+        x.value());
     op.state<Bounds>(Bounds{low, high});
     return op.finish([](BackwardContext& ctx) {
         const Bounds& b = ctx.state<Bounds>();
@@ -71,7 +73,7 @@ Var relu(const Var& x) {
     Op op("relu", {x}, x.shape());
     // Not maximum(x, 0): the SIMD max returns 0 for a NaN x, which would
     // hide a diverged model; as in PyTorch, relu(NaN) is NaN.
-    xt::noalias(op.out()) = xt::where(x.value() < 0.f, 0.f, x.value());
+    parallel_elementwise(op.out(), [](auto& y, const auto& in) { xt::noalias(y) = xt::where(in < 0.f, 0.f, in); }, x.value());
     return op.finish([](BackwardContext& ctx) {
         ctx.accumulate(0, xt::where(ctx.output() > 0.f, ctx.grad_output(), 0.f));
     });
@@ -79,7 +81,9 @@ Var relu(const Var& x) {
 
 Var leaky_relu(const Var& x, float negative_slope) {
     Op op("leaky_relu", {x}, x.shape());
-    xt::noalias(op.out()) = xt::where(x.value() > 0.f, x.value(), negative_slope * x.value());
+    parallel_elementwise(
+        op.out(), [negative_slope](auto& y, const auto& in) { xt::noalias(y) = xt::where(in > 0.f, in, negative_slope * in); },
+        x.value());
     op.state<float>(negative_slope);
     return op.finish([](BackwardContext& ctx) {
         const float slope = ctx.state<float>();

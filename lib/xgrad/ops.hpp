@@ -5,10 +5,12 @@
 
 #include <xgrad/ops/arithmetic.hpp>
 #include <xgrad/ops/concat.hpp>
+#include <xgrad/ops/conv.hpp>
 #include <xgrad/ops/dropout.hpp>
 #include <xgrad/ops/elementwise.hpp>
 #include <xgrad/ops/linalg.hpp>
 #include <xgrad/ops/loss.hpp>
+#include <xgrad/ops/norm.hpp>
 #include <xgrad/ops/reduce.hpp>
 #include <xgrad/ops/shape.hpp>
 #include <xgrad/ops/softplus.hpp>

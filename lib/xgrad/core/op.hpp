@@ -24,6 +24,7 @@
 #include <initializer_list>
 #include <vector>
 
+#include <xtensor/xassign.hpp>
 #include <xtensor/xnoalias.hpp>
 
 #include <xgrad/core/kernels.hpp>
@@ -78,7 +79,7 @@ private:
 //   Scratch cols(Shape{k, n});  gemm(..., as_matrix(cols.tensor()), ...);
 class Scratch {
 public:
-    explicit Scratch(const Shape& shape) : tensor_(tensor_pool().acquire(shape)) {}
+    explicit Scratch(const Shape& shape) : tensor_(empty_tensor()) { tensor_pool().acquire(tensor_, shape); }
     ~Scratch() { tensor_pool().release(tensor_); }
     Scratch(const Scratch&) = delete;
     Scratch& operator=(const Scratch&) = delete;
@@ -98,7 +99,7 @@ public:
     const Tensor& grad_output() const { return node_.grad; }
     std::size_t num_inputs() const { return node_.inputs.size(); }
     const Tensor& input(std::size_t i) const { return node_.inputs[i].node->value; }
-    const Tensor& saved(std::size_t k = 0) const { return node_.saved.at(k); }
+    const Tensor& saved(std::size_t k = 0) const;
     template <class T>
     const T& state() const {
         return node_.state.get<T>(node_.op);
@@ -115,10 +116,16 @@ public:
         Tensor& g = grad_buffer(i, fresh);
         // noalias() would silently resize g to a wrongly shaped expression.
         if (!same_shape(expr.shape(), g.shape())) throw_gradient_shape(i, expr.shape());
+        // With the shapes known equal, the assignment goes straight to
+        // xtensor's data loop (linear and SIMD when the operands are laid out
+        // like g, element by element otherwise), skipping the shape
+        // computations of a general assignment: on small tensors they cost
+        // more than the arithmetic.
+        using Assigner = xt::xexpression_assigner_base<xt::xtensor_expression_tag>;
         if (fresh) {
-            xt::noalias(g) = expr;
+            Assigner::assign_data(g, expr, true);
         } else {
-            xt::noalias(g) += expr;
+            Assigner::assign_data(g, g + expr, true);
         }
     }
 
@@ -166,6 +173,22 @@ public:
     // gradient viewed as a matrix with the product's column count (a
     // (..., K, N) input's gradient as (... * K, N)).
     void accumulate_matmul(std::size_t i, ConstMatrix a, bool transpose_a, ConstMatrix b, bool transpose_b);
+
+    // grad(input i) += values computed element by element: compute(put)
+    // calls put(k, value) once for every element k (row-major) of input i.
+    // put assigns into a fresh buffer and adds otherwise, so a rule that
+    // computes a whole gradient needs no zero-filled buffer first.
+    template <class Compute>
+    void accumulate_elements(std::size_t i, const Compute& compute) {
+        if (!needs_grad(i)) return;
+        bool fresh = false;
+        float* base = grad_buffer(i, fresh).data();
+        if (fresh) {
+            compute([base](std::size_t k, float value) { base[k] = value; });
+        } else {
+            compute([base](std::size_t k, float value) { base[k] += value; });
+        }
+    }
 
     // The gradient of input i as a buffer to add into, zero-filled the first
     // time: for rules that write only parts of it (a slice, scattered rows,

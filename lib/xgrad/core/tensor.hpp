@@ -53,24 +53,29 @@ std::size_t normalize_axis(const char* op, int axis, const Shape& shape);
 // it does not fit in a size_t.
 std::size_t checked_numel(const char* what, const Shape& shape);
 
-// Frees t's storage and leaves it empty (size 0). Not `t = Tensor()`: a
-// default xarray is a rank-0 scalar and allocates its one element.
-inline void release_storage(Tensor& t) { Tensor gone = std::move(t); }
+// A tensor without storage (size 0), made without allocating. Not
+// Tensor(): a default xarray is a rank-0 scalar and allocates its element.
+inline Tensor empty_tensor() { return Tensor(Tensor::storage_type(), Shape{0}, Tensor::strides_type{0}); }
+// Frees t's storage and leaves it empty (size 0).
+inline void release_storage(Tensor& t) { Tensor::storage_type gone = std::move(t.storage()); }
 
 // Reuses tensor storage by element count. glibc hands large buffers back to
 // the kernel on free and page-faults them in again on the next allocation,
 // which costs more than the arithmetic of a step (see docs/design.md);
 // recycling through this pool makes a steady-state step allocation-free.
+// It keeps bare storage, not tensors: tensors stay where they live (in the
+// graph's nodes), and only their storage moves, which is three pointers.
 class TensorPool {
 public:
-    // A tensor of the given shape with unspecified contents.
-    Tensor acquire(const Shape& shape);
-    // Returns the storage of t to the pool; t is left empty.
+    // Gives t (whose storage must be empty) storage for `shape`, with
+    // unspecified contents, and that shape.
+    void acquire(Tensor& t, const Shape& shape);
+    // Takes back t's storage; t is left empty (size 0; its shape is stale).
     void release(Tensor& t);
     std::size_t cached_buffers() const;
 
 private:
-    std::unordered_map<std::size_t, std::vector<Tensor>> free_;
+    std::unordered_map<std::size_t, std::vector<Tensor::storage_type>> free_;
 };
 
 }  // namespace xgrad

@@ -13,12 +13,12 @@ namespace xgrad {
 
 namespace concat_detail {
 
-// Where the inputs sit in the output. Seen as `outer` blocks (the product
-// of the sizes before the axis), the output's block is `block` elements
-// long, and input k fills (its size along the axis) * inner of them, after
-// inputs 0..k-1.
+// Where the inputs sit in the output: seen as `outer` blocks (the product
+// of the sizes before the axis) of `block` elements each, every block holds
+// one run of each input in turn (input k's run is its size along the axis
+// times the sizes after it).
 struct Layout {
-    std::size_t outer, inner, block;
+    std::size_t outer, block;
 };
 
 inline Shape joined_shape(const std::vector<Var>& xs, std::size_t axis) {
@@ -50,14 +50,15 @@ inline Var concat(const std::vector<Var>& xs, int axis = 0) {
 
     Op op("concat", xs, shape);
     const AxisLanes lanes = lanes_around(shape, a);
-    const std::size_t outer = lanes.outer, inner = lanes.inner;
-    const Layout& layout = op.state<Layout>(Layout{outer, inner, lanes.n * inner});
+    const Layout& layout = op.state<Layout>(Layout{lanes.outer, lanes.n * lanes.inner});
 
     float* out = op.out().data();
-    std::size_t offset = 0;  // where input k starts inside each block
+    std::size_t offset = 0;  // where input k's run starts inside each block
     for (const Var& x : xs) {
-        const std::size_t run = x.shape()[a] * inner;
-        for (std::size_t b = 0; b < outer; ++b) std::copy_n(x.value().data() + b * run, run, out + b * layout.block + offset);
+        const std::size_t run = x.shape()[a] * lanes.inner;
+        for (std::size_t b = 0; b < layout.outer; ++b) {
+            std::copy_n(x.value().data() + b * run, run, out + b * layout.block + offset);
+        }
         offset += run;
     }
 

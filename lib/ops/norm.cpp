@@ -1,0 +1,243 @@
+#include <xgrad/ops/norm.hpp>
+
+#include <cmath>
+#include <string>
+
+#include <xgrad/core/op.hpp>
+
+namespace xgrad {
+namespace {
+
+[[noreturn]] void fail(const char* op, const std::string& why) { throw ShapeError(std::string("xgrad::") + op + ": " + why); }
+
+void require_affine(const char* op, const Var& weight, const Var& bias, const Shape& shape) {
+    if (weight.defined() != bias.defined()) fail(op, "give both weight and bias, or neither");
+    if (weight.defined() && (weight.shape() != shape || bias.shape() != shape)) {
+        fail(op, "weight " + shape_string(weight.shape()) + " and bias " + shape_string(bias.shape()) + " must both be " +
+                     shape_string(shape));
+    }
+}
+
+// Per channel over (N, C, inner): what backward needs besides x and dy.
+struct BatchNormState {
+    AxisLanes lanes;  // outer = N, n = C, inner = the other axes
+    bool training;
+};
+
+// Calls f(c) for every channel, split over xgrad's threads when the
+// channels hold enough work; each channel is computed on one thread, so
+// results do not depend on the thread count.
+template <class F>
+void for_each_channel(const AxisLanes& l, const F& f) {
+    const std::size_t per_channel = l.outer * l.inner;
+    parallel_for(l.n, std::max<std::size_t>(1, 32768 / std::max<std::size_t>(per_channel, 1)),
+                 [&](std::size_t begin, std::size_t end) {
+                     for (std::size_t c = begin; c < end; ++c) f(c);
+                 });
+}
+
+// Calls f(k) for every element index k of channel c.
+template <class F>
+void for_each_in_channel(const AxisLanes& l, std::size_t c, const F& f) {
+    for (std::size_t n = 0; n < l.outer; ++n) {
+        const std::size_t base = (n * l.n + c) * l.inner;
+        for (std::size_t i = 0; i < l.inner; ++i) f(base + i);
+    }
+}
+
+}  // namespace
+
+Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& running_mean, const Var& running_var,
+               const BatchNormOptions& options) {
+    if (x.dim() < 2) fail("batch_norm", "expected an (N, C, ...) input, got " + shape_string(x.shape()));
+    const AxisLanes l = lanes_around(x.shape(), 1);
+    const Shape channels{l.n};
+    require_affine("batch_norm", weight, bias, channels);
+    for (const Var* r : {&running_mean, &running_var}) {
+        if (r->defined() && r->shape() != channels) {
+            fail("batch_norm", "running statistics " + shape_string(r->shape()) + " for " + std::to_string(l.n) + " channels");
+        }
+    }
+    const std::size_t m = l.outer * l.inner;  // values per channel
+    if (options.training && m < 2) {
+        fail("batch_norm", "training needs more than one value per channel to estimate a variance; got " +
+                               shape_string(x.shape()));
+    }
+    if (!options.training && !(running_mean.defined() && running_var.defined())) {
+        fail("batch_norm", "evaluation mode needs the running mean and variance");
+    }
+
+    const bool affine = weight.defined();
+    const std::initializer_list<Var> with_affine = {x, weight, bias}, without = {x};
+    Op op("batch_norm", affine ? with_affine : without, x.shape());
+    op.state<BatchNormState>(BatchNormState{l, options.training});
+    // The channel means and 1/sqrt(var + eps): all that backward needs beside x.
+    Scratch stats_scratch(Shape{2, l.n});
+    Tensor& stats = op.records() ? op.save(Shape{2, l.n}) : stats_scratch.tensor();
+    float *mean = stats.data(), *inv_std = stats.data() + l.n;
+    const float* in = x.value().data();
+    float* out = op.out().data();
+    float* rm = running_mean.defined() && options.training ? Var(running_mean).mutable_value().data() : nullptr;
+    float* rv = running_var.defined() && options.training ? Var(running_var).mutable_value().data() : nullptr;
+    const float* w = affine ? weight.value().data() : nullptr;
+    const float* b = affine ? bias.value().data() : nullptr;
+
+    for_each_channel(l, [&](std::size_t c) {
+        double mu, var;
+        if (options.training) {
+            double total = 0.0;
+            for_each_in_channel(l, c, [&](std::size_t k) { total += in[k]; });
+            mu = total / double(m);
+            double squares = 0.0;  // two passes: no cancellation for large means
+            for_each_in_channel(l, c, [&](std::size_t k) { squares += (in[k] - mu) * (in[k] - mu); });
+            var = squares / double(m);
+            if (rm) rm[c] = static_cast<float>((1.0 - options.momentum) * rm[c] + options.momentum * mu);
+            if (rv) rv[c] = static_cast<float>((1.0 - options.momentum) * rv[c] + options.momentum * var * double(m) / double(m - 1));
+        } else {
+            mu = running_mean.value().data()[c];
+            var = running_var.value().data()[c];
+        }
+        mean[c] = static_cast<float>(mu);
+        inv_std[c] = static_cast<float>(1.0 / std::sqrt(var + options.eps));
+        const float scale = inv_std[c] * (w ? w[c] : 1.f), shift = b ? b[c] : 0.f, centre = mean[c];
+        for_each_in_channel(l, c, [&](std::size_t k) { out[k] = (in[k] - centre) * scale + shift; });
+    });
+
+    return op.finish([](BackwardContext& ctx) {
+        const BatchNormState& s = ctx.state<BatchNormState>();
+        const AxisLanes& l = s.lanes;
+        const float *mean = ctx.saved().data(), *inv_std = ctx.saved().data() + l.n;
+        const float *x = ctx.input(0).data(), *dy = ctx.grad_output().data();
+        const bool affine = ctx.num_inputs() == 3;
+        const float* w = affine ? ctx.input(1).data() : nullptr;
+        const double m = double(l.outer * l.inner);
+        // Per channel: sum dy and sum dy * xhat, the parameters' gradients.
+        Scratch sums(Shape{2, l.n});
+        float *sum_dy = sums.data(), *sum_dy_xhat = sums.data() + l.n;
+        for_each_channel(l, [&](std::size_t c) {
+            double a = 0.0, bsum = 0.0;
+            for_each_in_channel(l, c, [&](std::size_t k) {
+                a += dy[k];
+                bsum += double(dy[k]) * (x[k] - mean[c]) * inv_std[c];
+            });
+            sum_dy[c] = static_cast<float>(a);
+            sum_dy_xhat[c] = static_cast<float>(bsum);
+        });
+        ctx.accumulate_elements(0, [&](auto&& put) {
+            for_each_channel(l, [&](std::size_t c) {
+                const float g = (w ? w[c] : 1.f) * inv_std[c];
+                if (!s.training) {  // the statistics are constants
+                    for_each_in_channel(l, c, [&](std::size_t k) { put(k, g * dy[k]); });
+                    return;
+                }
+                // dx = g / m (m dy - sum dy - xhat sum(dy xhat)): the exact
+                // gradient through the batch mean and variance.
+                const float mean_dy = static_cast<float>(sum_dy[c] / m), mean_dy_xhat = static_cast<float>(sum_dy_xhat[c] / m);
+                for_each_in_channel(l, c, [&](std::size_t k) {
+                    const float xhat = (x[k] - mean[c]) * inv_std[c];
+                    put(k, g * (dy[k] - mean_dy - xhat * mean_dy_xhat));
+                });
+            });
+        });
+        if (affine) {
+            ctx.accumulate_elements(1, [&](auto&& put) {
+                for (std::size_t c = 0; c < l.n; ++c) put(c, sum_dy_xhat[c]);
+            });
+            ctx.accumulate_elements(2, [&](auto&& put) {
+                for (std::size_t c = 0; c < l.n; ++c) put(c, sum_dy[c]);
+            });
+        }
+    });
+}
+
+namespace {
+// Rows of x normalised over their last `width` elements.
+struct LayerNormState {
+    std::size_t rows, width;
+};
+}  // namespace
+
+Var layer_norm(const Var& x, std::size_t axes, const Var& weight, const Var& bias, float eps) {
+    if (axes == 0 || axes > x.dim()) {
+        fail("layer_norm", "normalising over the last " + std::to_string(axes) + " axes of " + shape_string(x.shape()));
+    }
+    const Shape trailing(x.shape().end() - static_cast<std::ptrdiff_t>(axes), x.shape().end());
+    require_affine("layer_norm", weight, bias, trailing);
+    const std::size_t width = numel(trailing), rows = width == 0 ? 0 : x.numel() / width;
+    if (width == 0) fail("layer_norm", "nothing to normalise over in " + shape_string(x.shape()));
+
+    const bool affine = weight.defined();
+    const std::initializer_list<Var> with_affine = {x, weight, bias}, without = {x};
+    Op op("layer_norm", affine ? with_affine : without, x.shape());
+    op.state<LayerNormState>(LayerNormState{rows, width});
+    Scratch stats_scratch(Shape{2, rows});
+    Tensor& stats = op.records() ? op.save(Shape{2, rows}) : stats_scratch.tensor();
+    float *mean = stats.data(), *inv_std = stats.data() + rows;
+    const float* in = x.value().data();
+    float* out = op.out().data();
+    const float* w = affine ? weight.value().data() : nullptr;
+    const float* b = affine ? bias.value().data() : nullptr;
+    parallel_for(rows, std::max<std::size_t>(1, 16384 / width), [&](std::size_t begin, std::size_t end) {
+        for (std::size_t r = begin; r < end; ++r) {
+            const float* row = in + r * width;
+            double total = 0.0, squares = 0.0;
+            for (std::size_t i = 0; i < width; ++i) total += row[i];
+            const double mu = total / double(width);
+            for (std::size_t i = 0; i < width; ++i) squares += (row[i] - mu) * (row[i] - mu);
+            mean[r] = static_cast<float>(mu);
+            inv_std[r] = static_cast<float>(1.0 / std::sqrt(squares / double(width) + eps));
+            float* o = out + r * width;
+            for (std::size_t i = 0; i < width; ++i) {
+                const float xhat = (row[i] - mean[r]) * inv_std[r];
+                o[i] = w ? xhat * w[i] + b[i] : xhat;
+            }
+        }
+    });
+
+    return op.finish([](BackwardContext& ctx) {
+        const LayerNormState& s = ctx.state<LayerNormState>();
+        const float *mean = ctx.saved().data(), *inv_std = ctx.saved().data() + s.rows;
+        const float *x = ctx.input(0).data(), *dy = ctx.grad_output().data();
+        const bool affine = ctx.num_inputs() == 3;
+        const float* w = affine ? ctx.input(1).data() : nullptr;
+        ctx.accumulate_elements(0, [&](auto&& put) {
+            for (std::size_t r = 0; r < s.rows; ++r) {
+                const float *row = x + r * s.width, *d = dy + r * s.width;
+                // With g = dy * w (the gradient of xhat):
+                // dx = inv_std (g - mean(g) - xhat mean(g xhat)).
+                double sum_g = 0.0, sum_g_xhat = 0.0;
+                for (std::size_t i = 0; i < s.width; ++i) {
+                    const double g = double(d[i]) * (w ? w[i] : 1.f);
+                    sum_g += g;
+                    sum_g_xhat += g * (row[i] - mean[r]) * inv_std[r];
+                }
+                const float mean_g = static_cast<float>(sum_g / double(s.width));
+                const float mean_g_xhat = static_cast<float>(sum_g_xhat / double(s.width));
+                for (std::size_t i = 0; i < s.width; ++i) {
+                    const float xhat = (row[i] - mean[r]) * inv_std[r];
+                    put(r * s.width + i, inv_std[r] * (d[i] * (w ? w[i] : 1.f) - mean_g - xhat * mean_g_xhat));
+                }
+            }
+        });
+        if (!affine) return;
+        // dw = sum over rows of dy * xhat, db = sum over rows of dy.
+        Scratch sums(Shape{2, s.width});
+        float *dw = sums.data(), *db = sums.data() + s.width;
+        std::fill(dw, dw + 2 * s.width, 0.f);
+        for (std::size_t r = 0; r < s.rows; ++r) {
+            for (std::size_t i = 0; i < s.width; ++i) {
+                const float g = dy[r * s.width + i];
+                dw[i] += g * (x[r * s.width + i] - mean[r]) * inv_std[r];
+                db[i] += g;
+            }
+        }
+        ctx.accumulate_elements(1, [&](auto&& put) {
+            for (std::size_t i = 0; i < s.width; ++i) put(i, dw[i]);
+        });
+        ctx.accumulate_elements(2, [&](auto&& put) {
+            for (std::size_t i = 0; i < s.width; ++i) put(i, db[i]);
+        });
+    });
+}
+
+}  // namespace xgrad

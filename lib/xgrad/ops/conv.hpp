@@ -1,0 +1,55 @@
+// Convolutions and the other spatial ops (lib/ops/conv.cpp, lib/ops/pool.cpp):
+// NCHW tensors, float32. Sizes of two (height, width) are a Size2: one
+// number for both, or {h, w}.
+#pragma once
+
+#include <cstddef>
+
+#include <xgrad/core/var.hpp>
+
+namespace xgrad {
+
+struct Size2 {
+    std::size_t h, w;
+    Size2(std::size_t both = 0) : h(both), w(both) {}  // NOLINT: Size2 s = 2 is the point
+    Size2(std::size_t height, std::size_t width) : h(height), w(width) {}
+    bool operator==(const Size2& o) const { return h == o.h && w == o.w; }
+};
+
+struct Conv2dOptions {
+    Size2 stride = 1;
+    Size2 padding = 0;
+    Size2 dilation = 1;
+};
+
+// y[n, o, i, j] = b[o] + sum_{c, p, q} w[o, c, p, q] x[n, c, i*s - pad + p*d, j*s - pad + q*d]
+// (zero outside x), for x (N, C_in, H, W), w (C_out, C_in, kH, kW), b (C_out)
+// or empty; y (N, C_out, H_out, W_out), H_out = (H + 2 pad - d (kH - 1) - 1) / s + 1.
+// The backward computes dx, dw and db each only when needed (a frozen conv
+// does no weight-gradient work).
+Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& options = {});
+
+struct ConvTranspose2dOptions {
+    Size2 stride = 1;
+    Size2 padding = 0;
+    Size2 output_padding = 0;  // added to one side of the output (below the stride)
+    Size2 dilation = 1;
+};
+
+// The adjoint of conv2d with respect to its input (how a DCGAN generator
+// upsamples): x (N, C_in, H, W), w (C_in, C_out, kH, kW) as in PyTorch, b
+// (C_out) or empty; y (N, C_out, H_out, W_out),
+// H_out = (H - 1) s - 2 pad + d (kH - 1) + output_padding + 1.
+Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const ConvTranspose2dOptions& options = {});
+
+// The largest element of each window (padding counts as -infinity); the
+// gradient goes to that element (the first of ties, in row-major order of
+// the window; a NaN wins). stride 0 means the kernel size.
+Var max_pool2d(const Var& x, Size2 kernel, Size2 stride = 0, Size2 padding = 0);
+// The mean of each window, padding counted as zeros in it (PyTorch's
+// default count_include_pad); the gradient is spread evenly over the window.
+Var avg_pool2d(const Var& x, Size2 kernel, Size2 stride = 0, Size2 padding = 0);
+// Each pixel repeated scale.h x scale.w times; dx sums each block of dy.
+Var upsample_nearest2d(const Var& x, Size2 scale);
+
+}  // namespace xgrad

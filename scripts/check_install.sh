@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Proves that xgrad can be used from outside its tree, the two ways a user
+# would: (1) `meson install`, then a program compiled with
+# `pkg-config --cflags --libs xgrad_io`; (2) xgrad as a Meson subproject of
+# another project, found with dependency('xgrad_io'). Each program is run.
+#
+# Usage: scripts/check_install.sh [BUILD_DIR]   (default: build, already built)
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=$(cd "${1:-$repo/build}" && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+say() { echo "check_install: $*"; }
+
+say "1. meson install into a staging directory, then pkg-config"
+DESTDIR="$work/stage" meson install -C "$build" --quiet --no-rebuild >/dev/null
+prefix=$(meson introspect "$build" --buildoptions | python3 -c 'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "prefix"))')
+libdir=$(meson introspect "$build" --buildoptions | python3 -c 'import json,sys; print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "libdir"))')
+[[ $libdir = /* ]] || libdir="$prefix/$libdir"
+export PKG_CONFIG_SYSROOT_DIR="$work/stage" PKG_CONFIG_PATH="$work/stage$libdir/pkgconfig"
+flags=$(pkg-config --cflags --libs xgrad_io)
+say "  pkg-config --cflags --libs xgrad_io: $flags"
+# shellcheck disable=SC2086  # the flags are words
+g++ -std=c++17 -O1 "$repo/tests/consumer/main.cpp" -o "$work/consumer_pkgconfig" $flags
+LD_LIBRARY_PATH="$work/stage$libdir" "$work/consumer_pkgconfig" "$work/pkgconfig.xgrad"
+
+say "2. xgrad as a Meson subproject"
+mkdir -p "$work/project/subprojects"
+cp "$repo/tests/consumer/meson.build" "$repo/tests/consumer/main.cpp" "$work/project/"
+ln -s "$repo" "$work/project/subprojects/xgrad"
+meson setup "$work/project/build" "$work/project" --force-fallback-for=xgrad,xgrad_io >/dev/null
+ninja -C "$work/project/build" >/dev/null
+"$work/project/build/consumer" "$work/subproject.xgrad"
+say "both ways work"

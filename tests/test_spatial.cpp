@@ -1,0 +1,283 @@
+// Pooling, upsampling and the normalisations, each against a direct loop in
+// double written from its definition, and by gradcheck: several strides and
+// paddings, odd sizes, windows larger than the stride, a batch of one.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <xgrad/check/gradcheck.hpp>
+#include <xgrad/ops.hpp>
+
+#include "op_reference.hpp"
+
+namespace {
+
+using namespace test;
+using xgrad::Shape;
+using xgrad::Size2;
+using xgrad::Tensor;
+using xgrad::Var;
+using Inputs = std::vector<Var>;
+
+struct PoolCase {
+    Shape x;
+    Size2 kernel, stride, padding;
+};
+
+const PoolCase kPoolCases[] = {
+    {{2, 3, 6, 6}, 2, 2, 0},           // the common 2x2 pooling
+    {{1, 2, 7, 5}, 3, 2, 1},           // odd sizes, a window larger than the stride, padding
+    {{2, 1, 5, 5}, 3, 1, 0},           // overlapping windows
+    {{1, 1, 4, 7}, {2, 3}, {1, 2}, 0},  // rectangular kernel and stride
+    {{1, 2, 3, 3}, 3, 0, 1},           // stride 0: the kernel size
+};
+
+// Window (i, j) of plane p of x: the indices inside the input (padding skipped).
+std::vector<std::size_t> window(const PoolCase& c, std::size_t p, std::size_t i, std::size_t j) {
+    const Size2 stride{c.stride.h ? c.stride.h : c.kernel.h, c.stride.w ? c.stride.w : c.kernel.w};
+    std::vector<std::size_t> at;
+    for (std::size_t a = 0; a < c.kernel.h; ++a) {
+        for (std::size_t b = 0; b < c.kernel.w; ++b) {
+            const long r = long(i * stride.h + a) - long(c.padding.h), q = long(j * stride.w + b) - long(c.padding.w);
+            if (r >= 0 && q >= 0 && r < long(c.x[2]) && q < long(c.x[3])) at.push_back((p * c.x[2] + std::size_t(r)) * c.x[3] + std::size_t(q));
+        }
+    }
+    return at;
+}
+
+Shape pooled(const PoolCase& c) {
+    const Size2 stride{c.stride.h ? c.stride.h : c.kernel.h, c.stride.w ? c.stride.w : c.kernel.w};
+    return {c.x[0], c.x[1], (c.x[2] + 2 * c.padding.h - c.kernel.h) / stride.h + 1, (c.x[3] + 2 * c.padding.w - c.kernel.w) / stride.w + 1};
+}
+
+// Distinct values 0.1 apart in a random order: no tie, and no finite
+// difference of gradcheck changes an arg-max.
+Var distinct_var(const Shape& s, std::uint64_t seed) {
+    Var x = random_var(s, 0.f, 1.f, seed);
+    std::vector<std::size_t> order(x.numel());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&x](std::size_t a, std::size_t b) { return x.value().data()[a] < x.value().data()[b]; });
+    for (std::size_t r = 0; r < order.size(); ++r) x.mutable_value().data()[order[r]] = 0.1f * float(r) - 3.f;
+    return x;
+}
+
+TEST_CASE("max_pool2d and avg_pool2d against direct loops") {
+    std::uint64_t seed = 10;
+    for (const PoolCase& c : kPoolCases) {
+        for (const bool average : {false, true}) {
+            INFO((average ? "avg_pool2d" : "max_pool2d") << " of " << xgrad::shape_string(c.x) << ", kernel " << c.kernel.h << "x"
+                                                          << c.kernel.w << ", stride " << c.stride.h << "x" << c.stride.w << ", padding "
+                                                          << c.padding.h);
+            const Var x = distinct_var(c.x, ++seed);
+            const Var y = average ? xgrad::avg_pool2d(x, c.kernel, c.stride, c.padding) : xgrad::max_pool2d(x, c.kernel, c.stride, c.padding);
+            const Shape out = pooled(c);
+            REQUIRE(y.shape() == out);
+            const Tensor dy = random_tensor(out, -1.f, 1.f, ++seed);
+            backward_with(y, dy);
+            Reference value = zeros(out), grad = zeros(c.x);
+            for (std::size_t e = 0; e < xgrad::numel(out); ++e) {
+                const Shape at = unravel(e, out);
+                const std::vector<std::size_t> w = window(c, at[0] * c.x[1] + at[1], at[2], at[3]);
+                if (average) {
+                    for (std::size_t k : w) value.data()[e] += x.value().data()[k] / double(c.kernel.h * c.kernel.w);
+                    for (std::size_t k : w) grad.data()[k] += dy.data()[e] / double(c.kernel.h * c.kernel.w);
+                } else {
+                    std::size_t best = w[0];
+                    for (std::size_t k : w) best = x.value().data()[k] > x.value().data()[best] ? k : best;
+                    value.data()[e] = x.value().data()[best];
+                    grad.data()[best] += dy.data()[e];
+                }
+            }
+            check_matches("value", y.value(), value);
+            check_matches("gradient", x.grad(), grad);
+            check_gradcheck(average ? "avg_pool2d" : "max_pool2d",
+                            [&c, average](const Inputs& in) {
+                                return average ? xgrad::avg_pool2d(in[0], c.kernel, c.stride, c.padding)
+                                               : xgrad::max_pool2d(in[0], c.kernel, c.stride, c.padding);
+                            },
+                            {distinct_var(c.x, ++seed)});
+        }
+    }
+}
+
+TEST_CASE("max_pool2d: ties go to the first element of the window, NaN wins") {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    Tensor x{1.f, 5.f, 5.f, 2.f, 0.f, nan, 3.f, 4.f};
+    x.reshape({1, 2, 2, 2});
+    const Var v(x, true);
+    const Var y = xgrad::max_pool2d(v, 2);
+    CHECK(y.value()(0, 0, 0, 0) == 5.f);
+    CHECK(std::isnan(y.value()(0, 1, 0, 0)));
+    xgrad::backward(xgrad::sum(xgrad::narrow(y, 1, 0, 1)));
+    CHECK(v.grad()(0, 0, 0, 1) == 1.f);
+    CHECK(v.grad()(0, 0, 1, 0) == 0.f);
+}
+
+TEST_CASE("upsample_nearest2d repeats pixels; its gradient sums each block") {
+    const Var x = random_var({2, 3, 2, 3}, -1.f, 1.f, 30);
+    const Var y = xgrad::upsample_nearest2d(x, {2, 3});
+    REQUIRE(y.shape() == Shape{2, 3, 4, 9});
+    const Tensor dy = random_tensor(y.shape(), -1.f, 1.f, 31);
+    backward_with(y, dy);
+    Reference value = zeros(y.shape()), grad = zeros(x.shape());
+    for (std::size_t e = 0; e < y.numel(); ++e) {
+        const Shape at = unravel(e, y.shape());
+        const std::size_t k = ravel({at[0], at[1], at[2] / 2, at[3] / 3}, x.shape());
+        value.data()[e] = x.value().data()[k];
+        grad.data()[k] += dy.data()[e];
+    }
+    check_matches("value", y.value(), value);
+    check_matches("gradient", x.grad(), grad);
+    check_gradcheck("upsample_nearest2d", [](const Inputs& in) { return xgrad::upsample_nearest2d(in[0], 2); },
+                    {random_var({1, 2, 3, 2}, -1.f, 1.f, 32)});
+}
+
+TEST_CASE("pooling rejects what it cannot pool, naming the op") {
+    const Var x = Var::zeros({1, 1, 4, 4});
+    CHECK_THROWS_WITH_AS(xgrad::max_pool2d(Var::zeros({4, 4}), 2), doctest::Contains("xgrad::max_pool2d: expected an (N, C, H, W)"),
+                         xgrad::ShapeError);
+    CHECK_THROWS_WITH_AS(xgrad::avg_pool2d(x, 5), doctest::Contains("larger than the padded input"), xgrad::ShapeError);
+    CHECK_THROWS_WITH_AS(xgrad::max_pool2d(x, 2, 1, 2), doctest::Contains("more than half the kernel"), xgrad::ShapeError);
+    CHECK_THROWS_AS(xgrad::upsample_nearest2d(x, 0), xgrad::ShapeError);
+}
+
+// ---- normalisations ----------------------------------------------------------------
+
+// Per channel c of x (N, C, ...): the indices of its elements.
+std::vector<std::size_t> channel(const Shape& s, std::size_t c) {
+    std::vector<std::size_t> at;
+    for (std::size_t e = 0; e < xgrad::numel(s); ++e) {
+        if (unravel(e, s)[1] == c) at.push_back(e);
+    }
+    return at;
+}
+
+TEST_CASE("batch_norm in training mode: values, the exact batch-statistics gradient, running statistics") {
+    std::uint64_t seed = 50;
+    for (const Shape& s : {Shape{4, 3}, Shape{2, 3, 5}, Shape{3, 2, 3, 4}, Shape{1, 2, 3, 3}}) {
+        for (const bool affine : {true, false}) {
+            INFO(xgrad::shape_string(s) << (affine ? " affine" : ""));
+            const std::size_t channels = s[1];
+            const Var x = random_var(s, -2.f, 3.f, ++seed);
+            const Var w = affine ? random_var({channels}, 0.5f, 1.5f, ++seed) : Var();
+            const Var b = affine ? random_var({channels}, -1.f, 1.f, ++seed) : Var();
+            const Var rm = random_var({channels}, -1.f, 1.f, ++seed, false), rv = random_var({channels}, 0.5f, 2.f, ++seed, false);
+            const Tensor rm0 = rm.value(), rv0 = rv.value();
+            const Var y = xgrad::batch_norm(x, w, b, rm, rv, {true, 0.1f, 1e-5f});
+            const Tensor dy = random_tensor(s, -1.f, 1.f, ++seed);
+            backward_with(y, dy);
+            Reference value = zeros(s), dx = zeros(s), dw = zeros({channels}), db = zeros({channels});
+            for (std::size_t c = 0; c < channels; ++c) {
+                const std::vector<std::size_t> at = channel(s, c);
+                const double m = double(at.size());
+                double mu = 0, var = 0, sum_dy = 0, sum_dy_xhat = 0;
+                for (std::size_t k : at) mu += x.value().data()[k] / m;
+                for (std::size_t k : at) var += (x.value().data()[k] - mu) * (x.value().data()[k] - mu) / m;
+                const double inv = 1.0 / std::sqrt(var + 1e-5), g = affine ? w.value()(c) : 1.0;
+                for (std::size_t k : at) {
+                    const double xhat = (x.value().data()[k] - mu) * inv;
+                    value.data()[k] = xhat * g + (affine ? b.value()(c) : 0.0);
+                    sum_dy += dy.data()[k];
+                    sum_dy_xhat += dy.data()[k] * xhat;
+                }
+                for (std::size_t k : at) {
+                    const double xhat = (x.value().data()[k] - mu) * inv;
+                    dx.data()[k] = g * inv * (dy.data()[k] - sum_dy / m - xhat * sum_dy_xhat / m);
+                }
+                dw(c) = sum_dy_xhat;
+                db(c) = sum_dy;
+                CHECK(rm.value()(c) == doctest::Approx(0.9 * rm0(c) + 0.1 * mu));
+                CHECK(rv.value()(c) == doctest::Approx(0.9 * rv0(c) + 0.1 * var * m / (m - 1)));
+            }
+            check_matches("value", y.value(), value);
+            check_matches("gradient of x", x.grad(), dx, 2e-5);
+            if (affine) {
+                check_matches("gradient of weight", w.grad(), dw);
+                check_matches("gradient of bias", b.grad(), db);
+            }
+        }
+    }
+}
+
+TEST_CASE("batch_norm in evaluation mode uses the running statistics, copied") {
+    const Var x = random_var({3, 2, 2, 2}, -1.f, 1.f, 60);
+    const Var w = random_var({2}, 0.5f, 1.5f, 61), b = random_var({2}, -1.f, 1.f, 62);
+    Var rm(Tensor{0.3f, -0.2f}), rv(Tensor{1.5f, 0.7f});
+    const Var y = xgrad::batch_norm(x, w, b, rm, rv, {false});
+    rm.mutable_value()(0) = 100.f;  // a later update must not reach the recorded graph
+    const Tensor dy = random_tensor(x.shape(), -1.f, 1.f, 63);
+    backward_with(y, dy);
+    Reference value = zeros(x.shape()), dx = zeros(x.shape());
+    const double mean[] = {0.3f, -0.2f}, var[] = {1.5f, 0.7f};
+    for (std::size_t e = 0; e < x.numel(); ++e) {
+        const std::size_t c = unravel(e, x.shape())[1];
+        const double inv = 1.0 / std::sqrt(var[c] + 1e-5);
+        value.data()[e] = (x.value().data()[e] - mean[c]) * inv * w.value()(c) + b.value()(c);
+        dx.data()[e] = dy.data()[e] * w.value()(c) * inv;
+    }
+    check_matches("value", y.value(), value);
+    check_matches("gradient of x", x.grad(), dx);
+    CHECK_THROWS_WITH_AS(xgrad::batch_norm(x, w, b, Var(), Var(), {false}), doctest::Contains("running mean and variance"),
+                         xgrad::ShapeError);
+}
+
+TEST_CASE("batch_norm and layer_norm pass gradcheck") {
+    std::uint64_t seed = 70;
+    for (const bool training : {true, false}) {
+        const Var rm = random_var({3}, -1.f, 1.f, ++seed, false), rv = random_var({3}, 0.5f, 2.f, ++seed, false);
+        // The running statistics are updated by every forward pass of gradcheck: held fixed copies keep f deterministic.
+        check_gradcheck(std::string("batch_norm, training ") + (training ? "on" : "off"),
+                        [&](const Inputs& in) {
+                            const Var m(rm.value()), v(rv.value());
+                            return xgrad::batch_norm(in[0], in[1], in[2], m, v, {training});
+                        },
+                        {random_var({4, 3, 2, 2}, -2.f, 2.f, ++seed), random_var({3}, 0.5f, 1.5f, ++seed),
+                         random_var({3}, -1.f, 1.f, ++seed)});
+    }
+    check_gradcheck("batch_norm of (N, C)", [](const Inputs& in) { return xgrad::batch_norm(in[0], Var(), Var(), Var(), Var()); },
+                    {random_var({5, 2}, -2.f, 2.f, ++seed)});
+    check_gradcheck("layer_norm over 2 axes",
+                    [](const Inputs& in) { return xgrad::layer_norm(in[0], 2, in[1], in[2]); },
+                    {random_var({3, 2, 4}, -2.f, 2.f, ++seed), random_var({2, 4}, 0.5f, 1.5f, ++seed), random_var({2, 4}, -1.f, 1.f, ++seed)});
+    check_gradcheck("layer_norm without affine", [](const Inputs& in) { return xgrad::layer_norm(in[0], 1, Var(), Var()); },
+                    {random_var({4, 5}, -2.f, 2.f, ++seed)});
+}
+
+TEST_CASE("layer_norm: values and gradients against a direct loop") {
+    const Var x = random_var({3, 2, 4}, -2.f, 2.f, 80), w = random_var({2, 4}, 0.5f, 1.5f, 81), b = random_var({2, 4}, -1.f, 1.f, 82);
+    const Var y = xgrad::layer_norm(x, 2, w, b);
+    const Tensor dy = random_tensor(x.shape(), -1.f, 1.f, 83);
+    backward_with(y, dy);
+    Reference value = zeros(x.shape()), dx = zeros(x.shape()), dw = zeros({2, 4}), db = zeros({2, 4});
+    for (std::size_t r = 0; r < 3; ++r) {
+        double mu = 0, var = 0;
+        for (std::size_t i = 0; i < 8; ++i) mu += x.value().data()[r * 8 + i] / 8.0;
+        for (std::size_t i = 0; i < 8; ++i) var += std::pow(x.value().data()[r * 8 + i] - mu, 2) / 8.0;
+        const double inv = 1.0 / std::sqrt(var + 1e-5);
+        double sum_g = 0, sum_g_xhat = 0;
+        for (std::size_t i = 0; i < 8; ++i) {
+            const double xhat = (x.value().data()[r * 8 + i] - mu) * inv, g = dy.data()[r * 8 + i] * double(w.value().data()[i]);
+            value.data()[r * 8 + i] = xhat * w.value().data()[i] + b.value().data()[i];
+            sum_g += g;
+            sum_g_xhat += g * xhat;
+            dw.data()[i] += dy.data()[r * 8 + i] * xhat;
+            db.data()[i] += dy.data()[r * 8 + i];
+        }
+        for (std::size_t i = 0; i < 8; ++i) {
+            const double xhat = (x.value().data()[r * 8 + i] - mu) * inv, g = dy.data()[r * 8 + i] * double(w.value().data()[i]);
+            dx.data()[r * 8 + i] = inv * (g - sum_g / 8.0 - xhat * sum_g_xhat / 8.0);
+        }
+    }
+    check_matches("value", y.value(), value);
+    check_matches("gradient of x", x.grad(), dx, 2e-5);
+    check_matches("gradient of weight", w.grad(), dw);
+    check_matches("gradient of bias", b.grad(), db);
+    CHECK_THROWS_AS(xgrad::layer_norm(x, 4, Var(), Var()), xgrad::ShapeError);
+    CHECK_THROWS_AS(xgrad::layer_norm(x, 1, w, b), xgrad::ShapeError);
+}
+
+}  // namespace
