@@ -89,6 +89,10 @@ void release_saved(Arena& a, Node& n) noexcept {
     n.saved.clear();
 }
 
+// Whether a leaf has its gradient buffer. The size matters, not only the
+// shape: an empty (released) tensor has shape () like a scalar value.
+bool has_grad_buffer(const Node& n) { return n.grad.size() == n.value.size() && n.grad.shape() == n.value.shape(); }
+
 }  // namespace
 
 void OpState::reset() noexcept {
@@ -108,6 +112,7 @@ Node* new_node() {
     if (a.free_nodes.empty()) {
         n = &a.nodes.emplace_back();
         n->arena = &a;
+        release_storage(n->grad);  // no buffer yet, as in a recycled node (a default Tensor is a one-element scalar)
     } else {
         n = a.free_nodes.back();
         a.free_nodes.pop_back();
@@ -237,7 +242,7 @@ std::uint64_t Var::version() const { return node().version; }
 void Var::set_requires_grad(bool requires) {
     Node& n = leaf_node("set_requires_grad()");
     n.requires_grad = requires;
-    if (requires && n.grad.shape() != n.value.shape()) {
+    if (requires && !detail::has_grad_buffer(n)) {
         n.grad = tensor_pool().acquire(n.value.shape());
         n.grad.fill(0.f);
     }
@@ -245,7 +250,7 @@ void Var::set_requires_grad(bool requires) {
 
 const Tensor& Var::grad() const {
     Node& n = leaf_node("grad()");
-    if (!n.requires_grad && n.grad.shape() != n.value.shape()) {
+    if (!n.requires_grad && !detail::has_grad_buffer(n)) {
         throw std::logic_error("xgrad: grad() of a leaf that does not require a gradient");
     }
     return n.grad;
