@@ -6,7 +6,9 @@
 
 #include <filesystem>
 #include <functional>
+#include <initializer_list>
 #include <iterator>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -45,6 +47,20 @@ public:
 private:
     std::filesystem::path path_;
 };
+
+// A rows x cols tensor from its rows. Tensor{{1.f}, {2.f}} does not compile
+// (xarray's nested-list constructors are ambiguous when every row has one
+// element), and Tensor({2, 3}) is the 1-D tensor [2, 3].
+inline xgrad::Tensor matrix(std::initializer_list<std::initializer_list<float>> rows) {
+    const std::size_t cols = rows.size() == 0 ? 0 : rows.begin()->size();
+    xgrad::Tensor t = xgrad::Tensor::from_shape({rows.size(), cols});
+    float* out = t.data();
+    for (const auto& row : rows) {
+        if (row.size() != cols) throw std::invalid_argument("test::matrix: rows of different lengths");
+        for (float v : row) *out++ = v;
+    }
+    return t;
+}
 
 inline xgrad::Tensor random_tensor(const xgrad::Shape& shape, float lo, float hi, std::uint64_t seed) {
     xgrad::Tensor t(shape);

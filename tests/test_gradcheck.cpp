@@ -16,25 +16,33 @@
 
 #include <xgrad/check/gradcheck.hpp>
 #include <xgrad/core/op.hpp>
-#include <xgrad/ops.hpp>
 #include <xgrad/core/random.hpp>
+#include <xgrad/ops.hpp>
 
 namespace {
 
 using xgrad::BackwardContext;
 using xgrad::GradcheckOptions;
 using xgrad::GradcheckResult;
+using xgrad::Shape;
 using xgrad::Tensor;
 using xgrad::Var;
 using Inputs = std::vector<Var>;
 
-// y = a * b with b (1, C) broadcast down a's (R, C) rows; the backward rule
-// is what the tests vary. attr 0 and 1 tell the corrupting rules where to act.
-Var custom_mul(const Var& a, const Var& b, xgrad::BackwardFn rule, float attr0 = 0.f, float attr1 = 0.f) {
+// Where a corrupting rule acts: element `element` (flat) of input `input`'s
+// gradient gets `value` added, or is set to it. Kept as the op's typed state.
+struct Corruption {
+    std::size_t input = 0, element = 0;
+    float value = 0.f;
+    bool assign = false;
+};
+
+// y = a * b with b broadcast to a's shape; the backward rule is what the
+// tests vary.
+Var custom_mul(const Var& a, const Var& b, xgrad::BackwardFn rule, const Corruption& corruption = {}) {
     xgrad::Op op("custom_mul", {a, b}, a.shape());
     xt::noalias(op.out()) = a.value() * b.value();
-    op.set_attr(0, attr0);
-    op.set_attr(1, attr1);
+    op.state<Corruption>(corruption);
     return op.finish(rule);
 }
 
@@ -45,47 +53,82 @@ void correct(BackwardContext& ctx) {
     correct_db(ctx);
 }
 
-// b's raw (1, C) gradient buffer, zeroed if it holds no data yet: what a
-// hand-written broadcast reduction starts from.
-Tensor& db_buffer(BackwardContext& ctx) {
-    bool overwrite = false;
-    Tensor& g = ctx.grad_buffer(1, overwrite);
-    if (overwrite) g.fill(0.f);
-    return g;
+// The correct gradient, then the op's Corruption applied to it through the
+// buffer a rule adds into.
+void corrupted(BackwardContext& ctx) {
+    correct(ctx);
+    const Corruption& c = ctx.state<Corruption>();
+    float& element = ctx.accumulator(c.input).data()[c.element];
+    element = c.assign ? c.value : element + c.value;
 }
 
-// The element at flat index attr(1) of input attr(0)'s gradient.
-float& corrupted_element(BackwardContext& ctx) {
-    bool overwrite = false;  // correct() wrote the buffer already
-    return ctx.grad_buffer(static_cast<int>(ctx.attr(0)), overwrite).data()[static_cast<std::size_t>(ctx.attr(1))];
+// The flat index of the element of `from` (broadcast to `to`) that flat
+// element k of a `to`-shaped tensor reads: what a hand-written broadcast
+// reduction has to get right.
+std::size_t broadcast_source(std::size_t k, const Shape& to, const Shape& from) {
+    std::size_t source = 0, stride = 1;
+    for (std::size_t d = 0; d < from.size(); ++d) {
+        const std::size_t axis_to = to.size() - 1 - d, axis_from = from.size() - 1 - d;
+        std::size_t below = 1;  // elements of `to` per step along axis_to
+        for (std::size_t e = axis_to + 1; e < to.size(); ++e) below *= to[e];
+        const std::size_t position = (k / below) % to[axis_to];
+        if (from[axis_from] != 1) source += position * stride;
+        stride *= from[axis_from];
+    }
+    return source;
 }
 
-Var random_var(std::size_t rows, std::size_t cols, float lo, float hi, std::uint64_t seed, bool requires_grad = true) {
-    Tensor t(xgrad::Shape{rows, cols});
+Var random_var(const Shape& shape, float lo, float hi, std::uint64_t seed, bool requires_grad = true) {
+    Tensor t = Tensor::from_shape(shape);
     xgrad::Rng(seed).fill_uniform(t, lo, hi);
     return Var(std::move(t), requires_grad);
 }
 
 constexpr std::size_t kRows = 4, kCols = 5;
 
-// Positive operands: no cancellation hides a wrong term.
-Inputs operands() { return {random_var(kRows, kCols, 0.5f, 1.5f, 1), random_var(1, kCols, 0.5f, 1.5f, 2)}; }
+// The operand shapes the rules are checked on: the original (R, C) with a
+// (1, C) row, and what the N-d ops allow besides: a rank-1 bias, a scalar,
+// and a rank-3 a with b broadcast along its first and last axes.
+struct Layout {
+    const char* name;
+    Shape a, b;
+};
+const Layout kLayouts[] = {
+    {"(4, 5) * (1, 5)", {kRows, kCols}, {1, kCols}},
+    {"(4, 5) * (5)", {kRows, kCols}, {kCols}},
+    {"(4, 5) * ()", {kRows, kCols}, {}},
+    {"(2, 3, 4) * (3, 1)", {2, 3, 4}, {3, 1}},
+};
+const Layout& kMatrix = kLayouts[0];
 
-GradcheckResult check_rule(xgrad::BackwardFn rule, float attr0 = 0.f, float attr1 = 0.f,
-                           const GradcheckOptions& options = {}) {
-    return xgrad::gradcheck([=](const Inputs& in) { return custom_mul(in[0], in[1], rule, attr0, attr1); }, operands(),
+// Positive operands: no cancellation hides a wrong term.
+Inputs operands(const Layout& layout = kMatrix) {
+    return {random_var(layout.a, 0.5f, 1.5f, 1), random_var(layout.b, 0.5f, 1.5f, 2)};
+}
+
+GradcheckResult check_rule(xgrad::BackwardFn rule, const Corruption& corruption = {}, const GradcheckOptions& options = {},
+                           const Layout& layout = kMatrix) {
+    return xgrad::gradcheck([=](const Inputs& in) { return custom_mul(in[0], in[1], rule, corruption); }, operands(layout),
                             options);
 }
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
+std::size_t flat_index(const Shape& position, const Shape& shape) {
+    std::size_t flat = 0;
+    for (std::size_t d = 0; d < shape.size(); ++d) flat = flat * shape[d] + position[d];
+    return flat;
+}
+
 TEST_CASE("a correct custom op passes") {
-    const GradcheckResult r = check_rule(correct);
-    INFO(r.report());
-    CHECK(r.ok);
-    CHECK(r.worst_ratio <= 1.0);
-    CHECK(r.checked == kRows * kCols + kCols);
-    CHECK(contains(r.report(), "passed"));
+    for (const Layout& layout : kLayouts) {
+        const GradcheckResult r = check_rule(correct, {}, {}, layout);
+        INFO(layout.name << ": " << r.report());
+        CHECK(r.ok);
+        CHECK(r.worst_ratio <= 1.0);
+        CHECK(r.checked == xgrad::numel(layout.a) + xgrad::numel(layout.b));
+        CHECK(contains(r.report(), "passed"));
+    }
 }
 
 TEST_CASE("wrong backward rules fail and the report points at the wrong input") {
@@ -107,120 +150,154 @@ TEST_CASE("wrong backward rules fail and the report points at the wrong input") 
              ctx.accumulate_broadcast(1, 2.f * ctx.grad_output() * ctx.input(0));
          },
          1},
-        {"broadcast not summed: only row 0 reaches b",
+        {"broadcast not summed: only the first output element reading each b element reaches it (row 0 for a row b)",
          [](BackwardContext& ctx) {
              correct_da(ctx);
-             Tensor& g = db_buffer(ctx);
-             for (std::size_t c = 0; c < g.shape()[1]; ++c) g(0, c) += ctx.grad_output()(0, c) * ctx.input(0)(0, c);
+             Tensor& g = ctx.accumulator(1);
+             std::vector<bool> reached(g.size(), false);
+             for (std::size_t k = 0; k < ctx.output().size(); ++k) {
+                 const std::size_t j = broadcast_source(k, ctx.output().shape(), g.shape());
+                 if (reached[j]) continue;
+                 reached[j] = true;
+                 g.data()[j] += ctx.grad_output().data()[k] * ctx.input(0).data()[k];
+             }
          },
          1},
-        {"broadcast assigned instead of summed: the last row wins",
+        {"broadcast assigned instead of summed: the last output element wins (the last row for a row b)",
          [](BackwardContext& ctx) {
              correct_da(ctx);
-             Tensor& g = db_buffer(ctx);
-             for (std::size_t r = 0; r < ctx.output().shape()[0]; ++r)
-                 for (std::size_t c = 0; c < g.shape()[1]; ++c) g(0, c) = ctx.grad_output()(r, c) * ctx.input(0)(r, c);
+             Tensor& g = ctx.accumulator(1);
+             for (std::size_t k = 0; k < ctx.output().size(); ++k) {
+                 const std::size_t j = broadcast_source(k, ctx.output().shape(), g.shape());
+                 g.data()[j] = ctx.grad_output().data()[k] * ctx.input(0).data()[k];
+             }
          },
          1},
         {"forgets input b", correct_da, 1},
         {"forgets input a", correct_db, 0},
     };
     const GradcheckOptions defaults;
-    for (const Flaw& flaw : flaws) {
-        const GradcheckResult r = check_rule(flaw.rule);
-        INFO(flaw.name << ": " << r.report());
-        CHECK_FALSE(r.ok);
-        CHECK(r.worst_ratio > 1.0);
-        CHECK(r.input == flaw.wrong_input);
-        CHECK(r.row < (flaw.wrong_input == 0 ? kRows : 1));
-        CHECK(r.col < kCols);
-        // The reported element really is outside the tolerance.
-        CHECK(std::abs(r.analytic - r.numeric) > defaults.atol + defaults.rtol * std::abs(r.numeric));
-        CHECK(contains(r.report(), "FAILED"));
-        CHECK(contains(r.report(), "input " + std::to_string(flaw.wrong_input)));
+    for (const Layout& layout : kLayouts) {
+        for (const Flaw& flaw : flaws) {
+            const GradcheckResult r = check_rule(flaw.rule, {}, {}, layout);
+            INFO(layout.name << ", " << flaw.name << ": " << r.report());
+            CHECK_FALSE(r.ok);
+            CHECK(r.worst_ratio > 1.0);
+            CHECK(r.input == flaw.wrong_input);
+            // The position is one of the wrong input's elements.
+            const Shape& shape = flaw.wrong_input == 0 ? layout.a : layout.b;
+            REQUIRE(r.position.size() == shape.size());
+            for (std::size_t d = 0; d < shape.size(); ++d) CHECK(r.position[d] < shape[d]);
+            // The reported element really is outside the tolerance.
+            CHECK(std::abs(r.analytic - r.numeric) > defaults.atol + defaults.rtol * std::abs(r.numeric));
+            CHECK(contains(r.report(), "FAILED"));
+            CHECK(contains(r.report(), "input " + std::to_string(flaw.wrong_input)));
+        }
     }
+}
+
+TEST_CASE("the broadcast helper of the flawed rules maps output elements to b's elements") {
+    // (4, 5) against a (1, 5) or (5) b: element (r, c) reads b's c; a scalar
+    // b is read by all; (2, 3, 4) against (3, 1): element (i, j, k) reads b's j.
+    CHECK(broadcast_source(2 * kCols + 3, {kRows, kCols}, {1, kCols}) == 3);
+    CHECK(broadcast_source(2 * kCols + 3, {kRows, kCols}, {kCols}) == 3);
+    CHECK(broadcast_source(13, {kRows, kCols}, {}) == 0);
+    CHECK(broadcast_source(1 * 12 + 2 * 4 + 3, {2, 3, 4}, {3, 1}) == 2);
+    CHECK(broadcast_source(7, {2, 3, 4}, {2, 3, 4}) == 7);
 }
 
 TEST_CASE("a wrong rule is found through the ops around it") {
     // sigmoid(exp(a) * b) with a rule that forgets its first operand: the
     // missing gradient belongs to an op node and must be traced back through
     // exp to leaf a, scaled by sigmoid on the way.
-    const GradcheckResult r = xgrad::gradcheck(
-        [](const Inputs& in) { return xgrad::sigmoid(custom_mul(xgrad::exp(in[0]), in[1], correct_db)); }, operands());
-    INFO(r.report());
-    CHECK_FALSE(r.ok);
-    CHECK(r.input == 0);
+    for (const Layout& layout : kLayouts) {
+        const GradcheckResult r = xgrad::gradcheck(
+            [](const Inputs& in) { return xgrad::sigmoid(custom_mul(xgrad::exp(in[0]), in[1], correct_db)); }, operands(layout));
+        INFO(layout.name << ": " << r.report());
+        CHECK_FALSE(r.ok);
+        CHECK(r.input == 0);
+    }
 }
 
 TEST_CASE("the report names the worst element and its two derivatives") {
     struct Where {
-        std::size_t input, row, col;
+        const Layout& layout;
+        std::size_t input;
+        Shape position;
+        const char* printed;
     };
-    const Where places[] = {{0, 2, 3}, {0, 0, 0}, {0, kRows - 1, kCols - 1}, {1, 0, 4}};
+    const Where places[] = {
+        {kMatrix, 0, {2, 3}, "(2, 3)"},
+        {kMatrix, 0, {0, 0}, "(0, 0)"},
+        {kMatrix, 0, {kRows - 1, kCols - 1}, "(3, 4)"},
+        {kMatrix, 1, {0, 4}, "(0, 4)"},
+        {kLayouts[1], 1, {2}, "(2)"},
+        {kLayouts[2], 1, {}, "()"},
+        {kLayouts[3], 0, {1, 2, 3}, "(1, 2, 3)"},
+        {kLayouts[3], 1, {2, 0}, "(2, 0)"},
+    };
     for (const Where& w : places) {
-        const std::size_t flat = w.row * kCols + w.col;  // b is one row of kCols too
-        const GradcheckResult r = check_rule(
-            [](BackwardContext& ctx) {
-                correct(ctx);
-                corrupted_element(ctx) += 1.f;
-            },
-            static_cast<float>(w.input), static_cast<float>(flat));
+        const Shape& shape = w.input == 0 ? w.layout.a : w.layout.b;
+        const GradcheckResult r = check_rule(corrupted, Corruption{w.input, flat_index(w.position, shape), 1.f}, {}, w.layout);
         const std::string report = r.report();
-        INFO(report);
+        INFO(w.layout.name << ": " << report);
         CHECK_FALSE(r.ok);
         CHECK(r.input == w.input);
-        CHECK(r.row == w.row);
-        CHECK(r.col == w.col);
+        CHECK(r.position == w.position);
         CHECK(r.analytic - r.numeric == doctest::Approx(1.0).epsilon(1e-3));
-        CHECK(contains(report, "input " + std::to_string(w.input) + " at (" + std::to_string(w.row) + ", " +
-                                   std::to_string(w.col) + ")"));
+        CHECK(contains(report, "input " + std::to_string(w.input) + " at " + w.printed));
         CHECK(contains(report, "analytic"));
         CHECK(contains(report, "numeric"));
     }
 }
 
 TEST_CASE("the tolerance decides: an error of 1 passes only when atol exceeds it") {
-    auto off_by_one = [](BackwardContext& ctx) {
-        correct(ctx);
-        corrupted_element(ctx) += 1.f;
-    };
+    const Corruption off_by_one{0, 7, 1.f};
     GradcheckOptions loose;
     loose.atol = 2.0;
-    const GradcheckResult r = check_rule(off_by_one, 0.f, 7.f, loose);
+    const GradcheckResult r = check_rule(corrupted, off_by_one, loose);
     INFO(r.report());
     CHECK(r.ok);
     CHECK(r.worst_ratio ==
           doctest::Approx(std::abs(r.analytic - r.numeric) / (loose.atol + loose.rtol * std::abs(r.numeric))));
     CHECK(r.worst_ratio > 0.4);  // the error of 1 is still the worst element
-    CHECK_FALSE(check_rule(off_by_one, 0.f, 7.f).ok);
+    CHECK(r.position == Shape{1, 2});  // element 7
+    CHECK_FALSE(check_rule(corrupted, off_by_one).ok);
 }
 
 TEST_CASE("NaN makes the check fail, from backward or from the forward pass") {
     SUBCASE("NaN in one element of the backward") {
-        const GradcheckResult r = check_rule(
-            [](BackwardContext& ctx) {
-                correct(ctx);
-                corrupted_element(ctx) = std::numeric_limits<float>::quiet_NaN();
-            },
-            0.f, 6.f);  // (1, 1)
+        const GradcheckResult r =
+            check_rule(corrupted, Corruption{0, 6, std::numeric_limits<float>::quiet_NaN(), /*assign=*/true});  // (1, 1)
         INFO(r.report());
         CHECK_FALSE(r.ok);
         CHECK(std::isnan(r.analytic));
         CHECK(r.input == 0);
-        CHECK(r.row == 1);
-        CHECK(r.col == 1);
+        CHECK(r.position == Shape{1, 1});
         CHECK(contains(r.report(), "nan"));
     }
     SUBCASE("NaN in the finite differences") {
         // log is undefined at -1: backward's 1/x is finite, the difference is not.
-        Var x = random_var(2, 3, 0.5f, 2.f, 3);
+        Var x = random_var({2, 3}, 0.5f, 2.f, 3);
         x.mutable_value()(1, 2) = -1.f;
         const GradcheckResult r = xgrad::gradcheck([](const Inputs& in) { return xgrad::log(in[0]); }, {x});
         INFO(r.report());
         CHECK_FALSE(r.ok);
         CHECK(std::isnan(r.numeric));
-        CHECK(r.row == 1);
-        CHECK(r.col == 2);
+        CHECK(r.position == Shape{1, 2});
+    }
+    SUBCASE("NaN in the finite differences of a rank-3 input") {
+        // log(-1) makes every evaluation of the projection NaN, so every
+        // element's difference is NaN; the report names the last of them
+        // (as in the 2-D case above, where the NaN input is the last element too).
+        Var x = random_var({2, 2, 3}, 0.5f, 2.f, 3);
+        x.mutable_value()(1, 1, 2) = -1.f;
+        const GradcheckResult r = xgrad::gradcheck([](const Inputs& in) { return xgrad::log(in[0]); }, {x});
+        INFO(r.report());
+        CHECK_FALSE(r.ok);
+        CHECK(std::isnan(r.numeric));
+        CHECK(r.position == Shape{1, 1, 2});
+        CHECK(contains(r.report(), "at (1, 1, 2)"));
     }
 }
 
@@ -234,23 +311,25 @@ TEST_CASE("a non-scalar output is checked through a random projection") {
         ctx.accumulate(0, xt::broadcast(ctx.input(1) * mean, ctx.output().shape()));
         correct_db(ctx);
     };
-    const GradcheckResult direct = check_rule(uniform_dy);
-    INFO("non-scalar: " << direct.report());
-    CHECK_FALSE(direct.ok);
-    CHECK(direct.input == 0);
+    for (const Layout& layout : kLayouts) {
+        const GradcheckResult direct = check_rule(uniform_dy, {}, {}, layout);
+        INFO(layout.name << ", non-scalar: " << direct.report());
+        CHECK_FALSE(direct.ok);
+        CHECK(direct.input == 0);
 
-    // Summing first makes dy uniform, so the mistake is invisible: the reason
-    // gradcheck projects a non-scalar output with random weights.
-    const GradcheckResult summed = xgrad::gradcheck(
-        [=](const Inputs& in) { return xgrad::sum(custom_mul(in[0], in[1], uniform_dy)); }, operands());
-    INFO("summed: " << summed.report());
-    CHECK(summed.ok);
+        // Summing first makes dy uniform, so the mistake is invisible: the reason
+        // gradcheck projects a non-scalar output with random weights.
+        const GradcheckResult summed = xgrad::gradcheck(
+            [=](const Inputs& in) { return xgrad::sum(custom_mul(in[0], in[1], uniform_dy)); }, operands(layout));
+        INFO(layout.name << ", summed: " << summed.report());
+        CHECK(summed.ok);
+    }
 }
 
 TEST_CASE("the projection weights are fixed by the seed and left in the gradients") {
     // For y = 1 * x, d sum(w .* y) / dx = w: the gradients show the weights.
-    auto weights = [](unsigned seed) {
-        Var x = random_var(3, 4, -1.f, 1.f, 4);
+    auto weights = [](unsigned seed, const Shape& shape) {
+        Var x = random_var(shape, -1.f, 1.f, 4);
         GradcheckOptions options;
         options.seed = seed;
         const GradcheckResult r =
@@ -259,11 +338,26 @@ TEST_CASE("the projection weights are fixed by the seed and left in the gradient
         CHECK(r.ok);
         return Tensor(x.grad());
     };
-    const Tensor w1 = weights(1), w1_again = weights(1), w2 = weights(2);
-    CHECK(w1 == w1_again);
-    CHECK(w1 != w2);
-    CHECK(xt::all(xt::abs(w1) <= 1.f));
-    CHECK(xt::any(xt::not_equal(w1, w1(0, 0))));  // not uniform, or uniform_dy-style errors would pass
+    for (const Shape& shape : {Shape{3, 4}, Shape{12}, Shape{2, 3, 2}}) {
+        CAPTURE(xgrad::shape_string(shape));
+        const Tensor w1 = weights(1, shape), w1_again = weights(1, shape), w2 = weights(2, shape);
+        CHECK(w1 == w1_again);
+        CHECK(w1 != w2);
+        CHECK(xt::all(xt::abs(w1) <= 1.f));
+        CHECK(xt::any(xt::not_equal(w1, w1.flat(0))));  // not uniform, or uniform_dy-style errors would pass
+    }
+    // A one-element output is used as it is (w = 1), whatever its shape.
+    for (const Shape& shape : {Shape{}, Shape{1}, Shape{1, 1}}) {
+        CAPTURE(xgrad::shape_string(shape));
+        Var x = random_var(shape, -1.f, 1.f, 5);
+        GradcheckOptions options;
+        options.seed = 3;
+        const GradcheckResult r = xgrad::gradcheck([](const Inputs& in) { return xgrad::scale(in[0], 1.f); }, {x}, options);
+        CHECK(r.ok);
+        CHECK(r.checked == 1);
+        CHECK(x.grad().shape() == shape);
+        CHECK(*x.grad().data() == 1.f);
+    }
 }
 
 TEST_CASE("stale gradients are cleared and input values restored") {
@@ -281,7 +375,7 @@ TEST_CASE("stale gradients are cleared and input values restored") {
 TEST_CASE("frozen inputs are skipped but keep their index in the report") {
     // (a, frozen c, b): the wrong gradient belongs to b, input 2.
     Inputs in = operands();
-    in.insert(in.begin() + 1, random_var(2, 2, -1.f, 1.f, 5, false));
+    in.insert(in.begin() + 1, random_var({2, 2}, -1.f, 1.f, 5, false));
     auto check = [&](xgrad::BackwardFn rule) {
         return xgrad::gradcheck([=](const Inputs& v) { return custom_mul(v[0], v[2], rule); }, in);
     };

@@ -234,9 +234,9 @@ TEST_CASE("Parzen log-likelihood of a tiny known case") {
 
 TEST_CASE("Parzen window picks the maximum-likelihood sigma on the validation points") {
     // One center at 0 in 1-D: the validation log-likelihood is maximised at sigma^2 = mean(x^2) = 4.
-    const Tensor center{{0.f}};
-    const Tensor validation{{1.f}, {-1.f}, {3.f}, {-1.f}, {1.f}, {3.f}};  // mean x^2 = (1+1+9+1+1+9)/6 = 11/3
-    const Tensor test{{0.5f}, {-2.f}};
+    const Tensor center = test::matrix({{0.f}});
+    const Tensor validation = test::matrix({{1.f}, {-1.f}, {3.f}, {-1.f}, {1.f}, {3.f}});  // mean x^2 = (1+1+9+1+1+9)/6 = 11/3
+    const Tensor test = test::matrix({{0.5f}, {-2.f}});
     const std::vector<double> sigmas{1.0, 1.5, std::sqrt(11.0 / 3.0), 2.5, 3.0};
     const quality::ParzenEstimate e = quality::parzen_window(center, validation, test, sigmas);
     CHECK(e.sigma == doctest::Approx(std::sqrt(11.0 / 3.0)));

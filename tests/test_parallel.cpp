@@ -17,11 +17,12 @@
 
 #include <xtensor/xmath.hpp>
 
-#include <xgrad/ops.hpp>
+#include <xgrad/core/kernels.hpp>
 #include <xgrad/core/op.hpp>
-#include <xgrad/optim/optimizers.hpp>
 #include <xgrad/core/parallel.hpp>
 #include <xgrad/core/random.hpp>
+#include <xgrad/ops.hpp>
+#include <xgrad/optim.hpp>
 
 #include "helpers.hpp"
 
@@ -41,6 +42,7 @@ public:
 Tensor random_tensor(std::size_t rows, std::size_t cols, std::uint64_t seed) {
     return test::random_tensor({rows, cols}, -1.f, 1.f, seed);
 }
+Tensor random_tensor(const Shape& shape, std::uint64_t seed) { return test::random_tensor(shape, -1.f, 1.f, seed); }
 
 // The largest |a - b| relative to max(1, |b|).
 float max_relative_difference(const Tensor& a, const Tensor& b) {
@@ -110,10 +112,10 @@ TEST_CASE("products split by rows equal the one-thread products, for every trans
                     const Tensor b = tb ? random_tensor(n, k, ++seed) : random_tensor(k, n, ++seed);
                     const Tensor c0 = random_tensor(m, n, ++seed);
                     Tensor serial = c0, split = c0;
-                    gemm_into("test", a, ta, b, tb, serial, beta);
+                    gemm("test", as_matrix(a), ta, as_matrix(b), tb, as_matrix(serial), beta);
                     {
                         Threads use(3);
-                        gemm_into("test", a, ta, b, tb, split, beta);
+                        gemm("test", as_matrix(a), ta, as_matrix(b), tb, as_matrix(split), beta);
                     }
                     INFO("(" << m << ", " << k << ") . (" << k << ", " << n << "), transposes " << ta << tb << ", beta " << beta);
                     CHECK(max_relative_difference(split, serial) < 1e-5f);
@@ -123,15 +125,50 @@ TEST_CASE("products split by rows equal the one-thread products, for every trans
     }
 }
 
+TEST_CASE("rank-3 and batched products, forward and backward, equal the one-thread ones") {
+    // linear over (8, 32, 100) rows (one GEMM of 256 rows), matmul of a
+    // rank-3 a with a matrix, and a batched matmul (a GEMM per batch).
+    struct Run {
+        Tensor y, dx, dw, db;
+    };
+    const auto run = [](int threads, int which) {
+        Threads use(threads);
+        Var x(random_tensor(which == 2 ? Shape{4, 96, 128} : Shape{8, 32, 100}, 21), true);
+        Var w(random_tensor(which == 2 ? Shape{4, 128, 80} : Shape{100, 128}, 22), true);
+        Var b(random_tensor({128}, 23), true);
+        const Var y = which == 0 ? linear(x, w, b) : matmul(x, w);
+        const Var dy(random_tensor(y.shape(), 24));
+        backward(sum(y * dy));
+        return Run{y.value(), x.grad(), w.grad(), which == 0 ? b.grad() : Tensor()};
+    };
+    for (int which : {0, 1, 2}) {
+        CAPTURE(which);
+        const Run serial = run(1, which), split = run(3, which);
+        CHECK(serial.y.dimension() == 3);
+        CHECK(max_relative_difference(split.y, serial.y) < 1e-5f);
+        CHECK(max_relative_difference(split.dx, serial.dx) < 1e-5f);
+        CHECK(max_relative_difference(split.dw, serial.dw) < 1e-5f);
+        if (which == 0) CHECK(max_relative_difference(split.db, serial.db) < 1e-5f);
+    }
+}
+
 TEST_CASE("elementwise ops give the same values on several threads") {
     const Var x(random_tensor(128, 784, 7));
     const Var positive(xt::eval(xt::abs(x.value()) + 0.5f));
     const Tensor serial[] = {sigmoid(x).value(), xgrad::tanh(x).value(), xgrad::exp(x).value(), xgrad::log(positive).value()};
+    const Var cube(random_tensor({16, 64, 98}, 8));
+    const Tensor cube_serial = xgrad::tanh(cube).value(), cube_sigmoid = sigmoid(cube).value();
     Threads use(2);
     CHECK(identical(sigmoid(x).value(), serial[0]));
     CHECK(identical(xgrad::tanh(x).value(), serial[1]));
     CHECK(identical(xgrad::exp(x).value(), serial[2]));
     CHECK(identical(xgrad::log(positive).value(), serial[3]));
+
+    // Any rank: the elements are split the same way.
+    CHECK(num_threads() == 2);
+    CHECK(identical(xgrad::tanh(cube).value(), cube_serial));
+    CHECK(identical(sigmoid(cube).value(), cube_sigmoid));
+    CHECK(cube_serial.shape() == Shape{16, 64, 98});
 }
 
 TEST_CASE("Adam's update is the same on several threads") {

@@ -16,11 +16,13 @@
 #include <vector>
 
 #include <unistd.h>
+#include <zlib.h>
 
 #include "helpers.hpp"
-#include <xgrad/nn/module.hpp>
-#include <xgrad/optim/optimizers.hpp>
 #include <xgrad/io/archive_file.hpp>
+#include <xgrad/nn.hpp>
+#include <xgrad/ops.hpp>
+#include <xgrad/optim.hpp>
 
 using namespace xgrad;
 using doctest::Contains;
@@ -47,7 +49,7 @@ void write_bytes(const std::string& path, const std::string& bytes) {
 
 // Equal shapes and equal bits: NaN payloads and -0 included.
 bool same_bits(const Tensor& a, const Tensor& b) {
-    return shape_of(a) == shape_of(b) && (a.size() == 0 || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+    return a.shape() == b.shape() && (a.size() == 0 || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
 float from_bits(std::uint32_t bits) {
@@ -66,11 +68,24 @@ TEST_CASE("an archive round trip is bit-exact") {
     for (std::size_t i = 0; i < odd.size(); ++i) {
         odd.flat(i) = i < std::size(specials) ? specials[i] : static_cast<float>(i) * 0.1f - 1.f;
     }
-    Tensor row = Tensor::from_shape({1, 5}), column = Tensor::from_shape({5, 1});
-    for (std::size_t i = 0; i < 5; ++i) row.flat(i) = column.flat(4 - i) = static_cast<float>(i) - 2.5f;
+    Tensor row = Tensor::from_shape({1, 5}), column = Tensor::from_shape({5, 1}), vector = Tensor::from_shape({5});
+    for (std::size_t i = 0; i < 5; ++i) row.flat(i) = column.flat(4 - i) = vector.flat(i) = static_cast<float>(i) - 2.5f;
+    Tensor cube = Tensor::from_shape({2, 3, 4}), four = Tensor::from_shape({2, 1, 3, 2});
+    for (std::size_t i = 0; i < cube.size(); ++i) cube.flat(i) = static_cast<float>(i) * 0.25f - 3.f;
+    for (std::size_t i = 0; i < four.size(); ++i) four.flat(i) = -static_cast<float>(i) / 7.f;
     const std::map<std::string, Tensor> tensors = {
-        {"odd", odd},           {"scalar", Tensor{{-2.5f}}},   {"row", row}, {"column", column},
-        {"no rows", Tensor::from_shape({0, 4})}, {"nothing", Tensor::from_shape({0, 0})},
+        {"odd", odd},
+        {"one by one", test::matrix({{-2.5f}})},
+        {"scalar", Tensor(Shape{}, -2.5f)},  // rank 0: one element, no sizes
+        {"row", row},
+        {"column", column},
+        {"vector", vector},
+        {"cube", cube},
+        {"rank 4", four},
+        {"no rows", Tensor::from_shape({0, 4})},
+        {"nothing", Tensor::from_shape({0, 0})},
+        {"empty vector", Tensor::from_shape({0})},
+        {"empty cube", Tensor::from_shape({2, 0, 3})},
     };
     const std::map<std::string, std::string> texts = {
         {"note", "resume at step 12\n"},
@@ -90,6 +105,7 @@ TEST_CASE("an archive round trip is bit-exact") {
         CAPTURE(name);
         REQUIRE(loaded.contains(name));
         CHECK(same_bits(loaded.tensor(name), t));
+        CHECK(loaded.tensor(name).dimension() == t.dimension());  // (5) stays (5), () stays ()
     }
     for (const auto& [name, text] : texts) {
         CAPTURE(name);
@@ -108,12 +124,13 @@ TEST_CASE("an archive round trip is bit-exact") {
 
 namespace {
 
-Sequential make_model(std::uint64_t seed) {
+// Modules can be neither copied nor moved: made on the heap.
+std::unique_ptr<Sequential> make_model(std::uint64_t seed) {
     Rng rng(seed);
-    Sequential net;
-    net.add<Linear>(3, 5, rng);
-    net.add<Tanh>();
-    net.add<Linear>(5, 1, rng);
+    auto net = std::make_unique<Sequential>();
+    net->add<Linear>(3, 5, rng);
+    net->add<Tanh>();
+    net->add<Linear>(5, 1, rng);
     return net;
 }
 
@@ -126,7 +143,7 @@ void train(Module& model, Optimizer& optimizer, const Var& x, const Var& targets
 }
 
 bool same_parameters(const Module& a, const Module& b) {
-    const NamedParameters pa = a.named_parameters(), pb = b.named_parameters();
+    const NamedVars pa = a.named_parameters(), pb = b.named_parameters();
     if (pa.size() != pb.size()) return false;
     for (std::size_t i = 0; i < pa.size(); ++i) {
         if (pa[i].first != pb[i].first || !same_bits(pa[i].second.value(), pb[i].second.value())) return false;
@@ -145,7 +162,8 @@ void check_resumes_bit_identically(const MakeOptimizer& make_optimizer) {
     for (float& l : labels) l = static_cast<float>(rng.below(2));
     const Var x(inputs), targets(labels);
 
-    Sequential original = make_model(1);
+    const auto original_model = make_model(1);
+    Sequential& original = *original_model;
     const auto original_optimizer = make_optimizer(original.parameters());
     train(original, *original_optimizer, x, targets, 5);
     test::TempDir dir;
@@ -156,7 +174,8 @@ void check_resumes_bit_identically(const MakeOptimizer& make_optimizer) {
     write_archive(path, checkpoint);
 
     const Archive loaded = read_archive(path);
-    Sequential resumed = make_model(2);
+    const auto resumed_model = make_model(2);
+    Sequential& resumed = *resumed_model;
     const auto resumed_optimizer = make_optimizer(resumed.parameters());
     REQUIRE_FALSE(same_parameters(original, resumed));
     resumed.load(loaded, "model.");
@@ -164,7 +183,8 @@ void check_resumes_bit_identically(const MakeOptimizer& make_optimizer) {
     CHECK(same_parameters(original, resumed));
     // The same parameters with a fresh optimizer: must drift away, or the
     // final comparison could not notice lost optimizer state.
-    Sequential restarted = make_model(3);
+    const auto restarted_model = make_model(3);
+    Sequential& restarted = *restarted_model;
     restarted.load(loaded, "model.");
     const auto restarted_optimizer = make_optimizer(restarted.parameters());
 
@@ -190,20 +210,114 @@ TEST_CASE("a model and its optimizer restored from a file continue training bit-
 
 namespace {
 
-// The reference archive and its layout (serialize.hpp): one 2 x 3 tensor
-// "weights", then one text "note" of 4 bytes, then the CRC-32.
+// Archive bytes written by hand, field by field, as archive_file.hpp
+// documents the format (little-endian).
+class Bytes {
+public:
+    Bytes& raw(const std::string& s) {
+        bytes_ += s;
+        return *this;
+    }
+    template <class T>
+    Bytes& put(T value) {
+        bytes_.append(reinterpret_cast<const char*>(&value), sizeof value);
+        return *this;
+    }
+    Bytes& u8(std::uint8_t v) { return put(v); }
+    Bytes& u32(std::uint32_t v) { return put(v); }
+    Bytes& u64(std::uint64_t v) { return put(v); }
+    Bytes& f32(float v) { return put(v); }
+    Bytes& name(const std::string& n) { return u32(static_cast<std::uint32_t>(n.size())).raw(n); }
+    // Version 2 entries.
+    Bytes& tensor(const std::string& n, const Tensor& t) {
+        u8(1).name(n).u32(static_cast<std::uint32_t>(t.dimension()));
+        for (std::size_t size : t.shape()) u64(size);
+        for (float v : t) f32(v);
+        return *this;
+    }
+    Bytes& text(const std::string& n, const std::string& value) { return u8(2).name(n).u64(value.size()).raw(value); }
+    const std::string& str() const { return bytes_; }
+
+private:
+    std::string bytes_;
+};
+
+// The bytes followed by their CRC-32 (zlib's): what a well-formed file ends with.
+std::string with_crc(const std::string& body) {
+    const auto crc = static_cast<std::uint32_t>(crc32_z(0L, reinterpret_cast<const Bytef*>(body.data()), body.size()));
+    return Bytes().raw(body).u32(crc).str();
+}
+
+// The reference archive: one 2 x 3 tensor "weights", then one text "note"
+// of 4 bytes (tensors come first, each kind in name order).
 Archive reference_archive() {
     Archive a;
     a.put("weights", Tensor{{1, 2, 3}, {4, 5, 6}});
     a.put_text("note", "abcd");
     return a;
 }
-constexpr std::size_t kNameStart = 8 + 4 + 4 + 1 + 4;       // magic, version, count, kind, name length
-constexpr std::size_t kDataStart = kNameStart + 7 + 8 + 8;  // "weights", rows, cols
-constexpr std::size_t kBodyEnd = kDataStart + 6 * 4 + 1 + 4 + 4 + 8 + 4;  // data, then the text entry
-constexpr std::size_t kFileSize = kBodyEnd + 4;
+std::string reference_body() {
+    return Bytes().raw("XGRADARC").u32(2).u32(2).tensor("weights", Tensor{{1, 2, 3}, {4, 5, 6}}).text("note", "abcd").str();
+}
+// Its layout, offset by offset.
+constexpr std::size_t kEntryStart = 8 + 4 + 4;             // magic, version, count
+constexpr std::size_t kNameStart = kEntryStart + 1 + 4;    // kind, name length
+constexpr std::size_t kRankAt = kNameStart + 7;            // "weights"
+constexpr std::size_t kShapeAt = kRankAt + 4;              // u32 rank
+constexpr std::size_t kDataStart = kShapeAt + 2 * 8;       // u64 2, u64 3
+constexpr std::size_t kTextEntry = kDataStart + 6 * 4;     // six floats
+constexpr std::size_t kTextLengthAt = kTextEntry + 1 + 4 + 4;  // kind, name length, "note"
+constexpr std::size_t kTextDataAt = kTextLengthAt + 8;
+constexpr std::size_t kBodyEnd = kTextDataAt + 4;  // "abcd"
+constexpr std::size_t kFileSize = kBodyEnd + 4;    // the CRC-32
+
+// The same archive as xgrad 0.1 wrote it (format version 1): every tensor
+// 2-D as "u64 rows, u64 cols", with a valid CRC.
+std::string reference_v1_file() {
+    Bytes b;
+    b.raw("XGRADARC").u32(1).u32(2).u8(1).name("weights").u64(2).u64(3);
+    for (int v = 1; v <= 6; ++v) b.f32(static_cast<float>(v));
+    b.text("note", "abcd");
+    return with_crc(b.str());
+}
 
 }  // namespace
+
+TEST_CASE("an archive file is the documented version 2 layout") {
+    test::TempDir dir;
+    const std::string path = dir.file("layout.xga");
+    write_archive(path, reference_archive());
+    const std::string bytes = read_bytes(path);
+    CHECK(bytes.size() == kFileSize);
+    CHECK(bytes == with_crc(reference_body()));
+
+    // Ranks other than 2: a scalar has rank 0 and no sizes but one element.
+    Archive ranks;
+    Tensor cube = Tensor::from_shape({2, 1, 3});
+    for (std::size_t i = 0; i < cube.size(); ++i) cube.flat(i) = static_cast<float>(i) + 0.5f;
+    ranks.put("a scalar", Tensor(Shape{}, 7.f));
+    ranks.put("b vector", Tensor{1.f, -1.f});
+    ranks.put("c cube", cube);
+    ranks.put("d empty", Tensor::from_shape({3, 0}));
+    write_archive(path, ranks);
+    const std::string expected = Bytes()
+                                     .raw("XGRADARC")
+                                     .u32(2)
+                                     .u32(4)
+                                     .tensor("a scalar", Tensor(Shape{}, 7.f))
+                                     .tensor("b vector", Tensor{1.f, -1.f})
+                                     .tensor("c cube", cube)
+                                     .tensor("d empty", Tensor::from_shape({3, 0}))
+                                     .str();
+    CHECK(read_bytes(path) == with_crc(expected));
+    CHECK(expected.substr(kEntryStart, 1 + 4 + 8 + 4 + 4) == Bytes().u8(1).name("a scalar").u32(0).f32(7.f).str());
+    // And files written by hand read back.
+    write_bytes(path, with_crc(expected));
+    const Archive loaded = read_archive(path);
+    CHECK(same_bits(loaded.tensor("a scalar"), Tensor(Shape{}, 7.f)));
+    CHECK(same_bits(loaded.tensor("c cube"), cube));
+    CHECK(loaded.tensor("d empty").shape() == Shape{3, 0});
+}
 
 TEST_CASE("a damaged archive is rejected with a message naming the file and the damage") {
     test::TempDir dir;
@@ -211,6 +325,8 @@ TEST_CASE("a damaged archive is rejected with a message naming the file and the 
     write_archive(good_path, reference_archive());
     const std::string good = read_bytes(good_path);
     REQUIRE(good.size() == kFileSize);
+    REQUIRE(good == with_crc(reference_body()));
+    const std::string body = good.substr(0, kBodyEnd);
     const std::string bad = dir.file("bad.xga");
 
     const auto check_rejected = [&](const std::string& bytes, const char* damage) {
@@ -219,39 +335,131 @@ TEST_CASE("a damaged archive is rejected with a message naming the file and the 
         CHECK_THROWS_WITH_AS(read_archive(bad), Contains(bad.c_str()), std::runtime_error);
         CHECK_THROWS_WITH_AS(read_archive(bad), Contains(damage), std::runtime_error);
     };
+    constexpr const char* kCorrupt = "corrupt (CRC mismatch)";
     std::string bytes = good;
     SUBCASE("wrong magic") {
         bytes.replace(0, 8, "NOTXGRAD");
         check_rejected(bytes, "wrong magic number");
     }
-    SUBCASE("wrong version") {
-        bytes[8] = 2;
-        check_rejected(bytes, "format version 2");
+    SUBCASE("another version") {
+        for (const std::uint32_t version : {0u, 3u, 0x01000002u}) {
+            CAPTURE(version);
+            std::string other = good;
+            other.replace(8, 4, Bytes().u32(version).str());
+            const std::string message = "format version " + std::to_string(version) + "; this build reads version 2";
+            check_rejected(other, message.c_str());
+            // Refused by its version, before the CRC: the same with a valid CRC.
+            check_rejected(with_crc(other.substr(0, kBodyEnd)), message.c_str());
+        }
+    }
+    SUBCASE("a version 1 file of xgrad 0.1") {
+        const std::string v1 = reference_v1_file();
+        check_rejected(v1, "format version 1 (written by xgrad 0.1); this build reads version 2");
     }
     SUBCASE("truncated") {
+        // Cut inside the fixed header: named as such. Any later cut: the
+        // last four bytes are no longer the CRC of the rest.
         const std::pair<std::size_t, const char*> cuts[] = {
             {0, "inside the magic number"},
             {5, "inside the magic number"},
+            {8, "inside the version"},
             {10, "inside the version"},
-            {14, "inside the header"},
-            {kNameStart + 3, "inside an entry name"},
-            {kDataStart + 10, "inside tensor data"},
-            {kBodyEnd, "the checksum is missing"},
-            {kBodyEnd + 2, "the checksum is missing"},
+            {12, "truncated: the file ends inside the header"},
+            {14, "truncated: the file ends inside the header"},
+            {19, "truncated: the file ends inside the header"},
+            {20, kCorrupt},
+            {kNameStart + 3, kCorrupt},
+            {kDataStart + 10, kCorrupt},
+            {kBodyEnd, kCorrupt},
+            {kBodyEnd + 2, kCorrupt},
+            {kFileSize - 1, kCorrupt},
         };
         for (const auto& [size, damage] : cuts) {
             CAPTURE(size);
             check_rejected(good.substr(0, size), damage);
         }
     }
+    SUBCASE("truncated, then given a valid CRC: the parser names where the entries end") {
+        const std::pair<std::size_t, const char*> cuts[] = {
+            {kEntryStart, "truncated: the file ends inside an entry"},
+            {kEntryStart + 3, "truncated: the file ends inside an entry name"},  // in its length
+            {kNameStart + 3, "truncated: the file ends inside an entry name"},
+            {kRankAt + 2, "truncated: the file ends inside a tensor rank"},
+            {kShapeAt + 9, "truncated: the file ends inside a tensor shape"},
+            {kDataStart, "tensor 'weights' is larger than the file"},
+            {kDataStart + 10, "tensor 'weights' is larger than the file"},
+            {kTextEntry, "truncated: the file ends inside an entry"},
+            {kTextEntry + 3, "truncated: the file ends inside an entry name"},
+            {kTextLengthAt + 3, "truncated: the file ends inside a text length"},
+            {kTextDataAt + 2, "truncated: the file ends inside text data"},
+        };
+        for (const auto& [size, damage] : cuts) {
+            CAPTURE(size);
+            check_rejected(with_crc(body.substr(0, size)), damage);
+        }
+    }
     SUBCASE("one flipped byte") {
         bytes[kDataStart + 5] ^= 0x10;
-        check_rejected(bytes, "checksum mismatch");
+        check_rejected(bytes, kCorrupt);
+        bytes = good;
+        bytes[kFileSize - 2] ^= 0x01;  // in the CRC itself
+        check_rejected(bytes, kCorrupt);
     }
-    SUBCASE("trailing bytes") { check_rejected(good + std::string(3, '\0'), "3 unexpected bytes"); }
+    SUBCASE("trailing bytes") {
+        check_rejected(good + std::string(3, '\0'), kCorrupt);  // after the CRC: it is not the last 4 bytes any more
+        check_rejected(with_crc(body + std::string(3, '\0')), "3 unexpected bytes after the last entry");
+    }
+    SUBCASE("damage behind a valid CRC: every structural check has its own message") {
+        std::string kind = body;
+        kind[kEntryStart] = 7;
+        check_rejected(with_crc(kind), "entry 'weights' has unknown kind 7");
+
+        const std::string twice = Bytes().raw("XGRADARC").u32(2).u32(2).text("a", "x").text("a", "y").str();
+        check_rejected(with_crc(twice), "entry 'a' appears twice");
+
+        std::string rank = body;
+        rank.replace(kRankAt, 4, Bytes().u32(33).str());
+        check_rejected(with_crc(rank), "tensor 'weights' has rank 33");
+
+        // Sizes whose product overflows 64 bits, and a plain size too large.
+        const std::string overflow = Bytes()
+                                         .raw("XGRADARC")
+                                         .u32(2)
+                                         .u32(1)
+                                         .u8(1)
+                                         .name("w")
+                                         .u32(3)
+                                         .u64(std::uint64_t{1} << 32)
+                                         .u64(std::uint64_t{1} << 32)
+                                         .u64(std::uint64_t{1} << 32)
+                                         .f32(1.f)
+                                         .str();
+        check_rejected(with_crc(overflow), "tensor 'w' is larger than the file");
+        std::string large = body;
+        large.replace(kShapeAt, 8, Bytes().u64(1000).str());
+        check_rejected(with_crc(large), "tensor 'weights' is larger than the file");
+
+        std::string long_name = body;
+        long_name.replace(kEntryStart + 1, 4, Bytes().u32(0xffffffffu).str());
+        check_rejected(with_crc(long_name), "truncated: the file ends inside an entry name");
+        std::string long_text = body;
+        long_text.replace(kTextLengthAt, 8, Bytes().u64(std::uint64_t{1} << 63).str());
+        check_rejected(with_crc(long_text), "truncated: the file ends inside text data");
+
+        // An entry count that disagrees with the entries.
+        std::string more = body, fewer = body;
+        more.replace(12, 4, Bytes().u32(3).str());
+        check_rejected(with_crc(more), "truncated: the file ends inside an entry");
+        fewer.replace(12, 4, Bytes().u32(1).str());
+        const std::string unread = std::to_string(kBodyEnd - kTextEntry) + " unexpected bytes after the last entry";
+        check_rejected(with_crc(fewer), unread.c_str());
+    }
     SUBCASE("any single flipped bit") {
-        std::size_t accepted = 0, unnamed = 0;
+        // Each is refused, naming the file, by the check that owns the byte:
+        // the magic number, the version, or else the CRC.
+        std::size_t accepted = 0, unnamed = 0, misnamed = 0;
         for (std::size_t i = 0; i < good.size(); ++i) {
+            const char* expected = i < 8 ? "wrong magic number" : i < 12 ? "format version" : kCorrupt;
             for (int bit = 0; bit < 8; ++bit) {
                 bytes = good;
                 bytes[i] = static_cast<char>(bytes[i] ^ (1 << bit));
@@ -260,12 +468,15 @@ TEST_CASE("a damaged archive is rejected with a message naming the file and the 
                     read_archive(bad);
                     ++accepted;
                 } catch (const std::runtime_error& e) {
-                    unnamed += std::string(e.what()).find(bad) == std::string::npos;
+                    const std::string message = e.what();
+                    unnamed += message.find(bad) == std::string::npos;
+                    misnamed += message.find(expected) == std::string::npos;
                 }
             }
         }
         CHECK(accepted == 0);
         CHECK(unnamed == 0);
+        CHECK(misnamed == 0);
     }
     SUBCASE("a missing file") {
         const std::string absent = dir.file("absent.xga");
@@ -300,6 +511,16 @@ TEST_CASE("Module::load names a parameter that is missing or has another shape")
     Adam(saved.parameters()).save(state, "adam.");
     Adam other(wider.parameters());
     CHECK_THROWS_WITH_AS(other.load(state, "adam."), Contains("'adam.m.0'"), ShapeError);
+
+    // A 0.1-style bias, a (1, 3) matrix, does not pass for a 0.2 bias (3).
+    Archive old_bias;
+    saved.save(old_bias, "gen.");
+    old_bias.put("gen.0.bias", Tensor(Shape{1, 3}, 0.f));
+    Sequential fresh;
+    fresh.add<Linear>(2, 3, rng);
+    CHECK_THROWS_WITH_AS(fresh.load(old_bias, "gen."), Contains("'gen.0.bias'"), ShapeError);
+    CHECK_THROWS_WITH_AS(fresh.load(old_bias, "gen."), Contains("(1, 3)"), ShapeError);
+    CHECK_THROWS_WITH_AS(fresh.load(old_bias, "gen."), Contains("is (3)"), ShapeError);
 }
 
 TEST_CASE("a failed Module::load changes no parameter") {

@@ -4,13 +4,22 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <xtensor/xio.hpp>
 
-#include <xgrad/nn/module.hpp>
-#include <xgrad/optim/optimizers.hpp>
+#include <xgrad/core/op.hpp>
+#include <xgrad/nn.hpp>
+#include <xgrad/ops.hpp>
+#include <xgrad/optim.hpp>
+
+#include "helpers.hpp"
 
 using namespace xgrad;
 using doctest::Contains;
@@ -178,7 +187,7 @@ TEST_CASE("a GAN step: D's backward leaves G alone, G's backward flows through a
 
 TEST_CASE("frozen parameters receive no gradient") {
     Var w(Tensor{{1, 2}, {3, 4}}, true);
-    Var b(Tensor{{1, 1}}, true);
+    Var b(Tensor{1, 1}, true);  // a bias is rank 1: (O)
     const Var x(Tensor{{1, -1}, {2, 3}});
     SUBCASE("frozen before the forward pass") {
         w.set_requires_grad(false);
@@ -191,7 +200,7 @@ TEST_CASE("frozen parameters receive no gradient") {
     }
     CHECK_FALSE(w.requires_grad());
     CHECK(all_zero(w.grad()));
-    CHECK(b.grad() == Tensor{{2, 2}});
+    CHECK(b.grad() == Tensor{2, 2});
 
     w.set_requires_grad(true);
     backward(sum(linear(x, w, b)));
@@ -231,22 +240,162 @@ TEST_CASE("set_requires_grad over a parameter list, and Module::freeze / unfreez
     }
 }
 
-TEST_CASE("backward needs a 1x1 root that requires a gradient") {
+TEST_CASE("backward needs a one-element root that requires a gradient") {
     Var w(Tensor{{1, 2}, {3, 4}}, true);
     CHECK_THROWS_WITH_AS(backward(w * w), Contains("(2, 2)"), ShapeError);
     CHECK_THROWS_AS(backward(sum(Var(Tensor{{1, 2}}))), std::logic_error);
     CHECK_THROWS_AS(backward(Var()), std::logic_error);
     CHECK(all_zero(w.grad()));
 
-    Var scalar(Tensor{{5}}, true);
-    backward(scalar);  // d scalar / d scalar = 1
-    CHECK(scalar.grad()(0, 0) == 1.f);
+    // A reduction to a scalar is rank 0 now, and is a valid root.
+    const Var total = sum(w * w);
+    CHECK(total.shape() == Shape{});
+    backward(total);
+    CHECK(w.grad() == Tensor{{2, 4}, {6, 8}});
+    // So is any other one-element shape, a kept-dimension sum among them.
+    w.zero_grad();
+    const Var kept = sum(w, {0, 1}, true);
+    CHECK(kept.shape() == Shape{1, 1});
+    backward(kept);
+    CHECK(w.grad() == Tensor{{1, 1}, {1, 1}});
+
+    for (const Shape& shape : {Shape{}, Shape{1}, Shape{1, 1}, Shape{1, 1, 1}}) {
+        CAPTURE(shape_string(shape));
+        Var leaf = Var::full(shape, 5.f, true);
+        backward(leaf);  // d leaf / d leaf = 1
+        CHECK(leaf.grad().shape() == shape);
+        CHECK(leaf.grad().size() == 1);
+        CHECK(*leaf.grad().data() == 1.f);
+    }
+}
+
+TEST_CASE("backward(y, dy) for a non-scalar y is the backward of sum(y * dy)") {
+    // y = 3 x^2 + x: dx = dy (6x + 1).
+    const auto f = [](const Var& x) { return 3.f * x * x + x; };
+    std::uint64_t seed = 1;
+    for (const Shape& shape : {Shape{3}, Shape{2, 3}, Shape{2, 3, 2}, Shape{1, 2, 1, 3}}) {
+        CAPTURE(shape_string(shape));
+        Tensor values = Tensor::from_shape(shape), dy = Tensor::from_shape(shape);
+        for (std::size_t i = 0; i < values.size(); ++i) {
+            values.flat(i) = 0.5f * static_cast<float>(static_cast<int>(i % 7) - 3);
+            dy.flat(i) = static_cast<float>(static_cast<int>((i * 5 + seed) % 9) - 4);
+        }
+        ++seed;
+        Var x(values, true);
+        backward(f(x), dy);
+        const Tensor seeded = x.grad();
+        x.zero_grad();
+        backward(sum(f(x) * Var(dy)));
+        CHECK(seeded == x.grad());
+        CHECK(seeded == Tensor(dy * (6.f * values + 1.f)));
+        CHECK(seeded.shape() == shape);
+    }
+
+    Var x(Tensor{{1, 2, 3}, {4, 5, 6}}, true);
+    SUBCASE("a gradient of another shape is refused, naming both, and adds nothing") {
+        const Var y = x * x;
+        CHECK_THROWS_WITH_AS(backward(y, Tensor(Shape{3, 2}, 1.f)), Contains("(3, 2)"), ShapeError);
+        CHECK_THROWS_WITH_AS(backward(y, Tensor(Shape{3, 2}, 1.f)), Contains("(2, 3)"), ShapeError);
+        CHECK_THROWS_AS(backward(y, Tensor(Shape{6}, 1.f)), ShapeError);  // same size, other shape
+        CHECK_THROWS_AS(backward(y, Tensor(Shape{1, 2, 3}, 1.f)), ShapeError);
+        CHECK(all_zero(x.grad()));
+        backward(y, Tensor(Shape{2, 3}, 1.f));  // the graph survived the refusals
+        CHECK(x.grad() == Tensor{{2, 4, 6}, {8, 10, 12}});
+    }
+    SUBCASE("a leaf root adds the given gradient") {
+        const Tensor dy{{1, -1, 2}, {0, 3, -2}};
+        backward(x, dy);
+        backward(x, dy);
+        CHECK(x.grad() == Tensor(2.f * dy));
+    }
+    SUBCASE("a one-element root takes a gradient other than 1") {
+        backward(sum(x), Tensor(Shape{}, -2.f));
+        CHECK(x.grad() == Tensor(Shape{2, 3}, -2.f));
+    }
+}
+
+TEST_CASE("rank-0 and rank-3 values go through the tape") {
+    SUBCASE("scalars throughout") {
+        Var s = Var::scalar(3.f, true);
+        const Var y = s * s + s;  // dy/ds = 2s + 1
+        CHECK(s.dim() == 0);
+        CHECK(y.dim() == 0);
+        CHECK(y.shape() == Shape{});
+        CHECK(y.numel() == 1);
+        CHECK(y.item() == 12.f);
+        backward(y);
+        CHECK(s.grad().dimension() == 0);
+        CHECK(s.grad()() == 7.f);
+        CHECK(sum(s).shape() == Shape{});
+    }
+    SUBCASE("a scalar parameter on a recycled node gets a zeroed gradient buffer") {
+        // Regression: a recycled node's released gradient has shape () too,
+        // so a rank-0 leaf took it for its buffer and backward wrote past it.
+        for (int round = 0; round < 3; ++round) {
+            CAPTURE(round);
+            {
+                Var gone = Var::scalar(1.f, true);
+                backward(gone * 2.f);
+            }
+            Var s = Var::scalar(3.f, true);
+            REQUIRE(s.grad().size() == 1);
+            CHECK(s.grad()() == 0.f);
+            backward(s * s);
+            CHECK(s.grad()() == 6.f);
+            const Var constant = Var::scalar(2.f);  // never required a gradient: none to read
+            CHECK_THROWS_AS(constant.grad(), std::logic_error);
+        }
+    }
+    Tensor v = Tensor::from_shape({2, 3, 4});
+    for (std::size_t i = 0; i < v.size(); ++i) v.flat(i) = 0.5f * (static_cast<float>(i) - 12.f);
+    Var x(v, true);
+    SUBCASE("a rank-3 value times a scalar parameter") {
+        Var s = Var::scalar(2.f, true);
+        const Var y = x * s + x * x;  // dx = s + 2x, ds = sum(x)
+        CHECK(y.shape() == Shape{2, 3, 4});
+        backward(sum(y));
+        CHECK(x.grad().shape() == Shape{2, 3, 4});
+        CHECK(x.grad() == Tensor(2.f + 2.f * v));
+        CHECK(s.grad().shape() == Shape{});
+        CHECK(s.grad()() == -6.f);  // 0.5 * sum(i - 12) over i < 24
+    }
+    SUBCASE("reductions over some axes of a rank-3 value") {
+        const Var over_0_2 = sum(x, {0, 2});
+        CHECK(over_0_2.shape() == Shape{3});
+        CHECK(sum(x, {0, 2}, true).shape() == Shape{1, 3, 1});
+        CHECK(mean(x, {-2}).shape() == Shape{2, 4});
+        const Var w(Tensor{1, -2, 3});
+        backward(sum(over_0_2 * w));  // dx[i, j, k] = w[j]
+        for (std::size_t i = 0; i < 2; ++i)
+            for (std::size_t j = 0; j < 3; ++j)
+                for (std::size_t k = 0; k < 4; ++k) CHECK(x.grad()(i, j, k) == w.value()(j));
+        x.zero_grad();
+        backward(sum(mean(x, {1}, true) * 3.f));  // 3 / 3 = 1 everywhere
+        CHECK(x.grad() == Tensor(Shape{2, 3, 4}, 1.f));
+    }
+    SUBCASE("a rank-3 input through a linear layer") {
+        Var w(Tensor{{1, 0}, {0, 1}, {1, 1}, {2, -1}}, true);  // (4, 2)
+        Var b(Tensor{0.5f, -0.5f}, true);
+        const Var y = linear(x, w, b);
+        CHECK(y.shape() == Shape{2, 3, 2});
+        backward(sum(y));
+        CHECK(b.grad() == Tensor{6, 6});  // one per row: the 2 x 3 leading positions
+        const float w_row_sums[] = {1, 1, 2, 1};
+        for (std::size_t r = 0; r < 6; ++r)
+            for (std::size_t k = 0; k < 4; ++k) CHECK(x.grad().flat(r * 4 + k) == w_row_sums[k]);  // dy . w^T
+        for (std::size_t k = 0; k < 4; ++k) {
+            float column = 0.f;  // x^T . dy: input feature k summed over the 6 rows
+            for (std::size_t r = 0; r < 6; ++r) column += v.flat(r * 4 + k);
+            CHECK(w.grad()(k, 0) == column);
+            CHECK(w.grad()(k, 1) == column);
+        }
+    }
 }
 
 TEST_CASE("a deep chain is walked and freed without recursion") {
     // Recursion over 200000 nodes would need far more than an 8 MiB stack.
     constexpr int kDepth = 200000;
-    Var x(Tensor{{0}}, true);
+    Var x = Var::scalar(0.f, true);
     // Builds the chain, walks it or not, and drops it: freed by backward()
     // in the first case, by the last handle's destructor in the second.
     const auto run = [&](bool walk) {
@@ -262,7 +411,7 @@ TEST_CASE("a deep chain is walked and freed without recursion") {
         run(walk);
         CHECK(tensor_pool().cached_buffers() == pooled);  // every node gave its buffers back
     }
-    CHECK(x.grad()(0, 0) == 2.f);  // 1 from each walk
+    CHECK(x.grad()() == 2.f);  // 1 from each walk
 }
 
 TEST_CASE("a repeated training step recycles its buffers") {
@@ -327,6 +476,142 @@ TEST_CASE("leaf-only operations refuse op results") {
     CHECK_THROWS_WITH_AS(y.zero_grad(), Contains("'mul'"), std::logic_error);
     CHECK(y.requires_grad());  // the refused call changed nothing
 
-    const Var input(Tensor{{1}});
+    const Var input = Var::scalar(1.f);
     CHECK_THROWS_AS(input.grad(), std::logic_error);  // a leaf that never required one
+}
+
+TEST_CASE("FreezeGuard freezes a parameter list and restores each parameter's previous setting") {
+    Var a(Tensor{1, 2}, true), b(test::matrix({{3}, {4}}), true), c(Tensor{5, 6}, true);
+    c.set_requires_grad(false);  // already frozen before the guard
+    Var free(Tensor{1, -1}, true);  // not in the list
+    const std::vector<Var> list{a, b, c};
+    const auto loss = [&] { return sum(a * free) + sum(b * 2.f) + sum(c * free); };
+
+    {
+        FreezeGuard guard(list);
+        CHECK_FALSE(a.requires_grad());
+        CHECK_FALSE(b.requires_grad());
+        CHECK_FALSE(c.requires_grad());
+        CHECK(free.requires_grad());
+        backward(loss());
+        CHECK(all_zero(a.grad()));
+        CHECK(all_zero(b.grad()));
+        CHECK(free.grad() == Tensor{6, 8});  // a + c
+        {
+            // Nested: the inner guard finds a frozen and leaves it frozen.
+            const std::vector<Var> inner_list{a, free};
+            FreezeGuard inner(inner_list);
+            CHECK_FALSE(free.requires_grad());
+        }
+        CHECK_FALSE(a.requires_grad());
+        CHECK(free.requires_grad());
+    }
+    CHECK(a.requires_grad());
+    CHECK(b.requires_grad());
+    CHECK_FALSE(c.requires_grad());  // its own setting, not "requires"
+    free.zero_grad();
+    backward(loss());
+    CHECK(a.grad() == Tensor{1, -1});
+    CHECK(b.grad() == Tensor(Shape{2, 1}, 2.f));
+    CHECK(all_zero(c.grad()));
+
+    SUBCASE("also when an exception leaves its scope") {
+        try {
+            FreezeGuard guard(list);
+            throw std::runtime_error("test: leaving the scope");
+        } catch (const std::runtime_error&) {
+        }
+        CHECK(a.requires_grad());
+        CHECK(b.requires_grad());
+        CHECK_FALSE(c.requires_grad());
+    }
+    SUBCASE("a parameter unfrozen inside the guard is frozen again if it was") {
+        {
+            FreezeGuard guard(list);
+            c.set_requires_grad(true);
+        }
+        CHECK_FALSE(c.requires_grad());
+        CHECK(a.requires_grad());
+    }
+}
+
+namespace {
+
+// Vars that a helper thread creates, keeps and finally destroys itself,
+// shown to the main thread by address only: copying or destroying them
+// here would abort, so the main thread only calls entry points that throw.
+class ForeignVars {
+public:
+    ForeignVars() : owner_([this] { run(); }) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        changed_.wait(lock, [this] { return leaf_ != nullptr; });
+    }
+    // Lets the helper thread finish (it checks its Vars, then destroys them) and joins it.
+    ~ForeignVars() { finish(); }
+    void finish() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            done_ = true;
+        }
+        changed_.notify_all();
+        if (owner_.joinable()) owner_.join();
+    }
+    Var& leaf() { return *leaf_; }
+    Var& result() { return *result_; }
+    const std::vector<Var>& inputs() { return *inputs_; }
+    // Set by the helper thread after finish(): its own backward worked on the untouched graph.
+    Tensor grad_after;
+    std::uint64_t version_after = 0;
+
+private:
+    void run() {
+        auto leaf = std::make_unique<Var>(Tensor{1, 2}, true);
+        auto result = std::make_unique<Var>(sum(*leaf * *leaf));
+        auto inputs = std::make_unique<std::vector<Var>>(std::vector<Var>{*leaf});
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            result_ = result.get();
+            inputs_ = inputs.get();
+            leaf_ = leaf.get();
+        }
+        changed_.notify_all();
+        {
+            std::unique_lock<std::mutex> lock(mutex_);
+            changed_.wait(lock, [this] { return done_; });
+        }
+        backward(*result);
+        grad_after = leaf->grad();
+        version_after = leaf->version();
+    }  // the Vars die here, on their own thread
+
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    bool done_ = false;
+    Var* leaf_ = nullptr;
+    Var* result_ = nullptr;
+    std::vector<Var>* inputs_ = nullptr;
+    std::thread owner_;  // last: started once the members above exist
+};
+
+}  // namespace
+
+TEST_CASE("Op, backward and mutable_value refuse a Var of another thread") {
+    ForeignVars foreign;
+    const std::uint64_t version = foreign.leaf().version();
+    CHECK_THROWS_WITH_AS(backward(foreign.result()), Contains("thread"), std::logic_error);
+    CHECK_THROWS_WITH_AS(backward(foreign.result(), Tensor(Shape{}, 1.f)), Contains("thread"), std::logic_error);
+    CHECK_THROWS_WITH_AS(foreign.leaf().mutable_value(), Contains("thread"), std::logic_error);
+    CHECK(foreign.leaf().version() == version);  // the refused call did not mark the value changed
+    // Op's vector form reads its inputs without copying them (the braced
+    // form copies each into an initializer_list first).
+    CHECK_THROWS_WITH_AS(Op("probe", foreign.inputs(), Shape{2}), Contains("thread"), std::logic_error);
+    CHECK_THROWS_WITH_AS(Op("probe", foreign.inputs(), Shape{2}), Contains("'probe'"), std::logic_error);
+    // This thread's own graphs are unaffected.
+    Var mine(Tensor{3, 4}, true);
+    backward(sum(mine * mine));
+    CHECK(mine.grad() == Tensor{6, 8});
+
+    foreign.finish();
+    CHECK(foreign.grad_after == Tensor{2, 4});  // the owner's backward: nothing was recorded or freed by the refusals
+    CHECK(foreign.version_after == version);
 }

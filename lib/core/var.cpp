@@ -80,6 +80,10 @@ void release_saved(Arena& a, Node& n) noexcept {
     n.saved_count = 0;
 }
 
+// Whether a leaf has its gradient buffer. The size matters, not only the
+// shape: an empty (released) tensor has shape () like a scalar value.
+bool has_grad_buffer(const Node& n) { return n.grad.size() == n.value.size() && n.grad.shape() == n.value.shape(); }
+
 }  // namespace
 
 Tensor& add_saved(Node& n, const Shape& shape) {
@@ -116,8 +120,8 @@ Node* new_node() {
     return n;
 }
 
-void add_ref(Node* n) noexcept {
-    if (n->arena != current) abort_foreign(*n, "copying");
+void add_ref(Node* n) {
+    if (n->arena != current) check_owner(*n, "copying");
     ++n->refs;
 }
 
@@ -184,11 +188,11 @@ Var Var::full(const Shape& shape, float fill, bool requires_grad) {
 
 Var Var::scalar(float value, bool requires_grad) { return full(Shape{}, value, requires_grad); }
 
-Var::Var(const Var& other) noexcept : node_(other.node_) {
+Var::Var(const Var& other) : node_(other.node_) {
     if (node_) detail::add_ref(node_);
 }
 Var::Var(Var&& other) noexcept : node_(other.node_) { other.node_ = nullptr; }
-Var& Var::operator=(const Var& other) noexcept {
+Var& Var::operator=(const Var& other) {
     if (other.node_) detail::add_ref(other.node_);
     if (node_) detail::drop_ref(node_);
     node_ = other.node_;
@@ -233,16 +237,10 @@ bool Var::requires_grad() const { return node().requires_grad; }
 const char* Var::op_name() const { return node().op; }
 std::uint64_t Var::version() const { return node().version; }
 
-namespace {
-// Whether a leaf's gradient buffer exists. Shapes alone cannot tell for a
-// scalar: an empty tensor also has the shape ().
-bool has_grad_buffer(const Node& n) { return n.grad.size() == n.value.size() && n.grad.shape() == n.value.shape(); }
-}  // namespace
-
 void Var::set_requires_grad(bool requires) {
     Node& n = leaf_node("set_requires_grad()");
     n.requires_grad = requires;
-    if (requires && !has_grad_buffer(n)) {
+    if (requires && !detail::has_grad_buffer(n)) {
         n.arena->pool.release(n.grad);
         n.arena->pool.acquire(n.grad, n.value.shape());
         n.grad.fill(0.f);
@@ -251,7 +249,7 @@ void Var::set_requires_grad(bool requires) {
 
 const Tensor& Var::grad() const {
     Node& n = leaf_node("grad()");
-    if (!n.requires_grad && !has_grad_buffer(n)) {
+    if (!n.requires_grad && !detail::has_grad_buffer(n)) {
         throw std::logic_error("xgrad: grad() of a leaf that does not require a gradient");
     }
     return n.grad;

@@ -18,7 +18,7 @@ namespace xgrad {
 // vector of 4, so tensors of rank <= 4 never touch the heap for them
 // (docs/design.md has the measurements behind this choice).
 //
-// Pitfall: Tensor::from_shape({2, 3}) is the 1-D tensor [2, 3] (a braced list is read
+// Pitfall: Tensor({2, 3}) is the 1-D tensor [2, 3] (a braced list is read
 // as values). Make a 2 x 3 tensor with Tensor::from_shape({2, 3}) or
 // Tensor({2, 3}, fill).
 using Tensor = xt::xarray<float>;

@@ -16,9 +16,10 @@
 // gradients add up twice, as in PyTorch).
 //
 // Threads: a graph belongs to the thread that built it. Using a Var on
-// another thread (copying, destroying, computing with it), or after the
-// thread that created it has exited, is an error that xgrad reports: a
-// logic_error where it can throw, otherwise a message and abort().
+// another thread, or after the thread that created it has exited, is an
+// error that xgrad reports: copying it, computing with it, changing it or
+// running backward through it throws std::logic_error; destroying it (which
+// cannot throw) prints a message and aborts.
 // xgrad's own threads (parallel.hpp) work inside one op and never touch Vars.
 #pragma once
 
@@ -95,7 +96,7 @@ struct Node {
 };
 
 Node* new_node();
-void add_ref(Node* n) noexcept;
+void add_ref(Node* n);  // throws std::logic_error for a node of another thread
 void drop_ref(Node* n) noexcept;
 // Throws std::logic_error naming `what` (and the op using it) unless n
 // belongs to this thread.
@@ -125,9 +126,10 @@ public:
     // A rank-0 leaf.
     static Var scalar(float value, bool requires_grad = false);
 
-    Var(const Var& other) noexcept;
+    // Copying a Var of another thread throws std::logic_error.
+    Var(const Var& other);
     Var(Var&& other) noexcept;
-    Var& operator=(const Var& other) noexcept;
+    Var& operator=(const Var& other);
     Var& operator=(Var&& other) noexcept;
     ~Var();
 
