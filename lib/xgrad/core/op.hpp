@@ -116,16 +116,22 @@ public:
         Tensor& g = grad_buffer(i, fresh);
         // noalias() would silently resize g to a wrongly shaped expression.
         if (!same_shape(expr.shape(), g.shape())) throw_gradient_shape(i, expr.shape());
-        // With the shapes known equal, the assignment goes straight to
-        // xtensor's data loop (linear and SIMD when the operands are laid out
-        // like g, element by element otherwise), skipping the shape
-        // computations of a general assignment: on small tensors they cost
-        // more than the arithmetic.
+        // When every operand is laid out like g (no broadcasting), the
+        // assignment goes straight to xtensor's linear SIMD loop, skipping
+        // the shape computations of a general assignment: on small tensors
+        // they cost more than the arithmetic.
         using Assigner = xt::xexpression_assigner_base<xt::xtensor_expression_tag>;
+        const bool linear = expr.has_linear_assign(g.strides());
         if (fresh) {
-            Assigner::assign_data(g, expr, true);
-        } else {
+            if (linear) {
+                Assigner::assign_data(g, expr, true);
+            } else {
+                xt::noalias(g) = expr;
+            }
+        } else if (linear) {
             Assigner::assign_data(g, g + expr, true);
+        } else {
+            xt::noalias(g) += expr;
         }
     }
 
