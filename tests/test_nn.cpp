@@ -115,6 +115,37 @@ TEST_CASE("Flatten and Reshape modules") {
     CHECK(reshape(flatten(x)).shape() == Shape{2, 4, 3});
 }
 
+TEST_CASE("BatchNorm2d: running statistics are buffers, switched by train/eval, untouched by optimizers") {
+    BatchNorm2d bn(3);
+    CHECK(bn.named_parameters().size() == 2);
+    REQUIRE(bn.named_buffers().size() == 2);
+    CHECK(bn.named_buffers()[0].first == "running_mean");
+    const Var x = Var(test::random_tensor({4, 3, 2, 2}, 1.f, 3.f, 8), true);
+    Adam adam(bn.parameters());
+    const Var loss = sum(bn(x) * bn(x));
+    const Tensor mean_after = bn.running_mean.value();
+    CHECK(xt::all(mean_after > 0.f));  // moved towards the batch means near 2
+    backward(loss);
+    adam.step();
+    CHECK(bn.running_mean.value() == mean_after);  // the optimizer left the buffers alone
+    bn.eval();
+    const Tensor y1 = bn(x).value();
+    CHECK(bn.running_mean.value() == mean_after);  // evaluation does not update them
+    CHECK(y1 == bn(x).value());
+    Archive archive;
+    bn.save(archive);
+    BatchNorm2d restored(3);
+    restored.load(archive);
+    restored.eval();
+    CHECK(restored.running_var.value() == bn.running_var.value());
+    CHECK(restored(x).value() == y1);
+    CHECK_THROWS_WITH_AS(bn(Var::zeros({4, 3})), doctest::Contains("BatchNorm2d"), ShapeError);
+    CHECK_NOTHROW(BatchNorm1d(3)(Var::zeros({4, 3})));
+    LayerNorm ln({2, 2});
+    CHECK(ln(x).shape() == x.shape());
+    CHECK_THROWS_AS(ln(Var::zeros({4, 3})), ShapeError);
+}
+
 TEST_CASE("initialisations have the stated scale") {
     Rng rng(7);
     const std::size_t fan_in = 400, fan_out = 100;

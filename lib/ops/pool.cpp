@@ -59,6 +59,17 @@ void for_each_plane(std::size_t planes, std::size_t work_per_plane, const F& f) 
                  });
 }
 
+// Calls f(plane, out_index, i, j) for every output pixel (i, j) of every
+// plane, planes split over xgrad's threads.
+template <class F>
+void for_each_output(const PoolGeometry& g, const F& f) {
+    for_each_plane(g.planes, g.out_plane() * g.kernel.h * g.kernel.w, [&](std::size_t p) {
+        for (std::size_t i = 0; i < g.out_h; ++i) {
+            for (std::size_t j = 0; j < g.out_w; ++j) f(p, p * g.out_plane() + i * g.out_w + j, i, j);
+        }
+    });
+}
+
 // Calls f(in_index) for each input pixel inside window (i, j); rows and
 // columns of the window that fall into the padding are skipped.
 template <class F>
@@ -81,24 +92,19 @@ Var max_pool2d(const Var& x, Size2 kernel, Size2 stride, Size2 padding) {
     float* out = op.out().data();
     // The arg-max of each output, as an index into x (only kept for backward).
     std::size_t* arg = op.records() ? op.index(op.out().size()) : nullptr;
-    for_each_plane(g.planes, g.out_plane() * g.kernel.h * g.kernel.w, [&](std::size_t p) {
+    for_each_output(g, [&](std::size_t p, std::size_t o, std::size_t i, std::size_t j) {
         const float* plane = in + p * g.in_plane();
-        for (std::size_t i = 0; i < g.out_h; ++i) {
-            for (std::size_t j = 0; j < g.out_w; ++j) {
-                float best = -std::numeric_limits<float>::infinity();
-                std::size_t best_at = std::size_t(-1);
-                for_each_in_window(g, i, j, [&](std::size_t at) {
-                    const float v = plane[at];
-                    if (best_at == std::size_t(-1) || (!std::isnan(best) && (std::isnan(v) || v > best))) {
-                        best = v;
-                        best_at = at;
-                    }
-                });
-                const std::size_t o = p * g.out_plane() + i * g.out_w + j;
-                out[o] = best;
-                if (arg) arg[o] = p * g.in_plane() + best_at;
+        float best = -std::numeric_limits<float>::infinity();
+        std::size_t best_at = std::size_t(-1);
+        for_each_in_window(g, i, j, [&](std::size_t at) {
+            const float v = plane[at];
+            if (best_at == std::size_t(-1) || (!std::isnan(best) && (std::isnan(v) || v > best))) {
+                best = v;
+                best_at = at;
             }
-        }
+        });
+        out[o] = best;
+        if (arg) arg[o] = p * g.in_plane() + best_at;
     });
     return op.finish([](BackwardContext& ctx) {
         if (!ctx.needs_grad(0)) return;
@@ -117,15 +123,11 @@ Var avg_pool2d(const Var& x, Size2 kernel, Size2 stride, Size2 padding) {
     const float* in = x.value().data();
     float* out = op.out().data();
     const float scale = 1.f / static_cast<float>(g.kernel.h * g.kernel.w);
-    for_each_plane(g.planes, g.out_plane() * g.kernel.h * g.kernel.w, [&](std::size_t p) {
+    for_each_output(g, [&](std::size_t p, std::size_t o, std::size_t i, std::size_t j) {
         const float* plane = in + p * g.in_plane();
-        for (std::size_t i = 0; i < g.out_h; ++i) {
-            for (std::size_t j = 0; j < g.out_w; ++j) {
-                float total = 0.f;
-                for_each_in_window(g, i, j, [&](std::size_t at) { total += plane[at]; });
-                out[p * g.out_plane() + i * g.out_w + j] = total * scale;
-            }
-        }
+        float total = 0.f;
+        for_each_in_window(g, i, j, [&](std::size_t at) { total += plane[at]; });
+        out[o] = total * scale;
     });
     return op.finish([](BackwardContext& ctx) {
         if (!ctx.needs_grad(0)) return;
@@ -133,14 +135,11 @@ Var avg_pool2d(const Var& x, Size2 kernel, Size2 stride, Size2 padding) {
         float* dx = ctx.accumulator(0).data();
         const float* dy = ctx.grad_output().data();
         const float scale = 1.f / static_cast<float>(g.kernel.h * g.kernel.w);
-        for_each_plane(g.planes, g.out_plane() * g.kernel.h * g.kernel.w, [&](std::size_t p) {
+        // Each plane on one thread: overlapping windows add in a fixed order.
+        for_each_output(g, [&](std::size_t p, std::size_t o, std::size_t i, std::size_t j) {
             float* plane = dx + p * g.in_plane();
-            for (std::size_t i = 0; i < g.out_h; ++i) {
-                for (std::size_t j = 0; j < g.out_w; ++j) {
-                    const float d = dy[p * g.out_plane() + i * g.out_w + j] * scale;
-                    for_each_in_window(g, i, j, [&](std::size_t at) { plane[at] += d; });
-                }
-            }
+            const float d = dy[o] * scale;
+            for_each_in_window(g, i, j, [&](std::size_t at) { plane[at] += d; });
         });
     });
 }

@@ -5,3 +5,4 @@
 #include <xgrad/nn/init.hpp>
 #include <xgrad/nn/linear.hpp>
 #include <xgrad/nn/module.hpp>
+#include <xgrad/nn/norm.hpp>

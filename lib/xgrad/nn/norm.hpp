@@ -1,0 +1,55 @@
+// Normalisation layers.
+#pragma once
+
+#include <xgrad/nn/module.hpp>
+#include <xgrad/ops/norm.hpp>
+
+namespace xgrad {
+
+// Batch normalisation over channel axis 1 (see xgrad::batch_norm): batch
+// statistics while training (and running mean and variance updated, both
+// buffers: saved in checkpoints, never touched by optimizers), the running
+// statistics in evaluation mode. weight starts at 1, bias at 0, running mean
+// 0 and variance 1, as in PyTorch.
+class BatchNorm : public Module {
+public:
+    explicit BatchNorm(std::size_t channels, float momentum = 0.1f, float eps = 1e-5f, bool affine = true);
+    Var forward(const Var& x) override;
+    Var weight, bias, running_mean, running_var;
+
+protected:
+    // Throws ShapeError naming the layer unless x has one of `ranks`.
+    void require_rank(const Var& x, std::size_t rank_a, std::size_t rank_b, const char* layer) const;
+
+private:
+    float momentum_, eps_;
+};
+
+// Over (N, C) or (N, C, L).
+class BatchNorm1d : public BatchNorm {
+public:
+    using BatchNorm::BatchNorm;
+    Var forward(const Var& x) override;
+};
+
+// Over (N, C, H, W).
+class BatchNorm2d : public BatchNorm {
+public:
+    using BatchNorm::BatchNorm;
+    Var forward(const Var& x) override;
+};
+
+// Layer normalisation over the trailing axes of the given shape (see
+// xgrad::layer_norm); weight 1 and bias 0 of that shape.
+class LayerNorm : public Module {
+public:
+    explicit LayerNorm(const Shape& normalized_shape, float eps = 1e-5f, bool affine = true);
+    Var forward(const Var& x) override;
+    Var weight, bias;
+
+private:
+    Shape shape_;
+    float eps_;
+};
+
+}  // namespace xgrad
