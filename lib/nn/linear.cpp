@@ -15,6 +15,13 @@ Linear::Linear(std::size_t in, std::size_t out, Rng& rng, Init init, bool with_b
     }
 }
 
-Var Linear::forward(const Var& x) { return linear(x, weight, bias); }
+Var Linear::forward(const Var& x) { return linear(x, spectral_ ? spectral_->normalize(weight, is_training()) : weight, bias); }
+
+void Linear::apply_spectral_norm(Rng& rng) {
+    if (spectral_) return;
+    spectral_ = std::make_unique<SpectralNorm>(weight.shape(), rng);
+    register_buffer("weight_u", spectral_->u);
+    register_buffer("weight_v", spectral_->v);
+}
 
 }  // namespace xgrad

@@ -1,8 +1,6 @@
 #include <xgrad/optim/adam.hpp>
 
-#include <cerrno>
 #include <cmath>
-#include <cstdlib>
 #include <stdexcept>
 
 #include <xsimd/xsimd.hpp>
@@ -86,19 +84,13 @@ void Adam::step() {
 void Adam::save(Archive& archive, const std::string& prefix) const {
     detail::save_slots(archive, prefix, "m", m_);
     detail::save_slots(archive, prefix, "v", v_);
-    archive.put_text(prefix + "t", std::to_string(t_));
+    archive.put_integer(prefix + "t", t_);
 }
 
 void Adam::load(const Archive& archive, const std::string& prefix) {
     detail::check_slots(archive, prefix, "m", m_);
     detail::check_slots(archive, prefix, "v", v_);
-    const std::string& text = archive.text(prefix + "t");
-    errno = 0;
-    char* end = nullptr;
-    const long t = std::strtol(text.c_str(), &end, 10);
-    if (text.empty() || *end != '\0' || errno != 0 || t < 0) {
-        throw std::runtime_error("xgrad: Adam step count '" + prefix + "t' is not a number >= 0: '" + text + "'");
-    }
+    const long t = archive.integer(prefix + "t");
     detail::take_slots(archive, prefix, "m", m_);
     detail::take_slots(archive, prefix, "v", v_);
     t_ = t;

@@ -21,6 +21,11 @@ public:
     // Throw std::out_of_range naming the missing entry.
     const Tensor& tensor(const std::string& name) const;
     const std::string& text(const std::string& name) const;
+    // A count (a step number, say) kept as the text of a decimal integer
+    // >= 0. integer() parses it strictly: "7junk", "", "-1" and values past
+    // a long throw std::runtime_error naming the entry and the text.
+    void put_integer(const std::string& name, long value);
+    long integer(const std::string& name) const;
 
     const std::map<std::string, Tensor>& tensors() const { return tensors_; }
     const std::map<std::string, std::string>& texts() const { return texts_; }

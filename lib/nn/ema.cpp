@@ -1,0 +1,73 @@
+#include <xgrad/nn/ema.hpp>
+
+#include <algorithm>
+#include <stdexcept>
+
+#include <xtensor/xnoalias.hpp>
+
+namespace xgrad {
+
+EmaWeights::EmaWeights(const Module& module, float decay) : module_(module), decay_(decay) {
+    if (!(decay >= 0.f && decay < 1.f)) {
+        throw std::invalid_argument("xgrad::EmaWeights: decay " + std::to_string(decay) + " (expected 0 <= decay < 1)");
+    }
+    for (const Var& p : module_.parameters()) average_.push_back(p.value());
+}
+
+void EmaWeights::update() {
+    const std::vector<Var> parameters = module_.parameters();
+    const float d = std::min(decay_, static_cast<float>(double(1 + updates_) / double(10 + updates_)));
+    for (std::size_t i = 0; i < parameters.size(); ++i) {
+        const float* p = parameters[i].value().data();
+        float* a = average_[i].data();
+        for (std::size_t k = 0; k < average_[i].size(); ++k) a[k] = d * a[k] + (1.f - d) * p[k];
+    }
+    ++updates_;
+}
+
+void EmaWeights::copy_to(Module& target) const {
+    const NamedVars source = module_.named_parameters(), into = target.named_parameters();
+    if (source.size() != into.size()) {
+        throw ShapeError("xgrad::EmaWeights::copy_to: the target has " + std::to_string(into.size()) + " parameters, the averaged module " +
+                         std::to_string(source.size()));
+    }
+    for (std::size_t i = 0; i < into.size(); ++i) {
+        if (into[i].second.shape() != average_[i].shape()) {
+            throw ShapeError("xgrad::EmaWeights::copy_to: parameter '" + into[i].first + "' is " +
+                             shape_string(into[i].second.shape()) + ", its average " + shape_string(average_[i]));
+        }
+    }
+    if (&target != &module_) {
+        Archive buffers;
+        for (const auto& [name, b] : module_.named_buffers()) buffers.put(name, b.value());
+        for (auto [name, b] : target.named_buffers()) {
+            if (buffers.contains(name) && buffers.tensor(name).shape() == b.shape()) xt::noalias(b.mutable_value()) = buffers.tensor(name);
+        }
+    }
+    for (std::size_t i = 0; i < into.size(); ++i) {
+        Var p = into[i].second;
+        xt::noalias(p.mutable_value()) = average_[i];
+    }
+}
+
+void EmaWeights::save(Archive& archive, const std::string& prefix) const {
+    const NamedVars parameters = module_.named_parameters();
+    for (std::size_t i = 0; i < parameters.size(); ++i) archive.put(prefix + parameters[i].first, average_[i]);
+    archive.put_integer(prefix + "updates", updates_);
+}
+
+void EmaWeights::load(const Archive& archive, const std::string& prefix) {
+    const NamedVars parameters = module_.named_parameters();
+    for (std::size_t i = 0; i < parameters.size(); ++i) {
+        const Tensor& stored = archive.tensor(prefix + parameters[i].first);
+        if (stored.shape() != average_[i].shape()) {
+            throw ShapeError("xgrad::EmaWeights: average '" + prefix + parameters[i].first + "' is " + shape_string(stored) +
+                             ", expected " + shape_string(average_[i]));
+        }
+    }
+    const long updates = archive.integer(prefix + "updates");
+    for (std::size_t i = 0; i < parameters.size(); ++i) xt::noalias(average_[i]) = archive.tensor(prefix + parameters[i].first);
+    updates_ = updates;
+}
+
+}  // namespace xgrad

@@ -1,0 +1,59 @@
+#include <xgrad/nn/spectral_norm.hpp>
+
+#include <cmath>
+
+#include <xgrad/ops/arithmetic.hpp>
+#include <xgrad/ops/linalg.hpp>
+#include <xgrad/ops/reduce.hpp>
+#include <xgrad/ops/shape.hpp>
+
+namespace xgrad {
+namespace {
+
+// x /= max(|x|, eps); in double, so that u and v stay unit vectors.
+void normalize_in_place(float* x, std::size_t n, float eps) {
+    double squares = 0.0;
+    for (std::size_t i = 0; i < n; ++i) squares += double(x[i]) * x[i];
+    const double norm = std::max(std::sqrt(squares), double(eps));
+    for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<float>(x[i] / norm);
+}
+
+}  // namespace
+
+SpectralNorm::SpectralNorm(const Shape& weight_shape, Rng& rng, float eps)
+    : rows_(weight_shape.empty() ? 1 : weight_shape[0]), cols_(rows_ == 0 ? 0 : numel(weight_shape) / rows_), eps_(eps) {
+    Tensor tu = Tensor::from_shape({rows_}), tv = Tensor::from_shape({cols_});
+    rng.fill_normal(tu, 0.f, 1.f);
+    rng.fill_normal(tv, 0.f, 1.f);
+    normalize_in_place(tu.data(), rows_, eps_);
+    normalize_in_place(tv.data(), cols_, eps_);
+    u = Var(std::move(tu));
+    v = Var(std::move(tv));
+}
+
+Var SpectralNorm::normalize(const Var& weight, bool training) {
+    const float* w = weight.value().data();
+    if (training) {
+        float* pu = u.mutable_value().data();
+        float* pv = v.mutable_value().data();
+        for (std::size_t c = 0; c < cols_; ++c) {
+            double s = 0.0;
+            for (std::size_t r = 0; r < rows_; ++r) s += double(w[r * cols_ + c]) * pu[r];
+            pv[c] = static_cast<float>(s);
+        }
+        normalize_in_place(pv, cols_, eps_);
+        for (std::size_t r = 0; r < rows_; ++r) {
+            double s = 0.0;
+            for (std::size_t c = 0; c < cols_; ++c) s += double(w[r * cols_ + c]) * pv[c];
+            pu[r] = static_cast<float>(s);
+        }
+        normalize_in_place(pu, rows_, eps_);
+    }
+    // sigma = u^T W v through ops, so that backward carries d sigma / dW.
+    const Var matrix = reshape(weight, {static_cast<long>(rows_), static_cast<long>(cols_)});
+    const Var sigma = sum(mul(u.detach(), matmul(matrix, v.detach())));
+    sigma_ = sigma.item();
+    return div(weight, sigma);
+}
+
+}  // namespace xgrad
