@@ -1,6 +1,6 @@
 #include <xgrad/io/archive_file.hpp>
 
-#include "atomic_file.hpp"
+#include <xgrad/io/atomic_file.hpp>
 
 #include <cerrno>
 #include <cstring>
@@ -76,7 +76,7 @@ void write_archive(const std::string& path, const Archive& archive) {
     }
     append(bytes, static_cast<std::uint32_t>(crc32_z(0L, reinterpret_cast<const Bytef*>(bytes.data()), bytes.size())));
 
-    detail::write_file_atomically(path, {bytes});
+    write_file_atomically(path, {bytes});
 }
 
 Archive read_archive(const std::string& path) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <xgrad/core/tensor.hpp>
+#include <xgrad/io/atomic_file.hpp>
 
 namespace xgrad {
 
@@ -36,6 +37,25 @@ std::vector<std::uint8_t> read_idx_labels(const std::string& path);
 // dimensions or whose dimensions do not fit the format's u32 fields.
 void write_idx_images(const std::string& path, const IdxImages& images);
 void write_idx_labels(const std::string& path, const std::vector<std::uint8_t>& labels);
+
+// Writes an images file a few images at a time, for sets too large to hold
+// in memory; atomic as above: the file appears under `path` only when
+// commit() follows exactly `count` images, and destroying the writer before
+// that removes what was written. The constructor throws as
+// write_idx_images does for dimensions the format cannot hold.
+class IdxImagesWriter {
+public:
+    IdxImagesWriter(const std::string& path, std::size_t count, std::size_t rows, std::size_t cols);
+    // `images` images of rows*cols bytes each; throws std::invalid_argument
+    // past `count`.
+    void append(const std::uint8_t* pixels, std::size_t images);
+    // Throws std::logic_error if fewer than `count` images were appended.
+    void commit();
+
+private:
+    AtomicFile file_;
+    std::size_t count_, image_bytes_, written_ = 0;
+};
 
 // The images and labels of one split, checked against each other (one label
 // per image) and against the expected image size.
