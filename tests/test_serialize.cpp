@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <unistd.h>
+#include <zlib.h>
 
 #include "helpers.hpp"
 #include <xgrad/nn/module.hpp>
@@ -234,10 +235,10 @@ TEST_CASE("a damaged archive is rejected with a message naming the file and the 
             {5, "inside the magic number"},
             {10, "inside the version"},
             {14, "inside the header"},
-            {kNameStart + 3, "inside an entry name"},
-            {kDataStart + 10, "inside tensor data"},
-            {kBodyEnd, "the checksum is missing"},
-            {kBodyEnd + 2, "the checksum is missing"},
+            {kNameStart + 3, "CRC mismatch"},
+            {kDataStart + 10, "CRC mismatch"},
+            {kBodyEnd, "CRC mismatch"},
+            {kBodyEnd + 2, "CRC mismatch"},
         };
         for (const auto& [size, damage] : cuts) {
             CAPTURE(size);
@@ -246,9 +247,9 @@ TEST_CASE("a damaged archive is rejected with a message naming the file and the 
     }
     SUBCASE("one flipped byte") {
         bytes[kDataStart + 5] ^= 0x10;
-        check_rejected(bytes, "checksum mismatch");
+        check_rejected(bytes, "corrupt (CRC mismatch");
     }
-    SUBCASE("trailing bytes") { check_rejected(good + std::string(3, '\0'), "3 unexpected bytes"); }
+    SUBCASE("trailing bytes") { check_rejected(good + std::string(3, '\0'), "CRC mismatch"); }
     SUBCASE("any single flipped bit") {
         std::size_t accepted = 0, unnamed = 0;
         for (std::size_t i = 0; i < good.size(); ++i) {
@@ -267,12 +268,94 @@ TEST_CASE("a damaged archive is rejected with a message naming the file and the 
         CHECK(accepted == 0);
         CHECK(unnamed == 0);
     }
+    SUBCASE("a flipped bit past the magic and version reads as a CRC mismatch") {
+        std::size_t misread = 0;
+        for (std::size_t i = 12; i < good.size(); ++i) {
+            for (int bit = 0; bit < 8; ++bit) {
+                bytes = good;
+                bytes[i] = static_cast<char>(bytes[i] ^ (1 << bit));
+                write_bytes(bad, bytes);
+                try {
+                    read_archive(bad);
+                    ++misread;
+                } catch (const std::runtime_error& e) {
+                    if (std::string(e.what()).find("corrupt (CRC mismatch") == std::string::npos) {
+                        if (misread++ == 0) MESSAGE("byte " << i << " bit " << bit << ": " << std::string(e.what()));
+                    }
+                }
+            }
+        }
+        CHECK(misread == 0);
+    }
     SUBCASE("a missing file") {
         const std::string absent = dir.file("absent.xga");
         CHECK_THROWS_WITH_AS(read_archive(absent), Contains(absent.c_str()), std::runtime_error);
     }
     // The damaged copies never affected the original.
     CHECK(same_bits(read_archive(good_path).tensor("weights"), reference_archive().tensor("weights")));
+}
+
+namespace {
+
+// Archive bytes as a buggy or hostile writer could make them, with a valid
+// CRC so that the parser behind the checksum gets to see them.
+struct RawArchive {
+    std::string bytes = std::string("XGRADARC") + std::string("\x01\0\0\0", 4);
+    template <class T>
+    RawArchive& add(T value) {
+        bytes.append(reinterpret_cast<const char*>(&value), sizeof value);
+        return *this;
+    }
+    RawArchive& tensor_header(const std::string& name, std::uint64_t rows, std::uint64_t cols) {
+        add(std::uint8_t{1}).add(static_cast<std::uint32_t>(name.size()));
+        bytes += name;
+        return add(rows).add(cols);
+    }
+    std::string sealed() const {
+        std::string out = bytes;
+        const auto crc = static_cast<std::uint32_t>(crc32_z(0L, reinterpret_cast<const Bytef*>(out.data()), out.size()));
+        out.append(reinterpret_cast<const char*>(&crc), sizeof crc);
+        return out;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("tensor shapes behind a valid checksum are checked without overflow") {
+    test::TempDir dir;
+    const std::string path = dir.file("crafted.xga");
+    const auto read_crafted = [&](const RawArchive& raw) {
+        write_bytes(path, raw.sealed());
+        return read_archive(path);
+    };
+    const std::uint64_t big = std::uint64_t(1) << 63;
+    const std::pair<std::uint64_t, std::uint64_t> impossible[] = {{0, big}, {big, 0}, {big, 4}, {0, ~std::uint64_t(0)},
+                                                                  {std::uint64_t(1) << 32, std::uint64_t(1) << 32}};
+    for (const auto& [rows, cols] : impossible) {
+        CAPTURE(rows);
+        CAPTURE(cols);
+        RawArchive raw;
+        raw.add(std::uint32_t{1}).tensor_header("t", rows, cols);
+        CHECK_THROWS_WITH_AS(read_crafted(raw), Contains("tensor 't'"), std::runtime_error);
+        CHECK_THROWS_WITH_AS(read_crafted(raw), Contains(path.c_str()), std::runtime_error);
+    }
+    // Data promised beyond the end of the file.
+    RawArchive beyond;
+    beyond.add(std::uint32_t{1}).tensor_header("t", 2, 3).add(1.f);
+    CHECK_THROWS_WITH_AS(read_crafted(beyond), Contains("tensor 't' of shape (2, 3) needs 24 bytes, the file has 4 left"),
+                         std::runtime_error);
+    // More entries than the count says.
+    RawArchive extra;
+    extra.add(std::uint32_t{1}).tensor_header("a", 1, 1).add(1.f).tensor_header("b", 1, 1).add(2.f);
+    CHECK_THROWS_WITH_AS(read_crafted(extra), Contains("26 unexpected bytes after the last entry"), std::runtime_error);
+
+    // Empty tensors of sane shapes load, whatever their place in the file.
+    RawArchive empty;
+    empty.add(std::uint32_t{3}).tensor_header("rows", 0, 5).tensor_header("cols", 7, 0).tensor_header("none", 0, 0);
+    const Archive loaded = read_crafted(empty);
+    CHECK(shape_of(loaded.tensor("rows")) == Shape{0, 5});
+    CHECK(shape_of(loaded.tensor("cols")) == Shape{7, 0});
+    CHECK(loaded.tensor("none").size() == 0);
 }
 
 TEST_CASE("Module::load names a parameter that is missing or has another shape") {
