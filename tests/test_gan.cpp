@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "app_helpers.hpp"
 #include "helpers.hpp"
 #include <xgrad/check/gradcheck.hpp>
 #include <xgrad/io/archive_file.hpp>
@@ -230,25 +231,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A small random MNIST-format training set.
-void write_tiny_mnist(const fs::path& dir, std::size_t count) {
-    IdxImages images;
-    images.count = count;
-    images.rows = images.cols = 28;
-    Rng rng(1);
-    for (std::size_t i = 0; i < count * 784; ++i) images.pixels.push_back(static_cast<std::uint8_t>(rng.below(256)));
-    std::vector<std::uint8_t> labels;
-    for (std::size_t i = 0; i < count; ++i) labels.push_back(static_cast<std::uint8_t>(i % 10));
-    write_idx_images((dir / "train-images-idx3-ubyte").string(), images);
-    write_idx_labels((dir / "train-labels-idx1-ubyte").string(), labels);
-}
-
-int run(std::vector<std::string> args) {
-    args.insert(args.begin(), "mnist_gan");
-    std::vector<const char*> argv;
-    for (const auto& a : args) argv.push_back(a.c_str());
-    return gan::run_app(static_cast<int>(argv.size()), argv.data());
-}
+int run(const std::vector<std::string>& args) { return test::run_mnist_gan(args); }
 
 std::vector<std::string> small_run(const fs::path& data, const fs::path& out, long steps) {
     return {"--data", data.string(), "--out", out.string(), "--steps", std::to_string(steps), "--batch", "8", "--hidden", "16",
@@ -259,7 +242,7 @@ std::vector<std::string> small_run(const fs::path& data, const fs::path& out, lo
 
 TEST_CASE("mnist_gan runs end to end on a tiny IDX file and resumes bit-exactly") {
     test::TempDir dir;
-    write_tiny_mnist(dir.path(), 30);
+    test::write_random_split(dir.path(), "train", 30);
 
     auto args = small_run(dir.path(), dir.path() / "out", 4);
     args.insert(args.end(), {"--samples", "5"});
@@ -299,13 +282,13 @@ TEST_CASE("mnist_gan rejects bad input with a message, not a crash") {
     CHECK(run({"--data", (dir.path() / "missing").string(), "--out", (dir.path() / "out").string(), "--steps", "1"}) == 1);
     CHECK(run({"--steps", "0"}) != 0);
     CHECK(run({"--preset", "fancy"}) != 0);
-    write_tiny_mnist(dir.path(), 3);
+    test::write_random_split(dir.path(), "train", 3);
     CHECK(run({"--data", dir.path().string(), "--out", (dir.path() / "out").string(), "--resume", "--steps", "2"}) == 1);
 }
 
 TEST_CASE("mnist_gan stops on a NaN loss and keeps the last good checkpoint") {
     test::TempDir dir;
-    write_tiny_mnist(dir.path(), 30);
+    test::write_random_split(dir.path(), "train", 30);
     const fs::path out = dir.path() / "out";
     REQUIRE(run(small_run(dir.path(), out, 2)) == 0);
 
@@ -367,23 +350,11 @@ std::vector<std::string> with(std::vector<std::string> args, std::initializer_li
     return args;
 }
 
-std::vector<std::string> csv_lines(const fs::path& path) {
-    std::ifstream in(path);
-    std::vector<std::string> lines;
-    for (std::string line; std::getline(in, line);) lines.push_back(line);
-    return lines;
-}
-
-std::string file_bytes(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 }  // namespace
 
 TEST_CASE("mnist_gan never checkpoints a non-finite parameter, even after a finite loss") {
     test::TempDir dir;
-    write_tiny_mnist(dir.path(), 30);
+    test::write_random_split(dir.path(), "train", 30);
     const fs::path out = dir.path() / "out";
     REQUIRE(run(small_run(dir.path(), out, 2)) == 0);
 
@@ -401,19 +372,19 @@ TEST_CASE("mnist_gan never checkpoints a non-finite parameter, even after a fini
     archive.put("g_optimizer.m.1", m);
     archive.put("g_optimizer.v.1", v);
     xgrad::write_archive(checkpoint, archive);
-    const std::string before = file_bytes(checkpoint);
+    const std::string before = test::file_bytes(checkpoint);
 
     const Outcome r = run_capturing(with(small_run(dir.path(), out, 5), {"--resume"}));
     INFO(r.err);
     CHECK(r.code == 3);
     CHECK(contains(r.err, "diverged at step 4"));
     CHECK(contains(r.err, "'generator.0.bias' holds -inf at element 0"));
-    CHECK(file_bytes(checkpoint) == before);  // the last good checkpoint
+    CHECK(test::file_bytes(checkpoint) == before);  // the last good checkpoint
 }
 
 TEST_CASE("mnist_gan fails loudly when log.csv cannot be written") {
     test::TempDir dir;
-    write_tiny_mnist(dir.path(), 30);
+    test::write_random_split(dir.path(), "train", 30);
     const fs::path out = dir.path() / "out";
     fs::create_directories(out);
     fs::create_symlink("/dev/full", out / "log.csv");
@@ -426,16 +397,16 @@ TEST_CASE("mnist_gan fails loudly when log.csv cannot be written") {
 
 TEST_CASE("after a resume, log.csv holds each step once: rows logged after the checkpoint are dropped") {
     test::TempDir dir;
-    write_tiny_mnist(dir.path(), 30);
+    test::write_random_split(dir.path(), "train", 30);
     const fs::path out = dir.path() / "out";
     REQUIRE(run(small_run(dir.path(), out, 2)) == 0);
-    const std::string step2 = file_bytes(out / "checkpoint.xgrad");
+    const std::string step2 = test::file_bytes(out / "checkpoint.xgrad");
     REQUIRE(run(with(small_run(dir.path(), out, 4), {"--resume"})) == 0);
     // As if killed after logging steps 3 and 4 but before their checkpoint.
     std::ofstream(out / "checkpoint.xgrad", std::ios::binary) << step2;
     REQUIRE(run(with(small_run(dir.path(), out, 5), {"--resume"})) == 0);
 
-    const std::vector<std::string> lines = csv_lines(out / "log.csv");
+    const std::vector<std::string> lines = test::lines_of(out / "log.csv");
     REQUIRE(lines.size() == 6);
     CHECK(lines[0] == "step,d_loss,g_loss,d_real,d_fake");
     for (std::size_t i = 1; i < lines.size(); ++i) CHECK(lines[i].rfind(std::to_string(i) + ",", 0) == 0);
@@ -443,15 +414,15 @@ TEST_CASE("after a resume, log.csv holds each step once: rows logged after the c
 
 TEST_CASE("--resume refuses changed training settings, naming the setting and both values") {
     test::TempDir dir;
-    write_tiny_mnist(dir.path(), 30);
+    test::write_random_split(dir.path(), "train", 30);
     const fs::path out = dir.path() / "out";
     const auto base = small_run(dir.path(), out, 2);
     REQUIRE(run(base) == 0);
-    const std::string checkpoint = file_bytes(out / "checkpoint.xgrad");
+    const std::string checkpoint = test::file_bytes(out / "checkpoint.xgrad");
 
     const fs::path other_data = dir.path() / "other";
     fs::create_directories(other_data);
-    write_tiny_mnist(other_data, 31);
+    test::write_random_split(other_data, "train", 31);
     const auto on_other_data = with(small_run(other_data, out, 4), {"--resume"});
     const std::pair<std::vector<std::string>, std::vector<std::string>> changes[] = {
         {with(small_run(dir.path(), out, 4), {"--resume", "--lr", "0.01"}), {"--lr is 0.00999999978 in this run but 0.000199999995"}},
@@ -472,7 +443,7 @@ TEST_CASE("--resume refuses changed training settings, naming the setting and bo
     const Outcome b = run_capturing(with(small_run(dir.path(), out, 4), {"--resume", "--batch", "16"}));
     CHECK(b.code == 1);
     CHECK(contains(b.err, "--batch is 16 in this run but 8"));
-    CHECK(file_bytes(out / "checkpoint.xgrad") == checkpoint);  // refused runs change nothing
+    CHECK(test::file_bytes(out / "checkpoint.xgrad") == checkpoint);  // refused runs change nothing
 
     // Safe to change; --threads only loses bit-exactness, and says so.
     const Outcome t = run_capturing(with(small_run(dir.path(), out, 3), {"--resume", "--threads", "2", "--grid-every", "0", "--log-every", "3"}));
@@ -499,7 +470,7 @@ TEST_CASE("--resume refuses changed training settings, naming the setting and bo
 
 TEST_CASE("a malformed checkpoint is refused naming the file and the field") {
     test::TempDir dir;
-    write_tiny_mnist(dir.path(), 30);
+    test::write_random_split(dir.path(), "train", 30);
     const fs::path out = dir.path() / "out";
     REQUIRE(run(small_run(dir.path(), out, 2)) == 0);
     const std::string path = (out / "checkpoint.xgrad").string();
@@ -534,7 +505,7 @@ TEST_CASE("a malformed checkpoint is refused naming the file and the field") {
 
 TEST_CASE("mnist_gan removes its own stale temporary files on start, and nothing else") {
     test::TempDir dir;
-    write_tiny_mnist(dir.path(), 30);
+    test::write_random_split(dir.path(), "train", 30);
     const fs::path out = dir.path() / "out";
     fs::create_directories(out);
     const char* stale[] = {"checkpoint.xgrad.tmp", "samples.idx.tmp", "grid_0000002.png.tmp", "log.csv.tmp", "losses.png.tmp"};
@@ -553,7 +524,7 @@ TEST_CASE("mnist_gan removes its own stale temporary files on start, and nothing
 
 TEST_CASE("numeric options are parsed strictly, naming the option and what it expects") {
     test::TempDir dir;
-    write_tiny_mnist(dir.path(), 30);
+    test::write_random_split(dir.path(), "train", 30);
     const fs::path out = dir.path() / "out";
     const std::pair<std::vector<std::string>, const char*> bad[] = {
         {{"--seed", "-1"}, "--seed: expected an integer from 0 to 18446744073709551615, got '-1'"},
