@@ -233,6 +233,17 @@ namespace fs = std::filesystem;
 
 int run(const std::vector<std::string>& args) { return test::run_mnist_gan(args); }
 
+// Rewrites the archive at path with the first element of each named tensor set.
+void set_first_elements(const std::string& path, const std::vector<std::pair<std::string, float>>& values) {
+    Archive archive = read_archive(path);
+    for (const auto& [name, value] : values) {
+        Tensor t = archive.tensor(name);
+        t.flat(0) = value;
+        archive.put(name, std::move(t));
+    }
+    xgrad::write_archive(path, archive);
+}
+
 std::vector<std::string> small_run(const fs::path& data, const fs::path& out, long steps) {
     return {"--data", data.string(), "--out", out.string(), "--steps", std::to_string(steps), "--batch", "8", "--hidden", "16",
             "--z-dim", "10", "--grid-every", "2", "--checkpoint-every", "2", "--log-every", "1"};
@@ -294,20 +305,13 @@ TEST_CASE("mnist_gan stops on a NaN loss and keeps the last good checkpoint") {
 
     // A diverged model: one generator weight is NaN, so every loss is.
     const std::string checkpoint = (out / "checkpoint.xgrad").string();
-    Archive archive = read_archive(checkpoint);
-    Tensor weight = archive.tensor("generator.0.weight");
-    weight(0, 0) = std::numeric_limits<float>::quiet_NaN();
-    archive.put("generator.0.weight", weight);
-    xgrad::write_archive(checkpoint, archive);
-    std::ifstream before_file(checkpoint, std::ios::binary);
-    const std::string before((std::istreambuf_iterator<char>(before_file)), std::istreambuf_iterator<char>());
+    set_first_elements(checkpoint, {{"generator.0.weight", std::numeric_limits<float>::quiet_NaN()}});
+    const std::string before = test::file_bytes(checkpoint);
 
     auto resume = small_run(dir.path(), out, 6);
     resume.push_back("--resume");
     CHECK(run(resume) == 3);
-    std::ifstream after_file(checkpoint, std::ios::binary);
-    const std::string after((std::istreambuf_iterator<char>(after_file)), std::istreambuf_iterator<char>());
-    CHECK(after == before);  // not overwritten by the diverged state
+    CHECK(test::file_bytes(checkpoint) == before);  // not overwritten by the diverged state
     CHECK_FALSE(fs::exists(out / "grid_0000004.png"));  // stopped at the first step
 }
 
@@ -363,15 +367,7 @@ TEST_CASE("mnist_gan never checkpoints a non-finite parameter, even after a fini
     // Adam's m = 1e38 and v = 0 its update m / (sqrt(v) + eps) overflows
     // and the bias becomes -inf.
     const std::string checkpoint = (out / "checkpoint.xgrad").string();
-    Archive archive = read_archive(checkpoint);
-    Tensor bias = archive.tensor("generator.0.bias"), m = archive.tensor("g_optimizer.m.1"), v = archive.tensor("g_optimizer.v.1");
-    bias(0, 0) = -100.f;
-    m(0, 0) = 1e38f;
-    v(0, 0) = 0.f;
-    archive.put("generator.0.bias", bias);
-    archive.put("g_optimizer.m.1", m);
-    archive.put("g_optimizer.v.1", v);
-    xgrad::write_archive(checkpoint, archive);
+    set_first_elements(checkpoint, {{"generator.0.bias", -100.f}, {"g_optimizer.m.1", 1e38f}, {"g_optimizer.v.1", 0.f}});
     const std::string before = test::file_bytes(checkpoint);
 
     const Outcome r = run_capturing(with(small_run(dir.path(), out, 5), {"--resume"}));

@@ -167,6 +167,15 @@ void check_log_rows(const fs::path& log, long steps) {
     CHECK(wrong == 0);
 }
 
+// mnist_classifier (data in `data`) stops at once, before its first epoch,
+// with `why` about an unusable --out.
+void check_classifier_refuses_out(const fs::path& data, const fs::path& out, const std::string& why) {
+    Child classifier(executable("XGRAD_MNIST_CLASSIFIER"), {"--data", data.string(), "--out", out.string(), "--epochs", "1000"}, data);
+    CHECK(classifier.exit_code(10s) == 1);
+    CHECK(contains(classifier.err(), "--out '" + out.string() + "': " + why));
+    CHECK_FALSE(contains(classifier.err(), "epoch 1/"));
+}
+
 }  // namespace
 
 TEST_CASE("SIGKILLed at random moments, mnist_gan always leaves a loadable checkpoint and resumes cleanly") {
@@ -279,12 +288,7 @@ TEST_CASE("on a full disk mnist_gan stops naming the file and keeps its checkpoi
     CHECK(contains(again.err(), "--out '" + out.string() + "': cannot create files there: Read-only file system"));
     CHECK(gan::verify_checkpoint(checkpoint.string(), tiny_config()) == steps + 2);
 
-    const fs::path classifier_out = dir.path() / "disk" / "classifier";
-    Child classifier(executable("XGRAD_MNIST_CLASSIFIER"), {"--data", dir.path().string(), "--out", classifier_out.string(), "--epochs", "1000"},
-                     dir.path());
-    CHECK(classifier.exit_code(10s) == 1);
-    CHECK(contains(classifier.err(), "--out '" + classifier_out.string() + "': cannot create the directory: Read-only file system"));
-    CHECK_FALSE(contains(classifier.err(), "epoch 1/"));
+    check_classifier_refuses_out(dir.path(), dir.path() / "disk" / "classifier", "cannot create the directory: Read-only file system");
 }
 
 TEST_CASE("Ctrl-C while samples are written: exit 130, the checkpoint kept, no samples.idx or temporary file") {
@@ -332,12 +336,7 @@ TEST_CASE("mnist_classifier and gan_eval check their outputs before the work, an
     test::write_random_split(dir.path(), "t10k", 20, 2);
     std::ofstream(dir.path() / "a-file") << "not a directory";
 
-    const fs::path bad_out = dir.path() / "a-file" / "out";
-    Child classifier(executable("XGRAD_MNIST_CLASSIFIER"), {"--data", dir.path().string(), "--out", bad_out.string(), "--epochs", "1000"},
-                     dir.path());
-    CHECK(classifier.exit_code(10s) == 1);
-    CHECK(contains(classifier.err(), "--out '" + bad_out.string() + "': cannot create the directory"));
-    CHECK_FALSE(contains(classifier.err(), "epoch 1/"));
+    check_classifier_refuses_out(dir.path(), dir.path() / "a-file" / "out", "cannot create the directory: Not a directory");
 
     quality::ClassifierConfig config;
     config.hidden = 8;

@@ -250,8 +250,8 @@ TEST_CASE("a damaged archive is rejected with a message naming the file and the 
         check_rejected(bytes, "corrupt (CRC mismatch");
     }
     SUBCASE("trailing bytes") { check_rejected(good + std::string(3, '\0'), "CRC mismatch"); }
-    SUBCASE("any single flipped bit") {
-        std::size_t accepted = 0, unnamed = 0;
+    SUBCASE("any single flipped bit is rejected naming the file; past the magic and version, as a CRC mismatch") {
+        std::size_t accepted = 0, unnamed = 0, misread = 0;
         for (std::size_t i = 0; i < good.size(); ++i) {
             for (int bit = 0; bit < 8; ++bit) {
                 bytes = good;
@@ -261,30 +261,16 @@ TEST_CASE("a damaged archive is rejected with a message naming the file and the 
                     read_archive(bad);
                     ++accepted;
                 } catch (const std::runtime_error& e) {
-                    unnamed += std::string(e.what()).find(bad) == std::string::npos;
+                    const std::string message = e.what();
+                    unnamed += message.find(bad) == std::string::npos;
+                    if (i >= 12 && message.find("corrupt (CRC mismatch") == std::string::npos && misread++ == 0) {
+                        MESSAGE("byte " << i << " bit " << bit << ": " << message);
+                    }
                 }
             }
         }
         CHECK(accepted == 0);
         CHECK(unnamed == 0);
-    }
-    SUBCASE("a flipped bit past the magic and version reads as a CRC mismatch") {
-        std::size_t misread = 0;
-        for (std::size_t i = 12; i < good.size(); ++i) {
-            for (int bit = 0; bit < 8; ++bit) {
-                bytes = good;
-                bytes[i] = static_cast<char>(bytes[i] ^ (1 << bit));
-                write_bytes(bad, bytes);
-                try {
-                    read_archive(bad);
-                    ++misread;
-                } catch (const std::runtime_error& e) {
-                    if (std::string(e.what()).find("corrupt (CRC mismatch") == std::string::npos) {
-                        if (misread++ == 0) MESSAGE("byte " << i << " bit " << bit << ": " << std::string(e.what()));
-                    }
-                }
-            }
-        }
         CHECK(misread == 0);
     }
     SUBCASE("a missing file") {
