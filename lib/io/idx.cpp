@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -64,13 +65,15 @@ private:
 class IdxReader {
 public:
     IdxReader(const std::string& path, std::uint32_t magic)
-        : path_(path), kind_(kind_of(magic)), fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)), input_(kBuffer) {
+        : path_(path), kind_(kind_of(magic)), fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)), input_(new std::uint8_t[kBuffer]) {
         if (fd_.get() < 0) throw std::runtime_error("xgrad: cannot open " + kind_ + " file '" + path + "': " + std::strerror(errno));
+        struct stat st;
+        if (::fstat(fd_.get(), &st) == 0 && S_ISREG(st.st_mode)) file_size_ = static_cast<std::size_t>(st.st_size);
         while (input_size_ < 2 && refill_more()) {
         }
         if (input_size_ >= 2 && input_[0] == 0x1f && input_[1] == 0x8b) {
             inflater_ = std::make_unique<Inflater>();
-            (**inflater_).next_in = input_.data();
+            (**inflater_).next_in = input_.get();
             (**inflater_).avail_in = static_cast<uInt>(input_size_);
         }
         expect_magic(magic);
@@ -91,7 +94,10 @@ public:
     // terabytes fails as truncated instead of allocating them.
     std::vector<std::uint8_t> payload(std::size_t size, const std::string& what) {
         std::vector<std::uint8_t> data;
-        data.reserve(std::min(size, kMaxReserve));
+        // No more than the file can hold: gzip expands at most 1032-fold.
+        const std::size_t expansion = inflater_ ? 1032 : 1;
+        const std::size_t ceiling = file_size_ > kMaxReserve / expansion ? kMaxReserve : file_size_ * expansion;
+        data.reserve(std::min(size, ceiling));
         while (data.size() < size) {
             const std::size_t old = data.size(), want = std::min(kChunk, size - old);
             data.resize(old + want);
@@ -151,7 +157,7 @@ private:
     // false at the end of the file.
     bool refill_more() {
         for (;;) {
-            const ssize_t got = ::read(fd_.get(), input_.data() + input_size_, input_.size() - input_size_);
+            const ssize_t got = ::read(fd_.get(), input_.get() + input_size_, kBuffer - input_size_);
             if (got >= 0) {
                 input_size_ += static_cast<std::size_t>(got);
                 return got > 0;
@@ -175,7 +181,7 @@ private:
         while (done < n) {
             if (input_used_ == input_size_ && !refill()) break;
             const std::size_t take = std::min(n - done, input_size_ - input_used_);
-            std::memcpy(dst + done, input_.data() + input_used_, take);
+            std::memcpy(dst + done, input_.get() + input_used_, take);
             input_used_ += take;
             done += take;
         }
@@ -193,7 +199,7 @@ private:
                     input_ended_ = true;
                     break;
                 }
-                z.next_in = input_.data();
+                z.next_in = input_.get();
                 z.avail_in = static_cast<uInt>(input_size_);
             }
             const int code = inflate(&z, Z_NO_FLUSH);
@@ -219,7 +225,7 @@ private:
             input_size_ = z.avail_in;
             while (input_size_ < 2 && refill_more()) {
             }
-            z.next_in = input_.data();
+            z.next_in = input_.get();
             z.avail_in = static_cast<uInt>(input_size_);
         }
         if (z.avail_in == 0) {
@@ -241,7 +247,8 @@ private:
 
     std::string path_, kind_;
     Descriptor fd_;
-    std::vector<std::uint8_t> input_;
+    std::unique_ptr<std::uint8_t[]> input_;  // kBuffer bytes
+    std::size_t file_size_ = std::numeric_limits<std::size_t>::max();  // unknown unless a regular file
     std::size_t input_size_ = 0, input_used_ = 0;  // input_used_: plain files only (gzip keeps its place in the stream)
     std::unique_ptr<Inflater> inflater_;           // null for a plain file
     bool member_ended_ = false, input_ended_ = false;
