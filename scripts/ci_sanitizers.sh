@@ -2,8 +2,7 @@
 # The whole test suite under AddressSanitizer + UndefinedBehaviorSanitizer
 # (leak detection on, the first report fails the run), then the thread-pool
 # tests under ThreadSanitizer. Build folders: build-asan, build-tsan.
-# About 8 minutes on 2 cores from scratch; .ci/run calls it after the
-# normal tests.
+# .ci/run calls it after the normal tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

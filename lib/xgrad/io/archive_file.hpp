@@ -11,9 +11,11 @@
 //   u32       CRC-32 (zlib's) of every byte before it
 // write_archive() writes a temporary file beside the target, syncs it and
 // renames it over the target, so a crash leaves either the old or the new
-// file whole. read_archive() rejects a foreign file, another version,
-// truncation, trailing bytes and corruption, naming the file and what was
-// wrong.
+// file whole. read_archive() checks the magic, the version and then the
+// CRC before it parses any entry, so that damage, truncation and appended
+// bytes read as "corrupt (CRC mismatch ...)"; behind a valid CRC it still
+// bounds every shape (no overflowing extents, data within the file). Every
+// rejection names the file and what was wrong.
 #pragma once
 
 #include <string>

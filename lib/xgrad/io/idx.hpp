@@ -6,10 +6,12 @@
 //         then count*rows*cols u8 pixels, image after image, each row-major
 //   magic 2049 (0x00000801: u8 elements, 1 dimension), count,
 //         then count u8 labels
-// The readers take plain or gzipped files alike (zlib's gzopen), read the
-// data in bounded chunks so a corrupt header cannot cause a huge allocation,
-// and reject a wrong magic, truncation, trailing bytes, zero dimensions and
-// gzip corruption with a std::runtime_error naming the file and the problem.
+// The readers take plain or gzipped files alike (told by the gzip magic, as
+// gzopen does; concatenated gzip members are one stream), read the data in
+// bounded chunks so a corrupt header cannot cause a huge allocation, and
+// reject a wrong magic, truncation, trailing bytes (also after the gzip
+// stream), zero dimensions and gzip corruption with a std::runtime_error
+// naming the file and the problem, releasing everything they opened.
 // Any count is accepted, including 0.
 #pragma once
 
