@@ -3,11 +3,17 @@
 # distribution: xtensor 0.24, xtensor-blas 0.20, OpenBLAS, doctest, CLI11,
 # stb, zlib, Google Benchmark, Meson + ninja). Does nothing when all are
 # present; uses sudo when not run as root.
+#   --fuzz  also clang and its sanitizer and libFuzzer runtimes (scripts/fuzz.sh)
 set -euo pipefail
 
 packages=(g++ meson ninja-build pkg-config cmake
           libxtensor-dev xtl-dev libxsimd-dev libxtensor-blas-dev libopenblas-dev
           doctest-dev zlib1g-dev libstb-dev libcli11-dev libbenchmark-dev)
+case ${1:-} in
+  --fuzz) packages+=(clang libclang-rt-14-dev) ;;
+  "") ;;
+  *) echo "install_deps: unknown argument '$1' (expected --fuzz or nothing)" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do

@@ -4,21 +4,26 @@
 // to end on a tiny IDX file.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <iterator>
 #include <limits>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "app_helpers.hpp"
 #include "helpers.hpp"
 #include <xgrad/check/gradcheck.hpp>
 #include <xgrad/io/archive_file.hpp>
 #include <xgrad/io/idx.hpp>
 
 #include "app.hpp"
+#include "classifier.hpp"
 #include "gan.hpp"
 
 using namespace xgrad;
@@ -226,24 +231,17 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A small random MNIST-format training set.
-void write_tiny_mnist(const fs::path& dir, std::size_t count) {
-    IdxImages images;
-    images.count = count;
-    images.rows = images.cols = 28;
-    Rng rng(1);
-    for (std::size_t i = 0; i < count * 784; ++i) images.pixels.push_back(static_cast<std::uint8_t>(rng.below(256)));
-    std::vector<std::uint8_t> labels;
-    for (std::size_t i = 0; i < count; ++i) labels.push_back(static_cast<std::uint8_t>(i % 10));
-    write_idx_images((dir / "train-images-idx3-ubyte").string(), images);
-    write_idx_labels((dir / "train-labels-idx1-ubyte").string(), labels);
-}
+int run(const std::vector<std::string>& args) { return test::run_mnist_gan(args); }
 
-int run(std::vector<std::string> args) {
-    args.insert(args.begin(), "mnist_gan");
-    std::vector<const char*> argv;
-    for (const auto& a : args) argv.push_back(a.c_str());
-    return gan::run_app(static_cast<int>(argv.size()), argv.data());
+// Rewrites the archive at path with the first element of each named tensor set.
+void set_first_elements(const std::string& path, const std::vector<std::pair<std::string, float>>& values) {
+    Archive archive = read_archive(path);
+    for (const auto& [name, value] : values) {
+        Tensor t = archive.tensor(name);
+        t.flat(0) = value;
+        archive.put(name, std::move(t));
+    }
+    xgrad::write_archive(path, archive);
 }
 
 std::vector<std::string> small_run(const fs::path& data, const fs::path& out, long steps) {
@@ -255,7 +253,7 @@ std::vector<std::string> small_run(const fs::path& data, const fs::path& out, lo
 
 TEST_CASE("mnist_gan runs end to end on a tiny IDX file and resumes bit-exactly") {
     test::TempDir dir;
-    write_tiny_mnist(dir.path(), 30);
+    test::write_random_split(dir.path(), "train", 30);
 
     auto args = small_run(dir.path(), dir.path() / "out", 4);
     args.insert(args.end(), {"--samples", "5"});
@@ -295,31 +293,257 @@ TEST_CASE("mnist_gan rejects bad input with a message, not a crash") {
     CHECK(run({"--data", (dir.path() / "missing").string(), "--out", (dir.path() / "out").string(), "--steps", "1"}) == 1);
     CHECK(run({"--steps", "0"}) != 0);
     CHECK(run({"--preset", "fancy"}) != 0);
-    write_tiny_mnist(dir.path(), 3);
+    test::write_random_split(dir.path(), "train", 3);
     CHECK(run({"--data", dir.path().string(), "--out", (dir.path() / "out").string(), "--resume", "--steps", "2"}) == 1);
 }
 
 TEST_CASE("mnist_gan stops on a NaN loss and keeps the last good checkpoint") {
     test::TempDir dir;
-    write_tiny_mnist(dir.path(), 30);
+    test::write_random_split(dir.path(), "train", 30);
     const fs::path out = dir.path() / "out";
     REQUIRE(run(small_run(dir.path(), out, 2)) == 0);
 
     // A diverged model: one generator weight is NaN, so every loss is.
     const std::string checkpoint = (out / "checkpoint.xgrad").string();
-    Archive archive = read_archive(checkpoint);
-    Tensor weight = archive.tensor("generator.0.weight");
-    weight(0, 0) = std::numeric_limits<float>::quiet_NaN();
-    archive.put("generator.0.weight", weight);
-    xgrad::write_archive(checkpoint, archive);
-    std::ifstream before_file(checkpoint, std::ios::binary);
-    const std::string before((std::istreambuf_iterator<char>(before_file)), std::istreambuf_iterator<char>());
+    set_first_elements(checkpoint, {{"generator.0.weight", std::numeric_limits<float>::quiet_NaN()}});
+    const std::string before = test::file_bytes(checkpoint);
 
     auto resume = small_run(dir.path(), out, 6);
     resume.push_back("--resume");
     CHECK(run(resume) == 3);
-    std::ifstream after_file(checkpoint, std::ios::binary);
-    const std::string after((std::istreambuf_iterator<char>(after_file)), std::istreambuf_iterator<char>());
-    CHECK(after == before);  // not overwritten by the diverged state
+    CHECK(test::file_bytes(checkpoint) == before);  // not overwritten by the diverged state
     CHECK_FALSE(fs::exists(out / "grid_0000004.png"));  // stopped at the first step
+}
+
+namespace {
+
+struct Outcome {
+    int code;
+    std::string err;  // what the run wrote to std::cerr
+};
+
+Outcome run_capturing(const std::vector<std::string>& args) {
+    std::ostringstream captured;
+    std::streambuf* const original = std::cerr.rdbuf(captured.rdbuf());
+    int code;
+    try {
+        code = run(args);
+    } catch (...) {
+        std::cerr.rdbuf(original);
+        throw;
+    }
+    std::cerr.rdbuf(original);
+    return {code, captured.str()};
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// args with each option of `changes` set: its value replaced, or appended with it.
+std::vector<std::string> with(std::vector<std::string> args, std::initializer_list<std::string> changes) {
+    for (auto c = changes.begin(); c != changes.end(); ++c) {
+        const auto found = std::find(args.begin(), args.end(), *c);
+        const bool flag = *c == "--resume";
+        if (found == args.end()) {
+            args.push_back(*c);
+            if (!flag) args.push_back(*std::next(c));
+        } else if (!flag) {
+            *std::next(found) = *std::next(c);
+        }
+        if (!flag) ++c;
+    }
+    return args;
+}
+
+}  // namespace
+
+TEST_CASE("mnist_gan never checkpoints a non-finite parameter, even after a finite loss") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out";
+    REQUIRE(run(small_run(dir.path(), out, 2)) == 0);
+
+    // Hidden unit 0 of G is dead (bias -100: ReLU output 0 for every z), so
+    // its bias gets a zero gradient and every loss stays finite; but with
+    // Adam's m = 1e38 and v = 0 its update m / (sqrt(v) + eps) overflows
+    // and the bias becomes -inf.
+    const std::string checkpoint = (out / "checkpoint.xgrad").string();
+    set_first_elements(checkpoint, {{"generator.0.bias", -100.f}, {"g_optimizer.m.1", 1e38f}, {"g_optimizer.v.1", 0.f}});
+    const std::string before = test::file_bytes(checkpoint);
+
+    const Outcome r = run_capturing(with(small_run(dir.path(), out, 5), {"--resume"}));
+    INFO(r.err);
+    CHECK(r.code == 3);
+    CHECK(contains(r.err, "diverged at step 4"));
+    CHECK(contains(r.err, "'generator.0.bias' holds -inf at element 0"));
+    CHECK(test::file_bytes(checkpoint) == before);  // the last good checkpoint
+}
+
+TEST_CASE("mnist_gan fails loudly when log.csv cannot be written") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out";
+    fs::create_directories(out);
+    fs::create_symlink("/dev/full", out / "log.csv");
+    const Outcome r = run_capturing(small_run(dir.path(), out, 2));
+    INFO(r.err);
+    CHECK(r.code == 1);
+    CHECK(contains(r.err, "cannot write '" + (out / "log.csv").string() + "': No space left on device"));
+    CHECK_FALSE(contains(r.err, "done:"));
+}
+
+TEST_CASE("after a resume, log.csv holds each step once: rows logged after the checkpoint are dropped") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out";
+    REQUIRE(run(small_run(dir.path(), out, 2)) == 0);
+    const std::string step2 = test::file_bytes(out / "checkpoint.xgrad");
+    REQUIRE(run(with(small_run(dir.path(), out, 4), {"--resume"})) == 0);
+    // As if killed after logging steps 3 and 4 but before their checkpoint.
+    std::ofstream(out / "checkpoint.xgrad", std::ios::binary) << step2;
+    REQUIRE(run(with(small_run(dir.path(), out, 5), {"--resume"})) == 0);
+
+    const std::vector<std::string> lines = test::lines_of(out / "log.csv");
+    REQUIRE(lines.size() == 6);
+    CHECK(lines[0] == "step,d_loss,g_loss,d_real,d_fake");
+    for (std::size_t i = 1; i < lines.size(); ++i) CHECK(lines[i].rfind(std::to_string(i) + ",", 0) == 0);
+}
+
+TEST_CASE("--resume refuses changed training settings, naming the setting and both values") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out";
+    const auto base = small_run(dir.path(), out, 2);
+    REQUIRE(run(base) == 0);
+    const std::string checkpoint = test::file_bytes(out / "checkpoint.xgrad");
+
+    const fs::path other_data = dir.path() / "other";
+    fs::create_directories(other_data);
+    test::write_random_split(other_data, "train", 31);
+    const auto on_other_data = with(small_run(other_data, out, 4), {"--resume"});
+    const std::pair<std::vector<std::string>, std::vector<std::string>> changes[] = {
+        {with(small_run(dir.path(), out, 4), {"--resume", "--lr", "0.01"}), {"--lr is 0.00999999978 in this run but 0.000199999995"}},
+        {with(small_run(dir.path(), out, 4), {"--resume", "--k", "2"}), {"--k is 2 in this run but 1"}},
+        {with(small_run(dir.path(), out, 4), {"--resume", "--g-loss", "minimax"}), {"--g-loss is minimax in this run but non-saturating"}},
+        {with(small_run(dir.path(), out, 4), {"--resume", "--seed", "2"}), {"--seed is 2 in this run but 1"}},
+        {with(small_run(dir.path(), out, 4), {"--resume", "--preset", "reference"}), {"another shape"}},
+        {on_other_data, {"--data (training images) is 31 images of 28 x 28 pixels", "but 30 images of 28 x 28 pixels"}},
+    };
+    for (const auto& [args, expected] : changes) {
+        CAPTURE(args.back());
+        const Outcome r = run_capturing(args);
+        INFO(r.err);
+        CHECK(r.code == 1);
+        for (const std::string& part : expected) CHECK(contains(r.err, part));
+        CHECK(contains(r.err, (out / "checkpoint.xgrad").string()));
+    }
+    const Outcome b = run_capturing(with(small_run(dir.path(), out, 4), {"--resume", "--batch", "16"}));
+    CHECK(b.code == 1);
+    CHECK(contains(b.err, "--batch is 16 in this run but 8"));
+    CHECK(test::file_bytes(out / "checkpoint.xgrad") == checkpoint);  // refused runs change nothing
+
+    // Safe to change; --threads only loses bit-exactness, and says so.
+    const Outcome t = run_capturing(with(small_run(dir.path(), out, 3), {"--resume", "--threads", "2", "--grid-every", "0", "--log-every", "3"}));
+    INFO(t.err);
+    CHECK(t.code == 0);
+    CHECK(contains(t.err, "--threads 2 differs from the checkpoint's 1"));
+    CHECK(contains(t.err, "no longer bit-identical"));
+
+    // --steps below the checkpoint's is an error; equal to it, nothing is trained.
+    const Outcome below = run_capturing(with(small_run(dir.path(), out, 2), {"--resume"}));
+    CHECK(below.code == 1);
+    CHECK(contains(below.err, "--steps 2: the checkpoint '" + (out / "checkpoint.xgrad").string() + "' is already at step 3"));
+    const Outcome equal = run_capturing(with(small_run(dir.path(), out, 3), {"--resume"}));
+    CHECK(equal.code == 0);
+    CHECK(contains(equal.err, "nothing to train"));
+    CHECK(gan::verify_checkpoint((out / "checkpoint.xgrad").string(), [] {
+              GanConfig c = gan::default_preset();
+              c.batch = 8;
+              c.hidden = 16;
+              c.z_dim = 10;
+              return c;
+          }()) == 3);
+}
+
+TEST_CASE("a malformed checkpoint is refused naming the file and the field") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out";
+    REQUIRE(run(small_run(dir.path(), out, 2)) == 0);
+    const std::string path = (out / "checkpoint.xgrad").string();
+    const Archive good = read_archive(path);
+    const auto resume = with(small_run(dir.path(), out, 4), {"--resume"});
+
+    for (const char* steps : {"7junk", "-3", " 2", "", "99999999999999999999"}) {
+        CAPTURE(steps);
+        Archive bad = good;
+        bad.put_text("steps", steps);
+        xgrad::write_archive(path, bad);
+        const Outcome r = run_capturing(resume);
+        INFO(r.err);
+        CHECK(r.code == 1);
+        CHECK(contains(r.err, "'" + path + "': the text 'steps' is '" + steps + "', expected a step count"));
+    }
+    Archive bad_rng = good;
+    bad_rng.put_text("rng", "not a state");
+    xgrad::write_archive(path, bad_rng);
+    CHECK(contains(run_capturing(resume).err, "'" + path + "': the text 'rng' is not a saved random state"));
+
+    // A classifier where the checkpoint should be.
+    quality::ClassifierConfig c;
+    c.hidden = 4;
+    quality::Classifier(c, 1).save(path);
+    const Outcome r = run_capturing(resume);
+    INFO(r.err);
+    CHECK(r.code == 1);
+    CHECK(contains(r.err, "'" + path + "' is not an mnist_gan checkpoint"));
+    CHECK(contains(r.err, "it holds a classifier written by mnist_classifier"));
+}
+
+TEST_CASE("mnist_gan removes its own stale temporary files on start, and nothing else") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out";
+    fs::create_directories(out);
+    const char* stale[] = {"checkpoint.xgrad.tmp", "samples.idx.tmp", "grid_0000002.png.tmp", "log.csv.tmp", "losses.png.tmp"};
+    for (const char* name : stale) std::ofstream(out / name) << "partial";
+    std::ofstream(out / "notes.tmp") << "the user's";
+    std::ofstream(out / "grid.tmp") << "the user's";
+
+    const Outcome r = run_capturing(with(small_run(dir.path(), out, 1), {"--grid-every", "0", "--checkpoint-every", "0"}));
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    for (const char* name : stale) CHECK_MESSAGE(!fs::exists(out / name), name);
+    CHECK(fs::exists(out / "notes.tmp"));
+    CHECK(fs::exists(out / "grid.tmp"));
+    CHECK(contains(r.err, "removed " + (out / "samples.idx.tmp").string()));
+}
+
+TEST_CASE("numeric options are parsed strictly, naming the option and what it expects") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out";
+    const std::pair<std::vector<std::string>, const char*> bad[] = {
+        {{"--seed", "-1"}, "--seed: expected an integer from 0 to 18446744073709551615, got '-1'"},
+        {{"--seed", "18446744073709551617"}, "--seed: expected an integer from 0 to 18446744073709551615"},
+        {{"--seed", "1e23"}, "--seed: expected an integer"},
+        {{"--seed", "0x10"}, "--seed: expected an integer"},
+        {{"--lr", "nan"}, "--lr: expected a number from 1e-07 to 1, got 'nan'"},
+        {{"--lr", "inf"}, "--lr: expected a number"},
+        {{"--lr", "0x1p-4"}, "--lr: expected a number"},
+        {{"--lr", "2"}, "--lr: expected a number from 1e-07 to 1, got '2'"},
+        {{"--steps", "7junk"}, "--steps: expected an integer from 1 to 100000000, got '7junk'"},
+        {{"--batch", " 8"}, "--batch: expected an integer from 1 to 65536"},
+        {{"--threads", "+2"}, "--threads: expected an integer from 1 to 256"},
+    };
+    for (const auto& [extra, message] : bad) {
+        CAPTURE(extra[0] + " " + extra[1]);
+        auto args = small_run(dir.path(), out, 1);
+        args.insert(args.end(), extra.begin(), extra.end());
+        const Outcome r = run_capturing(args);
+        INFO(r.err);
+        CHECK(r.code != 0);
+        CHECK(contains(r.err, message));
+    }
+    CHECK_FALSE(fs::exists(out));  // every run was refused before starting
+    CHECK(run(with(small_run(dir.path(), out, 1), {"--seed", "18446744073709551615", "--lr", "2.5e-4"})) == 0);
 }

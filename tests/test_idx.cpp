@@ -228,6 +228,62 @@ TEST_CASE("corrupt or cut gzip data is reported as such") {
     CHECK(has(error_naming(tmp.file("no-trailer.gz"), [&] { read_idx_images(tmp.file("no-trailer.gz")); }), "the gzip stream is cut short"));
 }
 
+TEST_CASE("gzip data followed by anything but another gzip member is rejected") {
+    test::TempDir tmp;
+    const std::string plain = idx_bytes({2051, 3, 2, 2}, 12);
+    write_gzip(tmp.file("ok.gz"), plain);
+    const std::string gz = read_file(tmp.file("ok.gz"));
+
+    write_file(tmp.file("junk.gz"), gz + "junk");
+    CHECK(has(error_naming(tmp.file("junk.gz"), [&] { read_idx_images(tmp.file("junk.gz")); }), "4 bytes of trailing garbage after the gzip stream"));
+    write_file(tmp.file("one-byte.gz"), gz + "\x1f");
+    CHECK(has(error_naming(tmp.file("one-byte.gz"), [&] { read_idx_images(tmp.file("one-byte.gz")); }), "1 bytes of trailing garbage"));
+    write_file(tmp.file("zeros.gz"), gz + std::string(512, '\0'));
+    CHECK(has(error_naming(tmp.file("zeros.gz"), [&] { read_idx_images(tmp.file("zeros.gz")); }), "512 bytes of trailing garbage"));
+
+    // Concatenated members are one valid gzip stream (gzip -c a b > ab.gz).
+    write_gzip(tmp.file("head.gz"), plain.substr(0, 10));
+    write_gzip(tmp.file("tail.gz"), plain.substr(10));
+    write_file(tmp.file("two-members.gz"), read_file(tmp.file("head.gz")) + read_file(tmp.file("tail.gz")));
+    CHECK(read_idx_images(tmp.file("two-members.gz")).pixels == read_idx_images(tmp.file("ok.gz")).pixels);
+    // A second member that decodes to more bytes is trailing data, as in a plain file.
+    write_file(tmp.file("extra-member.gz"), gz + read_file(tmp.file("tail.gz")));
+    CHECK(has(error_naming(tmp.file("extra-member.gz"), [&] { read_idx_images(tmp.file("extra-member.gz")); }), "unexpected bytes after the 3 images"));
+}
+
+namespace {
+
+std::size_t open_descriptors() {
+    return static_cast<std::size_t>(std::distance(fs::directory_iterator("/proc/self/fd"), fs::directory_iterator()));
+}
+
+}  // namespace
+
+TEST_CASE("a rejected IDX file leaves no descriptor or zlib state behind") {
+    test::TempDir tmp;
+    write_file(tmp.file("wrong-magic"), idx_bytes({2049, 3}, 3));
+    write_file(tmp.file("truncated"), idx_bytes({2051, 7, 28, 28}, 10));
+    write_gzip(tmp.file("corrupt.gz"), idx_bytes({2051, 20, 28, 28}, 20 * 28 * 28));
+    std::string corrupt = read_file(tmp.file("corrupt.gz"));
+    for (std::size_t i = corrupt.size() / 2; i < corrupt.size() / 2 + 16; ++i) corrupt[i] = static_cast<char>(~corrupt[i]);
+    write_file(tmp.file("corrupt.gz"), corrupt);
+    fs::create_directory(tmp.file("folder"));
+
+    const std::size_t before = open_descriptors();
+    std::size_t rejected = 0;
+    for (int i = 0; i < 50; ++i) {
+        for (const char* name : {"wrong-magic", "truncated", "corrupt.gz", "folder"}) {
+            try {
+                read_idx_images(tmp.file(name));
+            } catch (const std::runtime_error&) {
+                ++rejected;
+            }
+        }
+    }
+    CHECK(rejected == 200);
+    CHECK(open_descriptors() == before);
+}
+
 TEST_CASE("load_dataset checks the image size and one label per image") {
     test::TempDir tmp;
     write_idx_images(tmp.file("images"), pattern_images(7, 28, 28));

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "app_helpers.hpp"
 #include "helpers.hpp"
 #include <xgrad/io/archive_file.hpp>
 #include <xgrad/io/idx.hpp>
@@ -328,33 +329,12 @@ TEST_CASE("the sample evaluator scores its own reference with FID 0") {
 
 namespace {
 
-void write_random_split(const fs::path& dir, const std::string& split, std::size_t count, std::uint64_t seed) {
-    xgrad::IdxImages images;
-    images.count = count;
-    images.rows = images.cols = 28;
-    xgrad::Rng rng(seed);
-    for (std::size_t i = 0; i < count * 784; ++i) images.pixels.push_back(static_cast<std::uint8_t>(rng.below(256)));
-    std::vector<std::uint8_t> labels;
-    for (std::size_t i = 0; i < count; ++i) labels.push_back(static_cast<std::uint8_t>(i % 10));
-    xgrad::write_idx_images((dir / (split + "-images-idx3-ubyte")).string(), images);
-    xgrad::write_idx_labels((dir / (split + "-labels-idx1-ubyte")).string(), labels);
-}
-
 int run_gan(const fs::path& data, const fs::path& out, long steps, std::vector<std::string> extra) {
-    std::vector<std::string> args{"mnist_gan", "--data", data.string(), "--out", out.string(), "--steps", std::to_string(steps),
+    std::vector<std::string> args{"--data", data.string(), "--out", out.string(), "--steps", std::to_string(steps),
                                   "--batch", "8", "--hidden", "16", "--z-dim", "10", "--grid-every", "0",
                                   "--checkpoint-every", "2", "--log-every", "1"};
     args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<const char*> argv;
-    for (const auto& a : args) argv.push_back(a.c_str());
-    return gan::run_app(static_cast<int>(argv.size()), argv.data());
-}
-
-std::vector<std::string> lines_of(const fs::path& path) {
-    std::ifstream in(path);
-    std::vector<std::string> lines;
-    for (std::string line; std::getline(in, line);) lines.push_back(line);
-    return lines;
+    return test::run_mnist_gan(args);
 }
 
 bool same_tensor(const xgrad::Archive& a, const xgrad::Archive& b, const std::string& name) {
@@ -366,8 +346,8 @@ bool same_tensor(const xgrad::Archive& a, const xgrad::Archive& b, const std::st
 
 TEST_CASE("mnist_gan --classifier measures quality without changing training, and resumes exactly") {
     test::TempDir dir;
-    write_random_split(dir.path(), "train", 30, 1);
-    write_random_split(dir.path(), "t10k", 20, 2);
+    test::write_random_split(dir.path(), "train", 30, 1);
+    test::write_random_split(dir.path(), "t10k", 20, 2);
     quality::ClassifierConfig c;
     c.hidden = 8;
     const std::string classifier = (dir.path() / "classifier.xgrad").string();
@@ -375,7 +355,7 @@ TEST_CASE("mnist_gan --classifier measures quality without changing training, an
 
     REQUIRE(run_gan(dir.path(), dir.path() / "plain", 4, {}) == 0);
     REQUIRE(run_gan(dir.path(), dir.path() / "measured", 4, {"--classifier", classifier, "--eval-every", "2"}) == 0);
-    const std::vector<std::string> csv = lines_of(dir.path() / "measured" / "eval.csv");
+    const std::vector<std::string> csv = test::lines_of(dir.path() / "measured" / "eval.csv");
     REQUIRE(csv.size() == 3);  // header, steps 2 and 4
     CHECK(csv[0] == "step,classifier_score,coverage_bits,min_share,max_share,fid");
     CHECK(csv[1].rfind("2,", 0) == 0);
@@ -399,7 +379,7 @@ TEST_CASE("mnist_gan --classifier measures quality without changing training, an
     const auto split = xgrad::read_archive((dir.path() / "split" / "checkpoint.xgrad").string());
     CHECK(same_tensor(measured, split, "generator.0.weight"));
     CHECK(same_tensor(measured, split, "quality"));
-    CHECK(lines_of(dir.path() / "split" / "eval.csv") == csv);
+    CHECK(test::lines_of(dir.path() / "split" / "eval.csv") == csv);
 
     // --eval-every needs --classifier; a missing classifier file is refused up front.
     CHECK(run_gan(dir.path(), dir.path() / "bad", 2, {"--eval-every", "2"}) != 0);

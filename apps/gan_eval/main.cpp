@@ -4,17 +4,20 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
 
 #include <CLI/CLI.hpp>
 
+#include <unistd.h>
+
 #include <xgrad/io/idx.hpp>
 #include <xgrad/core/parallel.hpp>
 
 #include "data_location.hpp"
+#include "options.hpp"
+#include "output.hpp"
 #include "evaluation.hpp"
 
 namespace {
@@ -97,21 +100,35 @@ void print_table(const Report& s, const Report& real, std::size_t n, std::size_t
     }
 }
 
-void append_csv(const std::string& path, const std::string& label, std::size_t n, const Report& r) {
-    const bool fresh = !std::filesystem::exists(path);
-    std::ofstream out(path, std::ios::app);
-    if (!out) throw std::runtime_error("--csv: cannot write '" + path + "'");
-    if (fresh) out << "label,count,classifier_score,coverage_bits,min_share,max_share,fid,nn_distance,nn_ratio,parzen_nats,parzen_se,parzen_sigma\n";
-    out << label << "," << n << "," << r.quick.score << "," << r.quick.coverage.entropy_bits << "," << r.quick.coverage.min_share
+void append_csv(common::TextFile& out, bool fresh, const std::string& label, std::size_t n, const Report& r) {
+    std::ostringstream row;
+    if (fresh) row << "label,count,classifier_score,coverage_bits,min_share,max_share,fid,nn_distance,nn_ratio,parzen_nats,parzen_se,parzen_sigma\n";
+    row << label << "," << n << "," << r.quick.score << "," << r.quick.coverage.entropy_bits << "," << r.quick.coverage.min_share
         << "," << r.quick.coverage.max_share << "," << r.quick.fid << "," << r.nn_mean << "," << r.nn_ratio << "," << r.parzen.mean
         << "," << r.parzen.standard_error << "," << r.parzen.sigma << "\n";
+    out.write(row.str());
 }
 
 // The images to score: a samples file, or one of the calibration baselines.
-Tensor load_samples(const Options& o, const quality::HeldOut& held_out, const xgrad::IdxImages& training, std::size_t n) {
+// Refuses up front what cannot fit in memory: a std::bad_alloc later would
+// not say which option asked for too much.
+void check_fits_memory(std::size_t images, std::size_t floats_per_image, const std::string& what) {
+    const double gib = double(std::size_t(1) << 30);
+    const double needed = double(images) * double(floats_per_image) * double(sizeof(float)) / gib;
+    const double physical = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE)) / gib;
+    if (needed > physical) {
+        throw std::runtime_error(what + ": scoring " + std::to_string(images) + " images takes " + fixed(needed, 1) +
+                                 " GiB for their pixels, features and class probabilities as floats, more than the " +
+                                 fixed(physical, 1) + " GiB of memory of this machine; pass a smaller --count");
+    }
+}
+
+Tensor load_samples(const Options& o, const quality::HeldOut& held_out, const xgrad::IdxImages& training, std::size_t n,
+                    std::size_t floats_per_image) {
     if (o.baseline == "real") return first_rows(held_out.real_samples, std::min(n, held_out.real_samples.shape()[0]));
     if (o.baseline == "train") return quality::image_rows(training, 0, std::min(n, training.count));
     if (o.baseline == "noise") {
+        check_fits_memory(n, floats_per_image, "--count " + std::to_string(n));
         Tensor noise = Tensor::from_shape({n, training.rows * training.cols});
         xgrad::Rng(o.seed).fill_uniform(noise, 0.f, 1.f);
         return noise;
@@ -122,12 +139,23 @@ Tensor load_samples(const Options& o, const quality::HeldOut& held_out, const xg
                                  std::to_string(images.cols) + " images; the data set's are " + std::to_string(training.rows) +
                                  "x" + std::to_string(training.cols));
     }
+    check_fits_memory(std::min(n, images.count), floats_per_image, "--samples '" + o.samples + "'");
     return quality::image_rows(images, 0, std::min(n, images.count));
 }
 
 int run(const Options& o, bool count_given) {
     xgrad::set_num_threads(o.threads);
     const std::string dir = o.data.directory();
+    // --csv is opened before the work, so that an unwritable one fails at once.
+    const bool fresh_csv = !o.csv.empty() && !std::filesystem::exists(o.csv);
+    std::unique_ptr<common::TextFile> csv;
+    if (!o.csv.empty()) {
+        try {
+            csv = std::make_unique<common::TextFile>(o.csv, common::TextFile::Mode::append);
+        } catch (const std::exception& e) {
+            throw std::runtime_error(std::string("--csv: ") + e.what());
+        }
+    }
     const xgrad::IdxImages training = xgrad::read_idx_images(common::find_idx(dir, "train-images-idx3-ubyte"));
     const xgrad::IdxImages test = xgrad::read_idx_images(common::find_idx(dir, "t10k-images-idx3-ubyte"));
     if (training.count == 0) throw std::runtime_error("the training split of '" + dir + "' holds no images");
@@ -141,7 +169,8 @@ int run(const Options& o, bool count_given) {
     }
     const quality::HeldOut held_out = quality::split_held_out(test);
     const std::size_t n = count_given ? o.count : held_out.real_samples.shape()[0];
-    const Tensor samples = load_samples(o, held_out, training, n);
+    const std::size_t floats_per_image = training.rows * training.cols + classifier->config().hidden + classifier->config().classes;
+    const Tensor samples = load_samples(o, held_out, training, n, floats_per_image);
     if (samples.shape()[0] < n && count_given) {
         throw std::runtime_error("--count " + std::to_string(n) + ": only " + std::to_string(samples.shape()[0]) + " images available");
     }
@@ -166,7 +195,8 @@ int run(const Options& o, bool count_given) {
     const Report r = full_report(evaluator, real, train_rows, held_out, nn_baseline);
     std::cout << "\n";
     print_table(s, r, real.shape()[0], classifier->config().classes);
-    if (!o.csv.empty()) append_csv(o.csv, o.label.empty() ? (o.baseline.empty() ? o.samples : o.baseline) : o.label, used, s);
+    if (csv) append_csv(*csv, fresh_csv, o.label.empty() ? (o.baseline.empty() ? o.samples : o.baseline) : o.label, used, s);
+    common::check_stdout();
     return 0;
 }
 
@@ -185,9 +215,9 @@ int main(int argc, char** argv) {
     cli.add_option("--classifier", o.classifier, "Classifier weights written by mnist_classifier")->capture_default_str();
     o.data.add_options(cli, "train-images-idx3-ubyte and t10k-images-idx3-ubyte");
     cli.add_option("--count", o.count, "Score the first N images (default: as many as the real column, half the held-out split)")
-        ->check(CLI::Range(2, 10000000));
-    cli.add_option("--seed", o.seed, "Seed of the noise baseline")->capture_default_str();
-    cli.add_option("--threads", o.threads, "Threads for matrix products and elementwise work (results are identical for the same count)")->check(CLI::Range(1, 256))->capture_default_str();
+        ->check(common::unsigned_in(2, 10000000));
+    cli.add_option("--seed", o.seed, "Seed of the noise baseline")->check(common::unsigned_in(0, UINT64_MAX))->capture_default_str();
+    cli.add_option("--threads", o.threads, "Threads for matrix products and elementwise work (results are identical for the same count)")->check(common::unsigned_in(1, 256))->capture_default_str();
     cli.add_option("--label", o.label, "Row label for --csv (default: the samples path or baseline name)");
     cli.add_option("--csv", o.csv, "Append the samples' metrics as one row to this CSV file");
     try {
@@ -198,6 +228,9 @@ int main(int argc, char** argv) {
     }
     try {
         return run(o, cli.count("--count") > 0);
+    } catch (const std::bad_alloc&) {
+        std::cerr << "gan_eval: error: out of memory; try a smaller --count\n";
+        return 1;
     } catch (const std::exception& e) {
         std::cerr << "gan_eval: error: " << e.what() << "\n";
         return 1;

@@ -18,6 +18,8 @@
 
 #include "classifier.hpp"
 #include "data_location.hpp"
+#include "options.hpp"
+#include "output.hpp"
 #include "evaluation.hpp"
 
 namespace {
@@ -56,6 +58,8 @@ std::string percent(double fraction) {
 
 int train(const Options& o) {
     xgrad::set_num_threads(o.threads);
+    // Before the epochs: their result would be lost to an unwritable --out.
+    common::check_writable_directory(o.out, "--out");
     const std::string dir = o.data.directory();
     const xgrad::Dataset train_set = xgrad::load_dataset(common::find_idx(dir, "train-images-idx3-ubyte"),
                                                          common::find_idx(dir, "train-labels-idx1-ubyte"));
@@ -138,7 +142,6 @@ int train(const Options& o) {
                   << "\n";
     }
 
-    std::filesystem::create_directories(o.out);
     const std::string path = o.out + "/classifier.xgrad";
     std::ostringstream note;
     note << "test accuracy " << percent(test_accuracy) << " on " << test_set.images.count << " held-out images of " << dir
@@ -146,6 +149,7 @@ int train(const Options& o) {
     classifier.save(path, note.str());
     std::cout << "test accuracy: " << percent(test_accuracy) << " (" << test_set.images.count << " held-out images of " << dir
               << ")\nwrote " << path << "\n";
+    common::check_stdout();
     return 0;
 }
 
@@ -155,15 +159,15 @@ int main(int argc, char** argv) {
     CLI::App cli{"Trains an MLP classifier on MNIST with xgrad; gan_eval and mnist_gan --classifier use it to score samples."};
     Options o;
     o.data.add_options(cli, "{train,t10k}-{images-idx3,labels-idx1}-ubyte");
-    cli.add_option("--epochs", o.epochs, "Passes over the training split")->check(CLI::Range(1, 100000))->capture_default_str();
-    cli.add_option("--batch", o.batch, "Minibatch size")->check(CLI::Range(1, 65536))->capture_default_str();
-    cli.add_option("--lr", o.lr, "Adam learning rate")->check(CLI::Range(1e-7, 1.0))->capture_default_str();
-    cli.add_option("--hidden", o.hidden, "Units of each hidden layer (= the feature dimension of the FID)")->check(CLI::Range(1, 65536))->capture_default_str();
-    cli.add_option("--layers", o.layers, "Hidden layers")->check(CLI::Range(1, 16))->capture_default_str();
-    cli.add_option("--dropout", o.dropout, "Drop probability after each hidden layer while training")->check(CLI::Range(0.0, 0.95))->capture_default_str();
-    cli.add_option("--shift", o.shift, "Augmentation: shift each training image by up to N pixels in x and y (0: off)")->check(CLI::Range(0, 10))->capture_default_str();
-    cli.add_option("--seed", o.seed, "Random seed: same seed and thread count give identical weights")->capture_default_str();
-    cli.add_option("--threads", o.threads, "Threads for matrix products and elementwise work (results are identical for the same count)")->check(CLI::Range(1, 256))->capture_default_str();
+    cli.add_option("--epochs", o.epochs, "Passes over the training split")->check(common::unsigned_in(1, 100000))->capture_default_str();
+    cli.add_option("--batch", o.batch, "Minibatch size")->check(common::unsigned_in(1, 65536))->capture_default_str();
+    cli.add_option("--lr", o.lr, "Adam learning rate")->check(common::real_in(1e-7, 1.0))->capture_default_str();
+    cli.add_option("--hidden", o.hidden, "Units of each hidden layer (= the feature dimension of the FID)")->check(common::unsigned_in(1, 65536))->capture_default_str();
+    cli.add_option("--layers", o.layers, "Hidden layers")->check(common::unsigned_in(1, 16))->capture_default_str();
+    cli.add_option("--dropout", o.dropout, "Drop probability after each hidden layer while training")->check(common::real_in(0.0, 0.95))->capture_default_str();
+    cli.add_option("--shift", o.shift, "Augmentation: shift each training image by up to N pixels in x and y (0: off)")->check(common::unsigned_in(0, 10))->capture_default_str();
+    cli.add_option("--seed", o.seed, "Random seed: same seed and thread count give identical weights")->check(common::unsigned_in(0, UINT64_MAX))->capture_default_str();
+    cli.add_option("--threads", o.threads, "Threads for matrix products and elementwise work (results are identical for the same count)")->check(common::unsigned_in(1, 256))->capture_default_str();
     cli.add_option("--out", o.out, "Output directory; the weights go to OUT/classifier.xgrad")->capture_default_str();
     try {
         cli.parse(argc, argv);
@@ -172,6 +176,9 @@ int main(int argc, char** argv) {
     }
     try {
         return train(o);
+    } catch (const std::bad_alloc&) {
+        std::cerr << "mnist_classifier: error: out of memory; try a smaller --batch or --hidden\n";
+        return 1;
     } catch (const std::exception& e) {
         std::cerr << "mnist_classifier: error: " << e.what() << "\n";
         return 1;

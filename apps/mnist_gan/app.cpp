@@ -1,14 +1,21 @@
 #include "app.hpp"
 
 #include <atomic>
+#include <cerrno>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <sstream>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+#include <zlib.h>
 
 #include <CLI/CLI.hpp>
 
@@ -19,8 +26,10 @@
 #include <xgrad/io/progress.hpp>
 
 #include "data_location.hpp"
+#include "options.hpp"
 #include "evaluation.hpp"
 #include "gan.hpp"
+#include "output.hpp"
 
 namespace gan {
 namespace {
@@ -148,19 +157,27 @@ void write_plots(const History& history, const std::string& out) {
                            probabilities);
 }
 
-void write_samples(Gan& gan, std::size_t n, std::uint64_t seed, const std::string& path) {
+// Streams n images of G into an IDX file a batch at a time, so that memory
+// stays bounded whatever n is. Returns false when interrupted, leaving
+// nothing under path or its temporary name.
+bool write_samples(Gan& gan, std::size_t n, std::uint64_t seed, const std::string& path) {
+    constexpr std::size_t kBatch = 256;
     xgrad::Rng rng(seed);
-    xgrad::IdxImages samples;
-    samples.count = n;
-    samples.rows = samples.cols = 28;
-    samples.pixels.reserve(n * 784);
-    Var noise(Tensor::from_shape({1, gan.config().z_dim}));
-    for (std::size_t i = 0; i < n; ++i) {
+    xgrad::IdxImagesWriter out(path, n, 28, 28);
+    std::vector<std::uint8_t> pixels;
+    for (std::size_t done = 0; done < n;) {
+        if (interrupted) return false;
+        const std::size_t rows = std::min(kBatch, n - done);
+        Var noise(Tensor::from_shape({rows, gan.config().z_dim}));
         rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
-        const Var image = gan.generate(noise);
-        for (float x : image.value()) samples.pixels.push_back(xgrad::pixel_byte(x));
+        const Var images = gan.generate(noise);
+        pixels.clear();
+        for (float x : images.value()) pixels.push_back(xgrad::pixel_byte(x));
+        out.append(pixels.data(), rows);
+        done += rows;
     }
-    xgrad::write_idx_images(path, samples);
+    out.commit();
+    return true;
 }
 
 // Sample quality (docs/evaluation.md): classifier score, class coverage and FID of G's
@@ -210,14 +227,212 @@ void write_quality_plots(const History& quality, const std::string& out) {
     xgrad::write_line_plot(out + "/eval_fid.png", {{"FID", quality.column(5)}}, fid);
 }
 
-// `quality` only when it holds rows: checkpoints of runs without --classifier stay as they were.
-void save_checkpoint(const Gan& gan, const History& history, const History& quality, const std::string& path) {
-    xgrad::Archive archive;
-    gan.save(archive);
-    history.save(archive);
-    if (!quality.rows().empty()) quality.save(archive);
-    xgrad::write_archive(path, archive);
+const char* g_loss_name(GeneratorLoss loss) { return loss == GeneratorLoss::minimax ? "minimax" : "non-saturating"; }
+
+// A float as text that reads back as the same float.
+std::string exact(float v) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.9g", double(v));
+    return text;
 }
+
+// The training set as a checkpoint records it: the same images under
+// another path are the same data.
+std::string data_fingerprint(const xgrad::IdxImages& images) {
+    char crc[16];
+    std::snprintf(crc, sizeof crc, "%08lx", crc32_z(0L, images.pixels.data(), images.pixels.size()));
+    return std::to_string(images.count) + " images of " + std::to_string(images.rows) + " x " + std::to_string(images.cols) +
+           " pixels, CRC-32 " + crc;
+}
+
+// A setting recorded in the checkpoint as the text "settings.KEY" and
+// compared on --resume; `option` is how the command line sets it.
+struct Setting {
+    std::string key, option, value;
+};
+
+// What a resumed run must share with the run that wrote its checkpoint:
+// everything that decides the updates, and the seed behind the fixed noise
+// of the grids and samples. The rest of the command line is safe to change
+// (README, "Checkpoints and resuming"); --threads is recorded separately,
+// since changing it is allowed but ends bit-exactness.
+std::vector<Setting> training_settings(const Options& o, const GanConfig& c, const std::string& data) {
+    return {{"lr", "--lr", exact(c.lr)},
+            {"batch", "--batch", std::to_string(c.batch)},
+            {"k", "--k", std::to_string(c.k)},
+            {"g_loss", "--g-loss", g_loss_name(c.g_loss)},
+            {"beta1", "--preset (Adam beta1)", exact(c.beta1)},
+            {"beta2", "--preset (Adam beta2)", exact(c.beta2)},
+            {"real_label", "--preset (real label)", exact(c.real_label)},
+            {"d_leaky_slope", "--preset (LeakyReLU slope)", exact(c.d_leaky_slope)},
+            {"seed", "--seed", std::to_string(o.seed)},
+            {"data", "--data (training images)", data}};
+}
+
+// What a checkpoint holds besides the GAN, and where it goes.
+struct RunState {
+    Gan& gan;
+    History& history;
+    History& quality;
+    std::vector<Setting> settings;
+    int threads;
+    std::string path;
+};
+
+// Thrown instead of saving a state with a non-finite value: every run
+// resumed from such a checkpoint would continue from garbage.
+struct Diverged : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+void check_finite(const xgrad::Archive& archive) {
+    for (const auto& [name, t] : archive.tensors()) {
+        const float* values = t.data();
+        for (std::size_t i = 0; i < t.size(); ++i) {
+            if (!std::isfinite(values[i])) {
+                std::ostringstream what;
+                what << "'" << name << "' holds " << values[i] << " at element " << i;
+                throw Diverged(what.str());
+            }
+        }
+    }
+}
+
+// `quality` only when it holds rows: checkpoints of runs without --classifier stay as they were.
+void save_checkpoint(const RunState& run) {
+    xgrad::Archive archive;
+    run.gan.save(archive);
+    check_finite(archive);  // the parameters and optimizer moments, which a resumed run trains on
+    run.history.save(archive);
+    if (!run.quality.rows().empty()) run.quality.save(archive);
+    for (const Setting& s : run.settings) archive.put_text("settings." + s.key, s.value);
+    archive.put_text("settings.threads", std::to_string(run.threads));
+    xgrad::write_archive(run.path, archive);
+}
+
+// Saves; for a state that must not be saved, says why (the last good
+// checkpoint then stays).
+std::optional<std::string> try_save_checkpoint(const RunState& run) {
+    try {
+        save_checkpoint(run);
+        return std::nullopt;
+    } catch (const Diverged& e) {
+        return std::string(e.what());
+    }
+}
+
+// The checkpoint at `path` loaded as --resume does; every failure names the file.
+xgrad::Archive load_checkpoint(const std::string& path, Gan& gan, History& history, History& quality) {
+    xgrad::Archive archive = xgrad::read_archive(path);
+    if (!archive.texts().count("architecture")) {
+        throw std::runtime_error("'" + path + "' is not an mnist_gan checkpoint: it has no 'architecture' text" +
+                                 (archive.contains("classifier.architecture") ? " (it holds a classifier written by mnist_classifier)"
+                                                                              : ""));
+    }
+    try {
+        gan.load(archive);
+        history.load(archive);
+        if (archive.contains(quality.name())) quality.load(archive);
+    } catch (const std::exception& e) {
+        throw std::runtime_error("'" + path + "': " + e.what());
+    }
+    return archive;
+}
+
+const std::string* text_or_null(const xgrad::Archive& archive, const std::string& name) {
+    const auto found = archive.texts().find(name);
+    return found == archive.texts().end() ? nullptr : &found->second;
+}
+
+// A resumed run continues the same training: a changed setting is refused
+// with both values.
+void check_resumed_settings(const xgrad::Archive& archive, const RunState& run) {
+    bool recorded = false;
+    for (const Setting& s : run.settings) {
+        const std::string* saved = text_or_null(archive, "settings." + s.key);
+        if (!saved) continue;
+        recorded = true;
+        if (*saved != s.value) {
+            throw std::runtime_error("--resume: " + s.option + " is " + s.value + " in this run but " + *saved +
+                                     " in the checkpoint '" + run.path +
+                                     "'; a resumed run keeps its training settings (start a new --out to train with others)");
+        }
+    }
+    if (!recorded) {
+        std::cerr << "note: '" << run.path << "' records no training settings (an older checkpoint), so they are not checked\n";
+    }
+    const std::string* threads = text_or_null(archive, "settings.threads");
+    if (threads && *threads != std::to_string(run.threads)) {
+        std::cerr << "note: --threads " << run.threads << " differs from the checkpoint's " << *threads
+                  << ": training continues, but is no longer bit-identical to an uninterrupted run\n";
+    }
+}
+
+// One CSV row: the step, then the row's values after its first (the step as a float).
+std::string csv_row(long step, const std::vector<float>& row) {
+    std::ostringstream s;
+    s << step;
+    for (std::size_t c = 1; c < row.size(); ++c) s << "," << row[c];
+    s << "\n";
+    return s.str();
+}
+
+// log.csv and eval.csv start over from the rows of the checkpoint, so that
+// after a resume they hold none logged after it (a run killed between a
+// log row and the next checkpoint would repeat those rows).
+std::unique_ptr<common::TextFile> open_csv(const std::string& path, const std::string& header, const History& rows) {
+    auto file = std::make_unique<common::TextFile>(path, common::TextFile::Mode::truncate);
+    std::string text = header + "\n";
+    for (const auto& row : rows.rows()) text += csv_row(long(row[0]), row);
+    file->write(text);
+    return file;
+}
+
+// The files this program writes into --out (not what else may be there).
+bool is_output_name(const std::string& name) {
+    static const char* const kFixed[] = {"checkpoint.xgrad", "log.csv",    "eval.csv", "samples.idx", "grid_final.png",
+                                         "losses.png",       "discriminator.png", "eval.png", "eval_fid.png"};
+    for (const char* fixed : kFixed) {
+        if (name == fixed) return true;
+    }
+    return name.size() > 9 && name.compare(0, 5, "grid_") == 0 && name.compare(name.size() - 4, 4, ".png") == 0;
+}
+
+// --out, held for one run. The lock keeps a second mnist_gan out of it (both
+// would write the same checkpoint); holding it, the temporary files of our
+// outputs can only be left over from a killed run, and are removed.
+class OutputDirectory {
+public:
+    explicit OutputDirectory(const std::string& dir) {
+        common::check_writable_directory(dir, "--out");
+        const std::string lock = dir + "/.mnist_gan.lock";
+        fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd_ < 0) throw std::runtime_error("--out '" + dir + "': cannot create '" + lock + "': " + std::strerror(errno));
+        if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+            const int error = errno;
+            ::close(fd_);
+            throw std::runtime_error("--out '" + dir + "': " +
+                                     (error == EWOULDBLOCK ? "another mnist_gan is using it (it holds '" + lock + "')"
+                                                           : "cannot lock '" + lock + "': " + std::strerror(error)));
+        }
+        for (const auto& entry : fs::directory_iterator(dir)) {
+            const std::string name = entry.path().filename().string();
+            const std::string suffix = ".tmp";
+            if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+            if (!is_output_name(name.substr(0, name.size() - suffix.size()))) continue;
+            std::error_code error;
+            fs::remove(entry.path(), error);
+            if (error) throw std::runtime_error("cannot remove the stale temporary file '" + entry.path().string() + "': " + error.message());
+            std::cerr << "removed " << entry.path().string() << ", left by an interrupted run\n";
+        }
+    }
+    ~OutputDirectory() { ::close(fd_); }
+    OutputDirectory(const OutputDirectory&) = delete;
+    OutputDirectory& operator=(const OutputDirectory&) = delete;
+
+private:
+    int fd_ = -1;
+};
 
 GanConfig config_from(const Options& o, const CLI::App& cli) {
     GanConfig c = preset(o.preset_name);
@@ -231,48 +446,46 @@ GanConfig config_from(const Options& o, const CLI::App& cli) {
     return c;
 }
 
+constexpr const char* kLogHeader = "step,d_loss,g_loss,d_real,d_fake";
+constexpr const char* kEvalHeader = "step,classifier_score,coverage_bits,min_share,max_share,fid";
+
 int train(const Options& o, const GanConfig& config) {
     xgrad::set_num_threads(o.threads);
+    // --out first: an unusable output directory fails before any long work.
+    const OutputDirectory out_directory(o.out);
     const std::string data_dir = o.data.directory();
     xgrad::Dataset train_set =
         xgrad::load_dataset(find_idx(data_dir, "train-images-idx3-ubyte"), find_idx(data_dir, "train-labels-idx1-ubyte"));
     const std::size_t image_count = train_set.images.count;
     if (image_count == 0) throw std::runtime_error("the training set in '" + data_dir + "' holds no images");
+    const std::string fingerprint = data_fingerprint(train_set.images);
     ImageData data(std::move(train_set.images));  // moved, not copied: 47 MB for a 60,000-image set
 
-    std::error_code error;
-    fs::create_directories(o.out, error);
-    if (error) throw std::runtime_error("--out '" + o.out + "': cannot create the directory: " + error.message());
     const std::string checkpoint = o.out + "/checkpoint.xgrad";
-    const std::string log_path = o.out + "/log.csv";
-
     Gan gan(config, o.seed);
     History history("history", 5), quality("quality", QualityMonitor::kColumns);
+    const RunState run{gan, history, quality, training_settings(o, config, fingerprint), o.threads, checkpoint};
     if (o.resume) {
         if (!fs::exists(checkpoint)) throw std::runtime_error("--resume: no checkpoint at '" + checkpoint + "'");
-        const xgrad::Archive archive = xgrad::read_archive(checkpoint);
-        gan.load(archive);
-        history.load(archive);
-        if (archive.contains(quality.name())) quality.load(archive);
+        check_resumed_settings(load_checkpoint(checkpoint, gan, history, quality), run);
+        if (gan.steps_done() > o.steps) {
+            throw std::runtime_error("--steps " + std::to_string(o.steps) + ": the checkpoint '" + checkpoint + "' is already at step " +
+                                     std::to_string(gan.steps_done()) + "; pass a larger --steps to train further");
+        }
         std::cerr << "resumed from " << checkpoint << " at step " << gan.steps_done() << "\n";
+        if (gan.steps_done() == o.steps) std::cerr << "nothing to train: --steps " << o.steps << " are done; writing the final outputs\n";
     }
-    std::ofstream log(log_path, o.resume ? std::ios::app : std::ios::trunc);
-    if (!log) throw std::runtime_error("cannot write '" + log_path + "' (is --out writable?)");
-    if (!o.resume) log << "step,d_loss,g_loss,d_real,d_fake\n";
+    const auto log = open_csv(o.out + "/log.csv", kLogHeader, history);
 
     std::unique_ptr<QualityMonitor> monitor;
-    std::ofstream eval_log;
-    const std::string eval_path = o.out + "/eval.csv";
+    std::unique_ptr<common::TextFile> eval_log;
     if (!o.classifier.empty()) {
         monitor = std::make_unique<QualityMonitor>(o.classifier, data_dir, config.z_dim, o.seed + 3);
-        const bool fresh = !o.resume || !fs::exists(eval_path);
-        eval_log.open(eval_path, fresh ? std::ios::trunc : std::ios::app);
-        if (!eval_log) throw std::runtime_error("cannot write '" + eval_path + "' (is --out writable?)");
-        if (fresh) eval_log << "step,classifier_score,coverage_bits,min_share,max_share,fid\n";
+        eval_log = open_csv(o.out + "/eval.csv", kEvalHeader, quality);
     }
     const auto measure_quality = [&](long step) {
         std::vector<float> row = monitor->measure(gan, step);
-        eval_log << step << "," << row[1] << "," << row[2] << "," << row[3] << "," << row[4] << "," << row[5] << "\n" << std::flush;
+        eval_log->write(csv_row(step, row));
         std::cerr << std::fixed << std::setprecision(3) << "step " << step << ": classifier score " << row[1] << ", coverage "
                   << row[2] << " bits (class shares " << row[3] << " to " << row[4] << "), FID " << std::setprecision(2)
                   << row[5] << "\n";
@@ -286,28 +499,32 @@ int train(const Options& o, const GanConfig& config) {
 
     std::cerr << "mnist_gan: " << image_count << " training images from " << data_dir << "; "
               << config.architecture() << " batch=" << config.batch << " k=" << config.k << " lr=" << config.lr
-              << " g_loss=" << (config.g_loss == GeneratorLoss::minimax ? "minimax" : "non-saturating") << "\n";
+              << " g_loss=" << g_loss_name(config.g_loss) << "\n";
     std::signal(SIGINT, on_interrupt);
     std::signal(SIGTERM, on_interrupt);
 
     xgrad::Progress progress(static_cast<std::size_t>(o.steps - gan.steps_done()));
+    const auto diverged = [&](long step, const std::string& what) {
+        progress.finish();
+        std::cerr << "error: training diverged at step " << step << " (" << what << "); the last good checkpoint is kept at "
+                  << checkpoint << "\n";
+        return 3;
+    };
     Interval interval;
     const long first = gan.steps_done();
     while (gan.steps_done() < o.steps) {
         const StepStats stats = gan.step(data);
         const long step = gan.steps_done();
         if (!std::isfinite(stats.d_loss) || !std::isfinite(stats.g_loss)) {
-            progress.finish();
-            std::cerr << "error: training diverged at step " << step << " (D loss " << stats.d_loss << ", G loss " << stats.g_loss
-                      << "); the last good checkpoint is kept at " << checkpoint << "\n";
-            return 3;
+            std::ostringstream losses;
+            losses << "D loss " << stats.d_loss << ", G loss " << stats.g_loss;
+            return diverged(step, losses.str());
         }
         interval.add(stats);
         progress.update(static_cast<std::size_t>(step - first), status_text(interval));
         if (step % o.log_every == 0 || step == o.steps) {
             history.add(interval.row(step));
-            const auto& row = history.rows().back();
-            log << step << "," << row[1] << "," << row[2] << "," << row[3] << "," << row[4] << "\n" << std::flush;
+            log->write(csv_row(step, history.rows().back()));
             interval = Interval{};
         }
         if (o.grid_every > 0 && step % o.grid_every == 0) {
@@ -319,9 +536,10 @@ int train(const Options& o, const GanConfig& config) {
             progress.finish();
             measure_quality(step);
         }
-        if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0) save_checkpoint(gan, history, quality, checkpoint);
+        if ((o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || interrupted) {
+            if (const auto bad = try_save_checkpoint(run)) return diverged(step, *bad + " after the update");
+        }
         if (interrupted) {
-            save_checkpoint(gan, history, quality, checkpoint);
             progress.finish();
             std::cerr << "interrupted at step " << step << "; checkpoint written to " << checkpoint
                       << "; continue with the same command plus --resume\n";
@@ -330,11 +548,24 @@ int train(const Options& o, const GanConfig& config) {
     }
     progress.finish();
     if (monitor && (quality.rows().empty() || long(quality.rows().back()[0]) != gan.steps_done())) measure_quality(gan.steps_done());
-    save_checkpoint(gan, history, quality, checkpoint);
+    if (const auto bad = try_save_checkpoint(run)) return diverged(gan.steps_done(), *bad + " after the update");
+
+    // Training is saved; the rest derives from the checkpoint, so an
+    // interruption from here on loses nothing that --resume cannot redo.
+    const auto stopped = [&](const std::string& unwritten) {
+        std::cerr << "interrupted after training (step " << gan.steps_done() << ", checkpoint written to " << checkpoint << "); "
+                  << unwritten << " not written: run the same command plus --resume to write them\n";
+        return 130;
+    };
+    if (interrupted) return stopped(o.samples > 0 ? "the final grid, plots and samples.idx" : "the final grid and plots");
     write_grid(gan, fixed_noise, o.out + "/grid_final.png");
     write_plots(history, o.out);
     write_quality_plots(quality, o.out);
-    if (o.samples > 0) write_samples(gan, o.samples, o.seed + 2, o.out + "/samples.idx");
+    if (o.samples > 0) {
+        const std::string samples_path = o.out + "/samples.idx";
+        std::cerr << "writing " << o.samples << " samples to " << samples_path << "\n";
+        if (interrupted || !write_samples(gan, o.samples, o.seed + 2, samples_path)) return stopped("samples.idx");
+    }
 
     xgrad::Rng eval_rng(o.seed + 1);
     const double value = gan.value_estimate(data, 20, eval_rng);
@@ -347,6 +578,13 @@ int train(const Options& o, const GanConfig& config) {
 
 }  // namespace
 
+long verify_checkpoint(const std::string& path, const GanConfig& config) {
+    Gan gan(config, 0);
+    History history("history", 5), quality("quality", QualityMonitor::kColumns);
+    load_checkpoint(path, gan, history, quality);
+    return gan.steps_done();
+}
+
 int run_app(int argc, const char* const* argv) {
     CLI::App cli{"Trains the generative adversarial nets of Goodfellow et al. (2014) on MNIST with xgrad."};
     Options o;
@@ -356,30 +594,30 @@ int run_app(int argc, const char* const* argv) {
                    "default: 256 hidden, LeakyReLU D, Adam 2e-4/0.5, label smoothing 0.9")
         ->check(CLI::IsMember({"reference", "default"}))
         ->capture_default_str();
-    cli.add_option("--steps", o.steps, "Total training steps (a resumed run continues up to this)")->check(CLI::Range(1L, 100000000L))->capture_default_str();
-    cli.add_option("--k", o.k, "Discriminator updates per generator update (overrides the preset)")->check(CLI::Range(1, 100));
-    cli.add_option("--batch", o.batch, "Minibatch size m (overrides the preset)")->check(CLI::Range(1, 65536));
-    cli.add_option("--z-dim", o.z_dim, "Noise dimension (overrides the preset)")->check(CLI::Range(1, 65536));
-    cli.add_option("--hidden", o.hidden, "Hidden units of both nets (overrides the preset)")->check(CLI::Range(1, 65536));
-    cli.add_option("--lr", o.lr, "Adam learning rate of both nets (overrides the preset)")->check(CLI::Range(1e-7, 1.0));
+    cli.add_option("--steps", o.steps, "Total training steps (a resumed run continues up to this)")->check(common::unsigned_in(1, 100000000))->capture_default_str();
+    cli.add_option("--k", o.k, "Discriminator updates per generator update (overrides the preset)")->check(common::unsigned_in(1, 100));
+    cli.add_option("--batch", o.batch, "Minibatch size m (overrides the preset)")->check(common::unsigned_in(1, 65536));
+    cli.add_option("--z-dim", o.z_dim, "Noise dimension (overrides the preset)")->check(common::unsigned_in(1, 65536));
+    cli.add_option("--hidden", o.hidden, "Hidden units of both nets (overrides the preset)")->check(common::unsigned_in(1, 65536));
+    cli.add_option("--lr", o.lr, "Adam learning rate of both nets (overrides the preset)")->check(common::real_in(1e-7, 1.0));
     cli.add_option("--g-loss", o.g_loss, "non-saturating: maximise log D(G(z)); minimax: minimise log(1 - D(G(z)))")
         ->check(CLI::IsMember({"non-saturating", "minimax"}));
-    cli.add_option("--seed", o.seed, "Random seed: same seed and thread count give identical results")->capture_default_str();
-    cli.add_option("--threads", o.threads, "Threads for matrix products and elementwise work (results are identical for the same count)")->check(CLI::Range(1, 256))->capture_default_str();
+    cli.add_option("--seed", o.seed, "Random seed: same seed and thread count give identical results")->check(common::unsigned_in(0, UINT64_MAX))->capture_default_str();
+    cli.add_option("--threads", o.threads, "Threads for matrix products and elementwise work (results are identical for the same count)")->check(common::unsigned_in(1, 256))->capture_default_str();
     cli.add_option("--out", o.out, "Output directory (grids, plots, log.csv, checkpoint.xgrad)")->capture_default_str();
-    cli.add_option("--grid-every", o.grid_every, "Write an 8x8 sample grid every N steps (0: only at the end)")->check(CLI::Range(0L, 100000000L))->capture_default_str();
-    cli.add_option("--checkpoint-every", o.checkpoint_every, "Write OUT/checkpoint.xgrad every N steps (0: only at the end)")->check(CLI::Range(0L, 100000000L))->capture_default_str();
-    cli.add_option("--log-every", o.log_every, "Append averages to OUT/log.csv every N steps")->check(CLI::Range(1L, 100000000L))->capture_default_str();
+    cli.add_option("--grid-every", o.grid_every, "Write an 8x8 sample grid every N steps (0: only at the end)")->check(common::unsigned_in(0, 100000000))->capture_default_str();
+    cli.add_option("--checkpoint-every", o.checkpoint_every, "Write OUT/checkpoint.xgrad every N steps (0: only at the end)")->check(common::unsigned_in(0, 100000000))->capture_default_str();
+    cli.add_option("--log-every", o.log_every, "Append averages to OUT/log.csv every N steps")->check(common::unsigned_in(1, 100000000))->capture_default_str();
     cli.add_flag("--resume", o.resume, "Continue from OUT/checkpoint.xgrad (bit-exact with the same seed and threads)");
     auto* classifier = cli.add_option("--classifier", o.classifier,
                                       "Weights from mnist_classifier: measure sample quality (classifier score, class coverage, "
                                       "FID of 1000 samples against held-out t10k images) at the end, into OUT/eval.csv and eval.png")
                            ->check(CLI::ExistingFile);
     cli.add_option("--eval-every", o.eval_every, "With --classifier: also measure sample quality every N steps (0: only at the end)")
-        ->check(CLI::Range(0L, 100000000L))
+        ->check(common::unsigned_in(0, 100000000))
         ->needs(classifier)
         ->capture_default_str();
-    cli.add_option("--samples", o.samples, "After training, write N generated images to OUT/samples.idx (IDX3, bytes)")->check(CLI::Range(0, 10000000));
+    cli.add_option("--samples", o.samples, "After training, write N generated images to OUT/samples.idx (IDX3, bytes)")->check(common::unsigned_in(0, 10000000));
     try {
         cli.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -387,6 +625,9 @@ int run_app(int argc, const char* const* argv) {
     }
     try {
         return train(o, config_from(o, cli));
+    } catch (const std::bad_alloc&) {
+        std::cerr << "mnist_gan: error: out of memory; try a smaller --batch, --hidden or --z-dim\n";
+        return 1;
     } catch (const std::exception& e) {
         std::cerr << "mnist_gan: error: " << e.what() << "\n";
         return 1;

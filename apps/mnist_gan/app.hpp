@@ -1,11 +1,21 @@
 // The mnist_gan command line program, callable from tests.
 #pragma once
 
+#include <string>
+
+#include "gan.hpp"
+
 namespace gan {
 
 // Exit codes: 0 done, 1 bad input or I/O error (message on stderr),
-// 3 training diverged (NaN/Inf loss), 130 interrupted (checkpoint written);
-// CLI11's codes for command-line errors.
+// 3 training diverged (a NaN/Inf loss, or a non-finite parameter or
+// optimizer moment about to be saved: the last good checkpoint is kept),
+// 130 interrupted (checkpoint written); CLI11's codes for command-line errors.
 int run_app(int argc, const char* const* argv);
+
+// Loads the checkpoint at `path` into a fresh GAN of `config` as --resume
+// does, without training, and returns its step count; throws
+// std::runtime_error naming the file. For tests and the fuzz harness.
+long verify_checkpoint(const std::string& path, const GanConfig& config);
 
 }  // namespace gan

@@ -1,10 +1,14 @@
 #include "gan.hpp"
 
 #include <cmath>
+#include <limits>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 
 #include <xgrad/ops.hpp>
+
+#include "numbers.hpp"
 
 namespace gan {
 
@@ -164,12 +168,24 @@ void Gan::load(const xgrad::Archive& archive) {
         throw std::runtime_error("the checkpoint holds a GAN of another shape (" + archive.text("architecture") +
                                  ") than this run (" + config_.architecture() + ")");
     }
+    // The texts first: a malformed one then fails before anything changed.
+    const std::string& steps_text = archive.text("steps");
+    const std::optional<std::uint64_t> steps = common::parse_unsigned(steps_text);
+    if (!steps || *steps > static_cast<std::uint64_t>(std::numeric_limits<long>::max())) {
+        throw std::runtime_error("the text 'steps' is '" + steps_text + "', expected a step count (a non-negative integer)");
+    }
+    xgrad::Rng rng = rng_;
+    try {
+        rng.set_state(archive.text("rng"));
+    } catch (const std::invalid_argument&) {
+        throw std::runtime_error("the text 'rng' is not a saved random state");
+    }
     generator_.load(archive, "generator.");
     discriminator_.load(archive, "discriminator.");
     g_optimizer_->load(archive, "g_optimizer.");
     d_optimizer_->load(archive, "d_optimizer.");
-    steps_done_ = std::stol(archive.text("steps"));
-    rng_.set_state(archive.text("rng"));
+    steps_done_ = static_cast<long>(*steps);
+    rng_ = rng;
 }
 
 }  // namespace gan

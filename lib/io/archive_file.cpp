@@ -1,8 +1,9 @@
 #include <xgrad/io/archive_file.hpp>
 
-#include "atomic_file.hpp"
+#include <xgrad/io/atomic_file.hpp>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -60,31 +61,43 @@ private:
     std::size_t pos_ = 0;
 };
 
+// The element count of a tensor whose shape `dims` was read from a file, if
+// its data fits in the reader's remaining bytes. Empty shapes are bounded
+// too: (0, 2^63) holds no data, but its strides would overflow.
+std::size_t checked_element_count(const Shape& dims, const Reader& reader, const std::string& name) {
+    constexpr std::uint64_t kMaxExtent = PTRDIFF_MAX / sizeof(float);
+    std::uint64_t extent = 1;  // the product of the nonzero dimensions
+    bool empty = false;
+    for (std::size_t d : dims) {
+        if (d == 0) {
+            empty = true;
+        } else if (extent > kMaxExtent / d) {
+            reader.fail("tensor '" + name + "' has the impossible shape " + shape_string(dims));
+        } else {
+            extent *= d;
+        }
+    }
+    const std::uint64_t count = empty ? 0 : extent;
+    if (count > reader.remaining() / sizeof(float)) {
+        reader.fail("tensor '" + name + "' of shape " + shape_string(dims) + " needs " + std::to_string(count * sizeof(float)) +
+                    " bytes, the file has " + std::to_string(reader.remaining()) + " left");
+    }
+    return static_cast<std::size_t>(count);
+}
+
 Tensor read_tensor(Reader& reader, const std::string& name) {
     const auto rank = reader.read<std::uint32_t>("a tensor rank");
     if (rank > kMaxRank) reader.fail("tensor '" + name + "' has rank " + std::to_string(rank));
     Shape shape(rank);
-    // Element count checked against the bytes left, one dimension at a time,
-    // so that no product can overflow (a zero anywhere makes it 0).
-    std::size_t count = 1;
-    bool empty = false;
     for (std::uint32_t d = 0; d < rank; ++d) {
         const auto size = reader.read<std::uint64_t>("a tensor shape");
         if (size > std::numeric_limits<std::size_t>::max()) reader.fail("tensor '" + name + "' is larger than memory");
         shape[d] = static_cast<std::size_t>(size);
-        empty = empty || size == 0;
     }
-    if (!empty) {
-        for (std::size_t size : shape) {
-            if (count > reader.remaining() / sizeof(float) / size) reader.fail("tensor '" + name + "' is larger than the file");
-            count *= size;
-        }
-    } else {
-        count = 0;
-    }
+    const std::size_t count = checked_element_count(shape, reader, name);
     Tensor t = Tensor::from_shape(shape);
     const char* data = reader.take(count * sizeof(float), "tensor data");
-    if (count > 0) std::memcpy(t.data(), data, count * sizeof(float));
+    if (count > 0) std::memcpy(t.data(), data, count * sizeof(float));  // t.data() may be null when empty
     return t;
 }
 
@@ -110,7 +123,7 @@ void write_archive(const std::string& path, const Archive& archive) {
         bytes += text;
     }
     append(bytes, crc_of(bytes.data(), bytes.size()));
-    detail::write_file_atomically(path, {bytes});
+    write_file_atomically(path, {bytes});
 }
 
 Archive read_archive(const std::string& path) {
@@ -134,7 +147,9 @@ Archive read_archive(const std::string& path) {
     const std::size_t body_end = bytes.size() - 4;
     std::uint32_t stored_crc;
     std::memcpy(&stored_crc, bytes.data() + body_end, 4);
-    if (stored_crc != crc_of(bytes.data(), body_end)) header.fail("corrupt (CRC mismatch): the file was damaged or cut short");
+    if (stored_crc != crc_of(bytes.data(), body_end)) {
+        header.fail("corrupt (CRC mismatch: the file is damaged, cut short or has bytes appended)");
+    }
 
     Reader reader(bytes, body_end, path);
     reader.take(sizeof kMagic + 4, "the header");

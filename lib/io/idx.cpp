@@ -1,6 +1,6 @@
 #include <xgrad/io/idx.hpp>
 
-#include "atomic_file.hpp"
+#include <xgrad/io/atomic_file.hpp>
 
 #include <algorithm>
 #include <array>
@@ -8,9 +8,14 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <memory>
+#include <new>
 #include <stdexcept>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 namespace xgrad {
@@ -23,23 +28,56 @@ constexpr std::size_t kMaxReserve = std::size_t(64) << 20;  // one allocation fo
 
 const char* kind_of(std::uint32_t magic) { return magic == kImagesMagic ? "IDX images" : "IDX labels"; }
 
-// One IDX file open for reading through zlib (plain or gzipped); every
-// failure names the file and what was expected.
+// A file descriptor closed when it goes out of scope, also when a
+// constructor that opened it throws.
+class Descriptor {
+public:
+    explicit Descriptor(int fd) : fd_(fd) {}
+    ~Descriptor() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    Descriptor(const Descriptor&) = delete;
+    Descriptor& operator=(const Descriptor&) = delete;
+    int get() const { return fd_; }
+
+private:
+    int fd_;
+};
+
+// zlib's inflate state, released by its destructor. Not gzread: that
+// silently ignores bytes after the last gzip member.
+class Inflater {
+public:
+    Inflater() {
+        if (inflateInit2(&stream_, 15 + 16) != Z_OK) throw std::bad_alloc();  // 15 + 16: gzip wrapper, 32 KiB window
+    }
+    ~Inflater() { inflateEnd(&stream_); }
+    Inflater(const Inflater&) = delete;
+    Inflater& operator=(const Inflater&) = delete;
+    z_stream& operator*() { return stream_; }
+
+private:
+    z_stream stream_{};
+};
+
+// One IDX file open for reading, plain or gzipped (told by the gzip magic
+// bytes, as gzopen does); every failure names the file and what was expected.
 class IdxReader {
 public:
-    IdxReader(const std::string& path, std::uint32_t magic) : path_(path), kind_(kind_of(magic)) {
-        errno = 0;
-        gz_ = gzopen(path.c_str(), "rb");
-        if (!gz_) {
-            throw std::runtime_error("xgrad: cannot open " + kind_ + " file '" + path + "': " +
-                                     (errno ? std::strerror(errno) : "out of memory"));
+    IdxReader(const std::string& path, std::uint32_t magic)
+        : path_(path), kind_(kind_of(magic)), fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)), input_(new std::uint8_t[kBuffer]) {
+        if (fd_.get() < 0) throw std::runtime_error("xgrad: cannot open " + kind_ + " file '" + path + "': " + std::strerror(errno));
+        struct stat st;
+        if (::fstat(fd_.get(), &st) == 0 && S_ISREG(st.st_mode)) file_size_ = static_cast<std::size_t>(st.st_size);
+        while (input_size_ < 2 && refill_more()) {
         }
-        gzbuffer(gz_, 1 << 17);
+        if (input_size_ >= 2 && input_[0] == 0x1f && input_[1] == 0x8b) {
+            inflater_ = std::make_unique<Inflater>();
+            (**inflater_).next_in = input_.get();
+            (**inflater_).avail_in = static_cast<uInt>(input_size_);
+        }
         expect_magic(magic);
     }
-    ~IdxReader() { gzclose(gz_); }
-    IdxReader(const IdxReader&) = delete;
-    IdxReader& operator=(const IdxReader&) = delete;
 
     // The header's dimension fields, after the magic.
     template <std::size_t N>
@@ -56,7 +94,10 @@ public:
     // terabytes fails as truncated instead of allocating them.
     std::vector<std::uint8_t> payload(std::size_t size, const std::string& what) {
         std::vector<std::uint8_t> data;
-        data.reserve(std::min(size, kMaxReserve));
+        // No more than the file can hold: gzip expands at most 1032-fold.
+        const std::size_t expansion = inflater_ ? 1032 : 1;
+        const std::size_t ceiling = file_size_ > kMaxReserve / expansion ? kMaxReserve : file_size_ * expansion;
+        data.reserve(std::min(size, ceiling));
         while (data.size() < size) {
             const std::size_t old = data.size(), want = std::min(kChunk, size - old);
             data.resize(old + want);
@@ -67,13 +108,18 @@ public:
                      std::to_string(header_bytes_) + "-byte header, found " + std::to_string(data.size()) + gzip_cut_note());
             }
         }
+        // Counting stops after one chunk: a gzip stream can expand without bound.
         std::size_t trailing = 0;
         std::array<std::uint8_t, 1 << 14> sink;
-        while (const std::size_t got = read_some(sink.data(), sink.size())) trailing += got;
+        while (trailing <= kChunk) {
+            const std::size_t got = read_some(sink.data(), sink.size());
+            if (got == 0) break;
+            trailing += got;
+        }
+        if (trailing > kChunk) fail("more than " + std::to_string(kChunk) + " unexpected bytes after the " + what);
         if (trailing) fail(std::to_string(trailing) + " unexpected bytes after the " + what);
         // The data is whole but the gzip trailer holding its CRC is missing: unverified, so rejected.
-        const std::string cut = gzip_cut_note();
-        if (!cut.empty()) fail("truncated" + cut);
+        if (gzip_cut()) fail("truncated" + gzip_cut_note());
         return data;
     }
 
@@ -82,6 +128,8 @@ public:
     }
 
 private:
+    static constexpr std::size_t kBuffer = std::size_t(1) << 17;
+
     void expect_magic(std::uint32_t expected) {
         std::uint32_t raw;
         read_exact(&raw, sizeof raw, "the magic number");
@@ -105,34 +153,105 @@ private:
         }
     }
 
+    // Appends raw file bytes to the input buffer (which must have room);
+    // false at the end of the file.
+    bool refill_more() {
+        for (;;) {
+            const ssize_t got = ::read(fd_.get(), input_.get() + input_size_, kBuffer - input_size_);
+            if (got >= 0) {
+                input_size_ += static_cast<std::size_t>(got);
+                return got > 0;
+            }
+            if (errno != EINTR) throw std::runtime_error("xgrad: cannot read " + kind_ + " file '" + path_ + "': " + std::strerror(errno));
+        }
+    }
+    bool refill() {
+        input_size_ = 0;
+        input_used_ = 0;
+        return refill_more();
+    }
+
     // Fewer than n bytes only at the end of the data.
     std::size_t read_some(void* dst, std::size_t n) {
-        const int got = gzread(gz_, dst, static_cast<unsigned>(n));
-        if (got >= 0) return static_cast<std::size_t>(got);
-        int code;
-        const std::string message = zlib_message(&code);
-        if (code == Z_ERRNO) {
-            throw std::runtime_error("xgrad: cannot read " + kind_ + " file '" + path_ + "': " + message);
+        return inflater_ ? inflate_some(static_cast<std::uint8_t*>(dst), n) : copy_some(static_cast<std::uint8_t*>(dst), n);
+    }
+
+    std::size_t copy_some(std::uint8_t* dst, std::size_t n) {
+        std::size_t done = 0;
+        while (done < n) {
+            if (input_used_ == input_size_ && !refill()) break;
+            const std::size_t take = std::min(n - done, input_size_ - input_used_);
+            std::memcpy(dst + done, input_.get() + input_used_, take);
+            input_used_ += take;
+            done += take;
         }
-        fail("corrupt gzip data (" + message + ")");
+        return done;
     }
 
-    // zlib reports a gzip stream cut short as Z_BUF_ERROR only through gzerror.
-    std::string gzip_cut_note() {
-        int code;
-        const std::string message = zlib_message(&code);
-        return code == Z_BUF_ERROR ? " (the gzip stream is cut short: " + message + ")" : "";
+    std::size_t inflate_some(std::uint8_t* dst, std::size_t n) {
+        z_stream& z = **inflater_;
+        z.next_out = dst;
+        z.avail_out = static_cast<uInt>(n);  // n <= kChunk
+        while (z.avail_out > 0 && !input_ended_) {
+            if (member_ended_ && !next_member()) break;
+            if (z.avail_in == 0) {
+                if (!refill()) {
+                    input_ended_ = true;
+                    break;
+                }
+                z.next_in = input_.get();
+                z.avail_in = static_cast<uInt>(input_size_);
+            }
+            const int code = inflate(&z, Z_NO_FLUSH);
+            if (code == Z_STREAM_END) {
+                member_ended_ = true;
+            } else if (code == Z_MEM_ERROR) {
+                throw std::bad_alloc();
+            } else if (code != Z_OK && code != Z_BUF_ERROR) {
+                fail(std::string("corrupt gzip data (") + (z.msg ? z.msg : "zlib error " + std::to_string(code)) + ")");
+            }
+        }
+        return n - z.avail_out;
     }
 
-    std::string zlib_message(int* code) {
-        std::string message = gzerror(gz_, code);
-        const std::string prefix = path_ + ": ";  // zlib prefixes the path, which our messages already name
-        if (message.compare(0, prefix.size(), prefix) == 0) message.erase(0, prefix.size());
-        return message;
+    // After a gzip member: the next one (gzip allows concatenated members),
+    // or the end of the file. Any other bytes are refused, as the plain
+    // reader refuses bytes after the data.
+    bool next_member() {
+        z_stream& z = **inflater_;
+        if (z.avail_in < 2) {
+            // Keep an odd byte at the buffer's start, then read more behind it.
+            if (z.avail_in == 1) input_[0] = *z.next_in;
+            input_size_ = z.avail_in;
+            while (input_size_ < 2 && refill_more()) {
+            }
+            z.next_in = input_.get();
+            z.avail_in = static_cast<uInt>(input_size_);
+        }
+        if (z.avail_in == 0) {
+            input_ended_ = true;
+            return false;
+        }
+        if (z.avail_in < 2 || z.next_in[0] != 0x1f || z.next_in[1] != 0x8b) {
+            std::size_t garbage = z.avail_in;
+            while (refill()) garbage += input_size_;
+            fail(std::to_string(garbage) + " bytes of trailing garbage after the gzip stream");
+        }
+        if (inflateReset(&z) != Z_OK) fail("corrupt gzip data (cannot restart inflate)");
+        member_ended_ = false;
+        return true;
     }
+
+    bool gzip_cut() const { return inflater_ && input_ended_ && !member_ended_; }
+    std::string gzip_cut_note() const { return gzip_cut() ? " (the gzip stream is cut short: unexpected end of file)" : ""; }
 
     std::string path_, kind_;
-    gzFile gz_ = nullptr;
+    Descriptor fd_;
+    std::unique_ptr<std::uint8_t[]> input_;  // kBuffer bytes
+    std::size_t file_size_ = std::numeric_limits<std::size_t>::max();  // unknown unless a regular file
+    std::size_t input_size_ = 0, input_used_ = 0;  // input_used_: plain files only (gzip keeps its place in the stream)
+    std::unique_ptr<Inflater> inflater_;           // null for a plain file
+    bool member_ended_ = false, input_ended_ = false;
     std::size_t header_bytes_ = 0;
 };
 
@@ -141,12 +260,6 @@ void check_fits_u32(std::size_t value, const char* name, const std::string& path
         throw std::invalid_argument("xgrad: cannot write '" + path + "': " + name + " " + std::to_string(value) +
                                     " does not fit the IDX header's 32-bit field");
     }
-}
-
-void write_idx(const std::string& path, std::vector<std::uint32_t> header, const std::vector<std::uint8_t>& data) {
-    for (auto& field : header) field = htonl(field);
-    detail::write_file_atomically(path, {{reinterpret_cast<const char*>(header.data()), header.size() * sizeof header[0]},
-                                         {reinterpret_cast<const char*>(data.data()), data.size()}});
 }
 
 }  // namespace
@@ -175,14 +288,31 @@ std::vector<std::uint8_t> read_idx_labels(const std::string& path) {
     return in.payload(count, std::to_string(count) + " labels");
 }
 
-void write_idx_images(const std::string& path, const IdxImages& images) {
-    check_fits_u32(images.count, "count", path);
-    check_fits_u32(images.rows, "rows", path);
-    check_fits_u32(images.cols, "cols", path);
-    if (images.rows == 0 || images.cols == 0) {
-        throw std::invalid_argument("xgrad: cannot write '" + path + "': images of " + std::to_string(images.rows) + " x " +
-                                    std::to_string(images.cols) + " pixels (rows and cols must be positive)");
+namespace {
+
+void check_image_dimensions(const std::string& path, std::size_t count, std::size_t rows, std::size_t cols) {
+    check_fits_u32(count, "count", path);
+    check_fits_u32(rows, "rows", path);
+    check_fits_u32(cols, "cols", path);
+    if (rows == 0 || cols == 0) {
+        throw std::invalid_argument("xgrad: cannot write '" + path + "': images of " + std::to_string(rows) + " x " +
+                                    std::to_string(cols) + " pixels (rows and cols must be positive)");
     }
+}
+
+std::string big_endian_header(std::vector<std::uint32_t> header) {
+    for (auto& field : header) field = htonl(field);
+    return std::string(reinterpret_cast<const char*>(header.data()), header.size() * sizeof header[0]);
+}
+
+void write_idx(const std::string& path, std::vector<std::uint32_t> header, const std::vector<std::uint8_t>& data) {
+    write_file_atomically(path, {big_endian_header(std::move(header)), {reinterpret_cast<const char*>(data.data()), data.size()}});
+}
+
+}  // namespace
+
+void write_idx_images(const std::string& path, const IdxImages& images) {
+    check_image_dimensions(path, images.count, images.rows, images.cols);
     if (images.pixels.size() != images.count * images.rows * images.cols) {
         throw std::invalid_argument("xgrad: cannot write '" + path + "': " + std::to_string(images.pixels.size()) +
                                     " pixel bytes for " + std::to_string(images.count) + " images of " +
@@ -192,6 +322,29 @@ void write_idx_images(const std::string& path, const IdxImages& images) {
               {kImagesMagic, static_cast<std::uint32_t>(images.count), static_cast<std::uint32_t>(images.rows),
                static_cast<std::uint32_t>(images.cols)},
               images.pixels);
+}
+
+IdxImagesWriter::IdxImagesWriter(const std::string& path, std::size_t count, std::size_t rows, std::size_t cols)
+    : file_((check_image_dimensions(path, count, rows, cols), path)), count_(count), image_bytes_(rows * cols) {
+    file_.write(big_endian_header({kImagesMagic, static_cast<std::uint32_t>(count), static_cast<std::uint32_t>(rows),
+                                   static_cast<std::uint32_t>(cols)}));
+}
+
+void IdxImagesWriter::append(const std::uint8_t* pixels, std::size_t images) {
+    if (images > count_ - written_) {
+        throw std::invalid_argument("xgrad: '" + file_.path() + "': " + std::to_string(written_ + images) +
+                                    " images appended to a file of " + std::to_string(count_));
+    }
+    file_.write({reinterpret_cast<const char*>(pixels), images * image_bytes_});
+    written_ += images;
+}
+
+void IdxImagesWriter::commit() {
+    if (written_ != count_) {
+        throw std::logic_error("xgrad: '" + file_.path() + "': " + std::to_string(written_) + " of " + std::to_string(count_) +
+                               " images written");
+    }
+    file_.commit();
 }
 
 void write_idx_labels(const std::string& path, const std::vector<std::uint8_t>& labels) {

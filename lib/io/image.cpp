@@ -1,5 +1,7 @@
 #include <xgrad/io/image.hpp>
 
+#include <xgrad/io/atomic_file.hpp>
+
 #include <algorithm>
 #include <cerrno>
 #include <climits>
@@ -21,7 +23,7 @@ using Rgb = std::array<unsigned char, 3>;
 const Rgb kWhite{255, 255, 255}, kBlack{0, 0, 0}, kGrid{228, 228, 228}, kReference{110, 110, 110};
 
 // stb_image_write's own file output ignores write errors (a full disk would
-// pass silently), so encode in memory and write the file here.
+// pass silently), so encode in memory and write the file atomically.
 void write_png(const std::string& path, std::size_t width, std::size_t height, int channels,
                const std::vector<unsigned char>& pixels) {
     if (width > INT_MAX / 4 / static_cast<std::size_t>(channels) || height > INT_MAX / 4)
@@ -33,14 +35,7 @@ void write_png(const std::string& path, std::size_t width, std::size_t height, i
     const int w = static_cast<int>(width), h = static_cast<int>(height);
     if (!stbi_write_png_to_func(append, &png, w, h, channels, pixels.data(), w * channels))
         throw std::runtime_error("xgrad: cannot encode the PNG for '" + path + "'");
-
-    errno = 0;
-    std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "wb"), &std::fclose);
-    bool ok = file && std::fwrite(png.data(), 1, png.size(), file.get()) == png.size();
-    if (file) ok = std::fclose(file.release()) == 0 && ok;
-    if (!ok)
-        throw std::runtime_error("xgrad: cannot write the PNG file '" + path + "'" +
-                                 (errno ? std::string(": ") + std::strerror(errno) : std::string()));
+    write_file_atomically(path, {png});
 }
 
 // stb_easy_font indexes its glyph table by (c - 32) without a check.

@@ -14,9 +14,11 @@
 // other shapes (a bias was a (1, n) matrix) and cannot resume 0.2 training.
 // write_archive() writes a temporary file beside the target, syncs it and
 // renames it over the target, so a crash leaves either the old or the new
-// file whole. read_archive() checks the CRC before it parses anything, and
-// rejects a foreign file, another version, corruption, truncation and
-// trailing bytes, naming the file and what was wrong.
+// file whole. read_archive() checks the magic, the version and then the
+// CRC before it parses any entry, so that damage, truncation and appended
+// bytes read as "corrupt (CRC mismatch ...)"; behind a valid CRC it still
+// bounds every shape (no overflowing extents, data within the file). Every
+// rejection names the file and what was wrong.
 #pragma once
 
 #include <string>

@@ -6,10 +6,12 @@
 //         then count*rows*cols u8 pixels, image after image, each row-major
 //   magic 2049 (0x00000801: u8 elements, 1 dimension), count,
 //         then count u8 labels
-// The readers take plain or gzipped files alike (zlib's gzopen), read the
-// data in bounded chunks so a corrupt header cannot cause a huge allocation,
-// and reject a wrong magic, truncation, trailing bytes, zero dimensions and
-// gzip corruption with a std::runtime_error naming the file and the problem.
+// The readers take plain or gzipped files alike (told by the gzip magic, as
+// gzopen does; concatenated gzip members are one stream), read the data in
+// bounded chunks so a corrupt header cannot cause a huge allocation, and
+// reject a wrong magic, truncation, trailing bytes (also after the gzip
+// stream), zero dimensions and gzip corruption with a std::runtime_error
+// naming the file and the problem, releasing everything they opened.
 // Any count is accepted, including 0.
 #pragma once
 
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include <xgrad/core/tensor.hpp>
+#include <xgrad/io/atomic_file.hpp>
 
 namespace xgrad {
 
@@ -36,6 +39,25 @@ std::vector<std::uint8_t> read_idx_labels(const std::string& path);
 // dimensions or whose dimensions do not fit the format's u32 fields.
 void write_idx_images(const std::string& path, const IdxImages& images);
 void write_idx_labels(const std::string& path, const std::vector<std::uint8_t>& labels);
+
+// Writes an images file a few images at a time, for sets too large to hold
+// in memory; atomic as above: the file appears under `path` only when
+// commit() follows exactly `count` images, and destroying the writer before
+// that removes what was written. The constructor throws as
+// write_idx_images does for dimensions the format cannot hold.
+class IdxImagesWriter {
+public:
+    IdxImagesWriter(const std::string& path, std::size_t count, std::size_t rows, std::size_t cols);
+    // `images` images of rows*cols bytes each; throws std::invalid_argument
+    // past `count`.
+    void append(const std::uint8_t* pixels, std::size_t images);
+    // Throws std::logic_error if fewer than `count` images were appended.
+    void commit();
+
+private:
+    AtomicFile file_;
+    std::size_t count_, image_bytes_, written_ = 0;
+};
 
 // The images and labels of one split, checked against each other (one label
 // per image) and against the expected image size.
