@@ -2,8 +2,10 @@
 // and all-or-nothing loading, and the initialisations.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include <xtensor/xmath.hpp>
 
@@ -173,6 +175,139 @@ TEST_CASE("initialisations have the stated scale") {
         CHECK(std::abs(mean) < 0.05 * c.stddev + 1e-4);
         CHECK(std::sqrt(squares / n - mean * mean) == doctest::Approx(c.stddev).epsilon(0.02));
     }
+}
+
+}  // namespace
+
+namespace {
+
+using namespace xgrad;
+
+TEST_CASE("EmaWeights: warmed-up averages, copied into another module, resumed exactly") {
+    Rng rng(11), other(12);
+    Linear layer(3, 2, rng), target(3, 2, other);
+    EmaWeights ema(layer, 0.9f);
+    Tensor average = layer.weight.value();
+    for (long t = 0; t < 30; ++t) {
+        layer.weight.mutable_value() += 0.1f * float(t % 3);
+        ema.update();
+        const double d = std::min(0.9, double(1 + t) / double(10 + t));
+        average = static_cast<float>(d) * average + (1.f - static_cast<float>(d)) * layer.weight.value();
+    }
+    CHECK(ema.updates() == 30);
+    ema.copy_to(target);
+    CHECK(xt::allclose(target.weight.value(), average, 1e-6, 1e-6));
+
+    Archive archive;
+    ema.save(archive, "ema.");
+    EmaWeights resumed(layer, 0.9f);
+    resumed.load(archive, "ema.");
+    CHECK(resumed.updates() == 30);
+    layer.weight.mutable_value() += 1.f;
+    ema.update();
+    resumed.update();
+    Linear a(3, 2, rng), b(3, 2, rng);
+    ema.copy_to(a);
+    resumed.copy_to(b);
+    CHECK(a.weight.value() == b.weight.value());  // bit-exact
+
+    CHECK_THROWS_AS(EmaWeights(layer, 1.f), std::invalid_argument);
+    Linear wider(3, 4, rng);
+    CHECK_THROWS_WITH_AS(ema.copy_to(wider), doctest::Contains("'weight'"), ShapeError);
+    archive.put_text("ema.updates", "3x");
+    CHECK_THROWS_AS(resumed.load(archive, "ema."), std::runtime_error);
+    CHECK(resumed.updates() == 31);  // unchanged by the failed load
+}
+
+// The largest singular value of a (rows, cols) matrix, by many power
+// iterations in double.
+double top_singular_value(const Tensor& w, std::size_t rows, std::size_t cols) {
+    std::vector<double> v(cols, 1.0), u(rows);
+    double sigma = 0;
+    for (int it = 0; it < 500; ++it) {
+        double norm = 0;
+        for (std::size_t r = 0; r < rows; ++r) {
+            u[r] = 0;
+            for (std::size_t c = 0; c < cols; ++c) u[r] += w.data()[r * cols + c] * v[c];
+            norm += u[r] * u[r];
+        }
+        for (double& x : u) x /= std::sqrt(norm);
+        norm = 0;
+        for (std::size_t c = 0; c < cols; ++c) {
+            v[c] = 0;
+            for (std::size_t r = 0; r < rows; ++r) v[c] += w.data()[r * cols + c] * u[r];
+            norm += v[c] * v[c];
+        }
+        sigma = std::sqrt(norm);
+        for (double& x : v) x /= sigma;
+    }
+    return sigma;
+}
+
+TEST_CASE("spectral norm: sigma converges to the largest singular value; u and v are buffers") {
+    Rng rng(13);
+    Linear layer(6, 4, rng);
+    layer.apply_spectral_norm(rng);
+    const NamedVars buffers = layer.named_buffers();
+    REQUIRE(buffers.size() == 2);
+    CHECK(buffers[0].first == "weight_u");
+    CHECK(buffers[1].first == "weight_v");
+    CHECK(layer.parameters().size() == 2);  // u and v are not trained
+    const Var x = Var(test::random_tensor({5, 6}, -1.f, 1.f, 14));
+    for (int i = 0; i < 60; ++i) layer(x);
+    const double sigma = top_singular_value(layer.weight.value(), 6, 4);
+    CHECK(layer.spectral_norm()->sigma() == doctest::Approx(sigma).epsilon(1e-4));
+    // The normalised weight has spectral norm 1: evaluation uses the stored u and v.
+    layer.eval();
+    const Tensor u_before = layer.spectral_norm()->u.value();
+    const Var normalized = const_cast<SpectralNorm*>(layer.spectral_norm())->normalize(layer.weight, false);
+    CHECK(top_singular_value(normalized.value(), 6, 4) == doctest::Approx(1.0).epsilon(1e-4));
+    CHECK(layer.spectral_norm()->u.value() == u_before);
+}
+
+TEST_CASE("spectral norm's gradient flows through sigma, with u and v fixed") {
+    Rng rng(15);
+    SpectralNorm sn(Shape{4, 3}, rng);
+    const Var w = Var(test::random_tensor({4, 3}, -1.f, 1.f, 16), true);
+    for (int i = 0; i < 20; ++i) sn.normalize(w, true);  // settle u and v
+    test::check_gradcheck("spectral norm", [&sn](const std::vector<Var>& in) { return sn.normalize(in[0], false); }, {w});
+    // Closed form: with G = dL/dW_sn, dL/dW = (G - <G, W_sn> u v^T) / sigma.
+    const Tensor g = test::random_tensor({4, 3}, -1.f, 1.f, 17);
+    Var w2(w.value(), true);
+    const Var y = sn.normalize(w2, false);
+    backward(sum(y * Var(g)));
+    const float sigma = sn.sigma();
+    double inner = 0;
+    for (std::size_t i = 0; i < 12; ++i) inner += double(g.data()[i]) * y.value().data()[i];
+    for (std::size_t r = 0; r < 4; ++r) {
+        for (std::size_t c = 0; c < 3; ++c) {
+            const double want = (g(r, c) - inner * sn.u.value()(r) * sn.v.value()(c)) / sigma;
+            CHECK(w2.grad()(r, c) == doctest::Approx(want).epsilon(1e-4));
+        }
+    }
+}
+
+TEST_CASE("minibatch stddev appends the mean batch standard deviation as a feature") {
+    const Var x = Var(test::random_tensor({4, 3}, -1.f, 1.f, 18), true);
+    const Var y = minibatch_stddev(x, 0.f);
+    REQUIRE(y.shape() == Shape{4, 4});
+    double total = 0;
+    for (std::size_t f = 0; f < 3; ++f) {
+        double mean = 0, var = 0;
+        for (std::size_t n = 0; n < 4; ++n) mean += x.value()(n, f) / 4.0;
+        for (std::size_t n = 0; n < 4; ++n) var += std::pow(x.value()(n, f) - mean, 2) / 4.0;
+        total += std::sqrt(var) / 3.0;
+    }
+    for (std::size_t n = 0; n < 4; ++n) {
+        CHECK(y.value()(n, 3) == doctest::Approx(total));
+        CHECK(y.value()(n, 0) == x.value()(n, 0));
+    }
+    test::check_gradcheck("minibatch stddev (N, F)", [](const std::vector<Var>& in) { return minibatch_stddev(in[0]); },
+                          {Var(test::random_tensor({4, 3}, -1.f, 1.f, 19), true)});
+    test::check_gradcheck("minibatch stddev (N, C, H, W)", [](const std::vector<Var>& in) { return minibatch_stddev(in[0]); },
+                          {Var(test::random_tensor({3, 2, 2, 2}, -1.f, 1.f, 20), true)});
+    MinibatchStddev layer;
+    CHECK(layer(Var::zeros({5, 2, 3, 3})).shape() == Shape{5, 3, 3, 3});
 }
 
 }  // namespace

@@ -196,6 +196,18 @@ public:
         }
     }
 
+    // grad(input i) += what write(g, add) computes into the buffer g: write
+    // must store its result when add is false and add it when true, as a
+    // kernel with BLAS's beta or an accumulate flag does (the convolution
+    // kernels, say).
+    template <class Write>
+    void accumulate_into(std::size_t i, const Write& write) {
+        if (!needs_grad(i)) return;
+        bool fresh = false;
+        float* g = grad_buffer(i, fresh).data();
+        write(g, !fresh);
+    }
+
     // The gradient of input i as a buffer to add into, zero-filled the first
     // time: for rules that write only parts of it (a slice, scattered rows,
     // arg-max positions).

@@ -4,9 +4,11 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 
 #include <xgrad/core/random.hpp>
 #include <xgrad/core/var.hpp>
+#include <xgrad/nn/module.hpp>
 
 namespace xgrad {
 
@@ -31,6 +33,27 @@ private:
     std::size_t rows_, cols_;
     float eps_;
     float sigma_ = 0.f;
+};
+
+// A layer with a weight and an optional bias (Linear, Conv2d,
+// ConvTranspose2d), whose weight can be spectrally normalised.
+class WeightedLayer : public Module {
+public:
+    // From now on every forward pass uses weight / sigma(weight) (see
+    // SpectralNorm), with u and v registered as buffers "weight_u" and "weight_v".
+    void apply_spectral_norm(Rng& rng);
+    const SpectralNorm* spectral_norm() const { return spectral_.get(); }
+    Var weight, bias;  // bias is empty without one
+
+protected:
+    // Registers weight and (when it is defined) bias as parameters.
+    void register_weight_and_bias();
+    // The weight the forward pass uses: weight, or weight / sigma(weight)
+    // (updating u and v in training mode).
+    Var effective_weight();
+
+private:
+    std::unique_ptr<SpectralNorm> spectral_;
 };
 
 }  // namespace xgrad
