@@ -50,6 +50,7 @@
 #include <xgrad.hpp>
 
 #include "gan.hpp"
+#include "presets.hpp"
 
 extern "C" void openblas_set_num_threads(int);
 extern "C" int openblas_get_num_threads();

@@ -331,7 +331,7 @@ namespace {
 
 int run_gan(const fs::path& data, const fs::path& out, long steps, std::vector<std::string> extra) {
     std::vector<std::string> args{"--data", data.string(), "--out", out.string(), "--steps", std::to_string(steps),
-                                  "--batch", "8", "--hidden", "16", "--z-dim", "10", "--grid-every", "0",
+                                  "--preset", "mlp", "--batch", "8", "--hidden", "16", "--z-dim", "10", "--grid-every", "0",
                                   "--checkpoint-every", "2", "--log-every", "1"};
     args.insert(args.end(), extra.begin(), extra.end());
     return test::run_mnist_gan(args);
@@ -357,7 +357,9 @@ TEST_CASE("mnist_gan --classifier measures quality without changing training, an
     REQUIRE(run_gan(dir.path(), dir.path() / "measured", 4, {"--classifier", classifier, "--eval-every", "2"}) == 0);
     const std::vector<std::string> csv = test::lines_of(dir.path() / "measured" / "eval.csv");
     REQUIRE(csv.size() == 3);  // header, steps 2 and 4
-    CHECK(csv[0] == "step,classifier_score,coverage_bits,min_share,max_share,fid");
+    CHECK(csv[0] ==
+          "step,classifier_score,coverage_bits,min_share,max_share,fid,"
+          "averaged_classifier_score,averaged_coverage_bits,averaged_min_share,averaged_max_share,averaged_fid");
     CHECK(csv[1].rfind("2,", 0) == 0);
     CHECK(csv[2].rfind("4,", 0) == 0);
     CHECK(fs::exists(dir.path() / "measured" / "eval.png"));

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "app_helpers.hpp"
+#include "presets.hpp"
 #include "classifier.hpp"
 #include "helpers.hpp"
 
@@ -133,7 +134,7 @@ private:
 
 // The configuration of tiny_run, for gan::verify_checkpoint.
 gan::GanConfig tiny_config() {
-    gan::GanConfig c = gan::default_preset();
+    gan::GanConfig c = gan::mlp_preset();
     c.batch = 8;
     c.hidden = 16;
     c.z_dim = 10;
@@ -141,8 +142,8 @@ gan::GanConfig tiny_config() {
 }
 
 std::vector<std::string> tiny_run(const fs::path& data, const fs::path& out, long steps, std::vector<std::string> extra = {}) {
-    std::vector<std::string> args{"--data", data.string(), "--out", out.string(), "--steps", std::to_string(steps),
-                                  "--batch", "8", "--hidden", "16", "--z-dim", "10", "--log-every", "1"};
+    std::vector<std::string> args{"--data", data.string(), "--out", out.string(), "--steps", std::to_string(steps), "--preset",
+                                  "mlp", "--batch", "8", "--hidden", "16", "--z-dim", "10", "--log-every", "1"};
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
 }

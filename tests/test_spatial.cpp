@@ -288,3 +288,160 @@ TEST_CASE("layer_norm: values and gradients against a direct loop") {
 }
 
 }  // namespace
+
+// ---- convolutions -------------------------------------------------------------------
+
+namespace {
+
+struct ConvCase {
+    Shape x;             // (N, C_in, H, W)
+    std::size_t out_c;   // C_out
+    Size2 kernel, stride, padding, dilation, output_padding;
+};
+
+const ConvCase kConvCases[] = {
+    {{2, 3, 7, 6}, 4, 3, 1, 1, 1, 0},          // 'same' 3x3
+    {{1, 1, 8, 8}, 2, 4, 2, 1, 1, 0},          // the DCGAN layer shape, batch of one
+    {{2, 2, 9, 7}, 3, {3, 2}, {2, 3}, {1, 0}, 1, 0},  // odd sizes, rectangular everything
+    {{1, 2, 8, 8}, 2, 3, 1, 2, 2, 0},          // dilation
+    {{3, 1, 5, 5}, 1, 5, 3, 2, 1, {1, 2}},     // kernel larger than the stride; output padding (transposed only)
+    {{1, 4, 3, 3}, 5, 1, 1, 0, 1, 0},          // 1x1
+};
+
+// conv2d by its definition, in double: y[n,o,i,j] = b[o] + sum w[o,c,p,q] x[n,c,i s - pad + p d, j s - pad + q d].
+Reference naive_conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvCase& c, Shape& out) {
+    const std::size_t n = x.shape()[0], ci = x.shape()[1], h = x.shape()[2], wd = x.shape()[3];
+    const std::size_t kh = c.kernel.h, kw = c.kernel.w;
+    const std::size_t oh = (h + 2 * c.padding.h - c.dilation.h * (kh - 1) - 1) / c.stride.h + 1;
+    const std::size_t ow = (wd + 2 * c.padding.w - c.dilation.w * (kw - 1) - 1) / c.stride.w + 1;
+    out = {n, c.out_c, oh, ow};
+    Reference y = zeros(out);
+    for (std::size_t a = 0; a < n; ++a)
+        for (std::size_t o = 0; o < c.out_c; ++o)
+            for (std::size_t i = 0; i < oh; ++i)
+                for (std::size_t j = 0; j < ow; ++j) {
+                    double s = b ? (*b)(o) : 0.0;
+                    for (std::size_t ch = 0; ch < ci; ++ch)
+                        for (std::size_t p = 0; p < kh; ++p)
+                            for (std::size_t q = 0; q < kw; ++q) {
+                                const long r = long(i * c.stride.h + p * c.dilation.h) - long(c.padding.h);
+                                const long t = long(j * c.stride.w + q * c.dilation.w) - long(c.padding.w);
+                                if (r >= 0 && t >= 0 && r < long(h) && t < long(wd)) s += double(w(o, ch, p, q)) * x(a, ch, r, t);
+                            }
+                    y(a, o, i, j) = s;
+                }
+    return y;
+}
+
+// conv_transpose2d by its definition: every input pixel scatters w times itself into the output.
+Reference naive_conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvCase& c, Shape& out) {
+    const std::size_t n = x.shape()[0], ci = x.shape()[1], h = x.shape()[2], wd = x.shape()[3];
+    const std::size_t co = w.shape()[1], kh = c.kernel.h, kw = c.kernel.w;
+    const std::size_t oh = (h - 1) * c.stride.h - 2 * c.padding.h + c.dilation.h * (kh - 1) + c.output_padding.h + 1;
+    const std::size_t ow = (wd - 1) * c.stride.w - 2 * c.padding.w + c.dilation.w * (kw - 1) + c.output_padding.w + 1;
+    out = {n, co, oh, ow};
+    Reference y = zeros(out);
+    for (std::size_t a = 0; a < n; ++a)
+        for (std::size_t o = 0; o < co; ++o)
+            for (std::size_t i = 0; i < oh; ++i)
+                for (std::size_t j = 0; j < ow; ++j) y(a, o, i, j) = b ? (*b)(o) : 0.0;
+    for (std::size_t a = 0; a < n; ++a)
+        for (std::size_t ch = 0; ch < ci; ++ch)
+            for (std::size_t i = 0; i < h; ++i)
+                for (std::size_t j = 0; j < wd; ++j)
+                    for (std::size_t o = 0; o < co; ++o)
+                        for (std::size_t p = 0; p < kh; ++p)
+                            for (std::size_t q = 0; q < kw; ++q) {
+                                const long r = long(i * c.stride.h + p * c.dilation.h) - long(c.padding.h);
+                                const long t = long(j * c.stride.w + q * c.dilation.w) - long(c.padding.w);
+                                if (r >= 0 && t >= 0 && r < long(oh) && t < long(ow)) y(a, o, r, t) += double(w(ch, o, p, q)) * x(a, ch, i, j);
+                            }
+    return y;
+}
+
+xgrad::Conv2dOptions conv_options(const ConvCase& c) { return {c.stride, c.padding, c.dilation}; }
+xgrad::ConvTranspose2dOptions transposed_options(const ConvCase& c) { return {c.stride, c.padding, c.output_padding, c.dilation}; }
+
+}  // namespace
+
+TEST_CASE("conv2d and conv_transpose2d against direct loops, on one and two threads") {
+    std::uint64_t seed = 100;
+    for (const ConvCase& c : kConvCases) {
+        for (const bool transposed : {false, true}) {
+            if (!transposed && !(c.output_padding == Size2(0))) continue;
+            for (const int threads : {1, 2}) {
+                INFO((transposed ? "conv_transpose2d" : "conv2d") << " of " << xgrad::shape_string(c.x) << ", kernel " << c.kernel.h
+                                                                  << "x" << c.kernel.w << ", stride " << c.stride.h << "x"
+                                                                  << c.stride.w << ", threads " << threads);
+                xgrad::set_num_threads(threads);
+                const Shape ws = transposed ? Shape{c.x[1], c.out_c, c.kernel.h, c.kernel.w} : Shape{c.out_c, c.x[1], c.kernel.h, c.kernel.w};
+                const Var x = random_var(c.x, -1.f, 1.f, ++seed), w = random_var(ws, -1.f, 1.f, ++seed);
+                const Var b = random_var({c.out_c}, -1.f, 1.f, ++seed);
+                const Var y = transposed ? xgrad::conv_transpose2d(x, w, b, transposed_options(c)) : xgrad::conv2d(x, w, b, conv_options(c));
+                Shape out;
+                const Reference want = transposed ? naive_conv_transpose2d(x.value(), w.value(), &b.value(), c, out)
+                                                  : naive_conv2d(x.value(), w.value(), &b.value(), c, out);
+                REQUIRE(y.shape() == out);
+                check_matches("value", y.value(), want, 1e-5);
+            }
+        }
+    }
+    xgrad::set_num_threads(1);
+}
+
+TEST_CASE("conv2d and conv_transpose2d pass gradcheck, with and without a bias") {
+    std::uint64_t seed = 200;
+    for (const ConvCase& c : kConvCases) {
+        for (const bool transposed : {false, true}) {
+            if (!transposed && !(c.output_padding == Size2(0))) continue;
+            const Shape ws = transposed ? Shape{c.x[1], c.out_c, c.kernel.h, c.kernel.w} : Shape{c.out_c, c.x[1], c.kernel.h, c.kernel.w};
+            for (const bool bias : {true, false}) {
+                const std::string name = std::string(transposed ? "conv_transpose2d" : "conv2d") + " of " + xgrad::shape_string(c.x) +
+                                         (bias ? " with bias" : " without bias");
+                Inputs in{random_var(c.x, -1.f, 1.f, ++seed), random_var(ws, -1.f, 1.f, ++seed)};
+                if (bias) in.push_back(random_var({c.out_c}, -1.f, 1.f, ++seed));
+                check_gradcheck(name,
+                                [&c, transposed](const Inputs& v) {
+                                    const Var b = v.size() > 2 ? v[2] : Var();
+                                    return transposed ? xgrad::conv_transpose2d(v[0], v[1], b, transposed_options(c))
+                                                      : xgrad::conv2d(v[0], v[1], b, conv_options(c));
+                                },
+                                in);
+            }
+        }
+    }
+}
+
+TEST_CASE("conv_transpose2d is the adjoint of conv2d") {
+    // <conv2d(x, w), y> = <x, conv_transpose2d(y, w)> for the same weight and geometry.
+    const ConvCase c{{2, 3, 8, 8}, 4, 4, 2, 1, 1, 0};
+    const Var x = random_var(c.x, -1.f, 1.f, 1), w = random_var({4, 3, 4, 4}, -1.f, 1.f, 2);
+    const Var y = xgrad::conv2d(x, w, Var(), conv_options(c));
+    const Var dy = random_var(y.shape(), -1.f, 1.f, 3);
+    const Var back = xgrad::conv_transpose2d(dy, w, Var(), transposed_options(c));
+    REQUIRE(back.shape() == x.shape());
+    double left = 0, right = 0;
+    for (std::size_t i = 0; i < y.numel(); ++i) left += double(y.value().data()[i]) * dy.value().data()[i];
+    for (std::size_t i = 0; i < x.numel(); ++i) right += double(x.value().data()[i]) * back.value().data()[i];
+    CHECK(left == doctest::Approx(right).epsilon(1e-5));
+}
+
+TEST_CASE("a frozen convolution weight gets no gradient; the input still does") {
+    const Var x = random_var({2, 2, 6, 6}, -1.f, 1.f, 4);
+    Var w = random_var({3, 2, 3, 3}, -1.f, 1.f, 5);
+    w.set_requires_grad(false);
+    xgrad::backward(xgrad::sum(xgrad::conv2d(x, w, Var(), {1, 1})));
+    CHECK(xt::all(xt::equal(w.grad(), 0.f)));
+    CHECK(xt::amax(xt::abs(x.grad()))() > 0.f);
+}
+
+TEST_CASE("convolutions reject operands that do not fit, naming the op and the shapes") {
+    const Var x = Var::zeros({1, 2, 5, 5});
+    CHECK_THROWS_WITH_AS(xgrad::conv2d(x, Var::zeros({3, 4, 3, 3}), Var()), doctest::Contains("xgrad::conv2d"), xgrad::ShapeError);
+    CHECK_THROWS_WITH_AS(xgrad::conv2d(x, Var::zeros({3, 2, 3, 3}), Var::zeros({4})), doctest::Contains("b (4)"), xgrad::ShapeError);
+    CHECK_THROWS_WITH_AS(xgrad::conv2d(x, Var::zeros({3, 2, 7, 7}), Var()), doctest::Contains("(1, 2, 5, 5)"), xgrad::ShapeError);
+    CHECK_THROWS_WITH_AS(xgrad::conv2d(Var::zeros({2, 5, 5}), Var::zeros({3, 2, 3, 3}), Var()), doctest::Contains("(2, 5, 5)"),
+                         xgrad::ShapeError);
+    CHECK_THROWS_WITH_AS(xgrad::conv_transpose2d(x, Var::zeros({2, 3, 4, 4}), Var(), {2, 1, 2}),
+                         doctest::Contains("xgrad::conv_transpose2d: output padding"), xgrad::ShapeError);
+}

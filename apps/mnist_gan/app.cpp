@@ -28,7 +28,9 @@
 #include "data_location.hpp"
 #include "options.hpp"
 #include "evaluation.hpp"
+#include "data.hpp"
 #include "gan.hpp"
+#include "presets.hpp"
 #include "output.hpp"
 
 namespace gan {
@@ -53,23 +55,8 @@ struct Options {
     std::string classifier;
     long eval_every = 0;
     bool resume = false;
-};
-
-// Real images drawn uniformly with replacement: the random state alone
-// decides the batches, so resuming from a checkpoint is exact.
-class ImageData : public DataSource {
-public:
-    explicit ImageData(xgrad::IdxImages images) : images_(std::move(images)) {}
-    std::size_t dim() const override { return images_.rows * images_.cols; }
-    void sample(Tensor& batch, xgrad::Rng& rng) override {
-        indices_.resize(batch.shape()[0]);
-        for (auto& i : indices_) i = rng.below(images_.count);
-        xgrad::copy_images(images_, indices_.data(), indices_.size(), batch);
-    }
-
-private:
-    xgrad::IdxImages images_;
-    std::vector<std::size_t> indices_;
+    bool averaged = true;          // sample from the averaged generator when the preset keeps one (--no-ema: the raw one)
+    bool sample_batch_stats = false;
 };
 
 using common::find_idx;
@@ -136,8 +123,8 @@ std::string status_text(const Interval& i) {
     return s.str();
 }
 
-void write_grid(Gan& gan, const Var& fixed_noise, const std::string& path) {
-    const Var images = gan.generate(fixed_noise);
+void write_grid(Gan& gan, const Var& fixed_noise, bool averaged, const std::string& path) {
+    const Var images = gan.generate(fixed_noise, averaged);
     xgrad::write_image_grid(path, images.value(), 28, 28, 8);
 }
 
@@ -160,7 +147,7 @@ void write_plots(const History& history, const std::string& out) {
 // Streams n images of G into an IDX file a batch at a time, so that memory
 // stays bounded whatever n is. Returns false when interrupted, leaving
 // nothing under path or its temporary name.
-bool write_samples(Gan& gan, std::size_t n, std::uint64_t seed, const std::string& path) {
+bool write_samples(Gan& gan, std::size_t n, std::uint64_t seed, bool averaged, const std::string& path) {
     constexpr std::size_t kBatch = 256;
     xgrad::Rng rng(seed);
     xgrad::IdxImagesWriter out(path, n, 28, 28);
@@ -170,7 +157,7 @@ bool write_samples(Gan& gan, std::size_t n, std::uint64_t seed, const std::strin
         const std::size_t rows = std::min(kBatch, n - done);
         Var noise(Tensor::from_shape({rows, gan.config().z_dim}));
         rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
-        const Var images = gan.generate(noise);
+        const Var images = gan.generate(noise, averaged);
         pixels.clear();
         for (float x : images.value()) pixels.push_back(xgrad::pixel_byte(x));
         out.append(pixels.data(), rows);
@@ -188,7 +175,9 @@ bool write_samples(Gan& gan, std::size_t n, std::uint64_t seed, const std::strin
 class QualityMonitor {
 public:
     static constexpr std::size_t kSamples = 1000;
-    static constexpr std::size_t kColumns = 6;  // step, score, coverage bits, smallest and largest class share, FID
+    // step, then for the raw and the averaged generator: score, coverage
+    // bits, smallest and largest class share, FID.
+    static constexpr std::size_t kColumns = 11;
     QualityMonitor(const std::string& classifier_path, const std::string& data_dir, std::size_t z_dim, std::uint64_t seed)
         : classifier_(quality::Classifier::load(classifier_path)),
           evaluator_(*classifier_,
@@ -196,14 +185,23 @@ public:
           noise_(Tensor::from_shape({kSamples, z_dim})) {
         xgrad::Rng(seed).fill_uniform(noise_.mutable_value(), -1.f, 1.f);
     }
+    // The raw generator's metrics, then the averaged one's (NaN without one).
     std::vector<float> measure(Gan& gan, long step) {
-        // Rounded to bytes as samples.idx is: for the same noise, a row then
-        // equals what gan_eval reports for the written samples.
-        Tensor images = gan.generate(noise_).value();
-        for (float& x : images) x = float(xgrad::pixel_byte(x)) / 255.f;
-        const quality::QuickMetrics m = evaluator_.evaluate(images);
-        return {float(step), float(m.score), float(m.coverage.entropy_bits), float(m.coverage.min_share),
-                float(m.coverage.max_share), float(m.fid)};
+        std::vector<float> row{float(step)};
+        for (const bool averaged : {false, true}) {
+            if (averaged && !gan.has_averaged_generator()) {
+                row.insert(row.end(), 5, std::numeric_limits<float>::quiet_NaN());
+                continue;
+            }
+            // Rounded to bytes as samples.idx is: for the same noise, a row then
+            // equals what gan_eval reports for the written samples.
+            Tensor images = gan.generate(noise_, averaged).value();
+            for (float& x : images) x = float(xgrad::pixel_byte(x)) / 255.f;
+            const quality::QuickMetrics m = evaluator_.evaluate(images);
+            row.insert(row.end(), {float(m.score), float(m.coverage.entropy_bits), float(m.coverage.min_share),
+                                   float(m.coverage.max_share), float(m.fid)});
+        }
+        return row;
     }
 
 private:
@@ -272,6 +270,7 @@ std::vector<Setting> training_settings(const Options& o, const GanConfig& c, con
 // What a checkpoint holds besides the GAN, and where it goes.
 struct RunState {
     Gan& gan;
+    DataSource& data;
     History& history;
     History& quality;
     std::vector<Setting> settings;
@@ -303,6 +302,7 @@ void save_checkpoint(const RunState& run) {
     xgrad::Archive archive;
     run.gan.save(archive);
     check_finite(archive);  // the parameters and optimizer moments, which a resumed run trains on
+    run.data.save(archive, "data.");
     run.history.save(archive);
     if (!run.quality.rows().empty()) run.quality.save(archive);
     for (const Setting& s : run.settings) archive.put_text("settings." + s.key, s.value);
@@ -322,7 +322,8 @@ std::optional<std::string> try_save_checkpoint(const RunState& run) {
 }
 
 // The checkpoint at `path` loaded as --resume does; every failure names the file.
-xgrad::Archive load_checkpoint(const std::string& path, Gan& gan, History& history, History& quality) {
+// `data` (may be null) takes its sampler position back.
+xgrad::Archive load_checkpoint(const std::string& path, Gan& gan, DataSource* data, History& history, History& quality) {
     xgrad::Archive archive = xgrad::read_archive(path);
     if (!archive.texts().count("architecture")) {
         throw std::runtime_error("'" + path + "' is not an mnist_gan checkpoint: it has no 'architecture' text" +
@@ -331,6 +332,7 @@ xgrad::Archive load_checkpoint(const std::string& path, Gan& gan, History& histo
     }
     try {
         gan.load(archive);
+        if (data) data->load(archive, "data.");
         history.load(archive);
         if (archive.contains(quality.name())) quality.load(archive);
     } catch (const std::exception& e) {
@@ -443,11 +445,14 @@ GanConfig config_from(const Options& o, const CLI::App& cli) {
     if (cli.count("--hidden")) c.hidden = o.hidden;
     if (cli.count("--lr")) c.lr = o.lr;
     if (cli.count("--g-loss")) c.g_loss = o.g_loss == "minimax" ? GeneratorLoss::minimax : GeneratorLoss::non_saturating;
+    if (o.sample_batch_stats) c.sample_with_batch_stats = true;
     return c;
 }
 
 constexpr const char* kLogHeader = "step,d_loss,g_loss,d_real,d_fake";
-constexpr const char* kEvalHeader = "step,classifier_score,coverage_bits,min_share,max_share,fid";
+constexpr const char* kEvalHeader =
+    "step,classifier_score,coverage_bits,min_share,max_share,fid,"
+    "averaged_classifier_score,averaged_coverage_bits,averaged_min_share,averaged_max_share,averaged_fid";
 
 int train(const Options& o, const GanConfig& config) {
     xgrad::set_num_threads(o.threads);
@@ -459,15 +464,17 @@ int train(const Options& o, const GanConfig& config) {
     const std::size_t image_count = train_set.images.count;
     if (image_count == 0) throw std::runtime_error("the training set in '" + data_dir + "' holds no images");
     const std::string fingerprint = data_fingerprint(train_set.images);
-    ImageData data(std::move(train_set.images));  // moved, not copied: 47 MB for a 60,000-image set
+    // Moved, not copied: 47 MB for a 60,000-image set. Its epochs are shuffled
+    // from a stream of their own.
+    ImageData data(std::move(train_set.images), o.seed ^ 0x5bd1e995u);
 
     const std::string checkpoint = o.out + "/checkpoint.xgrad";
     Gan gan(config, o.seed);
     History history("history", 5), quality("quality", QualityMonitor::kColumns);
-    const RunState run{gan, history, quality, training_settings(o, config, fingerprint), o.threads, checkpoint};
+    const RunState run{gan, data, history, quality, training_settings(o, config, fingerprint), o.threads, checkpoint};
     if (o.resume) {
         if (!fs::exists(checkpoint)) throw std::runtime_error("--resume: no checkpoint at '" + checkpoint + "'");
-        check_resumed_settings(load_checkpoint(checkpoint, gan, history, quality), run);
+        check_resumed_settings(load_checkpoint(checkpoint, gan, &data, history, quality), run);
         if (gan.steps_done() > o.steps) {
             throw std::runtime_error("--steps " + std::to_string(o.steps) + ": the checkpoint '" + checkpoint + "' is already at step " +
                                      std::to_string(gan.steps_done()) + "; pass a larger --steps to train further");
@@ -498,7 +505,7 @@ int train(const Options& o, const GanConfig& config) {
     grid_rng.fill_uniform(fixed_noise.mutable_value(), -1.f, 1.f);
 
     std::cerr << "mnist_gan: " << image_count << " training images from " << data_dir << "; "
-              << config.architecture() << " batch=" << config.batch << " k=" << config.k << " lr=" << config.lr
+              << "preset=" << config.preset << " " << config.architecture_text() << " batch=" << config.batch << " k=" << config.k << " lr=" << config.lr
               << " g_loss=" << g_loss_name(config.g_loss) << "\n";
     std::signal(SIGINT, on_interrupt);
     std::signal(SIGTERM, on_interrupt);
@@ -530,7 +537,7 @@ int train(const Options& o, const GanConfig& config) {
         if (o.grid_every > 0 && step % o.grid_every == 0) {
             char name[64];
             std::snprintf(name, sizeof name, "/grid_%07ld.png", step);
-            write_grid(gan, fixed_noise, o.out + name);
+            write_grid(gan, fixed_noise, o.averaged, o.out + name);
         }
         if (monitor && o.eval_every > 0 && step % o.eval_every == 0) {
             progress.finish();
@@ -558,13 +565,13 @@ int train(const Options& o, const GanConfig& config) {
         return 130;
     };
     if (interrupted) return stopped(o.samples > 0 ? "the final grid, plots and samples.idx" : "the final grid and plots");
-    write_grid(gan, fixed_noise, o.out + "/grid_final.png");
+    write_grid(gan, fixed_noise, o.averaged, o.out + "/grid_final.png");
     write_plots(history, o.out);
     write_quality_plots(quality, o.out);
     if (o.samples > 0) {
         const std::string samples_path = o.out + "/samples.idx";
         std::cerr << "writing " << o.samples << " samples to " << samples_path << "\n";
-        if (interrupted || !write_samples(gan, o.samples, o.seed + 2, samples_path)) return stopped("samples.idx");
+        if (interrupted || !write_samples(gan, o.samples, o.seed + 2, o.averaged, samples_path)) return stopped("samples.idx");
     }
 
     xgrad::Rng eval_rng(o.seed + 1);
@@ -581,7 +588,7 @@ int train(const Options& o, const GanConfig& config) {
 long verify_checkpoint(const std::string& path, const GanConfig& config) {
     Gan gan(config, 0);
     History history("history", 5), quality("quality", QualityMonitor::kColumns);
-    load_checkpoint(path, gan, history, quality);
+    load_checkpoint(path, gan, nullptr, history, quality);
     return gan.steps_done();
 }
 
@@ -591,8 +598,9 @@ int run_app(int argc, const char* const* argv) {
     o.data.add_options(cli, "train-images-idx3-ubyte and train-labels-idx1-ubyte");
     cli.add_option("--preset", o.preset_name,
                    "reference: the paper's setup as specified (D/G 128 hidden, Adam 1e-3/0.9); "
-                   "default: 256 hidden, LeakyReLU D, Adam 2e-4/0.5, label smoothing 0.9")
-        ->check(CLI::IsMember({"reference", "default"}))
+                   "mlp: fully connected, 256 hidden, spectral norm and minibatch stddev in D, averaged G; "
+                   "dcgan: convolutional nets with batch norm, averaged G; default: dcgan (README, Presets)")
+        ->check(CLI::IsMember(preset_names()))
         ->capture_default_str();
     cli.add_option("--steps", o.steps, "Total training steps (a resumed run continues up to this)")->check(common::unsigned_in(1, 100000000))->capture_default_str();
     cli.add_option("--k", o.k, "Discriminator updates per generator update (overrides the preset)")->check(common::unsigned_in(1, 100));

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "gan.hpp"
+#include "presets.hpp"
 
 namespace gan {
 

@@ -6,8 +6,6 @@
 #include <sstream>
 #include <stdexcept>
 
-#include <xgrad/ops.hpp>
-
 #include "numbers.hpp"
 
 namespace gan {
@@ -15,31 +13,18 @@ namespace gan {
 using xgrad::Tensor;
 using xgrad::Var;
 
-std::string GanConfig::architecture() const {
+std::string GanConfig::architecture_text() const {
     std::ostringstream s;
-    s << "data_dim=" << data_dim << " z_dim=" << z_dim << " hidden=" << hidden
-      << " d_activation=" << (d_leaky_slope > 0.f ? "leaky_relu" : "relu")
-      << " g_output=" << (sigmoid_output ? "sigmoid" : "linear")
+    s << "data_dim=" << data_dim << " z_dim=" << z_dim;
+    if (architecture == Architecture::mlp) {
+        s << " hidden=" << hidden << " d_activation=" << (d_leaky_slope > 0.f ? "leaky_relu" : "relu")
+          << " g_output=" << (sigmoid_output ? "sigmoid" : "linear") << (d_minibatch_stddev ? " d_minibatch_stddev" : "");
+    } else {
+        s << " dcgan channels=" << channels;
+    }
+    s << (d_spectral_norm ? " d_spectral_norm" : "") << (ema_decay > 0.f ? " averaged_generator" : "")
       << " optimizer=" << (optimizer == OptimizerKind::adam ? "adam" : "sgd");
     return s.str();
-}
-
-GanConfig reference_preset() { return GanConfig{}; }
-
-GanConfig default_preset() {
-    GanConfig c;
-    c.hidden = 256;
-    c.lr = 2e-4f;
-    c.beta1 = 0.5f;
-    c.d_leaky_slope = 0.2f;
-    c.real_label = 0.9f;
-    return c;
-}
-
-GanConfig preset(const std::string& name) {
-    if (name == "reference") return reference_preset();
-    if (name == "default") return default_preset();
-    throw std::invalid_argument("unknown preset '" + name + "' (expected 'reference' or 'default')");
 }
 
 namespace {
@@ -55,35 +40,169 @@ float mean_probability(const Tensor& logits) {
     return static_cast<float>(total / double(logits.size()));
 }
 
+void add_activation(xgrad::Sequential& net, float leaky_slope) {
+    if (leaky_slope > 0.f) {
+        net.add<xgrad::LeakyReLU>(leaky_slope);
+    } else {
+        net.add<xgrad::ReLU>();
+    }
+}
+
+// The paper's nets: one hidden layer each.
+void build_mlp(const GanConfig& c, xgrad::Rng& rng, xgrad::Sequential& g, xgrad::Sequential& d) {
+    g.add<xgrad::Linear>(c.z_dim, c.hidden, rng, c.init);
+    g.add<xgrad::ReLU>();
+    g.add<xgrad::Linear>(c.hidden, c.data_dim, rng, c.init);
+    if (c.sigmoid_output) g.add<xgrad::Sigmoid>();
+
+    auto& d_in = d.add<xgrad::Linear>(c.data_dim, c.hidden, rng, c.init);
+    add_activation(d, c.d_leaky_slope);
+    if (c.d_minibatch_stddev) d.add<xgrad::MinibatchStddev>();
+    auto& d_out = d.add<xgrad::Linear>(c.hidden + (c.d_minibatch_stddev ? 1 : 0), 1, rng, c.init);
+    if (c.d_spectral_norm) {
+        d_in.apply_spectral_norm(rng);
+        d_out.apply_spectral_norm(rng);
+    }
+}
+
+// DCGAN: G upsamples a (2c, side/4, side/4) map twice by transposed
+// convolutions, D downsamples twice by strided convolutions. Both take and
+// give flat (N, side*side) rows, like the MLP nets.
+void build_dcgan(const GanConfig& c, xgrad::Rng& rng, xgrad::Sequential& g, xgrad::Sequential& d) {
+    const auto side = static_cast<std::size_t>(std::lround(std::sqrt(double(c.data_dim))));
+    if (side * side != c.data_dim || side % 4 != 0) {
+        throw std::invalid_argument("the dcgan preset needs square images whose side is a multiple of 4; the data has " +
+                                    std::to_string(c.data_dim) + " values per sample");
+    }
+    const std::size_t q = side / 4, wide = 2 * c.channels;
+    const auto spatial = static_cast<long>(q), channels = static_cast<long>(wide);
+    const xgrad::ConvTranspose2dOptions up{2, 1};
+    const xgrad::Conv2dOptions down{2, 1};
+
+    g.add<xgrad::Linear>(c.z_dim, wide * q * q, rng, c.init);
+    g.add<xgrad::Reshape>(xgrad::ShapeSpec{-1, channels, spatial, spatial});
+    g.add<xgrad::BatchNorm2d>(wide);
+    g.add<xgrad::ReLU>();
+    g.add<xgrad::ConvTranspose2d>(wide, c.channels, 4, rng, up, c.init);
+    g.add<xgrad::BatchNorm2d>(c.channels);
+    g.add<xgrad::ReLU>();
+    g.add<xgrad::ConvTranspose2d>(c.channels, 1, 4, rng, up, c.init);
+    if (c.sigmoid_output) g.add<xgrad::Sigmoid>();
+    g.add<xgrad::Flatten>();
+
+    d.add<xgrad::Reshape>(xgrad::ShapeSpec{-1, 1, static_cast<long>(side), static_cast<long>(side)});
+    auto& conv1 = d.add<xgrad::Conv2d>(1, c.channels, 4, rng, down, c.init);
+    add_activation(d, c.d_leaky_slope);
+    auto& conv2 = d.add<xgrad::Conv2d>(c.channels, wide, 4, rng, down, c.init);
+    d.add<xgrad::BatchNorm2d>(wide);
+    add_activation(d, c.d_leaky_slope);
+    d.add<xgrad::Flatten>();
+    auto& head = d.add<xgrad::Linear>(wide * q * q, 1, rng, c.init);
+    if (c.d_spectral_norm) {
+        conv1.apply_spectral_norm(rng);
+        conv2.apply_spectral_norm(rng);
+        head.apply_spectral_norm(rng);
+    }
+}
+
+void build(const GanConfig& c, xgrad::Rng& rng, xgrad::Sequential& g, xgrad::Sequential& d) {
+    if (c.architecture == Architecture::mlp) {
+        build_mlp(c, rng, g, d);
+    } else {
+        build_dcgan(c, rng, g, d);
+    }
+}
+
+std::vector<xgrad::BatchNorm*> batch_norms(xgrad::Module& net) {
+    std::vector<xgrad::BatchNorm*> found;
+    net.visit([&](xgrad::Module& m) {
+        if (auto* bn = dynamic_cast<xgrad::BatchNorm*>(&m)) found.push_back(bn);
+    });
+    return found;
+}
+
+// While alive, the net's batch norm layers leave their running statistics
+// alone (they still normalise with batch statistics in training mode).
+class StatisticsFrozen {
+public:
+    explicit StatisticsFrozen(const std::vector<xgrad::BatchNorm*>& norms) : norms_(norms) {
+        for (xgrad::BatchNorm* bn : norms_) bn->update_running_stats = false;
+    }
+    ~StatisticsFrozen() {
+        for (xgrad::BatchNorm* bn : norms_) bn->update_running_stats = true;
+    }
+    StatisticsFrozen(const StatisticsFrozen&) = delete;
+    StatisticsFrozen& operator=(const StatisticsFrozen&) = delete;
+
+private:
+    const std::vector<xgrad::BatchNorm*>& norms_;
+};
+
+// While alive, the net is in evaluation mode (batch norm uses its running statistics).
+class EvaluationMode {
+public:
+    explicit EvaluationMode(xgrad::Module& net) : net_(net) { net_.eval(); }
+    ~EvaluationMode() { net_.train(); }
+    EvaluationMode(const EvaluationMode&) = delete;
+    EvaluationMode& operator=(const EvaluationMode&) = delete;
+
+private:
+    xgrad::Module& net_;
+};
+
 }  // namespace
 
 Gan::Gan(const GanConfig& config, std::uint64_t seed) : config_(config), rng_(seed) {
     const GanConfig& c = config_;
-    generator_.add<xgrad::Linear>(c.z_dim, c.hidden, rng_, c.init);
-    generator_.add<xgrad::ReLU>();
-    generator_.add<xgrad::Linear>(c.hidden, c.data_dim, rng_, c.init);
-    if (c.sigmoid_output) generator_.add<xgrad::Sigmoid>();
-
-    discriminator_.add<xgrad::Linear>(c.data_dim, c.hidden, rng_, c.init);
-    if (c.d_leaky_slope > 0.f) {
-        discriminator_.add<xgrad::LeakyReLU>(c.d_leaky_slope);
-    } else {
-        discriminator_.add<xgrad::ReLU>();
-    }
-    discriminator_.add<xgrad::Linear>(c.hidden, 1, rng_, c.init);
-
+    build(c, rng_, generator_, discriminator_);
+    g_norms_ = batch_norms(generator_);
+    d_norms_ = batch_norms(discriminator_);
     d_parameters_ = discriminator_.parameters();
     g_optimizer_ = make_optimizer(c, generator_.parameters());
     d_optimizer_ = make_optimizer(c, d_parameters_);
+    if (c.ema_decay > 0.f) {
+        // Its own initial weights are overwritten before any use: drawn from
+        // a stream of its own, they leave the training stream as it is.
+        xgrad::Rng unused(seed + 1);
+        xgrad::Sequential discarded;
+        build(c, unused, averaged_generator_, discarded);
+        averaged_norms_ = batch_norms(averaged_generator_);
+        ema_ = std::make_unique<xgrad::EmaWeights>(generator_, c.ema_decay);
+    }
     real_ = Var(Tensor({c.batch, c.data_dim}, 0.f));
     noise_ = Var(Tensor({c.batch, c.z_dim}, 0.f));
 }
 
 void Gan::sample_noise(Tensor& noise) { rng_.fill_uniform(noise, -1.f, 1.f); }
 
-Var Gan::generate(const Var& noise) {
+Var Gan::generate(const Var& noise, bool averaged) {
     xgrad::NoGrad no_grad;
-    return generator_(noise);
+    if (averaged && ema_) refresh_averaged_generator();
+    xgrad::Sequential& net = averaged && ema_ ? averaged_generator_ : generator_;
+    if (config_.sample_with_batch_stats) {
+        const StatisticsFrozen frozen(averaged && ema_ ? averaged_norms_ : g_norms_);
+        return net(noise);
+    }
+    const EvaluationMode evaluation(net);
+    return net(noise);
+}
+
+void Gan::refresh_averaged_generator() {
+    if (averaged_at_ == steps_done_) return;
+    ema_->copy_to(averaged_generator_);
+    if (!averaged_norms_.empty()) {
+        xgrad::Rng rng(std::uint64_t(steps_done_) * 0x9e3779b97f4a7c15ULL + 17);
+        Var noise(Tensor({config_.batch, config_.z_dim}, 0.f));
+        constexpr int kBatches = 16;
+        for (int k = 1; k <= kBatches; ++k) {
+            // Momentum 1/k: after batch k the running statistics are the mean of batches 1..k.
+            for (xgrad::BatchNorm* bn : averaged_norms_) bn->set_momentum(1.f / float(k));
+            rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
+            averaged_generator_(noise);
+        }
+        for (std::size_t i = 0; i < averaged_norms_.size(); ++i) averaged_norms_[i]->set_momentum(g_norms_[i]->momentum());
+    }
+    averaged_at_ = steps_done_;
 }
 
 Var Gan::discriminator_loss(const Var& real, const Var& fake, float* mean_d_real) {
@@ -108,7 +227,8 @@ StepStats Gan::step(DataSource& data) {
 }
 
 // m real and m generated samples; the fake batch is generated without a
-// graph, so nothing of G is recorded, differentiated or changed.
+// graph, so nothing of G is recorded, differentiated or changed (G runs as
+// in its own step, with batch statistics, but leaves its running ones).
 void Gan::discriminator_step(DataSource& data, StepStats& stats) {
     if (data.dim() != config_.data_dim) {
         throw std::invalid_argument("the data has " + std::to_string(data.dim()) + " values per sample, the GAN expects " +
@@ -116,7 +236,13 @@ void Gan::discriminator_step(DataSource& data, StepStats& stats) {
     }
     data.sample(real_.mutable_value(), rng_);
     sample_noise(noise_.mutable_value());
-    const Var loss = discriminator_loss(real_, generate(noise_), &stats.d_real);
+    Var fake;
+    {
+        xgrad::NoGrad no_grad;
+        const StatisticsFrozen frozen(g_norms_);
+        fake = generator_(noise_);
+    }
+    const Var loss = discriminator_loss(real_, fake, &stats.d_real);
     d_optimizer_->zero_grad();
     xgrad::backward(loss);
     d_optimizer_->step();
@@ -126,29 +252,32 @@ void Gan::discriminator_step(DataSource& data, StepStats& stats) {
 // Fresh noise; gradients reach G through the frozen D by backward() alone.
 void Gan::generator_step(StepStats& stats) {
     sample_noise(noise_.mutable_value());
-    // D is frozen while G learns through it: its parameters then get no
-    // gradient (backward skips that work) and stay put.
+    // D is frozen while G learns through it: its parameters get no gradient
+    // (backward skips that work) and stay put, and its running statistics too.
     const xgrad::FreezeGuard frozen(d_parameters_);
+    const StatisticsFrozen d_statistics(d_norms_);
     const Var logits = discriminator_(generator_(noise_));
     const Var loss = generator_objective(logits);
     g_optimizer_->zero_grad();
     xgrad::backward(loss);
     g_optimizer_->step();
+    if (ema_) ema_->update();
     stats.g_loss = loss.item();
     stats.d_fake = mean_probability(logits.value());
 }
 
 double Gan::value_estimate(DataSource& data, std::size_t batches, xgrad::Rng& rng) {
     xgrad::NoGrad no_grad;
-    Var real(Tensor::from_shape({config_.batch, config_.data_dim}));
-    Var noise(Tensor::from_shape({config_.batch, config_.z_dim}));
+    const StatisticsFrozen d_statistics(d_norms_);
+    Var real(Tensor({config_.batch, config_.data_dim}, 0.f));
+    Var noise(Tensor({config_.batch, config_.z_dim}, 0.f));
     double total = 0;
     for (std::size_t b = 0; b < batches; ++b) {
         data.sample(real.mutable_value(), rng);
         rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
         // log D(x) = -BCE(logit, 1) and log(1 - D(G(z))) = -BCE(logit, 0), computed stably.
         total -= xgrad::bce_with_logits(discriminator_(real), 1.f).item();
-        total -= xgrad::bce_with_logits(discriminator_(generator_(noise)), 0.f).item();
+        total -= xgrad::bce_with_logits(discriminator_(generate(noise)), 0.f).item();
     }
     return total / double(batches);
 }
@@ -158,15 +287,21 @@ void Gan::save(xgrad::Archive& archive) const {
     discriminator_.save(archive, "discriminator.");
     g_optimizer_->save(archive, "g_optimizer.");
     d_optimizer_->save(archive, "d_optimizer.");
-    archive.put_text("architecture", config_.architecture());
-    archive.put_text("steps", std::to_string(steps_done_));
+    if (ema_) ema_->save(archive, "generator_average.");
+    archive.put_text("preset", config_.preset);
+    archive.put_text("architecture", config_.architecture_text());
+    archive.put_integer("steps", steps_done_);
     archive.put_text("rng", rng_.state());
 }
 
 void Gan::load(const xgrad::Archive& archive) {
-    if (archive.text("architecture") != config_.architecture()) {
+    if (archive.contains("preset") && archive.text("preset") != config_.preset) {
+        throw std::runtime_error("the checkpoint was trained with preset '" + archive.text("preset") + "', this run uses preset '" +
+                                 config_.preset + "' (resume with --preset " + archive.text("preset") + ")");
+    }
+    if (archive.text("architecture") != config_.architecture_text()) {
         throw std::runtime_error("the checkpoint holds a GAN of another shape (" + archive.text("architecture") +
-                                 ") than this run (" + config_.architecture() + ")");
+                                 ") than this run (" + config_.architecture_text() + ")");
     }
     // The texts first: a malformed one then fails before anything changed.
     const std::string& steps_text = archive.text("steps");
@@ -184,8 +319,10 @@ void Gan::load(const xgrad::Archive& archive) {
     discriminator_.load(archive, "discriminator.");
     g_optimizer_->load(archive, "g_optimizer.");
     d_optimizer_->load(archive, "d_optimizer.");
+    if (ema_) ema_->load(archive, "generator_average.");
     steps_done_ = static_cast<long>(*steps);
     rng_ = rng;
+    averaged_at_ = -1;
 }
 
 }  // namespace gan

@@ -5,7 +5,8 @@
 // D maps a sample to a logit (sigmoid gives the probability that the sample
 // came from the data); G maps noise z ~ U[-1,1]^z_dim to a sample. Each
 // training step is Algorithm 1 of the paper: k discriminator updates, then
-// one generator update.
+// one generator update. The nets are fully connected (the paper's) or
+// convolutional (DCGAN, Radford et al. 2016); see presets.hpp.
 #pragma once
 
 #include <cstdint>
@@ -13,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include <xgrad/nn.hpp>
-#include <xgrad/optim.hpp>
-#include <xgrad/core/random.hpp>
+#include <xgrad.hpp>
+
+#include "data.hpp"
 
 namespace gan {
 
@@ -25,13 +26,17 @@ namespace gan {
 // fixed point, strong early gradients), which the paper recommends.
 enum class GeneratorLoss { non_saturating, minimax };
 enum class OptimizerKind { adam, sgd };
+enum class Architecture { mlp, dcgan };
 
 struct GanConfig {
-    std::size_t data_dim = 784;
+    std::string preset = "custom";  // the preset it came from (a checkpoint resumes only under the same)
+    Architecture architecture = Architecture::mlp;
+    std::size_t data_dim = 784;  // dcgan: side x side images
     std::size_t z_dim = 100;
-    std::size_t hidden = 128;
-    std::size_t batch = 128;  // m in the paper
-    std::size_t k = 1;        // discriminator updates per generator update
+    std::size_t hidden = 128;    // mlp: the width of both hidden layers
+    std::size_t channels = 64;   // dcgan: D's first convolution; D's second and G's first have twice as many
+    std::size_t batch = 128;     // m in the paper
+    std::size_t k = 1;           // discriminator updates per generator update
     OptimizerKind optimizer = OptimizerKind::adam;
     float lr = 1e-3f;
     float beta1 = 0.9f, beta2 = 0.999f;
@@ -40,27 +45,16 @@ struct GanConfig {
     float real_label = 1.f;      // < 1: one-sided label smoothing for D
     bool sigmoid_output = true;  // G's output squashed to [0,1] (images); false for unbounded data
     xgrad::Init init = xgrad::Init::he_normal;
+    bool d_spectral_norm = false;     // every weight of D divided by its spectral norm
+    bool d_minibatch_stddev = false;  // mlp: the batch's stddev appended to D's hidden layer
+    float ema_decay = 0.f;            // > 0: keep an averaged generator (EmaWeights) with this decay
+    // With batch norm in G: draw samples with batch statistics (train mode,
+    // running statistics untouched) instead of the running statistics.
+    bool sample_with_batch_stats = false;
 
     // The architecture-defining fields as text: a checkpoint is only
     // resumed into a GAN of the same shape.
-    std::string architecture() const;
-};
-
-// Exactly the paper's MNIST experiment as specified (README, mnist_gan):
-// D 784-128 ReLU-1, G 100-128 ReLU-784 sigmoid, Adam(1e-3, 0.9, 0.999), k = 1, m = 128.
-GanConfig reference_preset();
-// What trains better on MNIST here (see README "Presets"): wider nets,
-// LeakyReLU in D, Adam(2e-4, beta1 0.5), one-sided label smoothing 0.9.
-GanConfig default_preset();
-// "reference" or "default"; throws std::invalid_argument naming the preset otherwise.
-GanConfig preset(const std::string& name);
-
-// Where real samples come from: fills `batch` (m, data_dim) using `rng`.
-class DataSource {
-public:
-    virtual ~DataSource() = default;
-    virtual std::size_t dim() const = 0;
-    virtual void sample(xgrad::Tensor& batch, xgrad::Rng& rng) = 0;
+    std::string architecture_text() const;
 };
 
 struct StepStats {
@@ -77,29 +71,37 @@ public:
     // One step of Algorithm 1: k D updates, then one G update.
     StepStats step(DataSource& data);
     // Its two phases (step() counts as one step; these alone do not). Each
-    // fills its half of `stats`.
+    // fills its half of `stats`. Each changes only its own net: its
+    // parameters and, with batch norm, its running statistics.
     void discriminator_step(DataSource& data, StepStats& stats);
     void generator_step(StepStats& stats);
 
     // The losses as differentiable functions of the current parameters.
     // D's: -(1/m) sum[log D(x) + log(1 - D(G(z)))] with G's output taken as
-    // given (`fake` carries no graph into G). Optionally reports mean D(x).
+    // given (`fake` carries no graph into G); real and fake batches go
+    // through D separately, as DCGAN implementations do (batch norm then
+    // normalises each by its own statistics). Optionally reports mean D(x).
     xgrad::Var discriminator_loss(const xgrad::Var& real, const xgrad::Var& fake, float* mean_d_real = nullptr);
     // G's: through D, by the generic backward(); see GeneratorLoss.
     xgrad::Var generator_loss(const xgrad::Var& noise);
 
     // z ~ U[-1,1], from the training random stream.
     void sample_noise(xgrad::Tensor& noise);
-    // G(noise) without recording a graph.
-    xgrad::Var generate(const xgrad::Var& noise);
+    // G(noise) as trained (no graph; batch statistics untouched): the
+    // samples of grids, samples.idx and the quality metrics. With `averaged`
+    // and weight averaging on, from the averaged generator instead (its batch
+    // statistics recomputed first, see recompute_averaged_statistics).
+    xgrad::Var generate(const xgrad::Var& noise, bool averaged = false);
+    bool has_averaged_generator() const { return ema_ != nullptr; }
     // V(D, G) = E[log D(x)] + E[log(1 - D(G(z)))] estimated over `batches`
     // fresh batches drawn from `rng` (not the training stream, so evaluating
     // does not change what training does next); -log 4 at the optimum.
     double value_estimate(DataSource& data, std::size_t batches, xgrad::Rng& rng);
 
-    // Both nets, both optimizers, the step count and the random state.
+    // Both nets, both optimizers, the averaged generator, the step count and
+    // the random state.
     void save(xgrad::Archive& archive) const;
-    // Throws std::runtime_error if the archive holds another architecture.
+    // Throws std::runtime_error if the archive holds another preset or architecture.
     void load(const xgrad::Archive& archive);
 
     const GanConfig& config() const { return config_; }
@@ -110,12 +112,20 @@ public:
 
 private:
     xgrad::Var generator_objective(const xgrad::Var& fake_logits) const;
+    // The averaged weights copied into averaged_generator_, whose batch
+    // statistics are then the average over 16 batches of fresh noise (a
+    // stream of its own): averaging the running statistics along with the
+    // weights does not give statistics that fit the averaged weights.
+    void refresh_averaged_generator();
 
     GanConfig config_;
     xgrad::Rng rng_;
-    xgrad::Sequential generator_, discriminator_;
+    xgrad::Sequential generator_, discriminator_, averaged_generator_;
+    std::vector<xgrad::BatchNorm*> g_norms_, d_norms_, averaged_norms_;
     std::vector<xgrad::Var> d_parameters_;
     std::unique_ptr<xgrad::Optimizer> g_optimizer_, d_optimizer_;
+    std::unique_ptr<xgrad::EmaWeights> ema_;
+    long averaged_at_ = -1;  // the step averaged_generator_ was last refreshed at
     // Persistent inputs, refilled in place every step: no allocation.
     xgrad::Var real_, noise_;
     long steps_done_ = 0;

@@ -55,6 +55,11 @@ void Module::train(bool training) {
     for (auto& [name, child] : children_) child->train(training);
 }
 
+void Module::visit(const std::function<void(Module&)>& f) {
+    f(*this);
+    for (auto& [name, child] : children_) child->visit(f);
+}
+
 void Module::save(Archive& archive, const std::string& prefix) const {
     NamedVars parameters, buffers;
     collect(prefix, parameters, &buffers);

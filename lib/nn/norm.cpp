@@ -18,7 +18,8 @@ BatchNorm::BatchNorm(std::size_t channels, float momentum, float eps, bool affin
 }
 
 Var BatchNorm::forward(const Var& x) {
-    return batch_norm(x, weight, bias, running_mean, running_var, BatchNormOptions{is_training(), momentum_, eps_});
+    return batch_norm(x, weight, bias, running_mean, running_var,
+                      BatchNormOptions{is_training(), momentum_, eps_, update_running_stats});
 }
 
 void BatchNorm::require_rank(const Var& x, std::size_t rank_a, std::size_t rank_b, const char* layer) const {

@@ -77,8 +77,9 @@ Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& runn
     float *mean = stats.data(), *inv_std = stats.data() + l.n;
     const float* in = x.value().data();
     float* out = op.out().data();
-    float* rm = running_mean.defined() && options.training ? Var(running_mean).mutable_value().data() : nullptr;
-    float* rv = running_var.defined() && options.training ? Var(running_var).mutable_value().data() : nullptr;
+    const bool update = options.training && options.update_running;
+    float* rm = running_mean.defined() && update ? Var(running_mean).mutable_value().data() : nullptr;
+    float* rv = running_var.defined() && update ? Var(running_var).mutable_value().data() : nullptr;
     const float* w = affine ? weight.value().data() : nullptr;
     const float* b = affine ? bias.value().data() : nullptr;
 

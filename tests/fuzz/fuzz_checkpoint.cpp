@@ -11,7 +11,7 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     static const gan::GanConfig config = [] {
-        gan::GanConfig c = gan::default_preset();
+        gan::GanConfig c = gan::mlp_preset();
         c.hidden = 1;
         c.z_dim = 1;
         return c;

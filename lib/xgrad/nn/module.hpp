@@ -7,6 +7,7 @@
 // members by address, so they can be neither copied nor moved.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -48,6 +49,9 @@ public:
     void train(bool training = true);
     void eval() { train(false); }
     bool is_training() const { return training_; }
+
+    // Calls f on this module and every module below it, parents first.
+    void visit(const std::function<void(Module&)>& f);
 
     // Copies the parameters and buffers into / out of an archive under `prefix`.
     void save(Archive& archive, const std::string& prefix = "") const;

@@ -16,6 +16,14 @@ public:
     explicit BatchNorm(std::size_t channels, float momentum = 0.1f, float eps = 1e-5f, bool affine = true);
     Var forward(const Var& x) override;
     Var weight, bias, running_mean, running_var;
+    // While false, training mode still normalises with batch statistics but
+    // leaves the running ones alone (a GAN's D step runs G this way, so that
+    // only G's own step moves G's statistics).
+    bool update_running_stats = true;
+    float momentum() const { return momentum_; }
+    // A momentum of 1/k for the k-th of a series of batches makes the running
+    // statistics the plain average of those batches (recomputing them, say).
+    void set_momentum(float momentum) { momentum_ = momentum; }
 
 protected:
     // Throws ShapeError naming the layer unless x has one of `ranks`.

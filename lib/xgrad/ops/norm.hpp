@@ -9,6 +9,7 @@ struct BatchNormOptions {
     bool training = true;   // batch statistics (and running statistics updated) or the running ones
     float momentum = 0.1f;  // running = (1 - momentum) running + momentum batch, as in PyTorch
     float eps = 1e-5f;
+    bool update_running = true;  // training mode: false uses batch statistics but leaves the running ones
 };
 
 // Per channel (axis 1) over the batch and every other axis of x (N, C, ...):

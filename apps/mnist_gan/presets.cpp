@@ -1,0 +1,49 @@
+#include "presets.hpp"
+
+#include <stdexcept>
+
+namespace gan {
+
+GanConfig reference_preset() {
+    GanConfig c;
+    c.preset = "reference";
+    return c;
+}
+
+GanConfig mlp_preset() {
+    GanConfig c;
+    c.preset = "mlp";
+    c.hidden = 256;
+    c.lr = 2e-4f;
+    c.beta1 = 0.5f;
+    c.d_leaky_slope = 0.2f;
+    c.d_spectral_norm = true;
+    c.d_minibatch_stddev = true;
+    c.ema_decay = 0.999f;
+    return c;
+}
+
+GanConfig dcgan_preset() {
+    GanConfig c;
+    c.preset = "dcgan";
+    c.architecture = Architecture::dcgan;
+    c.channels = 64;
+    c.batch = 64;
+    c.lr = 2e-4f;
+    c.beta1 = 0.5f;
+    c.d_leaky_slope = 0.2f;
+    c.init = xgrad::Init::normal_002;
+    c.ema_decay = 0.999f;
+    return c;
+}
+
+std::vector<std::string> preset_names() { return {"default", "reference", "mlp", "dcgan"}; }
+
+GanConfig preset(const std::string& name) {
+    if (name == "reference") return reference_preset();
+    if (name == "mlp") return mlp_preset();
+    if (name == "dcgan" || name == "default") return dcgan_preset();
+    throw std::invalid_argument("unknown preset '" + name + "' (expected default, reference, mlp or dcgan)");
+}
+
+}  // namespace gan

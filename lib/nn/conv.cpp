@@ -1,0 +1,35 @@
+#include <xgrad/nn/conv.hpp>
+
+namespace xgrad {
+namespace {
+
+Var conv_weight(const Shape& shape, std::size_t fan_in, std::size_t fan_out, Init init, Rng& rng) {
+    Tensor w = Tensor::from_shape(shape);
+    initialize(w, init, fan_in, fan_out, rng);
+    return Var(std::move(w), true);
+}
+
+}  // namespace
+
+Conv2d::Conv2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const Conv2dOptions& options, Init init, bool with_bias)
+    : options_(options) {
+    const std::size_t area = kernel.h * kernel.w;
+    weight = conv_weight({out, in, kernel.h, kernel.w}, in * area, out * area, init, rng);
+    if (with_bias) bias = Var(Tensor(Shape{out}, 0.f), true);
+    register_weight_and_bias();
+}
+
+Var Conv2d::forward(const Var& x) { return conv2d(x, effective_weight(), bias, options_); }
+
+ConvTranspose2d::ConvTranspose2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const ConvTranspose2dOptions& options,
+                                 Init init, bool with_bias)
+    : options_(options) {
+    const std::size_t area = kernel.h * kernel.w;
+    weight = conv_weight({in, out, kernel.h, kernel.w}, in * area, out * area, init, rng);
+    if (with_bias) bias = Var(Tensor(Shape{out}, 0.f), true);
+    register_weight_and_bias();
+}
+
+Var ConvTranspose2d::forward(const Var& x) { return conv_transpose2d(x, effective_weight(), bias, options_); }
+
+}  // namespace xgrad

@@ -1,0 +1,822 @@
+// conv_kernels.cpp - see conv_kernels.hpp for the model and the contract.
+#include "conv_kernels.hpp"
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include <cblas.h>
+
+#define XG_ROW CblasRowMajor
+#define XG_N CblasNoTrans
+#define XG_T CblasTrans
+
+namespace xgrad {
+namespace conv {
+
+namespace {
+
+inline void sgemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, const float* a,
+                  std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
+                  std::size_t ldc) {
+    cblas_sgemm(XG_ROW, ta ? XG_T : XG_N, tb ? XG_T : XG_N, int(m), int(n), int(k), 1.0f, a,
+                int(lda), b, int(ldb), beta, c, int(ldc));
+}
+
+inline int ceil_div_nonneg(int a, int b) { return (a + b - 1) / b; }
+
+// Range of output columns ow whose input column iw = ow*stride + off lies in
+// [0, W): ow in [lo, hi). Hoisting this out of the inner loop removes the
+// per-element bounds test: padding becomes two memset-like fills.
+inline void valid_range(int off, int stride, int in, int out, int& lo, int& hi) {
+    lo = off >= 0 ? 0 : ceil_div_nonneg(-off, stride);
+    hi = (in - 1 - off) < 0 ? 0 : (in - 1 - off) / stride + 1;
+    lo = std::min(lo, out);
+    hi = std::min(hi, out);
+    if (hi < lo) hi = lo;
+}
+
+constexpr std::size_t kAlign = 16;  // floats (64 bytes): keeps chunk slices cache-line aligned
+inline std::size_t round_up(std::size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+// ---------------------------------------------------------------------------
+// Phase planes ("polyphase" split of the zero-padded image).
+//
+// With stride s the taps of one kernel row read every s-th input pixel, and
+// for small feature maps (7x7, 14x14) each output row is only a handful of
+// pixels long: a direct im2col spends its time in loop overhead on 7-element
+// strided gathers (measured 2.2 ms of a 10.5 ms DCGAN layer). Splitting the
+// padded image once per image into s_h*s_w phase planes
+//     Q[c][a][b][i][j] = xpad[c][i*s_h + a][j*s_w + b]
+// turns every tap into a plain 2-D window of one phase plane:
+//     col[(c,kh,kw)][oh][ow] = Q[c][kh*d_h % s_h][kw*d_w % s_w][oh + kh*d_h/s_h][ow + kw*d_w/s_w]
+// i.e. OH contiguous copies of OW floats (done with two overlapping vector
+// moves), and col2im into contiguous adds. Building Q is one extra pass over
+// the image, which is kh*kw times smaller than the column buffer.
+// ---------------------------------------------------------------------------
+struct PhaseDims {
+    int Hq = 0, Wq = 0;
+    std::size_t plane = 0;        // Hq * Wq
+    std::size_t per_channel = 0;  // s_h * s_w * plane
+};
+
+inline PhaseDims phase_dims(const Conv2dGeometry& g) {
+    PhaseDims d;
+    d.Hq = ceil_div_nonneg(g.in_h + 2 * g.pad_h, g.stride_h);
+    d.Wq = ceil_div_nonneg(g.in_w + 2 * g.pad_w, g.stride_w);
+    d.plane = std::size_t(d.Hq) * std::size_t(d.Wq);
+    d.per_channel = std::size_t(g.stride_h) * std::size_t(g.stride_w) * d.plane;
+    return d;
+}
+
+// Direct im2col is already pure memcpy for stride 1 without padding on wide
+// rows; everything else goes through phase planes (measured per image on the
+// DCGAN 64->128 14->7 layer: 31.5 us direct, 8.0 + 11.6 us via phases; on a
+// 3x3 s1 p1 64-channel 7x7 layer 23.2 vs 11.6 us).
+inline bool use_phase_path(const Conv2dGeometry& g) {
+    if (g.im2col_is_identity()) return false;
+    const bool trivial = g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0;
+    return !(trivial && g.out_w >= 32);
+}
+
+// Copy n floats; for short n two overlapping fixed-size moves instead of a
+// loop or a libc call (src and dst do not overlap each other).
+inline void copy_short(float* d, const float* s, int n) {
+    if (n >= 16) {
+        std::memcpy(d, s, sizeof(float) * std::size_t(n));
+    } else if (n >= 8) {
+        float t0[8], t1[8];
+        std::memcpy(t0, s, sizeof t0);
+        std::memcpy(t1, s + n - 8, sizeof t1);
+        std::memcpy(d, t0, sizeof t0);
+        std::memcpy(d + n - 8, t1, sizeof t1);
+    } else if (n >= 4) {
+        float t0[4], t1[4];
+        std::memcpy(t0, s, sizeof t0);
+        std::memcpy(t1, s + n - 4, sizeof t1);
+        std::memcpy(d, t0, sizeof t0);
+        std::memcpy(d + n - 4, t1, sizeof t1);
+    } else {
+        for (int i = 0; i < n; ++i) d[i] = s[i];
+    }
+}
+
+// Q <- phase planes of image x_n (zero where the padded image is padding).
+void build_phases(const float* x, float* q, const Conv2dGeometry& g, const PhaseDims& pd) {
+    const int H = g.in_h, W = g.in_w, sh = g.stride_h, sw = g.stride_w;
+    for (int c = 0; c < g.in_c; ++c) {
+        const float* xc = x + std::size_t(c) * H * W;
+        float* qc = q + std::size_t(c) * pd.per_channel;
+        for (int a = 0; a < sh; ++a)
+            for (int i = 0; i < pd.Hq; ++i) {
+                const int ih = i * sh + a - g.pad_h;
+                if (ih < 0 || ih >= H) {
+                    for (int b = 0; b < sw; ++b) {
+                        float* row = qc + std::size_t(a * sw + b) * pd.plane + std::size_t(i) * pd.Wq;
+                        std::fill(row, row + pd.Wq, 0.0f);
+                    }
+                    continue;
+                }
+                const float* src = xc + std::size_t(ih) * W;
+                if (sw == 2) {
+                    // Both column phases of this input row in one pass (the DCGAN
+                    // case; per-phase loops would be only ~8 iterations long).
+                    float* r0 = qc + std::size_t(a * 2) * pd.plane + std::size_t(i) * pd.Wq;
+                    float* r1 = r0 + pd.plane;
+                    for (int j = 0; j < pd.Wq; ++j) {
+                        const int iw0 = 2 * j - g.pad_w, iw1 = iw0 + 1;
+                        r0[j] = (iw0 >= 0 && iw0 < W) ? src[iw0] : 0.0f;
+                        r1[j] = (iw1 >= 0 && iw1 < W) ? src[iw1] : 0.0f;
+                    }
+                    continue;
+                }
+                for (int b = 0; b < sw; ++b) {
+                    float* row = qc + std::size_t(a * sw + b) * pd.plane + std::size_t(i) * pd.Wq;
+                    // columns j of this phase that map to real pixels: iw = j*sw + b - pad_w
+                    int j_lo, j_hi;
+                    valid_range(b - g.pad_w, sw, W, pd.Wq, j_lo, j_hi);
+                    const float* s = src + (b - g.pad_w);
+                    for (int j = 0; j < j_lo; ++j) row[j] = 0.0f;
+                    if (sw == 1) std::memcpy(row + j_lo, s + j_lo, sizeof(float) * std::size_t(j_hi - j_lo));
+                    else for (int j = j_lo; j < j_hi; ++j) row[j] = s[j * sw];
+                    for (int j = j_hi; j < pd.Wq; ++j) row[j] = 0.0f;
+                }
+            }
+    }
+}
+
+void im2col_phases(const float* q, float* col, std::size_t ldc, const Conv2dGeometry& g,
+                   const PhaseDims& pd) {
+    const int OH = g.out_h, OW = g.out_w, sh = g.stride_h, sw = g.stride_w;
+    float* row = col;
+    for (int c = 0; c < g.in_c; ++c) {
+        const float* qc = q + std::size_t(c) * pd.per_channel;
+        for (int kh = 0; kh < g.kernel_h; ++kh) {
+            const int a = (kh * g.dil_h) % sh, i0 = (kh * g.dil_h) / sh;
+            for (int kw = 0; kw < g.kernel_w; ++kw, row += ldc) {
+                const int b = (kw * g.dil_w) % sw, j0 = (kw * g.dil_w) / sw;
+                const float* src = qc + std::size_t(a * sw + b) * pd.plane + std::size_t(i0) * pd.Wq + j0;
+                for (int oh = 0; oh < OH; ++oh) copy_short(row + std::size_t(oh) * OW, src + std::size_t(oh) * pd.Wq, OW);
+            }
+        }
+    }
+}
+
+// dQ <- scatter-add of the column rows (dQ zeroed here), then dx_n (+)= crop(dQ) (+ bias).
+void col2im_phases(const float* col, std::size_t ldc, float* dq, float* dx, const Conv2dGeometry& g,
+                   const PhaseDims& pd, bool accumulate, const float* bias) {
+    const int OH = g.out_h, OW = g.out_w, sh = g.stride_h, sw = g.stride_w, H = g.in_h, W = g.in_w;
+    std::fill(dq, dq + std::size_t(g.in_c) * pd.per_channel, 0.0f);
+    const float* row = col;
+    for (int c = 0; c < g.in_c; ++c) {
+        float* qc = dq + std::size_t(c) * pd.per_channel;
+        for (int kh = 0; kh < g.kernel_h; ++kh) {
+            const int a = (kh * g.dil_h) % sh, i0 = (kh * g.dil_h) / sh;
+            for (int kw = 0; kw < g.kernel_w; ++kw, row += ldc) {
+                const int b = (kw * g.dil_w) % sw, j0 = (kw * g.dil_w) / sw;
+                float* dst = qc + std::size_t(a * sw + b) * pd.plane + std::size_t(i0) * pd.Wq + j0;
+                for (int oh = 0; oh < OH; ++oh) {
+                    float* d = dst + std::size_t(oh) * pd.Wq;
+                    const float* s = row + std::size_t(oh) * OW;
+                    for (int ow = 0; ow < OW; ++ow) d[ow] += s[ow];
+                }
+            }
+        }
+    }
+    // interleave the phases back into the (unpadded) image
+    for (int c = 0; c < g.in_c; ++c) {
+        const float* qc = dq + std::size_t(c) * pd.per_channel;
+        float* dxc = dx + std::size_t(c) * H * W;
+        const float b0 = bias ? bias[c] : 0.0f;
+        for (int ih = 0; ih < H; ++ih) {
+            const int t = ih + g.pad_h, a = t % sh, i = t / sh;
+            float* drow = dxc + std::size_t(ih) * W;
+            for (int b = 0; b < sw; ++b) {
+                // pixels iw with (iw + pad_w) % sw == b, at phase column (iw + pad_w) / sw
+                int iw = ((b - g.pad_w) % sw + sw) % sw;
+                const float* qrow = qc + std::size_t(a * sw + b) * pd.plane + std::size_t(i) * pd.Wq;
+                int j = (iw + g.pad_w) / sw;
+                if (!accumulate)
+                    for (; iw < W; iw += sw, ++j) drow[iw] = qrow[j] + b0;
+                else
+                    for (; iw < W; iw += sw, ++j) drow[iw] += qrow[j] + b0;
+            }
+        }
+    }
+}
+
+// How a scratch buffer is cut up for one pass. Used both to report the size
+// and to run, so the two can never disagree.
+struct Layout {
+    int B = 1;             // images per block
+    int chunks = 1;        // effective number of chunks (<= batch)
+    bool phases = false;       // phase-plane im2col
+    bool col2im_phases = false;  // phase-plane col2im
+    PhaseDims pd;
+    std::size_t col = 0;    // per chunk: K x (B*P) column buffer
+    std::size_t pack = 0;   // per chunk: out_c x (B*P) repack buffer (B > 1 only)
+    std::size_t phase = 0;  // per chunk: phase planes of one image
+    std::size_t per_chunk = 0;
+    std::size_t dw_part = 0;  // per chunk >= 1 (backward_weight, chunks > 1)
+    std::size_t db_part = 0;
+    std::size_t total = 0;
+};
+
+Layout make_layout(const Conv2dGeometry& g, ConvPass pass, int images_per_block, int num_chunks,
+                   Im2colPath path = Im2colPath::automatic) {
+    Layout L;
+    L.chunks = std::max(1, std::min(num_chunks, g.batch));
+    // A chunk never holds more than ceil(batch / chunks) images: no point in a larger block.
+    const int max_imgs = (g.batch + L.chunks - 1) / L.chunks;
+    L.B = images_per_block > 0 ? images_per_block : default_images_per_block(g, pass);
+    L.B = std::max(1, std::min(L.B, max_imgs));
+    const std::size_t P = g.out_plane(), K = g.col_rows();
+    const bool direct = (L.B == 1 && g.im2col_is_identity());
+    L.col = direct ? 0 : round_up(K * L.B * P);
+    L.pack = L.B > 1 ? round_up(std::size_t(g.out_c) * L.B * P) : 0;
+    // The phase-plane region is reserved whenever im2col runs at all, so the
+    // reported scratch size does not depend on the path knob.
+    if (!direct) {
+        L.pd = phase_dims(g);
+        L.phase = round_up(std::size_t(g.in_c) * L.pd.per_channel);
+        L.phases = path == Im2colPath::phases || (path == Im2colPath::automatic && use_phase_path(g));
+        // col2im through phase planes measured no faster than the direct
+        // scatter (its adds are as short as the scatter's), so automatic keeps
+        // the direct one; the knob still allows forcing it (tests cover both).
+        L.col2im_phases = path == Im2colPath::phases;
+    }
+    L.per_chunk = L.col + L.pack + L.phase;
+    if (pass == ConvPass::backward_weight && L.chunks > 1) {
+        L.dw_part = round_up(g.weight_size());
+        // room for either bias-gradient flavour (column side or image side)
+        L.db_part = round_up(std::size_t(std::max(g.out_c, g.in_c)));
+    }
+    L.total = L.per_chunk * L.chunks + (L.dw_part + L.db_part) * (L.chunks - 1);
+    return L;
+}
+
+void check_scratch(const Layout& L, const ConvScratch& s, const char* who) {
+    if (L.total > 0 && (s.data == nullptr || s.size < L.total))
+        throw std::invalid_argument(std::string(who) + ": scratch too small (" +
+                                    std::to_string(s.size) + " floats, need " +
+                                    std::to_string(L.total) + ")");
+}
+
+// A chunk's slice of the scratch buffer.
+struct ChunkBufs {
+    float* col = nullptr;
+    float* pack = nullptr;
+    float* phase = nullptr;
+};
+inline ChunkBufs chunk_bufs(const Layout& L, float* base, std::size_t c) {
+    ChunkBufs b;
+    if (!base) return b;
+    float* p = base + c * L.per_chunk;
+    b.col = p;
+    b.pack = p + L.col;
+    b.phase = p + L.col + L.pack;
+    return b;
+}
+
+// im2col of one image into col (row stride ldc), by the path the layout chose.
+inline void im2col_any(const float* xn, float* col, std::size_t ldc, const Conv2dGeometry& g,
+                       const Layout& L, const ChunkBufs& cb) {
+    if (L.phases) {
+        build_phases(xn, cb.phase, g, L.pd);
+        im2col_phases(cb.phase, col, ldc, g, L.pd);
+    } else {
+        im2col(xn, col, ldc, g);
+    }
+}
+inline void col2im_any(const float* col, std::size_t ldc, float* dxn, const Conv2dGeometry& g,
+                       const Layout& L, const ChunkBufs& cb, bool accumulate, const float* bias) {
+    if (L.col2im_phases) col2im_phases(col, ldc, cb.phase, dxn, g, L.pd, accumulate, bias);
+    else col2im(col, ldc, dxn, g, accumulate, bias);
+}
+
+// Images [n0, n1) of chunk c.
+inline void chunk_range(int batch, int chunks, int c, int& n0, int& n1) {
+    n0 = int(std::int64_t(batch) * c / chunks);
+    n1 = int(std::int64_t(batch) * (c + 1) / chunks);
+}
+
+// Sum of a row: float partial sums over short stretches (8 lanes, vectorizable
+// without -ffast-math), combined in double, so the bias gradient of a long
+// reduction (N*H*W terms) keeps ~1e-7 relative accuracy.
+inline double row_sum(const float* p, std::size_t n) {
+    double s = 0;
+    std::size_t i = 0;
+    while (i < n) {
+        const std::size_t e = std::min(n, i + 512);
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (; i + 8 <= e; i += 8)
+            for (int j = 0; j < 8; ++j) acc[j] += p[i + j];
+        for (; i < e; ++i) acc[0] += p[i];
+        s += double((acc[0] + acc[1]) + (acc[2] + acc[3])) + double((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    }
+    return s;
+}
+
+// out[c] += sum over the plane of image t_n (C, plane).
+inline void add_channel_sums(const float* tn, int C, std::size_t plane, float* out) {
+    for (int c = 0; c < C; ++c) out[c] = float(double(out[c]) + row_sum(tn + std::size_t(c) * plane, plane));
+}
+
+// (B images of NCHW column-side tensor) -> GEMM layout (out_c, bn*P).
+inline void pack_column_side(const float* t, int nb, int bn, const Conv2dGeometry& g,
+                             float* pack) {
+    const std::size_t P = g.out_plane(), ld = std::size_t(bn) * P;
+    for (int i = 0; i < bn; ++i)
+        for (int o = 0; o < g.out_c; ++o)
+            std::memcpy(pack + o * ld + i * P, t + (std::size_t(nb + i) * g.out_c + o) * P,
+                        P * sizeof(float));
+}
+
+// GEMM layout (out_c, bn*P) -> NCHW, fusing the bias and the accumulation.
+inline void unpack_column_side(const float* pack, int nb, int bn, const Conv2dGeometry& g,
+                               const float* bias, bool accumulate, float* t) {
+    const std::size_t P = g.out_plane(), ld = std::size_t(bn) * P;
+    for (int i = 0; i < bn; ++i)
+        for (int o = 0; o < g.out_c; ++o) {
+            const float* src = pack + o * ld + i * P;
+            float* dst = t + (std::size_t(nb + i) * g.out_c + o) * P;
+            const float bo = bias ? bias[o] : 0.0f;
+            if (accumulate)
+                for (std::size_t p = 0; p < P; ++p) dst[p] += src[p] + bo;
+            else if (bias)
+                for (std::size_t p = 0; p < P; ++p) dst[p] = src[p] + bo;
+            else
+                std::memcpy(dst, src, P * sizeof(float));
+        }
+}
+
+// ---------------------------------------------------------------------------
+// Per-chunk workers. Each processes images [n0, n1) in blocks of L.B using
+// its own scratch slice.
+// ---------------------------------------------------------------------------
+
+// y (+)= W * im2col(x) (+ bias on the column side)
+void forward_chunk(const float* x, const float* w, const float* bias, float* y,
+                   const Conv2dGeometry& g, const Layout& L, const ChunkBufs& cb, int n0,
+                   int n1, bool accumulate) {
+    const std::size_t P = g.out_plane(), K = g.col_rows();
+    const std::size_t xs = std::size_t(g.in_c) * g.in_plane(), ys = std::size_t(g.out_c) * P;
+    for (int nb = n0; nb < n1; nb += L.B) {
+        const int bn = std::min(L.B, n1 - nb);
+        if (L.B == 1) {
+            // No repack: GEMM straight into y_n.
+            const float* xn = x + nb * xs;
+            float* yn = y + nb * ys;
+            const float* cp = xn;
+            if (!g.im2col_is_identity()) {
+                im2col_any(xn, cb.col, P, g, L, cb);
+                cp = cb.col;
+            }
+            sgemm(false, false, g.out_c, P, K, w, K, cp, P, accumulate ? 1.0f : 0.0f, yn, P);
+            if (bias)
+                for (int o = 0; o < g.out_c; ++o) {
+                    float* r = yn + o * P;
+                    const float bo = bias[o];
+                    for (std::size_t p = 0; p < P; ++p) r[p] += bo;
+                }
+        } else {
+            const std::size_t ld = std::size_t(bn) * P;
+            for (int i = 0; i < bn; ++i) im2col_any(x + (nb + i) * xs, cb.col + i * P, ld, g, L, cb);
+            sgemm(false, false, g.out_c, ld, K, w, K, cb.col, ld, 0.0f, cb.pack, ld);
+            unpack_column_side(cb.pack, nb, bn, g, bias, accumulate, y);
+        }
+    }
+}
+
+// dx (+)= col2im(W^T * dy) (+ bias on the image side, used by conv_transpose2d)
+void backward_data_chunk(const float* dy, const float* w, const float* bias, float* dx,
+                         const Conv2dGeometry& g, const Layout& L, const ChunkBufs& cb,
+                         int n0, int n1, bool accumulate) {
+    const std::size_t P = g.out_plane(), K = g.col_rows();
+    const std::size_t xs = std::size_t(g.in_c) * g.in_plane(), ys = std::size_t(g.out_c) * P;
+    for (int nb = n0; nb < n1; nb += L.B) {
+        const int bn = std::min(L.B, n1 - nb);
+        if (L.B == 1) {
+            const float* dyn = dy + nb * ys;
+            float* dxn = dx + nb * xs;
+            if (g.im2col_is_identity()) {
+                // col2im is the identity too: write dx_n directly.
+                sgemm(true, false, K, P, g.out_c, w, K, dyn, P, accumulate ? 1.0f : 0.0f, dxn, P);
+                if (bias)
+                    for (int c = 0; c < g.in_c; ++c)
+                        for (std::size_t p = 0; p < P; ++p) dxn[c * P + p] += bias[c];
+            } else {
+                sgemm(true, false, K, P, g.out_c, w, K, dyn, P, 0.0f, cb.col, P);
+                col2im_any(cb.col, P, dxn, g, L, cb, accumulate, bias);
+            }
+        } else {
+            const std::size_t ld = std::size_t(bn) * P;
+            pack_column_side(dy, nb, bn, g, cb.pack);
+            sgemm(true, false, K, ld, g.out_c, w, K, cb.pack, ld, 0.0f, cb.col, ld);
+            for (int i = 0; i < bn; ++i)
+                col2im_any(cb.col + i * P, ld, dx + (nb + i) * xs, g, L, cb, accumulate, bias);
+        }
+    }
+}
+
+// dw (+)= sum_n dy_n * im2col(x_n)^T.  db_col (+)= channel sums of dy (column
+// side); db_img (+)= channel sums of x (image side; conv_transpose2d's bias).
+// The sums are taken per block right after the block's data was used (still
+// in cache) instead of in a separate pass over the whole tensor.
+void backward_weight_chunk(const float* dy, const float* x, float* dw, float* db_col,
+                           float* db_img, const Conv2dGeometry& g, const Layout& L,
+                           const ChunkBufs& cb, int n0, int n1, bool accumulate) {
+    const std::size_t P = g.out_plane(), K = g.col_rows();
+    const std::size_t xs = std::size_t(g.in_c) * g.in_plane(), ys = std::size_t(g.out_c) * P;
+    if (!accumulate) {
+        if (db_col) std::fill(db_col, db_col + g.out_c, 0.0f);
+        if (db_img) std::fill(db_img, db_img + g.in_c, 0.0f);
+    }
+    float beta = accumulate ? 1.0f : 0.0f;
+    for (int nb = n0; nb < n1; nb += L.B) {
+        const int bn = std::min(L.B, n1 - nb);
+        if (L.B == 1) {
+            const float* xn = x + nb * xs;
+            const float* cp = xn;
+            if (!g.im2col_is_identity()) {
+                im2col_any(xn, cb.col, P, g, L, cb);
+                cp = cb.col;
+            }
+            sgemm(false, true, g.out_c, K, P, dy + nb * ys, P, cp, P, beta, dw, K);
+        } else {
+            const std::size_t ld = std::size_t(bn) * P;
+            pack_column_side(dy, nb, bn, g, cb.pack);
+            for (int i = 0; i < bn; ++i) im2col_any(x + (nb + i) * xs, cb.col + i * P, ld, g, L, cb);
+            sgemm(false, true, g.out_c, K, ld, cb.pack, ld, cb.col, ld, beta, dw, K);
+        }
+        beta = 1.0f;
+        for (int i = 0; i < bn; ++i) {
+            if (db_col) add_channel_sums(dy + (nb + i) * ys, g.out_c, P, db_col);
+            if (db_img) add_channel_sums(x + (nb + i) * xs, g.in_c, g.in_plane(), db_img);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Drivers (serial = parallel with serial_for and one chunk).
+// ---------------------------------------------------------------------------
+void run_forward(const float* x, const float* w, const float* bias, float* y,
+                 const Conv2dGeometry& g, const ConvScratch& s, ConvPass pass_for_layout,
+                 ParallelFor pf, int num_chunks, bool accumulate, const char* who) {
+    g.validate();
+    if (!pf) pf = serial_for;  // a null callback means serial
+    const Layout L = make_layout(g, pass_for_layout, s.images_per_block, num_chunks, s.path);
+    check_scratch(L, s, who);
+    auto body = [&](std::size_t cb, std::size_t ce) {
+        for (std::size_t c = cb; c < ce; ++c) {
+            int n0, n1;
+            chunk_range(g.batch, L.chunks, int(c), n0, n1);
+            forward_chunk(x, w, bias, y, g, L, chunk_bufs(L, s.data, c), n0, n1, accumulate);
+        }
+    };
+    if (L.chunks == 1) body(0, 1);
+    else pf(std::size_t(L.chunks), 1, body);
+}
+
+void run_backward_data(const float* dy, const float* w, const float* bias, float* dx,
+                       const Conv2dGeometry& g, const ConvScratch& s, ConvPass pass_for_layout,
+                       ParallelFor pf, int num_chunks, bool accumulate, const char* who) {
+    g.validate();
+    if (!pf) pf = serial_for;  // a null callback means serial
+    const Layout L = make_layout(g, pass_for_layout, s.images_per_block, num_chunks, s.path);
+    check_scratch(L, s, who);
+    auto body = [&](std::size_t cb, std::size_t ce) {
+        for (std::size_t c = cb; c < ce; ++c) {
+            int n0, n1;
+            chunk_range(g.batch, L.chunks, int(c), n0, n1);
+            backward_data_chunk(dy, w, bias, dx, g, L, chunk_bufs(L, s.data, c), n0, n1, accumulate);
+        }
+    };
+    if (L.chunks == 1) body(0, 1);
+    else pf(std::size_t(L.chunks), 1, body);
+}
+
+void run_backward_weight(const float* dy, const float* x, float* dw, float* db_col,
+                         float* db_img, const Conv2dGeometry& g, const ConvScratch& s,
+                         ParallelFor pf, int num_chunks, bool accumulate, const char* who) {
+    g.validate();
+    if (!pf) pf = serial_for;  // a null callback means serial
+    const Layout L = make_layout(g, ConvPass::backward_weight, s.images_per_block, num_chunks, s.path);
+    check_scratch(L, s, who);
+    float* parts = s.data ? s.data + L.per_chunk * L.chunks : nullptr;
+    const std::size_t part_stride = L.dw_part + L.db_part;
+    auto body = [&](std::size_t cb, std::size_t ce) {
+        for (std::size_t c = cb; c < ce; ++c) {
+            int n0, n1;
+            chunk_range(g.batch, L.chunks, int(c), n0, n1);
+            // Chunk 0 writes the real destination (honouring `accumulate`);
+            // the others write private partials, summed below.
+            float* dwc = dw;
+            float* dbc = db_col;
+            float* dbi = db_img;
+            bool acc = accumulate;
+            if (c > 0) {
+                float* part = parts + (c - 1) * part_stride;
+                dwc = part;
+                dbc = db_col ? part + L.dw_part : nullptr;
+                dbi = db_img ? part + L.dw_part : nullptr;
+                acc = false;
+            }
+            backward_weight_chunk(dy, x, dwc, dbc, dbi, g, L, chunk_bufs(L, s.data, c), n0, n1, acc);
+        }
+    };
+    if (L.chunks == 1) {
+        body(0, 1);
+        return;
+    }
+    pf(std::size_t(L.chunks), 1, body);
+    // Fixed-order reduction (deterministic), itself split over the weight elements.
+    const std::size_t nw = g.weight_size();
+    pf(nw, 4096, [&](std::size_t b, std::size_t e) {
+        for (int c = 1; c < L.chunks; ++c) {
+            const float* part = parts + (c - 1) * part_stride;
+            for (std::size_t i = b; i < e; ++i) dw[i] += part[i];
+        }
+    });
+    float* db = db_col ? db_col : db_img;
+    const int nb = db_col ? g.out_c : g.in_c;
+    if (db)
+        for (int c = 1; c < L.chunks; ++c) {
+            const float* part = parts + (c - 1) * part_stride + L.dw_part;
+            for (int i = 0; i < nb; ++i) db[i] += part[i];
+        }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Geometry
+// ---------------------------------------------------------------------------
+Conv2dGeometry Conv2dGeometry::conv2d(int N, int C_in, int H, int W, int C_out, int kH, int kW,
+                                      int stride_h, int stride_w, int pad_h, int pad_w,
+                                      int dil_h, int dil_w) {
+    Conv2dGeometry g;
+    g.batch = N;
+    g.in_c = C_in;
+    g.in_h = H;
+    g.in_w = W;
+    g.out_c = C_out;
+    g.kernel_h = kH;
+    g.kernel_w = kW;
+    g.stride_h = stride_h;
+    g.stride_w = stride_w;
+    g.pad_h = pad_h;
+    g.pad_w = pad_w;
+    g.dil_h = dil_h;
+    g.dil_w = dil_w;
+    g.out_h = conv_out_size(H, kH, stride_h, pad_h, dil_h);
+    g.out_w = conv_out_size(W, kW, stride_w, pad_w, dil_w);
+    g.validate();
+    return g;
+}
+
+Conv2dGeometry Conv2dGeometry::conv_transpose2d(int N, int C_in, int H, int W, int C_out, int kH,
+                                                int kW, int stride_h, int stride_w, int pad_h,
+                                                int pad_w, int out_pad_h, int out_pad_w,
+                                                int dil_h, int dil_w) {
+    // PyTorch's rule: output_padding must be smaller than stride or dilation.
+    if (out_pad_h < 0 || out_pad_w < 0 ||
+        (out_pad_h >= stride_h && out_pad_h >= dil_h) ||
+        (out_pad_w >= stride_w && out_pad_w >= dil_w))
+        throw std::invalid_argument("conv_transpose2d: output_padding must be smaller than stride or dilation");
+    Conv2dGeometry g;
+    g.batch = N;
+    g.out_c = C_in;  // transposed input = conv2d column side
+    g.out_h = H;
+    g.out_w = W;
+    g.in_c = C_out;  // transposed output = conv2d image side
+    g.in_h = conv_transpose_out_size(H, kH, stride_h, pad_h, dil_h, out_pad_h);
+    g.in_w = conv_transpose_out_size(W, kW, stride_w, pad_w, dil_w, out_pad_w);
+    g.kernel_h = kH;
+    g.kernel_w = kW;
+    g.stride_h = stride_h;
+    g.stride_w = stride_w;
+    g.pad_h = pad_h;
+    g.pad_w = pad_w;
+    g.dil_h = dil_h;
+    g.dil_w = dil_w;
+    g.validate();
+    return g;
+}
+
+void Conv2dGeometry::validate() const {
+    auto fail = [](const std::string& m) { throw std::invalid_argument("Conv2dGeometry: " + m); };
+    if (batch < 1 || in_c < 1 || out_c < 1) fail("batch and channels must be >= 1");
+    if (kernel_h < 1 || kernel_w < 1) fail("kernel must be >= 1");
+    if (stride_h < 1 || stride_w < 1 || dil_h < 1 || dil_w < 1) fail("stride and dilation must be >= 1");
+    if (pad_h < 0 || pad_w < 0) fail("padding must be >= 0");
+    if (in_h < 1 || in_w < 1 || out_h < 1 || out_w < 1)
+        fail("empty spatial size (kernel larger than padded input?)");
+    if (out_h > conv_out_size(in_h, kernel_h, stride_h, pad_h, dil_h) ||
+        out_w > conv_out_size(in_w, kernel_w, stride_w, pad_w, dil_w))
+        fail("output larger than the conv2d formula allows");
+    // every GEMM dimension / leading dimension must fit a 32-bit blasint
+    const double big = double(col_rows()) * double(batch) * double(out_plane());
+    if (big > double(INT_MAX) || double(out_c) * double(batch) * double(out_plane()) > double(INT_MAX))
+        fail("too large for 32-bit BLAS indices");
+}
+
+int default_images_per_block(const Conv2dGeometry& g, ConvPass pass) {
+    // Tuned on the DCGAN shapes (REPORT.md, "batch strategy"):
+    //  * Per-image GEMMs (B = 1) avoid the repack of the column-side tensor;
+    //    that wins whenever the per-image GEMM is already wide (P large) or the
+    //    GEMM is memory bound (small K = in_c*kh*kw, small out_c).
+    //  * When P is small (7x7 = 49 columns) the per-image GEMM is skinny and
+    //    OpenBLAS runs far below peak; blocking images until N = B*P is about
+    //    256-512 columns recovers most of it, as long as the K x B*P column
+    //    buffer stays around L2 size (~1 MiB here).
+    const std::size_t P = g.out_plane(), K = g.col_rows();
+    (void)pass;
+    if (P >= 128) return 1;
+    const std::size_t target_cols = 384;
+    std::size_t B = (target_cols + P - 1) / P;
+    const std::size_t max_col_floats = (std::size_t(2) << 20) / sizeof(float);  // 2 MiB
+    while (B > 1 && K * B * P > max_col_floats) --B;
+    return int(std::max<std::size_t>(1, std::min<std::size_t>(B, std::size_t(g.batch))));
+}
+
+std::size_t conv2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass, int images_per_block,
+                                  int num_chunks) {
+    return make_layout(g, pass, images_per_block, num_chunks).total;
+}
+
+std::size_t conv_transpose2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass,
+                                            int images_per_block, int num_chunks) {
+    // The transposed passes run the conv2d adjoint kernels; layouts are per
+    // kernel, so map each pass to the kernel it runs.
+    ConvPass k = pass == ConvPass::forward         ? ConvPass::backward_data
+                 : pass == ConvPass::backward_data ? ConvPass::forward
+                                                   : ConvPass::backward_weight;
+    return make_layout(g, k, images_per_block, num_chunks).total;
+}
+
+std::size_t conv_scratch_floats_all(const Conv2dGeometry& g, int images_per_block,
+                                    int num_chunks) {
+    std::size_t m = 0;
+    for (ConvPass p : {ConvPass::forward, ConvPass::backward_data, ConvPass::backward_weight})
+        m = std::max(m, make_layout(g, p, images_per_block, num_chunks).total);
+    return m;
+}
+
+// ---------------------------------------------------------------------------
+// im2col / col2im
+// ---------------------------------------------------------------------------
+void im2col(const float* x, float* col, std::size_t ldc, const Conv2dGeometry& g) {
+    const int H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w;
+    const int sh = g.stride_h, sw = g.stride_w;
+    float* row = col;
+    for (int c = 0; c < g.in_c; ++c) {
+        const float* xc = x + std::size_t(c) * H * W;
+        for (int kh = 0; kh < g.kernel_h; ++kh) {
+            const int h_off = kh * g.dil_h - g.pad_h;
+            int oh_lo, oh_hi;
+            valid_range(h_off, sh, H, OH, oh_lo, oh_hi);
+            for (int kw = 0; kw < g.kernel_w; ++kw, row += ldc) {
+                const int w_off = kw * g.dil_w - g.pad_w;
+                int ow_lo, ow_hi;
+                valid_range(w_off, sw, W, OW, ow_lo, ow_hi);
+                // rows of the output that read padding only
+                std::fill(row, row + std::size_t(oh_lo) * OW, 0.0f);
+                std::fill(row + std::size_t(oh_hi) * OW, row + std::size_t(OH) * OW, 0.0f);
+                for (int oh = oh_lo; oh < oh_hi; ++oh) {
+                    float* dst = row + std::size_t(oh) * OW;
+                    const float* src = xc + std::size_t(oh * sh + h_off) * W + w_off;
+                    for (int ow = 0; ow < ow_lo; ++ow) dst[ow] = 0.0f;
+                    if (sw == 1) {
+                        std::memcpy(dst + ow_lo, src + ow_lo, sizeof(float) * std::size_t(ow_hi - ow_lo));
+                    } else if (sw == 2) {
+                        // the DCGAN case: a fixed stride lets the compiler use shuffles
+                        for (int ow = ow_lo; ow < ow_hi; ++ow) dst[ow] = src[2 * ow];
+                    } else {
+                        for (int ow = ow_lo; ow < ow_hi; ++ow) dst[ow] = src[ow * sw];
+                    }
+                    for (int ow = ow_hi; ow < OW; ++ow) dst[ow] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+void col2im(const float* col, std::size_t ldc, float* dx, const Conv2dGeometry& g,
+            bool accumulate, const float* init_bias) {
+    const int H = g.in_h, W = g.in_w, OW = g.out_w;
+    const int sh = g.stride_h, sw = g.stride_w;
+    const std::size_t plane = std::size_t(H) * W;
+    const float* row = col;
+    // Channel by channel: the channel plane of dx stays in L1 while its
+    // kh*kw column rows are scattered into it.
+    for (int c = 0; c < g.in_c; ++c) {
+        float* dxc = dx + c * plane;
+        const float b0 = init_bias ? init_bias[c] : 0.0f;
+        if (!accumulate)
+            std::fill(dxc, dxc + plane, b0);
+        else if (init_bias)
+            for (std::size_t i = 0; i < plane; ++i) dxc[i] += b0;
+        for (int kh = 0; kh < g.kernel_h; ++kh) {
+            const int h_off = kh * g.dil_h - g.pad_h;
+            int oh_lo, oh_hi;
+            valid_range(h_off, sh, H, g.out_h, oh_lo, oh_hi);
+            for (int kw = 0; kw < g.kernel_w; ++kw, row += ldc) {
+                const int w_off = kw * g.dil_w - g.pad_w;
+                int ow_lo, ow_hi;
+                valid_range(w_off, sw, W, OW, ow_lo, ow_hi);
+                for (int oh = oh_lo; oh < oh_hi; ++oh) {
+                    const float* src = row + std::size_t(oh) * OW;
+                    float* dst = dxc + std::size_t(oh * sh + h_off) * W + w_off;
+                    if (sw == 1)
+                        for (int ow = ow_lo; ow < ow_hi; ++ow) dst[ow] += src[ow];
+                    else if (sw == 2)
+                        for (int ow = ow_lo; ow < ow_hi; ++ow) dst[2 * ow] += src[ow];
+                    else
+                        for (int ow = ow_lo; ow < ow_hi; ++ow) dst[ow * sw] += src[ow];
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Public entry points
+// ---------------------------------------------------------------------------
+void conv2d_forward(const float* x, const float* w, const float* b, float* y,
+                    const Conv2dGeometry& g, const ConvScratch& s) {
+    run_forward(x, w, b, y, g, s, ConvPass::forward, ParallelFor(), 1, false, "conv2d_forward");
+}
+void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dGeometry& g,
+                          const ConvScratch& s, bool accumulate) {
+    run_backward_data(dy, w, nullptr, dx, g, s, ConvPass::backward_data, ParallelFor(), 1,
+                      accumulate, "conv2d_backward_data");
+}
+void conv2d_backward_weight(const float* dy, const float* x, float* dw, float* db,
+                            const Conv2dGeometry& g, const ConvScratch& s, bool accumulate) {
+    run_backward_weight(dy, x, dw, db, nullptr, g, s, ParallelFor(), 1, accumulate,
+                        "conv2d_backward_weight");
+}
+
+void conv_transpose2d_forward(const float* x, const float* w, const float* b, float* y,
+                              const Conv2dGeometry& g, const ConvScratch& s) {
+    run_backward_data(x, w, b, y, g, s, ConvPass::backward_data, ParallelFor(), 1, false,
+                      "conv_transpose2d_forward");
+}
+void conv_transpose2d_backward_data(const float* dy, const float* w, float* dx,
+                                    const Conv2dGeometry& g, const ConvScratch& s,
+                                    bool accumulate) {
+    run_forward(dy, w, nullptr, dx, g, s, ConvPass::forward, ParallelFor(), 1, accumulate,
+                "conv_transpose2d_backward_data");
+}
+void conv_transpose2d_backward_weight(const float* dy, const float* x, float* dw, float* db,
+                                      const Conv2dGeometry& g, const ConvScratch& s,
+                                      bool accumulate) {
+    // conv2d backward-weight with column side = x (transposed input) and image
+    // side = dy (transposed output); the bias gradient is over the image side.
+    run_backward_weight(x, dy, dw, nullptr, db, g, s, ParallelFor(), 1, accumulate,
+                        "conv_transpose2d_backward_weight");
+}
+
+void conv2d_forward_parallel(const float* x, const float* w, const float* b, float* y,
+                             const Conv2dGeometry& g, const ConvScratch& s, ParallelFor pf,
+                             int num_chunks) {
+    run_forward(x, w, b, y, g, s, ConvPass::forward, pf, num_chunks, false,
+                "conv2d_forward_parallel");
+}
+void conv2d_backward_data_parallel(const float* dy, const float* w, float* dx,
+                                   const Conv2dGeometry& g, const ConvScratch& s, ParallelFor pf,
+                                   int num_chunks, bool accumulate) {
+    run_backward_data(dy, w, nullptr, dx, g, s, ConvPass::backward_data, pf, num_chunks,
+                      accumulate, "conv2d_backward_data_parallel");
+}
+void conv2d_backward_weight_parallel(const float* dy, const float* x, float* dw, float* db,
+                                     const Conv2dGeometry& g, const ConvScratch& s,
+                                     ParallelFor pf, int num_chunks, bool accumulate) {
+    run_backward_weight(dy, x, dw, db, nullptr, g, s, pf, num_chunks, accumulate,
+                        "conv2d_backward_weight_parallel");
+}
+void conv_transpose2d_forward_parallel(const float* x, const float* w, const float* b, float* y,
+                                       const Conv2dGeometry& g, const ConvScratch& s,
+                                       ParallelFor pf, int num_chunks) {
+    run_backward_data(x, w, b, y, g, s, ConvPass::backward_data, pf, num_chunks, false,
+                      "conv_transpose2d_forward_parallel");
+}
+void conv_transpose2d_backward_data_parallel(const float* dy, const float* w, float* dx,
+                                             const Conv2dGeometry& g, const ConvScratch& s,
+                                             ParallelFor pf, int num_chunks, bool accumulate) {
+    run_forward(dy, w, nullptr, dx, g, s, ConvPass::forward, pf, num_chunks, accumulate,
+                "conv_transpose2d_backward_data_parallel");
+}
+void conv_transpose2d_backward_weight_parallel(const float* dy, const float* x, float* dw,
+                                               float* db, const Conv2dGeometry& g,
+                                               const ConvScratch& s, ParallelFor pf,
+                                               int num_chunks, bool accumulate) {
+    run_backward_weight(x, dy, dw, nullptr, db, g, s, pf, num_chunks, accumulate,
+                        "conv_transpose2d_backward_weight_parallel");
+}
+
+}  // namespace conv
+}  // namespace xgrad

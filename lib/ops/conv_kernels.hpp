@@ -1,0 +1,287 @@
+// Internal to lib/ops: the im2col + GEMM convolution engine behind conv2d
+// and conv_transpose2d (lib/ops/conv.cpp), float32, NCHW.
+//
+// Raw float pointers in, raw float pointers out, one standard CBLAS routine
+// (cblas_sgemm, included only by conv_kernels.cpp).
+//
+// ---------------------------------------------------------------------------
+// Model
+// ---------------------------------------------------------------------------
+// Every function works on ONE geometry, always described in the conv2d
+// direction:
+//
+//     "image side"  x : (batch, in_c,  in_h,  in_w)     NCHW
+//     "column side" y : (batch, out_c, out_h, out_w)    NCHW
+//     weight        w : (out_c, in_c, kernel_h, kernel_w)  (OIHW, PyTorch conv2d)
+//
+//   y[n,o,oh,ow] = b[o] + sum_{c,kh,kw} w[o,c,kh,kw] *
+//                  x[n, c, oh*stride_h - pad_h + kh*dil_h, ow*stride_w - pad_w + kw*dil_w]
+//   (taps outside the image read zero).
+//
+// A transposed convolution is the adjoint of that conv2d: its input is the
+// column side, its output the image side, and its weight (C_in_t, C_out_t,
+// kH, kW) (PyTorch ConvTranspose2d layout) is bit-for-bit the same buffer as
+// the OIHW weight above with out_c = C_in_t, in_c = C_out_t. So
+//   conv_transpose2d forward       == conv2d backward-data (+ bias on image side)
+//   conv_transpose2d backward-data == conv2d forward (no bias)
+//   conv_transpose2d backward-w    == conv2d backward-weight with the roles of
+//                                     the two tensors swapped.
+// Build the geometry with Conv2dGeometry::conv_transpose2d(...), which takes
+// the PyTorch arguments (incl. output_padding) and fills the conv2d view.
+//
+// ---------------------------------------------------------------------------
+// Execution strategy (measured, see REPORT.md)
+// ---------------------------------------------------------------------------
+// Images are processed in blocks of B images. The column buffer of a block is
+// K x (B*P) (K = in_c*kh*kw, P = out_h*out_w): the B images' columns side by
+// side, so each block is ONE sgemm with a wide N = B*P instead of B skinny
+// ones. For B > 1 the column-side tensor must be repacked between NCHW
+// (B, out_c, P) and the GEMM layout (out_c, B*P); the repack is a memcpy per
+// (image, channel) row and bias / accumulation are fused into it. For B == 1
+// there is no repack: the GEMM reads/writes the user's tensors directly.
+//
+// im2col goes through "phase planes" of the zero-padded image (one
+// deinterleave per image, then every tap is a contiguous 2-D window) unless
+// the geometry is stride 1 / no padding with wide rows; col2im scatters
+// directly. See conv_kernels.cpp for the measurements behind both choices.
+//
+// Parallel variants split the batch into `num_chunks` contiguous ranges of
+// images; each chunk owns its own slice of the scratch buffer (and for the
+// weight gradient its own partial dW, reduced at the end in a fixed order), so
+// the result does not depend on which thread runs which chunk and the code
+// needs no locks. OpenBLAS should then be kept at 1 thread.
+//
+// ---------------------------------------------------------------------------
+// Memory
+// ---------------------------------------------------------------------------
+// Nothing here allocates. Every function takes a ConvScratch that the caller
+// owns; conv*_scratch_floats() report the exact size (in floats) for a given
+// geometry, block size and number of chunks. Scratch content on entry is
+// irrelevant (it is never assumed to be zeroed). 64-byte alignment of all
+// buffers is recommended (not required).
+//
+// "accumulate" = add the result into the destination (autograd gradient
+// accumulation). accumulate == false is the fast path (sgemm beta = 0, no
+// read of the old destination).
+//
+// Note: OpenBLAS 0.3.21 itself allocates inside sgemm in two cases measured
+// in REPORT.md: one malloc per call when OpenBLAS runs more than one thread,
+// and one per call for an N == 1 (single-column, non-transposed B) product
+// with a long K. With OpenBLAS at 1 thread and B*P > 1 the engine's calls
+// allocate nothing; the engine adds no allocation of its own.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+
+namespace xgrad {
+namespace conv {
+
+// ---------------------------------------------------------------------------
+// Geometry
+// ---------------------------------------------------------------------------
+struct Conv2dGeometry {
+    // image side (conv2d input / conv_transpose2d output)
+    int batch = 1, in_c = 1, in_h = 1, in_w = 1;
+    // column side (conv2d output / conv_transpose2d input)
+    int out_c = 1, out_h = 1, out_w = 1;
+    int kernel_h = 1, kernel_w = 1;
+    int stride_h = 1, stride_w = 1;
+    int pad_h = 0, pad_w = 0;
+    int dil_h = 1, dil_w = 1;
+
+    // conv2d output size formula (PyTorch / floor convention).
+    // Floor division: a kernel wider than the padded input gives <= 0 (invalid),
+    // not the 1 that C++'s truncating division would give.
+    static int conv_out_size(int in, int k, int stride, int pad, int dil) {
+        const int span = in + 2 * pad - dil * (k - 1) - 1;
+        return span < 0 ? 0 : span / stride + 1;
+    }
+    // conv_transpose2d output size formula (PyTorch).
+    static int conv_transpose_out_size(int in, int k, int stride, int pad, int dil,
+                                       int output_padding) {
+        return (in - 1) * stride - 2 * pad + dil * (k - 1) + output_padding + 1;
+    }
+
+    // conv2d(x: (N, C_in, H, W), w: (C_out, C_in, kH, kW)).
+    static Conv2dGeometry conv2d(int N, int C_in, int H, int W, int C_out, int kH, int kW,
+                                 int stride_h, int stride_w, int pad_h, int pad_w,
+                                 int dil_h = 1, int dil_w = 1);
+    // conv_transpose2d(x: (N, C_in, H, W), w: (C_in, C_out, kH, kW)) with PyTorch's
+    // arguments. Output (N, C_out, H', W') with H' = conv_transpose_out_size(...).
+    // In the returned geometry: out_* = (C_in, H, W) of the transposed input,
+    // in_* = (C_out, H', W') of the transposed output.
+    static Conv2dGeometry conv_transpose2d(int N, int C_in, int H, int W, int C_out, int kH,
+                                           int kW, int stride_h, int stride_w, int pad_h,
+                                           int pad_w, int out_pad_h = 0, int out_pad_w = 0,
+                                           int dil_h = 1, int dil_w = 1);
+
+    // Throws std::invalid_argument with a readable message if inconsistent.
+    // (out_h may be smaller than conv_out_size(): this is what output_padding
+    // >= stride produces for a transposed conv; larger is an error.)
+    void validate() const;
+
+    std::size_t in_plane() const { return std::size_t(in_h) * std::size_t(in_w); }
+    std::size_t out_plane() const { return std::size_t(out_h) * std::size_t(out_w); }  // P
+    std::size_t col_rows() const {  // K = in_c * kh * kw
+        return std::size_t(in_c) * std::size_t(kernel_h) * std::size_t(kernel_w);
+    }
+    std::size_t image_side_size() const { return std::size_t(batch) * in_c * in_plane(); }
+    std::size_t column_side_size() const { return std::size_t(batch) * out_c * out_plane(); }
+    std::size_t weight_size() const { return std::size_t(out_c) * col_rows(); }
+    // Multiply-adds of one pass (fwd, bwd-data or bwd-weight all have the same count).
+    double macs() const { return double(batch) * out_c * double(out_plane()) * double(col_rows()); }
+    // true when im2col is the identity (1x1 kernel, stride 1, no padding).
+    bool im2col_is_identity() const {
+        return kernel_h == 1 && kernel_w == 1 && stride_h == 1 && stride_w == 1 && pad_h == 0 &&
+               pad_w == 0;
+    }
+};
+
+// ---------------------------------------------------------------------------
+// Scratch
+// ---------------------------------------------------------------------------
+// How im2col/col2im gather the patches (both give identical results).
+enum class Im2colPath {
+    automatic,  // im2col via phase planes unless stride 1, no padding and rows >= 32
+                // wide; col2im direct (the faster of the two as measured)
+    direct,     // im2col and col2im: strided gathers / scatters on the image itself
+    phases,     // im2col and col2im via the phase planes of the padded image
+                // (see conv_kernels.cpp)
+};
+
+struct ConvScratch {
+    float* data = nullptr;      // caller-owned
+    std::size_t size = 0;       // in floats; checked against the requirement
+    int images_per_block = 0;   // B; 0 = default_images_per_block(geom)
+    Im2colPath path = Im2colPath::automatic;  // tuning/testing knob; scratch sizes cover both
+};
+
+enum class ConvPass { forward, backward_data, backward_weight };
+
+// Heuristic default for B (tuned in REPORT.md): enough images that the GEMM's
+// N dimension is wide, while keeping the block's column buffer L2-sized.
+int default_images_per_block(const Conv2dGeometry& g, ConvPass pass);
+
+// Exact scratch (floats) for one pass of conv2d on `g`, with images_per_block
+// (0 = default) and num_chunks (1 = serial; the *_parallel variants need the
+// size for their num_chunks).
+std::size_t conv2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass,
+                                  int images_per_block = 0, int num_chunks = 1);
+// Same for the transposed conv passes (forward = conv2d backward_data, etc.).
+std::size_t conv_transpose2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass,
+                                            int images_per_block = 0, int num_chunks = 1);
+// Max over all passes of both directions: one buffer that serves a whole layer.
+std::size_t conv_scratch_floats_all(const Conv2dGeometry& g, int images_per_block = 0,
+                                    int num_chunks = 1);
+
+// ---------------------------------------------------------------------------
+// parallel_for callback (plugs into the framework's thread pool)
+// ---------------------------------------------------------------------------
+// Minimal non-owning callable reference (like llvm::function_ref): unlike
+// std::function it never allocates. The referenced callable must outlive the
+// call it is passed to (a lambda written in the argument list is fine).
+template <class Sig>
+class FunctionRef;
+template <class R, class... Args>
+class FunctionRef<R(Args...)> {
+public:
+    FunctionRef() = default;
+    template <class F, class = std::enable_if_t<!std::is_same<std::decay_t<F>, FunctionRef>::value>>
+    FunctionRef(F&& f) noexcept  // NOLINT: implicit on purpose
+        : obj_(const_cast<void*>(static_cast<const void*>(&f))),
+          call_([](void* o, Args... a) -> R {
+              return (*static_cast<std::add_pointer_t<std::remove_reference_t<F>>>(o))(
+                  std::forward<Args>(a)...);
+          }) {}
+    R operator()(Args... a) const { return call_(obj_, std::forward<Args>(a)...); }
+    explicit operator bool() const { return call_ != nullptr; }
+
+private:
+    void* obj_ = nullptr;
+    R (*call_)(void*, Args...) = nullptr;
+};
+
+// body(begin, end) processes items [begin, end).
+using RangeBody = FunctionRef<void(std::size_t, std::size_t)>;
+// parallel_for(n, grain, body): must call body on disjoint ranges covering
+// [0, n) (any split, any thread, each range of at least `grain` items except
+// possibly the last) and return when all are done.
+using ParallelFor = FunctionRef<void(std::size_t n, std::size_t grain, RangeBody body)>;
+
+// Runs body(0, n) on the calling thread (an object, so it converts to ParallelFor).
+inline constexpr auto serial_for = [](std::size_t n, std::size_t /*grain*/, RangeBody body) {
+    if (n) body(0, n);
+};
+
+// ---------------------------------------------------------------------------
+// conv2d
+// ---------------------------------------------------------------------------
+// y = conv2d(x, w) + b.   b may be null.   y is overwritten.
+void conv2d_forward(const float* x, const float* w, const float* b, float* y,
+                    const Conv2dGeometry& g, const ConvScratch& s);
+// dx (=) conv2d_backward_data(dy, w).
+void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dGeometry& g,
+                          const ConvScratch& s, bool accumulate = false);
+// dw (=) sum_n dy_n * im2col(x_n)^T ;  db (=) sum_{n,p} dy  (db may be null).
+void conv2d_backward_weight(const float* dy, const float* x, float* dw, float* db,
+                            const Conv2dGeometry& g, const ConvScratch& s,
+                            bool accumulate = false);
+
+// ---------------------------------------------------------------------------
+// conv_transpose2d (g from Conv2dGeometry::conv_transpose2d)
+// ---------------------------------------------------------------------------
+// x: (N, g.out_c, g.out_h, g.out_w)   y: (N, g.in_c, g.in_h, g.in_w)
+// w: (g.out_c, g.in_c, kh, kw) = PyTorch (C_in, C_out, kH, kW);  b: g.in_c or null.
+void conv_transpose2d_forward(const float* x, const float* w, const float* b, float* y,
+                              const Conv2dGeometry& g, const ConvScratch& s);
+void conv_transpose2d_backward_data(const float* dy, const float* w, float* dx,
+                                    const Conv2dGeometry& g, const ConvScratch& s,
+                                    bool accumulate = false);
+// dw (=) grad wrt w; db (=) sum over dy per output channel (g.in_c), may be null.
+void conv_transpose2d_backward_weight(const float* dy, const float* x, float* dw, float* db,
+                                      const Conv2dGeometry& g, const ConvScratch& s,
+                                      bool accumulate = false);
+
+// ---------------------------------------------------------------------------
+// Parallel-over-image-blocks variants.
+// The batch is split into min(num_chunks, batch) contiguous image ranges run
+// through `pf`; scratch must hold *_scratch_floats(g, pass, B, num_chunks).
+// Results are deterministic (independent of the thread schedule).
+// ---------------------------------------------------------------------------
+void conv2d_forward_parallel(const float* x, const float* w, const float* b, float* y,
+                             const Conv2dGeometry& g, const ConvScratch& s, ParallelFor pf,
+                             int num_chunks);
+void conv2d_backward_data_parallel(const float* dy, const float* w, float* dx,
+                                   const Conv2dGeometry& g, const ConvScratch& s, ParallelFor pf,
+                                   int num_chunks, bool accumulate = false);
+void conv2d_backward_weight_parallel(const float* dy, const float* x, float* dw, float* db,
+                                     const Conv2dGeometry& g, const ConvScratch& s,
+                                     ParallelFor pf, int num_chunks, bool accumulate = false);
+void conv_transpose2d_forward_parallel(const float* x, const float* w, const float* b, float* y,
+                                       const Conv2dGeometry& g, const ConvScratch& s,
+                                       ParallelFor pf, int num_chunks);
+void conv_transpose2d_backward_data_parallel(const float* dy, const float* w, float* dx,
+                                             const Conv2dGeometry& g, const ConvScratch& s,
+                                             ParallelFor pf, int num_chunks,
+                                             bool accumulate = false);
+void conv_transpose2d_backward_weight_parallel(const float* dy, const float* x, float* dw,
+                                               float* db, const Conv2dGeometry& g,
+                                               const ConvScratch& s, ParallelFor pf,
+                                               int num_chunks, bool accumulate = false);
+
+// ---------------------------------------------------------------------------
+// Building blocks (exposed for benchmarks / tests; not needed by callers)
+// ---------------------------------------------------------------------------
+// im2col of one image x_n (in_c, in_h, in_w) into col (K rows, row stride ldc,
+// P columns starting at col).
+void im2col(const float* x_n, float* col, std::size_t ldc, const Conv2dGeometry& g);
+// dx_n (+)= col2im(col). If accumulate is false, dx_n is first set to
+// init_bias[c] per channel (or 0 if init_bias is null).
+void col2im(const float* col, std::size_t ldc, float* dx_n, const Conv2dGeometry& g,
+            bool accumulate, const float* init_bias);
+
+}  // namespace conv
+}  // namespace xgrad
