@@ -229,6 +229,72 @@ TEST_CASE("resuming from a saved GAN is bit-exact") {
 
 namespace {
 
+// The dcgan preset shrunk: 8 x 8 images, 4 channels.
+GanConfig tiny_dcgan() {
+    GanConfig c = gan::dcgan_preset();
+    c.data_dim = 64;
+    c.z_dim = 5;
+    c.channels = 4;
+    c.batch = 4;
+    return c;
+}
+
+std::vector<Tensor> buffer_values(xgrad::Module& m) { return values(m.buffers()); }
+
+}  // namespace
+
+TEST_CASE("dcgan: the D step changes only D (parameters and running statistics), the G step only G") {
+    GaussianData data(64, 0.5f, 0.2f);
+    Gan g(tiny_dcgan(), 3);
+    REQUIRE(g.generator().buffers().size() == 4);  // two batch norms in G
+    REQUIRE(g.discriminator().buffers().size() == 2);
+    g.step(data);  // past the first step: every buffer has moved once
+
+    const auto g_params = values(g.generator().parameters()), g_buffers = buffer_values(g.generator());
+    const auto d_params = values(g.discriminator().parameters()), d_buffers = buffer_values(g.discriminator());
+    gan::StepStats stats;
+    g.discriminator_step(data, stats);
+    CHECK(identical(values(g.generator().parameters()), g_params));
+    CHECK(identical(buffer_values(g.generator()), g_buffers));  // G ran with batch statistics, its running ones untouched
+    CHECK_FALSE(identical(values(g.discriminator().parameters()), d_params));
+    CHECK_FALSE(identical(buffer_values(g.discriminator()), d_buffers));
+
+    const auto d_params_after = values(g.discriminator().parameters()), d_buffers_after = buffer_values(g.discriminator());
+    g.generator_step(stats);
+    CHECK(identical(values(g.discriminator().parameters()), d_params_after));
+    CHECK(identical(buffer_values(g.discriminator()), d_buffers_after));
+    CHECK_FALSE(identical(values(g.generator().parameters()), g_params));
+    CHECK_FALSE(identical(buffer_values(g.generator()), g_buffers));
+}
+
+TEST_CASE("dcgan with its averaged generator resumes bit-exactly, and the averaged samples are the averaged weights'") {
+    GaussianData data(64, 0.5f, 0.2f);
+    const GanConfig c = tiny_dcgan();
+    Gan straight(c, 8), first_half(c, 8);
+    REQUIRE(straight.has_averaged_generator());
+    for (int i = 0; i < 6; ++i) straight.step(data);
+    for (int i = 0; i < 3; ++i) first_half.step(data);
+    Archive archive;
+    first_half.save(archive);
+    CHECK(archive.contains("generator_average.0.weight"));
+    Gan resumed(c, 999);
+    resumed.load(archive);
+    for (int i = 0; i < 3; ++i) resumed.step(data);
+    CHECK(identical(values(resumed.generator().parameters()), values(straight.generator().parameters())));
+    CHECK(identical(buffer_values(resumed.discriminator()), buffer_values(straight.discriminator())));
+    Var noise(Tensor({4, 5}, 0.3f));
+    const Tensor a = straight.generate(noise, true).value(), b = resumed.generate(noise, true).value();
+    CHECK(a == b);
+    // The averaged generator differs from the raw one after training.
+    CHECK_FALSE(a == straight.generate(noise, false).value());
+
+    GanConfig mlp = gan::mlp_preset();
+    Gan other(mlp, 1);
+    CHECK_THROWS_WITH_AS(other.load(archive), doctest::Contains("preset 'dcgan'"), std::runtime_error);
+}
+
+namespace {
+
 namespace fs = std::filesystem;
 
 int run(const std::vector<std::string>& args) { return test::run_mnist_gan(args); }
