@@ -3,6 +3,7 @@
 // mnist_gan --classifier (which must not change what training does).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -16,6 +17,7 @@
 #include <xgrad/io/idx.hpp>
 #include <xgrad/core/random.hpp>
 #include <xgrad/core/archive.hpp>
+#include <xgrad.hpp>
 
 #include "app.hpp"
 #include "classifier.hpp"
@@ -386,4 +388,86 @@ TEST_CASE("mnist_gan --classifier measures quality without changing training, an
     // --eval-every needs --classifier; a missing classifier file is refused up front.
     CHECK(run_gan(dir.path(), dir.path() / "bad", 2, {"--eval-every", "2"}) != 0);
     CHECK(run_gan(dir.path(), dir.path() / "bad", 2, {"--classifier", (dir.path() / "missing.xgrad").string()}) != 0);
+}
+
+namespace {
+
+using xgrad::Shape;
+using xgrad::Var;
+
+// Ten synthetic "digits": each class a fixed random arrangement of bright
+// bars on a 28 x 28 canvas, each sample its class pattern shifted by up to
+// two pixels, with pixel noise.
+struct SyntheticDigits {
+    Tensor images;
+    std::vector<std::uint8_t> labels;
+};
+
+SyntheticDigits synthetic_digits(std::size_t n, std::uint64_t seed) {
+    xgrad::Rng pattern_rng(99), rng(seed);
+    std::vector<Tensor> patterns;
+    for (int c = 0; c < 10; ++c) {
+        Tensor p(Shape{28, 28}, 0.f);
+        for (int bar = 0; bar < 3; ++bar) {
+            const std::size_t r = 4 + pattern_rng.below(20), col = 4 + pattern_rng.below(20);
+            const bool across = pattern_rng.below(2) == 0;
+            for (std::size_t k = 0; k < 8; ++k) p(std::min<std::size_t>(across ? r : r - 4 + k, 27), std::min<std::size_t>(across ? col - 4 + k : col, 27)) = 1.f;
+        }
+        patterns.push_back(p);
+    }
+    SyntheticDigits d{Tensor(Shape{n, 784}, 0.f), {}};
+    for (std::size_t i = 0; i < n; ++i) {
+        const auto c = static_cast<std::uint8_t>(rng.below(10));
+        d.labels.push_back(c);
+        const long dx = long(rng.below(5)) - 2, dy = long(rng.below(5)) - 2;
+        for (long y = 0; y < 28; ++y) {
+            for (long x = 0; x < 28; ++x) {
+                const long sy = y - dy, sx = x - dx;
+                const float v = sy >= 0 && sy < 28 && sx >= 0 && sx < 28 ? patterns[c](std::size_t(sy), std::size_t(sx)) : 0.f;
+                d.images(i, std::size_t(y * 28 + x)) = std::clamp(v + rng.uniform(-0.2f, 0.2f), 0.f, 1.f);
+            }
+        }
+    }
+    return d;
+}
+
+}  // namespace
+
+TEST_CASE("the CNN classifier learns synthetic digits in a few hundred steps") {
+    quality::ClassifierConfig c;
+    c.arch = quality::ClassifierArch::cnn;
+    c.conv1 = 4;
+    c.conv2 = 8;
+    c.hidden = 32;
+    c.dropout = 0.1f;
+    quality::Classifier classifier(c, 3);
+    const SyntheticDigits train = synthetic_digits(512, 1), test = synthetic_digits(200, 2);
+    const double before = quality::accuracy(classifier.evaluate(test.images).probabilities, test.labels);
+    xgrad::Adam adam(classifier.parameters(), xgrad::AdamOptions{3e-3f});
+    Var x(Tensor(Shape{32, 784}, 0.f)), targets(Tensor(Shape{32, 10}, 0.f));
+    classifier.train(true);
+    for (std::size_t step = 0; step < 160; ++step) {
+        targets.mutable_value().fill(0.f);
+        for (std::size_t r = 0; r < 32; ++r) {
+            const std::size_t i = (step * 32 + r) % 512;
+            std::copy_n(&train.images(i, 0), 784, &x.mutable_value()(r, 0));
+            targets.mutable_value()(r, train.labels[i]) = 1.f;
+        }
+        const Var loss = xgrad::softmax_cross_entropy(classifier.logits(x), targets);
+        adam.zero_grad();
+        xgrad::backward(loss);
+        adam.step();
+    }
+    const double after = quality::accuracy(classifier.evaluate(test.images).probabilities, test.labels);
+    INFO("accuracy before " << before << ", after " << after);
+    CHECK(before < 0.3);
+    CHECK(after > 0.9);
+    CHECK(classifier.evaluate(test.images).features.shape() == Shape{200, 32});
+
+    // The architecture text round-trips through a weights file.
+    test::TempDir dir;
+    classifier.save(dir.file("cnn.xgrad"));
+    const auto loaded = quality::Classifier::load(dir.file("cnn.xgrad"));
+    CHECK(loaded->config().architecture() == c.architecture());
+    CHECK(loaded->evaluate(test.images).probabilities == classifier.evaluate(test.images).probabilities);
 }

@@ -17,7 +17,11 @@ using xgrad::Var;
 
 std::string ClassifierConfig::architecture() const {
     std::ostringstream s;
-    s << "inputs=" << inputs << " hidden=" << hidden << " hidden_layers=" << hidden_layers << " classes=" << classes;
+    if (arch == ClassifierArch::cnn) {
+        s << "arch=cnn inputs=" << inputs << " conv1=" << conv1 << " conv2=" << conv2 << " hidden=" << hidden << " classes=" << classes;
+    } else {
+        s << "inputs=" << inputs << " hidden=" << hidden << " hidden_layers=" << hidden_layers << " classes=" << classes;
+    }
     return s.str();
 }
 
@@ -28,22 +32,40 @@ ClassifierConfig parse_architecture(const std::string& text, const std::string& 
     std::istringstream in(text);
     std::string field;
     int seen = 0;
+    const auto unknown = [&] { return std::runtime_error("'" + path + "': unknown classifier architecture '" + text + "'"); };
     while (in >> field) {
         const auto eq = field.find('=');
-        const std::string key = field.substr(0, eq);
+        const std::string key = field.substr(0, eq), value_text = eq == std::string::npos ? "" : field.substr(eq + 1);
+        if (key == "arch") {
+            if (value_text != "cnn") throw unknown();
+            c.arch = ClassifierArch::cnn;
+            continue;
+        }
         std::size_t* target = key == "inputs"          ? &c.inputs
                               : key == "hidden"        ? &c.hidden
                               : key == "hidden_layers" ? &c.hidden_layers
+                              : key == "conv1"         ? &c.conv1
+                              : key == "conv2"         ? &c.conv2
                               : key == "classes"       ? &c.classes
                                                        : nullptr;
-        std::istringstream value(eq == std::string::npos ? "" : field.substr(eq + 1));
-        if (!target || !(value >> *target) || *target == 0) {
-            throw std::runtime_error("'" + path + "': unknown classifier architecture '" + text + "'");
-        }
+        std::istringstream value(value_text);
+        if (!target || !(value >> *target) || *target == 0) throw unknown();
         ++seen;
     }
-    if (seen != 4) throw std::runtime_error("'" + path + "': incomplete classifier architecture '" + text + "'");
+    if (seen != (c.arch == ClassifierArch::cnn ? 5 : 4)) {
+        throw std::runtime_error("'" + path + "': incomplete classifier architecture '" + text + "'");
+    }
     return c;
+}
+
+// side x side images, side a multiple of 4 (two 2x2 poolings).
+std::size_t image_side(const ClassifierConfig& c) {
+    const auto side = static_cast<std::size_t>(std::lround(std::sqrt(double(c.inputs))));
+    if (side * side != c.inputs || side % 4 != 0) {
+        throw std::invalid_argument("the cnn classifier needs square images with a side divisible by 4, not " +
+                                    std::to_string(c.inputs) + " inputs");
+    }
+    return side;
 }
 
 }  // namespace
@@ -52,8 +74,22 @@ Classifier::Classifier(const ClassifierConfig& config, std::uint64_t seed)
     : config_(config), rng_(seed), head_(config.hidden, config.classes, rng_) {
     // head_ (a member) drew its weights before these layers do: a fixed
     // order, so the seed alone still decides every weight.
-    std::size_t width = config.inputs;
-    for (std::size_t i = 0; i < config.hidden_layers; ++i) {
+    std::size_t width = config.inputs, layers = config.hidden_layers;
+    if (config.arch == ClassifierArch::cnn) {
+        const std::size_t side = image_side(config);
+        const auto s = static_cast<long>(side);
+        body_.add<xgrad::Reshape>(xgrad::ShapeSpec{-1, 1, s, s});
+        body_.add<xgrad::Conv2d>(1, config.conv1, 5, rng_, xgrad::Conv2dOptions{1, 2}, xgrad::Init::he_normal);
+        body_.add<xgrad::ReLU>();
+        body_.add<xgrad::MaxPool2d>(2);
+        body_.add<xgrad::Conv2d>(config.conv1, config.conv2, 5, rng_, xgrad::Conv2dOptions{1, 2}, xgrad::Init::he_normal);
+        body_.add<xgrad::ReLU>();
+        body_.add<xgrad::MaxPool2d>(2);
+        body_.add<xgrad::Flatten>();
+        width = config.conv2 * (side / 4) * (side / 4);
+        layers = 1;
+    }
+    for (std::size_t i = 0; i < layers; ++i) {
         body_.add<xgrad::Linear>(width, config.hidden, rng_, xgrad::Init::he_normal);
         body_.add<xgrad::ReLU>();
         body_.add<xgrad::Dropout>(config.dropout, rng_);

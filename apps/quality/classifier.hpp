@@ -14,19 +14,27 @@
 
 namespace quality {
 
+enum class ClassifierArch { mlp, cnn };
+
 struct ClassifierConfig {
-    std::size_t inputs = 784;
-    std::size_t hidden = 512;        // units of every hidden layer (= the feature dimension)
-    std::size_t hidden_layers = 2;
+    ClassifierArch arch = ClassifierArch::mlp;
+    std::size_t inputs = 784;        // cnn: side x side images
+    std::size_t hidden = 512;        // units of every fully connected hidden layer (= the feature dimension)
+    std::size_t hidden_layers = 2;   // mlp: how many; cnn: one, after the convolutions
+    std::size_t conv1 = 32, conv2 = 64;  // cnn: channels of its two 5x5 convolutions
     std::size_t classes = 10;
-    float dropout = 0.3f;            // after every hidden ReLU, while training
+    float dropout = 0.3f;            // after every fully connected hidden ReLU, while training
 
     // The shape-defining fields as text ("inputs=784 hidden=256 hidden_layers=2
+    // classes=10", or "arch=cnn inputs=784 conv1=32 conv2=64 hidden=256
     // classes=10"): stored in the weights file, parsed back by load().
     std::string architecture() const;
 };
 
-// [Linear - ReLU - Dropout] x hidden_layers, then a Linear head to logits.
+// mlp: [Linear - ReLU - Dropout] x hidden_layers, then a Linear head to
+// logits. cnn (LeNet-like): [Conv 5x5 (padding 2) - ReLU - MaxPool 2] with
+// conv1 then conv2 channels, Flatten, Linear - ReLU - Dropout to `hidden`
+// features, then the head.
 // It owns the Rng that initialises it and draws its dropout masks, so one
 // seed decides a whole training run. Not copyable or movable (its Dropout
 // layers refer to that Rng).
