@@ -1,31 +1,60 @@
 #!/usr/bin/env bash
-# Runs the GAN-step benchmark (xgrad against its hand-written floor) and, when
-# /usr/bin/python3 can import torch, the same step in PyTorch.
-#   benchmarks/compare.sh [BUILD_DIR] [--threads N]   (BUILD_DIR defaults to build-perf)
+# xgrad's benchmarks side by side with the same work in PyTorch (when
+# /usr/bin/python3 can import torch: Debian's python3-torch), in one run:
+#   gan  the reference GAN step (gan_step, against its hand-written floor) and torch_gan_step.py
+#   conv the dcgan preset's conv layers and whole DCGAN step (conv_step) and
+#        torch_conv_bench.py / torch_dcgan_step.py (the same algorithm: the D
+#        step's fakes under no_grad, D frozen in the G step; and PyTorch's
+#        classic example, which reuses one G forward and computes D's gradients)
+#   benchmarks/compare.sh [BUILD_DIR] [--threads N] [gan|conv]...   (BUILD_DIR: build-perf; both by default)
 # Quiet machine first: `uptime` should show a load average well below 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build=build-perf
-if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then build=$1; shift; fi
+if [ $# -gt 0 ] && [ "${1#--}" = "$1" ] && [ "$1" != gan ] && [ "$1" != conv ]; then build=$1; shift; fi
 threads=1
+parts=()
 while [ $# -gt 0 ]; do
   case $1 in
     --threads) threads=$2; shift 2 ;;
-    *) echo "usage: benchmarks/compare.sh [BUILD_DIR] [--threads N]" >&2; exit 2 ;;
+    gan|conv) parts+=("$1"); shift ;;
+    *) echo "usage: benchmarks/compare.sh [BUILD_DIR] [--threads N] [gan|conv]..." >&2; exit 2 ;;
   esac
 done
+[ ${#parts[@]} -gt 0 ] || parts=(gan conv)
+torch=no
+/usr/bin/python3 -c 'import torch' 2>/dev/null && torch=yes
 
-if [ ! -x "$build/benchmarks/gan_step" ]; then
-  echo "compare: no $build/benchmarks/gan_step; build it with: meson setup $build && ninja -C $build" >&2
-  exit 1
-fi
+# The value of KEY in the RESULT line of a benchmark's output.
+result() { grep '^RESULT' <<<"$1" | tail -1 | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+
 echo "== $(uptime)"
-echo "== xgrad ($build/benchmarks/gan_step --threads $threads)"
-"$build/benchmarks/gan_step" --threads "$threads"
-if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
-  echo "== PyTorch (benchmarks/torch_gan_step.py --threads $threads)"
-  /usr/bin/python3 benchmarks/torch_gan_step.py --threads "$threads"
-else
-  echo "== PyTorch: not importable by /usr/bin/python3 (apt-get install python3-torch); comparison skipped"
-fi
+for part in "${parts[@]}"; do
+  if [ "$part" = gan ]; then
+    [ -x "$build/benchmarks/gan_step" ] || { echo "compare: build $build first (meson setup $build && ninja -C $build)" >&2; exit 1; }
+    echo "== xgrad: $build/benchmarks/gan_step --threads $threads"
+    out=$("$build/benchmarks/gan_step" --threads "$threads"); echo "$out"
+    if [ $torch = yes ]; then
+      echo "== PyTorch: benchmarks/torch_gan_step.py --threads $threads"
+      t=$(/usr/bin/python3 benchmarks/torch_gan_step.py --threads "$threads"); echo "$t"
+      echo "RATIO gan_step xgrad/torch=$(ratio "$(result "$out" ms_per_step)" "$(result "$t" torch_ms_per_step)")"
+    fi
+  else
+    [ -x "$build/benchmarks/conv_step" ] || { echo "compare: build $build first (meson setup $build && ninja -C $build)" >&2; exit 1; }
+    echo "== xgrad: $build/benchmarks/conv_step --threads $threads"
+    out=$("$build/benchmarks/conv_step" --threads "$threads"); echo "$out"
+    if [ $torch = yes ]; then
+      echo "== PyTorch: benchmarks/torch_conv_bench.py --threads $threads"
+      /usr/bin/python3 benchmarks/torch_conv_bench.py --threads "$threads" | grep -E '^(RESULT|#)' | grep -E 'fwd_bwd|^#' || true
+      echo "== PyTorch: benchmarks/torch_dcgan_step.py --threads $threads (same algorithm, then the classic example)"
+      same=$(/usr/bin/python3 benchmarks/torch_dcgan_step.py --threads "$threads" --fake-mode nograd --freeze-d); echo "$same"
+      classic=$(/usr/bin/python3 benchmarks/torch_dcgan_step.py --threads "$threads"); echo "$classic"
+      step=$(result "$out" dcgan_ms_per_step)
+      echo "RATIO dcgan_step xgrad/torch(same algorithm)=$(ratio "$step" "$(result "$same" torch_ms_per_step)")" \
+           "xgrad/torch(classic example)=$(ratio "$step" "$(result "$classic" torch_ms_per_step)")"
+    fi
+  fi
+done
+[ $torch = yes ] || echo "== PyTorch: not importable by /usr/bin/python3 (apt-get install python3-torch); comparison skipped"

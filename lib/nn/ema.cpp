@@ -7,18 +7,17 @@
 
 namespace xgrad {
 
-EmaWeights::EmaWeights(const Module& module, float decay) : module_(module), decay_(decay) {
+EmaWeights::EmaWeights(const Module& module, float decay) : module_(module), parameters_(module.parameters()), decay_(decay) {
     if (!(decay >= 0.f && decay < 1.f)) {
         throw std::invalid_argument("xgrad::EmaWeights: decay " + std::to_string(decay) + " (expected 0 <= decay < 1)");
     }
-    for (const Var& p : module_.parameters()) average_.push_back(p.value());
+    for (const Var& p : parameters_) average_.push_back(p.value());
 }
 
 void EmaWeights::update() {
-    const std::vector<Var> parameters = module_.parameters();
     const float d = std::min(decay_, static_cast<float>(double(1 + updates_) / double(10 + updates_)));
-    for (std::size_t i = 0; i < parameters.size(); ++i) {
-        const float* p = parameters[i].value().data();
+    for (std::size_t i = 0; i < parameters_.size(); ++i) {
+        const float* p = parameters_[i].value().data();
         float* a = average_[i].data();
         for (std::size_t k = 0; k < average_[i].size(); ++k) a[k] = d * a[k] + (1.f - d) * p[k];
     }

@@ -38,6 +38,7 @@ public:
 
 private:
     const Module& module_;
+    std::vector<Var> parameters_;  // the module's, listed once: update() allocates nothing
     float decay_;
     long updates_ = 0;
     std::vector<Tensor> average_;

@@ -1,0 +1,198 @@
+// The convolution layers of the dcgan preset, and one whole DCGAN training
+// step, timed; benchmarks/compare.sh runs the same in PyTorch and prints the
+// ratios.
+//
+// Layers (batch 64, kernel 4, stride 2, padding 1, as in mnist_gan's dcgan
+// preset): conv2d 1->64 28->14, conv2d 64->128 14->7, conv_transpose2d
+// 128->64 7->14, conv_transpose2d 64->1 14->28; forward alone, and forward +
+// backward with every gradient (input, weight, bias). The step: gan::Gan of
+// the dcgan preset on synthetic 28 x 28 images, one D update on a real and a
+// fake batch, one G update through D, Adam for both (the averaged generator's
+// update included). Its GEMM floor is the step's own BLAS calls, recorded
+// during one step and replayed on buffers of their sizes: the time the step
+// would take if everything but BLAS were free.
+//
+//   build/benchmarks/conv_step [--threads N] [--rounds R]
+// The last line is machine-readable (RESULT ...).
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <sys/resource.h>
+
+#include <xgrad.hpp>
+
+#include "gan.hpp"
+#include "interpose.hpp"
+#include "presets.hpp"
+
+namespace {
+
+using xgrad::Shape;
+using xgrad::Tensor;
+using xgrad::Var;
+using Clock = std::chrono::steady_clock;
+
+class SyntheticImages : public gan::DataSource {
+public:
+    SyntheticImages(std::size_t count, std::size_t dim, std::uint64_t seed) : images_(Tensor::from_shape({count, dim})) {
+        xgrad::Rng(seed).fill_uniform(images_, 0.f, 1.f);
+    }
+    std::size_t dim() const override { return images_.shape()[1]; }
+    void sample(Tensor& batch, xgrad::Rng& rng) override {
+        const std::size_t rows = batch.shape()[0], d = dim();
+        for (std::size_t r = 0; r < rows; ++r) {
+            std::memcpy(batch.data() + r * d, images_.data() + rng.below(images_.shape()[0]) * d, d * sizeof(float));
+        }
+    }
+
+private:
+    Tensor images_;
+};
+
+// Median ms of `rounds` runs of f (after two warm-ups), with the allocations made during them.
+template <class F>
+double median_ms(int rounds, long& allocs, F&& f) {
+    f();
+    f();
+    std::vector<double> ms;
+    const long before = bench::allocations.load();
+    for (int r = 0; r < rounds; ++r) {
+        const auto t0 = Clock::now();
+        bench::counting = true;
+        f();
+        bench::counting = false;
+        ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    }
+    allocs = bench::allocations.load() - before;
+    return bench::percentile(ms, 0.5);
+}
+
+struct Layer {
+    const char* name;
+    bool transposed;
+    std::size_t in_c, out_c, side;  // input side
+};
+
+const Layer kLayers[] = {
+    {"conv2d 1->64 28->14", false, 1, 64, 28},
+    {"conv2d 64->128 14->7", false, 64, 128, 14},
+    {"conv_transpose2d 128->64 7->14", true, 128, 64, 7},
+    {"conv_transpose2d 64->1 14->28", true, 64, 1, 14},
+};
+
+struct LayerTimes {
+    double forward, forward_backward;
+    long allocs;
+};
+
+LayerTimes time_layer(const Layer& l, int rounds) {
+    xgrad::Rng rng(3);
+    Tensor x = Tensor::from_shape({64, l.in_c, l.side, l.side});
+    Tensor w = l.transposed ? Tensor::from_shape({l.in_c, l.out_c, 4, 4}) : Tensor::from_shape({l.out_c, l.in_c, 4, 4});
+    rng.fill_uniform(x, -1.f, 1.f);
+    rng.fill_normal(w, 0.f, 0.02f);
+    const Var xv(x, true), wv(w, true), bv(Tensor({l.out_c}, 0.f), true);
+    const auto run = [&] {
+        return l.transposed ? xgrad::conv_transpose2d(xv, wv, bv, {2, 1}) : xgrad::conv2d(xv, wv, bv, {2, 1});
+    };
+    Tensor dy = Tensor::from_shape(run().shape());
+    rng.fill_uniform(dy, -1.f, 1.f);
+    LayerTimes t{};
+    long ignored = 0;
+    {
+        xgrad::NoGrad no_grad;
+        t.forward = median_ms(rounds, ignored, [&] { run(); });
+    }
+    t.forward_backward = median_ms(rounds, t.allocs, [&] { xgrad::backward(run(), dy); });
+    return t;
+}
+
+// Replays recorded products on buffers as large as each call reads or writes.
+class GemmReplay {
+public:
+    explicit GemmReplay(std::vector<bench::GemmCall> calls) : calls_(std::move(calls)) {
+        std::size_t a = 0, b = 0, c = 0;
+        for (const auto& g : calls_) {
+            a = std::max<std::size_t>(a, std::size_t(g.ta == 112 ? g.k : g.m) * g.lda);
+            b = std::max<std::size_t>(b, std::size_t(g.tb == 112 ? g.n : g.k) * g.ldb);
+            c = std::max<std::size_t>(c, std::size_t(g.m) * g.ldc);
+        }
+        a_.assign(a, 0.01f);
+        b_.assign(b, 0.01f);
+        c_.assign(c, 0.f);
+    }
+    void run() {
+        for (const auto& g : calls_) {
+            cblas_sgemm(101, g.ta, g.tb, g.m, g.n, g.k, 1.f, a_.data(), g.lda, b_.data(), g.ldb, g.beta, c_.data(), g.ldc);
+        }
+    }
+    std::size_t size() const { return calls_.size(); }
+
+private:
+    std::vector<bench::GemmCall> calls_;
+    std::vector<float> a_, b_, c_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    int threads = 1, rounds = 30;
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        if (arg == "--threads" && i + 1 < argc) {
+            threads = std::atoi(argv[++i]);
+        } else if (arg == "--rounds" && i + 1 < argc) {
+            rounds = std::atoi(argv[++i]);
+        } else {
+            std::fprintf(stderr, "usage: %s [--threads N] [--rounds R]\n", argv[0]);
+            return arg == "--help" ? 0 : 2;
+        }
+    }
+    if (threads < 1 || rounds < 3) {
+        std::fprintf(stderr, "conv_step: --threads must be >= 1 and --rounds >= 3\n");
+        return 2;
+    }
+    xgrad::set_num_threads(threads);
+    const std::string load_before = bench::load_average();
+
+    std::printf("conv_step: dcgan layers (batch 64, k4 s2 p1) and one DCGAN step, %d thread(s), median of %d runs\n", threads,
+                rounds);
+    std::printf("  %-32s %10s %12s %8s\n", "layer", "fwd ms", "fwd+bwd ms", "allocs");
+    std::vector<LayerTimes> layers;
+    for (const Layer& l : kLayers) {
+        layers.push_back(time_layer(l, rounds));
+        std::printf("  %-32s %10.3f %12.3f %8ld\n", l.name, layers.back().forward, layers.back().forward_backward, layers.back().allocs);
+    }
+
+    gan::Gan model(gan::dcgan_preset(), 1);
+    SyntheticImages data(2048, 784, 2);
+    for (int i = 0; i < 5; ++i) model.step(data);
+    bench::recorded.reserve(4096);
+    bench::recording = true;
+    model.step(data);
+    bench::recording = false;
+    GemmReplay floor(bench::recorded);
+
+    long step_allocs = 0, floor_allocs = 0;
+    const double step_ms = median_ms(rounds, step_allocs, [&] { model.step(data); });
+    xgrad::set_num_threads(1);  // the replay is serial: one BLAS call at a time
+    const double replay_ms = median_ms(rounds, floor_allocs, [&] { floor.run(); });
+    xgrad::set_num_threads(threads);
+    // With several threads the step's products run as row blocks side by
+    // side: the floor is the serial replay split evenly.
+    const double floor_ms = replay_ms / threads;
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    std::printf("DCGAN step (dcgan preset, batch 64):  %.3f ms; GEMM floor %.3f ms (%zu sgemm calls%s); ratio %.3f\n", step_ms,
+                floor_ms, floor.size(), threads > 1 ? ", serial replay / threads" : "", step_ms / floor_ms);
+    std::printf("allocations per step %g; peak RSS %.1f MiB; load average %s before / %s after\n",
+                double(step_allocs) / rounds, double(usage.ru_maxrss) / 1024.0, load_before.c_str(), bench::load_average().c_str());
+    std::printf("RESULT dcgan_ms_per_step=%.3f gemm_floor_ms=%.3f ratio=%.3f allocs_per_step=%g threads=%d conv1_ms=%.3f conv2_ms=%.3f "
+                "convt1_ms=%.3f convt2_ms=%.3f\n",
+                step_ms, floor_ms, step_ms / floor_ms, double(step_allocs) / rounds, threads, layers[0].forward_backward,
+                layers[1].forward_backward, layers[2].forward_backward, layers[3].forward_backward);
+    return 0;
+}
