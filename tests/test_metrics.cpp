@@ -20,6 +20,7 @@
 #include <xgrad.hpp>
 
 #include "app.hpp"
+#include "baselines.hpp"
 #include "classifier.hpp"
 #include "evaluation.hpp"
 #include "metrics.hpp"
@@ -470,4 +471,35 @@ TEST_CASE("the CNN classifier learns synthetic digits in a few hundred steps") {
     const auto loaded = quality::Classifier::load(dir.file("cnn.xgrad"));
     CHECK(loaded->config().architecture() == c.architecture());
     CHECK(loaded->evaluate(test.images).probabilities == classifier.evaluate(test.images).probabilities);
+}
+
+TEST_CASE("calibration baselines: blur, pair averages, class means, half the classes") {
+    // A single bright pixel blurred by 1 px: the normalised Gaussian, its
+    // peak exp(0)/sum and a neighbour exp(-1/2) times as bright.
+    // (Far enough from the border that no tap is dropped.)
+    Tensor delta(Shape{1, 121}, 0.f);
+    delta(0, 60) = 1.f;  // the middle of 11 x 11
+    const Tensor blur = quality::blurred(delta, 11, 1.0);
+    double total = 0;
+    for (float v : blur) total += v;
+    CHECK(total == doctest::Approx(1.0).epsilon(1e-6));
+    CHECK(blur(0, 61) / blur(0, 60) == doctest::Approx(std::exp(-0.5)).epsilon(1e-5));
+    CHECK(blur(0, 60 + 11 + 1) / blur(0, 60) == doctest::Approx(std::exp(-1.0)).epsilon(1e-5));
+    // A constant image stays constant, borders included (renormalised taps).
+    const Tensor flat = quality::blurred(Tensor(Shape{1, 49}, 0.5f), 7, 1.0);
+    for (float v : flat) CHECK(v == doctest::Approx(0.5f));
+
+    const Tensor images{{0.f, 1.f}, {1.f, 1.f}, {0.5f, 0.f}};
+    const Tensor pairs = quality::pair_averages(images);
+    CHECK(pairs(0, 0) == 0.5f);
+    CHECK(pairs(2, 1) == 0.5f);  // image 2 with image 0
+    const std::vector<std::uint8_t> labels{3, 1, 3};
+    const Tensor means = quality::class_means(images, labels, 5);
+    CHECK(means(0, 0) == 0.25f);
+    CHECK(means(2, 1) == 0.5f);
+    CHECK(means(1, 0) == 1.f);
+    const Tensor half = quality::classes_below(images, labels, 2);
+    REQUIRE(half.shape() == Shape{1, 2});
+    CHECK(half(0, 0) == 1.f);
+    CHECK_THROWS_AS(quality::class_means(images, {1, 2}), std::invalid_argument);
 }

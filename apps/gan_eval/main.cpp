@@ -18,6 +18,7 @@
 #include "data_location.hpp"
 #include "options.hpp"
 #include "output.hpp"
+#include "baselines.hpp"
 #include "evaluation.hpp"
 
 namespace {
@@ -123,10 +124,30 @@ void check_fits_memory(std::size_t images, std::size_t floats_per_image, const s
     }
 }
 
-Tensor load_samples(const Options& o, const quality::HeldOut& held_out, const xgrad::IdxImages& training, std::size_t n,
+// The training images degraded in known ways (apps/quality/baselines.hpp).
+Tensor degraded_training(const std::string& baseline, const xgrad::Dataset& training, std::size_t n) {
+    const Tensor rows = quality::image_rows(training.images, 0, training.images.count);
+    Tensor out;
+    if (baseline == "blur") {
+        out = quality::blurred(rows, training.images.rows, 1.0);
+    } else if (baseline == "pairs") {
+        out = quality::pair_averages(rows);
+    } else if (baseline == "means") {
+        out = quality::class_means(rows, training.labels);
+    } else {
+        out = quality::classes_below(rows, training.labels, 5);
+    }
+    return first_rows(out, std::min(n, out.shape()[0]));
+}
+
+Tensor load_samples(const Options& o, const quality::HeldOut& held_out, const xgrad::Dataset& training_set, std::size_t n,
                     std::size_t floats_per_image) {
+    const xgrad::IdxImages& training = training_set.images;
     if (o.baseline == "real") return first_rows(held_out.real_samples, std::min(n, held_out.real_samples.shape()[0]));
     if (o.baseline == "train") return quality::image_rows(training, 0, std::min(n, training.count));
+    if (o.baseline == "blur" || o.baseline == "pairs" || o.baseline == "means" || o.baseline == "half") {
+        return degraded_training(o.baseline, training_set, n);
+    }
     if (o.baseline == "noise") {
         check_fits_memory(n, floats_per_image, "--count " + std::to_string(n));
         Tensor noise = Tensor::from_shape({n, training.rows * training.cols});
@@ -156,7 +177,9 @@ int run(const Options& o, bool count_given) {
             throw std::runtime_error(std::string("--csv: ") + e.what());
         }
     }
-    const xgrad::IdxImages training = xgrad::read_idx_images(common::find_idx(dir, "train-images-idx3-ubyte"));
+    const xgrad::Dataset training_set = xgrad::load_dataset(common::find_idx(dir, "train-images-idx3-ubyte"),
+                                                            common::find_idx(dir, "train-labels-idx1-ubyte"));
+    const xgrad::IdxImages& training = training_set.images;
     const xgrad::IdxImages test = xgrad::read_idx_images(common::find_idx(dir, "t10k-images-idx3-ubyte"));
     if (training.count == 0) throw std::runtime_error("the training split of '" + dir + "' holds no images");
     if (!std::filesystem::exists(o.classifier)) {
@@ -170,7 +193,7 @@ int run(const Options& o, bool count_given) {
     const quality::HeldOut held_out = quality::split_held_out(test);
     const std::size_t n = count_given ? o.count : held_out.real_samples.shape()[0];
     const std::size_t floats_per_image = training.rows * training.cols + classifier->config().hidden + classifier->config().classes;
-    const Tensor samples = load_samples(o, held_out, training, n, floats_per_image);
+    const Tensor samples = load_samples(o, held_out, training_set, n, floats_per_image);
     if (samples.shape()[0] < n && count_given) {
         throw std::runtime_error("--count " + std::to_string(n) + ": only " + std::to_string(samples.shape()[0]) + " images available");
     }
@@ -209,8 +232,10 @@ int main(int argc, char** argv) {
                         ->check(CLI::ExistingFile);
     auto* baseline = cli.add_option("--baseline", o.baseline,
                                     "Score a calibration set instead: real (the held-out half not used as reference), "
-                                    "noise (uniform pixels), train (training images: a perfect memoriser)")
-                         ->check(CLI::IsMember({"real", "noise", "train"}));
+                                    "noise (uniform pixels), train (training images: a perfect memoriser); and the training "
+                                    "images blurred by 1 px (blur), averaged in pairs (pairs), replaced by their class means "
+                                    "(means), or of classes 0-4 only (half)")
+                         ->check(CLI::IsMember({"real", "noise", "train", "blur", "pairs", "means", "half"}));
     samples->excludes(baseline);
     cli.add_option("--classifier", o.classifier, "Classifier weights written by mnist_classifier")->capture_default_str();
     o.data.add_options(cli, "train-images-idx3-ubyte and t10k-images-idx3-ubyte");
