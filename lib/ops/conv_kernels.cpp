@@ -624,7 +624,7 @@ void Conv2dGeometry::validate() const {
 }
 
 int default_images_per_block(const Conv2dGeometry& g, ConvPass pass) {
-    // Tuned on the DCGAN shapes (REPORT.md, "batch strategy"):
+    // Tuned on the DCGAN shapes (docs/design.md, "Convolutions"):
     //  * Per-image GEMMs (B = 1) avoid the repack of the column-side tensor;
     //    that wins whenever the per-image GEMM is already wide (P large) or the
     //    GEMM is memory bound (small K = in_c*kh*kw, small out_c).

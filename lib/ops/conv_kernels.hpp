@@ -30,7 +30,7 @@
 // the PyTorch arguments (incl. output_padding) and fills the conv2d view.
 //
 // ---------------------------------------------------------------------------
-// Execution strategy (measured, see REPORT.md)
+// Execution strategy (measured; docs/design.md, "Convolutions")
 // ---------------------------------------------------------------------------
 // Images are processed in blocks of B images. The column buffer of a block is
 // K x (B*P) (K = in_c*kh*kw, P = out_h*out_w): the B images' columns side by
@@ -65,7 +65,7 @@
 // read of the old destination).
 //
 // Note: OpenBLAS 0.3.21 itself allocates inside sgemm in two cases measured
-// in REPORT.md: one malloc per call when OpenBLAS runs more than one thread,
+// in docs/design.md: one malloc per call when OpenBLAS runs more than one thread,
 // and one per call for an N == 1 (single-column, non-transposed B) product
 // with a long K. With OpenBLAS at 1 thread and B*P > 1 the engine's calls
 // allocate nothing; the engine adds no allocation of its own.
@@ -161,7 +161,7 @@ struct ConvScratch {
 
 enum class ConvPass { forward, backward_data, backward_weight };
 
-// Heuristic default for B (tuned in REPORT.md): enough images that the GEMM's
+// Heuristic default for B (tuned on the DCGAN shapes, docs/design.md): enough images that the GEMM's
 // N dimension is wide, while keeping the block's column buffer L2-sized.
 int default_images_per_block(const Conv2dGeometry& g, ConvPass pass);
 
