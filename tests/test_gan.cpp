@@ -354,6 +354,25 @@ TEST_CASE("mnist_gan runs end to end on a tiny IDX file and resumes bit-exactly"
     CHECK(straight.text("rng") == split.text("rng"));
 }
 
+TEST_CASE("--no-ema samples the raw generator: same training, different samples.idx") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    auto averaged = small_run(dir.path(), dir.path() / "averaged", 4);
+    auto raw = small_run(dir.path(), dir.path() / "raw", 4);
+    averaged.insert(averaged.end(), {"--samples", "5"});
+    raw.insert(raw.end(), {"--samples", "5", "--no-ema"});
+    REQUIRE(run(averaged) == 0);
+    REQUIRE(run(raw) == 0);
+    const IdxImages a = read_idx_images((dir.path() / "averaged" / "samples.idx").string());
+    const IdxImages r = read_idx_images((dir.path() / "raw" / "samples.idx").string());
+    REQUIRE(a.pixels.size() == r.pixels.size());
+    CHECK(a.pixels != r.pixels);
+    const Archive ca = read_archive((dir.path() / "averaged" / "checkpoint.xgrad").string());
+    const Archive cr = read_archive((dir.path() / "raw" / "checkpoint.xgrad").string());
+    const Tensor &wa = ca.tensor("generator.0.weight"), &wr = cr.tensor("generator.0.weight");
+    CHECK(std::memcmp(wa.data(), wr.data(), wa.size() * sizeof(float)) == 0);
+}
+
 TEST_CASE("mnist_gan rejects bad input with a message, not a crash") {
     test::TempDir dir;
     CHECK(run({"--data", (dir.path() / "missing").string(), "--out", (dir.path() / "out").string(), "--steps", "1"}) == 1);

@@ -55,7 +55,7 @@ struct Options {
     std::string classifier;
     long eval_every = 0;
     bool resume = false;
-    bool averaged = true;          // sample from the averaged generator when the preset keeps one (--no-ema: the raw one)
+    bool averaged = true;  // grids and samples from the averaged generator when the preset keeps one
     bool sample_batch_stats = false;
 };
 
@@ -625,6 +625,10 @@ int run_app(int argc, const char* const* argv) {
         ->check(common::unsigned_in(0, 100000000))
         ->needs(classifier)
         ->capture_default_str();
+    cli.add_flag("!--no-ema", o.averaged,
+                 "Write grids and samples.idx from the raw generator, not the averaged one (eval.csv always has both)");
+    cli.add_flag("--sample-batch-stats", o.sample_batch_stats,
+                 "Generate with each batch's own normalization statistics instead of the running ones (dcgan)");
     cli.add_option("--samples", o.samples, "After training, write N generated images to OUT/samples.idx (IDX3, bytes)")->check(common::unsigned_in(0, 10000000));
     try {
         cli.parse(argc, argv);
