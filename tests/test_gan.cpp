@@ -514,7 +514,8 @@ TEST_CASE("--resume refuses changed training settings, naming the setting and bo
         {on_other_data, {"--data (training images) is 31 images of 28 x 28 pixels", "but 30 images of 28 x 28 pixels"}},
     };
     for (const auto& [args, expected] : changes) {
-        CAPTURE(args.back());
+        const std::string last_argument = args.back();  // clang cannot capture a structured binding
+        CAPTURE(last_argument);
         const Outcome r = run_capturing(args);
         INFO(r.err);
         CHECK(r.code == 1);
@@ -621,7 +622,8 @@ TEST_CASE("numeric options are parsed strictly, naming the option and what it ex
         {{"--threads", "+2"}, "--threads: expected an integer from 1 to 256"},
     };
     for (const auto& [extra, message] : bad) {
-        CAPTURE(extra[0] + " " + extra[1]);
+        const std::string option = extra[0] + " " + extra[1];  // clang cannot capture a structured binding
+        CAPTURE(option);
         auto args = small_run(dir.path(), out, 1);
         args.insert(args.end(), extra.begin(), extra.end());
         const Outcome r = run_capturing(args);

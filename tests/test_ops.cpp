@@ -171,7 +171,8 @@ TEST_CASE("activations and clamp pass NaN through, so a diverged model is notice
              {"softplus", [](const Var& v) { return xgrad::softplus(v); }},
              {"abs", [](const Var& v) { return xgrad::abs(v); }},
              {"clamp", [](const Var& v) { return xgrad::clamp(v, -0.7f, 0.7f); }}}) {
-        INFO(name);
+        const std::string op_name = name;  // INFO captures by reference; clang cannot capture a structured binding
+        INFO(op_name);
         const Tensor y = f(x).value();
         for (std::size_t i = 0; i < x.numel(); ++i) CHECK(std::isnan(y(i)) == std::isnan(x.value()(i)));
     }
@@ -254,7 +255,8 @@ TEST_CASE("binary ops: values and gradients summed back to each operand's shape"
     std::uint64_t seed = 300;
     for (const BinaryCase& op : kBinaryCases) {
         for (const auto& [sa, sb] : kBroadcastPairs) {
-            INFO(op.name << " of " << xgrad::shape_string(sa) << " and " << xgrad::shape_string(sb));
+            const std::string label = std::string(op.name) + " of " + xgrad::shape_string(sa) + " and " + xgrad::shape_string(sb);
+            INFO(label);
             seed += 3;
             const auto [a, b] = binary_operands(op, sa, sb, seed);
             const Shape out = xgrad::broadcast_shapes("test", sa, sb);

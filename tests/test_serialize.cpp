@@ -102,13 +102,15 @@ TEST_CASE("an archive round trip is bit-exact") {
     write_archive(path, archive);
     const Archive loaded = read_archive(path);
     for (const auto& [name, t] : tensors) {
-        CAPTURE(name);
+        const std::string tensor_name = name;  // clang cannot capture a structured binding
+        CAPTURE(tensor_name);
         REQUIRE(loaded.contains(name));
         CHECK(same_bits(loaded.tensor(name), t));
         CHECK(loaded.tensor(name).dimension() == t.dimension());  // (5) stays (5), () stays ()
     }
     for (const auto& [name, text] : texts) {
-        CAPTURE(name);
+        const std::string text_name = name;
+        CAPTURE(text_name);
         REQUIRE(loaded.contains(name));
         CHECK(loaded.text(name) == text);
     }
@@ -375,7 +377,8 @@ TEST_CASE("a damaged archive is rejected with a message naming the file and the 
             {kFileSize - 1, kCorrupt},
         };
         for (const auto& [size, damage] : cuts) {
-            CAPTURE(size);
+            const std::size_t cut_at = size;  // clang cannot capture a structured binding
+            CAPTURE(cut_at);
             check_rejected(good.substr(0, size), damage);
         }
     }
@@ -394,7 +397,8 @@ TEST_CASE("a damaged archive is rejected with a message naming the file and the 
             {kTextDataAt + 2, "truncated: the file ends inside text data"},
         };
         for (const auto& [size, damage] : cuts) {
-            CAPTURE(size);
+            const std::size_t cut_at = size;  // clang cannot capture a structured binding
+            CAPTURE(cut_at);
             check_rejected(with_crc(body.substr(0, size)), damage);
         }
     }
@@ -524,8 +528,9 @@ TEST_CASE("tensor shapes behind a valid checksum are checked without overflow") 
     const std::pair<std::uint64_t, std::uint64_t> impossible[] = {{0, big}, {big, 0}, {big, 4}, {0, ~std::uint64_t(0)},
                                                                   {std::uint64_t(1) << 32, std::uint64_t(1) << 32}};
     for (const auto& [rows, cols] : impossible) {
-        CAPTURE(rows);
-        CAPTURE(cols);
+        const std::uint64_t shown_rows = rows, shown_cols = cols;  // clang cannot capture a structured binding
+        CAPTURE(shown_rows);
+        CAPTURE(shown_cols);
         RawArchive raw;
         raw.add(std::uint32_t{1}).tensor_header("t", rows, cols);
         CHECK_THROWS_WITH_AS(read_crafted(raw), Contains("tensor 't'"), std::runtime_error);
