@@ -5,7 +5,8 @@
 // show the fixed cost per op (node, pool, dispatch).
 //
 //   build-perf/benchmarks/ops_bench [--benchmark_filter=REGEX]
-// One thread (and BLAS on one), as in the tests.
+// One thread (and BLAS on one), as in the tests. The SIMD level of the
+// elementwise kernels (XGRAD_SIMD forces one) is printed as xgrad_simd.
 #include <functional>
 #include <string>
 #include <vector>
@@ -13,7 +14,7 @@
 #include <benchmark/benchmark.h>
 
 #include <xgrad.hpp>
-
+#include <xgrad/core/simd.hpp>
 
 namespace {
 
@@ -90,6 +91,7 @@ void register_all() {
 int main(int argc, char** argv) {
     xgrad::set_num_threads(1);  // and BLAS on one thread
     register_all();
+    benchmark::AddCustomContext("xgrad_simd", xgrad::simd::name(xgrad::simd::level()));
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     benchmark::RunSpecifiedBenchmarks();
