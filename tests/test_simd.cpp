@@ -1,4 +1,4 @@
-// xgrad::simd: every kernel at every SIMD level this CPU supports, against a
+// xgrad::simd: every kernel (forward, backward pieces, Adam) at every SIMD level this CPU supports, against a
 // scalar double reference, on lengths around the batch sizes (4, 8 and 16
 // lanes) so that every tail is exercised; NaN, infinities and saturated
 // inputs where the kernel defines them; that nothing outside [0, n) is
@@ -121,15 +121,52 @@ const UnaryKernel kUnary[] = {
      {{-1.f, -0.2f}, {2.f, 2.f}, {-kInf, -kInf}, {kInf, kInf}, {kNaN, kNaN}}},
 };
 
-// Calls kernel on x into a copy with a sentinel on each side and checks that
-// the sentinels survive; returns the n results.
-std::vector<float> run_guarded(void (*kernel)(const float*, float*, std::size_t), const std::vector<float>& x) {
+// Backward pieces dx = f(a, dy), a the op's output or input.
+struct BinaryKernel {
+    const char* name;
+    void (*kernel)(const float*, const float*, float*, std::size_t);
+    double (*ref)(double a, double dy);
+    float lo, hi;  // range of a
+    bool exact;    // a select: dx is dy, slope * dy or 0, bit for bit
+};
+
+const BinaryKernel kBinary[] = {
+    {"sigmoid_backward", simd::sigmoid_backward, [](double y, double dy) { return dy * y * (1 - y); }, 0.f, 1.f, false},
+    {"tanh_backward", simd::tanh_backward, [](double y, double dy) { return dy * (1 - y * y); }, -1.f, 1.f, false},
+    {"relu_backward", simd::relu_backward, [](double y, double dy) { return y > 0 ? dy : 0.0; }, -1.f, 1.f, true},
+    {"leaky_relu_backward 0.2",
+     [](const float* x, const float* dy, float* dx, std::size_t n) { simd::leaky_relu_backward(x, dy, dx, n, 0.2f); },
+     [](double x, double dy) { return x > 0 ? dy : double(0.2f * static_cast<float>(dy)); },
+     -1.f,
+     1.f,
+     true},
+};
+
+// Calls write(y) for an output array of n elements with a sentinel on each
+// side, checks that the sentinels survive, and returns the n results.
+template <class Write>
+std::vector<float> run_guarded(std::size_t n, const Write& write) {
     const float sentinel = -12345.f;
-    std::vector<float> y(x.size() + 2, sentinel);
-    kernel(x.data(), y.data() + 1, x.size());
+    std::vector<float> y(n + 2, sentinel);
+    write(y.data() + 1);
     CHECK(y.front() == sentinel);
     CHECK(y.back() == sentinel);
     return {y.begin() + 1, y.end() - 1};
+}
+
+// Calls f(k, n) for every kernel k of `kernels` and length n of kLengths, at
+// every level this CPU supports.
+template <class Kernels, class F>
+void sweep(const Kernels& kernels, const F& f) {
+    for (Level level : supported_levels()) {
+        const AtLevel at(level);
+        for (const auto& k : kernels) {
+            for (std::size_t n : kLengths) {
+                INFO(std::string(k.name) << " at " << level_name(level) << ", n = " << n);
+                f(k, n);
+            }
+        }
+    }
 }
 
 // ---- the level ------------------------------------------------------------------
@@ -179,21 +216,46 @@ TEST_CASE("set_level switches every supported level and refuses the others") {
 // ---- the kernels ------------------------------------------------------------------
 
 TEST_CASE("unary kernels match a double reference at every length and level") {
+    sweep(kUnary, [](const UnaryKernel& k, std::size_t n) {
+        const std::vector<float> x = inputs(n, k.lo, k.hi, k.exponential, n + 1);
+        const std::vector<float> y = run_guarded(n, [&](float* out) { k.kernel(x.data(), out, n); });
+        std::size_t bad = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            if (!close(y[i], k.ref(x[i]), k.ulps) && bad++ < 3) {
+                CHECK_MESSAGE(false, "x = " << x[i] << ": " << y[i] << ", expected " << k.ref(x[i]));
+            }
+        }
+        CHECK(bad == 0);
+    });
+}
+
+TEST_CASE("backward kernels match a double reference at every length and level") {
+    sweep(kBinary, [](const BinaryKernel& k, std::size_t n) {
+        const std::vector<float> a = inputs(n, k.lo, k.hi, false, n + 2), dy = inputs(n, -3.f, 3.f, false, n + 3);
+        const std::vector<float> dx = run_guarded(n, [&](float* out) { k.kernel(a.data(), dy.data(), out, n); });
+        // Within a few roundings of |dy| (1 - y^2 cancels near |y| = 1).
+        const double eps = 4 * std::numeric_limits<float>::epsilon();
+        std::size_t bad = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            const double ref = k.ref(a[i], dy[i]);
+            const bool ok = k.exact ? dx[i] == static_cast<float>(ref) : std::abs(dx[i] - ref) <= eps * std::abs(dy[i]);
+            if (!ok && bad++ < 3) {
+                CHECK_MESSAGE(false, "a = " << a[i] << ", dy = " << dy[i] << ": " << dx[i] << ", expected " << ref);
+            }
+        }
+        CHECK(bad == 0);
+    });
+}
+
+TEST_CASE("backward kernels pass a NaN gradient on") {
     for (Level level : supported_levels()) {
         const AtLevel at(level);
-        for (const UnaryKernel& k : kUnary) {
-            for (std::size_t n : kLengths) {
-                INFO(std::string(k.name) << " at " << level_name(level) << ", n = " << n);
-                const std::vector<float> x = inputs(n, k.lo, k.hi, k.exponential, n + 1);
-                const std::vector<float> y = run_guarded(k.kernel, x);
-                std::size_t bad = 0;
-                for (std::size_t i = 0; i < n; ++i) {
-                    if (!close(y[i], k.ref(x[i]), k.ulps) && bad++ < 3) {
-                        CHECK_MESSAGE(false, "x = " << x[i] << ": " << y[i] << ", expected " << k.ref(x[i]));
-                    }
-                }
-                CHECK(bad == 0);
-            }
+        for (const BinaryKernel& k : kBinary) {
+            INFO(std::string(k.name) << " at " << level_name(level));
+            const std::vector<float> a(17, 0.5f), dy(17, kNaN);
+            std::vector<float> dx(17);
+            k.kernel(a.data(), dy.data(), dx.data(), dx.size());
+            for (float v : dx) CHECK(std::isnan(v));
         }
     }
 }

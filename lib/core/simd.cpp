@@ -153,6 +153,12 @@ void tanh(const float* x, float* y, std::size_t n) { kernels().tanh(x, y, n); }
 void softplus(const float* x, float* y, std::size_t n) { kernels().softplus(x, y, n); }
 void relu(const float* x, float* y, std::size_t n) { kernels().relu(x, y, n); }
 void leaky_relu(const float* x, float* y, std::size_t n, float slope) { kernels().leaky_relu(x, y, n, slope); }
+void sigmoid_backward(const float* y, const float* dy, float* dx, std::size_t n) { kernels().sigmoid_backward(y, dy, dx, n); }
+void tanh_backward(const float* y, const float* dy, float* dx, std::size_t n) { kernels().tanh_backward(y, dy, dx, n); }
+void relu_backward(const float* y, const float* dy, float* dx, std::size_t n) { kernels().relu_backward(y, dy, dx, n); }
+void leaky_relu_backward(const float* x, const float* dy, float* dx, std::size_t n, float slope) {
+    kernels().leaky_relu_backward(x, dy, dx, n, slope);
+}
 void adam(float* p, const float* g, float* m, float* v, std::size_t n, const AdamConstants& c) {
     kernels().adam(p, g, m, v, n, c);
 }

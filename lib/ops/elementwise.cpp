@@ -1,5 +1,6 @@
 #include <xgrad/ops/elementwise.hpp>
 
+#include <algorithm>
 #include <string>
 
 #include <xtensor/xmath.hpp>
@@ -9,10 +10,31 @@
 #include <xgrad/core/simd.hpp>
 
 namespace xgrad {
+namespace {
 
-// The forward passes of the transcendental and ReLU-like ops run through
-// xgrad::simd: the CPU's best SIMD level, not the portable build's SSE2 (4x
-// faster for exp with AVX-512).
+// grad(input 0) += dx, where kernel(a, b, dx, n) is a backward kernel of
+// xgrad::simd. It writes chunks small enough to stay in L1, and
+// accumulate_runs copies each into the gradient (or adds it when the
+// gradient already holds a contribution): no zero-fill, no pooled buffer.
+template <class Kernel>
+void accumulate_kernel(BackwardContext& ctx, const Tensor& a, const Tensor& b, const Kernel& kernel) {
+    if (!ctx.needs_grad(0)) return;
+    ctx.accumulate_runs(0, [&](const auto& put) {
+        constexpr std::size_t kChunk = 1024;
+        float chunk[kChunk];
+        for (std::size_t begin = 0; begin < a.size(); begin += kChunk) {
+            const std::size_t n = std::min(kChunk, a.size() - begin);
+            kernel(a.data() + begin, b.data() + begin, chunk, n);
+            put(begin, chunk, n);
+        }
+    });
+}
+
+}  // namespace
+
+// exp, log, relu, leaky_relu, sigmoid and tanh run through xgrad::simd (and
+// the backward passes of the last four): at the CPU's best SIMD level, not
+// the portable build's SSE2 (docs/design.md, "SIMD dispatch", has the gain).
 
 Var exp(const Var& x) {
     Op op("exp", {x}, x.shape());
@@ -80,7 +102,7 @@ Var relu(const Var& x) {
     // diverged model must show in the loss.
     simd::parallel_map(simd::relu, x.value().data(), op.out().data(), x.numel());
     return op.finish([](BackwardContext& ctx) {
-        ctx.accumulate(0, xt::where(ctx.output() > 0.f, ctx.grad_output(), 0.f));
+        accumulate_kernel(ctx, ctx.output(), ctx.grad_output(), simd::relu_backward);
     });
 }
 
@@ -92,7 +114,9 @@ Var leaky_relu(const Var& x, float negative_slope) {
     op.state<float>(negative_slope);
     return op.finish([](BackwardContext& ctx) {
         const float slope = ctx.state<float>();
-        ctx.accumulate(0, xt::where(ctx.input(0) > 0.f, ctx.grad_output(), slope * ctx.grad_output()));
+        accumulate_kernel(ctx, ctx.input(0), ctx.grad_output(), [slope](const float* x, const float* dy, float* dx, std::size_t n) {
+            simd::leaky_relu_backward(x, dy, dx, n, slope);
+        });
     });
 }
 
@@ -101,7 +125,7 @@ Var sigmoid(const Var& x) {
     // Exactly 0 or 1 where it saturates, never NaN (simd.hpp).
     simd::parallel_map(simd::sigmoid, x.value().data(), op.out().data(), x.numel());
     return op.finish([](BackwardContext& ctx) {
-        ctx.accumulate(0, ctx.grad_output() * ctx.output() * (1.f - ctx.output()));
+        accumulate_kernel(ctx, ctx.output(), ctx.grad_output(), simd::sigmoid_backward);
     });
 }
 
@@ -109,7 +133,7 @@ Var tanh(const Var& x) {
     Op op("tanh", {x}, x.shape());
     simd::parallel_map(simd::tanh, x.value().data(), op.out().data(), x.numel());
     return op.finish([](BackwardContext& ctx) {
-        ctx.accumulate(0, ctx.grad_output() * (1.f - ctx.output() * ctx.output()));
+        accumulate_kernel(ctx, ctx.output(), ctx.grad_output(), simd::tanh_backward);
     });
 }
 

@@ -89,6 +89,12 @@ inline void map(const float* x, float* y, std::size_t n, const F& f) {
     transform<1, 1>(n, {x}, {y}, [&](const B* in, B* out) { out[0] = f(in[0]); });
 }
 
+// One kernel of table.hpp's Binary type from a batch function of two.
+template <class F>
+inline void zip(const float* a, const float* b, float* y, std::size_t n, const F& f) {
+    transform<2, 1>(n, {a, b}, {y}, [&](const B* in, B* out) { out[0] = f(in[0], in[1]); });
+}
+
 void exp_kernel(const float* x, float* y, std::size_t n) {
     map(x, y, n, [](B v) { return xsimd::exp(v); });
 }
@@ -121,6 +127,22 @@ void leaky_relu_kernel(const float* x, float* y, std::size_t n, float slope) {
     map(x, y, n, [slope](B v) { return xsimd::select(v > B(0.f), v, B(slope) * v); });
 }
 
+void sigmoid_backward_kernel(const float* y, const float* dy, float* dx, std::size_t n) {
+    zip(y, dy, dx, n, [](B out, B grad) { return grad * out * (B(1.f) - out); });
+}
+
+void tanh_backward_kernel(const float* y, const float* dy, float* dx, std::size_t n) {
+    zip(y, dy, dx, n, [](B out, B grad) { return grad * (B(1.f) - out * out); });
+}
+
+void relu_backward_kernel(const float* y, const float* dy, float* dx, std::size_t n) {
+    zip(y, dy, dx, n, [](B out, B grad) { return xsimd::select(out > B(0.f), grad, B(0.f)); });
+}
+
+void leaky_relu_backward_kernel(const float* x, const float* dy, float* dx, std::size_t n, float slope) {
+    zip(x, dy, dx, n, [slope](B in, B grad) { return xsimd::select(in > B(0.f), grad, B(slope) * grad); });
+}
+
 void adam_kernel(float* p, const float* g, float* m, float* v, std::size_t n, const AdamConstants& c) {
     // Adam is memory-bound: one pass over the four arrays.
     transform<4, 3>(n, {p, g, m, v}, {p, m, v}, [&c](const B* in, B* out) {
@@ -136,7 +158,18 @@ void adam_kernel(float* p, const float* g, float* m, float* v, std::size_t n, co
 }  // namespace
 
 // Declared extern in table.hpp, so this definition has external linkage.
-const Kernels XGRAD_SIMD_TABLE = {kLevel,      exp_kernel,        log_kernel, sigmoid_kernel, tanh_kernel, softplus_kernel,
-                                  relu_kernel, leaky_relu_kernel, adam_kernel};
+const Kernels XGRAD_SIMD_TABLE = {kLevel,
+                                  exp_kernel,
+                                  log_kernel,
+                                  sigmoid_kernel,
+                                  tanh_kernel,
+                                  softplus_kernel,
+                                  relu_kernel,
+                                  leaky_relu_kernel,
+                                  sigmoid_backward_kernel,
+                                  tanh_backward_kernel,
+                                  relu_backward_kernel,
+                                  leaky_relu_backward_kernel,
+                                  adam_kernel};
 
 }  // namespace xgrad::simd::detail

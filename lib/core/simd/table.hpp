@@ -12,11 +12,14 @@
 namespace xgrad::simd::detail {
 
 using Unary = void (*)(const float* x, float* y, std::size_t n);
+using Binary = void (*)(const float* a, const float* b, float* y, std::size_t n);
 
 struct Kernels {
     Level level;
     Unary exp, log, sigmoid, tanh, softplus, relu;
     void (*leaky_relu)(const float* x, float* y, std::size_t n, float slope);
+    Binary sigmoid_backward, tanh_backward, relu_backward;
+    void (*leaky_relu_backward)(const float* x, const float* dy, float* dx, std::size_t n, float slope);
     void (*adam)(float* p, const float* g, float* m, float* v, std::size_t n, const AdamConstants& c);
 };
 

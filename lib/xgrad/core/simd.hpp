@@ -69,6 +69,17 @@ void relu(const float* x, float* y, std::size_t n);
 // x > 0 ? x : slope * x.
 void leaky_relu(const float* x, float* y, std::size_t n, float slope);
 
+// ---- backward pieces: dx[i] = f(y[i] or x[i], dy[i]) for i < n -------------
+
+// dy y (1 - y), from y = sigmoid(x).
+void sigmoid_backward(const float* y, const float* dy, float* dx, std::size_t n);
+// dy (1 - y^2), from y = tanh(x).
+void tanh_backward(const float* y, const float* dy, float* dx, std::size_t n);
+// y > 0 ? dy : 0, from y = relu(x).
+void relu_backward(const float* y, const float* dy, float* dx, std::size_t n);
+// x > 0 ? dy : slope dy.
+void leaky_relu_backward(const float* x, const float* dy, float* dx, std::size_t n, float slope);
+
 // y = kernel(x) for i < n (any of the above, or a lambda binding leaky_relu's
 // slope), large arrays split over xgrad's threads in ranges of at least
 // 16384 elements, as parallel_elementwise (kernels.hpp) splits.
