@@ -298,8 +298,8 @@ TEST_CASE("relu keeps NaN and the sign of zero") {
 }
 
 TEST_CASE("an element's result depends only on its value, not on its position or the thread split") {
-    // The tail goes through the same batch code as the body: the results of
-    // one long call equal those of calls on single elements, bit for bit.
+    // Head and tail go through the same batch code as the body: the results
+    // of one long call equal those of calls on single elements, bit for bit.
     for (Level level : supported_levels()) {
         const AtLevel at(level);
         for (const UnaryKernel& k : kUnary) {

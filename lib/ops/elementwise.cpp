@@ -21,7 +21,7 @@ void accumulate_kernel(BackwardContext& ctx, const Tensor& a, const Tensor& b, c
     if (!ctx.needs_grad(0)) return;
     ctx.accumulate_runs(0, [&](const auto& put) {
         constexpr std::size_t kChunk = 1024;
-        float chunk[kChunk];
+        alignas(64) float chunk[kChunk];
         for (std::size_t begin = 0; begin < a.size(); begin += kChunk) {
             const std::size_t n = std::min(kChunk, a.size() - begin);
             kernel(a.data() + begin, b.data() + begin, chunk, n);

@@ -8,9 +8,10 @@
 //
 // Every function processes [0, n) and touches nothing else; y may be x (in
 // place); no function allocates, throws or depends on thread timing. The
-// last partial batch is computed by the same SIMD code through a padded copy,
-// so an element's result depends only on its inputs and the level, not on
-// where a thread's range ends. Results may differ between levels in the last
+// partial batches at either end (before the first batch-aligned element of
+// y, after the last full batch) are computed by the same SIMD code through
+// padded copies, so an element's result depends only on its inputs and the
+// level, not on where it sits or where a thread's range ends. Results may differ between levels in the last
 // bits (vector width does not matter, but FMA does): for a given machine,
 // level and thread count a run is reproducible.
 //
