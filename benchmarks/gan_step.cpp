@@ -3,7 +3,8 @@
 // The floor is the same step written by hand for this one network: its 21
 // BLAS products at the exact shapes into preallocated buffers, plus one
 // vectorised pass for each piece of elementwise work (bias + activation, BCE
-// loss and gradient, ReLU masks, column sums, Adam), with hand-derived
+// loss and gradient, ReLU masks, column sums, Adam; the sigmoid and Adam
+// through xgrad::simd at xgrad's level), with hand-derived
 // gradients and no allocation. The products go through xgrad::gemm, the
 // shape-checked BLAS call xgrad's ops make (sgemv for the 5 single-column
 // results, row blocks over the threads), so the ratio measures everything
@@ -22,6 +23,8 @@
 //   build-perf/benchmarks/gan_step [--threads N [--openblas-threads]] [--rounds R] [--steps S] [--seed N]
 // --threads N uses xgrad's threads (xgrad::set_num_threads); with
 // --openblas-threads, OpenBLAS's own threads instead, for comparison.
+// XGRAD_SIMD=sse2|avx2|avx512 runs both at a lower SIMD level than the CPU's
+// best (xgrad/core/simd.hpp); the level is printed, and on the RESULT line.
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -41,13 +44,12 @@
 #include <sys/resource.h>
 #include <xmmintrin.h>
 
-#include <xsimd/xsimd.hpp>
-#include <xtensor/xadapt.hpp>
 #include <xtensor/xmath.hpp>
 #include <xtensor/xnoalias.hpp>
 #include <xtensor/xoperation.hpp>
 
 #include <xgrad.hpp>
+#include <xgrad/core/simd.hpp>
 
 #include "gan.hpp"
 #include "presets.hpp"
@@ -201,9 +203,10 @@ float total(const Tensor& t) {
     return s;
 }
 
-// The elementwise passes below are plain loops the compiler vectorises, or
-// xtensor expressions over whole containers where a transcendental (exp)
-// needs xsimd; each touches its data once.
+// The elementwise passes below are plain loops the compiler vectorises, or,
+// for a transcendental (exp) and Adam, xgrad::simd's kernels: the SIMD
+// level xgrad's own ops run at (the CPU's best, or XGRAD_SIMD), so that the
+// floor is one at every level. Each pass touches its data once.
 
 // y = max(y + b, 0), b broadcast over the rows.
 void add_bias_relu(Tensor& y, const Tensor& b) {
@@ -214,20 +217,15 @@ void add_bias_relu(Tensor& y, const Tensor& b) {
     }
 }
 
-// n floats at p as a 1-D xtensor expression (no copy).
-template <class T>
-auto span(T* p, std::size_t n) {
-    return xt::adapt(p, n, xt::no_ownership(), std::array<std::size_t, 1>{n});
-}
-
 // y = sigmoid(y + b), b broadcast over the rows; rows split over the threads.
+// A row (784 floats) stays in L1 between the add and the sigmoid.
 void add_bias_sigmoid(Tensor& y, const Tensor& b) {
     const std::size_t cols = y.shape()[1];
-    const auto bias = span(b.data(), cols);
     xgrad::parallel_for(y.shape()[0], 16384 / cols + 1, [&](std::size_t begin, std::size_t end) {
         for (std::size_t r = begin; r < end; ++r) {
-            auto row = span(y.data() + r * cols, cols);
-            xt::noalias(row) = 1.f / (1.f + xt::exp(-(row + bias)));
+            float* row = y.data() + r * cols;
+            for (std::size_t c = 0; c < cols; ++c) row[c] += b.data()[c];
+            xgrad::simd::sigmoid(row, row, cols);
         }
     });
 }
@@ -261,32 +259,16 @@ float bce(const Tensor& logits, float target, Tensor& dlogits) {
     return loss / n;
 }
 
-// One fused Adam pass over a parameter (xsimd, since std::sqrt in a loop
-// does not vectorise while it may set errno), split over the threads, with
+// One fused Adam pass over a parameter, split over the threads, with
 // subnormals flushed to zero as xgrad's optimizers do (x86 takes a slow path
 // on them; flush-to-zero is a per-thread mode).
-void adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, float beta1, float beta2, float step_size,
-                 float inv_sqrt_c2, float eps) {
-    using Batch = xsimd::batch<float>;
+void adam_update(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const xgrad::simd::AdamConstants& c) {
     float *pp = p.data(), *mp = m.data(), *vp = v.data();
     const float* gp = g.data();
     xgrad::parallel_for(p.size(), 32768, [&](std::size_t begin, std::size_t end) {
         const unsigned saved_csr = _mm_getcsr();
         _mm_setcsr(saved_csr | 0x8040u);
-        std::size_t i = begin;
-        for (; i + Batch::size <= end; i += Batch::size) {
-            const Batch gi = Batch::load_unaligned(gp + i);
-            const Batch mi = beta1 * Batch::load_unaligned(mp + i) + (1.f - beta1) * gi;
-            const Batch vi = beta2 * Batch::load_unaligned(vp + i) + (1.f - beta2) * gi * gi;
-            mi.store_unaligned(mp + i);
-            vi.store_unaligned(vp + i);
-            (Batch::load_unaligned(pp + i) - step_size * mi / (xsimd::sqrt(vi) * inv_sqrt_c2 + eps)).store_unaligned(pp + i);
-        }
-        for (; i < end; ++i) {
-            mp[i] = beta1 * mp[i] + (1.f - beta1) * gp[i];
-            vp[i] = beta2 * vp[i] + (1.f - beta2) * gp[i] * gp[i];
-            pp[i] -= step_size * mp[i] / (std::sqrt(vp[i]) * inv_sqrt_c2 + eps);
-        }
+        xgrad::simd::adam(pp + begin, gp + begin, mp + begin, vp + begin, end - begin, c);
         _mm_setcsr(saved_csr);
     });
 }
@@ -402,11 +384,15 @@ private:
 
     void adam(std::initializer_list<Layer*> layers) {
         const long t = t_ + 1;
-        const float step_size = static_cast<float>(double(lr_) / (1.0 - std::pow(double(beta1_), double(t))));
-        const float inv_sqrt_c2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(double(beta2_), double(t))));
+        const xgrad::simd::AdamConstants c{beta1_,
+                                           beta2_,
+                                           static_cast<float>(double(lr_) / (1.0 - std::pow(double(beta1_), double(t)))),
+                                           static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(double(beta2_), double(t)))),
+                                           1e-8f,
+                                           1.f};
         for (Layer* l : layers) {
-            adam_update(l->w, l->dw, l->mw, l->vw, beta1_, beta2_, step_size, inv_sqrt_c2, 1e-8f);
-            adam_update(l->b, l->db, l->mb, l->vb, beta1_, beta2_, step_size, inv_sqrt_c2, 1e-8f);
+            adam_update(l->w, l->dw, l->mw, l->vw, c);
+            adam_update(l->b, l->db, l->mb, l->vb, c);
         }
     }
 
@@ -499,6 +485,8 @@ float max_difference(const std::vector<Var>& a, const std::vector<const Tensor*>
 int main(int argc, char** argv) {
     const Options o = parse(argc, argv);
     const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+    const char* simd_request = std::getenv("XGRAD_SIMD");
+    const char* simd = xgrad::simd::name(xgrad::simd::level());
 
     const gan::GanConfig config = gan::reference_preset();
     gan::Gan gan(config, o.seed);
@@ -563,6 +551,8 @@ int main(int argc, char** argv) {
     std::printf("threads %d (%s), OpenBLAS threads %d, OPENBLAS_CORETYPE %s, load average %s before / %s after timing\n",
                 threads, o.openblas_threads ? "inside OpenBLAS" : "xgrad row blocks", openblas_get_num_threads(),
                 coretype ? coretype : "unset", load_before.c_str(), load_average().c_str());
+    std::printf("SIMD level %s (xgrad::simd; best on this CPU %s; XGRAD_SIMD %s)\n", simd, xgrad::simd::name(xgrad::simd::best_level()),
+                simd_request ? simd_request : "unset");
     std::printf("check: xgrad step = hand-written step: %ld BLAS calls each (%ld sgemm + %ld sgemv), max |difference| of losses\n"
                 "       and parameters %.1e after one step\n",
                 xgrad_calls, xgrad_calls - xgrad_sgemv, xgrad_sgemv, double(difference));
@@ -577,7 +567,8 @@ int main(int argc, char** argv) {
     std::printf("allocations per step             %g xgrad, %g floor, %g BLAS calls only\n", allocs_per_step,
                 double(floor_allocs) / n, double(blas_allocs) / n);
     std::printf("peak RSS                         %.1f MiB\n", peak_rss_mib);
-    std::printf("RESULT ms_per_step=%.3f floor_ms=%.3f ratio=%.3f allocs_per_step=%g peak_rss_mib=%.1f threads=%d blas_ms=%.3f\n",
-                xgrad_median, floor_median, ratio, allocs_per_step, peak_rss_mib, threads, blas_median);
+    std::printf(
+        "RESULT ms_per_step=%.3f floor_ms=%.3f ratio=%.3f allocs_per_step=%g peak_rss_mib=%.1f threads=%d blas_ms=%.3f simd=%s\n",
+        xgrad_median, floor_median, ratio, allocs_per_step, peak_rss_mib, threads, blas_median, simd);
     return 0;
 }

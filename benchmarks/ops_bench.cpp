@@ -5,7 +5,8 @@
 // show the fixed cost per op (node, pool, dispatch).
 //
 //   build-perf/benchmarks/ops_bench [--benchmark_filter=REGEX]
-// One thread (and BLAS on one), as in the tests.
+// One thread (and BLAS on one), as in the tests. The SIMD level of the
+// elementwise kernels (XGRAD_SIMD forces one) is printed as xgrad_simd.
 #include <functional>
 #include <string>
 #include <vector>
@@ -13,7 +14,7 @@
 #include <benchmark/benchmark.h>
 
 #include <xgrad.hpp>
-
+#include <xgrad/core/simd.hpp>
 
 namespace {
 
@@ -73,9 +74,12 @@ void register_all() {
     add("add_broadcast", [](const auto& v) { return v[0] + v[1]; },
         {{{128, 784}, {1, 784}}, {{128, 128}, {1, 128}}, {{1, 128}, {1, 128}}});
     add("relu", [](const auto& v) { return relu(v[0]); }, unary);
-    add("leaky_relu", [](const auto& v) { return leaky_relu(v[0], 0.2f); }, unary);
+    // Also at the shape of a convolutional discriminator's activations.
+    add("leaky_relu", [](const auto& v) { return leaky_relu(v[0], 0.2f); },
+        {{{128, 784}}, {{128, 128}}, {{128, 1}}, {{1, 128}}, {{64, 128, 7, 7}}});
     add("sigmoid", [](const auto& v) { return sigmoid(v[0]); }, unary);
     add("tanh", [](const auto& v) { return xgrad::tanh(v[0]); }, unary);
+    add("exp", [](const auto& v) { return xgrad::exp(v[0]); }, unary);
     add("bce_with_logits", [](const auto& v) { return bce_with_logits(v[0], 1.f); }, unary);
     add("sum", [](const auto& v) { return sum(v[0]); }, unary);
     add("mean", [](const auto& v) { return mean(v[0]); }, unary);
@@ -87,6 +91,7 @@ void register_all() {
 int main(int argc, char** argv) {
     xgrad::set_num_threads(1);  // and BLAS on one thread
     register_all();
+    benchmark::AddCustomContext("xgrad_simd", xgrad::simd::name(xgrad::simd::level()));
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     benchmark::RunSpecifiedBenchmarks();

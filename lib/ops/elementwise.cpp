@@ -1,23 +1,50 @@
 #include <xgrad/ops/elementwise.hpp>
 
+#include <algorithm>
 #include <string>
 
 #include <xtensor/xmath.hpp>
 #include <xtensor/xoperation.hpp>
 
 #include <xgrad/core/op.hpp>
+#include <xgrad/core/simd.hpp>
 
 namespace xgrad {
+namespace {
+
+// grad(input 0) += dx, where kernel(a, b, dx, n) is a backward kernel of
+// xgrad::simd. It writes chunks small enough to stay in L1, and
+// accumulate_runs copies each into the gradient (or adds it when the
+// gradient already holds a contribution): no zero-fill, no pooled buffer.
+template <class Kernel>
+void accumulate_kernel(BackwardContext& ctx, const Tensor& a, const Tensor& b, const Kernel& kernel) {
+    if (!ctx.needs_grad(0)) return;
+    ctx.accumulate_runs(0, [&](const auto& put) {
+        constexpr std::size_t kChunk = 1024;
+        alignas(64) float chunk[kChunk];
+        for (std::size_t begin = 0; begin < a.size(); begin += kChunk) {
+            const std::size_t n = std::min(kChunk, a.size() - begin);
+            kernel(a.data() + begin, b.data() + begin, chunk, n);
+            put(begin, chunk, n);
+        }
+    });
+}
+
+}  // namespace
+
+// exp, log, relu, leaky_relu, sigmoid and tanh run through xgrad::simd (and
+// the backward passes of the last four): at the CPU's best SIMD level, not
+// the portable build's SSE2 (docs/design.md, "SIMD dispatch", has the gain).
 
 Var exp(const Var& x) {
     Op op("exp", {x}, x.shape());
-    parallel_elementwise(op.out(), [](auto& y, const auto& in) { xt::noalias(y) = xt::exp(in); }, x.value());
+    simd::parallel_map(simd::exp, x.value().data(), op.out().data(), x.numel());
     return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() * ctx.output()); });
 }
 
 Var log(const Var& x) {
     Op op("log", {x}, x.shape());
-    parallel_elementwise(op.out(), [](auto& y, const auto& in) { xt::noalias(y) = xt::log(in); }, x.value());
+    simd::parallel_map(simd::log, x.value().data(), op.out().data(), x.numel());
     return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() / ctx.input(0)); });
 }
 
@@ -71,40 +98,42 @@ Var clamp(const Var& x, float low, float high) {
 
 Var relu(const Var& x) {
     Op op("relu", {x}, x.shape());
-    // Not maximum(x, 0): the SIMD max returns 0 for a NaN x, which would
-    // hide a diverged model; as in PyTorch, relu(NaN) is NaN.
-    parallel_elementwise(op.out(), [](auto& y, const auto& in) { xt::noalias(y) = xt::where(in < 0.f, 0.f, in); }, x.value());
+    // As in PyTorch, relu(NaN) is NaN (simd::relu is no max(x, 0)): a
+    // diverged model must show in the loss.
+    simd::parallel_map(simd::relu, x.value().data(), op.out().data(), x.numel());
     return op.finish([](BackwardContext& ctx) {
-        ctx.accumulate(0, xt::where(ctx.output() > 0.f, ctx.grad_output(), 0.f));
+        accumulate_kernel(ctx, ctx.output(), ctx.grad_output(), simd::relu_backward);
     });
 }
 
 Var leaky_relu(const Var& x, float negative_slope) {
     Op op("leaky_relu", {x}, x.shape());
-    parallel_elementwise(
-        op.out(), [negative_slope](auto& y, const auto& in) { xt::noalias(y) = xt::where(in > 0.f, in, negative_slope * in); },
-        x.value());
+    simd::parallel_map(
+        [negative_slope](const float* in, float* out, std::size_t n) { simd::leaky_relu(in, out, n, negative_slope); },
+        x.value().data(), op.out().data(), x.numel());
     op.state<float>(negative_slope);
     return op.finish([](BackwardContext& ctx) {
         const float slope = ctx.state<float>();
-        ctx.accumulate(0, xt::where(ctx.input(0) > 0.f, ctx.grad_output(), slope * ctx.grad_output()));
+        accumulate_kernel(ctx, ctx.input(0), ctx.grad_output(), [slope](const float* x, const float* dy, float* dx, std::size_t n) {
+            simd::leaky_relu_backward(x, dy, dx, n, slope);
+        });
     });
 }
 
 Var sigmoid(const Var& x) {
     Op op("sigmoid", {x}, x.shape());
-    // exp(-x) overflows to inf for x < -88 and 1/inf = 0: exact, never NaN.
-    parallel_elementwise(op.out(), [](auto& y, const auto& in) { xt::noalias(y) = 1.f / (1.f + xt::exp(-in)); }, x.value());
+    // Exactly 0 or 1 where it saturates, never NaN (simd.hpp).
+    simd::parallel_map(simd::sigmoid, x.value().data(), op.out().data(), x.numel());
     return op.finish([](BackwardContext& ctx) {
-        ctx.accumulate(0, ctx.grad_output() * ctx.output() * (1.f - ctx.output()));
+        accumulate_kernel(ctx, ctx.output(), ctx.grad_output(), simd::sigmoid_backward);
     });
 }
 
 Var tanh(const Var& x) {
     Op op("tanh", {x}, x.shape());
-    parallel_elementwise(op.out(), [](auto& y, const auto& in) { xt::noalias(y) = xt::tanh(in); }, x.value());
+    simd::parallel_map(simd::tanh, x.value().data(), op.out().data(), x.numel());
     return op.finish([](BackwardContext& ctx) {
-        ctx.accumulate(0, ctx.grad_output() * (1.f - ctx.output() * ctx.output()));
+        accumulate_kernel(ctx, ctx.output(), ctx.grad_output(), simd::tanh_backward);
     });
 }
 
