@@ -14,7 +14,7 @@
 //      C  1 process x 1 thread (the compute time per sample, for the
 //         scaling estimate of docs/distributed.md).
 //    While rank 0 runs A or C alone, rank 1 sleeps (a polling MPI wait
-//    would take a core). B reports the time inside average() (packing,
+//    would take a core). Every thread is pinned to its own CPU (pin_to). B reports the time inside average() (packing,
 //    the collective and waiting for the other rank, unpacking) as the
 //    communication share, and the heap allocations per step.
 //    Before timing, A's and B's parameters after 10 steps from the same
@@ -28,8 +28,8 @@
 // and takes its rows: the same batches as one process.
 //
 //   mpirun --bind-to none -np 2 build-perf/benchmarks/distributed_bench [--rounds R] [--steps S] [--order mpi|rank_order]
-// --bind-to none: OpenMPI binds each of 2 ranks to one core by default,
-// which would put A's two threads on one core (the program refuses that).
+// --bind-to none: OpenMPI binds each of 2 ranks to one core by default; the
+// program pins its threads itself (A needs both cores for rank 0).
 // The last line (rank 0) is machine-readable: RESULT key=value ...
 #include <algorithm>
 #include <chrono>
@@ -42,6 +42,8 @@
 #include <vector>
 
 #include <sched.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #define OMPI_SKIP_MPICXX 1
 #define MPICH_SKIP_MPICXX 1
@@ -81,6 +83,47 @@ std::size_t count_of(const std::vector<Var>& parameters) {
 //   D: Conv(1 -> 64, k4) + Conv(64 -> 128, k4) + BN(128) + Linear(128*7*7 -> 1)
 constexpr std::size_t kDcganG = (100 * 6272 + 6272) + 2 * 128 + (128 * 64 * 16 + 64) + 2 * 64 + (64 * 1 * 16 + 1);
 constexpr std::size_t kDcganD = (1 * 64 * 16 + 64) + (64 * 128 * 16 + 128) + 2 * 128 + (6272 + 1);
+
+// CPU seconds: the whole machine's busy time (/proc/stat), and this
+// process's (getrusage). Their difference over the run is what other
+// processes took: the benchmark prints it, since the cores are shared.
+double machine_busy_seconds() {
+    std::FILE* f = std::fopen("/proc/stat", "r");
+    if (!f) return 0;
+    unsigned long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+    const int n = std::fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user, &nice, &system, &idle, &iowait, &irq, &softirq, &steal);
+    std::fclose(f);
+    return n == 8 ? double(user + nice + system + irq + softirq + steal) / double(sysconf(_SC_CLK_TCK)) : 0;
+}
+
+double own_cpu_seconds() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+// Pins the calling thread to one CPU. Unpinned, the two threads of A
+// often ended up on one core on this 2-vCPU machine (the kernel wakes the
+// pool's worker on the CPU of the thread that woke it): A then ran at 1
+// thread's speed or worse, for whole phases (4.4 ms instead of 2.2 ms, in
+// gan_step too from time to time). Pinning is what a user of either layout
+// does (OMP_PROC_BIND, mpirun --bind-to core), so each layout is measured
+// with its threads on their own cores.
+void pin_to(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof(set), &set) != 0) throw std::runtime_error("sched_setaffinity to CPU " + std::to_string(cpu) + " failed");
+}
+
+// xgrad::set_num_threads(threads) with the worker (if any) on CPU 1 and the
+// calling thread on CPU 0: the worker inherits the affinity of the thread
+// that starts it.
+void threads_pinned(int threads) {
+    pin_to(1);
+    xgrad::set_num_threads(threads);
+    pin_to(0);
+}
 
 // Waits for every rank without polling: a rank that waits while rank 0
 // computes alone must leave the cores to it.
@@ -201,6 +244,7 @@ public:
     } phases;
 
     double communication_ms() const { return d_reduce_ ? 1000.0 * (d_reduce_->total_seconds() + g_reduce_->total_seconds()) : 0; }
+    double mpi_ms() const { return d_reduce_ ? 1000.0 * (d_reduce_->mpi_seconds() + g_reduce_->mpi_seconds()) : 0; }
     std::vector<Var> parameters() {
         std::vector<Var> all = gan_.generator().parameters();
         for (const Var& p : d_parameters_) all.push_back(p);
@@ -263,6 +307,7 @@ int benchmark(xgrad::Distributed& d, const Options& o) {
                                  " core: launch with mpirun --bind-to none (1 process x 2 threads needs two)");
     }
     const bool root = d.is_root();
+    pin_to(d.rank());  // B: rank r on CPU r
     const char* coretype = std::getenv("OPENBLAS_CORETYPE");
     if (root) {
         std::printf("distributed_bench: %s; OPENBLAS_CORETYPE=%s; reduce order %s\n", xgrad::Distributed::mpi_version().c_str(),
@@ -325,17 +370,19 @@ int benchmark(xgrad::Distributed& d, const Options& o) {
     if (root) two_threads->phases = {};
     sleeping_barrier();
 
-    std::vector<double> a_ms, b_ms, c_ms, b_comm_ms;
+    std::vector<double> a_ms, b_ms, c_ms, b_comm_ms, b_mpi_ms;
+    const double busy_before = machine_busy_seconds(), own_before = own_cpu_seconds();
+    const Clock::time_point timing_start = Clock::now();
     long b_allocations = 0;
     for (int round = 0; round < o.rounds; ++round) {
         if (root) {  // A: 1 process x 2 threads
-            xgrad::set_num_threads(2);
+            threads_pinned(2);
             for (int s = 0; s < o.steps; ++s) {
                 const Clock::time_point start = Clock::now();
                 two_threads->step();
                 a_ms.push_back(ms_since(start));
             }
-            xgrad::set_num_threads(1);
+            threads_pinned(1);
             for (int s = 0; s < o.steps; ++s) {  // C: 1 process x 1 thread
                 const Clock::time_point start = Clock::now();
                 one_thread->step();
@@ -345,36 +392,45 @@ int benchmark(xgrad::Distributed& d, const Options& o) {
         sleeping_barrier();
         d.barrier();
         for (int s = 0; s < o.steps; ++s) {  // B: 2 ranks x 1 thread
-            const double comm_before = two_ranks.communication_ms();
+            const double comm_before = two_ranks.communication_ms(), mpi_before = two_ranks.mpi_ms();
             const Clock::time_point start = Clock::now();
             b_allocations += alloc_counter::during([&] { two_ranks.step(); });
             b_ms.push_back(ms_since(start));
             b_comm_ms.push_back(two_ranks.communication_ms() - comm_before);
+            b_mpi_ms.push_back(two_ranks.mpi_ms() - mpi_before);
         }
         d.check_same(two_ranks.parameters(), 10 + long(round + 1) * o.steps);
     }
+    double cpu[2] = {own_cpu_seconds() - own_before, 0};
+    d.sum(cpu, 1);  // both ranks' CPU time
+    const double others = machine_busy_seconds() - busy_before - cpu[0], wall = ms_since(timing_start) / 1000.0;
     if (!root) return 0;
     const double a = percentile(a_ms, 0.5), b = percentile(b_ms, 0.5), c = percentile(c_ms, 0.5), comm = percentile(b_comm_ms, 0.5);
     const std::size_t steps = b_ms.size();
     double load[3] = {0, 0, 0};
     getloadavg(load, 3);
-    std::printf("\nreference GAN step, global batch 128 (medians of %zu steps, %d rounds interleaved; load average %.2f %.2f %.2f)\n", steps,
-                o.rounds, load[0], load[1], load[2]);
+    std::printf("\nreference GAN step, global batch 128 (medians of %zu steps, %d rounds interleaved; load average %.2f %.2f %.2f;\n"
+                "other processes took %.0f%% of a core during these %.0f s)\n",
+                steps, o.rounds, load[0], load[1], load[2], 100.0 * std::max(others, 0.0) / wall, wall);
     std::printf("  A  1 process x 2 threads   %6.3f ms/step   (p90 %.3f)\n", a, percentile(a_ms, 0.9));
     std::printf("     %s\n", two_threads->phases.per_step().c_str());
     std::printf("  B  2 ranks x 1 thread      %6.3f ms/step   (p90 %.3f)   B / A = %.3f\n", b, percentile(b_ms, 0.9), b / a);
     std::printf("     of which in average()   %6.3f ms (%.1f%%: pack, 2 collectives incl. waiting for the other rank, unpack)\n", comm,
                 100.0 * comm / b);
+    std::printf("     inside the MPI calls    %6.3f ms (the rest of average() is packing and unpacking)\n", percentile(b_mpi_ms, 0.5));
     std::printf("     heap allocations/step   %.2f\n", double(b_allocations) / double(steps));
     std::printf("     %s\n", two_ranks.phases.per_step().c_str());
     std::printf("  C  1 process x 1 thread    %6.3f ms/step   (%.2f us per sample)\n", c, 1000.0 * c / 128.0);
     std::printf("     %s\n", one_thread->phases.per_step().c_str());
+    const DataParallelGan::Phases& cp = one_thread->phases;
+    const double per_c_step = 1.0 / double(std::max(cp.steps, 1L));
     std::printf("RESULT ranks=2 order=%s a_1x2threads_ms=%.4f b_2x1rank_ms=%.4f b_over_a=%.4f comm_ms=%.4f comm_share=%.4f "
-                "c_1x1thread_ms=%.4f allocations_per_step=%.2f allreduce_ref_step_us=%.1f allreduce_dcgan_step_us=%.1f "
-                "ref_params=%zu dcgan_params=%zu equivalence=%.3g\n",
-                o.order == xgrad::ReduceOrder::mpi ? "mpi" : "rank_order", a, b, b / a, comm, comm / b, c,
-                double(b_allocations) / double(steps), ref_step_us[o.order == xgrad::ReduceOrder::mpi ? 0 : 1],
-                dcgan_step_us[o.order == xgrad::ReduceOrder::mpi ? 0 : 1], ref_d + ref_g, kDcganD + kDcganG, equivalence);
+                "c_1x1thread_ms=%.4f c_compute_ms=%.4f c_fixed_ms=%.4f allocations_per_step=%.2f allreduce_ref_step_us=%.1f "
+                "allreduce_dcgan_step_us=%.1f ref_d_params=%zu ref_g_params=%zu dcgan_d_params=%zu dcgan_g_params=%zu equivalence=%.3g other_load_cores=%.2f\n",
+                o.order == xgrad::ReduceOrder::mpi ? "mpi" : "rank_order", a, b, b / a, comm, comm / b, c, cp.ms[1] * per_c_step,
+                (cp.ms[0] + cp.ms[3]) * per_c_step, double(b_allocations) / double(steps),
+                ref_step_us[o.order == xgrad::ReduceOrder::mpi ? 0 : 1], dcgan_step_us[o.order == xgrad::ReduceOrder::mpi ? 0 : 1], ref_d,
+                ref_g, kDcganD, kDcganG, equivalence, std::max(others, 0.0) / wall);
     return 0;
 }
 

@@ -191,6 +191,19 @@ TEST_CASE("broadcast refuses a rank whose variables differ from rank 0's, on eve
     CHECK_THROWS_WITH_AS(w.broadcast({a, last ? c : b}), doctest::Contains(count.c_str()), DistributedError);
 }
 
+TEST_CASE("average replaces values by their mean over the ranks, after checking the element counts") {
+    const Distributed& w = world();
+    const int n = w.size();
+    Var a(Tensor({5}, float(w.rank())), false), b(Tensor({2, 2}, float(2 * w.rank() + 1)), false);
+    w.average({a, b});
+    CHECK(a.value() == Tensor({5}, (n - 1) / 2.f));
+    CHECK(b.value() == Tensor({2, 2}, float(n)));
+    if (n == 1) return;
+    const Var c(Tensor({w.rank() == 0 ? 3u : 4u}, 0.f));
+    CHECK_THROWS_WITH_AS(w.average({c}), doctest::Contains("the element counts of the variables to average differ across ranks: rank 0"),
+                         DistributedError);
+}
+
 TEST_CASE("check_same finds ranks whose parameters diverged, naming the ranks and the step") {
     const Distributed& w = world();
     Var p(Tensor({1000}, 0.25f), true);

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -71,6 +72,7 @@ Job failing_job(const std::string& failure) {
     const test::TempDir out, logs;
     const Job job = launch(2, {"--out", out.path().string(), "--steps", "100000", "--fail", failure}, logs);
     CAPTURE(job.err);
+    std::printf("--fail %s: the job ended with exit code %d after %.1f s\n", failure.c_str(), job.code, job.seconds);
     CHECK(job.code != 0);
     CHECK(job.code != 124);  // not stopped by the timeout
     CHECK(job.seconds < 30);

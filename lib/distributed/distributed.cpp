@@ -9,6 +9,7 @@
 #include <cstring>
 #include <exception>
 #include <sstream>
+#include <thread>
 
 #include <xgrad/nn/module.hpp>
 
@@ -50,6 +51,12 @@ int launcher_size(const char** variable) {
     return 0;
 }
 
+// One step of checksum()'s hash: multiply, rotate.
+std::uint64_t mix(std::uint64_t h, std::uint64_t word) {
+    h = (h ^ word) * 0x9E3779B97F4A7C15ull;
+    return (h << 31) | (h >> 33);
+}
+
 int checked_count(std::size_t n, const char* what) {
     if (n > static_cast<std::size_t>(INT_MAX)) {
         throw std::length_error(std::string("xgrad::") + what + ": " + std::to_string(n) +
@@ -85,6 +92,27 @@ void check(int code, const char* call, int rank, int size) {
     if (code == MPI_SUCCESS) return;
     throw DistributedError(std::string(call) + " failed on rank " + std::to_string(rank) + " of " + std::to_string(size) + ": " +
                            mpi_error_text(code));
+}
+
+// MPI_Sendrecv that lets go of the core when the wait is long. MPI waits
+// by polling; when another process holds the peer's core, the peer runs only
+// when the scheduler preempts that process, and every message then costs a
+// time slice (2 ranks on 2 cores beside one busy process: 70 ms per GAN step
+// instead of 3). After kSpin of polling (ordinary waits, the ranks' jitter,
+// stay as fast as MPI's), this polls with short sleeps, and the idle core
+// can take the peer.
+constexpr auto kSpin = std::chrono::milliseconds(1);
+
+void exchange(const float* send, int to, float* receive, int from, int count, int tag, MPI_Comm comm, int rank, int size) {
+    MPI_Request requests[2];
+    check(MPI_Irecv(receive, count, MPI_FLOAT, from, tag, comm, &requests[0]), "MPI_Irecv", rank, size);
+    check(MPI_Isend(send, count, MPI_FLOAT, to, tag, comm, &requests[1]), "MPI_Isend", rank, size);
+    const Clock::time_point start = Clock::now();
+    for (int done = 0;;) {
+        check(MPI_Testall(2, requests, &done, MPI_STATUSES_IGNORE), "MPI_Testall", rank, size);
+        if (done) return;
+        if (Clock::now() - start > kSpin) std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
 }
 
 }  // namespace
@@ -195,7 +223,9 @@ void Distributed::check_same(std::uint64_t local, long step, const char* what) c
     check(MPI_Allgather(&local, 1, MPI_UINT64_T, gathered_.data(), 1, MPI_UINT64_T, mpi_->comm), "MPI_Allgather", rank_, size_);
     if (std::all_of(gathered_.begin(), gathered_.end(), [&](std::uint64_t c) { return c == gathered_[0]; })) return;
     std::ostringstream message;
-    message << what << " differ across ranks at step " << step << ": rank 0 has checksum 0x" << std::hex << gathered_[0];
+    message << what << " differ across ranks";
+    if (step >= 0) message << " at step " << step;
+    message << ": rank 0 has checksum 0x" << std::hex << gathered_[0];
     int listed = 0;
     for (int r = 1; r < size_; ++r) {
         if (gathered_[static_cast<std::size_t>(r)] == gathered_[0]) continue;
@@ -206,6 +236,22 @@ void Distributed::check_same(std::uint64_t local, long step, const char* what) c
         message << ", rank " << std::dec << r << " has 0x" << std::hex << gathered_[static_cast<std::size_t>(r)];
     }
     throw DistributedError(message.str());
+}
+
+void Distributed::average(const std::vector<Var>& variables) const {
+    if (size_ == 1) return;
+    // The element counts first: a collective over different counts would fail or never match.
+    std::uint64_t counts = mix(0, variables.size());
+    for (const Var& v : variables) counts = mix(counts, v.numel());
+    check_same(counts, -1, "the element counts of the variables to average");
+    const float scale = 1.f / static_cast<float>(size_);
+    for (Var v : variables) {
+        Tensor& value = v.mutable_value();
+        check(MPI_Allreduce(MPI_IN_PLACE, value.data(), checked_count(value.size(), "Distributed::average"), MPI_FLOAT, MPI_SUM,
+                            mpi_->comm),
+              "MPI_Allreduce", rank_, size_);
+        for (float& x : value) x *= scale;
+    }
 }
 
 void Distributed::sum(double* values, std::size_t n) const {
@@ -249,9 +295,7 @@ void GradientAllreduce::reduce(std::size_t count) {
               0.f);  // the padding sums as zeros
     for (int k = 1; k < ranks; ++k) {
         const int to = (rank + k) % ranks, from = (rank - k + ranks) % ranks;
-        check(MPI_Sendrecv(at(buffer_, to), n, MPI_FLOAT, to, kScatterTag, at(received_, from), n, MPI_FLOAT, from, kScatterTag, comm,
-                           MPI_STATUS_IGNORE),
-              "MPI_Sendrecv", rank, ranks);
+        exchange(at(buffer_, to), to, at(received_, from), from, n, kScatterTag, comm, rank, ranks);
     }
     float* mine = at(buffer_, rank);
     std::memcpy(at(received_, rank), mine, part * sizeof(float));
@@ -263,9 +307,7 @@ void GradientAllreduce::reduce(std::size_t count) {
     const int next = (rank + 1) % ranks, previous = (rank - 1 + ranks) % ranks;
     for (int k = 0; k + 1 < ranks; ++k) {
         const int send = (rank - k + ranks) % ranks, receive = (rank - k - 1 + 2 * ranks) % ranks;
-        check(MPI_Sendrecv(at(buffer_, send), n, MPI_FLOAT, next, kGatherTag, at(buffer_, receive), n, MPI_FLOAT, previous, kGatherTag,
-                           comm, MPI_STATUS_IGNORE),
-              "MPI_Sendrecv", rank, ranks);
+        exchange(at(buffer_, send), next, at(buffer_, receive), previous, n, kGatherTag, comm, rank, ranks);
     }
 }
 
@@ -287,6 +329,7 @@ void Distributed::abort(const std::string& message, int code) const {
 }
 
 void Distributed::broadcast(const std::vector<Var>&) const {}
+void Distributed::average(const std::vector<Var>&) const {}
 void Distributed::check_same(std::uint64_t, long, const char*) const {}
 void Distributed::sum(double*, std::size_t) const {}
 bool Distributed::any(bool flag) const { return flag; }
@@ -362,13 +405,8 @@ int Distributed::run(int& argc, char**& argv, const std::function<int(Distribute
 }
 
 std::uint64_t checksum(const std::vector<Var>& variables, std::uint64_t seed) {
-    // Four independent multiply-rotate lanes over 64-bit words (one
-    // dependency chain would cost ~3 cycles per word), folded at the end.
-    constexpr std::uint64_t kPrime = 0x9E3779B97F4A7C15ull;
-    auto mix = [](std::uint64_t h, std::uint64_t w) {
-        h = (h ^ w) * kPrime;
-        return (h << 31) | (h >> 33);
-    };
+    // Four independent lanes over 64-bit words (one dependency chain would
+    // cost ~3 cycles per word), folded at the end.
     std::uint64_t lanes[4] = {seed ^ 0x243F6A8885A308D3ull, seed ^ 0x13198A2E03707344ull, seed ^ 0xA4093822299F31D0ull,
                               seed ^ 0x082EFA98EC4E6C89ull};
     for (const Var& v : variables) {

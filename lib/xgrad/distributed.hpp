@@ -108,11 +108,19 @@ public:
     // The module's parameters and buffers (running statistics).
     void broadcast(const Module& module) const;
 
+    // Replaces the value of each of `variables` by its mean over the ranks
+    // (mutable_value()). For state that each rank updates from its own
+    // slice of the batch, such as batch norm's running statistics, before a
+    // checkpoint or an evaluation. Throws DistributedError when the ranks'
+    // lists differ in length or element counts.
+    void average(const std::vector<Var>& variables) const;
+
     // Compares `checksum` (see xgrad::checksum) across ranks. Throws
     // DistributedError on every rank if any rank's differs from rank 0's:
     // "<what> differ across ranks at step <step>: rank 0 has 0x..., rank 2
-    // has 0x..." (ranks that agree with rank 0 are not listed). Costs one
-    // MPI_Allgather of 8 bytes per rank; allocates nothing.
+    // has 0x..." (ranks that agree with rank 0 are not listed; no step when
+    // step < 0). Costs one MPI_Allgather of 8 bytes per rank; allocates
+    // nothing.
     void check_same(std::uint64_t checksum, long step, const char* what = "parameters") const;
     // check_same(xgrad::checksum(variables), step, "parameters").
     void check_same(const std::vector<Var>& variables, long step) const;
