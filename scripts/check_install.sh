@@ -24,6 +24,9 @@ say "  pkg-config --cflags --libs xgrad_io: $flags"
 # shellcheck disable=SC2086  # the flags are words
 g++ -std=c++17 -O1 "$repo/tests/consumer/main.cpp" -o "$work/consumer_pkgconfig" $flags
 LD_LIBRARY_PATH="$work/stage$libdir" "$work/consumer_pkgconfig" "$work/pkgconfig.xgrad"
+# The staging directory's pkg-config settings are for step 1 only: with the
+# sysroot set, the subproject would find MPI's headers under $work/stage.
+unset PKG_CONFIG_SYSROOT_DIR PKG_CONFIG_PATH
 
 say "2. xgrad as a Meson subproject"
 mkdir -p "$work/project/subprojects"

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages xgrad builds with (all from the
 # distribution: xtensor 0.24, xtensor-blas 0.20, OpenBLAS, doctest, CLI11,
-# stb, zlib, Google Benchmark, Meson + ninja). Does nothing when all are
-# present; uses sudo when not run as root.
+# stb, zlib, Google Benchmark, OpenMPI for data-parallel training and its
+# tests, Meson + ninja). Does nothing when all are present; uses sudo when
+# not run as root.
 #   --fuzz  also clang and its sanitizer and libFuzzer runtimes (scripts/fuzz.sh)
 set -euo pipefail
 
 packages=(g++ meson ninja-build pkg-config cmake
           libxtensor-dev xtl-dev libxsimd-dev libxtensor-blas-dev libopenblas-dev
-          doctest-dev zlib1g-dev libstb-dev libcli11-dev libbenchmark-dev)
+          doctest-dev zlib1g-dev libstb-dev libcli11-dev libbenchmark-dev
+          libopenmpi-dev openmpi-bin)
 case ${1:-} in
   --fuzz) packages+=(clang libclang-rt-14-dev) ;;
   "") ;;

@@ -1,0 +1,154 @@
+// Whole MPI jobs: tests/mpi_worker.cpp launched by mpirun (each run bounded
+// by `timeout 60`), for what only whole jobs show: a rank that dies or
+// fails ends the job with an error in bounded time, only rank 0 writes
+// files, resuming under MPI (with the same or another rank count).
+// meson passes XGRAD_MPIRUN (the launcher and its options) and
+// XGRAD_MPI_WORKER, and runs this file only when MPI was found.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include <sys/wait.h>
+
+#include <xgrad/io.hpp>
+
+#include "helpers.hpp"
+#include "relative_difference.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string environment(const char* variable) {
+    const char* value = std::getenv(variable);
+    if (!value || !*value) throw std::runtime_error(std::string(variable) + " is not set: run this test through meson test");
+    return value;
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+struct Job {
+    int code = -1;  // the exit code, or 128 + the signal that ended the launcher
+    double seconds = 0;
+    std::string err;
+};
+
+// mpirun -np `ranks` mpi_worker ARGS (ranks == 0: the worker alone, a plain
+// launch), stopped by timeout after 60 s (exit code 124).
+Job launch(int ranks, const std::vector<std::string>& args, const test::TempDir& logs) {
+    std::string command = "timeout 60 ";
+    if (ranks > 0) command += environment("XGRAD_MPIRUN") + " -np " + std::to_string(ranks) + " ";
+    command += "'" + environment("XGRAD_MPI_WORKER") + "'";
+    for (const std::string& a : args) command += " '" + a + "'";
+    command += " >'" + logs.file("stdout") + "' 2>'" + logs.file("stderr") + "' </dev/null";
+    const auto start = std::chrono::steady_clock::now();
+    const int status = std::system(command.c_str());
+    Job job;
+    job.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    job.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    job.err = read_file(logs.file("stderr"));
+    return job;
+}
+
+
+// A failure injected into one rank of a 2-rank job of 100000 steps: the job
+// must end with an error long before it could have finished.
+Job failing_job(const std::string& failure) {
+    const test::TempDir out, logs;
+    const Job job = launch(2, {"--out", out.path().string(), "--steps", "100000", "--fail", failure}, logs);
+    CAPTURE(job.err);
+    std::printf("--fail %s: the job ended with exit code %d after %.1f s\n", failure.c_str(), job.code, job.seconds);
+    CHECK(job.code != 0);
+    CHECK(job.code != 124);  // not stopped by the timeout
+    CHECK(job.seconds < 30);
+    return job;
+}
+
+// The largest relative difference between the tensors of two archives with
+// the same entries (0: bitwise equal).
+double max_relative_difference(const xgrad::Archive& a, const xgrad::Archive& b) {
+    double worst = 0;
+    REQUIRE(a.tensors().size() == b.tensors().size());
+    for (const auto& [name, x] : a.tensors()) {
+        REQUIRE(x.shape() == b.tensor(name).shape());
+        worst = std::max(worst, test::relative_difference(x, b.tensor(name)));
+    }
+    return worst;
+}
+
+}  // namespace
+
+TEST_CASE("a rank that dies or fails ends the whole job with an error within seconds") {
+    struct Failure {
+        const char* injected;  // --fail STEP:RANK:HOW
+        int code;              // the launcher's exit code (0: any nonzero)
+        const char* message;   // in its stderr
+    };
+    const Failure failures[] = {
+        {"3:1:kill", 0, "exited on signal 9"},  // SIGKILL: mpirun notices and stops the others
+        {"3:1:abort", 0, "exited on signal 6"},
+        {"3:1:throw", 1, "xgrad: rank 1 of 2: error: injected failure at step 3"},
+        {"0:0:throw", 1, "xgrad: rank 0 of 2: error: injected failure at step 0"},  // before any collective: bad data on one node
+        {"3:1:exit3", 3, "xgrad: rank 1 of 2: exit code 3: stopping all 2 ranks"},
+    };
+    for (const Failure& f : failures) {
+        CAPTURE(f.injected);
+        const Job job = failing_job(f.injected);
+        if (f.code != 0) CHECK(job.code == f.code);
+        CHECK(contains(job.err, f.message));
+    }
+}
+
+TEST_CASE("a global batch that the rank count does not divide is refused, naming both") {
+    const test::TempDir out, logs;
+    const Job job = launch(3, {"--out", out.path().string(), "--batch", "64"}, logs);
+    CAPTURE(job.err);
+    CHECK(job.code == 1);
+    CHECK(contains(job.err, "a global batch of 64 samples cannot be split evenly across 3 ranks"));
+}
+
+TEST_CASE("only rank 0 writes files; every rank resumes from them, with the same or another rank count") {
+    const test::TempDir whole, interrupted, other_count, logs;
+    // 10 steps in one go, on 2 ranks.
+    Job job = launch(2, {"--out", whole.path().string(), "--steps", "10"}, logs);
+    CAPTURE(job.err);
+    REQUIRE(job.code == 0);
+    std::vector<std::string> files;
+    for (const auto& entry : fs::directory_iterator(whole.path())) files.push_back(entry.path().filename().string());
+    std::sort(files.begin(), files.end());
+    CHECK(files == std::vector<std::string>{"checkpoint.xgrad", "log.csv"});
+    const std::string log = read_file(whole.file("log.csv"));
+    CHECK(std::count(log.begin(), log.end(), '\n') == 11);  // a header and one row per step, from one rank
+
+    // 4 steps, then a resume to 10: the same bits as in one go.
+    REQUIRE(launch(2, {"--out", interrupted.path().string(), "--steps", "4"}, logs).code == 0);
+    fs::copy(interrupted.file("checkpoint.xgrad"), other_count.file("checkpoint.xgrad"));
+    job = launch(2, {"--out", interrupted.path().string(), "--steps", "10", "--resume"}, logs);
+    REQUIRE(job.code == 0);
+    const xgrad::Archive expected = xgrad::read_archive(whole.file("checkpoint.xgrad"));
+    CHECK(max_relative_difference(xgrad::read_archive(interrupted.file("checkpoint.xgrad")), expected) == 0);
+    CHECK(read_file(interrupted.file("log.csv")) == log);
+
+    // The 4-step checkpoint of 2 ranks resumed by one process (a plain
+    // launch): the same steps up to summation order, and it says so.
+    job = launch(0, {"--out", other_count.path().string(), "--steps", "10", "--resume"}, logs);
+    REQUIRE(job.code == 0);
+    CHECK(contains(job.err, "resuming a run of 2 ranks on 1"));
+    const double difference = max_relative_difference(xgrad::read_archive(other_count.file("checkpoint.xgrad")), expected);
+    CHECK(difference <= 1e-5);
+}
