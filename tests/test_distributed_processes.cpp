@@ -23,6 +23,7 @@
 #include <xgrad/io.hpp>
 
 #include "helpers.hpp"
+#include "idx_files.hpp"
 #include "relative_difference.hpp"
 
 namespace {
@@ -48,12 +49,13 @@ struct Job {
     std::string err;
 };
 
-// mpirun -np `ranks` mpi_worker ARGS (ranks == 0: the worker alone, a plain
-// launch), stopped by timeout after 60 s (exit code 124).
-Job launch(int ranks, const std::vector<std::string>& args, const test::TempDir& logs) {
+// mpirun -np `ranks` PROGRAM ARGS (ranks == 0: the program alone, a plain
+// launch), stopped by timeout after 60 s (exit code 124). PROGRAM is the
+// executable named by the environment variable `program`.
+Job launch(const char* program, int ranks, const std::vector<std::string>& args, const test::TempDir& logs) {
     std::string command = "timeout 60 ";
     if (ranks > 0) command += environment("XGRAD_MPIRUN") + " -np " + std::to_string(ranks) + " ";
-    command += "'" + environment("XGRAD_MPI_WORKER") + "'";
+    command += "'" + environment(program) + "'";
     for (const std::string& a : args) command += " '" + a + "'";
     command += " >'" + logs.file("stdout") + "' 2>'" + logs.file("stderr") + "' </dev/null";
     const auto start = std::chrono::steady_clock::now();
@@ -64,6 +66,30 @@ Job launch(int ranks, const std::vector<std::string>& args, const test::TempDir&
     job.err = read_file(logs.file("stderr"));
     return job;
 }
+
+Job launch(int ranks, const std::vector<std::string>& args, const test::TempDir& logs) {
+    return launch("XGRAD_MPI_WORKER", ranks, args, logs);
+}
+
+std::size_t occurrences(const std::string& text, const std::string& part) {
+    std::size_t n = 0;
+    for (std::size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;
+    return n;
+}
+
+std::vector<std::string> file_names(const fs::path& dir) {
+    std::vector<std::string> names;
+    for (const auto& entry : fs::directory_iterator(dir)) names.push_back(entry.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+// mnist_gan on `ranks` ranks (0: a plain launch) on the 28 x 28 images in `data`.
+Job mnist_gan(int ranks, const fs::path& data, const fs::path& out, std::vector<std::string> args, const test::TempDir& logs) {
+    args.insert(args.end(), {"--data", data.string(), "--out", out.string(), "--log-every", "1"});
+    return launch("XGRAD_MNIST_GAN", ranks, args, logs);
+}
+
 
 
 // A failure injected into one rank of a 2-rank job of 100000 steps: the job
@@ -151,4 +177,60 @@ TEST_CASE("only rank 0 writes files; every rank resumes from them, with the same
     CHECK(contains(job.err, "resuming a run of 2 ranks on 1"));
     const double difference = max_relative_difference(xgrad::read_archive(other_count.file("checkpoint.xgrad")), expected);
     CHECK(difference <= 1e-5);
+}
+
+// mnist_gan itself under mpirun (meson passes XGRAD_MNIST_GAN).
+TEST_CASE("mpirun -np 2 mnist_gan trains what one process trains; rank 0 alone writes and prints") {
+    const test::TempDir data, one, two, logs;
+    test::write_random_split(data.path(), "train", 64);
+    const std::vector<std::string> args{"--preset", "reference", "--batch", "16", "--hidden", "32", "--z-dim", "10", "--steps", "10",
+                                        "--grid-every", "5"};
+    Job job = mnist_gan(0, data.path(), one.path(), args, logs);
+    CAPTURE(job.err);
+    REQUIRE(job.code == 0);
+    job = mnist_gan(2, data.path(), two.path(), args, logs);
+    REQUIRE(job.code == 0);
+    CHECK(occurrences(job.err, "data-parallel over 2 ranks: 8 samples of each batch per rank") == 1);
+    CHECK(occurrences(job.err, "done: 10 steps") == 1);
+    CHECK(file_names(two.path()) == file_names(one.path()));
+    // Parameters, Adam moments and the logged losses (the checkpoint's history).
+    const double difference = max_relative_difference(xgrad::read_archive(two.file("checkpoint.xgrad")),
+                                                      xgrad::read_archive(one.file("checkpoint.xgrad")));
+    std::printf("mnist_gan, 2 ranks vs 1 process after 10 steps: largest relative difference %.3g\n", difference);
+    CHECK(difference <= 1e-5);
+}
+
+TEST_CASE("mpirun mnist_gan refuses a batch that the ranks do not divide, naming the option and both numbers") {
+    const test::TempDir data, out, logs;
+    test::write_random_split(data.path(), "train", 64);
+    const Job job = mnist_gan(3, data.path(), out.path(), {"--preset", "reference", "--batch", "16", "--steps", "2"}, logs);
+    CAPTURE(job.err);
+    CHECK(job.code == 1);
+    CHECK(contains(job.err, "--batch: a global batch of 16 samples cannot be split evenly across 3 ranks"));
+}
+
+TEST_CASE("mnist_gan resumes under mpirun bit-exactly, batch norm statistics included, and on another rank count") {
+    const test::TempDir data, whole, resumed, other_count, logs;
+    test::write_random_split(data.path(), "train", 64);
+    const std::vector<std::string> args{"--preset", "dcgan", "--batch", "8", "--checkpoint-every", "3", "--grid-every", "2"};
+    const auto with = [&](std::vector<std::string> a, std::vector<std::string> extra) {
+        a.insert(a.end(), extra.begin(), extra.end());
+        return a;
+    };
+    Job job = mnist_gan(2, data.path(), whole.path(), with(args, {"--steps", "6"}), logs);
+    CAPTURE(job.err);
+    REQUIRE(job.code == 0);
+    REQUIRE(mnist_gan(2, data.path(), resumed.path(), with(args, {"--steps", "3"}), logs).code == 0);
+    fs::copy(resumed.file("checkpoint.xgrad"), other_count.file("checkpoint.xgrad"));
+    job = mnist_gan(2, data.path(), resumed.path(), with(args, {"--steps", "6", "--resume"}), logs);
+    REQUIRE(job.code == 0);
+    const xgrad::Archive expected = xgrad::read_archive(whole.file("checkpoint.xgrad"));
+    CHECK(max_relative_difference(xgrad::read_archive(resumed.file("checkpoint.xgrad")), expected) == 0);
+    CHECK(read_file(resumed.file("log.csv")) == read_file(whole.file("log.csv")));
+
+    job = mnist_gan(0, data.path(), other_count.path(), with(args, {"--steps", "6", "--resume"}), logs);
+    REQUIRE(job.code == 0);
+    CHECK(contains(job.err, "the checkpoint was written by 2 ranks, this run has 1"));
+    // Batch norm sees 4 samples per rank instead of 8: not the same training, but a sound one.
+    CHECK(std::isfinite(max_relative_difference(xgrad::read_archive(other_count.file("checkpoint.xgrad")), expected)));
 }

@@ -274,7 +274,7 @@ struct RunState {
     History& history;
     History& quality;
     std::vector<Setting> settings;
-    int threads;
+    int threads, ranks;
     std::string path;
 };
 
@@ -307,6 +307,7 @@ void save_checkpoint(const RunState& run) {
     if (!run.quality.rows().empty()) run.quality.save(archive);
     for (const Setting& s : run.settings) archive.put_text("settings." + s.key, s.value);
     archive.put_text("settings.threads", std::to_string(run.threads));
+    archive.put_text("settings.ranks", std::to_string(run.ranks));
     xgrad::write_archive(run.path, archive);
 }
 
@@ -367,6 +368,14 @@ void check_resumed_settings(const xgrad::Archive& archive, const RunState& run) 
     if (threads && *threads != std::to_string(run.threads)) {
         std::cerr << "note: --threads " << run.threads << " differs from the checkpoint's " << *threads
                   << ": training continues, but is no longer bit-identical to an uninterrupted run\n";
+    }
+    // Every rank draws the whole global batch, so the random streams do not
+    // depend on the rank count; only the gradients' summation order does.
+    const std::string* ranks = text_or_null(archive, "settings.ranks");
+    const std::string saved_ranks = ranks ? *ranks : "1";
+    if (saved_ranks != std::to_string(run.ranks)) {
+        std::cerr << "note: the checkpoint was written by " << saved_ranks << " ranks, this run has " << run.ranks
+                  << ": training continues with the same batches and noise, but is no longer bit-identical to an uninterrupted run\n";
     }
 }
 
@@ -436,6 +445,27 @@ private:
     int fd_ = -1;
 };
 
+// While alive on a rank other than 0, std::cerr prints nothing: rank 0
+// speaks for the job. run_app prints an error after this is gone, so every
+// rank's errors still reach the terminal.
+class QuietUnlessRoot {
+public:
+    explicit QuietUnlessRoot(bool root) : saved_(root ? nullptr : std::cerr.rdbuf(nullptr)) {}
+    ~QuietUnlessRoot() {
+        if (!saved_) return;
+        std::cerr.rdbuf(saved_);
+        std::cerr.clear();
+    }
+    QuietUnlessRoot(const QuietUnlessRoot&) = delete;
+    QuietUnlessRoot& operator=(const QuietUnlessRoot&) = delete;
+
+private:
+    std::streambuf* saved_;
+};
+
+// How often the ranks compare their parameters (a checksum, ~0.1 ms).
+constexpr long kCompareRanksEvery = 100;
+
 GanConfig config_from(const Options& o, const CLI::App& cli) {
     GanConfig c = preset(o.preset_name);
     // Explicit flags override the preset.
@@ -454,10 +484,15 @@ constexpr const char* kEvalHeader =
     "step,classifier_score,coverage_bits,min_share,max_share,fid,"
     "averaged_classifier_score,averaged_coverage_bits,averaged_min_share,averaged_max_share,averaged_fid";
 
-int train(const Options& o, const GanConfig& config) {
+// Under mpirun every rank runs this with `distributed` (else null): all
+// train, rank 0 alone prints and writes files.
+int train(const Options& o, const GanConfig& config, const xgrad::Distributed* distributed) {
+    const bool root = !distributed || distributed->is_root();
+    const QuietUnlessRoot quiet(root);
     xgrad::set_num_threads(o.threads);
     // --out first: an unusable output directory fails before any long work.
-    const OutputDirectory out_directory(o.out);
+    std::optional<OutputDirectory> out_directory;
+    if (root) out_directory.emplace(o.out);
     const std::string data_dir = o.data.directory();
     xgrad::Dataset train_set =
         xgrad::load_dataset(find_idx(data_dir, "train-images-idx3-ubyte"), find_idx(data_dir, "train-labels-idx1-ubyte"));
@@ -470,8 +505,16 @@ int train(const Options& o, const GanConfig& config) {
 
     const std::string checkpoint = o.out + "/checkpoint.xgrad";
     Gan gan(config, o.seed);
+    const int ranks = distributed ? distributed->size() : 1;
+    if (distributed) {
+        try {
+            gan.distribute(*distributed);
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument(std::string("--batch: ") + e.what());
+        }
+    }
     History history("history", 5), quality("quality", QualityMonitor::kColumns);
-    const RunState run{gan, data, history, quality, training_settings(o, config, fingerprint), o.threads, checkpoint};
+    const RunState run{gan, data, history, quality, training_settings(o, config, fingerprint), o.threads, ranks, checkpoint};
     if (o.resume) {
         if (!fs::exists(checkpoint)) throw std::runtime_error("--resume: no checkpoint at '" + checkpoint + "'");
         check_resumed_settings(load_checkpoint(checkpoint, gan, &data, history, quality), run);
@@ -482,11 +525,12 @@ int train(const Options& o, const GanConfig& config) {
         std::cerr << "resumed from " << checkpoint << " at step " << gan.steps_done() << "\n";
         if (gan.steps_done() == o.steps) std::cerr << "nothing to train: --steps " << o.steps << " are done; writing the final outputs\n";
     }
-    const auto log = open_csv(o.out + "/log.csv", kLogHeader, history);
+    const auto log = root ? open_csv(o.out + "/log.csv", kLogHeader, history) : nullptr;
 
+    const bool evaluating = !o.classifier.empty();
     std::unique_ptr<QualityMonitor> monitor;
     std::unique_ptr<common::TextFile> eval_log;
-    if (!o.classifier.empty()) {
+    if (evaluating && root) {
         monitor = std::make_unique<QualityMonitor>(o.classifier, data_dir, config.z_dim, o.seed + 3);
         eval_log = open_csv(o.out + "/eval.csv", kEvalHeader, quality);
     }
@@ -507,6 +551,7 @@ int train(const Options& o, const GanConfig& config) {
     std::cerr << "mnist_gan: " << image_count << " training images from " << data_dir << "; "
               << "preset=" << config.preset << " " << config.architecture_text() << " batch=" << config.batch << " k=" << config.k << " lr=" << config.lr
               << " g_loss=" << g_loss_name(config.g_loss) << "\n";
+    if (ranks > 1) std::cerr << "data-parallel over " << ranks << " ranks: " << config.batch / ranks << " samples of each batch per rank\n";
     std::signal(SIGINT, on_interrupt);
     std::signal(SIGTERM, on_interrupt);
 
@@ -517,10 +562,13 @@ int train(const Options& o, const GanConfig& config) {
                   << checkpoint << "\n";
         return 3;
     };
+    // Collective: before rank 0 samples, evaluates or saves, every rank averages its running statistics.
+    const auto synchronized_statistics = [&] { gan.average_statistics(); };
+    const std::vector<Var> parameters = gan.parameters();
     Interval interval;
     const long first = gan.steps_done();
     while (gan.steps_done() < o.steps) {
-        const StepStats stats = gan.step(data);
+        const StepStats stats = gan.step(data, interrupted);
         const long step = gan.steps_done();
         if (!std::isfinite(stats.d_loss) || !std::isfinite(stats.g_loss)) {
             std::ostringstream losses;
@@ -531,22 +579,28 @@ int train(const Options& o, const GanConfig& config) {
         progress.update(static_cast<std::size_t>(step - first), status_text(interval));
         if (step % o.log_every == 0 || step == o.steps) {
             history.add(interval.row(step));
-            log->write(csv_row(step, history.rows().back()));
+            if (log) log->write(csv_row(step, history.rows().back()));
             interval = Interval{};
         }
+        if (distributed && step % kCompareRanksEvery == 0) distributed->check_same(parameters, step);
         if (o.grid_every > 0 && step % o.grid_every == 0) {
+            synchronized_statistics();
             char name[64];
             std::snprintf(name, sizeof name, "/grid_%07ld.png", step);
-            write_grid(gan, fixed_noise, o.averaged, o.out + name);
+            if (root) write_grid(gan, fixed_noise, o.averaged, o.out + name);
         }
-        if (monitor && o.eval_every > 0 && step % o.eval_every == 0) {
+        if (evaluating && o.eval_every > 0 && step % o.eval_every == 0) {
+            synchronized_statistics();
             progress.finish();
-            measure_quality(step);
+            if (root) measure_quality(step);
         }
-        if ((o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || interrupted) {
-            if (const auto bad = try_save_checkpoint(run)) return diverged(step, *bad + " after the update");
+        if ((o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || stats.stop) {
+            synchronized_statistics();
+            if (root) {
+                if (const auto bad = try_save_checkpoint(run)) return diverged(step, *bad + " after the update");
+            }
         }
-        if (interrupted) {
+        if (stats.stop) {
             progress.finish();
             std::cerr << "interrupted at step " << step << "; checkpoint written to " << checkpoint
                       << "; continue with the same command plus --resume\n";
@@ -554,6 +608,8 @@ int train(const Options& o, const GanConfig& config) {
         }
     }
     progress.finish();
+    synchronized_statistics();
+    if (!root) return 0;  // the rest is rank 0's outputs
     if (monitor && (quality.rows().empty() || long(quality.rows().back()[0]) != gan.steps_done())) measure_quality(gan.steps_done());
     if (const auto bad = try_save_checkpoint(run)) return diverged(gan.steps_done(), *bad + " after the update");
 
@@ -592,7 +648,7 @@ long verify_checkpoint(const std::string& path, const GanConfig& config) {
     return gan.steps_done();
 }
 
-int run_app(int argc, const char* const* argv) {
+int run_app(int argc, const char* const* argv, const xgrad::Distributed* distributed) {
     CLI::App cli{"Trains the generative adversarial nets of Goodfellow et al. (2014) on MNIST with xgrad."};
     Options o;
     o.data.add_options(cli, "train-images-idx3-ubyte and train-labels-idx1-ubyte");
@@ -630,18 +686,23 @@ int run_app(int argc, const char* const* argv) {
     cli.add_flag("--sample-batch-stats", o.sample_batch_stats,
                  "Generate with each batch's own normalization statistics instead of the running ones (dcgan)");
     cli.add_option("--samples", o.samples, "After training, write N generated images to OUT/samples.idx (IDX3, bytes)")->check(common::unsigned_in(0, 10000000));
+    const bool several = distributed && distributed->size() > 1;
     try {
         cli.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
+        if (several && !distributed->is_root()) return e.get_exit_code();  // rank 0 prints the help or the error
         return cli.exit(e);
     }
+    const std::string program =
+        several ? "mnist_gan: rank " + std::to_string(distributed->rank()) + " of " + std::to_string(distributed->size()) + ": "
+                : "mnist_gan: ";
     try {
-        return train(o, config_from(o, cli));
+        return train(o, config_from(o, cli), several ? distributed : nullptr);
     } catch (const std::bad_alloc&) {
-        std::cerr << "mnist_gan: error: out of memory; try a smaller --batch, --hidden or --z-dim\n";
+        std::cerr << program << "error: out of memory; try a smaller --batch, --hidden or --z-dim\n";
         return 1;
     } catch (const std::exception& e) {
-        std::cerr << "mnist_gan: error: " << e.what() << "\n";
+        std::cerr << program << "error: " << e.what() << "\n";
         return 1;
     }
 }

@@ -218,12 +218,61 @@ Var Gan::generator_objective(const Var& fake_logits) const {
 
 Var Gan::generator_loss(const Var& noise) { return generator_objective(discriminator_(generator_(noise))); }
 
-StepStats Gan::step(DataSource& data) {
+StepStats Gan::step(DataSource& data, bool stop_request) {
     StepStats stats;
     for (std::size_t i = 0; i < config_.k; ++i) discriminator_step(data, stats);
     generator_step(stats);
     ++steps_done_;
+    stats.stop = stop_request;
+    if (distributed_) {
+        // Means over equal slices: the global batch's means. A non-finite
+        // loss on one rank makes every rank's non-finite, so all stop alike.
+        double values[5] = {stats.d_loss, stats.g_loss, stats.d_real, stats.d_fake, stop_request ? 1.0 : 0.0};
+        distributed_->sum(values, 5);
+        const double ranks = distributed_->size();
+        stats.d_loss = float(values[0] / ranks);
+        stats.g_loss = float(values[1] / ranks);
+        stats.d_real = float(values[2] / ranks);
+        stats.d_fake = float(values[3] / ranks);
+        stats.stop = values[4] > 0;
+    }
     return stats;
+}
+
+void Gan::distribute(const xgrad::Distributed& distributed) {
+    if (distributed.size() == 1) return;
+    sampler_ = std::make_unique<xgrad::DistributedSampler>(config_.batch, distributed);
+    distributed.broadcast(generator_);
+    distributed.broadcast(discriminator_);
+    if (ema_) ema_ = std::make_unique<xgrad::EmaWeights>(generator_, config_.ema_decay);  // from the broadcast weights
+    d_allreduce_ = std::make_unique<xgrad::GradientAllreduce>(distributed, d_parameters_);
+    g_allreduce_ = std::make_unique<xgrad::GradientAllreduce>(distributed, generator_.parameters());
+    real_rows_ = Var(Tensor({sampler_->local_batch(), config_.data_dim}, 0.f));
+    noise_rows_ = Var(Tensor({sampler_->local_batch(), config_.z_dim}, 0.f));
+    distributed_ = &distributed;
+}
+
+void Gan::average_statistics() {
+    if (!distributed_) return;
+    std::vector<Var> statistics;
+    for (const auto* norms : {&g_norms_, &d_norms_}) {
+        for (const xgrad::BatchNorm* bn : *norms) {
+            for (const Var& v : bn->buffers()) statistics.push_back(v);
+        }
+    }
+    distributed_->average(statistics);
+}
+
+std::vector<Var> Gan::parameters() const {
+    std::vector<Var> all = generator_.parameters();
+    all.insert(all.end(), d_parameters_.begin(), d_parameters_.end());
+    return all;
+}
+
+const Var& Gan::local_rows(const Var& global, Var& rows) const {
+    if (!sampler_) return global;
+    sampler_->take_rows(global.value(), rows.mutable_value());
+    return rows;
 }
 
 // m real and m generated samples; the fake batch is generated without a
@@ -234,17 +283,20 @@ void Gan::discriminator_step(DataSource& data, StepStats& stats) {
         throw std::invalid_argument("the data has " + std::to_string(data.dim()) + " values per sample, the GAN expects " +
                                     std::to_string(config_.data_dim));
     }
+    // Distributed, every rank draws the whole global batch (the streams stay
+    // those of one process) and computes its own rows.
     data.sample(real_.mutable_value(), rng_);
     sample_noise(noise_.mutable_value());
     Var fake;
     {
         xgrad::NoGrad no_grad;
         const StatisticsFrozen frozen(g_norms_);
-        fake = generator_(noise_);
+        fake = generator_(local_rows(noise_, noise_rows_));
     }
-    const Var loss = discriminator_loss(real_, fake, &stats.d_real);
+    const Var loss = discriminator_loss(local_rows(real_, real_rows_), fake, &stats.d_real);
     d_optimizer_->zero_grad();
     xgrad::backward(loss);
+    if (d_allreduce_) d_allreduce_->average();
     d_optimizer_->step();
     stats.d_loss = loss.item();
 }
@@ -256,10 +308,11 @@ void Gan::generator_step(StepStats& stats) {
     // (backward skips that work) and stay put, and its running statistics too.
     const xgrad::FreezeGuard frozen(d_parameters_);
     const StatisticsFrozen d_statistics(d_norms_);
-    const Var logits = discriminator_(generator_(noise_));
+    const Var logits = discriminator_(generator_(local_rows(noise_, noise_rows_)));
     const Var loss = generator_objective(logits);
     g_optimizer_->zero_grad();
     xgrad::backward(loss);
+    if (g_allreduce_) g_allreduce_->average();
     g_optimizer_->step();
     if (ema_) ema_->update();
     stats.g_loss = loss.item();

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <xgrad.hpp>
+#include <xgrad/distributed.hpp>
 
 #include "data.hpp"
 
@@ -62,14 +63,18 @@ struct StepStats {
     float g_loss = 0;  // the generator's loss as minimised (see GeneratorLoss)
     float d_real = 0;  // mean D(x) over the last D update's real batch
     float d_fake = 0;  // mean D(G(z)) over the generator update's batch
+    bool stop = false; // step(data, true) on any rank (one process: the argument)
 };
 
 class Gan {
 public:
     Gan(const GanConfig& config, std::uint64_t seed);
 
-    // One step of Algorithm 1: k D updates, then one G update.
-    StepStats step(DataSource& data);
+    // One step of Algorithm 1: k D updates, then one G update. Distributed,
+    // the statistics are the means over the global batch, and `stop` is
+    // true on every rank when any rank passed stop_request (a Ctrl-C seen
+    // by one rank stops all of them after the same step).
+    StepStats step(DataSource& data, bool stop_request = false);
     // Its two phases (step() counts as one step; these alone do not). Each
     // fills its half of `stats`. Each changes only its own net: its
     // parameters and, with batch norm, its running statistics.
@@ -97,6 +102,25 @@ public:
     // fresh batches drawn from `rng` (not the training stream, so evaluating
     // does not change what training does next); -log 4 at the optimum.
     double value_estimate(DataSource& data, std::size_t batches, xgrad::Rng& rng);
+
+    // Trains as one of `distributed`'s ranks (docs/distributed.md), from now
+    // on: every rank draws the whole global batch of config().batch real
+    // samples and noise from the same streams and computes the gradients of
+    // its own rows (xgrad::DistributedSampler); the ranks average them
+    // before each optimizer step. Rank 0's weights are broadcast. Call on
+    // every rank before training; throws std::invalid_argument naming both
+    // numbers when the ranks do not divide the batch. `distributed` must
+    // outlive the GAN.
+    void distribute(const xgrad::Distributed& distributed);
+    // Batch norm's running statistics replaced by their mean over the ranks
+    // (collective; nothing with one process). Each rank updates them from
+    // its own rows; call before anything uses or saves them (grids,
+    // samples, evaluation, checkpoints). The running statistics are linear
+    // in the batch statistics, so averaging now and then gives what
+    // averaging at every step would.
+    void average_statistics();
+    // Parameters of both nets: what must stay identical on every rank.
+    std::vector<xgrad::Var> parameters() const;
 
     // Both nets, both optimizers, the averaged generator, the step count and
     // the random state.
@@ -126,8 +150,16 @@ private:
     std::unique_ptr<xgrad::Optimizer> g_optimizer_, d_optimizer_;
     std::unique_ptr<xgrad::EmaWeights> ema_;
     long averaged_at_ = -1;  // the step averaged_generator_ was last refreshed at
+    // This rank's rows of a global batch: `global` itself with one process.
+    const xgrad::Var& local_rows(const xgrad::Var& global, xgrad::Var& rows) const;
+
     // Persistent inputs, refilled in place every step: no allocation.
     xgrad::Var real_, noise_;
+    // Distributed (null with one process).
+    const xgrad::Distributed* distributed_ = nullptr;
+    std::unique_ptr<xgrad::DistributedSampler> sampler_;
+    std::unique_ptr<xgrad::GradientAllreduce> d_allreduce_, g_allreduce_;
+    xgrad::Var real_rows_, noise_rows_;
     long steps_done_ = 0;
 };
 

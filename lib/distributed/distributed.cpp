@@ -343,6 +343,11 @@ void GradientAllreduce::reduce(std::size_t) {}
 Distributed::Distributed() { init(nullptr, nullptr); }
 Distributed::Distributed(int& argc, char**& argv) { init(&argc, &argv); }
 
+bool Distributed::launched() {
+    const char* variable = nullptr;
+    return launcher_size(&variable) > 0 || std::getenv("PMIX_RANK") != nullptr;  // PMIX_RANK: srun --mpi=pmix
+}
+
 void Distributed::init(int* argc, char*** argv) {
     if (live_instance.exchange(true)) {
         throw std::logic_error("xgrad::Distributed: one already exists in this process (MPI is process-wide): pass that one around");

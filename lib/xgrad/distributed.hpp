@@ -72,6 +72,11 @@ public:
 
     // Whether this library was built with MPI (otherwise: always 1 process).
     static bool built_with_mpi();
+    // Whether a launcher (mpirun, srun) started this process: its
+    // environment says how many processes it started (OMPI_COMM_WORLD_SIZE,
+    // PMI_SIZE, PMIX_RANK). A program may then skip Distributed when started plainly:
+    // starting MPI in a lone process (a singleton) costs ~0.4 s here.
+    static bool launched();
     // The MPI library's version line ("Open MPI v4.1.4, ..."), or
     // "none (built without MPI)".
     static std::string mpi_version();
