@@ -27,6 +27,7 @@
 #include "gan.hpp"
 #include "interpose.hpp"
 #include "presets.hpp"
+#include "synthetic_images.hpp"
 
 namespace {
 
@@ -35,38 +36,18 @@ using xgrad::Tensor;
 using xgrad::Var;
 using Clock = std::chrono::steady_clock;
 
-class SyntheticImages : public gan::DataSource {
-public:
-    SyntheticImages(std::size_t count, std::size_t dim, std::uint64_t seed) : images_(Tensor::from_shape({count, dim})) {
-        xgrad::Rng(seed).fill_uniform(images_, 0.f, 1.f);
-    }
-    std::size_t dim() const override { return images_.shape()[1]; }
-    void sample(Tensor& batch, xgrad::Rng& rng) override {
-        const std::size_t rows = batch.shape()[0], d = dim();
-        for (std::size_t r = 0; r < rows; ++r) {
-            std::memcpy(batch.data() + r * d, images_.data() + rng.below(images_.shape()[0]) * d, d * sizeof(float));
-        }
-    }
-
-private:
-    Tensor images_;
-};
-
 // Median ms of `rounds` runs of f (after two warm-ups), with the allocations made during them.
 template <class F>
 double median_ms(int rounds, long& allocs, F&& f) {
     f();
     f();
     std::vector<double> ms;
-    const long before = bench::allocations.load();
+    allocs = 0;
     for (int r = 0; r < rounds; ++r) {
         const auto t0 = Clock::now();
-        bench::counting = true;
-        f();
-        bench::counting = false;
+        allocs += alloc_counter::during(f);
         ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     }
-    allocs = bench::allocations.load() - before;
     return bench::percentile(ms, 0.5);
 }
 
@@ -168,7 +149,7 @@ int main(int argc, char** argv) {
     }
 
     gan::Gan model(gan::dcgan_preset(), 1);
-    SyntheticImages data(2048, 784, 2);
+    bench::SyntheticImages data(2048, 784, 2);
     for (int i = 0; i < 5; ++i) model.step(data);
     bench::recorded.reserve(4096);
     bench::recording = true;

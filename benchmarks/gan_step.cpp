@@ -16,9 +16,8 @@
 //
 // Both are measured in the same process, interleaved round by round, so that
 // load from elsewhere affects both alike; the ratio is what to read.
-// Heap allocations are counted by interposing the C allocator (xtensor's
-// aligned allocator calls it directly, operator new calls it as well), only
-// while a step runs.
+// Heap allocations (counted only while a step runs) and BLAS calls are
+// observed through benchmarks/interpose.hpp.
 //
 //   build-perf/benchmarks/gan_step [--threads N [--openblas-threads]] [--rounds R] [--steps S] [--seed N]
 // --threads N uses xgrad's threads (xgrad::set_num_threads); with
@@ -27,20 +26,15 @@
 // best (xgrad/core/simd.hpp); the level is printed, and on the RESULT line.
 #include <algorithm>
 #include <array>
-#include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <initializer_list>
-#include <new>
 #include <string>
 #include <vector>
 
-#include <dlfcn.h>
 #include <sys/resource.h>
 #include <xmmintrin.h>
 
@@ -52,131 +46,18 @@
 #include <xgrad/core/simd.hpp>
 
 #include "gan.hpp"
+#include "interpose.hpp"
 #include "presets.hpp"
+#include "synthetic_images.hpp"
 
 extern "C" void openblas_set_num_threads(int);
 extern "C" int openblas_get_num_threads();
-
-// ---- allocation counting --------------------------------------------------
-// glibc lets a program define the allocator entry points and forward to its
-// __libc_* internals; every library in the process then calls these.
-
-extern "C" {
-void* __libc_malloc(std::size_t);
-void* __libc_calloc(std::size_t, std::size_t);
-void* __libc_realloc(void*, std::size_t);
-void* __libc_memalign(std::size_t, std::size_t);
-void __libc_free(void*);
-}
-
-namespace {
-std::atomic<bool> counting{false};
-std::atomic<long> allocations{0};
-inline void count_allocation() {
-    if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1, std::memory_order_relaxed);
-}
-}  // namespace
-
-extern "C" {
-void* malloc(std::size_t n) {
-    count_allocation();
-    return __libc_malloc(n);
-}
-void* calloc(std::size_t count, std::size_t n) {
-    count_allocation();
-    return __libc_calloc(count, n);
-}
-void* realloc(void* p, std::size_t n) {
-    count_allocation();
-    return __libc_realloc(p, n);
-}
-void* memalign(std::size_t alignment, std::size_t n) {
-    count_allocation();
-    return __libc_memalign(alignment, n);
-}
-void* aligned_alloc(std::size_t alignment, std::size_t n) {
-    count_allocation();
-    return __libc_memalign(alignment, n);
-}
-int posix_memalign(void** out, std::size_t alignment, std::size_t n) {
-    if (alignment < sizeof(void*) || (alignment & (alignment - 1)) != 0) return EINVAL;
-    count_allocation();
-    void* p = __libc_memalign(alignment, n);
-    if (!p) return ENOMEM;
-    *out = p;
-    return 0;
-}
-void free(void* p) { __libc_free(p); }
-}
-
-// ---- BLAS call counting ------------------------------------------------------
-// Defined here, these take precedence over OpenBLAS's and forward to them, so
-// the check can count the products one step makes: work the algorithm does
-// not need would show up as extra calls. (Own declarations: cblas.h clashes
-// with xtensor-blas; blasint is int and the CBLAS enums are int-sized.)
-
-namespace {
-std::atomic<long> sgemm_calls{0}, sgemv_calls{0};
-template <class Fn>
-Fn next_definition(const char* name) {
-    return reinterpret_cast<Fn>(dlsym(RTLD_NEXT, name));
-}
-}  // namespace
-
-extern "C" {
-void cblas_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha, const float* a, int lda, const float* b, int ldb,
-                 float beta, float* c, int ldc) {
-    using Fn = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*, int);
-    static const Fn real = next_definition<Fn>("cblas_sgemm");
-    sgemm_calls.fetch_add(1, std::memory_order_relaxed);
-    real(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-void cblas_sgemv(int order, int trans, int m, int n, float alpha, const float* a, int lda, const float* x, int incx, float beta,
-                 float* y, int incy) {
-    using Fn = void (*)(int, int, int, int, float, const float*, int, const float*, int, float, float*, int);
-    static const Fn real = next_definition<Fn>("cblas_sgemv");
-    sgemv_calls.fetch_add(1, std::memory_order_relaxed);
-    real(order, trans, m, n, alpha, a, lda, x, incx, beta, y, incy);
-}
-}
-
-// libstdc++'s operator new already calls malloc; replacing it makes the
-// counting independent of how the C++ runtime is built.
-void* operator new(std::size_t n) {
-    if (void* p = std::malloc(n)) return p;
-    throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return operator new(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 
 namespace {
 
 using xgrad::Tensor;
 using xgrad::Var;
 using Clock = std::chrono::steady_clock;
-
-// A fixed in-memory set of random images; a batch costs one memcpy per row,
-// as gathering real images would.
-class SyntheticImages : public gan::DataSource {
-public:
-    SyntheticImages(std::size_t count, std::size_t dim, std::uint64_t seed) : images_(Tensor::from_shape({count, dim})) {
-        xgrad::Rng rng(seed);
-        rng.fill_uniform(images_, 0.f, 1.f);
-    }
-    std::size_t dim() const override { return images_.shape()[1]; }
-    void sample(Tensor& batch, xgrad::Rng& rng) override {
-        const std::size_t rows = batch.shape()[0], dim = this->dim();
-        for (std::size_t r = 0; r < rows; ++r) {
-            std::memcpy(batch.data() + r * dim, images_.data() + rng.below(images_.shape()[0]) * dim, dim * sizeof(float));
-        }
-    }
-
-private:
-    Tensor images_;
-};
 
 // ---- the floor: the reference step written by hand -------------------------
 
@@ -450,29 +331,12 @@ Options parse(int argc, char** argv) {
 template <class F>
 void timed(int steps, std::vector<double>& times, long& allocs, F&& f) {
     for (int s = 0; s < steps; ++s) {
-        const long before = allocations.load();
         const auto t0 = Clock::now();
-        counting = true;
-        f();
-        counting = false;
-        const auto t1 = Clock::now();
-        allocs += allocations.load() - before;
-        times.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+        allocs += alloc_counter::during(f);
+        times.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     }
 }
 
-double percentile(std::vector<double> v, double q) {
-    const std::size_t i = static_cast<std::size_t>(q * double(v.size() - 1) + 0.5);
-    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(i), v.end());
-    return v[i];
-}
-
-std::string load_average() {
-    std::ifstream in("/proc/loadavg");
-    std::string one;
-    in >> one;
-    return one.empty() ? "unknown" : one;
-}
 
 float max_difference(const std::vector<Var>& a, const std::vector<const Tensor*>& b) {
     float worst = 0.f;
@@ -490,16 +354,16 @@ int main(int argc, char** argv) {
 
     const gan::GanConfig config = gan::reference_preset();
     gan::Gan gan(config, o.seed);
-    SyntheticImages data(2048, config.data_dim, o.seed + 1);
+    bench::SyntheticImages data(2048, config.data_dim, o.seed + 1);
     HandWrittenStep floor(gan);
 
     // The floor must compute xgrad's update: one step each from the same
     // state, on one thread, so that every product is one BLAS call.
     xgrad::set_num_threads(1);
-    auto blas_calls = [] { return sgemm_calls.load() + sgemv_calls.load(); };
-    const long calls_before = blas_calls(), sgemv_before = sgemv_calls.load();
+    auto blas_calls = [] { return bench::sgemm_calls.load() + bench::sgemv_calls.load(); };
+    const long calls_before = blas_calls(), sgemv_before = bench::sgemv_calls.load();
     const gan::StepStats stats = gan.step(data);
-    const long xgrad_calls = blas_calls() - calls_before, xgrad_sgemv = sgemv_calls.load() - sgemv_before;
+    const long xgrad_calls = blas_calls() - calls_before, xgrad_sgemv = bench::sgemv_calls.load() - sgemv_before;
     floor.step(data);
     const long floor_calls = blas_calls() - calls_before - xgrad_calls;
     std::vector<Var> xgrad_parameters = gan.generator().parameters();
@@ -530,15 +394,15 @@ int main(int argc, char** argv) {
     std::vector<double> xgrad_ms, floor_ms, blas_ms;
     for (auto* v : {&xgrad_ms, &floor_ms, &blas_ms}) v->reserve(std::size_t(o.rounds) * std::size_t(o.steps));
     long xgrad_allocs = 0, floor_allocs = 0, blas_allocs = 0;
-    const std::string load_before = load_average();
+    const std::string load_before = bench::load_average();
     for (int r = 0; r < o.rounds; ++r) {
         timed(o.steps, xgrad_ms, xgrad_allocs, [&] { gan.step(data); });
         timed(o.steps, floor_ms, floor_allocs, [&] { floor.step(data); });
         timed(o.steps, blas_ms, blas_allocs, [&] { floor.products_only(); });
     }
     const double n = double(xgrad_ms.size());
-    const double xgrad_median = percentile(xgrad_ms, 0.5), floor_median = percentile(floor_ms, 0.5);
-    const double blas_median = percentile(blas_ms, 0.5);
+    const double xgrad_median = bench::percentile(xgrad_ms, 0.5), floor_median = bench::percentile(floor_ms, 0.5);
+    const double blas_median = bench::percentile(blas_ms, 0.5);
     const double ratio = xgrad_median / floor_median;
     const double allocs_per_step = double(xgrad_allocs) / n;
     rusage usage{};
@@ -550,7 +414,7 @@ int main(int argc, char** argv) {
                 config.hidden, config.z_dim, config.hidden, config.data_dim, config.batch, config.k);
     std::printf("threads %d (%s), OpenBLAS threads %d, OPENBLAS_CORETYPE %s, load average %s before / %s after timing\n",
                 threads, o.openblas_threads ? "inside OpenBLAS" : "xgrad row blocks", openblas_get_num_threads(),
-                coretype ? coretype : "unset", load_before.c_str(), load_average().c_str());
+                coretype ? coretype : "unset", load_before.c_str(), bench::load_average().c_str());
     std::printf("SIMD level %s (xgrad::simd; best on this CPU %s; XGRAD_SIMD %s)\n", simd, xgrad::simd::name(xgrad::simd::best_level()),
                 simd_request ? simd_request : "unset");
     std::printf("check: xgrad step = hand-written step: %ld BLAS calls each (%ld sgemm + %ld sgemv), max |difference| of losses\n"
@@ -558,7 +422,7 @@ int main(int argc, char** argv) {
                 xgrad_calls, xgrad_calls - xgrad_sgemv, xgrad_sgemv, double(difference));
     std::printf("%d rounds x %d steps each, interleaved; ms per step: median (p10 .. p90)\n", o.rounds, o.steps);
     auto row = [](const char* name, double median, const std::vector<double>& ms) {
-        std::printf("  %-30s %7.3f (%.3f .. %.3f)\n", name, median, percentile(ms, 0.1), percentile(ms, 0.9));
+        std::printf("  %-30s %7.3f (%.3f .. %.3f)\n", name, median, bench::percentile(ms, 0.1), bench::percentile(ms, 0.9));
     };
     row("xgrad step", xgrad_median, xgrad_ms);
     row("floor: hand-written step", floor_median, floor_ms);

@@ -7,8 +7,7 @@
 // one is a multiple-definition link error). Under AddressSanitizer or
 // ThreadSanitizer, whose runtimes own the allocator, it defines nothing and
 // during() returns -1 (not counted).
-// (benchmarks/gan_step.cpp has its own copy of this interposer, written
-// before this header; it could include this one instead.)
+// The benchmarks count with it too (benchmarks/interpose.hpp).
 #pragma once
 
 #include <atomic>

@@ -462,81 +462,70 @@ void backward_weight_chunk(const float* dy, const float* x, float* dw, float* db
 // ---------------------------------------------------------------------------
 // Drivers (serial = parallel with serial_for and one chunk).
 // ---------------------------------------------------------------------------
-void run_forward(const float* x, const float* w, const float* bias, float* y,
-                 const Conv2dGeometry& g, const ConvScratch& s, ConvPass pass_for_layout,
-                 ParallelFor pf, int num_chunks, bool accumulate, const char* who) {
+// Validates, lays the batch out in chunks and runs
+// chunk(layout, c, buffers, first image, end image) for each chunk, over pf
+// (a null pf: serially). Returns the layout.
+template <class Chunk>
+Layout run_chunks(const Conv2dGeometry& g, const ConvScratch& s, ConvPass pass_for_layout, ParallelFor& pf, int num_chunks,
+                  const char* who, Chunk&& chunk) {
     g.validate();
-    if (!pf) pf = serial_for;  // a null callback means serial
+    if (!pf) pf = serial_for;
     const Layout L = make_layout(g, pass_for_layout, s.images_per_block, num_chunks, s.path);
     check_scratch(L, s, who);
     auto body = [&](std::size_t cb, std::size_t ce) {
         for (std::size_t c = cb; c < ce; ++c) {
             int n0, n1;
             chunk_range(g.batch, L.chunks, int(c), n0, n1);
-            forward_chunk(x, w, bias, y, g, L, chunk_bufs(L, s.data, c), n0, n1, accumulate);
+            chunk(L, c, chunk_bufs(L, s.data, c), n0, n1);
         }
     };
     if (L.chunks == 1) body(0, 1);
     else pf(std::size_t(L.chunks), 1, body);
+    return L;
+}
+
+void run_forward(const float* x, const float* w, const float* bias, float* y,
+                 const Conv2dGeometry& g, const ConvScratch& s, ConvPass pass_for_layout,
+                 ParallelFor pf, int num_chunks, bool accumulate, const char* who) {
+    run_chunks(g, s, pass_for_layout, pf, num_chunks, who, [&](const Layout& L, std::size_t, const ChunkBufs& bufs, int n0, int n1) {
+        forward_chunk(x, w, bias, y, g, L, bufs, n0, n1, accumulate);
+    });
 }
 
 void run_backward_data(const float* dy, const float* w, const float* bias, float* dx,
                        const Conv2dGeometry& g, const ConvScratch& s, ConvPass pass_for_layout,
                        ParallelFor pf, int num_chunks, bool accumulate, const char* who) {
-    g.validate();
-    if (!pf) pf = serial_for;  // a null callback means serial
-    const Layout L = make_layout(g, pass_for_layout, s.images_per_block, num_chunks, s.path);
-    check_scratch(L, s, who);
-    auto body = [&](std::size_t cb, std::size_t ce) {
-        for (std::size_t c = cb; c < ce; ++c) {
-            int n0, n1;
-            chunk_range(g.batch, L.chunks, int(c), n0, n1);
-            backward_data_chunk(dy, w, bias, dx, g, L, chunk_bufs(L, s.data, c), n0, n1, accumulate);
-        }
-    };
-    if (L.chunks == 1) body(0, 1);
-    else pf(std::size_t(L.chunks), 1, body);
+    run_chunks(g, s, pass_for_layout, pf, num_chunks, who, [&](const Layout& L, std::size_t, const ChunkBufs& bufs, int n0, int n1) {
+        backward_data_chunk(dy, w, bias, dx, g, L, bufs, n0, n1, accumulate);
+    });
+}
+
+// Chunk c's (c >= 1) private dW and db partial sums, after the chunks' buffers.
+float* partial_gradients(const Layout& L, const ConvScratch& s, std::size_t c) {
+    return s.data + L.per_chunk * L.chunks + (c - 1) * (L.dw_part + L.db_part);
 }
 
 void run_backward_weight(const float* dy, const float* x, float* dw, float* db_col,
                          float* db_img, const Conv2dGeometry& g, const ConvScratch& s,
                          ParallelFor pf, int num_chunks, bool accumulate, const char* who) {
-    g.validate();
-    if (!pf) pf = serial_for;  // a null callback means serial
-    const Layout L = make_layout(g, ConvPass::backward_weight, s.images_per_block, num_chunks, s.path);
-    check_scratch(L, s, who);
-    float* parts = s.data ? s.data + L.per_chunk * L.chunks : nullptr;
-    const std::size_t part_stride = L.dw_part + L.db_part;
-    auto body = [&](std::size_t cb, std::size_t ce) {
-        for (std::size_t c = cb; c < ce; ++c) {
-            int n0, n1;
-            chunk_range(g.batch, L.chunks, int(c), n0, n1);
-            // Chunk 0 writes the real destination (honouring `accumulate`);
-            // the others write private partials, summed below.
-            float* dwc = dw;
-            float* dbc = db_col;
-            float* dbi = db_img;
-            bool acc = accumulate;
-            if (c > 0) {
-                float* part = parts + (c - 1) * part_stride;
-                dwc = part;
-                dbc = db_col ? part + L.dw_part : nullptr;
-                dbi = db_img ? part + L.dw_part : nullptr;
-                acc = false;
-            }
-            backward_weight_chunk(dy, x, dwc, dbc, dbi, g, L, chunk_bufs(L, s.data, c), n0, n1, acc);
+    const Layout L = run_chunks(g, s, ConvPass::backward_weight, pf, num_chunks, who,
+                                [&](const Layout& L, std::size_t c, const ChunkBufs& bufs, int n0, int n1) {
+        // Chunk 0 writes the real destination (honouring `accumulate`); the
+        // others write private partials, summed below.
+        if (c == 0) {
+            backward_weight_chunk(dy, x, dw, db_col, db_img, g, L, bufs, n0, n1, accumulate);
+            return;
         }
-    };
-    if (L.chunks == 1) {
-        body(0, 1);
-        return;
-    }
-    pf(std::size_t(L.chunks), 1, body);
+        float* part = partial_gradients(L, s, c);
+        backward_weight_chunk(dy, x, part, db_col ? part + L.dw_part : nullptr, db_img ? part + L.dw_part : nullptr, g, L, bufs, n0,
+                              n1, false);
+    });
+    if (L.chunks == 1) return;
     // Fixed-order reduction (deterministic), itself split over the weight elements.
     const std::size_t nw = g.weight_size();
     pf(nw, 4096, [&](std::size_t b, std::size_t e) {
         for (int c = 1; c < L.chunks; ++c) {
-            const float* part = parts + (c - 1) * part_stride;
+            const float* part = partial_gradients(L, s, std::size_t(c));
             for (std::size_t i = b; i < e; ++i) dw[i] += part[i];
         }
     });
@@ -544,7 +533,7 @@ void run_backward_weight(const float* dy, const float* x, float* dw, float* db_c
     const int nb = db_col ? g.out_c : g.in_c;
     if (db)
         for (int c = 1; c < L.chunks; ++c) {
-            const float* part = parts + (c - 1) * part_stride + L.dw_part;
+            const float* part = partial_gradients(L, s, std::size_t(c)) + L.dw_part;
             for (int i = 0; i < nb; ++i) db[i] += part[i];
         }
 }
