@@ -46,7 +46,7 @@ extern "C" void on_interrupt(int) { interrupted = true; }
 struct Options {
     common::DataLocation data;
     std::string preset_name = "default", g_loss, out = "out";
-    long steps = 20000;
+    long steps = 0;  // 0: the preset's
     std::size_t k = 1, batch = 128, z_dim = 100, hidden = 128, samples = 0;
     float lr = 1e-3f;
     std::uint64_t seed = 1;
@@ -55,7 +55,7 @@ struct Options {
     std::string classifier;
     long eval_every = 0;
     bool resume = false;
-    bool averaged = true;  // grids and samples from the averaged generator when the preset keeps one
+    bool averaged = true;  // grids and samples from the averaged generator when the preset keeps one (--ema/--no-ema, else the preset's)
     bool sample_batch_stats = false;
 };
 
@@ -655,10 +655,11 @@ int run_app(int argc, const char* const* argv, const xgrad::Distributed* distrib
     cli.add_option("--preset", o.preset_name,
                    "reference: the paper's setup as specified (D/G 128 hidden, Adam 1e-3/0.9); "
                    "mlp: fully connected, 256 hidden, spectral norm and minibatch stddev in D, averaged G; "
-                   "dcgan: convolutional nets with batch norm, averaged G; default: dcgan (README, Presets)")
+                   "dcgan: convolutional nets with batch norm, samples from the raw G; default: dcgan (README, Presets)")
         ->check(CLI::IsMember(preset_names()))
         ->capture_default_str();
-    cli.add_option("--steps", o.steps, "Total training steps (a resumed run continues up to this)")->check(common::unsigned_in(1, 100000000))->capture_default_str();
+    cli.add_option("--steps", o.steps, "Total training steps (default: the preset's; a resumed run continues up to this)")
+        ->check(common::unsigned_in(1, 100000000));
     cli.add_option("--k", o.k, "Discriminator updates per generator update (overrides the preset)")->check(common::unsigned_in(1, 100));
     cli.add_option("--batch", o.batch, "Minibatch size m (overrides the preset)")->check(common::unsigned_in(1, 65536));
     cli.add_option("--z-dim", o.z_dim, "Noise dimension (overrides the preset)")->check(common::unsigned_in(1, 65536));
@@ -681,8 +682,9 @@ int run_app(int argc, const char* const* argv, const xgrad::Distributed* distrib
         ->check(common::unsigned_in(0, 100000000))
         ->needs(classifier)
         ->capture_default_str();
-    cli.add_flag("!--no-ema", o.averaged,
-                 "Write grids and samples.idx from the raw generator, not the averaged one (eval.csv always has both)");
+    auto* ema = cli.add_flag("--ema,!--no-ema", o.averaged,
+                             "Write grids and samples.idx from the averaged generator, or the raw one (default: the preset's choice; "
+                             "eval.csv always has both)");
     cli.add_flag("--sample-batch-stats", o.sample_batch_stats,
                  "Generate with each batch's own normalization statistics instead of the running ones (dcgan)");
     cli.add_option("--samples", o.samples, "After training, write N generated images to OUT/samples.idx (IDX3, bytes)")->check(common::unsigned_in(0, 10000000));
@@ -697,7 +699,10 @@ int run_app(int argc, const char* const* argv, const xgrad::Distributed* distrib
         several ? "mnist_gan: rank " + std::to_string(distributed->rank()) + " of " + std::to_string(distributed->size()) + ": "
                 : "mnist_gan: ";
     try {
-        return train(o, config_from(o, cli), several ? distributed : nullptr);
+        const GanConfig config = config_from(o, cli);
+        if (o.steps == 0) o.steps = config.steps;
+        if (!ema->count()) o.averaged = config.sample_averaged;
+        return train(o, config, several ? distributed : nullptr);
     } catch (const std::bad_alloc&) {
         std::cerr << program << "error: out of memory; try a smaller --batch, --hidden or --z-dim\n";
         return 1;

@@ -38,6 +38,7 @@ struct GanConfig {
     std::size_t channels = 64;   // dcgan: D's first convolution; D's second and G's first have twice as many
     std::size_t batch = 128;     // m in the paper
     std::size_t k = 1;           // discriminator updates per generator update
+    long steps = 20000;          // the run length the preset is meant for (mnist_gan --steps overrides)
     OptimizerKind optimizer = OptimizerKind::adam;
     float lr = 1e-3f;
     float beta1 = 0.9f, beta2 = 0.999f;
@@ -49,6 +50,7 @@ struct GanConfig {
     bool d_spectral_norm = false;     // every weight of D divided by its spectral norm
     bool d_minibatch_stddev = false;  // mlp: the batch's stddev appended to D's hidden layer
     float ema_decay = 0.f;            // > 0: keep an averaged generator (EmaWeights) with this decay
+    bool sample_averaged = true;      // with one: grids and samples from it (mnist_gan --ema / --no-ema override)
     // With batch norm in G: draw samples with batch statistics (train mode,
     // running statistics untouched) instead of the running statistics.
     bool sample_with_batch_stats = false;
