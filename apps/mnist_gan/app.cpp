@@ -562,8 +562,6 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
                   << checkpoint << "\n";
         return 3;
     };
-    // Collective: before rank 0 samples, evaluates or saves, every rank averages its running statistics.
-    const auto synchronized_statistics = [&] { gan.average_statistics(); };
     const std::vector<Var> parameters = gan.parameters();
     Interval interval;
     const long first = gan.steps_done();
@@ -583,19 +581,20 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
             interval = Interval{};
         }
         if (distributed && step % kCompareRanksEvery == 0) distributed->check_same(parameters, step);
+        // gan.average_statistics() is collective: every rank calls it before rank 0 samples, evaluates or saves.
         if (o.grid_every > 0 && step % o.grid_every == 0) {
-            synchronized_statistics();
+            gan.average_statistics();
             char name[64];
             std::snprintf(name, sizeof name, "/grid_%07ld.png", step);
             if (root) write_grid(gan, fixed_noise, o.averaged, o.out + name);
         }
         if (evaluating && o.eval_every > 0 && step % o.eval_every == 0) {
-            synchronized_statistics();
+            gan.average_statistics();
             progress.finish();
             if (root) measure_quality(step);
         }
         if ((o.checkpoint_every > 0 && step % o.checkpoint_every == 0) || stats.stop) {
-            synchronized_statistics();
+            gan.average_statistics();
             if (root) {
                 if (const auto bad = try_save_checkpoint(run)) return diverged(step, *bad + " after the update");
             }
@@ -608,7 +607,7 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
         }
     }
     progress.finish();
-    synchronized_statistics();
+    gan.average_statistics();
     if (!root) return 0;  // the rest is rank 0's outputs
     if (monitor && (quality.rows().empty() || long(quality.rows().back()[0]) != gan.steps_done())) measure_quality(gan.steps_done());
     if (const auto bad = try_save_checkpoint(run)) return diverged(gan.steps_done(), *bad + " after the update");

@@ -247,20 +247,21 @@ void Gan::distribute(const xgrad::Distributed& distributed) {
     if (ema_) ema_ = std::make_unique<xgrad::EmaWeights>(generator_, config_.ema_decay);  // from the broadcast weights
     d_allreduce_ = std::make_unique<xgrad::GradientAllreduce>(distributed, d_parameters_);
     g_allreduce_ = std::make_unique<xgrad::GradientAllreduce>(distributed, generator_.parameters());
+    for (const auto* norms : {&g_norms_, &d_norms_}) {
+        for (const xgrad::BatchNorm* bn : *norms) {
+            for (const Var& v : bn->buffers()) running_statistics_.push_back(v);
+        }
+    }
     real_rows_ = Var(Tensor({sampler_->local_batch(), config_.data_dim}, 0.f));
     noise_rows_ = Var(Tensor({sampler_->local_batch(), config_.z_dim}, 0.f));
     distributed_ = &distributed;
 }
 
 void Gan::average_statistics() {
-    if (!distributed_) return;
-    std::vector<Var> statistics;
-    for (const auto* norms : {&g_norms_, &d_norms_}) {
-        for (const xgrad::BatchNorm* bn : *norms) {
-            for (const Var& v : bn->buffers()) statistics.push_back(v);
-        }
-    }
-    distributed_->average(statistics);
+    // Only step() changes them: once per step is enough (steps_done_ is the same on every rank).
+    if (!distributed_ || statistics_averaged_at_ == steps_done_) return;
+    distributed_->average(running_statistics_);
+    statistics_averaged_at_ = steps_done_;
 }
 
 std::vector<Var> Gan::parameters() const {
@@ -376,6 +377,7 @@ void Gan::load(const xgrad::Archive& archive) {
     steps_done_ = static_cast<long>(*steps);
     rng_ = rng;
     averaged_at_ = -1;
+    statistics_averaged_at_ = -1;
 }
 
 }  // namespace gan

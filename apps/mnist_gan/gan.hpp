@@ -115,7 +115,7 @@ public:
     // outlive the GAN.
     void distribute(const xgrad::Distributed& distributed);
     // Batch norm's running statistics replaced by their mean over the ranks
-    // (collective; nothing with one process). Each rank updates them from
+    // (collective; nothing with one process, or when already done at this step). Each rank updates them from
     // its own rows; call before anything uses or saves them (grids,
     // samples, evaluation, checkpoints). The running statistics are linear
     // in the batch statistics, so averaging now and then gives what
@@ -162,6 +162,8 @@ private:
     std::unique_ptr<xgrad::DistributedSampler> sampler_;
     std::unique_ptr<xgrad::GradientAllreduce> d_allreduce_, g_allreduce_;
     xgrad::Var real_rows_, noise_rows_;
+    std::vector<xgrad::Var> running_statistics_;  // batch norm's buffers in G and D
+    long statistics_averaged_at_ = -1;           // the step average_statistics() last ran at
     long steps_done_ = 0;
 };
 
