@@ -482,6 +482,10 @@ TEST_CASE("max and min pass gradcheck") {
             check_gradcheck("min along " + std::to_string(axis) + " of " + xgrad::shape_string(s),
                             [axis](const Inputs& in) { return xgrad::min(in[0], axis, true); }, {x});
         }
+        Var x = random_var(s, 0.f, 1.f, ++seed);
+        for (std::size_t i = 0; i < x.numel(); ++i) x.mutable_value().data()[i] = 0.1f * float((i * 11) % x.numel()) - 1.f;  // distinct: 11 is prime to 35, 24, 6
+        check_gradcheck("max of all of " + xgrad::shape_string(s), [](const Inputs& in) { return xgrad::max(in[0]); }, {x});
+        check_gradcheck("min of all of " + xgrad::shape_string(s), [](const Inputs& in) { return xgrad::min(in[0]); }, {x});
     }
 }
 
