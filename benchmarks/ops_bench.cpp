@@ -84,6 +84,10 @@ void register_all() {
     add("sum", [](const auto& v) { return sum(v[0]); }, unary);
     add("mean", [](const auto& v) { return mean(v[0]); }, unary);
     add("mean_rows", [](const auto& v) { return mean(v[0], {0}); }, unary);
+    // Training mode at the dcgan preset's two batch-norm shapes.
+    add("batch_norm", [](const auto& v) { return batch_norm(v[0], v[1], v[2], Var(), Var(), {}); },
+        {{{64, 128, 7, 7}, {128}, {128}}, {{64, 64, 14, 14}, {64}, {64}}});
+    add("layer_norm", [](const auto& v) { return layer_norm(v[0], 1, v[1], v[2]); }, {{{128, 784}, {784}, {784}}});
 }
 
 }  // namespace

@@ -165,7 +165,9 @@ std::vector<std::size_t> channel(const Shape& s, std::size_t c) {
 
 TEST_CASE("batch_norm in training mode: values, the exact batch-statistics gradient, running statistics") {
     std::uint64_t seed = 50;
-    for (const Shape& s : {Shape{4, 3}, Shape{2, 3, 5}, Shape{3, 2, 3, 4}, Shape{1, 2, 3, 3}}) {
+    // Also more channels than the kernel sums at a time (64), and runs longer
+    // than one stretch of its partial sums (512).
+    for (const Shape& s : {Shape{4, 3}, Shape{2, 3, 5}, Shape{3, 2, 3, 4}, Shape{1, 2, 3, 3}, Shape{3, 70, 2}, Shape{2, 2, 600}}) {
         for (const bool affine : {true, false}) {
             INFO(xgrad::shape_string(s) << (affine ? " affine" : ""));
             const std::size_t channels = s[1];

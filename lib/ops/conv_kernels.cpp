@@ -9,6 +9,8 @@
 
 #include <cblas.h>
 
+#include <xgrad/core/lane_sum.hpp>
+
 #define XG_ROW CblasRowMajor
 #define XG_N CblasNoTrans
 #define XG_T CblasTrans
@@ -302,26 +304,9 @@ inline void chunk_range(int batch, int chunks, int c, int& n0, int& n1) {
     n1 = int(std::int64_t(batch) * (c + 1) / chunks);
 }
 
-// Sum of a row: float partial sums over short stretches (8 lanes, vectorizable
-// without -ffast-math), combined in double, so the bias gradient of a long
-// reduction (N*H*W terms) keeps ~1e-7 relative accuracy.
-inline double row_sum(const float* p, std::size_t n) {
-    double s = 0;
-    std::size_t i = 0;
-    while (i < n) {
-        const std::size_t e = std::min(n, i + 512);
-        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (; i + 8 <= e; i += 8)
-            for (int j = 0; j < 8; ++j) acc[j] += p[i + j];
-        for (; i < e; ++i) acc[0] += p[i];
-        s += double((acc[0] + acc[1]) + (acc[2] + acc[3])) + double((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    }
-    return s;
-}
-
 // out[c] += sum over the plane of image t_n (C, plane).
 inline void add_channel_sums(const float* tn, int C, std::size_t plane, float* out) {
-    for (int c = 0; c < C; ++c) out[c] = float(double(out[c]) + row_sum(tn + std::size_t(c) * plane, plane));
+    for (int c = 0; c < C; ++c) out[c] = float(double(out[c]) + lane_sum(plane, [&](std::size_t i) { return tn[std::size_t(c) * plane + i]; }));
 }
 
 // (B images of NCHW column-side tensor) -> GEMM layout (out_c, bn*P).

@@ -1,8 +1,10 @@
 #include <xgrad/ops/norm.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
+#include <xgrad/core/kernels.hpp>
 #include <xgrad/core/op.hpp>
 
 namespace xgrad {
@@ -24,24 +26,29 @@ struct BatchNormState {
     bool training;
 };
 
-// Calls f(c) for every channel, split over xgrad's threads when the
+// At most this many channels are summed at a time (their running sums live
+// on the stack).
+constexpr std::size_t kChannelBlock = 64;
+
+// Calls f(c0, c1) for blocks of channels, split over xgrad's threads when the
 // channels hold enough work; each channel is computed on one thread, so
 // results do not depend on the thread count.
 template <class F>
-void for_each_channel(const AxisLanes& l, const F& f) {
-    const std::size_t per_channel = l.outer * l.inner;
-    parallel_for(l.n, std::max<std::size_t>(1, 32768 / std::max<std::size_t>(per_channel, 1)),
-                 [&](std::size_t begin, std::size_t end) {
-                     for (std::size_t c = begin; c < end; ++c) f(c);
-                 });
+void for_each_channel_block(const AxisLanes& l, const F& f) {
+    const std::size_t per_channel = std::max<std::size_t>(l.outer * l.inner, 1);
+    parallel_for(l.n, std::max<std::size_t>(1, 32768 / per_channel), [&](std::size_t begin, std::size_t end) {
+        for (std::size_t c0 = begin; c0 < end; c0 += kChannelBlock) f(c0, std::min(end, c0 + kChannelBlock));
+    });
 }
 
-// Calls f(k) for every element index k of channel c.
+// Calls f(c, base) for every contiguous run of channels [c0, c1): run (n, c)
+// holds l.inner elements from index base. Runs come in memory order, so a
+// pass streams through the tensor (channel by channel, it jumped between
+// batch items and measured 2-3x slower on (64, 64, 14, 14)).
 template <class F>
-void for_each_in_channel(const AxisLanes& l, std::size_t c, const F& f) {
+void for_each_run(const AxisLanes& l, std::size_t c0, std::size_t c1, const F& f) {
     for (std::size_t n = 0; n < l.outer; ++n) {
-        const std::size_t base = (n * l.n + c) * l.inner;
-        for (std::size_t i = 0; i < l.inner; ++i) f(base + i);
+        for (std::size_t c = c0; c < c1; ++c) f(c, (n * l.n + c) * l.inner);
     }
 }
 
@@ -83,25 +90,34 @@ Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& runn
     const float* w = affine ? weight.value().data() : nullptr;
     const float* b = affine ? bias.value().data() : nullptr;
 
-    for_each_channel(l, [&](std::size_t c) {
-        double mu, var;
+    for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
         if (options.training) {
-            double total = 0.0;
-            for_each_in_channel(l, c, [&](std::size_t k) { total += in[k]; });
-            mu = total / double(m);
-            double squares = 0.0;  // two passes: no cancellation for large means
-            for_each_in_channel(l, c, [&](std::size_t k) { squares += (in[k] - mu) * (in[k] - mu); });
-            var = squares / double(m);
-            if (rm) rm[c] = static_cast<float>((1.0 - options.momentum) * rm[c] + options.momentum * mu);
-            if (rv) rv[c] = static_cast<float>((1.0 - options.momentum) * rv[c] + options.momentum * var * double(m) / double(m - 1));
+            // Two passes: no cancellation for large means.
+            double total[kChannelBlock] = {}, squares[kChannelBlock] = {};
+            for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
+                total[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return in[base + i]; });
+            });
+            for (std::size_t c = c0; c < c1; ++c) mean[c] = static_cast<float>(total[c - c0] / double(m));
+            for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
+                const float centre = mean[c];
+                squares[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return (in[base + i] - centre) * (in[base + i] - centre); });
+            });
+            for (std::size_t c = c0; c < c1; ++c) {
+                const double mu = total[c - c0] / double(m), var = squares[c - c0] / double(m);
+                if (rm) rm[c] = static_cast<float>((1.0 - options.momentum) * rm[c] + options.momentum * mu);
+                if (rv) rv[c] = static_cast<float>((1.0 - options.momentum) * rv[c] + options.momentum * var * double(m) / double(m - 1));
+                inv_std[c] = static_cast<float>(1.0 / std::sqrt(var + options.eps));
+            }
         } else {
-            mu = running_mean.value().data()[c];
-            var = running_var.value().data()[c];
+            for (std::size_t c = c0; c < c1; ++c) {
+                mean[c] = running_mean.value().data()[c];
+                inv_std[c] = static_cast<float>(1.0 / std::sqrt(double(running_var.value().data()[c]) + options.eps));
+            }
         }
-        mean[c] = static_cast<float>(mu);
-        inv_std[c] = static_cast<float>(1.0 / std::sqrt(var + options.eps));
-        const float scale = inv_std[c] * (w ? w[c] : 1.f), shift = b ? b[c] : 0.f, centre = mean[c];
-        for_each_in_channel(l, c, [&](std::size_t k) { out[k] = (in[k] - centre) * scale + shift; });
+        for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
+            const float scale = inv_std[c] * (w ? w[c] : 1.f), shift = b ? b[c] : 0.f, centre = mean[c];
+            for (std::size_t i = 0; i < l.inner; ++i) out[base + i] = (in[base + i] - centre) * scale + shift;
+        });
     });
 
     return op.finish([](BackwardContext& ctx) {
@@ -115,28 +131,34 @@ Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& runn
         // Per channel: sum dy and sum dy * xhat, the parameters' gradients.
         Scratch sums(Shape{2, l.n});
         float *sum_dy = sums.data(), *sum_dy_xhat = sums.data() + l.n;
-        for_each_channel(l, [&](std::size_t c) {
-            double a = 0.0, bsum = 0.0;
-            for_each_in_channel(l, c, [&](std::size_t k) {
-                a += dy[k];
-                bsum += double(dy[k]) * (x[k] - mean[c]) * inv_std[c];
+        for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
+            double total_dy[kChannelBlock] = {}, total_dy_centred[kChannelBlock] = {};
+            for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
+                const float centre = mean[c];
+                total_dy[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return dy[base + i]; });
+                total_dy_centred[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return dy[base + i] * (x[base + i] - centre); });
             });
-            sum_dy[c] = static_cast<float>(a);
-            sum_dy_xhat[c] = static_cast<float>(bsum);
+            for (std::size_t c = c0; c < c1; ++c) {
+                sum_dy[c] = static_cast<float>(total_dy[c - c0]);
+                sum_dy_xhat[c] = static_cast<float>(double(inv_std[c]) * total_dy_centred[c - c0]);
+            }
         });
         ctx.accumulate_elements(0, [&](auto&& put) {
-            for_each_channel(l, [&](std::size_t c) {
-                const float g = (w ? w[c] : 1.f) * inv_std[c];
-                if (!s.training) {  // the statistics are constants
-                    for_each_in_channel(l, c, [&](std::size_t k) { put(k, g * dy[k]); });
-                    return;
-                }
-                // dx = g / m (m dy - sum dy - xhat sum(dy xhat)): the exact
-                // gradient through the batch mean and variance.
-                const float mean_dy = static_cast<float>(sum_dy[c] / m), mean_dy_xhat = static_cast<float>(sum_dy_xhat[c] / m);
-                for_each_in_channel(l, c, [&](std::size_t k) {
-                    const float xhat = (x[k] - mean[c]) * inv_std[c];
-                    put(k, g * (dy[k] - mean_dy - xhat * mean_dy_xhat));
+            for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
+                for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
+                    const float g = (w ? w[c] : 1.f) * inv_std[c];
+                    if (!s.training) {  // the statistics are constants
+                        for (std::size_t i = 0; i < l.inner; ++i) put(base + i, g * dy[base + i]);
+                        return;
+                    }
+                    // dx = g / m (m dy - sum dy - xhat sum(dy xhat)): the exact
+                    // gradient through the batch mean and variance.
+                    const float mean_dy = static_cast<float>(sum_dy[c] / m), mean_dy_xhat = static_cast<float>(sum_dy_xhat[c] / m);
+                    const float centre = mean[c], scale = inv_std[c];  // locals: put's stores could alias them
+                    for (std::size_t i = 0; i < l.inner; ++i) {
+                        const float xhat = (x[base + i] - centre) * scale;
+                        put(base + i, g * (dy[base + i] - mean_dy - xhat * mean_dy_xhat));
+                    }
                 });
             });
         });
@@ -181,11 +203,9 @@ Var layer_norm(const Var& x, std::size_t axes, const Var& weight, const Var& bia
     parallel_for(rows, std::max<std::size_t>(1, 16384 / width), [&](std::size_t begin, std::size_t end) {
         for (std::size_t r = begin; r < end; ++r) {
             const float* row = in + r * width;
-            double total = 0.0, squares = 0.0;
-            for (std::size_t i = 0; i < width; ++i) total += row[i];
-            const double mu = total / double(width);
-            for (std::size_t i = 0; i < width; ++i) squares += (row[i] - mu) * (row[i] - mu);
-            mean[r] = static_cast<float>(mu);
+            mean[r] = static_cast<float>(lane_sum(width, [&](std::size_t i) { return row[i]; }) / double(width));
+            const float centre = mean[r];
+            const double squares = lane_sum(width, [&](std::size_t i) { return (row[i] - centre) * (row[i] - centre); });
             inv_std[r] = static_cast<float>(1.0 / std::sqrt(squares / double(width) + eps));
             float* o = out + r * width;
             for (std::size_t i = 0; i < width; ++i) {
@@ -206,14 +226,11 @@ Var layer_norm(const Var& x, std::size_t axes, const Var& weight, const Var& bia
                 const float *row = x + r * s.width, *d = dy + r * s.width;
                 // With g = dy * w (the gradient of xhat):
                 // dx = inv_std (g - mean(g) - xhat mean(g xhat)).
-                double sum_g = 0.0, sum_g_xhat = 0.0;
-                for (std::size_t i = 0; i < s.width; ++i) {
-                    const double g = double(d[i]) * (w ? w[i] : 1.f);
-                    sum_g += g;
-                    sum_g_xhat += g * (row[i] - mean[r]) * inv_std[r];
-                }
+                auto g = [&](std::size_t i) { return d[i] * (w ? w[i] : 1.f); };
+                const double sum_g = lane_sum(s.width, g);
+                const double sum_g_centred = lane_sum(s.width, [&](std::size_t i) { return g(i) * (row[i] - mean[r]); });
                 const float mean_g = static_cast<float>(sum_g / double(s.width));
-                const float mean_g_xhat = static_cast<float>(sum_g_xhat / double(s.width));
+                const float mean_g_xhat = static_cast<float>(sum_g_centred * inv_std[r] / double(s.width));
                 for (std::size_t i = 0; i < s.width; ++i) {
                     const float xhat = (row[i] - mean[r]) * inv_std[r];
                     put(r * s.width + i, inv_std[r] * (d[i] * (w ? w[i] : 1.f) - mean_g - xhat * mean_g_xhat));

@@ -11,6 +11,7 @@
 #include <xtensor/xadapt.hpp>
 #include <xtensor/xnoalias.hpp>
 
+#include <xgrad/core/lane_sum.hpp>
 #include <xgrad/core/parallel.hpp>
 #include <xgrad/core/tensor.hpp>
 
