@@ -1,31 +1,28 @@
 // Data-parallel training on this machine, in one MPI job of 2 ranks:
 //
 // 1. The fused gradient allreduce (GradientAllreduce::average, both reduce
-//    orders) for the parameter counts of the reference GAN (its D and G, as
-//    each optimizer step reduces them, and both together) and of the DCGAN
-//    preset. Median of 300 calls, each started together (a barrier before),
-//    so the time is the collective's, not the ranks' skew.
-// 2. The reference GAN's training step (D 784-128-1, G 100-128-784, global
-//    batch 128, Adam) three ways, interleaved round by round so that load
-//    from elsewhere hits all alike:
+//    orders) for the parameter counts of the reference and dcgan presets
+//    (D and G, as each optimizer step reduces them, and both together).
+//    Median of 300 calls, each started together (a barrier before), so the
+//    time is the collective's, not the ranks' skew.
+// 2. mnist_gan's training step (gan::Gan::step of the reference preset:
+//    D 784-128-1, G 100-128-784, global batch 128, Adam) three ways,
+//    interleaved round by round so that load from elsewhere hits all alike:
 //      A  1 process x 2 threads (rank 0 alone, xgrad::set_num_threads(2)),
-//      B  2 ranks x 1 thread, each computing 64 of the 128 samples, the
-//         gradients averaged between backward and each optimizer step,
-//      C  1 process x 1 thread (the compute time per sample, for the
-//         scaling estimate of docs/distributed.md).
+//      B  2 ranks x 1 thread (Gan::distribute: each rank computes 64 of the
+//         128 samples, the gradients averaged before each optimizer step),
+//      C  1 process x 1 thread. With B it gives the two figures of the
+//         scaling estimate (docs/distributed.md): a step of m samples takes
+//         c m + f in one process and c m / 2 + f + averaging on each of 2
+//         ranks, f being what every rank repeats whatever its share
+//         (drawing the whole global batch, Adam over all parameters).
 //    While rank 0 runs A or C alone, rank 1 sleeps (a polling MPI wait
-//    would take a core). Every thread is pinned to its own CPU (pin_to). B reports the time inside average() (packing,
-//    the collective and waiting for the other rank, unpacking) as the
+//    would take a core). Every thread is pinned to its own CPU (pin_to). B
+//    reports the time inside the gradient averaging (packing, the
+//    collective and waiting for the other rank, unpacking) as the
 //    communication share, and the heap allocations per step.
 //    Before timing, A's and B's parameters after 10 steps from the same
 //    start are compared (the equivalence error).
-//
-// The step drives gan::Gan's own losses (discriminator_loss,
-// generator_loss) and nets: Gan::step has no hook between backward and
-// the optimizer step, so this program keeps its own two Adams over the
-// Gan's parameters, exactly as Gan::step configures them. Every rank draws
-// the whole global batch (sample indices and noise, in Gan::step's order)
-// and takes its rows: the same batches as one process.
 //
 //   mpirun --bind-to none -np 2 build-perf/benchmarks/distributed_bench [--rounds R] [--steps S] [--order mpi|rank_order]
 // --bind-to none: OpenMPI binds each of 2 ranks to one core by default; the
@@ -35,7 +32,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -56,6 +53,8 @@
 #include "gan.hpp"
 #include "presets.hpp"
 #include "relative_difference.hpp"
+#include "stats.hpp"
+#include "synthetic_images.hpp"
 
 namespace {
 
@@ -65,25 +64,11 @@ using Clock = std::chrono::steady_clock;
 
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
-double percentile(std::vector<double> v, double q) {
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    return v[static_cast<std::size_t>(q * double(v.size() - 1) + 0.5)];
-}
-
 std::size_t count_of(const std::vector<Var>& parameters) {
     std::size_t n = 0;
     for (const Var& p : parameters) n += p.numel();
     return n;
 }
-
-// The DCGAN preset as docs/distributed.md describes it (the preset itself
-// is not on this branch; every layer has a bias, BatchNorm an affine weight
-// and bias per channel):
-//   G: Linear(100 -> 128*7*7) + BN(128) + ConvT(128 -> 64, k4) + BN(64) + ConvT(64 -> 1, k4)
-//   D: Conv(1 -> 64, k4) + Conv(64 -> 128, k4) + BN(128) + Linear(128*7*7 -> 1)
-constexpr std::size_t kDcganG = (100 * 6272 + 6272) + 2 * 128 + (128 * 64 * 16 + 64) + 2 * 64 + (64 * 1 * 16 + 1);
-constexpr std::size_t kDcganD = (1 * 64 * 16 + 64) + (64 * 128 * 16 + 128) + 2 * 128 + (6272 + 1);
 
 // CPU seconds: the whole machine's busy time (/proc/stat), and this
 // process's (getrusage). Their difference over the run is what other
@@ -155,125 +140,19 @@ AllreduceTime time_allreduce(const xgrad::Distributed& d, std::size_t floats, xg
         us.push_back(1000.0 * ms_since(start));
     }
     // Rank 0 reports the slower rank's time: the collective ends when both do.
-    double mine[2] = {percentile(us, 0.5), percentile(us, 0.9)}, worst[2];
+    double mine[2] = {bench::percentile(us, 0.5), bench::percentile(us, 0.9)}, worst[2];
     MPI_Allreduce(mine, worst, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     return {worst[0], worst[1]};
 }
 
-// Fixed random images; rows gathered by index, as real data would be.
-struct Images {
-    static constexpr std::size_t kCount = 8000, kDim = 784;
-    Tensor pixels = Tensor::from_shape({kCount, kDim});
-    Images() {
-        xgrad::Rng rng(42);
-        rng.fill_uniform(pixels, 0.f, 1.f);
+// Times `steps` calls of gan.step(data), each call's ms appended to `ms`.
+void time_steps(gan::Gan& gan, bench::SyntheticImages& data, int steps, std::vector<double>& ms) {
+    for (int s = 0; s < steps; ++s) {
+        const Clock::time_point start = Clock::now();
+        gan.step(data);
+        ms.push_back(ms_since(start));
     }
-};
-
-// One data-parallel trainer of the reference GAN: this rank's share of
-// every global batch.
-class DataParallelGan {
-public:
-    DataParallelGan(const Images& images, const xgrad::Distributed* distributed, std::uint64_t seed, xgrad::ReduceOrder order)
-        : images_(images),
-          gan_(gan::reference_preset(), seed),
-          sampler_(gan_.config().batch, distributed ? distributed->rank() : 0, distributed ? distributed->size() : 1),
-          d_adam_(gan_.discriminator().parameters(), adam_options()),
-          g_adam_(gan_.generator().parameters(), adam_options()),
-          d_parameters_(gan_.discriminator().parameters()),
-          indices_(gan_.config().batch),
-          global_noise_(Tensor::from_shape({gan_.config().batch, gan_.config().z_dim})),
-          real_(Tensor::from_shape({sampler_.local_batch(), Images::kDim})),
-          noise_(Tensor::from_shape({sampler_.local_batch(), gan_.config().z_dim})) {
-        if (distributed) {
-            d_reduce_ = std::make_unique<xgrad::GradientAllreduce>(*distributed, d_adam_.parameters(), order);
-            g_reduce_ = std::make_unique<xgrad::GradientAllreduce>(*distributed, g_adam_.parameters(), order);
-        }
-    }
-
-    // Gan::step's algorithm (k = 1) with the averaging inserted; the time
-    // of each phase is added to `phases`.
-    void step() {
-        xgrad::Rng& rng = gan_.rng();
-        Clock::time_point t = Clock::now();
-        // D: m real samples (the global batch's indices, then this rank's rows) and m generated.
-        for (std::size_t& i : indices_) i = rng.below(Images::kCount);
-        const std::size_t* mine = sampler_.local(indices_);
-        Tensor& real = real_.mutable_value();
-        for (std::size_t r = 0; r < sampler_.local_batch(); ++r) {
-            std::memcpy(real.data() + r * Images::kDim, images_.pixels.data() + mine[r] * Images::kDim, Images::kDim * sizeof(float));
-        }
-        draw_noise(rng);
-        t = phases.add(Phase::sample, t);
-        t = update(gan_.discriminator_loss(real_, gan_.generate(noise_)), d_adam_, d_reduce_.get(), t);
-        // G: fresh noise through the frozen D.
-        draw_noise(rng);
-        t = phases.add(Phase::sample, t);
-        const xgrad::FreezeGuard frozen(d_parameters_);
-        update(gan_.generator_loss(noise_), g_adam_, g_reduce_.get(), t);
-        ++phases.steps;
-    }
-
-    // backward, the averaging (when distributed), the optimizer step.
-    Clock::time_point update(const Var& loss, xgrad::Adam& adam, xgrad::GradientAllreduce* reduce, Clock::time_point t) {
-        adam.zero_grad();
-        xgrad::backward(loss);
-        t = phases.add(Phase::compute, t);
-        if (reduce) reduce->average();
-        t = phases.add(Phase::average, t);
-        adam.step();
-        return phases.add(Phase::optimizer, t);
-    }
-
-    // Where the time of the steps went (ms, summed over steps).
-    enum class Phase { sample, compute, average, optimizer };
-    struct Phases {
-        double ms[4] = {0, 0, 0, 0};
-        long steps = 0;
-        Clock::time_point add(Phase p, Clock::time_point since) {
-            const Clock::time_point now = Clock::now();
-            ms[static_cast<int>(p)] += std::chrono::duration<double, std::milli>(now - since).count();
-            return now;
-        }
-        std::string per_step() const {
-            char line[200];
-            const double n = double(std::max(steps, 1L));
-            std::snprintf(line, sizeof line, "drawing the batch %.3f, forward+backward %.3f, average() %.3f, Adam %.3f ms/step (means)",
-                          ms[0] / n, ms[1] / n, ms[2] / n, ms[3] / n);
-            return line;
-        }
-    } phases;
-
-    double communication_ms() const { return d_reduce_ ? 1000.0 * (d_reduce_->total_seconds() + g_reduce_->total_seconds()) : 0; }
-    double mpi_ms() const { return d_reduce_ ? 1000.0 * (d_reduce_->mpi_seconds() + g_reduce_->mpi_seconds()) : 0; }
-    std::vector<Var> parameters() {
-        std::vector<Var> all = gan_.generator().parameters();
-        for (const Var& p : d_parameters_) all.push_back(p);
-        return all;
-    }
-    std::size_t d_count() const { return count_of(d_parameters_); }
-    std::size_t g_count() { return count_of(gan_.generator().parameters()); }
-
-private:
-    xgrad::AdamOptions adam_options() const {
-        const gan::GanConfig& c = gan_.config();
-        return xgrad::AdamOptions{c.lr, c.beta1, c.beta2, 1e-8f};
-    }
-    void draw_noise(xgrad::Rng& rng) {
-        rng.fill_uniform(global_noise_, -1.f, 1.f);
-        sampler_.take_rows(global_noise_, noise_.mutable_value());
-    }
-
-    const Images& images_;
-    gan::Gan gan_;
-    xgrad::DistributedSampler sampler_;
-    xgrad::Adam d_adam_, g_adam_;
-    std::vector<Var> d_parameters_;
-    std::unique_ptr<xgrad::GradientAllreduce> d_reduce_, g_reduce_;
-    std::vector<std::size_t> indices_;
-    Tensor global_noise_;
-    Var real_, noise_;
-};
+}
 
 struct Options {
     int rounds = 15, steps = 40;
@@ -316,15 +195,15 @@ int benchmark(xgrad::Distributed& d, const Options& o) {
     }
 
     // ---- 1. the allreduce alone
-    const Images images;
-    DataParallelGan probe(images, nullptr, 1, o.order);
-    const std::size_t ref_d = probe.d_count(), ref_g = probe.g_count();
+    gan::Gan reference(gan::reference_preset(), 1), dcgan(gan::dcgan_preset(), 1);
+    const std::size_t ref_d = count_of(reference.discriminator().parameters()), ref_g = count_of(reference.generator().parameters());
+    const std::size_t dcgan_d = count_of(dcgan.discriminator().parameters()), dcgan_g = count_of(dcgan.generator().parameters());
     struct Size {
         const char* name;
         std::size_t floats;
     };
     const Size sizes[] = {{"reference D", ref_d}, {"reference G", ref_g}, {"reference D+G", ref_d + ref_g},
-                          {"dcgan D", kDcganD},   {"dcgan G", kDcganG},   {"dcgan D+G", kDcganD + kDcganG}};
+                          {"dcgan D", dcgan_d},   {"dcgan G", dcgan_g},   {"dcgan D+G", dcgan_d + dcgan_g}};
     if (root) std::printf("\nallreduce of one fused buffer, 2 ranks (median / p90 of 300 calls, us)\n%-14s %9s %8s %17s %17s\n", "parameters", "floats", "MB", "mpi", "rank_order");
     double ref_step_us[2] = {0, 0}, dcgan_step_us[2] = {0, 0};
     for (const Size& s : sizes) {
@@ -339,7 +218,7 @@ int benchmark(xgrad::Distributed& d, const Options& o) {
             ref_step_us[0] += mpi.median_us;
             ref_step_us[1] += ordered.median_us;
         }
-        if (s.floats == kDcganD || s.floats == kDcganG) {
+        if (s.floats == dcgan_d || s.floats == dcgan_g) {
             dcgan_step_us[0] += mpi.median_us;
             dcgan_step_us[1] += ordered.median_us;
         }
@@ -349,26 +228,26 @@ int benchmark(xgrad::Distributed& d, const Options& o) {
                     ref_step_us[0], ref_step_us[1], dcgan_step_us[0], dcgan_step_us[1]);
     }
 
-    // ---- 2. the GAN step, three ways
+    // ---- 2. the GAN step, three ways (every rank and layout draws from the same images)
+    bench::SyntheticImages images(8000, 784, 42);
     const std::uint64_t seed = 1;
-    DataParallelGan two_ranks(images, &d, seed, o.order);
-    std::unique_ptr<DataParallelGan> two_threads, one_thread;
+    gan::Gan two_ranks(gan::reference_preset(), seed);
+    two_ranks.distribute(d, o.order);
+    std::unique_ptr<gan::Gan> two_threads, one_thread;
     if (root) {
-        two_threads = std::make_unique<DataParallelGan>(images, nullptr, seed, o.order);
-        one_thread = std::make_unique<DataParallelGan>(images, nullptr, seed, o.order);
+        two_threads = std::make_unique<gan::Gan>(gan::reference_preset(), seed);
+        one_thread = std::make_unique<gan::Gan>(gan::reference_preset(), seed);
     }
     // Equivalence: 10 steps from the same start.
-    for (int s = 0; s < 10; ++s) two_ranks.step();
+    for (int s = 0; s < 10; ++s) two_ranks.step(images);
     double equivalence = 0;
     if (root) {
-        for (int s = 0; s < 10; ++s) two_threads->step();
+        for (int s = 0; s < 10; ++s) two_threads->step(images);
         equivalence = test::relative_difference(two_ranks.parameters(), two_threads->parameters());
         std::printf("\nequivalence: parameters after 10 steps, 2 ranks vs 1 process: max relative difference %.2g (per tensor)\n",
                     equivalence);
     }
     d.check_same(two_ranks.parameters(), 10);
-    two_ranks.phases = {};
-    if (root) two_threads->phases = {};
     sleeping_barrier();
 
     std::vector<double> a_ms, b_ms, c_ms, b_comm_ms, b_mpi_ms;
@@ -376,29 +255,21 @@ int benchmark(xgrad::Distributed& d, const Options& o) {
     const Clock::time_point timing_start = Clock::now();
     long b_allocations = 0;
     for (int round = 0; round < o.rounds; ++round) {
-        if (root) {  // A: 1 process x 2 threads
+        if (root) {
             threads_pinned(2);
-            for (int s = 0; s < o.steps; ++s) {
-                const Clock::time_point start = Clock::now();
-                two_threads->step();
-                a_ms.push_back(ms_since(start));
-            }
+            time_steps(*two_threads, images, o.steps, a_ms);  // A: 1 process x 2 threads
             threads_pinned(1);
-            for (int s = 0; s < o.steps; ++s) {  // C: 1 process x 1 thread
-                const Clock::time_point start = Clock::now();
-                one_thread->step();
-                c_ms.push_back(ms_since(start));
-            }
+            time_steps(*one_thread, images, o.steps, c_ms);  // C: 1 process x 1 thread
         }
         sleeping_barrier();
         d.barrier();
         for (int s = 0; s < o.steps; ++s) {  // B: 2 ranks x 1 thread
-            const double comm_before = two_ranks.communication_ms(), mpi_before = two_ranks.mpi_ms();
+            const double comm_before = two_ranks.allreduce_seconds(), mpi_before = two_ranks.allreduce_mpi_seconds();
             const Clock::time_point start = Clock::now();
-            b_allocations += alloc_counter::during([&] { two_ranks.step(); });
+            b_allocations += alloc_counter::during([&] { two_ranks.step(images); });
             b_ms.push_back(ms_since(start));
-            b_comm_ms.push_back(two_ranks.communication_ms() - comm_before);
-            b_mpi_ms.push_back(two_ranks.mpi_ms() - mpi_before);
+            b_comm_ms.push_back(1000.0 * (two_ranks.allreduce_seconds() - comm_before));
+            b_mpi_ms.push_back(1000.0 * (two_ranks.allreduce_mpi_seconds() - mpi_before));
         }
         d.check_same(two_ranks.parameters(), 10 + long(round + 1) * o.steps);
     }
@@ -406,32 +277,32 @@ int benchmark(xgrad::Distributed& d, const Options& o) {
     d.sum(cpu, 1);  // both ranks' CPU time
     const double others = machine_busy_seconds() - busy_before - cpu[0], wall = ms_since(timing_start) / 1000.0;
     if (!root) return 0;
-    const double a = percentile(a_ms, 0.5), b = percentile(b_ms, 0.5), c = percentile(c_ms, 0.5), comm = percentile(b_comm_ms, 0.5);
+    const double a = bench::percentile(a_ms, 0.5), b = bench::percentile(b_ms, 0.5), c = bench::percentile(c_ms, 0.5);
+    const double comm = bench::percentile(b_comm_ms, 0.5);
+    // C = c m + f and B = c m / 2 + f + comm give f = 2 (B - comm) - C.
+    const double c_fixed = std::max(0.0, 2.0 * (b - comm) - c), c_compute = c - c_fixed;
     const std::size_t steps = b_ms.size();
     double load[3] = {0, 0, 0};
     getloadavg(load, 3);
     std::printf("\nreference GAN step, global batch 128 (medians of %zu steps, %d rounds interleaved; load average %.2f %.2f %.2f;\n"
                 "other processes took %.0f%% of a core during these %.0f s)\n",
                 steps, o.rounds, load[0], load[1], load[2], 100.0 * std::max(others, 0.0) / wall, wall);
-    std::printf("  A  1 process x 2 threads   %6.3f ms/step   (p90 %.3f)\n", a, percentile(a_ms, 0.9));
-    std::printf("     %s\n", two_threads->phases.per_step().c_str());
-    std::printf("  B  2 ranks x 1 thread      %6.3f ms/step   (p90 %.3f)   B / A = %.3f\n", b, percentile(b_ms, 0.9), b / a);
-    std::printf("     of which in average()   %6.3f ms (%.1f%%: pack, 2 collectives incl. waiting for the other rank, unpack)\n", comm,
+    std::printf("  A  1 process x 2 threads   %6.3f ms/step   (p90 %.3f)\n", a, bench::percentile(a_ms, 0.9));
+    std::printf("  B  2 ranks x 1 thread      %6.3f ms/step   (p90 %.3f)   B / A = %.3f\n", b, bench::percentile(b_ms, 0.9), b / a);
+    std::printf("     of which averaging      %6.3f ms (%.1f%%: pack, 2 collectives incl. waiting for the other rank, unpack)\n", comm,
                 100.0 * comm / b);
-    std::printf("     inside the MPI calls    %6.3f ms (the rest of average() is packing and unpacking)\n", percentile(b_mpi_ms, 0.5));
+    std::printf("     inside the MPI calls    %6.3f ms (the rest of the averaging is packing and unpacking)\n", bench::percentile(b_mpi_ms, 0.5));
     std::printf("     heap allocations/step   %.2f\n", double(b_allocations) / double(steps));
-    std::printf("     %s\n", two_ranks.phases.per_step().c_str());
-    std::printf("  C  1 process x 1 thread    %6.3f ms/step   (%.2f us per sample)\n", c, 1000.0 * c / 128.0);
-    std::printf("     %s\n", one_thread->phases.per_step().c_str());
-    const DataParallelGan::Phases& cp = one_thread->phases;
-    const double per_c_step = 1.0 / double(std::max(cp.steps, 1L));
+    std::printf("  C  1 process x 1 thread    %6.3f ms/step: with B, forward + backward %.3f ms (%.2f us per sample) and\n"
+                "     %.3f ms repeated by every rank whatever its share (2 (B - averaging) - C)\n",
+                c, c_compute, 1000.0 * c_compute / 128.0, c_fixed);
     std::printf("RESULT ranks=2 order=%s a_1x2threads_ms=%.4f b_2x1rank_ms=%.4f b_over_a=%.4f comm_ms=%.4f comm_share=%.4f "
                 "c_1x1thread_ms=%.4f c_compute_ms=%.4f c_fixed_ms=%.4f allocations_per_step=%.2f allreduce_ref_step_us=%.1f "
                 "allreduce_dcgan_step_us=%.1f ref_d_params=%zu ref_g_params=%zu dcgan_d_params=%zu dcgan_g_params=%zu equivalence=%.3g other_load_cores=%.2f\n",
-                o.order == xgrad::ReduceOrder::mpi ? "mpi" : "rank_order", a, b, b / a, comm, comm / b, c, cp.ms[1] * per_c_step,
-                (cp.ms[0] + cp.ms[3]) * per_c_step, double(b_allocations) / double(steps),
-                ref_step_us[o.order == xgrad::ReduceOrder::mpi ? 0 : 1], dcgan_step_us[o.order == xgrad::ReduceOrder::mpi ? 0 : 1], ref_d,
-                ref_g, kDcganD, kDcganG, equivalence, std::max(others, 0.0) / wall);
+                o.order == xgrad::ReduceOrder::mpi ? "mpi" : "rank_order", a, b, b / a, comm, comm / b, c, c_compute, c_fixed,
+                double(b_allocations) / double(steps), ref_step_us[o.order == xgrad::ReduceOrder::mpi ? 0 : 1],
+                dcgan_step_us[o.order == xgrad::ReduceOrder::mpi ? 0 : 1], ref_d, ref_g, dcgan_d, dcgan_g, equivalence,
+                std::max(others, 0.0) / wall);
     return 0;
 }
 

@@ -7,17 +7,15 @@
 // translation unit of a benchmark executable.
 #pragma once
 
-#include <algorithm>
 #include <atomic>
 #include <cstddef>
-#include <fstream>
 #include <mutex>
-#include <string>
 #include <vector>
 
 #include <dlfcn.h>
 
 #include "alloc_counter.hpp"
+#include "stats.hpp"
 
 namespace bench {
 
@@ -34,19 +32,6 @@ inline std::vector<GemmCall> recorded;  // reserve() before recording: no alloca
 template <class Fn>
 Fn next_definition(const char* name) {
     return reinterpret_cast<Fn>(dlsym(RTLD_NEXT, name));
-}
-
-inline double percentile(std::vector<double> v, double q) {
-    const std::size_t i = static_cast<std::size_t>(q * double(v.size() - 1) + 0.5);
-    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(i), v.end());
-    return v[i];
-}
-
-inline std::string load_average() {
-    std::ifstream in("/proc/loadavg");
-    std::string one;
-    in >> one;
-    return one.empty() ? "unknown" : one;
 }
 
 }  // namespace bench

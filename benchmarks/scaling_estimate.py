@@ -10,9 +10,10 @@ combines its measured compute times with the standard ring-allreduce cost model
 
     T_step(N) = c * m_rank  +  f  +  T_allreduce(4 * P_D, N)  +  T_allreduce(4 * P_G, N)
 
-c: forward + backward time per sample (1 thread, measured), f: the per-step
-work every rank repeats whatever N is (drawing the global batch, Adam over
-all parameters; measured), P_D, P_G: the two nets' parameter counts (each
+c: forward + backward time per sample (1 thread), f: the per-step work every
+rank repeats whatever N is (drawing the global batch, Adam over all
+parameters), both fitted by distributed_bench to its 1-process and 2-rank
+steps; P_D, P_G: the two nets' parameter counts (each
 optimizer step reduces its own net). No overlap of communication with
 computation is assumed (xgrad does none).
 

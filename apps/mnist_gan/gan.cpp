@@ -220,33 +220,21 @@ Var Gan::generator_loss(const Var& noise) { return generator_objective(discrimin
 
 StepStats Gan::step(DataSource& data, bool stop_request) {
     StepStats stats;
+    stats.stop = stop_request;
     for (std::size_t i = 0; i < config_.k; ++i) discriminator_step(data, stats);
     generator_step(stats);
     ++steps_done_;
-    stats.stop = stop_request;
-    if (distributed_) {
-        // Means over equal slices: the global batch's means. A non-finite
-        // loss on one rank makes every rank's non-finite, so all stop alike.
-        double values[5] = {stats.d_loss, stats.g_loss, stats.d_real, stats.d_fake, stop_request ? 1.0 : 0.0};
-        distributed_->sum(values, 5);
-        const double ranks = distributed_->size();
-        stats.d_loss = float(values[0] / ranks);
-        stats.g_loss = float(values[1] / ranks);
-        stats.d_real = float(values[2] / ranks);
-        stats.d_fake = float(values[3] / ranks);
-        stats.stop = values[4] > 0;
-    }
     return stats;
 }
 
-void Gan::distribute(const xgrad::Distributed& distributed) {
+void Gan::distribute(const xgrad::Distributed& distributed, xgrad::ReduceOrder order) {
     if (distributed.size() == 1) return;
     sampler_ = std::make_unique<xgrad::DistributedSampler>(config_.batch, distributed);
     distributed.broadcast(generator_);
     distributed.broadcast(discriminator_);
     if (ema_) ema_ = std::make_unique<xgrad::EmaWeights>(generator_, config_.ema_decay);  // from the broadcast weights
-    d_allreduce_ = std::make_unique<xgrad::GradientAllreduce>(distributed, d_parameters_);
-    g_allreduce_ = std::make_unique<xgrad::GradientAllreduce>(distributed, generator_.parameters());
+    d_allreduce_ = std::make_unique<xgrad::GradientAllreduce>(distributed, d_parameters_, order);
+    g_allreduce_ = std::make_unique<xgrad::GradientAllreduce>(distributed, generator_.parameters(), order, kStatistics);
     for (const auto* norms : {&g_norms_, &d_norms_}) {
         for (const xgrad::BatchNorm* bn : *norms) {
             for (const Var& v : bn->buffers()) running_statistics_.push_back(v);
@@ -255,6 +243,14 @@ void Gan::distribute(const xgrad::Distributed& distributed) {
     real_rows_ = Var(Tensor({sampler_->local_batch(), config_.data_dim}, 0.f));
     noise_rows_ = Var(Tensor({sampler_->local_batch(), config_.z_dim}, 0.f));
     distributed_ = &distributed;
+}
+
+double Gan::allreduce_seconds() const {
+    return d_allreduce_ ? d_allreduce_->total_seconds() + g_allreduce_->total_seconds() : 0.0;
+}
+
+double Gan::allreduce_mpi_seconds() const {
+    return d_allreduce_ ? d_allreduce_->mpi_seconds() + g_allreduce_->mpi_seconds() : 0.0;
 }
 
 void Gan::average_statistics() {
@@ -313,11 +309,22 @@ void Gan::generator_step(StepStats& stats) {
     const Var loss = generator_objective(logits);
     g_optimizer_->zero_grad();
     xgrad::backward(loss);
-    if (g_allreduce_) g_allreduce_->average();
-    g_optimizer_->step();
-    if (ema_) ema_->update();
     stats.g_loss = loss.item();
     stats.d_fake = mean_probability(logits.value());
+    if (g_allreduce_) {
+        // The step's statistics travel with G's gradients. Means over equal
+        // slices are the global batch's means; a non-finite loss on one rank
+        // makes every rank's non-finite, so all stop alike.
+        float sums[kStatistics] = {stats.d_loss, stats.g_loss, stats.d_real, stats.d_fake};
+        stats.stop = g_allreduce_->average(stats.stop, sums, kStatistics);
+        const float ranks = static_cast<float>(distributed_->size());
+        stats.d_loss = sums[0] / ranks;
+        stats.g_loss = sums[1] / ranks;
+        stats.d_real = sums[2] / ranks;
+        stats.d_fake = sums[3] / ranks;
+    }
+    g_optimizer_->step();
+    if (ema_) ema_->update();
 }
 
 double Gan::value_estimate(DataSource& data, std::size_t batches, xgrad::Rng& rng) {

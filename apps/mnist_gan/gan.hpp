@@ -79,7 +79,9 @@ public:
     StepStats step(DataSource& data, bool stop_request = false);
     // Its two phases (step() counts as one step; these alone do not). Each
     // fills its half of `stats`. Each changes only its own net: its
-    // parameters and, with batch norm, its running statistics.
+    // parameters and, with batch norm, its running statistics. Distributed,
+    // generator_step also turns all of `stats` into the global means, and
+    // stats.stop into whether any rank set it.
     void discriminator_step(DataSource& data, StepStats& stats);
     void generator_step(StepStats& stats);
 
@@ -112,8 +114,13 @@ public:
     // before each optimizer step. Rank 0's weights are broadcast. Call on
     // every rank before training; throws std::invalid_argument naming both
     // numbers when the ranks do not divide the batch. `distributed` must
-    // outlive the GAN.
-    void distribute(const xgrad::Distributed& distributed);
+    // outlive the GAN. `order`: how the gradients are summed (xgrad::ReduceOrder).
+    void distribute(const xgrad::Distributed& distributed, xgrad::ReduceOrder order = xgrad::ReduceOrder::rank_order);
+    // Seconds spent averaging gradients since distribute(): in all, and
+    // inside the MPI calls only (which includes waiting for the slowest
+    // rank); 0 with one process.
+    double allreduce_seconds() const;
+    double allreduce_mpi_seconds() const;
     // Batch norm's running statistics replaced by their mean over the ranks
     // (collective; nothing with one process, or when already done at this step). Each rank updates them from
     // its own rows; call before anything uses or saves them (grids,
@@ -137,6 +144,8 @@ public:
     xgrad::Rng& rng() { return rng_; }
 
 private:
+    // StepStats' four means, summed over the ranks with G's gradients.
+    static constexpr std::size_t kStatistics = 4;
     xgrad::Var generator_objective(const xgrad::Var& fake_logits) const;
     // The averaged weights copied into averaged_generator_, whose batch
     // statistics are then the average over 16 batches of fresh noise (a

@@ -55,6 +55,14 @@ constexpr int kMaxThreads = 0xffff;
 // can never claim a block of the next one.
 class Pool {
 public:
+    // xgrad runs one thread until told otherwise, and OpenBLAS with it:
+    // left at its default (every core), OpenBLAS would both compete with
+    // the pool once it grows and malloc in every call.
+    Pool() {
+#if defined(XGRAD_BLAS_SET_THREADS)
+        XGRAD_BLAS_SET_THREADS(1);
+#endif
+    }
     ~Pool() { resize(1); }
 
     int size() const { return static_cast<int>(workers_.size()) + 1; }

@@ -438,9 +438,9 @@ std::uint64_t checksum(const std::vector<Var>& variables, std::uint64_t seed) {
     return h ^ (h >> 29);
 }
 
-GradientAllreduce::GradientAllreduce(const Distributed& distributed, std::vector<Var> parameters, ReduceOrder order)
-    : distributed_(distributed), parameters_(std::move(parameters)), order_(order) {
-    std::size_t total = 1;  // the flag slot
+GradientAllreduce::GradientAllreduce(const Distributed& distributed, std::vector<Var> parameters, ReduceOrder order, std::size_t extra)
+    : distributed_(distributed), parameters_(std::move(parameters)), order_(order), extra_(extra) {
+    std::size_t total = 1 + extra;  // the flag slot and the extra values
     for (std::size_t i = 0; i < parameters_.size(); ++i) {
         if (!parameters_[i].is_leaf()) {
             throw std::invalid_argument("xgrad::GradientAllreduce: parameter " + std::to_string(i) + " is the result of '" +
@@ -455,7 +455,13 @@ GradientAllreduce::GradientAllreduce(const Distributed& distributed, std::vector
     if (order_ == ReduceOrder::rank_order && ranks > 1) received_.assign(padded, 0.f);
 }
 
-bool GradientAllreduce::average(bool flag) {
+bool GradientAllreduce::average(bool flag) { return average(flag, nullptr, 0); }
+
+bool GradientAllreduce::average(bool flag, float* sums, std::size_t n) {
+    if (n > extra_) {
+        throw std::invalid_argument("xgrad::GradientAllreduce::average: " + std::to_string(n) + " extra values, but room for " +
+                                    std::to_string(extra_) + " was made at construction");
+    }
     if (distributed_.size() == 1) {
         last_count_ = 0;
         return flag;
@@ -469,7 +475,8 @@ bool GradientAllreduce::average(bool flag) {
         count += g.size();
     }
     buffer_[count] = flag ? 1.f : 0.f;
-    last_count_ = count + 1;
+    if (n > 0) std::memcpy(buffer_.data() + count + 1, sums, n * sizeof(float));
+    last_count_ = count + 1 + n;
     const Clock::time_point sent = Clock::now();
     reduce(last_count_);
     const Clock::time_point received = Clock::now();
@@ -485,6 +492,7 @@ bool GradientAllreduce::average(bool flag) {
         offset += g.size();
     }
     const bool any_flag = buffer_[count] > 0.5f;
+    if (n > 0) std::memcpy(sums, buffer_.data() + count + 1, n * sizeof(float));
     mpi_seconds_ += seconds_between(sent, received);
     total_seconds_ += seconds_between(start, Clock::now());
     return any_flag;

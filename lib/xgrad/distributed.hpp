@@ -178,8 +178,10 @@ public:
     // Preallocates one buffer for every parameter's gradient (plus one flag
     // slot): average() then allocates nothing (with ReduceOrder::mpi, OpenMPI
     // 4.1's MPI_Allreduce itself mallocs a scratch buffer on every call).
-    // Throws std::invalid_argument for a Var that is not a leaf.
-    GradientAllreduce(const Distributed& distributed, std::vector<Var> parameters, ReduceOrder order = ReduceOrder::rank_order);
+    // Throws std::invalid_argument for a Var that is not a leaf. `extra`:
+    // room for that many more values in every message (see average()).
+    GradientAllreduce(const Distributed& distributed, std::vector<Var> parameters, ReduceOrder order = ReduceOrder::rank_order,
+                      std::size_t extra = 0);
 
     // Packs the gradients of the parameters that currently require one into
     // the buffer, runs one collective, multiplies by 1/N and unpacks. Frozen
@@ -190,6 +192,12 @@ public:
     // every rank at the same step). One process: returns `flag` and changes
     // nothing.
     bool average(bool flag = false);
+    // The same, and n values (n <= the constructor's `extra`) travel in the
+    // same message and come back in `sums` summed over the ranks: what every
+    // rank needs after the step (the global batch's mean loss, say) without
+    // a collective of its own. (OpenMPI 4.1's MPI_Allreduce, which
+    // Distributed::sum uses, mallocs on every call; this allocates nothing.)
+    bool average(bool flag, float* sums, std::size_t n);
 
     const std::vector<Var>& parameters() const { return parameters_; }
     ReduceOrder order() const { return order_; }
@@ -206,6 +214,7 @@ private:
     const Distributed& distributed_;
     std::vector<Var> parameters_;
     ReduceOrder order_;
+    std::size_t extra_;
     std::vector<float> buffer_, received_;  // received_: rank_order's incoming parts
     std::size_t last_count_ = 0;
     double total_seconds_ = 0, mpi_seconds_ = 0;

@@ -3,8 +3,8 @@
 // updates by element ranges, over a small pool of worker threads.
 //
 // Why not OpenBLAS's own threads: on a GAN's small products (128 x 784 x 128)
-// they gained 0.8-1.5x on 2 cores; row blocks gained 1.6-2x. So
-// set_num_threads() also sets OpenBLAS to one thread: both at once would
+// they gained 0.8-1.5x on 2 cores; row blocks gained 1.6-2x. So xgrad keeps
+// OpenBLAS at one thread, from its first op on: both at once would
 // oversubscribe the cores.
 //
 // Blocks are claimed by whichever thread is free, the caller included: when
