@@ -550,6 +550,26 @@ TEST_CASE("--resume refuses changed training settings, naming the setting and bo
           }()) == 3);
 }
 
+TEST_CASE("mnist_gan --channels sets the dcgan nets' widths, and a checkpoint of other widths is refused") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out";
+    const auto dcgan = [&](long steps, const char* channels) {
+        return std::vector<std::string>{"--data", dir.path().string(), "--out", out.string(), "--steps", std::to_string(steps),
+                                        "--preset", "dcgan", "--batch", "4", "--channels", channels, "--grid-every", "0"};
+    };
+    REQUIRE(run(dcgan(2, "3")) == 0);
+    gan::GanConfig three = gan::dcgan_preset();
+    three.batch = 4;
+    three.channels = 3;
+    CHECK(gan::verify_checkpoint((out / "checkpoint.xgrad").string(), three) == 2);
+    const Outcome wider = run_capturing(with(dcgan(3, "4"), {"--resume"}));
+    INFO(wider.err);
+    CHECK(wider.code == 1);
+    CHECK(contains(wider.err, "dcgan channels=3"));
+    CHECK(contains(wider.err, "dcgan channels=4"));
+}
+
 TEST_CASE("a malformed checkpoint is refused naming the file and the field") {
     test::TempDir dir;
     test::write_random_split(dir.path(), "train", 30);

@@ -47,7 +47,7 @@ struct Options {
     common::DataLocation data;
     std::string preset_name = "default", g_loss, out = "out";
     long steps = 0;  // 0: the preset's
-    std::size_t k = 1, batch = 128, z_dim = 100, hidden = 128, samples = 0;
+    std::size_t k = 1, batch = 128, z_dim = 100, hidden = 128, channels = 64, samples = 0;
     float lr = 1e-3f;
     std::uint64_t seed = 1;
     int threads = 1;
@@ -473,6 +473,7 @@ GanConfig config_from(const Options& o, const CLI::App& cli) {
     if (cli.count("--batch")) c.batch = o.batch;
     if (cli.count("--z-dim")) c.z_dim = o.z_dim;
     if (cli.count("--hidden")) c.hidden = o.hidden;
+    if (cli.count("--channels")) c.channels = o.channels;
     if (cli.count("--lr")) c.lr = o.lr;
     if (cli.count("--g-loss")) c.g_loss = o.g_loss == "minimax" ? GeneratorLoss::minimax : GeneratorLoss::non_saturating;
     if (o.sample_batch_stats) c.sample_with_batch_stats = true;
@@ -663,6 +664,10 @@ int run_app(int argc, const char* const* argv, const xgrad::Distributed* distrib
     cli.add_option("--batch", o.batch, "Minibatch size m (overrides the preset)")->check(common::unsigned_in(1, 65536));
     cli.add_option("--z-dim", o.z_dim, "Noise dimension (overrides the preset)")->check(common::unsigned_in(1, 65536));
     cli.add_option("--hidden", o.hidden, "Hidden units of both nets (overrides the preset)")->check(common::unsigned_in(1, 65536));
+    cli.add_option("--channels", o.channels,
+                   "dcgan: channels of D's first convolution and G's last hidden layer; D's second and G's first have twice as many "
+                   "(overrides the preset)")
+        ->check(common::unsigned_in(1, 4096));
     cli.add_option("--lr", o.lr, "Adam learning rate of both nets (overrides the preset)")->check(common::real_in(1e-7, 1.0));
     cli.add_option("--g-loss", o.g_loss, "non-saturating: maximise log D(G(z)); minimax: minimise log(1 - D(G(z)))")
         ->check(CLI::IsMember({"non-saturating", "minimax"}));
