@@ -175,7 +175,14 @@ void Distributed::abort(const std::string& message, int code) const {
     std::fprintf(stderr, "xgrad: rank %d of %d: %s\n", rank_, size_, message.c_str());
     std::fflush(stderr);
     std::fflush(stdout);
-    if (mpi_ && size_ > 1) MPI_Abort(mpi_->comm, code);
+    if (mpi_ && size_ > 1) {
+        // When every rank fails at once (bad arguments, say), OpenMPI 4.1's
+        // mpirun crashed now and then (1 run in 5 under ASan) while
+        // collecting their MPI_Abort reports together. Rank 0 goes first;
+        // by the time the others follow, mpirun is usually stopping them.
+        if (rank_ != 0) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        MPI_Abort(mpi_->comm, code);
+    }
     if (mpi_ && mpi_->finalize) MPI_Finalize();
     std::exit(code);
 }
