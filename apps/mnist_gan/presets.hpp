@@ -20,7 +20,7 @@ GanConfig mlp_preset();
 // DCGAN on 28 x 28: G Linear(z -> 128*7*7), batch norm, ReLU, two transposed
 // convolutions (k4 s2 p1) to 64 channels then 1, sigmoid; D two convolutions
 // (k4 s2 p1, 64 then 128 channels, batch norm on the second), LeakyReLU(0.2),
-// Linear(6272 -> 1); N(0, 0.02) weights, Adam(2e-4, beta1 0.5), m = 64.
+// Linear(6272 -> 1); N(0, 0.02) weights, Adam(1.2e-3, beta1 0.5), m = 64.
 GanConfig dcgan_preset();
 // The preset of that name ("default" is one of the others, see presets.cpp);
 // throws std::invalid_argument naming it and the choices otherwise.
