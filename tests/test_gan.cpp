@@ -506,7 +506,7 @@ TEST_CASE("--resume refuses changed training settings, naming the setting and bo
     test::write_random_split(other_data, "train", 31);
     const auto on_other_data = with(small_run(other_data, out, 4), {"--resume"});
     const std::pair<std::vector<std::string>, std::vector<std::string>> changes[] = {
-        {with(small_run(dir.path(), out, 4), {"--resume", "--lr", "0.01"}), {"--lr is 0.00999999978 in this run but 0.000199999995"}},
+        {with(small_run(dir.path(), out, 4), {"--resume", "--lr", "0.01"}), {"--lr is 0.00999999978 in this run but 0.00079999998"}},
         {with(small_run(dir.path(), out, 4), {"--resume", "--k", "2"}), {"--k is 2 in this run but 1"}},
         {with(small_run(dir.path(), out, 4), {"--resume", "--g-loss", "minimax"}), {"--g-loss is minimax in this run but non-saturating"}},
         {with(small_run(dir.path(), out, 4), {"--resume", "--seed", "2"}), {"--seed is 2 in this run but 1"}},
