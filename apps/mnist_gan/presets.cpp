@@ -30,7 +30,7 @@ GanConfig dcgan_preset() {
     GanConfig c;
     c.preset = "dcgan";
     c.architecture = Architecture::dcgan;
-    c.steps = 3000;  // ~4.5 min on 2 threads of the README's 2-vCPU machine
+    c.steps = 3000;  // 5.3 min on 2 threads of the README's 2-vCPU machine
     c.channels = 64;
     c.batch = 64;
     // 6x the DCGAN paper's 2e-4: after 10 minutes of 2-core training the
