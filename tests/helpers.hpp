@@ -53,7 +53,7 @@ private:
 // element), and Tensor({2, 3}) is the 1-D tensor [2, 3].
 inline xgrad::Tensor matrix(std::initializer_list<std::initializer_list<float>> rows) {
     const std::size_t cols = rows.size() == 0 ? 0 : rows.begin()->size();
-    xgrad::Tensor t = xgrad::Tensor::from_shape({rows.size(), cols});
+    xgrad::Tensor t(xgrad::Shape{rows.size(), cols});
     float* out = t.data();
     for (const auto& row : rows) {
         if (row.size() != cols) throw std::invalid_argument("test::matrix: rows of different lengths");

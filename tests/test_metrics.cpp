@@ -34,7 +34,7 @@ using xgrad::Tensor;
 constexpr double kPi = 3.14159265358979323846;
 
 Tensor random_tensor(std::size_t rows, std::size_t cols, std::uint64_t seed, float lo = -1.f, float hi = 1.f) {
-    Tensor t = Tensor::from_shape({rows, cols});
+    Tensor t(xgrad::Shape{rows, cols});
     xgrad::Rng(seed).fill_uniform(t, lo, hi);
     return t;
 }

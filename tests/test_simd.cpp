@@ -266,7 +266,8 @@ TEST_CASE("unary kernels give the exact limits at special inputs, in the body an
         for (const UnaryKernel& k : kUnary) {
             // Each special at index 0 (a full batch) and at the last index of
             // 17 (a tail at every width), in place.
-            for (const auto& [input, expected] : k.specials) {
+            for (const std::pair<float, float>& special : k.specials) {
+                const float input = special.first, expected = special.second;  // clang 14 cannot capture bindings in INFO
                 INFO(std::string(k.name) << " at " << level_name(level) << " of " << input);
                 std::vector<float> x(17, 0.5f);
                 x.front() = x.back() = input;

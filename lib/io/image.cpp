@@ -20,7 +20,7 @@ namespace {
 
 using Rgb = std::array<unsigned char, 3>;
 
-const Rgb kWhite{255, 255, 255}, kBlack{0, 0, 0}, kGrid{228, 228, 228}, kReference{110, 110, 110};
+const Rgb kBlack{0, 0, 0}, kGrid{228, 228, 228}, kReference{110, 110, 110};
 
 // stb_image_write's own file output ignores write errors (a full disk would
 // pass silently), so encode in memory and write the file atomically.

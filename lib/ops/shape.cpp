@@ -98,9 +98,10 @@ Var unsqueeze(const Var& x, int axis) {
     Shape grown = x.shape();
     grown.push_back(1);  // normalise against rank + 1
     const std::size_t a = normalize_axis("unsqueeze", axis, grown);
-    Shape shape = x.shape();
-    shape.insert(shape.begin() + static_cast<std::ptrdiff_t>(a), 1);
-    return relabel("unsqueeze", x, shape);
+    // Built element by element: GCC 12 warns (-Warray-bounds) inside
+    // svector::insert here.
+    for (std::size_t d = 0, from = 0; d < grown.size(); ++d) grown[d] = d == a ? 1 : x.shape()[from++];
+    return relabel("unsqueeze", x, grown);
 }
 
 Var squeeze(const Var& x, int axis) {
