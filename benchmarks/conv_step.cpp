@@ -145,7 +145,8 @@ int main(int argc, char** argv) {
     std::vector<LayerTimes> layers;
     for (const Layer& l : kLayers) {
         layers.push_back(time_layer(l, rounds));
-        std::printf("  %-32s %10.3f %12.3f %8ld\n", l.name, layers.back().forward, layers.back().forward_backward, layers.back().allocs);
+        std::printf("  %-32s %10.3f %12.3f %8ld\n", l.name, layers.back().forward, layers.back().forward_backward,
+                    layers.back().allocs);
     }
 
     gan::Gan model(gan::dcgan_preset(), 1);
@@ -169,11 +170,12 @@ int main(int argc, char** argv) {
     getrusage(RUSAGE_SELF, &usage);
     std::printf("DCGAN step (dcgan preset, batch 64):  %.3f ms; GEMM floor %.3f ms (%zu sgemm calls%s); ratio %.3f\n", step_ms,
                 floor_ms, floor.size(), threads > 1 ? ", serial replay / threads" : "", step_ms / floor_ms);
-    std::printf("allocations per step %g; peak RSS %.1f MiB; load average %s before / %s after\n",
-                double(step_allocs) / rounds, double(usage.ru_maxrss) / 1024.0, load_before.c_str(), bench::load_average().c_str());
-    std::printf("RESULT dcgan_ms_per_step=%.3f gemm_floor_ms=%.3f ratio=%.3f allocs_per_step=%g threads=%d conv1_ms=%.3f conv2_ms=%.3f "
-                "convt1_ms=%.3f convt2_ms=%.3f\n",
-                step_ms, floor_ms, step_ms / floor_ms, double(step_allocs) / rounds, threads, layers[0].forward_backward,
-                layers[1].forward_backward, layers[2].forward_backward, layers[3].forward_backward);
+    std::printf("allocations per step %g; peak RSS %.1f MiB; load average %s before / %s after\n", double(step_allocs) / rounds,
+                double(usage.ru_maxrss) / 1024.0, load_before.c_str(), bench::load_average().c_str());
+    std::printf(
+        "RESULT dcgan_ms_per_step=%.3f gemm_floor_ms=%.3f ratio=%.3f allocs_per_step=%g threads=%d conv1_ms=%.3f conv2_ms=%.3f "
+        "convt1_ms=%.3f convt2_ms=%.3f\n",
+        step_ms, floor_ms, step_ms / floor_ms, double(step_allocs) / rounds, threads, layers[0].forward_backward,
+        layers[1].forward_backward, layers[2].forward_backward, layers[3].forward_backward);
     return 0;
 }

@@ -77,7 +77,8 @@ double machine_busy_seconds() {
     std::FILE* f = std::fopen("/proc/stat", "r");
     if (!f) return 0;
     unsigned long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
-    const int n = std::fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user, &nice, &system, &idle, &iowait, &irq, &softirq, &steal);
+    const int n = std::fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user, &nice, &system, &idle, &iowait, &irq,
+                              &softirq, &steal);
     std::fclose(f);
     return n == 8 ? double(user + nice + system + irq + softirq + steal) / double(sysconf(_SC_CLK_TCK)) : 0;
 }
@@ -99,7 +100,8 @@ void pin_to(int cpu) {
     cpu_set_t set;
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof(set), &set) != 0) throw std::runtime_error("sched_setaffinity to CPU " + std::to_string(cpu) + " failed");
+    if (sched_setaffinity(0, sizeof(set), &set) != 0)
+        throw std::runtime_error("sched_setaffinity to CPU " + std::to_string(cpu) + " failed");
 }
 
 // xgrad::set_num_threads(threads) with the worker (if any) on CPU 1 and the
@@ -172,7 +174,8 @@ Options parse(int argc, char** argv) {
         } else if (a == "--order" && (v == "mpi" || v == "rank_order")) {
             o.order = v == "mpi" ? xgrad::ReduceOrder::mpi : xgrad::ReduceOrder::rank_order;
         } else {
-            throw std::invalid_argument("unknown argument '" + a + " " + v + "' (expected --rounds N, --steps N, --order mpi|rank_order)");
+            throw std::invalid_argument("unknown argument '" + a + " " + v +
+                                        "' (expected --rounds N, --steps N, --order mpi|rank_order)");
         }
     }
     return o;
@@ -196,7 +199,8 @@ int benchmark(xgrad::Distributed& d, const Options& o) {
 
     // ---- 1. the allreduce alone
     gan::Gan reference(gan::reference_preset(), 1), dcgan(gan::dcgan_preset(), 1);
-    const std::size_t ref_d = count_of(reference.discriminator().parameters()), ref_g = count_of(reference.generator().parameters());
+    const std::size_t ref_d = count_of(reference.discriminator().parameters()),
+                      ref_g = count_of(reference.generator().parameters());
     const std::size_t dcgan_d = count_of(dcgan.discriminator().parameters()), dcgan_g = count_of(dcgan.generator().parameters());
     struct Size {
         const char* name;
@@ -204,14 +208,16 @@ int benchmark(xgrad::Distributed& d, const Options& o) {
     };
     const Size sizes[] = {{"reference D", ref_d}, {"reference G", ref_g}, {"reference D+G", ref_d + ref_g},
                           {"dcgan D", dcgan_d},   {"dcgan G", dcgan_g},   {"dcgan D+G", dcgan_d + dcgan_g}};
-    if (root) std::printf("\nallreduce of one fused buffer, 2 ranks (median / p90 of 300 calls, us)\n%-14s %9s %8s %17s %17s\n", "parameters", "floats", "MB", "mpi", "rank_order");
+    if (root)
+        std::printf("\nallreduce of one fused buffer, 2 ranks (median / p90 of 300 calls, us)\n%-14s %9s %8s %17s %17s\n",
+                    "parameters", "floats", "MB", "mpi", "rank_order");
     double ref_step_us[2] = {0, 0}, dcgan_step_us[2] = {0, 0};
     for (const Size& s : sizes) {
         const AllreduceTime mpi = time_allreduce(d, s.floats + 1, xgrad::ReduceOrder::mpi, 300);
         const AllreduceTime ordered = time_allreduce(d, s.floats + 1, xgrad::ReduceOrder::rank_order, 300);
         if (root) {
-            std::printf("%-14s %9zu %8.2f %8.0f / %6.0f %8.0f / %6.0f\n", s.name, s.floats, 4e-6 * double(s.floats), mpi.median_us,
-                        mpi.p90_us, ordered.median_us, ordered.p90_us);
+            std::printf("%-14s %9zu %8.2f %8.0f / %6.0f %8.0f / %6.0f\n", s.name, s.floats, 4e-6 * double(s.floats),
+                        mpi.median_us, mpi.p90_us, ordered.median_us, ordered.p90_us);
         }
         // A training step reduces D's and G's gradients separately.
         if (s.floats == ref_d || s.floats == ref_g) {
@@ -224,8 +230,9 @@ int benchmark(xgrad::Distributed& d, const Options& o) {
         }
     }
     if (root) {
-        std::printf("per training step (D's + G's allreduce): reference %.0f us (mpi) / %.0f us (rank_order), dcgan %.0f / %.0f us\n",
-                    ref_step_us[0], ref_step_us[1], dcgan_step_us[0], dcgan_step_us[1]);
+        std::printf(
+            "per training step (D's + G's allreduce): reference %.0f us (mpi) / %.0f us (rank_order), dcgan %.0f / %.0f us\n",
+            ref_step_us[0], ref_step_us[1], dcgan_step_us[0], dcgan_step_us[1]);
     }
 
     // ---- 2. the GAN step, three ways (every rank and layout draws from the same images)
@@ -284,25 +291,31 @@ int benchmark(xgrad::Distributed& d, const Options& o) {
     const std::size_t steps = b_ms.size();
     double load[3] = {0, 0, 0};
     getloadavg(load, 3);
-    std::printf("\nreference GAN step, global batch 128 (medians of %zu steps, %d rounds interleaved; load average %.2f %.2f %.2f;\n"
-                "other processes took %.0f%% of a core during these %.0f s)\n",
-                steps, o.rounds, load[0], load[1], load[2], 100.0 * std::max(others, 0.0) / wall, wall);
+    std::printf(
+        "\nreference GAN step, global batch 128 (medians of %zu steps, %d rounds interleaved; load average %.2f %.2f %.2f;\n"
+        "other processes took %.0f%% of a core during these %.0f s)\n",
+        steps, o.rounds, load[0], load[1], load[2], 100.0 * std::max(others, 0.0) / wall, wall);
     std::printf("  A  1 process x 2 threads   %6.3f ms/step   (p90 %.3f)\n", a, bench::percentile(a_ms, 0.9));
-    std::printf("  B  2 ranks x 1 thread      %6.3f ms/step   (p90 %.3f)   B / A = %.3f\n", b, bench::percentile(b_ms, 0.9), b / a);
-    std::printf("     of which averaging      %6.3f ms (%.1f%%: pack, 2 collectives incl. waiting for the other rank, unpack)\n", comm,
-                100.0 * comm / b);
-    std::printf("     inside the MPI calls    %6.3f ms (the rest of the averaging is packing and unpacking)\n", bench::percentile(b_mpi_ms, 0.5));
+    std::printf("  B  2 ranks x 1 thread      %6.3f ms/step   (p90 %.3f)   B / A = %.3f\n", b, bench::percentile(b_ms, 0.9),
+                b / a);
+    std::printf("     of which averaging      %6.3f ms (%.1f%%: pack, 2 collectives incl. waiting for the other rank, unpack)\n",
+                comm, 100.0 * comm / b);
+    std::printf("     inside the MPI calls    %6.3f ms (the rest of the averaging is packing and unpacking)\n",
+                bench::percentile(b_mpi_ms, 0.5));
     std::printf("     heap allocations/step   %.2f\n", double(b_allocations) / double(steps));
-    std::printf("  C  1 process x 1 thread    %6.3f ms/step: with B, forward + backward %.3f ms (%.2f us per sample) and\n"
-                "     %.3f ms repeated by every rank whatever its share (2 (B - averaging) - C)\n",
-                c, c_compute, 1000.0 * c_compute / 128.0, c_fixed);
-    std::printf("RESULT ranks=2 order=%s a_1x2threads_ms=%.4f b_2x1rank_ms=%.4f b_over_a=%.4f comm_ms=%.4f comm_share=%.4f "
-                "c_1x1thread_ms=%.4f c_compute_ms=%.4f c_fixed_ms=%.4f allocations_per_step=%.2f allreduce_ref_step_us=%.1f "
-                "allreduce_dcgan_step_us=%.1f ref_d_params=%zu ref_g_params=%zu dcgan_d_params=%zu dcgan_g_params=%zu equivalence=%.3g other_load_cores=%.2f\n",
-                o.order == xgrad::ReduceOrder::mpi ? "mpi" : "rank_order", a, b, b / a, comm, comm / b, c, c_compute, c_fixed,
-                double(b_allocations) / double(steps), ref_step_us[o.order == xgrad::ReduceOrder::mpi ? 0 : 1],
-                dcgan_step_us[o.order == xgrad::ReduceOrder::mpi ? 0 : 1], ref_d, ref_g, dcgan_d, dcgan_g, equivalence,
-                std::max(others, 0.0) / wall);
+    std::printf(
+        "  C  1 process x 1 thread    %6.3f ms/step: with B, forward + backward %.3f ms (%.2f us per sample) and\n"
+        "     %.3f ms repeated by every rank whatever its share (2 (B - averaging) - C)\n",
+        c, c_compute, 1000.0 * c_compute / 128.0, c_fixed);
+    std::printf(
+        "RESULT ranks=2 order=%s a_1x2threads_ms=%.4f b_2x1rank_ms=%.4f b_over_a=%.4f comm_ms=%.4f comm_share=%.4f "
+        "c_1x1thread_ms=%.4f c_compute_ms=%.4f c_fixed_ms=%.4f allocations_per_step=%.2f allreduce_ref_step_us=%.1f "
+        "allreduce_dcgan_step_us=%.1f ref_d_params=%zu ref_g_params=%zu dcgan_d_params=%zu dcgan_g_params=%zu equivalence=%.3g "
+        "other_load_cores=%.2f\n",
+        o.order == xgrad::ReduceOrder::mpi ? "mpi" : "rank_order", a, b, b / a, comm, comm / b, c, c_compute, c_fixed,
+        double(b_allocations) / double(steps), ref_step_us[o.order == xgrad::ReduceOrder::mpi ? 0 : 1],
+        dcgan_step_us[o.order == xgrad::ReduceOrder::mpi ? 0 : 1], ref_d, ref_g, dcgan_d, dcgan_g, equivalence,
+        std::max(others, 0.0) / wall);
     return 0;
 }
 

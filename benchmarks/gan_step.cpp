@@ -74,8 +74,14 @@ struct Product {
 struct Layer {
     Tensor w, b, dw, db, mw, vw, mb, vb;
     explicit Layer(const xgrad::Linear& l)
-        : w(l.weight.value()), b(l.bias.value()), dw(w.shape()), db(b.shape()), mw(w.shape(), 0.f), vw(w.shape(), 0.f),
-          mb(b.shape(), 0.f), vb(b.shape(), 0.f) {}
+        : w(l.weight.value()),
+          b(l.bias.value()),
+          dw(w.shape()),
+          db(b.shape()),
+          mw(w.shape(), 0.f),
+          vw(w.shape(), 0.f),
+          mb(b.shape(), 0.f),
+          vb(b.shape(), 0.f) {}
 };
 
 float total(const Tensor& t) {
@@ -173,9 +179,7 @@ public:
         for (Tensor* t : {&logits_real_, &logits_fake_, &dlogits_real_, &dlogits_fake_}) t->resize({m, 1});
     }
 
-    std::array<const Tensor*, 8> parameters() const {
-        return {&g1_.w, &g1_.b, &g2_.w, &g2_.b, &d1_.w, &d1_.b, &d2_.w, &d2_.b};
-    }
+    std::array<const Tensor*, 8> parameters() const { return {&g1_.w, &g1_.b, &g2_.w, &g2_.b, &d1_.w, &d1_.b, &d2_.w, &d2_.b}; }
 
     void step(gan::DataSource& data) {
         product_count_ = 0;
@@ -337,7 +341,6 @@ void timed(int steps, std::vector<double>& times, long& allocs, F&& f) {
     }
 }
 
-
 float max_difference(const std::vector<Var>& a, const std::vector<const Tensor*>& b) {
     float worst = 0.f;
     for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, xt::amax(xt::abs(a[i].value() - *b[i]))());
@@ -412,14 +415,15 @@ int main(int argc, char** argv) {
 
     std::printf("gan_step: reference preset (D %zu-%zu-1, G %zu-%zu-%zu, batch %zu, k=%zu, Adam)\n", config.data_dim,
                 config.hidden, config.z_dim, config.hidden, config.data_dim, config.batch, config.k);
-    std::printf("threads %d (%s), OpenBLAS threads %d, OPENBLAS_CORETYPE %s, load average %s before / %s after timing\n",
-                threads, o.openblas_threads ? "inside OpenBLAS" : "xgrad row blocks", openblas_get_num_threads(),
+    std::printf("threads %d (%s), OpenBLAS threads %d, OPENBLAS_CORETYPE %s, load average %s before / %s after timing\n", threads,
+                o.openblas_threads ? "inside OpenBLAS" : "xgrad row blocks", openblas_get_num_threads(),
                 coretype ? coretype : "unset", load_before.c_str(), bench::load_average().c_str());
-    std::printf("SIMD level %s (xgrad::simd; best on this CPU %s; XGRAD_SIMD %s)\n", simd, xgrad::simd::name(xgrad::simd::best_level()),
-                simd_request ? simd_request : "unset");
-    std::printf("check: xgrad step = hand-written step: %ld BLAS calls each (%ld sgemm + %ld sgemv), max |difference| of losses\n"
-                "       and parameters %.1e after one step\n",
-                xgrad_calls, xgrad_calls - xgrad_sgemv, xgrad_sgemv, double(difference));
+    std::printf("SIMD level %s (xgrad::simd; best on this CPU %s; XGRAD_SIMD %s)\n", simd,
+                xgrad::simd::name(xgrad::simd::best_level()), simd_request ? simd_request : "unset");
+    std::printf(
+        "check: xgrad step = hand-written step: %ld BLAS calls each (%ld sgemm + %ld sgemv), max |difference| of losses\n"
+        "       and parameters %.1e after one step\n",
+        xgrad_calls, xgrad_calls - xgrad_sgemv, xgrad_sgemv, double(difference));
     std::printf("%d rounds x %d steps each, interleaved; ms per step: median (p10 .. p90)\n", o.rounds, o.steps);
     auto row = [](const char* name, double median, const std::vector<double>& ms) {
         std::printf("  %-30s %7.3f (%.3f .. %.3f)\n", name, median, bench::percentile(ms, 0.1), bench::percentile(ms, 0.9));

@@ -73,17 +73,25 @@ void register_all() {
          {{1, 128}, {128, 128}, {128}}});
     add("add_broadcast", [](const auto& v) { return v[0] + v[1]; },
         {{{128, 784}, {1, 784}}, {{128, 128}, {1, 128}}, {{1, 128}, {1, 128}}});
-    add("relu", [](const auto& v) { return relu(v[0]); }, unary);
+    add(
+        "relu", [](const auto& v) { return relu(v[0]); }, unary);
     // Also at the shape of a convolutional discriminator's activations.
     add("leaky_relu", [](const auto& v) { return leaky_relu(v[0], 0.2f); },
         {{{128, 784}}, {{128, 128}}, {{128, 1}}, {{1, 128}}, {{64, 128, 7, 7}}});
-    add("sigmoid", [](const auto& v) { return sigmoid(v[0]); }, unary);
-    add("tanh", [](const auto& v) { return xgrad::tanh(v[0]); }, unary);
-    add("exp", [](const auto& v) { return xgrad::exp(v[0]); }, unary);
-    add("bce_with_logits", [](const auto& v) { return bce_with_logits(v[0], 1.f); }, unary);
-    add("sum", [](const auto& v) { return sum(v[0]); }, unary);
-    add("mean", [](const auto& v) { return mean(v[0]); }, unary);
-    add("mean_rows", [](const auto& v) { return mean(v[0], {0}); }, unary);
+    add(
+        "sigmoid", [](const auto& v) { return sigmoid(v[0]); }, unary);
+    add(
+        "tanh", [](const auto& v) { return xgrad::tanh(v[0]); }, unary);
+    add(
+        "exp", [](const auto& v) { return xgrad::exp(v[0]); }, unary);
+    add(
+        "bce_with_logits", [](const auto& v) { return bce_with_logits(v[0], 1.f); }, unary);
+    add(
+        "sum", [](const auto& v) { return sum(v[0]); }, unary);
+    add(
+        "mean", [](const auto& v) { return mean(v[0]); }, unary);
+    add(
+        "mean_rows", [](const auto& v) { return mean(v[0], {0}); }, unary);
     // Training mode at the dcgan preset's two batch-norm shapes.
     add("batch_norm", [](const auto& v) { return batch_norm(v[0], v[1], v[2], Var(), Var(), {}); },
         {{{64, 128, 7, 7}, {128}, {128}}, {{64, 64, 14, 14}, {64}, {64}}});

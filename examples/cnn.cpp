@@ -8,8 +8,8 @@ int main() {
     Sequential net;
     net.add<Conv2d>(1, 8, 3, rng, Conv2dOptions{/*stride=*/1, /*padding=*/1});  // (N, 1, 8, 8) -> (N, 8, 8, 8)
     net.add<ReLU>();
-    net.add<MaxPool2d>(2);                                                        // -> (N, 8, 4, 4)
-    net.add<Flatten>();                                                           // -> (N, 128)
+    net.add<MaxPool2d>(2);  // -> (N, 8, 4, 4)
+    net.add<Flatten>();     // -> (N, 128)
     net.add<Linear>(128, 2, rng);
     Adam adam(net.parameters(), AdamOptions{/*lr=*/0.01f});
 

@@ -11,10 +11,10 @@ int main() {
     Adam adam(net.parameters(), AdamOptions{/*lr=*/0.05f});
     const Var x(Tensor{{0, 0}, {0, 1}, {1, 0}, {1, 1}}), y(Tensor{0, 1, 1, 0});
     for (int step = 0; step < 500; ++step) {
-        Var logits = flatten(net(x), 0);         // (4, 1) -> (4)
+        Var logits = flatten(net(x), 0);        // (4, 1) -> (4)
         Var loss = bce_with_logits(logits, y);  // records the graph
         adam.zero_grad();
-        backward(loss);                         // gradients of every parameter
+        backward(loss);  // gradients of every parameter
         adam.step();
     }
     const Tensor p = sigmoid(net(x)).value();  // (4, 1)

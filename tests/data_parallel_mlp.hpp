@@ -26,8 +26,11 @@ public:
 
     // rank and ranks: which slice of each global batch this object computes.
     DataParallelMlp(std::uint64_t seed, std::size_t global_batch, int rank, int ranks)
-        : rng_(seed), data_(xgrad::Tensor::from_shape({kSamples, kInputs})), labels_(xgrad::Tensor::from_shape({kSamples})),
-          sampler_(global_batch, rank, ranks), indices_(global_batch) {
+        : rng_(seed),
+          data_(xgrad::Tensor::from_shape({kSamples, kInputs})),
+          labels_(xgrad::Tensor::from_shape({kSamples})),
+          sampler_(global_batch, rank, ranks),
+          indices_(global_batch) {
         xgrad::Rng data_rng(seed + 1000);
         data_rng.fill_normal(data_, 0.f, 1.f);
         for (std::size_t i = 0; i < kSamples; ++i) {

@@ -106,7 +106,8 @@ int train(xgrad::Distributed& d, const Options& o) {
         log = saved.text("log");
         const std::string ranks = saved.text("ranks");
         if (d.is_root() && ranks != std::to_string(d.size())) {
-            std::fprintf(stderr, "mpi_worker: resuming a run of %s ranks on %d: the same steps up to floating-point summation order\n",
+            std::fprintf(stderr,
+                         "mpi_worker: resuming a run of %s ranks on %d: the same steps up to floating-point summation order\n",
                          ranks.c_str(), d.size());
         }
     }

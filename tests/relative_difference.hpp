@@ -28,7 +28,8 @@ inline double relative_difference(const xgrad::Tensor& a, const xgrad::Tensor& b
 // The largest relative_difference between corresponding values.
 inline double relative_difference(const std::vector<xgrad::Var>& a, const std::vector<xgrad::Var>& b) {
     double worst = 0;
-    for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) worst = std::max(worst, relative_difference(a[i].value(), b[i].value()));
+    for (std::size_t i = 0; i < a.size() && i < b.size(); ++i)
+        worst = std::max(worst, relative_difference(a[i].value(), b[i].value()));
     return worst;
 }
 

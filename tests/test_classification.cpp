@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "helpers.hpp"
 #include <xgrad/check/gradcheck.hpp>
 #include <xgrad/core/random.hpp>
 #include <xgrad/nn.hpp>
 #include <xgrad/ops.hpp>
+#include "helpers.hpp"
 
 namespace {
 
@@ -230,7 +230,9 @@ TEST_CASE("softmax_cross_entropy is finite and exact at saturated logits") {
         {Tensor{{1000.f, -1000.f, 0.f}}, Tensor{{0.f, 0.f, 1.f}}, 1000.0, {1, 0, -1}},
         {Tensor{{-1000.f, 1000.f}}, Tensor{{0.5f, 0.5f}}, 1000.0, {-0.5, 0.5}},
         {Tensor{{-1000.f, -1000.f}}, Tensor{{1.f, 0.f}}, std::log(2.0), {-0.5, 0.5}},
-        {Tensor{{1000.f, 1000.f}, {-1000.f, 1000.f}}, Tensor{{0.f, 1.f}, {1.f, 0.f}}, (std::log(2.0) + 2000.0) / 2,
+        {Tensor{{1000.f, 1000.f}, {-1000.f, 1000.f}},
+         Tensor{{0.f, 1.f}, {1.f, 0.f}},
+         (std::log(2.0) + 2000.0) / 2,
          {0.25, -0.25, -0.5, 0.5}},
     };
     for (const Case& k : cases) {
@@ -267,7 +269,8 @@ TEST_CASE("softmax_cross_entropy rejects mismatched and empty operands") {
     CHECK(mismatch.find("softmax_cross_entropy") != std::string::npos);
     CHECK(mismatch.find("(2, 10)") != std::string::npos);
     CHECK(mismatch.find("(2, 9)") != std::string::npos);
-    CHECK(message(Var(Tensor::from_shape({0, 10})), Var(Tensor::from_shape({0, 10}))).find("at least one row") != std::string::npos);
+    CHECK(message(Var(Tensor::from_shape({0, 10})), Var(Tensor::from_shape({0, 10}))).find("at least one row") !=
+          std::string::npos);
     // The same elements in another shape are not the same rows.
     const std::string ranks = message(Var::full({2, 3, 4}, 0.f, true), Var::full({6, 4}, 0.f));
     CHECK(ranks.find("(2, 3, 4)") != std::string::npos);

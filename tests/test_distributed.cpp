@@ -8,8 +8,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <streambuf>
 #include <string>
@@ -147,7 +147,8 @@ TEST_CASE("GradientAllreduce: extra values travel with the gradients and come ba
         CHECK(reduce.average(w.is_root(), one, 1));  // fewer than room was made for
         CHECK(one[0] == 2.f * float(w.size()));
         float four[4] = {};
-        CHECK_THROWS_WITH_AS(reduce.average(false, four, 4), doctest::Contains("4 extra values, but room for 3"), std::invalid_argument);
+        CHECK_THROWS_WITH_AS(reduce.average(false, four, 4), doctest::Contains("4 extra values, but room for 3"),
+                             std::invalid_argument);
     }
 }
 
@@ -190,7 +191,8 @@ TEST_CASE("GradientAllreduce allocates nothing in steady state (rank order; MPI_
         } else if (order == ReduceOrder::rank_order) {
             CHECK(allocations == 0);
         } else if (w.is_root() && w.size() > 1) {
-            std::printf("MPI_Allreduce of 100609 floats on %d ranks: %.1f heap allocations per call\n", w.size(), allocations / 5.0);
+            std::printf("MPI_Allreduce of 100609 floats on %d ranks: %.1f heap allocations per call\n", w.size(),
+                        allocations / 5.0);
         }
     }
 }
@@ -242,7 +244,8 @@ TEST_CASE("average replaces values by their mean over the ranks, after checking 
     CHECK(b.value() == Tensor({2, 2}, float(n)));
     if (n == 1) return;
     const Var c(Tensor({w.rank() == 0 ? 3u : 4u}, 0.f));
-    CHECK_THROWS_WITH_AS(w.average({c}), doctest::Contains("the element counts of the variables to average differ across ranks: rank 0"),
+    CHECK_THROWS_WITH_AS(w.average({c}),
+                         doctest::Contains("the element counts of the variables to average differ across ranks: rank 0"),
                          DistributedError);
 }
 
@@ -255,7 +258,8 @@ TEST_CASE("check_same finds ranks whose parameters diverged, naming the ranks an
     if (w.rank() == odd) p.mutable_value()(999) = std::nextafter(0.25f, 1.f);  // one bit
     const std::string message = "parameters differ across ranks at step 7: rank 0 has checksum 0x";
     CHECK_THROWS_WITH_AS(w.check_same({p}, 7), doctest::Contains(message.c_str()), DistributedError);
-    CHECK_THROWS_WITH_AS(w.check_same({p}, 7), doctest::Contains((", rank " + std::to_string(odd) + " has 0x").c_str()), DistributedError);
+    CHECK_THROWS_WITH_AS(w.check_same({p}, 7), doctest::Contains((", rank " + std::to_string(odd) + " has 0x").c_str()),
+                         DistributedError);
     // Ranks that agree with rank 0 are not listed.
     try {
         w.check_same({p}, 7);
@@ -298,13 +302,14 @@ TEST_CASE("DistributedSampler: rank r computes rows [r*m/N, (r+1)*m/N) of every 
     CHECK(local(0, 0, 0) == 16.f);
     CHECK(local(1, 1, 1) == 23.f);
 
-    CHECK_THROWS_WITH_AS(DistributedSampler(100, 0, 3),
-                         "a global batch of 100 samples cannot be split evenly across 3 ranks: the batch must be a positive multiple of 3",
-                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(
+        DistributedSampler(100, 0, 3),
+        "a global batch of 100 samples cannot be split evenly across 3 ranks: the batch must be a positive multiple of 3",
+        std::invalid_argument);
     CHECK_THROWS_WITH_AS(DistributedSampler(0, 0, 2), doctest::Contains("a global batch of 0 samples"), std::invalid_argument);
     CHECK_THROWS_WITH_AS(DistributedSampler(64, 2, 2), doctest::Contains("rank 2 of 2 ranks"), std::invalid_argument);
-    CHECK_THROWS_WITH_AS(first.local(std::vector<std::size_t>(63)), doctest::Contains("63 sample indices, expected the global batch's 64"),
-                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(first.local(std::vector<std::size_t>(63)),
+                         doctest::Contains("63 sample indices, expected the global batch's 64"), std::invalid_argument);
     Tensor wrong = Tensor::from_shape({3, 2, 2});
     CHECK_THROWS_WITH_AS(DistributedSampler(6, 0, 3).take_rows(global, wrong),
                          doctest::Contains("a global batch (6, 2, 2) (expected 6 rows) into (3, 2, 2) (expected (2, 2, 2))"),
@@ -319,8 +324,8 @@ TEST_CASE("N ranks compute what 1 process computes: 10 Adam steps of an MLP, glo
     for (ReduceOrder order : {ReduceOrder::mpi, ReduceOrder::rank_order}) {
         CAPTURE(name(order));
         test::DataParallelMlp ranks(seed, batch, w.rank(), n);  // this rank's share of the N-rank run
-        test::DataParallelMlp one(seed, batch, 0, 1);          // one process, the whole batch at once
-        test::DataParallelMlp sliced(seed, batch, 0, 1);       // one process, the N slices' gradients summed in rank order
+        test::DataParallelMlp one(seed, batch, 0, 1);           // one process, the whole batch at once
+        test::DataParallelMlp sliced(seed, batch, 0, 1);        // one process, the N slices' gradients summed in rank order
         GradientAllreduce reduce(w, ranks.net.parameters(), order);
         double worst_loss = 0;
         for (int step = 0; step < 10; ++step) {
@@ -332,7 +337,9 @@ TEST_CASE("N ranks compute what 1 process computes: 10 Adam steps of an MLP, glo
             worst_loss = std::max(worst_loss, std::fabs(loss - expected) / std::fabs(expected));
         }
         const double worst = test::relative_difference(ranks.net.parameters(), one.net.parameters());
-        if (w.is_root()) std::printf("%d ranks (%s) vs 1 process after 10 steps: parameters within %.2g relative, losses within %.2g\n", n, name(order).c_str(), worst, worst_loss);
+        if (w.is_root())
+            std::printf("%d ranks (%s) vs 1 process after 10 steps: parameters within %.2g relative, losses within %.2g\n", n,
+                        name(order).c_str(), worst, worst_loss);
         CHECK(worst <= 1e-5);
         CHECK(worst_loss <= 1e-5);
         // Rank order sums the slices as gradient accumulation does: the same

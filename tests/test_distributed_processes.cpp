@@ -90,8 +90,6 @@ Job mnist_gan(int ranks, const fs::path& data, const fs::path& out, std::vector<
     return launch("XGRAD_MNIST_GAN", ranks, args, logs);
 }
 
-
-
 // A failure injected into one rank of a 2-rank job of 100000 steps: the job
 // must end with an error long before it could have finished.
 Job failing_job(const std::string& failure) {
@@ -183,8 +181,8 @@ TEST_CASE("only rank 0 writes files; every rank resumes from them, with the same
 TEST_CASE("mpirun -np 2 mnist_gan trains what one process trains; rank 0 alone writes and prints") {
     const test::TempDir data, one, two, logs;
     test::write_random_split(data.path(), "train", 64);
-    const std::vector<std::string> args{"--preset", "reference", "--batch", "16", "--hidden", "32", "--z-dim", "10", "--steps", "10",
-                                        "--grid-every", "5"};
+    const std::vector<std::string> args{"--preset", "reference", "--batch", "16", "--hidden",     "32",
+                                        "--z-dim",  "10",        "--steps", "10", "--grid-every", "5"};
     Job job = mnist_gan(0, data.path(), one.path(), args, logs);
     CAPTURE(job.err);
     REQUIRE(job.code == 0);

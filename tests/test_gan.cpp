@@ -16,11 +16,11 @@
 #include <string>
 #include <vector>
 
-#include "app_helpers.hpp"
-#include "helpers.hpp"
 #include <xgrad/check/gradcheck.hpp>
 #include <xgrad/io/archive_file.hpp>
 #include <xgrad/io/idx.hpp>
+#include "app_helpers.hpp"
+#include "helpers.hpp"
 
 #include "app.hpp"
 #include "classifier.hpp"
@@ -109,8 +109,8 @@ TEST_CASE("discriminator step: G untouched, D moves by -lr times the finite-diff
     replay.fill_uniform(noise.mutable_value(), -1.f, 1.f);
     const Var fake = reference.generate(noise);
     const auto d_parameters = reference.discriminator().parameters();
-    const GradcheckResult check = gradcheck(
-        [&](const std::vector<Var>&) { return reference.discriminator_loss(real, fake); }, d_parameters, loss_check_options());
+    const GradcheckResult check = gradcheck([&](const std::vector<Var>&) { return reference.discriminator_loss(real, fake); },
+                                            d_parameters, loss_check_options());
     INFO(check.report());
     CHECK(check.ok);
     CHECK(stats.d_loss == doctest::Approx(reference.discriminator_loss(real, fake).item()));
@@ -311,8 +311,26 @@ void set_first_elements(const std::string& path, const std::vector<std::pair<std
 }
 
 std::vector<std::string> small_run(const fs::path& data, const fs::path& out, long steps) {
-    return {"--data", data.string(), "--out", out.string(), "--steps", std::to_string(steps), "--preset", "mlp", "--batch", "8",
-            "--hidden", "16", "--z-dim", "10", "--grid-every", "2", "--checkpoint-every", "2", "--log-every", "1"};
+    return {"--data",
+            data.string(),
+            "--out",
+            out.string(),
+            "--steps",
+            std::to_string(steps),
+            "--preset",
+            "mlp",
+            "--batch",
+            "8",
+            "--hidden",
+            "16",
+            "--z-dim",
+            "10",
+            "--grid-every",
+            "2",
+            "--checkpoint-every",
+            "2",
+            "--log-every",
+            "1"};
 }
 
 }  // namespace
@@ -396,7 +414,7 @@ TEST_CASE("mnist_gan stops on a NaN loss and keeps the last good checkpoint") {
     auto resume = small_run(dir.path(), out, 6);
     resume.push_back("--resume");
     CHECK(run(resume) == 3);
-    CHECK(test::file_bytes(checkpoint) == before);  // not overwritten by the diverged state
+    CHECK(test::file_bytes(checkpoint) == before);      // not overwritten by the diverged state
     CHECK_FALSE(fs::exists(out / "grid_0000004.png"));  // stopped at the first step
 }
 
@@ -506,9 +524,11 @@ TEST_CASE("--resume refuses changed training settings, naming the setting and bo
     test::write_random_split(other_data, "train", 31);
     const auto on_other_data = with(small_run(other_data, out, 4), {"--resume"});
     const std::pair<std::vector<std::string>, std::vector<std::string>> changes[] = {
-        {with(small_run(dir.path(), out, 4), {"--resume", "--lr", "0.01"}), {"--lr is 0.00999999978 in this run but 0.00079999998"}},
+        {with(small_run(dir.path(), out, 4), {"--resume", "--lr", "0.01"}),
+         {"--lr is 0.00999999978 in this run but 0.00079999998"}},
         {with(small_run(dir.path(), out, 4), {"--resume", "--k", "2"}), {"--k is 2 in this run but 1"}},
-        {with(small_run(dir.path(), out, 4), {"--resume", "--g-loss", "minimax"}), {"--g-loss is minimax in this run but non-saturating"}},
+        {with(small_run(dir.path(), out, 4), {"--resume", "--g-loss", "minimax"}),
+         {"--g-loss is minimax in this run but non-saturating"}},
         {with(small_run(dir.path(), out, 4), {"--resume", "--seed", "2"}), {"--seed is 2 in this run but 1"}},
         {with(small_run(dir.path(), out, 4), {"--resume", "--preset", "reference"}), {"preset 'mlp'", "preset 'reference'"}},
         {on_other_data, {"--data (training images) is 31 images of 28 x 28 pixels", "but 30 images of 28 x 28 pixels"}},
@@ -528,7 +548,8 @@ TEST_CASE("--resume refuses changed training settings, naming the setting and bo
     CHECK(test::file_bytes(out / "checkpoint.xgrad") == checkpoint);  // refused runs change nothing
 
     // Safe to change; --threads only loses bit-exactness, and says so.
-    const Outcome t = run_capturing(with(small_run(dir.path(), out, 3), {"--resume", "--threads", "2", "--grid-every", "0", "--log-every", "3"}));
+    const Outcome t = run_capturing(
+        with(small_run(dir.path(), out, 3), {"--resume", "--threads", "2", "--grid-every", "0", "--log-every", "3"}));
     INFO(t.err);
     CHECK(t.code == 0);
     CHECK(contains(t.err, "--threads 2 differs from the checkpoint's 1"));
@@ -555,8 +576,9 @@ TEST_CASE("mnist_gan --channels sets the dcgan nets' widths, and a checkpoint of
     test::write_random_split(dir.path(), "train", 30);
     const fs::path out = dir.path() / "out";
     const auto dcgan = [&](long steps, const char* channels) {
-        return std::vector<std::string>{"--data", dir.path().string(), "--out", out.string(), "--steps", std::to_string(steps),
-                                        "--preset", "dcgan", "--batch", "4", "--channels", channels, "--grid-every", "0"};
+        return std::vector<std::string>{
+            "--data", dir.path().string(), "--out", out.string(), "--steps", std::to_string(steps), "--preset",
+            "dcgan",  "--batch",           "4",     "--channels", channels,  "--grid-every",        "0"};
     };
     REQUIRE(run(dcgan(2, "3")) == 0);
     gan::GanConfig three = gan::dcgan_preset();

@@ -258,9 +258,8 @@ TEST_CASE("the tolerance decides: an error of 1 passes only when atol exceeds it
     const GradcheckResult r = check_rule(corrupted, off_by_one, loose);
     INFO(r.report());
     CHECK(r.ok);
-    CHECK(r.worst_ratio ==
-          doctest::Approx(std::abs(r.analytic - r.numeric) / (loose.atol + loose.rtol * std::abs(r.numeric))));
-    CHECK(r.worst_ratio > 0.4);  // the error of 1 is still the worst element
+    CHECK(r.worst_ratio == doctest::Approx(std::abs(r.analytic - r.numeric) / (loose.atol + loose.rtol * std::abs(r.numeric))));
+    CHECK(r.worst_ratio > 0.4);        // the error of 1 is still the worst element
     CHECK(r.position == Shape{1, 2});  // element 7
     CHECK_FALSE(check_rule(corrupted, off_by_one).ok);
 }
@@ -340,8 +339,7 @@ TEST_CASE("the projection weights are fixed by the seed and left in the gradient
         Var x = random_var(shape, -1.f, 1.f, 4);
         GradcheckOptions options;
         options.seed = seed;
-        const GradcheckResult r =
-            xgrad::gradcheck([](const Inputs& in) { return xgrad::scale(in[0], 1.f); }, {x}, options);
+        const GradcheckResult r = xgrad::gradcheck([](const Inputs& in) { return xgrad::scale(in[0], 1.f); }, {x}, options);
         INFO(r.report());
         CHECK(r.ok);
         return Tensor(x.grad());

@@ -1,7 +1,7 @@
 #include <doctest/doctest.h>
 
-#include "helpers.hpp"
 #include <xgrad/io/idx.hpp>
+#include "helpers.hpp"
 
 #include <array>
 #include <cstdint>
@@ -29,9 +29,7 @@ std::string idx_bytes(const std::vector<std::uint32_t>& header, std::size_t payl
     return bytes;
 }
 
-void write_file(const std::string& path, const std::string& bytes) {
-    std::ofstream(path, std::ios::binary) << bytes;
-}
+void write_file(const std::string& path, const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; }
 
 std::string read_file(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
@@ -171,28 +169,34 @@ TEST_CASE("a file shorter than its header promises is truncated, with both byte 
 TEST_CASE("a header claiming billions of images fails as truncated instead of allocating") {
     test::TempDir tmp;
     write_file(tmp.file("huge"), idx_bytes({2051, 0xffffffffu, 28, 28}, 100));
-    CHECK(has(error_naming(tmp.file("huge"), [&] { read_idx_images(tmp.file("huge")); }), "= 3367254359280 bytes after the 16-byte header, found 100"));
+    CHECK(has(error_naming(tmp.file("huge"), [&] { read_idx_images(tmp.file("huge")); }),
+              "= 3367254359280 bytes after the 16-byte header, found 100"));
     write_file(tmp.file("huge-labels"), idx_bytes({2049, 0xffffffffu}, 100));
     CHECK(has(error_naming(tmp.file("huge-labels"), [&] { read_idx_labels(tmp.file("huge-labels")); }), "found 100"));
     // count * rows * cols overflows 64 bits
     write_file(tmp.file("overflow"), idx_bytes({2051, 0xffffffffu, 0xffffffffu, 0xffffffffu}, 0));
-    CHECK(has(error_naming(tmp.file("overflow"), [&] { read_idx_images(tmp.file("overflow")); }), "more bytes than any file holds"));
+    CHECK(has(error_naming(tmp.file("overflow"), [&] { read_idx_images(tmp.file("overflow")); }),
+              "more bytes than any file holds"));
 }
 
 TEST_CASE("bytes after the data are rejected") {
     test::TempDir tmp;
     write_file(tmp.file("images"), idx_bytes({2051, 2, 2, 2}, 8 + 3));
-    CHECK(has(error_naming(tmp.file("images"), [&] { read_idx_images(tmp.file("images")); }), "3 unexpected bytes after the 2 images of 2 x 2 pixels"));
+    CHECK(has(error_naming(tmp.file("images"), [&] { read_idx_images(tmp.file("images")); }),
+              "3 unexpected bytes after the 2 images of 2 x 2 pixels"));
     write_file(tmp.file("labels"), idx_bytes({2049, 2}, 2 + 1));
-    CHECK(has(error_naming(tmp.file("labels"), [&] { read_idx_labels(tmp.file("labels")); }), "1 unexpected bytes after the 2 labels"));
+    CHECK(has(error_naming(tmp.file("labels"), [&] { read_idx_labels(tmp.file("labels")); }),
+              "1 unexpected bytes after the 2 labels"));
 }
 
 TEST_CASE("images need positive rows and cols, while a count of 0 is fine") {
     test::TempDir tmp;
     write_file(tmp.file("no-rows"), idx_bytes({2051, 1, 0, 28}, 0));
-    CHECK(has(error_naming(tmp.file("no-rows"), [&] { read_idx_images(tmp.file("no-rows")); }), "1 images of 0 x 28 pixels: rows and cols must be positive"));
+    CHECK(has(error_naming(tmp.file("no-rows"), [&] { read_idx_images(tmp.file("no-rows")); }),
+              "1 images of 0 x 28 pixels: rows and cols must be positive"));
     write_file(tmp.file("no-cols"), idx_bytes({2051, 0, 28, 0}, 0));
-    CHECK(has(error_naming(tmp.file("no-cols"), [&] { read_idx_images(tmp.file("no-cols")); }), "rows and cols must be positive"));
+    CHECK(
+        has(error_naming(tmp.file("no-cols"), [&] { read_idx_images(tmp.file("no-cols")); }), "rows and cols must be positive"));
     CHECK_THROWS_AS(write_idx_images(tmp.file("w"), IdxImages{0, 0, 28, {}}), std::invalid_argument);
     CHECK_FALSE(fs::exists(tmp.file("w")));
 }
@@ -205,7 +209,8 @@ TEST_CASE("the writers refuse images whose pixels do not match their size") {
     CHECK_FALSE(fs::exists(tmp.file("w")));
     // an unwritable target is reported, leaving no temporary file behind
     const std::string in_missing_folder = tmp.file("no/such/folder/images");
-    CHECK(has(error_naming(in_missing_folder, [&] { write_idx_images(in_missing_folder, pattern_images(1, 2, 2)); }), "cannot write"));
+    CHECK(has(error_naming(in_missing_folder, [&] { write_idx_images(in_missing_folder, pattern_images(1, 2, 2)); }),
+              "cannot write"));
 }
 
 TEST_CASE("corrupt or cut gzip data is reported as such") {
@@ -225,7 +230,8 @@ TEST_CASE("corrupt or cut gzip data is reported as such") {
 
     // all pixels decode, but the CRC trailer that would vouch for them is gone
     write_file(tmp.file("no-trailer.gz"), gz.substr(0, gz.size() - 8));
-    CHECK(has(error_naming(tmp.file("no-trailer.gz"), [&] { read_idx_images(tmp.file("no-trailer.gz")); }), "the gzip stream is cut short"));
+    CHECK(has(error_naming(tmp.file("no-trailer.gz"), [&] { read_idx_images(tmp.file("no-trailer.gz")); }),
+              "the gzip stream is cut short"));
 }
 
 TEST_CASE("gzip data followed by anything but another gzip member is rejected") {
@@ -235,11 +241,14 @@ TEST_CASE("gzip data followed by anything but another gzip member is rejected") 
     const std::string gz = read_file(tmp.file("ok.gz"));
 
     write_file(tmp.file("junk.gz"), gz + "junk");
-    CHECK(has(error_naming(tmp.file("junk.gz"), [&] { read_idx_images(tmp.file("junk.gz")); }), "4 bytes of trailing garbage after the gzip stream"));
+    CHECK(has(error_naming(tmp.file("junk.gz"), [&] { read_idx_images(tmp.file("junk.gz")); }),
+              "4 bytes of trailing garbage after the gzip stream"));
     write_file(tmp.file("one-byte.gz"), gz + "\x1f");
-    CHECK(has(error_naming(tmp.file("one-byte.gz"), [&] { read_idx_images(tmp.file("one-byte.gz")); }), "1 bytes of trailing garbage"));
+    CHECK(has(error_naming(tmp.file("one-byte.gz"), [&] { read_idx_images(tmp.file("one-byte.gz")); }),
+              "1 bytes of trailing garbage"));
     write_file(tmp.file("zeros.gz"), gz + std::string(512, '\0'));
-    CHECK(has(error_naming(tmp.file("zeros.gz"), [&] { read_idx_images(tmp.file("zeros.gz")); }), "512 bytes of trailing garbage"));
+    CHECK(
+        has(error_naming(tmp.file("zeros.gz"), [&] { read_idx_images(tmp.file("zeros.gz")); }), "512 bytes of trailing garbage"));
 
     // Concatenated members are one valid gzip stream (gzip -c a b > ab.gz).
     write_gzip(tmp.file("head.gz"), plain.substr(0, 10));
@@ -248,7 +257,8 @@ TEST_CASE("gzip data followed by anything but another gzip member is rejected") 
     CHECK(read_idx_images(tmp.file("two-members.gz")).pixels == read_idx_images(tmp.file("ok.gz")).pixels);
     // A second member that decodes to more bytes is trailing data, as in a plain file.
     write_file(tmp.file("extra-member.gz"), gz + read_file(tmp.file("tail.gz")));
-    CHECK(has(error_naming(tmp.file("extra-member.gz"), [&] { read_idx_images(tmp.file("extra-member.gz")); }), "unexpected bytes after the 3 images"));
+    CHECK(has(error_naming(tmp.file("extra-member.gz"), [&] { read_idx_images(tmp.file("extra-member.gz")); }),
+              "unexpected bytes after the 3 images"));
 }
 
 namespace {

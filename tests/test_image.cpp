@@ -43,9 +43,7 @@ struct Png {
     std::vector<unsigned char> pixels;
 
     const unsigned char* at(int x, int y) const { return &pixels[(std::size_t(y) * width + x) * channels]; }
-    bool is(int x, int y, const std::array<unsigned char, 3>& rgb) const {
-        return std::equal(rgb.begin(), rgb.end(), at(x, y));
-    }
+    bool is(int x, int y, const std::array<unsigned char, 3>& rgb) const { return std::equal(rgb.begin(), rgb.end(), at(x, y)); }
     // `from_row` skips the title and legend (whose swatches have the series colours).
     bool column_has(int x, const std::array<unsigned char, 3>& rgb, int from_row = 0) const {
         for (int y = from_row; y < height; ++y)
@@ -239,8 +237,8 @@ TEST_CASE("line plot: invalid input throws naming the culprit") {
     CHECK_THROWS_WITH_AS(write_line_plot(path.str(), {{"a", {1.f, 2.f}}, {"short one", {1.f}}}, options),
                          doctest::Contains("short one"), std::invalid_argument);
     options.x = {0.f, 1.f, 2.f};
-    CHECK_THROWS_WITH_AS(write_line_plot(path.str(), {{"D loss", {1.f, 2.f}}}, options),
-                         doctest::Contains("D loss"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(write_line_plot(path.str(), {{"D loss", {1.f, 2.f}}}, options), doctest::Contains("D loss"),
+                         std::invalid_argument);
     options.x.clear();
     options.width = 10;
     CHECK_THROWS_AS(write_line_plot(path.str(), {{"a", {1.f}}}, options), std::invalid_argument);

@@ -11,14 +11,14 @@
 #include <string>
 #include <vector>
 
-#include "app_helpers.hpp"
-#include "helpers.hpp"
+#include <xgrad.hpp>
+#include <xgrad/core/archive.hpp>
+#include <xgrad/core/random.hpp>
 #include <xgrad/io/archive_file.hpp>
 #include <xgrad/io/idx.hpp>
-#include <xgrad/core/random.hpp>
-#include <xgrad/core/archive.hpp>
-#include <xgrad.hpp>
 #include <xtensor/xmath.hpp>
+#include "app_helpers.hpp"
+#include "helpers.hpp"
 
 #include "app.hpp"
 #include "baselines.hpp"
@@ -250,7 +250,7 @@ TEST_CASE("Parzen window picks the maximum-likelihood sigma on the validation po
     const double t0 = norm - 0.25 / (2 * s2), t1 = norm - 4.0 / (2 * s2);
     CHECK(e.mean == doctest::Approx((t0 + t1) / 2));
     CHECK(e.standard_error == doctest::Approx(std::abs(t0 - t1) / 2));  // sd/sqrt(n) for n = 2
-    CHECK(e.validation_mean == doctest::Approx(norm - 0.5));              // -mean(x^2)/(2 sigma^2) = -1/2
+    CHECK(e.validation_mean == doctest::Approx(norm - 0.5));            // -mean(x^2)/(2 sigma^2) = -1/2
 
     CHECK(quality::parzen_window(center, validation, test, {0.1, 0.2}).sigma_at_grid_edge);
     const std::vector<double> grid = quality::default_parzen_sigmas();
@@ -270,7 +270,7 @@ TEST_CASE("a saved classifier loads back with the same outputs; evaluation mode 
     const Tensor images = random_tensor(9, 6, 8, 0.f, 1.f);
     const std::string before = trained.rng().state();
     const quality::Classifier::Outputs a = trained.evaluate(images, 4);  // 3 batches, the last partial
-    CHECK(trained.rng().state() == before);  // dropout is off: no draws
+    CHECK(trained.rng().state() == before);                              // dropout is off: no draws
     CHECK(trained.evaluate(images, 4).probabilities == a.probabilities);
     // Other batch sizes run other BLAS kernels: equal up to rounding.
     CHECK(xt::allclose(trained.evaluate(images).probabilities, a.probabilities, 1e-5, 1e-6));
@@ -336,9 +336,26 @@ TEST_CASE("the sample evaluator scores its own reference with FID 0") {
 namespace {
 
 int run_gan(const fs::path& data, const fs::path& out, long steps, std::vector<std::string> extra) {
-    std::vector<std::string> args{"--data", data.string(), "--out", out.string(), "--steps", std::to_string(steps),
-                                  "--preset", "mlp", "--batch", "8", "--hidden", "16", "--z-dim", "10", "--grid-every", "0",
-                                  "--checkpoint-every", "2", "--log-every", "1"};
+    std::vector<std::string> args{"--data",
+                                  data.string(),
+                                  "--out",
+                                  out.string(),
+                                  "--steps",
+                                  std::to_string(steps),
+                                  "--preset",
+                                  "mlp",
+                                  "--batch",
+                                  "8",
+                                  "--hidden",
+                                  "16",
+                                  "--z-dim",
+                                  "10",
+                                  "--grid-every",
+                                  "0",
+                                  "--checkpoint-every",
+                                  "2",
+                                  "--log-every",
+                                  "1"};
     args.insert(args.end(), extra.begin(), extra.end());
     return test::run_mnist_gan(args);
 }
@@ -415,7 +432,8 @@ SyntheticDigits synthetic_digits(std::size_t n, std::uint64_t seed) {
         for (int bar = 0; bar < 3; ++bar) {
             const std::size_t r = 4 + pattern_rng.below(20), col = 4 + pattern_rng.below(20);
             const bool across = pattern_rng.below(2) == 0;
-            for (std::size_t k = 0; k < 8; ++k) p(std::min<std::size_t>(across ? r : r - 4 + k, 27), std::min<std::size_t>(across ? col - 4 + k : col, 27)) = 1.f;
+            for (std::size_t k = 0; k < 8; ++k)
+                p(std::min<std::size_t>(across ? r : r - 4 + k, 27), std::min<std::size_t>(across ? col - 4 + k : col, 27)) = 1.f;
         }
         patterns.push_back(p);
     }

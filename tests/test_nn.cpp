@@ -65,7 +65,7 @@ TEST_CASE("train() and eval() switch every module below, and a layer added later
     CHECK_FALSE(late.is_training());
     const Var x(Tensor({4, 3}, 1.f));
     const Var y = net(x);
-    CHECK(scaled.count.item() == 0.f);  // evaluation mode: the buffer is left alone
+    CHECK(scaled.count.item() == 0.f);                     // evaluation mode: the buffer is left alone
     CHECK(xt::all(xt::equal(y.value(), net(x).value())));  // dropout is the identity
     net.train();
     CHECK(late.is_training());

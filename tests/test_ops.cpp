@@ -67,8 +67,8 @@ const UnaryCase kUnaryCases[] = {
     {"exp", [](const Var& x) { return xgrad::exp(x); }, [](double x) { return std::exp(x); },
      [](double x) { return std::exp(x); }, -2.f, 2.f, false, false},
     // x > 0.2 keeps x - step inside log's and sqrt's domains.
-    {"log", [](const Var& x) { return xgrad::log(x); }, [](double x) { return std::log(x); },
-     [](double x) { return 1.0 / x; }, 0.2f, 3.f, false, false},
+    {"log", [](const Var& x) { return xgrad::log(x); }, [](double x) { return std::log(x); }, [](double x) { return 1.0 / x; },
+     0.2f, 3.f, false, false},
     {"sqrt", [](const Var& x) { return xgrad::sqrt(x); }, [](double x) { return std::sqrt(x); },
      [](double x) { return 0.5 / std::sqrt(x); }, 0.2f, 3.f, false, false},
     {"abs", [](const Var& x) { return xgrad::abs(x); }, [](double x) { return std::abs(x); },
@@ -80,15 +80,14 @@ const UnaryCase kUnaryCases[] = {
     {"pow -2", [](const Var& x) { return xgrad::pow(x, -2.f); }, [](double x) { return 1.0 / (x * x); },
      [](double x) { return -2.0 / (x * x * x); }, 0.5f, 2.f, false, false},
     {"clamp to [-0.5, 0.7]", [](const Var& x) { return xgrad::clamp(x, -0.5f, 0.7f); },
-     [](double x) { return std::min(std::max(x, -0.5), 0.7); },
-     [](double x) { return x >= -0.5 && x <= 0.7 ? 1.0 : 0.0; }, 0.1f, 0.4f, true, false},
+     [](double x) { return std::min(std::max(x, -0.5), 0.7); }, [](double x) { return x >= -0.5 && x <= 0.7 ? 1.0 : 0.0; }, 0.1f,
+     0.4f, true, false},
     {"clamp, outside", [](const Var& x) { return xgrad::clamp(x, -0.5f, 0.7f); },
      [](double x) { return std::min(std::max(x, -0.5), 0.7); }, [](double) { return 0.0; }, 0.8f, 2.f, true, false},
     {"relu", [](const Var& x) { return xgrad::relu(x); }, [](double x) { return x > 0 ? x : 0.0; },
      [](double x) { return x > 0 ? 1.0 : 0.0; }, 0.1f, 2.f, true, false},
     {"leaky_relu (default slope)", [](const Var& x) { return xgrad::leaky_relu(x); },
-     [](double x) { return x > 0 ? x : 0.01 * x; }, [](double x) { return x > 0 ? 1.0 : 0.01; }, 0.1f, 2.f, true,
-     false},
+     [](double x) { return x > 0 ? x : 0.01 * x; }, [](double x) { return x > 0 ? 1.0 : 0.01; }, 0.1f, 2.f, true, false},
     {"leaky_relu (slope 0.2)", [](const Var& x) { return xgrad::leaky_relu(x, 0.2f); },
      [](double x) { return x > 0 ? x : 0.2 * x; }, [](double x) { return x > 0 ? 1.0 : 0.2; }, 0.1f, 2.f, true, false},
     {"sigmoid", [](const Var& x) { return xgrad::sigmoid(x); }, sigmoid_ref,
@@ -96,28 +95,27 @@ const UnaryCase kUnaryCases[] = {
     {"tanh", [](const Var& x) { return xgrad::tanh(x); }, [](double x) { return std::tanh(x); },
      [](double x) { return 1.0 - std::tanh(x) * std::tanh(x); }, -3.f, 3.f, false, true},
     {"softplus", [](const Var& x) { return xgrad::softplus(x); }, softplus_ref, sigmoid_ref, -4.f, 4.f, false, true},
-    {"neg", [](const Var& x) { return xgrad::neg(x); }, [](double x) { return -x; }, [](double) { return -1.0; }, -2.f,
-     2.f, false, false},
+    {"neg", [](const Var& x) { return xgrad::neg(x); }, [](double x) { return -x; }, [](double) { return -1.0; }, -2.f, 2.f,
+     false, false},
     {"scale by 2.5", [](const Var& x) { return xgrad::scale(x, 2.5f); }, [](double x) { return 2.5 * x; },
      [](double) { return 2.5; }, -2.f, 2.f, false, false},
     {"add_scalar -1.5", [](const Var& x) { return xgrad::add_scalar(x, -1.5f); }, [](double x) { return x - 1.5; },
      [](double) { return 1.0; }, -2.f, 2.f, false, false},
-    {"-x", [](const Var& x) { return -x; }, [](double x) { return -x; }, [](double) { return -1.0; }, -2.f, 2.f, false,
+    {"-x", [](const Var& x) { return -x; }, [](double x) { return -x; }, [](double) { return -1.0; }, -2.f, 2.f, false, false},
+    {"x * 3", [](const Var& x) { return x * 3.f; }, [](double x) { return x * 3; }, [](double) { return 3.0; }, -2.f, 2.f, false,
      false},
-    {"x * 3", [](const Var& x) { return x * 3.f; }, [](double x) { return x * 3; }, [](double) { return 3.0; }, -2.f,
-     2.f, false, false},
-    {"3 * x", [](const Var& x) { return 3.f * x; }, [](double x) { return 3 * x; }, [](double) { return 3.0; }, -2.f,
-     2.f, false, false},
-    {"x / 4", [](const Var& x) { return x / 4.f; }, [](double x) { return x / 4; }, [](double) { return 0.25; }, -2.f,
-     2.f, false, false},
-    {"x + 2", [](const Var& x) { return x + 2.f; }, [](double x) { return x + 2; }, [](double) { return 1.0; }, -2.f,
-     2.f, false, false},
-    {"2 + x", [](const Var& x) { return 2.f + x; }, [](double x) { return 2 + x; }, [](double) { return 1.0; }, -2.f,
-     2.f, false, false},
-    {"x - 2", [](const Var& x) { return x - 2.f; }, [](double x) { return x - 2; }, [](double) { return 1.0; }, -2.f,
-     2.f, false, false},
-    {"2 - x", [](const Var& x) { return 2.f - x; }, [](double x) { return 2 - x; }, [](double) { return -1.0; }, -2.f,
-     2.f, false, false},
+    {"3 * x", [](const Var& x) { return 3.f * x; }, [](double x) { return 3 * x; }, [](double) { return 3.0; }, -2.f, 2.f, false,
+     false},
+    {"x / 4", [](const Var& x) { return x / 4.f; }, [](double x) { return x / 4; }, [](double) { return 0.25; }, -2.f, 2.f, false,
+     false},
+    {"x + 2", [](const Var& x) { return x + 2.f; }, [](double x) { return x + 2; }, [](double) { return 1.0; }, -2.f, 2.f, false,
+     false},
+    {"2 + x", [](const Var& x) { return 2.f + x; }, [](double x) { return 2 + x; }, [](double) { return 1.0; }, -2.f, 2.f, false,
+     false},
+    {"x - 2", [](const Var& x) { return x - 2.f; }, [](double x) { return x - 2; }, [](double) { return 1.0; }, -2.f, 2.f, false,
+     false},
+    {"2 - x", [](const Var& x) { return 2.f - x; }, [](double x) { return 2 - x; }, [](double) { return -1.0; }, -2.f, 2.f, false,
+     false},
 };
 
 Var sample(const UnaryCase& u, const Shape& s, std::uint64_t seed) {
@@ -154,8 +152,8 @@ TEST_CASE("elementwise ops pass gradcheck") {
     std::uint64_t seed = 200;
     for (const UnaryCase& u : kUnaryCases) {
         for (const Shape& s : kShapes) {
-            check_gradcheck(std::string(u.name) + " on " + xgrad::shape_string(s),
-                            [&u](const Inputs& in) { return u.op(in[0]); }, {sample(u, s, ++seed)});
+            check_gradcheck(std::string(u.name) + " on " + xgrad::shape_string(s), [&u](const Inputs& in) { return u.op(in[0]); },
+                            {sample(u, s, ++seed)});
         }
     }
 }
@@ -212,11 +210,9 @@ const BinaryCase kBinaryCases[] = {
     {"div", xgrad::div, [](double a, double b) { return a / b; }, [](double, double b) { return 1.0 / b; },
      [](double a, double b) { return -a / (b * b); }, true, false},
     {"maximum", xgrad::maximum, [](double a, double b) { return std::max(a, b); },
-     [](double a, double b) { return a > b ? 1.0 : 0.0; }, [](double a, double b) { return b > a ? 1.0 : 0.0; }, false,
-     true},
+     [](double a, double b) { return a > b ? 1.0 : 0.0; }, [](double a, double b) { return b > a ? 1.0 : 0.0; }, false, true},
     {"minimum", xgrad::minimum, [](double a, double b) { return std::min(a, b); },
-     [](double a, double b) { return a < b ? 1.0 : 0.0; }, [](double a, double b) { return b < a ? 1.0 : 0.0; }, false,
-     true},
+     [](double a, double b) { return a < b ? 1.0 : 0.0; }, [](double a, double b) { return b < a ? 1.0 : 0.0; }, false, true},
     {"a + b", [](const Var& a, const Var& b) { return a + b; }, [](double a, double b) { return a + b; },
      [](double, double) { return 1.0; }, [](double, double) { return 1.0; }, false, false},
     {"a - b", [](const Var& a, const Var& b) { return a - b; }, [](double a, double b) { return a - b; },
@@ -231,9 +227,9 @@ const BinaryCase kBinaryCases[] = {
 // trailing vector, rows against columns, a missing leading dimension, a
 // scalar, and rank 4 against rank 2.
 const std::pair<Shape, Shape> kBroadcastPairs[] = {
-    {{5, 7}, {5, 7}},       {{5, 7}, {7}},       {{7}, {5, 7}},       {{5, 1}, {1, 7}},   {{5, 7}, {5, 1}},
-    {{2, 3, 4}, {3, 1}},    {{3, 1}, {2, 3, 4}}, {{2, 1, 4}, {3, 4}}, {{}, {2, 3}},       {{2, 3}, {}},
-    {{}, {}},               {{1}, {1}},          {{4, 1, 1, 2}, {3, 2}}, {{1, 3}, {2, 1, 1}},
+    {{5, 7}, {5, 7}},       {{5, 7}, {7}},       {{7}, {5, 7}}, {{5, 1}, {1, 7}}, {{5, 7}, {5, 1}}, {{2, 3, 4}, {3, 1}},
+    {{3, 1}, {2, 3, 4}},    {{2, 1, 4}, {3, 4}}, {{}, {2, 3}},  {{2, 3}, {}},     {{}, {}},         {{1}, {1}},
+    {{4, 1, 1, 2}, {3, 2}}, {{1, 3}, {2, 1, 1}},
 };
 
 // On a grid, a at odd and b at even multiples of 0.05: never closer than 0.05.
@@ -342,9 +338,18 @@ struct AxesCase {
 };
 
 const AxesCase kAxesCases[] = {
-    {{5, 7}, {}, false},       {{5, 7}, {0}, false},      {{5, 7}, {1}, true},        {{5, 7}, {-1}, false},
-    {{2, 3, 4}, {1}, false},   {{2, 3, 4}, {0, 2}, true}, {{2, 3, 4}, {2, 0}, false}, {{2, 3, 4}, {0, 1, 2}, false},
-    {{2, 1, 4}, {1}, false},   {{7}, {0}, false},         {{}, {}, false},            {{40, 30}, {0}, false},
+    {{5, 7}, {}, false},
+    {{5, 7}, {0}, false},
+    {{5, 7}, {1}, true},
+    {{5, 7}, {-1}, false},
+    {{2, 3, 4}, {1}, false},
+    {{2, 3, 4}, {0, 2}, true},
+    {{2, 3, 4}, {2, 0}, false},
+    {{2, 3, 4}, {0, 1, 2}, false},
+    {{2, 1, 4}, {1}, false},
+    {{7}, {0}, false},
+    {{}, {}, false},
+    {{40, 30}, {0}, false},
     {{3, 1, 2, 5}, {-1, 1}, true},
 };
 
@@ -475,15 +480,18 @@ TEST_CASE("max and min pass gradcheck") {
             Var x = random_var(s, 0.f, 1.f, ++seed);
             std::vector<std::size_t> order(x.numel());
             for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-            std::sort(order.begin(), order.end(), [&x](std::size_t i, std::size_t j) { return x.value().data()[i] < x.value().data()[j]; });
-            for (std::size_t rank = 0; rank < order.size(); ++rank) x.mutable_value().data()[order[rank]] = 0.1f * float(rank) - 1.f;
+            std::sort(order.begin(), order.end(),
+                      [&x](std::size_t i, std::size_t j) { return x.value().data()[i] < x.value().data()[j]; });
+            for (std::size_t rank = 0; rank < order.size(); ++rank)
+                x.mutable_value().data()[order[rank]] = 0.1f * float(rank) - 1.f;
             check_gradcheck("max along " + std::to_string(axis) + " of " + xgrad::shape_string(s),
                             [axis](const Inputs& in) { return xgrad::max(in[0], axis); }, {x});
             check_gradcheck("min along " + std::to_string(axis) + " of " + xgrad::shape_string(s),
                             [axis](const Inputs& in) { return xgrad::min(in[0], axis, true); }, {x});
         }
         Var x = random_var(s, 0.f, 1.f, ++seed);
-        for (std::size_t i = 0; i < x.numel(); ++i) x.mutable_value().data()[i] = 0.1f * float((i * 11) % x.numel()) - 1.f;  // distinct: 11 is prime to 35, 24, 6
+        for (std::size_t i = 0; i < x.numel(); ++i)
+            x.mutable_value().data()[i] = 0.1f * float((i * 11) % x.numel()) - 1.f;  // distinct: 11 is prime to 35, 24, 6
         check_gradcheck("max of all of " + xgrad::shape_string(s), [](const Inputs& in) { return xgrad::max(in[0]); }, {x});
         check_gradcheck("min of all of " + xgrad::shape_string(s), [](const Inputs& in) { return xgrad::min(in[0]); }, {x});
     }
@@ -497,8 +505,8 @@ TEST_CASE("softmax and log_softmax along any axis: values and gradients in doubl
         for (int axis = -int(s.size()); axis < int(s.size()); ++axis) {
             for (const bool log_space : {false, true}) {
                 for (const float spread : {3.f, 1000.f}) {
-                    INFO((log_space ? "log_softmax" : "softmax") << " along " << axis << " of " << xgrad::shape_string(s)
-                                                                 << ", |x| up to " << spread);
+                    INFO((log_space ? "log_softmax" : "softmax")
+                         << " along " << axis << " of " << xgrad::shape_string(s) << ", |x| up to " << spread);
                     const Var x = random_var(s, -spread, spread, ++seed);
                     const Var y = log_space ? xgrad::log_softmax(x, axis) : xgrad::softmax(x, axis);
                     const Tensor dy = random_tensor(s, -1.f, 1.f, ++seed);
@@ -537,10 +545,11 @@ TEST_CASE("softmax and log_softmax pass gradcheck") {
     std::uint64_t seed = 750;
     for (const Shape& s : {Shape{4, 5}, Shape{2, 3, 4}}) {
         for (int axis = 0; axis < int(s.size()); ++axis) {
-            check_gradcheck("softmax along " + std::to_string(axis), [axis](const Inputs& in) { return xgrad::softmax(in[0], axis); },
-                            {random_var(s, -2.f, 2.f, ++seed)});
+            check_gradcheck("softmax along " + std::to_string(axis),
+                            [axis](const Inputs& in) { return xgrad::softmax(in[0], axis); }, {random_var(s, -2.f, 2.f, ++seed)});
             check_gradcheck("log_softmax along " + std::to_string(axis),
-                            [axis](const Inputs& in) { return xgrad::log_softmax(in[0], axis); }, {random_var(s, -2.f, 2.f, ++seed)});
+                            [axis](const Inputs& in) { return xgrad::log_softmax(in[0], axis); },
+                            {random_var(s, -2.f, 2.f, ++seed)});
         }
     }
 }
@@ -843,25 +852,72 @@ TEST_CASE("shape errors name the op and both shapes") {
         const char* second;
     };
     const Case cases[] = {
-        {"xgrad::matmul", [] { xgrad::matmul(Var::full({2, 3}, 1.f, true), Var::full({4, 5}, 1.f)); }, "(2, 3)", "(4, 5)"},
-        {"xgrad::matmul", [] { xgrad::matmul(Var::full({3, 2}, 1.f), Var::full({3, 2}, 1.f, true)); }, "(3, 2)", "(3, 2)"},
-        {"xgrad::matmul", [] { xgrad::matmul(Var::full({2, 3, 4}, 1.f), Var::full({3, 4, 5}, 1.f, true)); }, "(2, 3, 4)",
-         "(3, 4, 5)"},
-        {"xgrad::linear", [] { xgrad::linear(Var::full({2, 3}, 1.f), Var::full({4, 5}, 1.f, true), Var::full({5}, 1.f)); },
+        {"xgrad::matmul",
+         [] {
+             xgrad::matmul(Var::full({2, 3}, 1.f, true), Var::full({4, 5}, 1.f));
+         },
          "(2, 3)", "(4, 5)"},
-        {"xgrad::linear", [] { xgrad::linear(Var::full({2, 3}, 1.f), Var::full({3, 5}, 1.f, true), Var::full({4}, 1.f)); },
+        {"xgrad::matmul",
+         [] {
+             xgrad::matmul(Var::full({3, 2}, 1.f), Var::full({3, 2}, 1.f, true));
+         },
+         "(3, 2)", "(3, 2)"},
+        {"xgrad::matmul",
+         [] {
+             xgrad::matmul(Var::full({2, 3, 4}, 1.f), Var::full({3, 4, 5}, 1.f, true));
+         },
+         "(2, 3, 4)", "(3, 4, 5)"},
+        {"xgrad::linear",
+         [] {
+             xgrad::linear(Var::full({2, 3}, 1.f), Var::full({4, 5}, 1.f, true), Var::full({5}, 1.f));
+         },
+         "(2, 3)", "(4, 5)"},
+        {"xgrad::linear",
+         [] {
+             xgrad::linear(Var::full({2, 3}, 1.f), Var::full({3, 5}, 1.f, true), Var::full({4}, 1.f));
+         },
          "(3, 5)", "(4)"},
-        {"xgrad::linear", [] { xgrad::linear(Var::full({2, 3}, 1.f), Var::full({3, 5}, 1.f, true), Var::full({1, 5}, 1.f)); },
+        {"xgrad::linear",
+         [] {
+             xgrad::linear(Var::full({2, 3}, 1.f), Var::full({3, 5}, 1.f, true), Var::full({1, 5}, 1.f));
+         },
          "(3, 5)", "(1, 5)"},
-        {"xgrad::add", [] { xgrad::add(Var::full({2, 3}, 1.f, true), Var::full({3, 2}, 1.f)); }, "(2, 3)", "(3, 2)"},
-        {"xgrad::add", [] { Var::full({2, 3}, 1.f) + Var::full({2, 2}, 1.f, true); }, "(2, 3)", "(2, 2)"},
-        {"xgrad::sub", [] { xgrad::sub(Var::full({4, 3}, 1.f, true), Var::full({2, 3}, 1.f)); }, "(4, 3)", "(2, 3)"},
-        {"xgrad::mul", [] { xgrad::mul(Var::full({1, 3}, 1.f), Var::full({2, 4}, 1.f, true)); }, "(1, 3)", "(2, 4)"},
-        {"xgrad::div", [] { xgrad::div(Var::full({2, 3, 4}, 1.f), Var::full({3, 5}, 1.f, true)); }, "(2, 3, 4)", "(3, 5)"},
-        {"xgrad::maximum", [] { xgrad::maximum(Var::full({3}, 1.f), Var::full({4}, 1.f)); }, "(3)", "(4)"},
-        {"xgrad::bce_with_logits", [] { xgrad::bce_with_logits(Var::full({2, 3}, 1.f, true), Var::full({3, 2}, 0.f)); },
+        {"xgrad::add",
+         [] {
+             xgrad::add(Var::full({2, 3}, 1.f, true), Var::full({3, 2}, 1.f));
+         },
          "(2, 3)", "(3, 2)"},
-        {"xgrad::mse_loss", [] { xgrad::mse_loss(Var::full({4}, 1.f, true), Var::full({4, 1}, 0.f)); }, "(4)", "(4, 1)"},
+        {"xgrad::add",
+         [] {
+             Var::full({2, 3}, 1.f) + Var::full({2, 2}, 1.f, true);
+         },
+         "(2, 3)", "(2, 2)"},
+        {"xgrad::sub",
+         [] {
+             xgrad::sub(Var::full({4, 3}, 1.f, true), Var::full({2, 3}, 1.f));
+         },
+         "(4, 3)", "(2, 3)"},
+        {"xgrad::mul",
+         [] {
+             xgrad::mul(Var::full({1, 3}, 1.f), Var::full({2, 4}, 1.f, true));
+         },
+         "(1, 3)", "(2, 4)"},
+        {"xgrad::div",
+         [] {
+             xgrad::div(Var::full({2, 3, 4}, 1.f), Var::full({3, 5}, 1.f, true));
+         },
+         "(2, 3, 4)", "(3, 5)"},
+        {"xgrad::maximum", [] { xgrad::maximum(Var::full({3}, 1.f), Var::full({4}, 1.f)); }, "(3)", "(4)"},
+        {"xgrad::bce_with_logits",
+         [] {
+             xgrad::bce_with_logits(Var::full({2, 3}, 1.f, true), Var::full({3, 2}, 0.f));
+         },
+         "(2, 3)", "(3, 2)"},
+        {"xgrad::mse_loss",
+         [] {
+             xgrad::mse_loss(Var::full({4}, 1.f, true), Var::full({4, 1}, 0.f));
+         },
+         "(4)", "(4, 1)"},
         // The op-authoring API guards custom ops the same way: gemm before
         // BLAS reads or writes out of bounds ...
         {"xgrad::my_product",
@@ -882,8 +938,7 @@ TEST_CASE("shape errors name the op and both shapes") {
              const Var x = Var::full({2, 3}, 1.f, true);
              xgrad::Op op("my_op", {x}, x.shape());
              op.out().fill(1.f);
-             const Var y =
-                 op.finish([](xgrad::BackwardContext& ctx) { ctx.accumulate(0, xt::transpose(ctx.grad_output())); });
+             const Var y = op.finish([](xgrad::BackwardContext& ctx) { ctx.accumulate(0, xt::transpose(ctx.grad_output())); });
              xgrad::backward(xgrad::sum(y));
          },
          "(3, 2)", "(2, 3)"},

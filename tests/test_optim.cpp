@@ -41,7 +41,9 @@ Tensor pattern_tensor(const Shape& shape, const float (&pattern)[6], float facto
     return t;
 }
 
-Tensor gradient_of_step(int t, const Shape& shape = {2, 3}) { return pattern_tensor(shape, kGradientPattern, kStepFactor[t - 1]); }
+Tensor gradient_of_step(int t, const Shape& shape = {2, 3}) {
+    return pattern_tensor(shape, kGradientPattern, kStepFactor[t - 1]);
+}
 
 // One element's expected trajectory: its value and up to two moment estimates.
 struct Expected {
@@ -284,7 +286,7 @@ TEST_CASE("clip_grad_norm scales all gradients by one factor down to max_norm") 
     a.mutable_grad() = Tensor{{3, 0}, {0, 4}};
     b.mutable_grad() = Tensor{0, 12, 0};
     frozen.mutable_grad() = Tensor{100};
-    frozen.set_requires_grad(false);  // neither counted nor scaled
+    frozen.set_requires_grad(false);                   // neither counted nor scaled
     const std::vector<Var> all{a, b, frozen, scalar};  // scalar: a zero gradient of rank 0
     SUBCASE("a norm within the bound is left alone") {
         CHECK(clip_grad_norm(all, 13.0) == doctest::Approx(13.0));  // sqrt(9 + 16 + 144)
@@ -625,8 +627,7 @@ TEST_CASE("named_parameters names each parameter by its path") {
     const NamedVars named = net.named_parameters();
     // Weights (in, out), biases rank 1 (out).
     const std::vector<std::pair<std::string, Shape>> expected = {
-        {"0.weight", {3, 4}}, {"0.bias", {4}}, {"2.weight", {4, 2}},
-        {"2.bias", {2}},      {"3.0.weight", {2, 1}}, {"3.0.bias", {1}},
+        {"0.weight", {3, 4}}, {"0.bias", {4}}, {"2.weight", {4, 2}}, {"2.bias", {2}}, {"3.0.weight", {2, 1}}, {"3.0.bias", {1}},
     };
     REQUIRE(named.size() == expected.size());
     const std::vector<Var> plain = net.parameters();

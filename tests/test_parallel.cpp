@@ -60,9 +60,7 @@ float max_relative_difference(const Tensor& a, const Tensor& b) {
     return worst;
 }
 
-bool identical(const Tensor& a, const Tensor& b) {
-    return a.shape() == b.shape() && std::equal(a.begin(), a.end(), b.begin());
-}
+bool identical(const Tensor& a, const Tensor& b) { return a.shape() == b.shape() && std::equal(a.begin(), a.end(), b.begin()); }
 
 }  // namespace
 

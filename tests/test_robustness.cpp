@@ -6,8 +6,8 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -26,9 +26,9 @@
 #include <unistd.h>
 
 #include "app_helpers.hpp"
-#include "presets.hpp"
 #include "classifier.hpp"
 #include "helpers.hpp"
+#include "presets.hpp"
 
 extern char** environ;
 
@@ -142,8 +142,9 @@ gan::GanConfig tiny_config() {
 }
 
 std::vector<std::string> tiny_run(const fs::path& data, const fs::path& out, long steps, std::vector<std::string> extra = {}) {
-    std::vector<std::string> args{"--data", data.string(), "--out", out.string(), "--steps", std::to_string(steps), "--preset",
-                                  "mlp", "--batch", "8", "--hidden", "16", "--z-dim", "10", "--log-every", "1"};
+    std::vector<std::string> args{"--data",   data.string(), "--out",       out.string(), "--steps",  std::to_string(steps),
+                                  "--preset", "mlp",         "--batch",     "8",          "--hidden", "16",
+                                  "--z-dim",  "10",          "--log-every", "1"};
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
 }
@@ -171,7 +172,8 @@ void check_log_rows(const fs::path& log, long steps) {
 // mnist_classifier (data in `data`) stops at once, before its first epoch,
 // with `why` about an unusable --out.
 void check_classifier_refuses_out(const fs::path& data, const fs::path& out, const std::string& why) {
-    Child classifier(executable("XGRAD_MNIST_CLASSIFIER"), {"--data", data.string(), "--out", out.string(), "--epochs", "1000"}, data);
+    Child classifier(executable("XGRAD_MNIST_CLASSIFIER"), {"--data", data.string(), "--out", out.string(), "--epochs", "1000"},
+                     data);
     CHECK(classifier.exit_code(10s) == 1);
     CHECK(contains(classifier.err(), "--out '" + out.string() + "': " + why));
     CHECK_FALSE(contains(classifier.err(), "epoch 1/"));
@@ -211,10 +213,12 @@ TEST_CASE("SIGKILLed at random moments, mnist_gan always leaves a loadable check
         steps = std::max(steps, now);
     }
     CHECK(killed_running == kKills);
-    MESSAGE(kKills << " kills, the last checkpoint at step " << steps << "; " << left_temporary << " kills left a temporary file");
+    MESSAGE(kKills << " kills, the last checkpoint at step " << steps << "; " << left_temporary
+                   << " kills left a temporary file");
     REQUIRE(steps > 0);
 
-    Child last(mnist_gan, tiny_run(dir.path(), out, steps + 3, {"--checkpoint-every", "1", "--grid-every", "3", "--resume"}), dir.path());
+    Child last(mnist_gan, tiny_run(dir.path(), out, steps + 3, {"--checkpoint-every", "1", "--grid-every", "3", "--resume"}),
+               dir.path());
     REQUIRE_MESSAGE(last.exit_code() == 0, last.err());
     CHECK(gan::verify_checkpoint(checkpoint.string(), tiny_config()) == steps + 3);
     CHECK(temporary_files(out).empty());
@@ -289,7 +293,8 @@ TEST_CASE("on a full disk mnist_gan stops naming the file and keeps its checkpoi
     CHECK(contains(again.err(), "--out '" + out.string() + "': cannot create files there: Read-only file system"));
     CHECK(gan::verify_checkpoint(checkpoint.string(), tiny_config()) == steps + 2);
 
-    check_classifier_refuses_out(dir.path(), dir.path() / "disk" / "classifier", "cannot create the directory: Read-only file system");
+    check_classifier_refuses_out(dir.path(), dir.path() / "disk" / "classifier",
+                                 "cannot create the directory: Read-only file system");
 }
 
 TEST_CASE("Ctrl-C while samples are written: exit 130, the checkpoint kept, no samples.idx or temporary file") {
@@ -321,8 +326,8 @@ TEST_CASE("mnist_gan --samples streams: its peak memory does not grow with the s
     const std::size_t counts[2] = {1000, 61000};  // 0.8 MB and 48 MB of pixels
     for (int i = 0; i < 2; ++i) {
         const fs::path out = dir.path() / ("out" + std::to_string(i));
-        Child child(mnist_gan, tiny_run(dir.path(), out, 1, {"--grid-every", "0", "--samples", std::to_string(counts[i])}), dir.path(),
-                    env);
+        Child child(mnist_gan, tiny_run(dir.path(), out, 1, {"--grid-every", "0", "--samples", std::to_string(counts[i])}),
+                    dir.path(), env);
         REQUIRE_MESSAGE(child.exit_code() == 0, child.err());
         CHECK(xgrad::read_idx_images((out / "samples.idx").string()).count == counts[i]);
         peak_kib[i] = child.peak_rss_kib();
@@ -344,7 +349,8 @@ TEST_CASE("mnist_classifier and gan_eval check their outputs before the work, an
     const std::string weights = (dir.path() / "classifier.xgrad").string();
     quality::Classifier(config, 1).save(weights);
     const std::string gan_eval = executable("XGRAD_GAN_EVAL");
-    const std::vector<std::string> baseline{"--data", dir.path().string(), "--classifier", weights, "--baseline", "noise", "--count", "10"};
+    const std::vector<std::string> baseline{
+        "--data", dir.path().string(), "--classifier", weights, "--baseline", "noise", "--count", "10"};
 
     const std::string bad_csv = (dir.path() / "a-file" / "metrics.csv").string();
     std::vector<std::string> csv_args = baseline;
@@ -360,7 +366,8 @@ TEST_CASE("mnist_classifier and gan_eval check their outputs before the work, an
 
     std::vector<std::string> huge = baseline;
     huge.back() = "10000000";
-    const double needed = 1e7 * (784 + 8 + 10) * 4.0, physical = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
+    const double needed = 1e7 * (784 + 8 + 10) * 4.0,
+                 physical = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
     if (needed <= physical) {
         MESSAGE("skipped the --count 10000000 check: this machine has the memory for it");
     } else {

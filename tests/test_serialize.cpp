@@ -18,11 +18,11 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "helpers.hpp"
 #include <xgrad/io/archive_file.hpp>
 #include <xgrad/nn.hpp>
 #include <xgrad/ops.hpp>
 #include <xgrad/optim.hpp>
+#include "helpers.hpp"
 
 using namespace xgrad;
 using doctest::Contains;
@@ -63,8 +63,8 @@ float from_bits(std::uint32_t bits) {
 TEST_CASE("an archive round trip is bit-exact") {
     using limits = std::numeric_limits<float>;
     Tensor odd = Tensor::from_shape({3, 7});
-    const float specials[] = {from_bits(0x7fc12345u), from_bits(0xffc00001u), limits::infinity(), -limits::infinity(),
-                              -0.f, limits::denorm_min(), limits::max(), limits::lowest(), limits::min(), 1.f / 3.f};
+    const float specials[] = {from_bits(0x7fc12345u), from_bits(0xffc00001u), limits::infinity(), -limits::infinity(), -0.f,
+                              limits::denorm_min(),   limits::max(),          limits::lowest(),   limits::min(),       1.f / 3.f};
     for (std::size_t i = 0; i < odd.size(); ++i) {
         odd.flat(i) = i < std::size(specials) ? specials[i] : static_cast<float>(i) * 0.1f - 1.f;
     }
@@ -262,12 +262,12 @@ std::string reference_body() {
     return Bytes().raw("XGRADARC").u32(2).u32(2).tensor("weights", Tensor{{1, 2, 3}, {4, 5, 6}}).text("note", "abcd").str();
 }
 // Its layout, offset by offset.
-constexpr std::size_t kEntryStart = 8 + 4 + 4;             // magic, version, count
-constexpr std::size_t kNameStart = kEntryStart + 1 + 4;    // kind, name length
-constexpr std::size_t kRankAt = kNameStart + 7;            // "weights"
-constexpr std::size_t kShapeAt = kRankAt + 4;              // u32 rank
-constexpr std::size_t kDataStart = kShapeAt + 2 * 8;       // u64 2, u64 3
-constexpr std::size_t kTextEntry = kDataStart + 6 * 4;     // six floats
+constexpr std::size_t kEntryStart = 8 + 4 + 4;                 // magic, version, count
+constexpr std::size_t kNameStart = kEntryStart + 1 + 4;        // kind, name length
+constexpr std::size_t kRankAt = kNameStart + 7;                // "weights"
+constexpr std::size_t kShapeAt = kRankAt + 4;                  // u32 rank
+constexpr std::size_t kDataStart = kShapeAt + 2 * 8;           // u64 2, u64 3
+constexpr std::size_t kTextEntry = kDataStart + 6 * 4;         // six floats
 constexpr std::size_t kTextLengthAt = kTextEntry + 1 + 4 + 4;  // kind, name length, "note"
 constexpr std::size_t kTextDataAt = kTextLengthAt + 8;
 constexpr std::size_t kBodyEnd = kTextDataAt + 4;  // "abcd"
@@ -525,8 +525,8 @@ TEST_CASE("tensor shapes behind a valid checksum are checked without overflow") 
         return read_archive(path);
     };
     const std::uint64_t big = std::uint64_t(1) << 63;
-    const std::pair<std::uint64_t, std::uint64_t> impossible[] = {{0, big}, {big, 0}, {big, 4}, {0, ~std::uint64_t(0)},
-                                                                  {std::uint64_t(1) << 32, std::uint64_t(1) << 32}};
+    const std::pair<std::uint64_t, std::uint64_t> impossible[] = {
+        {0, big}, {big, 0}, {big, 4}, {0, ~std::uint64_t(0)}, {std::uint64_t(1) << 32, std::uint64_t(1) << 32}};
     for (const auto& [rows, cols] : impossible) {
         const std::uint64_t shown_rows = rows, shown_cols = cols;  // clang cannot capture a structured binding
         CAPTURE(shown_rows);

@@ -49,23 +49,53 @@ std::vector<StructuralCase> cases() {
     const auto in_order = [](const Shape& in_shape, const Shape& out_shape) {
         return [in_shape, out_shape](const Shape& at) { return Source{0, unravel(ravel(at, out_shape), in_shape)}; };
     };
-    c.push_back({"reshape (2, 3, 4) to (4, -1)", {{2, 3, 4}}, [](const Inputs& in) { return xgrad::reshape(in[0], {4, -1}); },
-                 {4, 6}, in_order({2, 3, 4}, {4, 6})});
-    c.push_back({"reshape a scalar to (1, 1)", {{}}, [](const Inputs& in) { return xgrad::reshape(in[0], {1, 1}); }, {1, 1},
+    c.push_back({"reshape (2, 3, 4) to (4, -1)",
+                 {{2, 3, 4}},
+                 [](const Inputs& in) {
+                     return xgrad::reshape(in[0], {4, -1});
+                 },
+                 {4, 6},
+                 in_order({2, 3, 4}, {4, 6})});
+    c.push_back({"reshape a scalar to (1, 1)",
+                 {{}},
+                 [](const Inputs& in) {
+                     return xgrad::reshape(in[0], {1, 1});
+                 },
+                 {1, 1},
                  in_order({}, {1, 1})});
-    c.push_back({"view (6) as (-1, 2, 1)", {{6}}, [](const Inputs& in) { return xgrad::view(in[0], {-1, 2, 1}); }, {3, 2, 1},
+    c.push_back({"view (6) as (-1, 2, 1)",
+                 {{6}},
+                 [](const Inputs& in) {
+                     return xgrad::view(in[0], {-1, 2, 1});
+                 },
+                 {3, 2, 1},
                  in_order({6}, {3, 2, 1})});
-    c.push_back({"flatten (2, 3, 4, 5)", {{2, 3, 4, 5}}, [](const Inputs& in) { return xgrad::flatten(in[0]); }, {2, 60},
+    c.push_back({"flatten (2, 3, 4, 5)",
+                 {{2, 3, 4, 5}},
+                 [](const Inputs& in) { return xgrad::flatten(in[0]); },
+                 {2, 60},
                  in_order({2, 3, 4, 5}, {2, 60})});
-    c.push_back({"flatten axes 1..2 of (2, 3, 4, 5)", {{2, 3, 4, 5}}, [](const Inputs& in) { return xgrad::flatten(in[0], 1, 2); },
-                 {2, 12, 5}, in_order({2, 3, 4, 5}, {2, 12, 5})});
-    c.push_back({"flatten everything", {{2, 3}}, [](const Inputs& in) { return xgrad::flatten(in[0], 0); }, {6},
-                 in_order({2, 3}, {6})});
-    c.push_back({"unsqueeze (3, 4) at 1", {{3, 4}}, [](const Inputs& in) { return xgrad::unsqueeze(in[0], 1); }, {3, 1, 4},
+    c.push_back({"flatten axes 1..2 of (2, 3, 4, 5)",
+                 {{2, 3, 4, 5}},
+                 [](const Inputs& in) { return xgrad::flatten(in[0], 1, 2); },
+                 {2, 12, 5},
+                 in_order({2, 3, 4, 5}, {2, 12, 5})});
+    c.push_back(
+        {"flatten everything", {{2, 3}}, [](const Inputs& in) { return xgrad::flatten(in[0], 0); }, {6}, in_order({2, 3}, {6})});
+    c.push_back({"unsqueeze (3, 4) at 1",
+                 {{3, 4}},
+                 [](const Inputs& in) { return xgrad::unsqueeze(in[0], 1); },
+                 {3, 1, 4},
                  in_order({3, 4}, {3, 1, 4})});
-    c.push_back({"unsqueeze (3, 4) at -1", {{3, 4}}, [](const Inputs& in) { return xgrad::unsqueeze(in[0], -1); }, {3, 4, 1},
+    c.push_back({"unsqueeze (3, 4) at -1",
+                 {{3, 4}},
+                 [](const Inputs& in) { return xgrad::unsqueeze(in[0], -1); },
+                 {3, 4, 1},
                  in_order({3, 4}, {3, 4, 1})});
-    c.push_back({"squeeze (3, 1, 4) at 1", {{3, 1, 4}}, [](const Inputs& in) { return xgrad::squeeze(in[0], 1); }, {3, 4},
+    c.push_back({"squeeze (3, 1, 4) at 1",
+                 {{3, 1, 4}},
+                 [](const Inputs& in) { return xgrad::squeeze(in[0], 1); },
+                 {3, 4},
                  in_order({3, 1, 4}, {3, 4})});
 
     // y[i0, i1, i2] = x at index[order[d]] = i_d.
@@ -76,27 +106,46 @@ std::vector<StructuralCase> cases() {
             return Source{0, index};
         };
     };
-    c.push_back({"permute (2, 3, 4) by (2, 0, 1)", {{2, 3, 4}}, [](const Inputs& in) { return xgrad::permute(in[0], {2, 0, 1}); },
-                 {4, 2, 3}, permuted({2, 0, 1})});
+    c.push_back({"permute (2, 3, 4) by (2, 0, 1)",
+                 {{2, 3, 4}},
+                 [](const Inputs& in) {
+                     return xgrad::permute(in[0], {2, 0, 1});
+                 },
+                 {4, 2, 3},
+                 permuted({2, 0, 1})});
     c.push_back({"permute (2, 3, 4, 5) by (3, 1, 0, 2)",
                  {{2, 3, 4, 5}},
-                 [](const Inputs& in) { return xgrad::permute(in[0], {3, 1, -4, 2}); },
+                 [](const Inputs& in) {
+                     return xgrad::permute(in[0], {3, 1, -4, 2});
+                 },
                  {5, 3, 2, 4},
                  permuted({3, 1, 0, 2})});
-    c.push_back({"transpose (3, 4)", {{3, 4}}, [](const Inputs& in) { return xgrad::transpose(in[0]); }, {4, 3}, permuted({1, 0})});
-    c.push_back({"transpose axes 0 and 2 of (2, 3, 4)", {{2, 3, 4}}, [](const Inputs& in) { return xgrad::transpose(in[0], 0, 2); },
-                 {4, 3, 2}, permuted({2, 1, 0})});
+    c.push_back(
+        {"transpose (3, 4)", {{3, 4}}, [](const Inputs& in) { return xgrad::transpose(in[0]); }, {4, 3}, permuted({1, 0})});
+    c.push_back({"transpose axes 0 and 2 of (2, 3, 4)",
+                 {{2, 3, 4}},
+                 [](const Inputs& in) { return xgrad::transpose(in[0], 0, 2); },
+                 {4, 3, 2},
+                 permuted({2, 1, 0})});
 
     c.push_back({"broadcast_to (3, 1) to (2, 3, 4)",
                  {{3, 1}},
-                 [](const Inputs& in) { return xgrad::broadcast_to(in[0], {2, 3, 4}); },
+                 [](const Inputs& in) {
+                     return xgrad::broadcast_to(in[0], {2, 3, 4});
+                 },
                  {2, 3, 4},
-                 [](const Shape& at) { return Source{0, unravel(broadcast_source(at, {3, 1}), {3, 1})}; }});
+                 [](const Shape& at) {
+                     return Source{0, unravel(broadcast_source(at, {3, 1}), {3, 1})};
+                 }});
     c.push_back({"broadcast_to a scalar to (2, 2)",
                  {{}},
-                 [](const Inputs& in) { return xgrad::broadcast_to(in[0], {2, 2}); },
+                 [](const Inputs& in) {
+                     return xgrad::broadcast_to(in[0], {2, 2});
+                 },
                  {2, 2},
-                 [](const Shape&) { return Source{0, {}}; }});
+                 [](const Shape&) {
+                     return Source{0, {}};
+                 }});
 
     // concat along `axis` of inputs whose sizes along it are `sizes`.
     const auto joined = [](std::size_t axis, std::vector<std::size_t> sizes) {
@@ -111,18 +160,27 @@ std::vector<StructuralCase> cases() {
                  [](const Inputs& in) { return xgrad::concat(in, 1); },
                  {2, 8},
                  joined(1, {3, 1, 4})});
-    c.push_back({"concat (1, 3), (2, 3) along 0", {{1, 3}, {2, 3}}, [](const Inputs& in) { return xgrad::concat(in, 0); }, {3, 3},
+    c.push_back({"concat (1, 3), (2, 3) along 0",
+                 {{1, 3}, {2, 3}},
+                 [](const Inputs& in) { return xgrad::concat(in, 0); },
+                 {3, 3},
                  joined(0, {1, 2})});
     c.push_back({"concat rank 3 along -1",
                  {{2, 2, 1}, {2, 2, 3}},
                  [](const Inputs& in) { return xgrad::concat(in, -1); },
                  {2, 2, 4},
                  joined(2, {1, 3})});
-    c.push_back({"concat (2, 0) and (2, 2) along 1", {{2, 0}, {2, 2}}, [](const Inputs& in) { return xgrad::concat(in, 1); }, {2, 2},
+    c.push_back({"concat (2, 0) and (2, 2) along 1",
+                 {{2, 0}, {2, 2}},
+                 [](const Inputs& in) { return xgrad::concat(in, 1); },
+                 {2, 2},
                  joined(1, {0, 2})});
     {
         std::vector<Shape> hundred(100, Shape{1, 2});
-        c.push_back({"concat of 100 inputs", hundred, [](const Inputs& in) { return xgrad::concat(in, 0); }, {100, 2},
+        c.push_back({"concat of 100 inputs",
+                     hundred,
+                     [](const Inputs& in) { return xgrad::concat(in, 0); },
+                     {100, 2},
                      joined(0, std::vector<std::size_t>(100, 1))});
     }
     // stack along `axis`: the new axis picks the input.
@@ -133,38 +191,66 @@ std::vector<StructuralCase> cases() {
             return Source{at[axis], index};
         };
     };
-    c.push_back({"stack 3 of (2, 3) along 0", {{2, 3}, {2, 3}, {2, 3}}, [](const Inputs& in) { return xgrad::stack(in, 0); },
-                 {3, 2, 3}, stacked(0)});
-    c.push_back({"stack 2 of (2, 3) along -1", {{2, 3}, {2, 3}}, [](const Inputs& in) { return xgrad::stack(in, -1); }, {2, 3, 2},
+    c.push_back({"stack 3 of (2, 3) along 0",
+                 {{2, 3}, {2, 3}, {2, 3}},
+                 [](const Inputs& in) { return xgrad::stack(in, 0); },
+                 {3, 2, 3},
+                 stacked(0)});
+    c.push_back({"stack 2 of (2, 3) along -1",
+                 {{2, 3}, {2, 3}},
+                 [](const Inputs& in) { return xgrad::stack(in, -1); },
+                 {2, 3, 2},
                  stacked(2)});
 
     // Output entry j along `axis` reads entry first + j * step.
     const auto strided = [](std::size_t axis, std::size_t first, std::size_t step) {
         return [axis, first, step](const Shape& at) { return Source{0, with(at, axis, first + at[axis] * step)}; };
     };
-    c.push_back({"slice 1:6:2 of axis 1 of (5, 6)", {{5, 6}}, [](const Inputs& in) { return xgrad::slice(in[0], 1, 1, 6, 2); },
-                 {5, 3}, strided(1, 1, 2)});
-    c.push_back({"slice -3: of (7)", {{7}}, [](const Inputs& in) { return xgrad::slice(in[0], 0, -3, 100); }, {3},
-                 strided(0, 4, 1)});
-    c.push_back({"slice ::3 of axis 0 of (7, 2)", {{7, 2}}, [](const Inputs& in) { return xgrad::slice(in[0], 0, 0, 7, 3); },
-                 {3, 2}, strided(0, 0, 3)});
-    c.push_back({"slice 2:1 of (4) is empty", {{4}}, [](const Inputs& in) { return xgrad::slice(in[0], 0, 2, 1); }, {0},
+    c.push_back({"slice 1:6:2 of axis 1 of (5, 6)",
+                 {{5, 6}},
+                 [](const Inputs& in) { return xgrad::slice(in[0], 1, 1, 6, 2); },
+                 {5, 3},
+                 strided(1, 1, 2)});
+    c.push_back(
+        {"slice -3: of (7)", {{7}}, [](const Inputs& in) { return xgrad::slice(in[0], 0, -3, 100); }, {3}, strided(0, 4, 1)});
+    c.push_back({"slice ::3 of axis 0 of (7, 2)",
+                 {{7, 2}},
+                 [](const Inputs& in) { return xgrad::slice(in[0], 0, 0, 7, 3); },
+                 {3, 2},
+                 strided(0, 0, 3)});
+    c.push_back({"slice 2:1 of (4) is empty",
+                 {{4}},
+                 [](const Inputs& in) { return xgrad::slice(in[0], 0, 2, 1); },
+                 {0},
                  strided(0, 2, 1)});
-    c.push_back({"narrow 1, 2 of axis 0 of (4, 5)", {{4, 5}}, [](const Inputs& in) { return xgrad::narrow(in[0], 0, 1, 2); },
-                 {2, 5}, strided(0, 1, 1)});
-    c.push_back({"narrow of a middle axis", {{2, 5, 3}}, [](const Inputs& in) { return xgrad::narrow(in[0], -2, 3, 2); }, {2, 2, 3},
+    c.push_back({"narrow 1, 2 of axis 0 of (4, 5)",
+                 {{4, 5}},
+                 [](const Inputs& in) { return xgrad::narrow(in[0], 0, 1, 2); },
+                 {2, 5},
+                 strided(0, 1, 1)});
+    c.push_back({"narrow of a middle axis",
+                 {{2, 5, 3}},
+                 [](const Inputs& in) { return xgrad::narrow(in[0], -2, 3, 2); },
+                 {2, 2, 3},
                  strided(1, 3, 1)});
     c.push_back({"split (3, 6) into 2, 3, 1 along 1: the middle piece",
                  {{3, 6}},
-                 [](const Inputs& in) { return xgrad::split(in[0], {2, 3, 1}, 1)[1]; },
+                 [](const Inputs& in) {
+                     return xgrad::split(in[0], {2, 3, 1}, 1)[1];
+                 },
                  {3, 3},
                  strided(1, 2, 1)});
-    c.push_back({"chunk (7, 2) in 3: the last piece", {{7, 2}}, [](const Inputs& in) { return xgrad::chunk(in[0], 3, 0)[2]; },
-                 {1, 2}, strided(0, 6, 1)});
+    c.push_back({"chunk (7, 2) in 3: the last piece",
+                 {{7, 2}},
+                 [](const Inputs& in) { return xgrad::chunk(in[0], 3, 0)[2]; },
+                 {1, 2},
+                 strided(0, 6, 1)});
 
     c.push_back({"index_select rows 4, 0, 4, 2 of (5, 3): a repeated row sums its gradients",
                  {{5, 3}},
-                 [](const Inputs& in) { return xgrad::index_select(in[0], 0, {4, 0, 4, 2}); },
+                 [](const Inputs& in) {
+                     return xgrad::index_select(in[0], 0, {4, 0, 4, 2});
+                 },
                  {4, 3},
                  [](const Shape& at) {
                      const std::size_t rows[] = {4, 0, 4, 2};
@@ -172,7 +258,9 @@ std::vector<StructuralCase> cases() {
                  }});
     c.push_back({"index_select 2, 2, 0 along the last axis of (2, 3, 4)",
                  {{2, 3, 4}},
-                 [](const Inputs& in) { return xgrad::index_select(in[0], -1, {2, 2, 0}); },
+                 [](const Inputs& in) {
+                     return xgrad::index_select(in[0], -1, {2, 2, 0});
+                 },
                  {2, 3, 3},
                  [](const Shape& at) {
                      const std::size_t cols[] = {2, 2, 0};
@@ -184,13 +272,17 @@ std::vector<StructuralCase> cases() {
                      {{3, 4}},
                      [index](const Inputs& in) { return xgrad::gather(in[0], 1, index); },
                      {3, 2},
-                     [index](const Shape& at) { return Source{0, with(at, 1, index(at[0], at[1]))}; }});
+                     [index](const Shape& at) {
+                         return Source{0, with(at, 1, index(at[0], at[1]))};
+                     }});
         const xt::xarray<std::size_t> rows{{2, 0, 1, 2}, {0, 0, 0, 1}};
         c.push_back({"gather along 0 of (3, 4)",
                      {{3, 4}},
                      [rows](const Inputs& in) { return xgrad::gather(in[0], 0, rows); },
                      {2, 4},
-                     [rows](const Shape& at) { return Source{0, with(at, 0, rows(at[0], at[1]))}; }});
+                     [rows](const Shape& at) {
+                         return Source{0, with(at, 0, rows(at[0], at[1]))};
+                     }});
     }
     return c;
 }
@@ -240,26 +332,66 @@ TEST_CASE("structural ops reject wrong shapes, ranks and axes, naming the op") {
     };
     const Var x = Var::zeros({2, 3}, true);
     const Case cases[] = {
-        {"xgrad::reshape", [&] { xgrad::reshape(x, {4, 2}); }, "(2, 3)"},
-        {"xgrad::reshape", [&] { xgrad::reshape(x, {-1, -1}); }, "more than one -1"},
-        {"xgrad::reshape", [&] { xgrad::reshape(x, {4, -1}); }, "(2, 3)"},
+        {"xgrad::reshape",
+         [&] {
+             xgrad::reshape(x, {4, 2});
+         },
+         "(2, 3)"},
+        {"xgrad::reshape",
+         [&] {
+             xgrad::reshape(x, {-1, -1});
+         },
+         "more than one -1"},
+        {"xgrad::reshape",
+         [&] {
+             xgrad::reshape(x, {4, -1});
+         },
+         "(2, 3)"},
         {"xgrad::flatten", [&] { xgrad::flatten(x, 2); }, "axis 2 is out of range for shape (2, 3)"},
         {"xgrad::squeeze", [&] { xgrad::squeeze(x, 1); }, "has size 3, not 1"},
         {"xgrad::unsqueeze", [&] { xgrad::unsqueeze(x, 3); }, "out of range"},
         {"xgrad::permute", [&] { xgrad::permute(x, {0}); }, "(2, 3)"},
-        {"xgrad::permute", [&] { xgrad::permute(x, {1, 1}); }, "appears twice"},
+        {"xgrad::permute",
+         [&] {
+             xgrad::permute(x, {1, 1});
+         },
+         "appears twice"},
         {"xgrad::transpose", [&] { xgrad::transpose(x, 0, 5); }, "axis 5"},
-        {"xgrad::broadcast_to", [&] { xgrad::broadcast_to(x, {3, 3}); }, "(2, 3)"},
-        {"xgrad::concat", [&] { xgrad::concat({x, Var::zeros({3, 2})}, 0); }, "(3, 2)"},
-        {"xgrad::concat", [&] { xgrad::concat({x, Var::zeros({2, 3, 1})}, 0); }, "(2, 3, 1)"},
+        {"xgrad::broadcast_to",
+         [&] {
+             xgrad::broadcast_to(x, {3, 3});
+         },
+         "(2, 3)"},
+        {"xgrad::concat",
+         [&] {
+             xgrad::concat({x, Var::zeros({3, 2})}, 0);
+         },
+         "(3, 2)"},
+        {"xgrad::concat",
+         [&] {
+             xgrad::concat({x, Var::zeros({2, 3, 1})}, 0);
+         },
+         "(2, 3, 1)"},
         {"xgrad::concat", [&] { xgrad::concat({}, 0); }, "no inputs"},
         {"xgrad::concat", [&] { xgrad::concat({x}, 2); }, "axis 2"},
-        {"xgrad::stack", [&] { xgrad::stack({x, Var::zeros({3, 2})}); }, "(3, 2)"},
+        {"xgrad::stack",
+         [&] {
+             xgrad::stack({x, Var::zeros({3, 2})});
+         },
+         "(3, 2)"},
         {"xgrad::slice", [&] { xgrad::slice(x, 1, 0, 3, 0); }, "step 0"},
         {"xgrad::narrow", [&] { xgrad::narrow(x, 1, 2, 2); }, "past its end"},
-        {"xgrad::split", [&] { xgrad::split(x, {1, 1}, 1); }, "summing to 2"},
+        {"xgrad::split",
+         [&] {
+             xgrad::split(x, {1, 1}, 1);
+         },
+         "summing to 2"},
         {"xgrad::chunk", [&] { xgrad::chunk(x, 0, 1); }, "0 chunks"},
-        {"xgrad::gather", [&] { xgrad::gather(x, 0, xt::xarray<std::size_t>{1, 0}); }, "rank 1"},
+        {"xgrad::gather",
+         [&] {
+             xgrad::gather(x, 0, xt::xarray<std::size_t>{1, 0});
+         },
+         "rank 1"},
     };
     for (const Case& c : cases) {
         INFO(c.op << ": " << c.detail);

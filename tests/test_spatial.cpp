@@ -29,11 +29,11 @@ struct PoolCase {
 };
 
 const PoolCase kPoolCases[] = {
-    {{2, 3, 6, 6}, 2, 2, 0},           // the common 2x2 pooling
-    {{1, 2, 7, 5}, 3, 2, 1},           // odd sizes, a window larger than the stride, padding
-    {{2, 1, 5, 5}, 3, 1, 0},           // overlapping windows
+    {{2, 3, 6, 6}, 2, 2, 0},            // the common 2x2 pooling
+    {{1, 2, 7, 5}, 3, 2, 1},            // odd sizes, a window larger than the stride, padding
+    {{2, 1, 5, 5}, 3, 1, 0},            // overlapping windows
     {{1, 1, 4, 7}, {2, 3}, {1, 2}, 0},  // rectangular kernel and stride
-    {{1, 2, 3, 3}, 3, 0, 1},           // stride 0: the kernel size
+    {{1, 2, 3, 3}, 3, 0, 1},            // stride 0: the kernel size
 };
 
 // Window (i, j) of plane p of x: the indices inside the input (padding skipped).
@@ -43,7 +43,8 @@ std::vector<std::size_t> window(const PoolCase& c, std::size_t p, std::size_t i,
     for (std::size_t a = 0; a < c.kernel.h; ++a) {
         for (std::size_t b = 0; b < c.kernel.w; ++b) {
             const long r = long(i * stride.h + a) - long(c.padding.h), q = long(j * stride.w + b) - long(c.padding.w);
-            if (r >= 0 && q >= 0 && r < long(c.x[2]) && q < long(c.x[3])) at.push_back((p * c.x[2] + std::size_t(r)) * c.x[3] + std::size_t(q));
+            if (r >= 0 && q >= 0 && r < long(c.x[2]) && q < long(c.x[3]))
+                at.push_back((p * c.x[2] + std::size_t(r)) * c.x[3] + std::size_t(q));
         }
     }
     return at;
@@ -51,7 +52,8 @@ std::vector<std::size_t> window(const PoolCase& c, std::size_t p, std::size_t i,
 
 Shape pooled(const PoolCase& c) {
     const Size2 stride{c.stride.h ? c.stride.h : c.kernel.h, c.stride.w ? c.stride.w : c.kernel.w};
-    return {c.x[0], c.x[1], (c.x[2] + 2 * c.padding.h - c.kernel.h) / stride.h + 1, (c.x[3] + 2 * c.padding.w - c.kernel.w) / stride.w + 1};
+    return {c.x[0], c.x[1], (c.x[2] + 2 * c.padding.h - c.kernel.h) / stride.h + 1,
+            (c.x[3] + 2 * c.padding.w - c.kernel.w) / stride.w + 1};
 }
 
 // Distinct values 0.1 apart in a random order: no tie, and no finite
@@ -60,7 +62,8 @@ Var distinct_var(const Shape& s, std::uint64_t seed) {
     Var x = random_var(s, 0.f, 1.f, seed);
     std::vector<std::size_t> order(x.numel());
     for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(), [&x](std::size_t a, std::size_t b) { return x.value().data()[a] < x.value().data()[b]; });
+    std::sort(order.begin(), order.end(),
+              [&x](std::size_t a, std::size_t b) { return x.value().data()[a] < x.value().data()[b]; });
     for (std::size_t r = 0; r < order.size(); ++r) x.mutable_value().data()[order[r]] = 0.1f * float(r) - 3.f;
     return x;
 }
@@ -76,11 +79,12 @@ TEST_CASE("max_pool2d and avg_pool2d against direct loops") {
     std::uint64_t seed = 10;
     for (const PoolCase& c : kPoolCases) {
         for (const bool average : {false, true}) {
-            INFO((average ? "avg_pool2d" : "max_pool2d") << " of " << xgrad::shape_string(c.x) << ", kernel " << c.kernel.h << "x"
-                                                          << c.kernel.w << ", stride " << c.stride.h << "x" << c.stride.w << ", padding "
-                                                          << c.padding.h);
+            INFO((average ? "avg_pool2d" : "max_pool2d")
+                 << " of " << xgrad::shape_string(c.x) << ", kernel " << c.kernel.h << "x" << c.kernel.w << ", stride "
+                 << c.stride.h << "x" << c.stride.w << ", padding " << c.padding.h);
             const Var x = distinct_var(c.x, ++seed);
-            const Var y = average ? xgrad::avg_pool2d(x, c.kernel, c.stride, c.padding) : xgrad::max_pool2d(x, c.kernel, c.stride, c.padding);
+            const Var y = average ? xgrad::avg_pool2d(x, c.kernel, c.stride, c.padding)
+                                  : xgrad::max_pool2d(x, c.kernel, c.stride, c.padding);
             const Shape out = pooled(c);
             REQUIRE(y.shape() == out);
             const Tensor dy = random_tensor(out, -1.f, 1.f, ++seed);
@@ -101,12 +105,13 @@ TEST_CASE("max_pool2d and avg_pool2d against direct loops") {
             }
             check_matches("value", y.value(), value);
             check_matches("gradient", x.grad(), grad);
-            check_gradcheck(average ? "avg_pool2d" : "max_pool2d",
-                            [&c, average](const Inputs& in) {
-                                return average ? xgrad::avg_pool2d(in[0], c.kernel, c.stride, c.padding)
-                                               : xgrad::max_pool2d(in[0], c.kernel, c.stride, c.padding);
-                            },
-                            {distinct_var(c.x, ++seed)}, small_steps());
+            check_gradcheck(
+                average ? "avg_pool2d" : "max_pool2d",
+                [&c, average](const Inputs& in) {
+                    return average ? xgrad::avg_pool2d(in[0], c.kernel, c.stride, c.padding)
+                                   : xgrad::max_pool2d(in[0], c.kernel, c.stride, c.padding);
+                },
+                {distinct_var(c.x, ++seed)}, small_steps());
         }
     }
 }
@@ -145,8 +150,8 @@ TEST_CASE("upsample_nearest2d repeats pixels; its gradient sums each block") {
 
 TEST_CASE("pooling rejects what it cannot pool, naming the op") {
     const Var x = Var::zeros({1, 1, 4, 4});
-    CHECK_THROWS_WITH_AS(xgrad::max_pool2d(Var::zeros({4, 4}), 2), doctest::Contains("xgrad::max_pool2d: expected an (N, C, H, W)"),
-                         xgrad::ShapeError);
+    CHECK_THROWS_WITH_AS(xgrad::max_pool2d(Var::zeros({4, 4}), 2),
+                         doctest::Contains("xgrad::max_pool2d: expected an (N, C, H, W)"), xgrad::ShapeError);
     CHECK_THROWS_WITH_AS(xgrad::avg_pool2d(x, 5), doctest::Contains("larger than the padded input"), xgrad::ShapeError);
     CHECK_THROWS_WITH_AS(xgrad::max_pool2d(x, 2, 1, 2), doctest::Contains("more than half the kernel"), xgrad::ShapeError);
     CHECK_THROWS_AS(xgrad::upsample_nearest2d(x, 0), xgrad::ShapeError);
@@ -167,14 +172,16 @@ TEST_CASE("batch_norm in training mode: values, the exact batch-statistics gradi
     std::uint64_t seed = 50;
     // Also more channels than the kernel sums at a time (64), and runs longer
     // than one stretch of its partial sums (512).
-    for (const Shape& s : {Shape{4, 3}, Shape{2, 3, 5}, Shape{3, 2, 3, 4}, Shape{1, 2, 3, 3}, Shape{3, 70, 2}, Shape{2, 2, 600}}) {
+    for (const Shape& s :
+         {Shape{4, 3}, Shape{2, 3, 5}, Shape{3, 2, 3, 4}, Shape{1, 2, 3, 3}, Shape{3, 70, 2}, Shape{2, 2, 600}}) {
         for (const bool affine : {true, false}) {
             INFO(xgrad::shape_string(s) << (affine ? " affine" : ""));
             const std::size_t channels = s[1];
             const Var x = random_var(s, -2.f, 3.f, ++seed);
             const Var w = affine ? random_var({channels}, 0.5f, 1.5f, ++seed) : Var();
             const Var b = affine ? random_var({channels}, -1.f, 1.f, ++seed) : Var();
-            const Var rm = random_var({channels}, -1.f, 1.f, ++seed, false), rv = random_var({channels}, 0.5f, 2.f, ++seed, false);
+            const Var rm = random_var({channels}, -1.f, 1.f, ++seed, false),
+                      rv = random_var({channels}, 0.5f, 2.f, ++seed, false);
             const Tensor rm0 = rm.value(), rv0 = rv.value();
             const Var y = xgrad::batch_norm(x, w, b, rm, rv, {true, 0.1f, 1e-5f});
             const Tensor dy = random_tensor(s, -1.f, 1.f, ++seed);
@@ -249,15 +256,16 @@ TEST_CASE("batch_norm and layer_norm pass gradcheck") {
     }
     check_gradcheck("batch_norm of (N, C)", [](const Inputs& in) { return xgrad::batch_norm(in[0], Var(), Var(), Var(), Var()); },
                     {random_var({5, 2}, -2.f, 2.f, ++seed)});
-    check_gradcheck("layer_norm over 2 axes",
-                    [](const Inputs& in) { return xgrad::layer_norm(in[0], 2, in[1], in[2]); },
-                    {random_var({3, 2, 4}, -2.f, 2.f, ++seed), random_var({2, 4}, 0.5f, 1.5f, ++seed), random_var({2, 4}, -1.f, 1.f, ++seed)});
+    check_gradcheck("layer_norm over 2 axes", [](const Inputs& in) { return xgrad::layer_norm(in[0], 2, in[1], in[2]); },
+                    {random_var({3, 2, 4}, -2.f, 2.f, ++seed), random_var({2, 4}, 0.5f, 1.5f, ++seed),
+                     random_var({2, 4}, -1.f, 1.f, ++seed)});
     check_gradcheck("layer_norm without affine", [](const Inputs& in) { return xgrad::layer_norm(in[0], 1, Var(), Var()); },
                     {random_var({4, 5}, -2.f, 2.f, ++seed)});
 }
 
 TEST_CASE("layer_norm: values and gradients against a direct loop") {
-    const Var x = random_var({3, 2, 4}, -2.f, 2.f, 80), w = random_var({2, 4}, 0.5f, 1.5f, 81), b = random_var({2, 4}, -1.f, 1.f, 82);
+    const Var x = random_var({3, 2, 4}, -2.f, 2.f, 80), w = random_var({2, 4}, 0.5f, 1.5f, 81),
+              b = random_var({2, 4}, -1.f, 1.f, 82);
     const Var y = xgrad::layer_norm(x, 2, w, b);
     const Tensor dy = random_tensor(x.shape(), -1.f, 1.f, 83);
     backward_with(y, dy);
@@ -296,18 +304,18 @@ TEST_CASE("layer_norm: values and gradients against a direct loop") {
 namespace {
 
 struct ConvCase {
-    Shape x;             // (N, C_in, H, W)
-    std::size_t out_c;   // C_out
+    Shape x;            // (N, C_in, H, W)
+    std::size_t out_c;  // C_out
     Size2 kernel, stride, padding, dilation, output_padding;
 };
 
 const ConvCase kConvCases[] = {
-    {{2, 3, 7, 6}, 4, 3, 1, 1, 1, 0},          // 'same' 3x3
-    {{1, 1, 8, 8}, 2, 4, 2, 1, 1, 0},          // the DCGAN layer shape, batch of one
+    {{2, 3, 7, 6}, 4, 3, 1, 1, 1, 0},                 // 'same' 3x3
+    {{1, 1, 8, 8}, 2, 4, 2, 1, 1, 0},                 // the DCGAN layer shape, batch of one
     {{2, 2, 9, 7}, 3, {3, 2}, {2, 3}, {1, 0}, 1, 0},  // odd sizes, rectangular everything
-    {{1, 2, 8, 8}, 2, 3, 1, 2, 2, 0},          // dilation
-    {{3, 1, 5, 5}, 1, 5, 3, 2, 1, {1, 2}},     // kernel larger than the stride; output padding (transposed only)
-    {{1, 4, 3, 3}, 5, 1, 1, 0, 1, 0},          // 1x1
+    {{1, 2, 8, 8}, 2, 3, 1, 2, 2, 0},                 // dilation
+    {{3, 1, 5, 5}, 1, 5, 3, 2, 1, {1, 2}},            // kernel larger than the stride; output padding (transposed only)
+    {{1, 4, 3, 3}, 5, 1, 1, 0, 1, 0},                 // 1x1
 };
 
 // conv2d by its definition, in double: y[n,o,i,j] = b[o] + sum w[o,c,p,q] x[n,c,i s - pad + p d, j s - pad + q d].
@@ -356,13 +364,16 @@ Reference naive_conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor*
                             for (std::size_t q = 0; q < kw; ++q) {
                                 const long r = long(i * c.stride.h + p * c.dilation.h) - long(c.padding.h);
                                 const long t = long(j * c.stride.w + q * c.dilation.w) - long(c.padding.w);
-                                if (r >= 0 && t >= 0 && r < long(oh) && t < long(ow)) y(a, o, r, t) += double(w(ch, o, p, q)) * x(a, ch, i, j);
+                                if (r >= 0 && t >= 0 && r < long(oh) && t < long(ow))
+                                    y(a, o, r, t) += double(w(ch, o, p, q)) * x(a, ch, i, j);
                             }
     return y;
 }
 
 xgrad::Conv2dOptions conv_options(const ConvCase& c) { return {c.stride, c.padding, c.dilation}; }
-xgrad::ConvTranspose2dOptions transposed_options(const ConvCase& c) { return {c.stride, c.padding, c.output_padding, c.dilation}; }
+xgrad::ConvTranspose2dOptions transposed_options(const ConvCase& c) {
+    return {c.stride, c.padding, c.output_padding, c.dilation};
+}
 
 }  // namespace
 
@@ -372,14 +383,16 @@ TEST_CASE("conv2d and conv_transpose2d against direct loops, on one and two thre
         for (const bool transposed : {false, true}) {
             if (!transposed && !(c.output_padding == Size2(0))) continue;
             for (const int threads : {1, 2}) {
-                INFO((transposed ? "conv_transpose2d" : "conv2d") << " of " << xgrad::shape_string(c.x) << ", kernel " << c.kernel.h
-                                                                  << "x" << c.kernel.w << ", stride " << c.stride.h << "x"
-                                                                  << c.stride.w << ", threads " << threads);
+                INFO((transposed ? "conv_transpose2d" : "conv2d")
+                     << " of " << xgrad::shape_string(c.x) << ", kernel " << c.kernel.h << "x" << c.kernel.w << ", stride "
+                     << c.stride.h << "x" << c.stride.w << ", threads " << threads);
                 xgrad::set_num_threads(threads);
-                const Shape ws = transposed ? Shape{c.x[1], c.out_c, c.kernel.h, c.kernel.w} : Shape{c.out_c, c.x[1], c.kernel.h, c.kernel.w};
+                const Shape ws =
+                    transposed ? Shape{c.x[1], c.out_c, c.kernel.h, c.kernel.w} : Shape{c.out_c, c.x[1], c.kernel.h, c.kernel.w};
                 const Var x = random_var(c.x, -1.f, 1.f, ++seed), w = random_var(ws, -1.f, 1.f, ++seed);
                 const Var b = random_var({c.out_c}, -1.f, 1.f, ++seed);
-                const Var y = transposed ? xgrad::conv_transpose2d(x, w, b, transposed_options(c)) : xgrad::conv2d(x, w, b, conv_options(c));
+                const Var y = transposed ? xgrad::conv_transpose2d(x, w, b, transposed_options(c))
+                                         : xgrad::conv2d(x, w, b, conv_options(c));
                 Shape out;
                 const Reference want = transposed ? naive_conv_transpose2d(x.value(), w.value(), &b.value(), c, out)
                                                   : naive_conv2d(x.value(), w.value(), &b.value(), c, out);
@@ -396,19 +409,21 @@ TEST_CASE("conv2d and conv_transpose2d pass gradcheck, with and without a bias")
     for (const ConvCase& c : kConvCases) {
         for (const bool transposed : {false, true}) {
             if (!transposed && !(c.output_padding == Size2(0))) continue;
-            const Shape ws = transposed ? Shape{c.x[1], c.out_c, c.kernel.h, c.kernel.w} : Shape{c.out_c, c.x[1], c.kernel.h, c.kernel.w};
+            const Shape ws =
+                transposed ? Shape{c.x[1], c.out_c, c.kernel.h, c.kernel.w} : Shape{c.out_c, c.x[1], c.kernel.h, c.kernel.w};
             for (const bool bias : {true, false}) {
-                const std::string name = std::string(transposed ? "conv_transpose2d" : "conv2d") + " of " + xgrad::shape_string(c.x) +
-                                         (bias ? " with bias" : " without bias");
+                const std::string name = std::string(transposed ? "conv_transpose2d" : "conv2d") + " of " +
+                                         xgrad::shape_string(c.x) + (bias ? " with bias" : " without bias");
                 Inputs in{random_var(c.x, -1.f, 1.f, ++seed), random_var(ws, -1.f, 1.f, ++seed)};
                 if (bias) in.push_back(random_var({c.out_c}, -1.f, 1.f, ++seed));
-                check_gradcheck(name,
-                                [&c, transposed](const Inputs& v) {
-                                    const Var b = v.size() > 2 ? v[2] : Var();
-                                    return transposed ? xgrad::conv_transpose2d(v[0], v[1], b, transposed_options(c))
-                                                      : xgrad::conv2d(v[0], v[1], b, conv_options(c));
-                                },
-                                in);
+                check_gradcheck(
+                    name,
+                    [&c, transposed](const Inputs& v) {
+                        const Var b = v.size() > 2 ? v[2] : Var();
+                        return transposed ? xgrad::conv_transpose2d(v[0], v[1], b, transposed_options(c))
+                                          : xgrad::conv2d(v[0], v[1], b, conv_options(c));
+                    },
+                    in);
             }
         }
     }
@@ -439,8 +454,10 @@ TEST_CASE("a frozen convolution weight gets no gradient; the input still does") 
 
 TEST_CASE("convolutions reject operands that do not fit, naming the op and the shapes") {
     const Var x = Var::zeros({1, 2, 5, 5});
-    CHECK_THROWS_WITH_AS(xgrad::conv2d(x, Var::zeros({3, 4, 3, 3}), Var()), doctest::Contains("xgrad::conv2d"), xgrad::ShapeError);
-    CHECK_THROWS_WITH_AS(xgrad::conv2d(x, Var::zeros({3, 2, 3, 3}), Var::zeros({4})), doctest::Contains("b (4)"), xgrad::ShapeError);
+    CHECK_THROWS_WITH_AS(xgrad::conv2d(x, Var::zeros({3, 4, 3, 3}), Var()), doctest::Contains("xgrad::conv2d"),
+                         xgrad::ShapeError);
+    CHECK_THROWS_WITH_AS(xgrad::conv2d(x, Var::zeros({3, 2, 3, 3}), Var::zeros({4})), doctest::Contains("b (4)"),
+                         xgrad::ShapeError);
     CHECK_THROWS_WITH_AS(xgrad::conv2d(x, Var::zeros({3, 2, 7, 7}), Var()), doctest::Contains("(1, 2, 5, 5)"), xgrad::ShapeError);
     CHECK_THROWS_WITH_AS(xgrad::conv2d(Var::zeros({2, 5, 5}), Var::zeros({3, 2, 3, 3}), Var()), doctest::Contains("(2, 5, 5)"),
                          xgrad::ShapeError);

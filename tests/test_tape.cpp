@@ -142,9 +142,7 @@ TEST_CASE("backward refuses a graph whose inputs were modified after the forward
         optimizer.step();
         w.zero_grad();
     }
-    SUBCASE("an input that needs no gradient but whose value the backward uses") {
-        x.mutable_value()(0, 1) = 7.f;
-    }
+    SUBCASE("an input that needs no gradient but whose value the backward uses") { x.mutable_value()(0, 1) = 7.f; }
     CHECK_THROWS_WITH_AS(backward(loss), Contains("'mul'"), std::logic_error);
     CHECK_THROWS_WITH_AS(backward(loss), Contains("modified"), std::logic_error);
     CHECK(all_zero(w.grad()));
@@ -482,7 +480,7 @@ TEST_CASE("leaf-only operations refuse op results") {
 
 TEST_CASE("FreezeGuard freezes a parameter list and restores each parameter's previous setting") {
     Var a(Tensor{1, 2}, true), b(test::matrix({{3}, {4}}), true), c(Tensor{5, 6}, true);
-    c.set_requires_grad(false);  // already frozen before the guard
+    c.set_requires_grad(false);     // already frozen before the guard
     Var free(Tensor{1, -1}, true);  // not in the list
     const std::vector<Var> list{a, b, c};
     const auto loss = [&] { return sum(a * free) + sum(b * 2.f) + sum(c * free); };

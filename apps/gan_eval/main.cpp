@@ -12,14 +12,14 @@
 
 #include <unistd.h>
 
-#include <xgrad/io/idx.hpp>
 #include <xgrad/core/parallel.hpp>
+#include <xgrad/io/idx.hpp>
 
+#include "baselines.hpp"
 #include "data_location.hpp"
+#include "evaluation.hpp"
 #include "options.hpp"
 #include "output.hpp"
-#include "baselines.hpp"
-#include "evaluation.hpp"
 
 namespace {
 
@@ -47,7 +47,8 @@ Report full_report(quality::SampleEvaluator& evaluator, const Tensor& samples, c
     r.quick = evaluator.evaluate(samples);
     r.nn_mean = quality::mean_of(quality::nearest_neighbour_distances(samples, training));
     r.nn_ratio = r.nn_mean / nn_baseline;
-    r.parzen = quality::parzen_window(samples, held_out.parzen_validation, held_out.parzen_test, quality::default_parzen_sigmas());
+    r.parzen =
+        quality::parzen_window(samples, held_out.parzen_validation, held_out.parzen_test, quality::default_parzen_sigmas());
     return r;
 }
 
@@ -79,7 +80,8 @@ void print_table(const Report& s, const Report& real, std::size_t n, std::size_t
          "near 0: a class is missing (mode collapse)"},
         {"largest class share", fixed(s.quick.coverage.max_share, 3), fixed(real.quick.coverage.max_share, 3),
          "far above 1/" + std::to_string(classes) + ": one class dominates"},
-        {"FID (classifier features)", fixed(s.quick.fid, 2), fixed(real.quick.fid, 2), "lower is better; real data sets the floor"},
+        {"FID (classifier features)", fixed(s.quick.fid, 2), fixed(real.quick.fid, 2),
+         "lower is better; real data sets the floor"},
         {"NN distance to training set", fixed(s.nn_mean, 3), fixed(real.nn_mean, 3), "mean L2 in pixel units [0,1]"},
         {"  ratio to held-out real", fixed(s.nn_ratio, 3), fixed(real.nn_ratio, 3), "well below 1: copies training images"},
         {"Parzen log-likelihood (nats)", parzen(s.parzen), parzen(real.parzen), "indicative only; paper: 225 +- 2 for GANs"},
@@ -93,8 +95,9 @@ void print_table(const Report& s, const Report& real, std::size_t n, std::size_t
     }
     const std::string real_header = "real (" + std::to_string(n) + " held-out)";
     w2 = std::max(w2, real_header.size());
-    std::cout << std::left << std::setw(int(w0)) << "metric" << "  " << std::setw(int(w1)) << "samples" << "  "
-              << std::setw(int(w2)) << real_header << "  how to read\n";
+    std::cout << std::left << std::setw(int(w0)) << "metric"
+              << "  " << std::setw(int(w1)) << "samples"
+              << "  " << std::setw(int(w2)) << real_header << "  how to read\n";
     for (const Row& r : rows) {
         std::cout << std::left << std::setw(int(w0)) << r.metric << "  " << std::setw(int(w1)) << r.samples << "  "
                   << std::setw(int(w2)) << r.real << "  " << r.reading << "\n";
@@ -103,10 +106,12 @@ void print_table(const Report& s, const Report& real, std::size_t n, std::size_t
 
 void append_csv(common::TextFile& out, bool fresh, const std::string& label, std::size_t n, const Report& r) {
     std::ostringstream row;
-    if (fresh) row << "label,count,classifier_score,coverage_bits,min_share,max_share,fid,nn_distance,nn_ratio,parzen_nats,parzen_se,parzen_sigma\n";
+    if (fresh)
+        row << "label,count,classifier_score,coverage_bits,min_share,max_share,fid,nn_distance,nn_ratio,parzen_nats,parzen_se,"
+               "parzen_sigma\n";
     row << label << "," << n << "," << r.quick.score << "," << r.quick.coverage.entropy_bits << "," << r.quick.coverage.min_share
-        << "," << r.quick.coverage.max_share << "," << r.quick.fid << "," << r.nn_mean << "," << r.nn_ratio << "," << r.parzen.mean
-        << "," << r.parzen.standard_error << "," << r.parzen.sigma << "\n";
+        << "," << r.quick.coverage.max_share << "," << r.quick.fid << "," << r.nn_mean << "," << r.nn_ratio << ","
+        << r.parzen.mean << "," << r.parzen.standard_error << "," << r.parzen.sigma << "\n";
     out.write(row.str());
 }
 
@@ -177,8 +182,8 @@ int run(const Options& o, bool count_given) {
             throw std::runtime_error(std::string("--csv: ") + e.what());
         }
     }
-    const xgrad::Dataset training_set = xgrad::load_dataset(common::find_idx(dir, "train-images-idx3-ubyte"),
-                                                            common::find_idx(dir, "train-labels-idx1-ubyte"));
+    const xgrad::Dataset training_set =
+        xgrad::load_dataset(common::find_idx(dir, "train-images-idx3-ubyte"), common::find_idx(dir, "train-labels-idx1-ubyte"));
     const xgrad::IdxImages& training = training_set.images;
     const xgrad::IdxImages test = xgrad::read_idx_images(common::find_idx(dir, "t10k-images-idx3-ubyte"));
     if (training.count == 0) throw std::runtime_error("the training split of '" + dir + "' holds no images");
@@ -192,10 +197,12 @@ int run(const Options& o, bool count_given) {
     }
     const quality::HeldOut held_out = quality::split_held_out(test);
     const std::size_t n = count_given ? o.count : held_out.real_samples.shape()[0];
-    const std::size_t floats_per_image = training.rows * training.cols + classifier->config().hidden + classifier->config().classes;
+    const std::size_t floats_per_image =
+        training.rows * training.cols + classifier->config().hidden + classifier->config().classes;
     const Tensor samples = load_samples(o, held_out, training_set, n, floats_per_image);
     if (samples.shape()[0] < n && count_given) {
-        throw std::runtime_error("--count " + std::to_string(n) + ": only " + std::to_string(samples.shape()[0]) + " images available");
+        throw std::runtime_error("--count " + std::to_string(n) + ": only " + std::to_string(samples.shape()[0]) +
+                                 " images available");
     }
     if (samples.shape()[0] < 2) throw std::runtime_error("at least 2 samples are needed (for a covariance)");
     const std::size_t used = samples.shape()[0];
@@ -228,8 +235,9 @@ int run(const Options& o, bool count_given) {
 int main(int argc, char** argv) {
     CLI::App cli{"Sample-quality metrics of generated images, computed with the classifier of mnist_classifier."};
     Options o;
-    auto* samples = cli.add_option("--samples", o.samples, "IDX3 image file to score (mnist_gan --samples N writes OUT/samples.idx)")
-                        ->check(CLI::ExistingFile);
+    auto* samples =
+        cli.add_option("--samples", o.samples, "IDX3 image file to score (mnist_gan --samples N writes OUT/samples.idx)")
+            ->check(CLI::ExistingFile);
     auto* baseline = cli.add_option("--baseline", o.baseline,
                                     "Score a calibration set instead: real (the held-out half not used as reference), "
                                     "noise (uniform pixels), train (training images: a perfect memoriser); and the training "
@@ -241,8 +249,13 @@ int main(int argc, char** argv) {
     o.data.add_options(cli, "train-images-idx3-ubyte and t10k-images-idx3-ubyte");
     cli.add_option("--count", o.count, "Score the first N images (default: as many as the real column, half the held-out split)")
         ->check(common::unsigned_in(2, 10000000));
-    cli.add_option("--seed", o.seed, "Seed of the noise baseline")->check(common::unsigned_in(0, UINT64_MAX))->capture_default_str();
-    cli.add_option("--threads", o.threads, "Threads for matrix products and elementwise work (results are identical for the same count)")->check(common::unsigned_in(1, 256))->capture_default_str();
+    cli.add_option("--seed", o.seed, "Seed of the noise baseline")
+        ->check(common::unsigned_in(0, UINT64_MAX))
+        ->capture_default_str();
+    cli.add_option("--threads", o.threads,
+                   "Threads for matrix products and elementwise work (results are identical for the same count)")
+        ->check(common::unsigned_in(1, 256))
+        ->capture_default_str();
     cli.add_option("--label", o.label, "Row label for --csv (default: the samples path or baseline name)");
     cli.add_option("--csv", o.csv, "Append the samples' metrics as one row to this CSV file");
     try {

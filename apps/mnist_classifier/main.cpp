@@ -10,17 +10,17 @@
 
 #include <CLI/CLI.hpp>
 
-#include <xgrad/io/idx.hpp>
 #include <xgrad/core/parallel.hpp>
+#include <xgrad/io/idx.hpp>
+#include <xgrad/io/progress.hpp>
 #include <xgrad/ops.hpp>
 #include <xgrad/optim.hpp>
-#include <xgrad/io/progress.hpp>
 
 #include "classifier.hpp"
 #include "data_location.hpp"
+#include "evaluation.hpp"
 #include "options.hpp"
 #include "output.hpp"
-#include "evaluation.hpp"
 
 namespace {
 
@@ -62,10 +62,10 @@ int train(const Options& o) {
     // Before the epochs: their result would be lost to an unwritable --out.
     common::check_writable_directory(o.out, "--out");
     const std::string dir = o.data.directory();
-    const xgrad::Dataset train_set = xgrad::load_dataset(common::find_idx(dir, "train-images-idx3-ubyte"),
-                                                         common::find_idx(dir, "train-labels-idx1-ubyte"));
-    const xgrad::Dataset test_set = xgrad::load_dataset(common::find_idx(dir, "t10k-images-idx3-ubyte"),
-                                                        common::find_idx(dir, "t10k-labels-idx1-ubyte"));
+    const xgrad::Dataset train_set =
+        xgrad::load_dataset(common::find_idx(dir, "train-images-idx3-ubyte"), common::find_idx(dir, "train-labels-idx1-ubyte"));
+    const xgrad::Dataset test_set =
+        xgrad::load_dataset(common::find_idx(dir, "t10k-images-idx3-ubyte"), common::find_idx(dir, "t10k-labels-idx1-ubyte"));
     const std::size_t n = train_set.images.count;
     if (n == 0 || test_set.images.count == 0) throw std::runtime_error("'" + dir + "' has an empty training or test split");
     for (const auto* labels : {&train_set.labels, &test_set.labels}) {
@@ -135,7 +135,8 @@ int train(const Options& o) {
                 const float* l = &logits.value()(r, 0);
                 right += std::size_t(std::max_element(l, l + config.classes) - l) == train_set.labels[order[step * batch + r]];
             }
-            if (!std::isfinite(loss.item())) throw std::runtime_error("training diverged (loss " + std::to_string(loss.item()) + "); try a smaller --lr");
+            if (!std::isfinite(loss.item()))
+                throw std::runtime_error("training diverged (loss " + std::to_string(loss.item()) + "); try a smaller --lr");
             std::ostringstream status;
             status << "epoch " << epoch << "/" << epochs << "  loss " << std::fixed << std::setprecision(4)
                    << loss_sum / double(step + 1);
@@ -151,8 +152,8 @@ int train(const Options& o) {
 
     const std::string path = o.out + "/classifier.xgrad";
     std::ostringstream note;
-    note << "test accuracy " << percent(test_accuracy) << " on " << test_set.images.count << " held-out images of " << dir
-         << "; " << epochs << " epochs, seed " << o.seed;
+    note << "test accuracy " << percent(test_accuracy) << " on " << test_set.images.count << " held-out images of " << dir << "; "
+         << epochs << " epochs, seed " << o.seed;
     classifier.save(path, note.str());
     std::cout << "test accuracy: " << percent(test_accuracy) << " (" << test_set.images.count << " held-out images of " << dir
               << ")\nwrote " << path << "\n";
@@ -163,23 +164,42 @@ int train(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App cli{"Trains a classifier (a small CNN, or an MLP) on MNIST with xgrad; gan_eval and mnist_gan --classifier use it to score samples."};
+    CLI::App cli{
+        "Trains a classifier (a small CNN, or an MLP) on MNIST with xgrad; gan_eval and mnist_gan --classifier use it to score "
+        "samples."};
     Options o;
     o.data.add_options(cli, "{train,t10k}-{images-idx3,labels-idx1}-ubyte");
     cli.add_option("--arch", o.arch, "cnn: conv-pool-conv-pool-fc (LeNet-like); mlp: fully connected")
         ->check(CLI::IsMember({"cnn", "mlp"}))
         ->capture_default_str();
-    cli.add_option("--epochs", o.epochs, "Passes over the training split (default: 30 for cnn, 50 for mlp)")->check(common::unsigned_in(1, 100000));
+    cli.add_option("--epochs", o.epochs, "Passes over the training split (default: 30 for cnn, 50 for mlp)")
+        ->check(common::unsigned_in(1, 100000));
     cli.add_option("--batch", o.batch, "Minibatch size")->check(common::unsigned_in(1, 65536))->capture_default_str();
     cli.add_option("--lr", o.lr, "Adam learning rate")->check(common::real_in(1e-7, 1.0))->capture_default_str();
-    cli.add_option("--hidden", o.hidden, "Units of each fully connected hidden layer (= the feature dimension of the FID; default: 256 for cnn, 512 for mlp)")->check(common::unsigned_in(1, 65536));
+    cli.add_option(
+           "--hidden", o.hidden,
+           "Units of each fully connected hidden layer (= the feature dimension of the FID; default: 256 for cnn, 512 for mlp)")
+        ->check(common::unsigned_in(1, 65536));
     cli.add_option("--layers", o.layers, "mlp: hidden layers")->check(common::unsigned_in(1, 16))->capture_default_str();
-    cli.add_option("--conv1", o.conv1, "cnn: channels of the first 5x5 convolution")->check(common::unsigned_in(1, 4096))->capture_default_str();
-    cli.add_option("--conv2", o.conv2, "cnn: channels of the second 5x5 convolution")->check(common::unsigned_in(1, 4096))->capture_default_str();
-    cli.add_option("--dropout", o.dropout, "Drop probability after each hidden layer while training")->check(common::real_in(0.0, 0.95))->capture_default_str();
-    cli.add_option("--shift", o.shift, "Augmentation: shift each training image by up to N pixels in x and y (0: off)")->check(common::unsigned_in(0, 10))->capture_default_str();
-    cli.add_option("--seed", o.seed, "Random seed: same seed and thread count give identical weights")->check(common::unsigned_in(0, UINT64_MAX))->capture_default_str();
-    cli.add_option("--threads", o.threads, "Threads for matrix products and elementwise work (results are identical for the same count)")->check(common::unsigned_in(1, 256))->capture_default_str();
+    cli.add_option("--conv1", o.conv1, "cnn: channels of the first 5x5 convolution")
+        ->check(common::unsigned_in(1, 4096))
+        ->capture_default_str();
+    cli.add_option("--conv2", o.conv2, "cnn: channels of the second 5x5 convolution")
+        ->check(common::unsigned_in(1, 4096))
+        ->capture_default_str();
+    cli.add_option("--dropout", o.dropout, "Drop probability after each hidden layer while training")
+        ->check(common::real_in(0.0, 0.95))
+        ->capture_default_str();
+    cli.add_option("--shift", o.shift, "Augmentation: shift each training image by up to N pixels in x and y (0: off)")
+        ->check(common::unsigned_in(0, 10))
+        ->capture_default_str();
+    cli.add_option("--seed", o.seed, "Random seed: same seed and thread count give identical weights")
+        ->check(common::unsigned_in(0, UINT64_MAX))
+        ->capture_default_str();
+    cli.add_option("--threads", o.threads,
+                   "Threads for matrix products and elementwise work (results are identical for the same count)")
+        ->check(common::unsigned_in(1, 256))
+        ->capture_default_str();
     cli.add_option("--out", o.out, "Output directory; the weights go to OUT/classifier.xgrad")->capture_default_str();
     try {
         cli.parse(argc, argv);

@@ -19,19 +19,19 @@
 
 #include <CLI/CLI.hpp>
 
+#include <xgrad/core/parallel.hpp>
 #include <xgrad/io/archive_file.hpp>
 #include <xgrad/io/idx.hpp>
-#include <xgrad/core/parallel.hpp>
 #include <xgrad/io/image.hpp>
 #include <xgrad/io/progress.hpp>
 
-#include "data_location.hpp"
-#include "options.hpp"
-#include "evaluation.hpp"
 #include "data.hpp"
+#include "data_location.hpp"
+#include "evaluation.hpp"
 #include "gan.hpp"
-#include "presets.hpp"
+#include "options.hpp"
 #include "output.hpp"
+#include "presets.hpp"
 
 namespace gan {
 namespace {
@@ -55,7 +55,8 @@ struct Options {
     std::string classifier;
     long eval_every = 0;
     bool resume = false;
-    bool averaged = true;  // grids and samples from the averaged generator when the preset keeps one (--ema/--no-ema, else the preset's)
+    bool averaged =
+        true;  // grids and samples from the averaged generator when the preset keeps one (--ema/--no-ema, else the preset's)
     bool sample_batch_stats = false;
 };
 
@@ -95,8 +96,8 @@ public:
     void load(const xgrad::Archive& archive) {
         const Tensor& t = archive.tensor(name_);
         if (t.shape()[1] != columns_) {
-            throw std::runtime_error("the checkpoint's '" + name_ + "' has " + std::to_string(t.shape()[1]) + " columns, expected " +
-                                     std::to_string(columns_));
+            throw std::runtime_error("the checkpoint's '" + name_ + "' has " + std::to_string(t.shape()[1]) +
+                                     " columns, expected " + std::to_string(columns_));
         }
         rows_.clear();
         for (std::size_t r = 0; r < t.shape()[0]; ++r) rows_.emplace_back(&t(r, 0), &t(r, 0) + columns_);
@@ -217,8 +218,8 @@ void write_quality_plots(const History& quality, const std::string& out) {
     scores.x_label = "step";
     scores.x = quality.column(0);
     scores.horizontal_lines = {10.f, float(std::log2(10.0))};
-    xgrad::write_line_plot(out + "/eval.png", {{"classifier score", quality.column(1)}, {"class coverage (bits)", quality.column(2)}},
-                           scores);
+    xgrad::write_line_plot(out + "/eval.png",
+                           {{"classifier score", quality.column(1)}, {"class coverage (bits)", quality.column(2)}}, scores);
     xgrad::PlotOptions fid = scores;
     fid.title = "FID against held-out images (classifier features; lower is better)";
     fid.horizontal_lines = {};
@@ -327,9 +328,9 @@ std::optional<std::string> try_save_checkpoint(const RunState& run) {
 xgrad::Archive load_checkpoint(const std::string& path, Gan& gan, DataSource* data, History& history, History& quality) {
     xgrad::Archive archive = xgrad::read_archive(path);
     if (!archive.texts().count("architecture")) {
-        throw std::runtime_error("'" + path + "' is not an mnist_gan checkpoint: it has no 'architecture' text" +
-                                 (archive.contains("classifier.architecture") ? " (it holds a classifier written by mnist_classifier)"
-                                                                              : ""));
+        throw std::runtime_error(
+            "'" + path + "' is not an mnist_gan checkpoint: it has no 'architecture' text" +
+            (archive.contains("classifier.architecture") ? " (it holds a classifier written by mnist_classifier)" : ""));
     }
     try {
         gan.load(archive);
@@ -374,8 +375,9 @@ void check_resumed_settings(const xgrad::Archive& archive, const RunState& run) 
     const std::string* ranks = text_or_null(archive, "settings.ranks");
     const std::string saved_ranks = ranks ? *ranks : "1";
     if (saved_ranks != std::to_string(run.ranks)) {
-        std::cerr << "note: the checkpoint was written by " << saved_ranks << " ranks, this run has " << run.ranks
-                  << ": training continues with the same batches and noise, but is no longer bit-identical to an uninterrupted run\n";
+        std::cerr
+            << "note: the checkpoint was written by " << saved_ranks << " ranks, this run has " << run.ranks
+            << ": training continues with the same batches and noise, but is no longer bit-identical to an uninterrupted run\n";
     }
 }
 
@@ -401,7 +403,7 @@ std::unique_ptr<common::TextFile> open_csv(const std::string& path, const std::s
 
 // The files this program writes into --out (not what else may be there).
 bool is_output_name(const std::string& name) {
-    static const char* const kFixed[] = {"checkpoint.xgrad", "log.csv",    "eval.csv", "samples.idx", "grid_final.png",
+    static const char* const kFixed[] = {"checkpoint.xgrad", "log.csv",           "eval.csv", "samples.idx", "grid_final.png",
                                          "losses.png",       "discriminator.png", "eval.png", "eval_fid.png"};
     for (const char* fixed : kFixed) {
         if (name == fixed) return true;
@@ -433,7 +435,9 @@ public:
             if (!is_output_name(name.substr(0, name.size() - suffix.size()))) continue;
             std::error_code error;
             fs::remove(entry.path(), error);
-            if (error) throw std::runtime_error("cannot remove the stale temporary file '" + entry.path().string() + "': " + error.message());
+            if (error)
+                throw std::runtime_error("cannot remove the stale temporary file '" + entry.path().string() +
+                                         "': " + error.message());
             std::cerr << "removed " << entry.path().string() << ", left by an interrupted run\n";
         }
     }
@@ -520,11 +524,13 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
         if (!fs::exists(checkpoint)) throw std::runtime_error("--resume: no checkpoint at '" + checkpoint + "'");
         check_resumed_settings(load_checkpoint(checkpoint, gan, &data, history, quality), run);
         if (gan.steps_done() > o.steps) {
-            throw std::runtime_error("--steps " + std::to_string(o.steps) + ": the checkpoint '" + checkpoint + "' is already at step " +
-                                     std::to_string(gan.steps_done()) + "; pass a larger --steps to train further");
+            throw std::runtime_error("--steps " + std::to_string(o.steps) + ": the checkpoint '" + checkpoint +
+                                     "' is already at step " + std::to_string(gan.steps_done()) +
+                                     "; pass a larger --steps to train further");
         }
         std::cerr << "resumed from " << checkpoint << " at step " << gan.steps_done() << "\n";
-        if (gan.steps_done() == o.steps) std::cerr << "nothing to train: --steps " << o.steps << " are done; writing the final outputs\n";
+        if (gan.steps_done() == o.steps)
+            std::cerr << "nothing to train: --steps " << o.steps << " are done; writing the final outputs\n";
     }
     const auto log = root ? open_csv(o.out + "/log.csv", kLogHeader, history) : nullptr;
 
@@ -539,8 +545,8 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
         std::vector<float> row = monitor->measure(gan, step);
         eval_log->write(csv_row(step, row));
         std::cerr << std::fixed << std::setprecision(3) << "step " << step << ": classifier score " << row[1] << ", coverage "
-                  << row[2] << " bits (class shares " << row[3] << " to " << row[4] << "), FID " << std::setprecision(2)
-                  << row[5] << "\n";
+                  << row[2] << " bits (class shares " << row[3] << " to " << row[4] << "), FID " << std::setprecision(2) << row[5]
+                  << "\n";
         quality.add(std::move(row));
     };
 
@@ -550,9 +556,10 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
     grid_rng.fill_uniform(fixed_noise.mutable_value(), -1.f, 1.f);
 
     std::cerr << "mnist_gan: " << image_count << " training images from " << data_dir << "; "
-              << "preset=" << config.preset << " " << config.architecture_text() << " batch=" << config.batch << " k=" << config.k << " lr=" << config.lr
-              << " g_loss=" << g_loss_name(config.g_loss) << "\n";
-    if (ranks > 1) std::cerr << "data-parallel over " << ranks << " ranks: " << config.batch / ranks << " samples of each batch per rank\n";
+              << "preset=" << config.preset << " " << config.architecture_text() << " batch=" << config.batch << " k=" << config.k
+              << " lr=" << config.lr << " g_loss=" << g_loss_name(config.g_loss) << "\n";
+    if (ranks > 1)
+        std::cerr << "data-parallel over " << ranks << " ranks: " << config.batch / ranks << " samples of each batch per rank\n";
     std::signal(SIGINT, on_interrupt);
     std::signal(SIGTERM, on_interrupt);
 
@@ -610,7 +617,8 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
     progress.finish();
     gan.average_statistics();
     if (!root) return 0;  // the rest is rank 0's outputs
-    if (monitor && (quality.rows().empty() || long(quality.rows().back()[0]) != gan.steps_done())) measure_quality(gan.steps_done());
+    if (monitor && (quality.rows().empty() || long(quality.rows().back()[0]) != gan.steps_done()))
+        measure_quality(gan.steps_done());
     if (const auto bad = try_save_checkpoint(run)) return diverged(gan.steps_done(), *bad + " after the update");
 
     // Training is saved; the rest derives from the checkpoint, so an
@@ -660,38 +668,56 @@ int run_app(int argc, const char* const* argv, const xgrad::Distributed* distrib
         ->capture_default_str();
     cli.add_option("--steps", o.steps, "Total training steps (default: the preset's; a resumed run continues up to this)")
         ->check(common::unsigned_in(1, 100000000));
-    cli.add_option("--k", o.k, "Discriminator updates per generator update (overrides the preset)")->check(common::unsigned_in(1, 100));
+    cli.add_option("--k", o.k, "Discriminator updates per generator update (overrides the preset)")
+        ->check(common::unsigned_in(1, 100));
     cli.add_option("--batch", o.batch, "Minibatch size m (overrides the preset)")->check(common::unsigned_in(1, 65536));
     cli.add_option("--z-dim", o.z_dim, "Noise dimension (overrides the preset)")->check(common::unsigned_in(1, 65536));
-    cli.add_option("--hidden", o.hidden, "Hidden units of both nets (overrides the preset)")->check(common::unsigned_in(1, 65536));
-    cli.add_option("--channels", o.channels,
-                   "dcgan: channels of D's first convolution and G's last hidden layer; D's second and G's first have twice as many "
-                   "(overrides the preset)")
+    cli.add_option("--hidden", o.hidden, "Hidden units of both nets (overrides the preset)")
+        ->check(common::unsigned_in(1, 65536));
+    cli.add_option(
+           "--channels", o.channels,
+           "dcgan: channels of D's first convolution and G's last hidden layer; D's second and G's first have twice as many "
+           "(overrides the preset)")
         ->check(common::unsigned_in(1, 4096));
     cli.add_option("--lr", o.lr, "Adam learning rate of both nets (overrides the preset)")->check(common::real_in(1e-7, 1.0));
     cli.add_option("--g-loss", o.g_loss, "non-saturating: maximise log D(G(z)); minimax: minimise log(1 - D(G(z)))")
         ->check(CLI::IsMember({"non-saturating", "minimax"}));
-    cli.add_option("--seed", o.seed, "Random seed: same seed and thread count give identical results")->check(common::unsigned_in(0, UINT64_MAX))->capture_default_str();
-    cli.add_option("--threads", o.threads, "Threads for matrix products and elementwise work (results are identical for the same count)")->check(common::unsigned_in(1, 256))->capture_default_str();
+    cli.add_option("--seed", o.seed, "Random seed: same seed and thread count give identical results")
+        ->check(common::unsigned_in(0, UINT64_MAX))
+        ->capture_default_str();
+    cli.add_option("--threads", o.threads,
+                   "Threads for matrix products and elementwise work (results are identical for the same count)")
+        ->check(common::unsigned_in(1, 256))
+        ->capture_default_str();
     cli.add_option("--out", o.out, "Output directory (grids, plots, log.csv, checkpoint.xgrad)")->capture_default_str();
-    cli.add_option("--grid-every", o.grid_every, "Write an 8x8 sample grid every N steps (0: only at the end)")->check(common::unsigned_in(0, 100000000))->capture_default_str();
-    cli.add_option("--checkpoint-every", o.checkpoint_every, "Write OUT/checkpoint.xgrad every N steps (0: only at the end)")->check(common::unsigned_in(0, 100000000))->capture_default_str();
-    cli.add_option("--log-every", o.log_every, "Append averages to OUT/log.csv every N steps")->check(common::unsigned_in(1, 100000000))->capture_default_str();
+    cli.add_option("--grid-every", o.grid_every, "Write an 8x8 sample grid every N steps (0: only at the end)")
+        ->check(common::unsigned_in(0, 100000000))
+        ->capture_default_str();
+    cli.add_option("--checkpoint-every", o.checkpoint_every, "Write OUT/checkpoint.xgrad every N steps (0: only at the end)")
+        ->check(common::unsigned_in(0, 100000000))
+        ->capture_default_str();
+    cli.add_option("--log-every", o.log_every, "Append averages to OUT/log.csv every N steps")
+        ->check(common::unsigned_in(1, 100000000))
+        ->capture_default_str();
     cli.add_flag("--resume", o.resume, "Continue from OUT/checkpoint.xgrad (bit-exact with the same seed and threads)");
-    auto* classifier = cli.add_option("--classifier", o.classifier,
-                                      "Weights from mnist_classifier: measure sample quality (classifier score, class coverage, "
-                                      "FID of 1000 samples against held-out t10k images) at the end, into OUT/eval.csv and eval.png")
-                           ->check(CLI::ExistingFile);
-    cli.add_option("--eval-every", o.eval_every, "With --classifier: also measure sample quality every N steps (0: only at the end)")
+    auto* classifier =
+        cli.add_option("--classifier", o.classifier,
+                       "Weights from mnist_classifier: measure sample quality (classifier score, class coverage, "
+                       "FID of 1000 samples against held-out t10k images) at the end, into OUT/eval.csv and eval.png")
+            ->check(CLI::ExistingFile);
+    cli.add_option("--eval-every", o.eval_every,
+                   "With --classifier: also measure sample quality every N steps (0: only at the end)")
         ->check(common::unsigned_in(0, 100000000))
         ->needs(classifier)
         ->capture_default_str();
-    auto* ema = cli.add_flag("--ema,!--no-ema", o.averaged,
-                             "Write grids and samples.idx from the averaged generator, or the raw one (default: the preset's choice; "
-                             "eval.csv always has both)");
+    auto* ema =
+        cli.add_flag("--ema,!--no-ema", o.averaged,
+                     "Write grids and samples.idx from the averaged generator, or the raw one (default: the preset's choice; "
+                     "eval.csv always has both)");
     cli.add_flag("--sample-batch-stats", o.sample_batch_stats,
                  "Generate with each batch's own normalization statistics instead of the running ones (dcgan)");
-    cli.add_option("--samples", o.samples, "After training, write N generated images to OUT/samples.idx (IDX3, bytes)")->check(common::unsigned_in(0, 10000000));
+    cli.add_option("--samples", o.samples, "After training, write N generated images to OUT/samples.idx (IDX3, bytes)")
+        ->check(common::unsigned_in(0, 10000000));
     const bool several = distributed && distributed->size() > 1;
     try {
         cli.parse(argc, argv);

@@ -213,7 +213,7 @@ Var Gan::discriminator_loss(const Var& real, const Var& fake, float* mean_d_real
 
 Var Gan::generator_objective(const Var& fake_logits) const {
     if (config_.g_loss == GeneratorLoss::non_saturating) return xgrad::bce_with_logits(fake_logits, 1.f);  // -mean log D(G(z))
-    return -xgrad::bce_with_logits(fake_logits, 0.f);                                                        // mean log(1 - D(G(z)))
+    return -xgrad::bce_with_logits(fake_logits, 0.f);  // mean log(1 - D(G(z)))
 }
 
 Var Gan::generator_loss(const Var& noise) { return generator_objective(discriminator_(generator_(noise))); }
@@ -357,8 +357,9 @@ void Gan::save(xgrad::Archive& archive) const {
 
 void Gan::load(const xgrad::Archive& archive) {
     if (archive.contains("preset") && archive.text("preset") != config_.preset) {
-        throw std::runtime_error("the checkpoint was trained with preset '" + archive.text("preset") + "', this run uses preset '" +
-                                 config_.preset + "' (resume with --preset " + archive.text("preset") + ")");
+        throw std::runtime_error("the checkpoint was trained with preset '" + archive.text("preset") +
+                                 "', this run uses preset '" + config_.preset + "' (resume with --preset " +
+                                 archive.text("preset") + ")");
     }
     if (archive.text("architecture") != config_.architecture_text()) {
         throw std::runtime_error("the checkpoint holds a GAN of another shape (" + archive.text("architecture") +

@@ -34,11 +34,11 @@ struct GanConfig {
     Architecture architecture = Architecture::mlp;
     std::size_t data_dim = 784;  // dcgan: side x side images
     std::size_t z_dim = 100;
-    std::size_t hidden = 128;    // mlp: the width of both hidden layers
-    std::size_t channels = 64;   // dcgan: D's first convolution; D's second and G's first have twice as many
-    std::size_t batch = 128;     // m in the paper
-    std::size_t k = 1;           // discriminator updates per generator update
-    long steps = 20000;          // the run length the preset is meant for (mnist_gan --steps overrides)
+    std::size_t hidden = 128;   // mlp: the width of both hidden layers
+    std::size_t channels = 64;  // dcgan: D's first convolution; D's second and G's first have twice as many
+    std::size_t batch = 128;    // m in the paper
+    std::size_t k = 1;          // discriminator updates per generator update
+    long steps = 20000;         // the run length the preset is meant for (mnist_gan --steps overrides)
     OptimizerKind optimizer = OptimizerKind::adam;
     float lr = 1e-3f;
     float beta1 = 0.9f, beta2 = 0.999f;
@@ -61,11 +61,11 @@ struct GanConfig {
 };
 
 struct StepStats {
-    float d_loss = 0;  // BCE(D(x), real label) + BCE(D(G(z)), 0), last D update
-    float g_loss = 0;  // the generator's loss as minimised (see GeneratorLoss)
-    float d_real = 0;  // mean D(x) over the last D update's real batch
-    float d_fake = 0;  // mean D(G(z)) over the generator update's batch
-    bool stop = false; // step(data, true) on any rank (one process: the argument)
+    float d_loss = 0;   // BCE(D(x), real label) + BCE(D(G(z)), 0), last D update
+    float g_loss = 0;   // the generator's loss as minimised (see GeneratorLoss)
+    float d_real = 0;   // mean D(x) over the last D update's real batch
+    float d_fake = 0;   // mean D(G(z)) over the generator update's batch
+    bool stop = false;  // step(data, true) on any rank (one process: the argument)
 };
 
 class Gan {
@@ -172,7 +172,7 @@ private:
     std::unique_ptr<xgrad::GradientAllreduce> d_allreduce_, g_allreduce_;
     xgrad::Var real_rows_, noise_rows_;
     std::vector<xgrad::Var> running_statistics_;  // batch norm's buffers in G and D
-    long statistics_averaged_at_ = -1;           // the step average_statistics() last ran at
+    long statistics_averaged_at_ = -1;            // the step average_statistics() last ran at
     long steps_done_ = 0;
 };
 

@@ -63,7 +63,8 @@ Tensor blurred(const Tensor& images, std::size_t side, double sigma) {
 
 Tensor pair_averages(const Tensor& images, std::size_t shift) {
     const std::size_t n = images.shape()[0], d = images.shape()[1];
-    if (n < 2 || shift % n == 0) throw std::invalid_argument("quality::pair_averages: needs two images and a shift that pairs different ones");
+    if (n < 2 || shift % n == 0)
+        throw std::invalid_argument("quality::pair_averages: needs two images and a shift that pairs different ones");
     Tensor out(images.shape(), 0.f);
     for (std::size_t i = 0; i < n; ++i) {
         const float *a = images.data() + i * d, *b = images.data() + ((i + shift) % n) * d;
@@ -78,13 +79,16 @@ Tensor class_means(const Tensor& images, const std::vector<std::uint8_t>& labels
     std::vector<double> sums(classes * d, 0.0);
     std::vector<std::size_t> counts(classes, 0);
     for (std::size_t i = 0; i < n; ++i) {
-        if (labels[i] >= classes) throw std::invalid_argument("quality::class_means: label " + std::to_string(labels[i]) + " >= " + std::to_string(classes));
+        if (labels[i] >= classes)
+            throw std::invalid_argument("quality::class_means: label " + std::to_string(labels[i]) +
+                                        " >= " + std::to_string(classes));
         ++counts[labels[i]];
         for (std::size_t k = 0; k < d; ++k) sums[labels[i] * d + k] += images.data()[i * d + k];
     }
     Tensor out(images.shape(), 0.f);
     for (std::size_t i = 0; i < n; ++i) {
-        for (std::size_t k = 0; k < d; ++k) out.data()[i * d + k] = static_cast<float>(sums[labels[i] * d + k] / double(counts[labels[i]]));
+        for (std::size_t k = 0; k < d; ++k)
+            out.data()[i * d + k] = static_cast<float>(sums[labels[i] * d + k] / double(counts[labels[i]]));
     }
     return out;
 }

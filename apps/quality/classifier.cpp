@@ -18,7 +18,8 @@ using xgrad::Var;
 std::string ClassifierConfig::architecture() const {
     std::ostringstream s;
     if (arch == ClassifierArch::cnn) {
-        s << "arch=cnn inputs=" << inputs << " conv1=" << conv1 << " conv2=" << conv2 << " hidden=" << hidden << " classes=" << classes;
+        s << "arch=cnn inputs=" << inputs << " conv1=" << conv1 << " conv2=" << conv2 << " hidden=" << hidden
+          << " classes=" << classes;
     } else {
         s << "inputs=" << inputs << " hidden=" << hidden << " hidden_layers=" << hidden_layers << " classes=" << classes;
     }
@@ -126,8 +127,7 @@ Classifier::Outputs Classifier::evaluate(const Tensor& images, std::size_t batch
         std::memcpy(x.data(), images.data() + first * config_.inputs, rows * config_.inputs * sizeof(float));
         const Var features = body_(Var(std::move(x)));
         const Var logits = head_(features);
-        std::memcpy(out.features.data() + first * config_.hidden, features.value().data(),
-                    rows * config_.hidden * sizeof(float));
+        std::memcpy(out.features.data() + first * config_.hidden, features.value().data(), rows * config_.hidden * sizeof(float));
         for (std::size_t r = 0; r < rows; ++r) {
             const float* l = &logits.value()(r, 0);
             float* p = &out.probabilities(first + r, 0);

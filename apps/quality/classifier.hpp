@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include <xgrad/nn.hpp>
 #include <xgrad/core/random.hpp>
+#include <xgrad/nn.hpp>
 
 namespace quality {
 
@@ -18,12 +18,12 @@ enum class ClassifierArch { mlp, cnn };
 
 struct ClassifierConfig {
     ClassifierArch arch = ClassifierArch::mlp;
-    std::size_t inputs = 784;        // cnn: side x side images
-    std::size_t hidden = 512;        // units of every fully connected hidden layer (= the feature dimension)
-    std::size_t hidden_layers = 2;   // mlp: how many; cnn: one, after the convolutions
+    std::size_t inputs = 784;            // cnn: side x side images
+    std::size_t hidden = 512;            // units of every fully connected hidden layer (= the feature dimension)
+    std::size_t hidden_layers = 2;       // mlp: how many; cnn: one, after the convolutions
     std::size_t conv1 = 32, conv2 = 64;  // cnn: channels of its two 5x5 convolutions
     std::size_t classes = 10;
-    float dropout = 0.3f;            // after every fully connected hidden ReLU, while training
+    float dropout = 0.3f;  // after every fully connected hidden ReLU, while training
 
     // The shape-defining fields as text ("inputs=784 hidden=256 hidden_layers=2
     // classes=10", or "arch=cnn inputs=784 conv1=32 conv2=64 hidden=256

@@ -73,10 +73,10 @@ std::vector<double> nearest_neighbour_distances(const xgrad::Tensor& queries, co
 std::vector<double> parzen_log_likelihoods(const xgrad::Tensor& centers, const xgrad::Tensor& points, double sigma);
 
 struct ParzenEstimate {
-    double sigma = 0;           // chosen on the validation points
-    double validation_mean = 0; // mean log-likelihood of the validation points at that sigma
-    double mean = 0;            // mean log-likelihood of the test points, nats
-    double standard_error = 0;  // of that mean, over the test points
+    double sigma = 0;                 // chosen on the validation points
+    double validation_mean = 0;       // mean log-likelihood of the validation points at that sigma
+    double mean = 0;                  // mean log-likelihood of the test points, nats
+    double standard_error = 0;        // of that mean, over the test points
     bool sigma_at_grid_edge = false;  // the best sigma was the smallest or largest tried
 };
 // Picks the sigma in `sigmas` that maximises the mean log-likelihood of the

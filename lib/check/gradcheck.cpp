@@ -78,8 +78,8 @@ GradcheckResult gradcheck(const std::function<Var(const std::vector<Var>&)>& f, 
             const double ratio = std::abs(analytic - numeric) / (options.atol + options.rtol * std::abs(numeric));
             ++result.checked;
             // The first NaN stays the worst: it is where the trouble starts.
-            const bool worse = result.checked == 1 ||
-                               (!std::isnan(result.worst_ratio) && (std::isnan(ratio) || ratio > result.worst_ratio));
+            const bool worse =
+                result.checked == 1 || (!std::isnan(result.worst_ratio) && (std::isnan(ratio) || ratio > result.worst_ratio));
             if (worse) {
                 result.worst_ratio = ratio;
                 result.input = k;

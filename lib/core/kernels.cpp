@@ -52,8 +52,8 @@ void gemm(const char* op, ConstMatrix a, bool transpose_a, ConstMatrix b, bool t
         const bool column = n == 1;
         const ConstMatrix matrix = column ? a : b;
         const bool transpose = column ? transpose_a : !transpose_b;
-        cblas_sgemv(CblasRowMajor, transpose ? CblasTrans : CblasNoTrans, blas(matrix.rows), blas(matrix.cols), 1.f,
-                    matrix.data, blas(matrix.cols), (column ? b : a).data, 1, beta, c.data, 1);
+        cblas_sgemv(CblasRowMajor, transpose ? CblasTrans : CblasNoTrans, blas(matrix.rows), blas(matrix.cols), 1.f, matrix.data,
+                    blas(matrix.cols), (column ? b : a).data, 1, beta, c.data, 1);
         return;
     }
     // Large products run as blocks of c's rows on xgrad's threads (see

@@ -93,8 +93,8 @@ Tensor& BackwardContext::grad_buffer(std::size_t i, bool& fresh) {
 }
 
 void BackwardContext::throw_gradient_shape(std::size_t i, const Shape& shape) const {
-    throw ShapeError(std::string("xgrad: the backward of '") + node_.op + "' produced a gradient of shape " + shape_string(shape) +
-                     " for input " + std::to_string(i) + " of shape " + shape_string(input(i)));
+    throw ShapeError(std::string("xgrad: the backward of '") + node_.op + "' produced a gradient of shape " +
+                     shape_string(shape) + " for input " + std::to_string(i) + " of shape " + shape_string(input(i)));
 }
 
 void BackwardContext::accumulate_sum_to(std::size_t i, const Tensor& m, float scale) {

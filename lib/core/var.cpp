@@ -157,8 +157,8 @@ void drop_ref(Node* n) noexcept {
 
 void check_owner(const Node& n, const char* what, const char* using_op) {
     if (n.arena != current) {
-        throw std::logic_error(std::string("xgrad: ") + (using_op ? std::string("op '") + using_op + "' " : std::string()) + what +
-                               " a Var (a result of '" + n.op +
+        throw std::logic_error(std::string("xgrad: ") + (using_op ? std::string("op '") + using_op + "' " : std::string()) +
+                               what + " a Var (a result of '" + n.op +
                                "') on a thread other than the one that created it; a graph and its Vars belong to one thread");
     }
 }
@@ -218,8 +218,8 @@ Node& Var::node() const {
 Node& Var::leaf_node(const char* what) const {
     Node& n = node();
     if (!n.is_leaf) {
-        throw std::logic_error(std::string("xgrad: ") + what + " is only for leaves (parameters, inputs); this Var is the result of '" +
-                               n.op + "'");
+        throw std::logic_error(std::string("xgrad: ") + what +
+                               " is only for leaves (parameters, inputs); this Var is the result of '" + n.op + "'");
     }
     return n;
 }

@@ -132,8 +132,9 @@ void Distributed::start(int* argc, char*** argv) {
     MPI_Initialized(&started);
     MPI_Finalized(&ended);
     if (ended) {
-        throw DistributedError("MPI was already finalised in this process and cannot start again: keep one xgrad::Distributed "
-                               "for the whole program");
+        throw DistributedError(
+            "MPI was already finalised in this process and cannot start again: keep one xgrad::Distributed "
+            "for the whole program");
     }
     mpi_ = std::make_unique<Mpi>();
     int provided = 0;
@@ -207,21 +208,21 @@ void Distributed::broadcast(const std::vector<Var>& variables) const {
     } else {
         for (std::size_t i = 0; i < variables.size() && mismatch.empty(); ++i) {
             if (counts[i] != variables[i].numel()) {
-                mismatch = "variable " + std::to_string(i) + " has " + std::to_string(variables[i].numel()) + " elements on rank " +
-                           std::to_string(rank_) + ", " + std::to_string(counts[i]) + " on rank 0";
+                mismatch = "variable " + std::to_string(i) + " has " + std::to_string(variables[i].numel()) +
+                           " elements on rank " + std::to_string(rank_) + ", " + std::to_string(counts[i]) + " on rank 0";
             }
         }
     }
     if (any(!mismatch.empty())) {
-        throw DistributedError("xgrad::Distributed::broadcast: " +
-                               (mismatch.empty() ? std::string("another rank's variables differ from rank 0's (its message says how)")
-                                                 : mismatch));
+        throw DistributedError(
+            "xgrad::Distributed::broadcast: " +
+            (mismatch.empty() ? std::string("another rank's variables differ from rank 0's (its message says how)") : mismatch));
     }
     for (Var v : variables) {
         // Rank 0 only sends: its values (and their versions) stay as they are.
         Tensor& value = rank_ == 0 ? const_cast<Tensor&>(v.value()) : v.mutable_value();
-        check(MPI_Bcast(value.data(), checked_count(value.size(), "Distributed::broadcast"), MPI_FLOAT, 0, mpi_->comm), "MPI_Bcast",
-              rank_, size_);
+        check(MPI_Bcast(value.data(), checked_count(value.size(), "Distributed::broadcast"), MPI_FLOAT, 0, mpi_->comm),
+              "MPI_Bcast", rank_, size_);
     }
 }
 
@@ -263,8 +264,8 @@ void Distributed::average(const std::vector<Var>& variables) const {
 
 void Distributed::sum(double* values, std::size_t n) const {
     if (size_ == 1 || n == 0) return;
-    check(MPI_Allreduce(MPI_IN_PLACE, values, checked_count(n, "Distributed::sum"), MPI_DOUBLE, MPI_SUM, mpi_->comm), "MPI_Allreduce",
-          rank_, size_);
+    check(MPI_Allreduce(MPI_IN_PLACE, values, checked_count(n, "Distributed::sum"), MPI_DOUBLE, MPI_SUM, mpi_->comm),
+          "MPI_Allreduce", rank_, size_);
 }
 
 bool Distributed::any(bool flag) const {
@@ -282,8 +283,8 @@ void GradientAllreduce::reduce(std::size_t count) {
     const Distributed& d = distributed_;
     MPI_Comm comm = d.mpi_->comm;
     if (order_ == ReduceOrder::mpi) {
-        check(MPI_Allreduce(MPI_IN_PLACE, buffer_.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM, comm), "MPI_Allreduce", d.rank_,
-              d.size_);
+        check(MPI_Allreduce(MPI_IN_PLACE, buffer_.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM, comm), "MPI_Allreduce",
+              d.rank_, d.size_);
         return;
     }
     // A ring allreduce written out, so that the order of the sums is
@@ -298,7 +299,8 @@ void GradientAllreduce::reduce(std::size_t count) {
     const std::size_t part = (count + std::size_t(ranks) - 1) / std::size_t(ranks);
     const int n = static_cast<int>(part);
     auto at = [&](std::vector<float>& v, int r) { return v.data() + std::size_t(r) * part; };
-    std::fill(buffer_.begin() + static_cast<std::ptrdiff_t>(count), buffer_.begin() + static_cast<std::ptrdiff_t>(std::size_t(ranks) * part),
+    std::fill(buffer_.begin() + static_cast<std::ptrdiff_t>(count),
+              buffer_.begin() + static_cast<std::ptrdiff_t>(std::size_t(ranks) * part),
               0.f);  // the padding sums as zeros
     for (int k = 1; k < ranks; ++k) {
         const int to = (rank + k) % ranks, from = (rank - k + ranks) % ranks;
@@ -357,7 +359,8 @@ bool Distributed::launched() {
 
 void Distributed::init(int* argc, char*** argv) {
     if (live_instance.exchange(true)) {
-        throw std::logic_error("xgrad::Distributed: one already exists in this process (MPI is process-wide): pass that one around");
+        throw std::logic_error(
+            "xgrad::Distributed: one already exists in this process (MPI is process-wide): pass that one around");
     }
     try {
         start(argc, argv);
@@ -412,7 +415,8 @@ int Distributed::run(int& argc, char**& argv, const std::function<int(Distribute
         std::fprintf(stderr, "error: %s\n", failure.c_str());
         return 1;
     }
-    if (code != 0 && d.size() > 1) d.abort("exit code " + std::to_string(code) + ": stopping all " + std::to_string(d.size()) + " ranks", code);
+    if (code != 0 && d.size() > 1)
+        d.abort("exit code " + std::to_string(code) + ": stopping all " + std::to_string(d.size()) + " ranks", code);
     return code;
 }
 
@@ -445,7 +449,8 @@ std::uint64_t checksum(const std::vector<Var>& variables, std::uint64_t seed) {
     return h ^ (h >> 29);
 }
 
-GradientAllreduce::GradientAllreduce(const Distributed& distributed, std::vector<Var> parameters, ReduceOrder order, std::size_t extra)
+GradientAllreduce::GradientAllreduce(const Distributed& distributed, std::vector<Var> parameters, ReduceOrder order,
+                                     std::size_t extra)
     : distributed_(distributed), parameters_(std::move(parameters)), order_(order), extra_(extra) {
     std::size_t total = 1 + extra;  // the flag slot and the extra values
     for (std::size_t i = 0; i < parameters_.size(); ++i) {
@@ -512,9 +517,9 @@ DistributedSampler::DistributedSampler(std::size_t global_batch, int rank, int r
     }
     const std::size_t n = static_cast<std::size_t>(ranks), r = static_cast<std::size_t>(rank);
     if (global_batch == 0 || global_batch % n != 0) {
-        throw std::invalid_argument("a global batch of " + std::to_string(global_batch) + " samples cannot be split evenly across " +
-                                    std::to_string(ranks) + " ranks: the batch must be a positive multiple of " +
-                                    std::to_string(ranks));
+        throw std::invalid_argument("a global batch of " + std::to_string(global_batch) +
+                                    " samples cannot be split evenly across " + std::to_string(ranks) +
+                                    " ranks: the batch must be a positive multiple of " + std::to_string(ranks));
     }
     begin_ = r * (global_batch / n);
     end_ = begin_ + global_batch / n;
@@ -530,13 +535,14 @@ const std::size_t* DistributedSampler::local(const std::vector<std::size_t>& glo
 
 void DistributedSampler::take_rows(const Tensor& global, Tensor& local) const {
     const bool fits = global.dimension() >= 1 && global.shape()[0] == global_batch_ && local.dimension() == global.dimension() &&
-                      local.shape()[0] == local_batch() && std::equal(global.shape().begin() + 1, global.shape().end(), local.shape().begin() + 1);
+                      local.shape()[0] == local_batch() &&
+                      std::equal(global.shape().begin() + 1, global.shape().end(), local.shape().begin() + 1);
     if (!fits) {
         Shape expected = global.shape();
         if (!expected.empty()) expected[0] = local_batch();
         throw ShapeError("xgrad::DistributedSampler::take_rows: a global batch " + shape_string(global) + " (expected " +
-                         std::to_string(global_batch_) + " rows) into " + shape_string(local) + " (expected " + shape_string(expected) +
-                         ")");
+                         std::to_string(global_batch_) + " rows) into " + shape_string(local) + " (expected " +
+                         shape_string(expected) + ")");
     }
     const std::size_t row = global_batch_ == 0 ? 0 : global.size() / global_batch_;
     std::memcpy(local.data(), global.data() + begin_ * row, local.size() * sizeof(float));

@@ -66,7 +66,8 @@ class IdxReader {
 public:
     IdxReader(const std::string& path, std::uint32_t magic)
         : path_(path), kind_(kind_of(magic)), fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)), input_(new std::uint8_t[kBuffer]) {
-        if (fd_.get() < 0) throw std::runtime_error("xgrad: cannot open " + kind_ + " file '" + path + "': " + std::strerror(errno));
+        if (fd_.get() < 0)
+            throw std::runtime_error("xgrad: cannot open " + kind_ + " file '" + path + "': " + std::strerror(errno));
         struct stat st;
         if (::fstat(fd_.get(), &st) == 0 && S_ISREG(st.st_mode)) file_size_ = static_cast<std::size_t>(st.st_size);
         while (input_size_ < 2 && refill_more()) {
@@ -148,8 +149,9 @@ private:
         const std::size_t got = read_some(dst, n);
         header_bytes_ += got;
         if (got < n) {
-            fail("truncated: the file ends inside " + std::string(what) + " (expected " + std::to_string(header_bytes_ - got + n) +
-                 " header bytes, found " + std::to_string(header_bytes_) + ")" + gzip_cut_note());
+            fail("truncated: the file ends inside " + std::string(what) + " (expected " +
+                 std::to_string(header_bytes_ - got + n) + " header bytes, found " + std::to_string(header_bytes_) + ")" +
+                 gzip_cut_note());
         }
     }
 
@@ -162,7 +164,8 @@ private:
                 input_size_ += static_cast<std::size_t>(got);
                 return got > 0;
             }
-            if (errno != EINTR) throw std::runtime_error("xgrad: cannot read " + kind_ + " file '" + path_ + "': " + std::strerror(errno));
+            if (errno != EINTR)
+                throw std::runtime_error("xgrad: cannot read " + kind_ + " file '" + path_ + "': " + std::strerror(errno));
         }
     }
     bool refill() {
@@ -247,7 +250,7 @@ private:
 
     std::string path_, kind_;
     Descriptor fd_;
-    std::unique_ptr<std::uint8_t[]> input_;  // kBuffer bytes
+    std::unique_ptr<std::uint8_t[]> input_;                            // kBuffer bytes
     std::size_t file_size_ = std::numeric_limits<std::size_t>::max();  // unknown unless a regular file
     std::size_t input_size_ = 0, input_used_ = 0;  // input_used_: plain files only (gzip keeps its place in the stream)
     std::unique_ptr<Inflater> inflater_;           // null for a plain file
@@ -306,7 +309,8 @@ std::string big_endian_header(std::vector<std::uint32_t> header) {
 }
 
 void write_idx(const std::string& path, std::vector<std::uint32_t> header, const std::vector<std::uint8_t>& data) {
-    write_file_atomically(path, {big_endian_header(std::move(header)), {reinterpret_cast<const char*>(data.data()), data.size()}});
+    write_file_atomically(path,
+                          {big_endian_header(std::move(header)), {reinterpret_cast<const char*>(data.data()), data.size()}});
 }
 
 }  // namespace
@@ -326,8 +330,8 @@ void write_idx_images(const std::string& path, const IdxImages& images) {
 
 IdxImagesWriter::IdxImagesWriter(const std::string& path, std::size_t count, std::size_t rows, std::size_t cols)
     : file_((check_image_dimensions(path, count, rows, cols), path)), count_(count), image_bytes_(rows * cols) {
-    file_.write(big_endian_header({kImagesMagic, static_cast<std::uint32_t>(count), static_cast<std::uint32_t>(rows),
-                                   static_cast<std::uint32_t>(cols)}));
+    file_.write(big_endian_header(
+        {kImagesMagic, static_cast<std::uint32_t>(count), static_cast<std::uint32_t>(rows), static_cast<std::uint32_t>(cols)}));
 }
 
 void IdxImagesWriter::append(const std::uint8_t* pixels, std::size_t images) {

@@ -91,8 +91,7 @@ public:
             float top_left[2], bottom_right[2];
             std::memcpy(top_left, &quads[std::size_t(q) * 64], sizeof top_left);
             std::memcpy(bottom_right, &quads[std::size_t(q) * 64 + 32], sizeof bottom_right);
-            fill(x + static_cast<int>(std::lround(top_left[0])) * scale,
-                 y + static_cast<int>(std::lround(top_left[1])) * scale,
+            fill(x + static_cast<int>(std::lround(top_left[0])) * scale, y + static_cast<int>(std::lround(top_left[1])) * scale,
                  x + static_cast<int>(std::lround(bottom_right[0])) * scale,
                  y + static_cast<int>(std::lround(bottom_right[1])) * scale, colour);
         }
@@ -165,17 +164,16 @@ unsigned char pixel_byte(float value) {
     return static_cast<unsigned char>(std::lround(std::clamp(value, 0.f, 1.f) * 255.f));
 }
 
-void write_image_grid(const std::string& path, const Tensor& images, std::size_t height, std::size_t width,
-                      std::size_t columns, std::size_t padding) {
+void write_image_grid(const std::string& path, const Tensor& images, std::size_t height, std::size_t width, std::size_t columns,
+                      std::size_t padding) {
     const std::size_t n = images.shape()[0];
     if (images.shape()[1] != height * width)
-        throw ShapeError("xgrad: write_image_grid: images " + shape_string(images) + " do not have " +
-                         std::to_string(height) + "x" + std::to_string(width) + " = " +
-                         std::to_string(height * width) + " pixels per row");
+        throw ShapeError("xgrad: write_image_grid: images " + shape_string(images) + " do not have " + std::to_string(height) +
+                         "x" + std::to_string(width) + " = " + std::to_string(height * width) + " pixels per row");
     if (n == 0 || columns == 0 || height == 0 || width == 0)
-        throw std::invalid_argument("xgrad: write_image_grid: nothing to draw for '" + path + "' (" +
-                                    std::to_string(n) + " images, " + std::to_string(columns) + " columns, " +
-                                    std::to_string(height) + "x" + std::to_string(width) + " tiles)");
+        throw std::invalid_argument("xgrad: write_image_grid: nothing to draw for '" + path + "' (" + std::to_string(n) +
+                                    " images, " + std::to_string(columns) + " columns, " + std::to_string(height) + "x" +
+                                    std::to_string(width) + " tiles)");
     const std::size_t rows = (n + columns - 1) / columns;
     const std::size_t grid_width = columns * (width + padding) + padding;
     const std::size_t grid_height = rows * (height + padding) + padding;
@@ -192,7 +190,7 @@ void write_image_grid(const std::string& path, const Tensor& images, std::size_t
 
 std::array<unsigned char, 3> plot_colour(std::size_t index) {
     // Matplotlib's "tab10": distinct, and readable on white.
-    static const Rgb palette[] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44},   {214, 39, 40},  {148, 103, 189},
+    static const Rgb palette[] = {{31, 119, 180}, {255, 127, 14},  {44, 160, 44},   {214, 39, 40},  {148, 103, 189},
                                   {140, 86, 75},  {227, 119, 194}, {127, 127, 127}, {188, 189, 34}, {23, 190, 207}};
     return palette[index % std::size(palette)];
 }
@@ -202,11 +200,9 @@ void write_line_plot(const std::string& path, const std::vector<PlotSeries>& ser
     const std::size_t n = options.x.empty() ? series[0].values.size() : options.x.size();
     for (const auto& s : series)
         if (s.values.size() != n)
-            throw std::invalid_argument("xgrad: write_line_plot: series '" + s.label + "' has " +
-                                        std::to_string(s.values.size()) + " values, but " +
-                                        (options.x.empty() ? "series '" + series[0].label + "' has "
-                                                           : std::string("x has ")) +
-                                        std::to_string(n));
+            throw std::invalid_argument(
+                "xgrad: write_line_plot: series '" + s.label + "' has " + std::to_string(s.values.size()) + " values, but " +
+                (options.x.empty() ? "series '" + series[0].label + "' has " : std::string("x has ")) + std::to_string(n));
     if (options.width < 240 || options.height < 160 || options.width > 20000 || options.height > 20000)
         throw std::invalid_argument("xgrad: write_line_plot: a plot of " + std::to_string(options.width) + "x" +
                                     std::to_string(options.height) + " pixels is outside 240x160 .. 20000x20000");
@@ -289,8 +285,8 @@ void write_line_plot(const std::string& path, const std::vector<PlotSeries>& ser
     }
     if (!options.x_label.empty()) {
         const int w = Canvas::text_width(options.x_label, scale);
-        canvas.text((plot_left + plot_right - w) / 2, plot_bottom + tick_length + 2 * gap + glyph, options.x_label,
-                    kBlack, scale);
+        canvas.text((plot_left + plot_right - w) / 2, plot_bottom + tick_length + 2 * gap + glyph, options.x_label, kBlack,
+                    scale);
     }
     canvas.text((width - Canvas::text_width(options.title, scale)) / 2, title_top + gap, options.title, kBlack, scale);
     for (std::size_t row = 0; row < legend_rows.size(); ++row) {

@@ -27,8 +27,8 @@ void EmaWeights::update() {
 void EmaWeights::copy_to(Module& target) const {
     const NamedVars source = module_.named_parameters(), into = target.named_parameters();
     if (source.size() != into.size()) {
-        throw ShapeError("xgrad::EmaWeights::copy_to: the target has " + std::to_string(into.size()) + " parameters, the averaged module " +
-                         std::to_string(source.size()));
+        throw ShapeError("xgrad::EmaWeights::copy_to: the target has " + std::to_string(into.size()) +
+                         " parameters, the averaged module " + std::to_string(source.size()));
     }
     for (std::size_t i = 0; i < into.size(); ++i) {
         if (into[i].second.shape() != average_[i].shape()) {
@@ -40,7 +40,8 @@ void EmaWeights::copy_to(Module& target) const {
         Archive buffers;
         for (const auto& [name, b] : module_.named_buffers()) buffers.put(name, b.value());
         for (auto [name, b] : target.named_buffers()) {
-            if (buffers.contains(name) && buffers.tensor(name).shape() == b.shape()) xt::noalias(b.mutable_value()) = buffers.tensor(name);
+            if (buffers.contains(name) && buffers.tensor(name).shape() == b.shape())
+                xt::noalias(b.mutable_value()) = buffers.tensor(name);
         }
     }
     for (std::size_t i = 0; i < into.size(); ++i) {

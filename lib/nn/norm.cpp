@@ -50,8 +50,10 @@ LayerNorm::LayerNorm(const Shape& normalized_shape, float eps, bool affine) : sh
 }
 
 Var LayerNorm::forward(const Var& x) {
-    if (x.dim() < shape_.size() || !std::equal(shape_.begin(), shape_.end(), x.shape().end() - static_cast<std::ptrdiff_t>(shape_.size()))) {
-        throw ShapeError("xgrad::LayerNorm: normalises over " + shape_string(shape_) + ", got an input " + shape_string(x.shape()));
+    if (x.dim() < shape_.size() ||
+        !std::equal(shape_.begin(), shape_.end(), x.shape().end() - static_cast<std::ptrdiff_t>(shape_.size()))) {
+        throw ShapeError("xgrad::LayerNorm: normalises over " + shape_string(shape_) + ", got an input " +
+                         shape_string(x.shape()));
     }
     return layer_norm(x, shape_.size(), weight, bias, eps_);
 }

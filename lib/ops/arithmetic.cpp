@@ -62,7 +62,8 @@ Var div(const Var& a, const Var& b) {
 Var maximum(const Var& a, const Var& b) {
     Op op("maximum", {a, b}, broadcast_shapes("maximum", a.shape(), b.shape()));
     // a > b, or a NaN, takes a; otherwise b (which is NaN if b is).
-    binary(op.out(), a, b, [](auto& out, const auto& x, const auto& y) { xt::noalias(out) = xt::where(x > y || xt::isnan(x), x, y); });
+    binary(op.out(), a, b,
+           [](auto& out, const auto& x, const auto& y) { xt::noalias(out) = xt::where(x > y || xt::isnan(x), x, y); });
     return op.finish([](BackwardContext& ctx) {
         const Tensor &x = ctx.input(0), &y = ctx.input(1), &dy = ctx.grad_output();
         ctx.accumulate_broadcast(0, xt::where(x > y, dy, xt::where(xt::equal(x, y), 0.5f * dy, 0.f)));
@@ -72,7 +73,8 @@ Var maximum(const Var& a, const Var& b) {
 
 Var minimum(const Var& a, const Var& b) {
     Op op("minimum", {a, b}, broadcast_shapes("minimum", a.shape(), b.shape()));
-    binary(op.out(), a, b, [](auto& out, const auto& x, const auto& y) { xt::noalias(out) = xt::where(x < y || xt::isnan(x), x, y); });
+    binary(op.out(), a, b,
+           [](auto& out, const auto& x, const auto& y) { xt::noalias(out) = xt::where(x < y || xt::isnan(x), x, y); });
     return op.finish([](BackwardContext& ctx) {
         const Tensor &x = ctx.input(0), &y = ctx.input(1), &dy = ctx.grad_output();
         ctx.accumulate_broadcast(0, xt::where(x < y, dy, xt::where(xt::equal(x, y), 0.5f * dy, 0.f)));
@@ -94,20 +96,23 @@ Var where(const Tensor& condition, const Var& a, const Var& b) {
 
 Var neg(const Var& x) {
     Op op("neg", {x}, x.shape());
-    parallel_elementwise(op.out(), [](auto& y, const auto& in) { xt::noalias(y) = -in; }, x.value());
+    parallel_elementwise(
+        op.out(), [](auto& y, const auto& in) { xt::noalias(y) = -in; }, x.value());
     return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, -ctx.grad_output()); });
 }
 
 Var scale(const Var& x, float s) {
     Op op("scale", {x}, x.shape());
-    parallel_elementwise(op.out(), [s](auto& y, const auto& in) { xt::noalias(y) = in * s; }, x.value());
+    parallel_elementwise(
+        op.out(), [s](auto& y, const auto& in) { xt::noalias(y) = in * s; }, x.value());
     op.state<float>(s);
     return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() * ctx.state<float>()); });
 }
 
 Var add_scalar(const Var& x, float s) {
     Op op("add_scalar", {x}, x.shape());
-    parallel_elementwise(op.out(), [s](auto& y, const auto& in) { xt::noalias(y) = in + s; }, x.value());
+    parallel_elementwise(
+        op.out(), [s](auto& y, const auto& in) { xt::noalias(y) = in + s; }, x.value());
     return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output()); });
 }
 

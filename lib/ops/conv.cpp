@@ -33,7 +33,8 @@ void check_operands(const char* op, const Var& x, const Var& w, const Var& b, st
     };
     if (x.dim() != 4 || w.dim() != 4) fail(op, "expected an (N, C, H, W) input and a rank-4 weight; got " + shapes());
     if (w.shape()[channel_axis] != x.shape()[1]) fail(op, "the weight does not fit the input's channels: " + shapes());
-    if (b.defined() && (b.dim() != 1 || b.shape()[0] != w.shape()[out_axis])) fail(op, "the bias does not fit the weight: " + shapes());
+    if (b.defined() && (b.dim() != 1 || b.shape()[0] != w.shape()[out_axis]))
+        fail(op, "the bias does not fit the weight: " + shapes());
 }
 
 // The engine's geometry from make(), validated; its messages speak of the
@@ -80,9 +81,8 @@ Shape column_side(const Conv2dGeometry& g) {
 void accumulate_bias(BackwardContext& ctx, std::size_t input, const Shape& dy_shape) {
     if (ctx.num_inputs() <= input) return;
     const Shape per_channel{dy_shape[1], 1, 1};
-    ctx.accumulate_into(input, [&](float* db, bool add) {
-        sum_to(ctx.op_name(), ctx.grad_output().data(), dy_shape, db, per_channel, add);
-    });
+    ctx.accumulate_into(
+        input, [&](float* db, bool add) { sum_to(ctx.op_name(), ctx.grad_output().data(), dy_shape, db, per_channel, add); });
 }
 
 }  // namespace
@@ -92,12 +92,11 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
     check_operands(op, x, w, b, 1, 0);
     const Shape &xs = x.shape(), &ws = w.shape();
     const Conv2dGeometry g = checked(op, x, w, [&] {
-        return Conv2dGeometry::conv2d(to_int(op, xs[0], "batch"), to_int(op, xs[1], "channels"), to_int(op, xs[2], "height"),
-                                      to_int(op, xs[3], "width"), to_int(op, ws[0], "output channels"),
-                                      to_int(op, ws[2], "kernel height"), to_int(op, ws[3], "kernel width"),
-                                      to_int(op, o.stride.h, "stride"), to_int(op, o.stride.w, "stride"),
-                                      to_int(op, o.padding.h, "padding"), to_int(op, o.padding.w, "padding"),
-                                      to_int(op, o.dilation.h, "dilation"), to_int(op, o.dilation.w, "dilation"));
+        return Conv2dGeometry::conv2d(
+            to_int(op, xs[0], "batch"), to_int(op, xs[1], "channels"), to_int(op, xs[2], "height"), to_int(op, xs[3], "width"),
+            to_int(op, ws[0], "output channels"), to_int(op, ws[2], "kernel height"), to_int(op, ws[3], "kernel width"),
+            to_int(op, o.stride.h, "stride"), to_int(op, o.stride.w, "stride"), to_int(op, o.padding.h, "padding"),
+            to_int(op, o.padding.w, "padding"), to_int(op, o.dilation.h, "dilation"), to_int(op, o.dilation.w, "dilation"));
     });
     const std::initializer_list<Var> with_bias = {x, w, b}, without_bias = {x, w};
     Op node(op, b.defined() ? with_bias : without_bias, column_side(g));

@@ -20,11 +20,10 @@ namespace conv {
 
 namespace {
 
-inline void sgemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, const float* a,
-                  std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
-                  std::size_t ldc) {
-    cblas_sgemm(XG_ROW, ta ? XG_T : XG_N, tb ? XG_T : XG_N, int(m), int(n), int(k), 1.0f, a,
-                int(lda), b, int(ldb), beta, c, int(ldc));
+inline void sgemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t lda, const float* b,
+                  std::size_t ldb, float beta, float* c, std::size_t ldc) {
+    cblas_sgemm(XG_ROW, ta ? XG_T : XG_N, tb ? XG_T : XG_N, int(m), int(n), int(k), 1.0f, a, int(lda), b, int(ldb), beta, c,
+                int(ldc));
 }
 
 inline int ceil_div_nonneg(int a, int b) { return (a + b - 1) / b; }
@@ -141,16 +140,17 @@ void build_phases(const float* x, float* q, const Conv2dGeometry& g, const Phase
                     valid_range(b - g.pad_w, sw, W, pd.Wq, j_lo, j_hi);
                     const float* s = src + (b - g.pad_w);
                     for (int j = 0; j < j_lo; ++j) row[j] = 0.0f;
-                    if (sw == 1) std::memcpy(row + j_lo, s + j_lo, sizeof(float) * std::size_t(j_hi - j_lo));
-                    else for (int j = j_lo; j < j_hi; ++j) row[j] = s[j * sw];
+                    if (sw == 1)
+                        std::memcpy(row + j_lo, s + j_lo, sizeof(float) * std::size_t(j_hi - j_lo));
+                    else
+                        for (int j = j_lo; j < j_hi; ++j) row[j] = s[j * sw];
                     for (int j = j_hi; j < pd.Wq; ++j) row[j] = 0.0f;
                 }
             }
     }
 }
 
-void im2col_phases(const float* q, float* col, std::size_t ldc, const Conv2dGeometry& g,
-                   const PhaseDims& pd) {
+void im2col_phases(const float* q, float* col, std::size_t ldc, const Conv2dGeometry& g, const PhaseDims& pd) {
     const int OH = g.out_h, OW = g.out_w, sh = g.stride_h, sw = g.stride_w;
     float* row = col;
     for (int c = 0; c < g.in_c; ++c) {
@@ -167,8 +167,8 @@ void im2col_phases(const float* q, float* col, std::size_t ldc, const Conv2dGeom
 }
 
 // dQ <- scatter-add of the column rows (dQ zeroed here), then dx_n (+)= crop(dQ) (+ bias).
-void col2im_phases(const float* col, std::size_t ldc, float* dq, float* dx, const Conv2dGeometry& g,
-                   const PhaseDims& pd, bool accumulate, const float* bias) {
+void col2im_phases(const float* col, std::size_t ldc, float* dq, float* dx, const Conv2dGeometry& g, const PhaseDims& pd,
+                   bool accumulate, const float* bias) {
     const int OH = g.out_h, OW = g.out_w, sh = g.stride_h, sw = g.stride_w, H = g.in_h, W = g.in_w;
     std::fill(dq, dq + std::size_t(g.in_c) * pd.per_channel, 0.0f);
     const float* row = col;
@@ -212,9 +212,9 @@ void col2im_phases(const float* col, std::size_t ldc, float* dq, float* dx, cons
 // How a scratch buffer is cut up for one pass. Used both to report the size
 // and to run, so the two can never disagree.
 struct Layout {
-    int B = 1;             // images per block
-    int chunks = 1;        // effective number of chunks (<= batch)
-    bool phases = false;       // phase-plane im2col
+    int B = 1;                   // images per block
+    int chunks = 1;              // effective number of chunks (<= batch)
+    bool phases = false;         // phase-plane im2col
     bool col2im_phases = false;  // phase-plane col2im
     PhaseDims pd;
     std::size_t col = 0;    // per chunk: K x (B*P) column buffer
@@ -261,8 +261,7 @@ Layout make_layout(const Conv2dGeometry& g, ConvPass pass, int images_per_block,
 
 void check_scratch(const Layout& L, const ConvScratch& s, const char* who) {
     if (L.total > 0 && (s.data == nullptr || s.size < L.total))
-        throw std::invalid_argument(std::string(who) + ": scratch too small (" +
-                                    std::to_string(s.size) + " floats, need " +
+        throw std::invalid_argument(std::string(who) + ": scratch too small (" + std::to_string(s.size) + " floats, need " +
                                     std::to_string(L.total) + ")");
 }
 
@@ -283,8 +282,8 @@ inline ChunkBufs chunk_bufs(const Layout& L, float* base, std::size_t c) {
 }
 
 // im2col of one image into col (row stride ldc), by the path the layout chose.
-inline void im2col_any(const float* xn, float* col, std::size_t ldc, const Conv2dGeometry& g,
-                       const Layout& L, const ChunkBufs& cb) {
+inline void im2col_any(const float* xn, float* col, std::size_t ldc, const Conv2dGeometry& g, const Layout& L,
+                       const ChunkBufs& cb) {
     if (L.phases) {
         build_phases(xn, cb.phase, g, L.pd);
         im2col_phases(cb.phase, col, ldc, g, L.pd);
@@ -292,10 +291,12 @@ inline void im2col_any(const float* xn, float* col, std::size_t ldc, const Conv2
         im2col(xn, col, ldc, g);
     }
 }
-inline void col2im_any(const float* col, std::size_t ldc, float* dxn, const Conv2dGeometry& g,
-                       const Layout& L, const ChunkBufs& cb, bool accumulate, const float* bias) {
-    if (L.col2im_phases) col2im_phases(col, ldc, cb.phase, dxn, g, L.pd, accumulate, bias);
-    else col2im(col, ldc, dxn, g, accumulate, bias);
+inline void col2im_any(const float* col, std::size_t ldc, float* dxn, const Conv2dGeometry& g, const Layout& L,
+                       const ChunkBufs& cb, bool accumulate, const float* bias) {
+    if (L.col2im_phases)
+        col2im_phases(col, ldc, cb.phase, dxn, g, L.pd, accumulate, bias);
+    else
+        col2im(col, ldc, dxn, g, accumulate, bias);
 }
 
 // Images [n0, n1) of chunk c.
@@ -306,22 +307,21 @@ inline void chunk_range(int batch, int chunks, int c, int& n0, int& n1) {
 
 // out[c] += sum over the plane of image t_n (C, plane).
 inline void add_channel_sums(const float* tn, int C, std::size_t plane, float* out) {
-    for (int c = 0; c < C; ++c) out[c] = float(double(out[c]) + lane_sum(plane, [&](std::size_t i) { return tn[std::size_t(c) * plane + i]; }));
+    for (int c = 0; c < C; ++c)
+        out[c] = float(double(out[c]) + lane_sum(plane, [&](std::size_t i) { return tn[std::size_t(c) * plane + i]; }));
 }
 
 // (B images of NCHW column-side tensor) -> GEMM layout (out_c, bn*P).
-inline void pack_column_side(const float* t, int nb, int bn, const Conv2dGeometry& g,
-                             float* pack) {
+inline void pack_column_side(const float* t, int nb, int bn, const Conv2dGeometry& g, float* pack) {
     const std::size_t P = g.out_plane(), ld = std::size_t(bn) * P;
     for (int i = 0; i < bn; ++i)
         for (int o = 0; o < g.out_c; ++o)
-            std::memcpy(pack + o * ld + i * P, t + (std::size_t(nb + i) * g.out_c + o) * P,
-                        P * sizeof(float));
+            std::memcpy(pack + o * ld + i * P, t + (std::size_t(nb + i) * g.out_c + o) * P, P * sizeof(float));
 }
 
 // GEMM layout (out_c, bn*P) -> NCHW, fusing the bias and the accumulation.
-inline void unpack_column_side(const float* pack, int nb, int bn, const Conv2dGeometry& g,
-                               const float* bias, bool accumulate, float* t) {
+inline void unpack_column_side(const float* pack, int nb, int bn, const Conv2dGeometry& g, const float* bias, bool accumulate,
+                               float* t) {
     const std::size_t P = g.out_plane(), ld = std::size_t(bn) * P;
     for (int i = 0; i < bn; ++i)
         for (int o = 0; o < g.out_c; ++o) {
@@ -343,9 +343,8 @@ inline void unpack_column_side(const float* pack, int nb, int bn, const Conv2dGe
 // ---------------------------------------------------------------------------
 
 // y (+)= W * im2col(x) (+ bias on the column side)
-void forward_chunk(const float* x, const float* w, const float* bias, float* y,
-                   const Conv2dGeometry& g, const Layout& L, const ChunkBufs& cb, int n0,
-                   int n1, bool accumulate) {
+void forward_chunk(const float* x, const float* w, const float* bias, float* y, const Conv2dGeometry& g, const Layout& L,
+                   const ChunkBufs& cb, int n0, int n1, bool accumulate) {
     const std::size_t P = g.out_plane(), K = g.col_rows();
     const std::size_t xs = std::size_t(g.in_c) * g.in_plane(), ys = std::size_t(g.out_c) * P;
     for (int nb = n0; nb < n1; nb += L.B) {
@@ -376,9 +375,8 @@ void forward_chunk(const float* x, const float* w, const float* bias, float* y,
 }
 
 // dx (+)= col2im(W^T * dy) (+ bias on the image side, used by conv_transpose2d)
-void backward_data_chunk(const float* dy, const float* w, const float* bias, float* dx,
-                         const Conv2dGeometry& g, const Layout& L, const ChunkBufs& cb,
-                         int n0, int n1, bool accumulate) {
+void backward_data_chunk(const float* dy, const float* w, const float* bias, float* dx, const Conv2dGeometry& g, const Layout& L,
+                         const ChunkBufs& cb, int n0, int n1, bool accumulate) {
     const std::size_t P = g.out_plane(), K = g.col_rows();
     const std::size_t xs = std::size_t(g.in_c) * g.in_plane(), ys = std::size_t(g.out_c) * P;
     for (int nb = n0; nb < n1; nb += L.B) {
@@ -400,8 +398,7 @@ void backward_data_chunk(const float* dy, const float* w, const float* bias, flo
             const std::size_t ld = std::size_t(bn) * P;
             pack_column_side(dy, nb, bn, g, cb.pack);
             sgemm(true, false, K, ld, g.out_c, w, K, cb.pack, ld, 0.0f, cb.col, ld);
-            for (int i = 0; i < bn; ++i)
-                col2im_any(cb.col + i * P, ld, dx + (nb + i) * xs, g, L, cb, accumulate, bias);
+            for (int i = 0; i < bn; ++i) col2im_any(cb.col + i * P, ld, dx + (nb + i) * xs, g, L, cb, accumulate, bias);
         }
     }
 }
@@ -410,9 +407,8 @@ void backward_data_chunk(const float* dy, const float* w, const float* bias, flo
 // side); db_img (+)= channel sums of x (image side; conv_transpose2d's bias).
 // The sums are taken per block right after the block's data was used (still
 // in cache) instead of in a separate pass over the whole tensor.
-void backward_weight_chunk(const float* dy, const float* x, float* dw, float* db_col,
-                           float* db_img, const Conv2dGeometry& g, const Layout& L,
-                           const ChunkBufs& cb, int n0, int n1, bool accumulate) {
+void backward_weight_chunk(const float* dy, const float* x, float* dw, float* db_col, float* db_img, const Conv2dGeometry& g,
+                           const Layout& L, const ChunkBufs& cb, int n0, int n1, bool accumulate) {
     const std::size_t P = g.out_plane(), K = g.col_rows();
     const std::size_t xs = std::size_t(g.in_c) * g.in_plane(), ys = std::size_t(g.out_c) * P;
     if (!accumulate) {
@@ -464,25 +460,28 @@ Layout run_chunks(const Conv2dGeometry& g, const ConvScratch& s, ConvPass pass_f
             chunk(L, c, chunk_bufs(L, s.data, c), n0, n1);
         }
     };
-    if (L.chunks == 1) body(0, 1);
-    else pf(std::size_t(L.chunks), 1, body);
+    if (L.chunks == 1)
+        body(0, 1);
+    else
+        pf(std::size_t(L.chunks), 1, body);
     return L;
 }
 
-void run_forward(const float* x, const float* w, const float* bias, float* y,
-                 const Conv2dGeometry& g, const ConvScratch& s, ConvPass pass_for_layout,
-                 ParallelFor pf, int num_chunks, bool accumulate, const char* who) {
-    run_chunks(g, s, pass_for_layout, pf, num_chunks, who, [&](const Layout& L, std::size_t, const ChunkBufs& bufs, int n0, int n1) {
-        forward_chunk(x, w, bias, y, g, L, bufs, n0, n1, accumulate);
-    });
+void run_forward(const float* x, const float* w, const float* bias, float* y, const Conv2dGeometry& g, const ConvScratch& s,
+                 ConvPass pass_for_layout, ParallelFor pf, int num_chunks, bool accumulate, const char* who) {
+    run_chunks(g, s, pass_for_layout, pf, num_chunks, who,
+               [&](const Layout& L, std::size_t, const ChunkBufs& bufs, int n0, int n1) {
+                   forward_chunk(x, w, bias, y, g, L, bufs, n0, n1, accumulate);
+               });
 }
 
-void run_backward_data(const float* dy, const float* w, const float* bias, float* dx,
-                       const Conv2dGeometry& g, const ConvScratch& s, ConvPass pass_for_layout,
-                       ParallelFor pf, int num_chunks, bool accumulate, const char* who) {
-    run_chunks(g, s, pass_for_layout, pf, num_chunks, who, [&](const Layout& L, std::size_t, const ChunkBufs& bufs, int n0, int n1) {
-        backward_data_chunk(dy, w, bias, dx, g, L, bufs, n0, n1, accumulate);
-    });
+void run_backward_data(const float* dy, const float* w, const float* bias, float* dx, const Conv2dGeometry& g,
+                       const ConvScratch& s, ConvPass pass_for_layout, ParallelFor pf, int num_chunks, bool accumulate,
+                       const char* who) {
+    run_chunks(g, s, pass_for_layout, pf, num_chunks, who,
+               [&](const Layout& L, std::size_t, const ChunkBufs& bufs, int n0, int n1) {
+                   backward_data_chunk(dy, w, bias, dx, g, L, bufs, n0, n1, accumulate);
+               });
 }
 
 // Chunk c's (c >= 1) private dW and db partial sums, after the chunks' buffers.
@@ -490,21 +489,20 @@ float* partial_gradients(const Layout& L, const ConvScratch& s, std::size_t c) {
     return s.data + L.per_chunk * L.chunks + (c - 1) * (L.dw_part + L.db_part);
 }
 
-void run_backward_weight(const float* dy, const float* x, float* dw, float* db_col,
-                         float* db_img, const Conv2dGeometry& g, const ConvScratch& s,
-                         ParallelFor pf, int num_chunks, bool accumulate, const char* who) {
+void run_backward_weight(const float* dy, const float* x, float* dw, float* db_col, float* db_img, const Conv2dGeometry& g,
+                         const ConvScratch& s, ParallelFor pf, int num_chunks, bool accumulate, const char* who) {
     const Layout L = run_chunks(g, s, ConvPass::backward_weight, pf, num_chunks, who,
                                 [&](const Layout& L, std::size_t c, const ChunkBufs& bufs, int n0, int n1) {
-        // Chunk 0 writes the real destination (honouring `accumulate`); the
-        // others write private partials, summed below.
-        if (c == 0) {
-            backward_weight_chunk(dy, x, dw, db_col, db_img, g, L, bufs, n0, n1, accumulate);
-            return;
-        }
-        float* part = partial_gradients(L, s, c);
-        backward_weight_chunk(dy, x, part, db_col ? part + L.dw_part : nullptr, db_img ? part + L.dw_part : nullptr, g, L, bufs, n0,
-                              n1, false);
-    });
+                                    // Chunk 0 writes the real destination (honouring `accumulate`); the
+                                    // others write private partials, summed below.
+                                    if (c == 0) {
+                                        backward_weight_chunk(dy, x, dw, db_col, db_img, g, L, bufs, n0, n1, accumulate);
+                                        return;
+                                    }
+                                    float* part = partial_gradients(L, s, c);
+                                    backward_weight_chunk(dy, x, part, db_col ? part + L.dw_part : nullptr,
+                                                          db_img ? part + L.dw_part : nullptr, g, L, bufs, n0, n1, false);
+                                });
     if (L.chunks == 1) return;
     // Fixed-order reduction (deterministic), itself split over the weight elements.
     const std::size_t nw = g.weight_size();
@@ -528,9 +526,8 @@ void run_backward_weight(const float* dy, const float* x, float* dw, float* db_c
 // ---------------------------------------------------------------------------
 // Geometry
 // ---------------------------------------------------------------------------
-Conv2dGeometry Conv2dGeometry::conv2d(int N, int C_in, int H, int W, int C_out, int kH, int kW,
-                                      int stride_h, int stride_w, int pad_h, int pad_w,
-                                      int dil_h, int dil_w) {
+Conv2dGeometry Conv2dGeometry::conv2d(int N, int C_in, int H, int W, int C_out, int kH, int kW, int stride_h, int stride_w,
+                                      int pad_h, int pad_w, int dil_h, int dil_w) {
     Conv2dGeometry g;
     g.batch = N;
     g.in_c = C_in;
@@ -551,13 +548,11 @@ Conv2dGeometry Conv2dGeometry::conv2d(int N, int C_in, int H, int W, int C_out, 
     return g;
 }
 
-Conv2dGeometry Conv2dGeometry::conv_transpose2d(int N, int C_in, int H, int W, int C_out, int kH,
-                                                int kW, int stride_h, int stride_w, int pad_h,
-                                                int pad_w, int out_pad_h, int out_pad_w,
-                                                int dil_h, int dil_w) {
+Conv2dGeometry Conv2dGeometry::conv_transpose2d(int N, int C_in, int H, int W, int C_out, int kH, int kW, int stride_h,
+                                                int stride_w, int pad_h, int pad_w, int out_pad_h, int out_pad_w, int dil_h,
+                                                int dil_w) {
     // PyTorch's rule: output_padding must be smaller than stride or dilation.
-    if (out_pad_h < 0 || out_pad_w < 0 ||
-        (out_pad_h >= stride_h && out_pad_h >= dil_h) ||
+    if (out_pad_h < 0 || out_pad_w < 0 || (out_pad_h >= stride_h && out_pad_h >= dil_h) ||
         (out_pad_w >= stride_w && out_pad_w >= dil_w))
         throw std::invalid_argument("conv_transpose2d: output_padding must be smaller than stride or dilation");
     Conv2dGeometry g;
@@ -586,8 +581,7 @@ void Conv2dGeometry::validate() const {
     if (kernel_h < 1 || kernel_w < 1) fail("kernel must be >= 1");
     if (stride_h < 1 || stride_w < 1 || dil_h < 1 || dil_w < 1) fail("stride and dilation must be >= 1");
     if (pad_h < 0 || pad_w < 0) fail("padding must be >= 0");
-    if (in_h < 1 || in_w < 1 || out_h < 1 || out_w < 1)
-        fail("empty spatial size (kernel larger than padded input?)");
+    if (in_h < 1 || in_w < 1 || out_h < 1 || out_w < 1) fail("empty spatial size (kernel larger than padded input?)");
     if (out_h > conv_out_size(in_h, kernel_h, stride_h, pad_h, dil_h) ||
         out_w > conv_out_size(in_w, kernel_w, stride_w, pad_w, dil_w))
         fail("output larger than the conv2d formula allows");
@@ -616,13 +610,11 @@ int default_images_per_block(const Conv2dGeometry& g, ConvPass pass) {
     return int(std::max<std::size_t>(1, std::min<std::size_t>(B, std::size_t(g.batch))));
 }
 
-std::size_t conv2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass, int images_per_block,
-                                  int num_chunks) {
+std::size_t conv2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass, int images_per_block, int num_chunks) {
     return make_layout(g, pass, images_per_block, num_chunks).total;
 }
 
-std::size_t conv_transpose2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass,
-                                            int images_per_block, int num_chunks) {
+std::size_t conv_transpose2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass, int images_per_block, int num_chunks) {
     // The transposed passes run the conv2d adjoint kernels; layouts are per
     // kernel, so map each pass to the kernel it runs.
     ConvPass k = pass == ConvPass::forward         ? ConvPass::backward_data
@@ -631,8 +623,7 @@ std::size_t conv_transpose2d_scratch_floats(const Conv2dGeometry& g, ConvPass pa
     return make_layout(g, k, images_per_block, num_chunks).total;
 }
 
-std::size_t conv_scratch_floats_all(const Conv2dGeometry& g, int images_per_block,
-                                    int num_chunks) {
+std::size_t conv_scratch_floats_all(const Conv2dGeometry& g, int images_per_block, int num_chunks) {
     std::size_t m = 0;
     for (ConvPass p : {ConvPass::forward, ConvPass::backward_data, ConvPass::backward_weight})
         m = std::max(m, make_layout(g, p, images_per_block, num_chunks).total);
@@ -678,8 +669,7 @@ void im2col(const float* x, float* col, std::size_t ldc, const Conv2dGeometry& g
     }
 }
 
-void col2im(const float* col, std::size_t ldc, float* dx, const Conv2dGeometry& g,
-            bool accumulate, const float* init_bias) {
+void col2im(const float* col, std::size_t ldc, float* dx, const Conv2dGeometry& g, bool accumulate, const float* init_bias) {
     const int H = g.in_h, W = g.in_w, OW = g.out_w;
     const int sh = g.stride_h, sw = g.stride_w;
     const std::size_t plane = std::size_t(H) * W;
@@ -719,77 +709,58 @@ void col2im(const float* col, std::size_t ldc, float* dx, const Conv2dGeometry& 
 // ---------------------------------------------------------------------------
 // Public entry points
 // ---------------------------------------------------------------------------
-void conv2d_forward(const float* x, const float* w, const float* b, float* y,
-                    const Conv2dGeometry& g, const ConvScratch& s) {
+void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g, const ConvScratch& s) {
     run_forward(x, w, b, y, g, s, ConvPass::forward, ParallelFor(), 1, false, "conv2d_forward");
 }
-void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dGeometry& g,
-                          const ConvScratch& s, bool accumulate) {
-    run_backward_data(dy, w, nullptr, dx, g, s, ConvPass::backward_data, ParallelFor(), 1,
-                      accumulate, "conv2d_backward_data");
+void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dGeometry& g, const ConvScratch& s,
+                          bool accumulate) {
+    run_backward_data(dy, w, nullptr, dx, g, s, ConvPass::backward_data, ParallelFor(), 1, accumulate, "conv2d_backward_data");
 }
-void conv2d_backward_weight(const float* dy, const float* x, float* dw, float* db,
-                            const Conv2dGeometry& g, const ConvScratch& s, bool accumulate) {
-    run_backward_weight(dy, x, dw, db, nullptr, g, s, ParallelFor(), 1, accumulate,
-                        "conv2d_backward_weight");
+void conv2d_backward_weight(const float* dy, const float* x, float* dw, float* db, const Conv2dGeometry& g, const ConvScratch& s,
+                            bool accumulate) {
+    run_backward_weight(dy, x, dw, db, nullptr, g, s, ParallelFor(), 1, accumulate, "conv2d_backward_weight");
 }
 
-void conv_transpose2d_forward(const float* x, const float* w, const float* b, float* y,
-                              const Conv2dGeometry& g, const ConvScratch& s) {
-    run_backward_data(x, w, b, y, g, s, ConvPass::backward_data, ParallelFor(), 1, false,
-                      "conv_transpose2d_forward");
+void conv_transpose2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g,
+                              const ConvScratch& s) {
+    run_backward_data(x, w, b, y, g, s, ConvPass::backward_data, ParallelFor(), 1, false, "conv_transpose2d_forward");
 }
-void conv_transpose2d_backward_data(const float* dy, const float* w, float* dx,
-                                    const Conv2dGeometry& g, const ConvScratch& s,
+void conv_transpose2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dGeometry& g, const ConvScratch& s,
                                     bool accumulate) {
-    run_forward(dy, w, nullptr, dx, g, s, ConvPass::forward, ParallelFor(), 1, accumulate,
-                "conv_transpose2d_backward_data");
+    run_forward(dy, w, nullptr, dx, g, s, ConvPass::forward, ParallelFor(), 1, accumulate, "conv_transpose2d_backward_data");
 }
-void conv_transpose2d_backward_weight(const float* dy, const float* x, float* dw, float* db,
-                                      const Conv2dGeometry& g, const ConvScratch& s,
-                                      bool accumulate) {
+void conv_transpose2d_backward_weight(const float* dy, const float* x, float* dw, float* db, const Conv2dGeometry& g,
+                                      const ConvScratch& s, bool accumulate) {
     // conv2d backward-weight with column side = x (transposed input) and image
     // side = dy (transposed output); the bias gradient is over the image side.
-    run_backward_weight(x, dy, dw, nullptr, db, g, s, ParallelFor(), 1, accumulate,
-                        "conv_transpose2d_backward_weight");
+    run_backward_weight(x, dy, dw, nullptr, db, g, s, ParallelFor(), 1, accumulate, "conv_transpose2d_backward_weight");
 }
 
-void conv2d_forward_parallel(const float* x, const float* w, const float* b, float* y,
-                             const Conv2dGeometry& g, const ConvScratch& s, ParallelFor pf,
-                             int num_chunks) {
-    run_forward(x, w, b, y, g, s, ConvPass::forward, pf, num_chunks, false,
-                "conv2d_forward_parallel");
+void conv2d_forward_parallel(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g,
+                             const ConvScratch& s, ParallelFor pf, int num_chunks) {
+    run_forward(x, w, b, y, g, s, ConvPass::forward, pf, num_chunks, false, "conv2d_forward_parallel");
 }
-void conv2d_backward_data_parallel(const float* dy, const float* w, float* dx,
-                                   const Conv2dGeometry& g, const ConvScratch& s, ParallelFor pf,
-                                   int num_chunks, bool accumulate) {
-    run_backward_data(dy, w, nullptr, dx, g, s, ConvPass::backward_data, pf, num_chunks,
-                      accumulate, "conv2d_backward_data_parallel");
+void conv2d_backward_data_parallel(const float* dy, const float* w, float* dx, const Conv2dGeometry& g, const ConvScratch& s,
+                                   ParallelFor pf, int num_chunks, bool accumulate) {
+    run_backward_data(dy, w, nullptr, dx, g, s, ConvPass::backward_data, pf, num_chunks, accumulate,
+                      "conv2d_backward_data_parallel");
 }
-void conv2d_backward_weight_parallel(const float* dy, const float* x, float* dw, float* db,
-                                     const Conv2dGeometry& g, const ConvScratch& s,
-                                     ParallelFor pf, int num_chunks, bool accumulate) {
-    run_backward_weight(dy, x, dw, db, nullptr, g, s, pf, num_chunks, accumulate,
-                        "conv2d_backward_weight_parallel");
+void conv2d_backward_weight_parallel(const float* dy, const float* x, float* dw, float* db, const Conv2dGeometry& g,
+                                     const ConvScratch& s, ParallelFor pf, int num_chunks, bool accumulate) {
+    run_backward_weight(dy, x, dw, db, nullptr, g, s, pf, num_chunks, accumulate, "conv2d_backward_weight_parallel");
 }
-void conv_transpose2d_forward_parallel(const float* x, const float* w, const float* b, float* y,
-                                       const Conv2dGeometry& g, const ConvScratch& s,
-                                       ParallelFor pf, int num_chunks) {
-    run_backward_data(x, w, b, y, g, s, ConvPass::backward_data, pf, num_chunks, false,
-                      "conv_transpose2d_forward_parallel");
+void conv_transpose2d_forward_parallel(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g,
+                                       const ConvScratch& s, ParallelFor pf, int num_chunks) {
+    run_backward_data(x, w, b, y, g, s, ConvPass::backward_data, pf, num_chunks, false, "conv_transpose2d_forward_parallel");
 }
-void conv_transpose2d_backward_data_parallel(const float* dy, const float* w, float* dx,
-                                             const Conv2dGeometry& g, const ConvScratch& s,
-                                             ParallelFor pf, int num_chunks, bool accumulate) {
+void conv_transpose2d_backward_data_parallel(const float* dy, const float* w, float* dx, const Conv2dGeometry& g,
+                                             const ConvScratch& s, ParallelFor pf, int num_chunks, bool accumulate) {
     run_forward(dy, w, nullptr, dx, g, s, ConvPass::forward, pf, num_chunks, accumulate,
                 "conv_transpose2d_backward_data_parallel");
 }
-void conv_transpose2d_backward_weight_parallel(const float* dy, const float* x, float* dw,
-                                               float* db, const Conv2dGeometry& g,
-                                               const ConvScratch& s, ParallelFor pf,
-                                               int num_chunks, bool accumulate) {
-    run_backward_weight(x, dy, dw, nullptr, db, g, s, pf, num_chunks, accumulate,
-                        "conv_transpose2d_backward_weight_parallel");
+void conv_transpose2d_backward_weight_parallel(const float* dy, const float* x, float* dw, float* db, const Conv2dGeometry& g,
+                                               const ConvScratch& s, ParallelFor pf, int num_chunks, bool accumulate) {
+    run_backward_weight(x, dy, dw, nullptr, db, g, s, pf, num_chunks, accumulate, "conv_transpose2d_backward_weight_parallel");
 }
 
 }  // namespace conv

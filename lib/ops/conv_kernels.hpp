@@ -100,23 +100,20 @@ struct Conv2dGeometry {
         return span < 0 ? 0 : span / stride + 1;
     }
     // conv_transpose2d output size formula (PyTorch).
-    static int conv_transpose_out_size(int in, int k, int stride, int pad, int dil,
-                                       int output_padding) {
+    static int conv_transpose_out_size(int in, int k, int stride, int pad, int dil, int output_padding) {
         return (in - 1) * stride - 2 * pad + dil * (k - 1) + output_padding + 1;
     }
 
     // conv2d(x: (N, C_in, H, W), w: (C_out, C_in, kH, kW)).
-    static Conv2dGeometry conv2d(int N, int C_in, int H, int W, int C_out, int kH, int kW,
-                                 int stride_h, int stride_w, int pad_h, int pad_w,
-                                 int dil_h = 1, int dil_w = 1);
+    static Conv2dGeometry conv2d(int N, int C_in, int H, int W, int C_out, int kH, int kW, int stride_h, int stride_w, int pad_h,
+                                 int pad_w, int dil_h = 1, int dil_w = 1);
     // conv_transpose2d(x: (N, C_in, H, W), w: (C_in, C_out, kH, kW)) with PyTorch's
     // arguments. Output (N, C_out, H', W') with H' = conv_transpose_out_size(...).
     // In the returned geometry: out_* = (C_in, H, W) of the transposed input,
     // in_* = (C_out, H', W') of the transposed output.
-    static Conv2dGeometry conv_transpose2d(int N, int C_in, int H, int W, int C_out, int kH,
-                                           int kW, int stride_h, int stride_w, int pad_h,
-                                           int pad_w, int out_pad_h = 0, int out_pad_w = 0,
-                                           int dil_h = 1, int dil_w = 1);
+    static Conv2dGeometry conv_transpose2d(int N, int C_in, int H, int W, int C_out, int kH, int kW, int stride_h, int stride_w,
+                                           int pad_h, int pad_w, int out_pad_h = 0, int out_pad_w = 0, int dil_h = 1,
+                                           int dil_w = 1);
 
     // Throws std::invalid_argument with a readable message if inconsistent.
     // (out_h may be smaller than conv_out_size(): this is what output_padding
@@ -125,7 +122,7 @@ struct Conv2dGeometry {
 
     std::size_t in_plane() const { return std::size_t(in_h) * std::size_t(in_w); }
     std::size_t out_plane() const { return std::size_t(out_h) * std::size_t(out_w); }  // P
-    std::size_t col_rows() const {  // K = in_c * kh * kw
+    std::size_t col_rows() const {                                                     // K = in_c * kh * kw
         return std::size_t(in_c) * std::size_t(kernel_h) * std::size_t(kernel_w);
     }
     std::size_t image_side_size() const { return std::size_t(batch) * in_c * in_plane(); }
@@ -135,8 +132,7 @@ struct Conv2dGeometry {
     double macs() const { return double(batch) * out_c * double(out_plane()) * double(col_rows()); }
     // true when im2col is the identity (1x1 kernel, stride 1, no padding).
     bool im2col_is_identity() const {
-        return kernel_h == 1 && kernel_w == 1 && stride_h == 1 && stride_w == 1 && pad_h == 0 &&
-               pad_w == 0;
+        return kernel_h == 1 && kernel_w == 1 && stride_h == 1 && stride_w == 1 && pad_h == 0 && pad_w == 0;
     }
 };
 
@@ -153,9 +149,9 @@ enum class Im2colPath {
 };
 
 struct ConvScratch {
-    float* data = nullptr;      // caller-owned
-    std::size_t size = 0;       // in floats; checked against the requirement
-    int images_per_block = 0;   // B; 0 = default_images_per_block(geom)
+    float* data = nullptr;                    // caller-owned
+    std::size_t size = 0;                     // in floats; checked against the requirement
+    int images_per_block = 0;                 // B; 0 = default_images_per_block(geom)
     Im2colPath path = Im2colPath::automatic;  // tuning/testing knob; scratch sizes cover both
 };
 
@@ -168,14 +164,11 @@ int default_images_per_block(const Conv2dGeometry& g, ConvPass pass);
 // Exact scratch (floats) for one pass of conv2d on `g`, with images_per_block
 // (0 = default) and num_chunks (1 = serial; the *_parallel variants need the
 // size for their num_chunks).
-std::size_t conv2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass,
-                                  int images_per_block = 0, int num_chunks = 1);
+std::size_t conv2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass, int images_per_block = 0, int num_chunks = 1);
 // Same for the transposed conv passes (forward = conv2d backward_data, etc.).
-std::size_t conv_transpose2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass,
-                                            int images_per_block = 0, int num_chunks = 1);
+std::size_t conv_transpose2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass, int images_per_block = 0, int num_chunks = 1);
 // Max over all passes of both directions: one buffer that serves a whole layer.
-std::size_t conv_scratch_floats_all(const Conv2dGeometry& g, int images_per_block = 0,
-                                    int num_chunks = 1);
+std::size_t conv_scratch_floats_all(const Conv2dGeometry& g, int images_per_block = 0, int num_chunks = 1);
 
 // ---------------------------------------------------------------------------
 // parallel_for callback (plugs into the framework's thread pool)
@@ -191,10 +184,8 @@ public:
     FunctionRef() = default;
     template <class F, class = std::enable_if_t<!std::is_same<std::decay_t<F>, FunctionRef>::value>>
     FunctionRef(F&& f) noexcept  // NOLINT: implicit on purpose
-        : obj_(const_cast<void*>(static_cast<const void*>(&f))),
-          call_([](void* o, Args... a) -> R {
-              return (*static_cast<std::add_pointer_t<std::remove_reference_t<F>>>(o))(
-                  std::forward<Args>(a)...);
+        : obj_(const_cast<void*>(static_cast<const void*>(&f))), call_([](void* o, Args... a) -> R {
+              return (*static_cast<std::add_pointer_t<std::remove_reference_t<F>>>(o))(std::forward<Args>(a)...);
           }) {}
     R operator()(Args... a) const { return call_(obj_, std::forward<Args>(a)...); }
     explicit operator bool() const { return call_ != nullptr; }
@@ -220,14 +211,12 @@ inline constexpr auto serial_for = [](std::size_t n, std::size_t /*grain*/, Rang
 // conv2d
 // ---------------------------------------------------------------------------
 // y = conv2d(x, w) + b.   b may be null.   y is overwritten.
-void conv2d_forward(const float* x, const float* w, const float* b, float* y,
-                    const Conv2dGeometry& g, const ConvScratch& s);
+void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g, const ConvScratch& s);
 // dx (=) conv2d_backward_data(dy, w).
-void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dGeometry& g,
-                          const ConvScratch& s, bool accumulate = false);
+void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dGeometry& g, const ConvScratch& s,
+                          bool accumulate = false);
 // dw (=) sum_n dy_n * im2col(x_n)^T ;  db (=) sum_{n,p} dy  (db may be null).
-void conv2d_backward_weight(const float* dy, const float* x, float* dw, float* db,
-                            const Conv2dGeometry& g, const ConvScratch& s,
+void conv2d_backward_weight(const float* dy, const float* x, float* dw, float* db, const Conv2dGeometry& g, const ConvScratch& s,
                             bool accumulate = false);
 
 // ---------------------------------------------------------------------------
@@ -235,15 +224,13 @@ void conv2d_backward_weight(const float* dy, const float* x, float* dw, float* d
 // ---------------------------------------------------------------------------
 // x: (N, g.out_c, g.out_h, g.out_w)   y: (N, g.in_c, g.in_h, g.in_w)
 // w: (g.out_c, g.in_c, kh, kw) = PyTorch (C_in, C_out, kH, kW);  b: g.in_c or null.
-void conv_transpose2d_forward(const float* x, const float* w, const float* b, float* y,
-                              const Conv2dGeometry& g, const ConvScratch& s);
-void conv_transpose2d_backward_data(const float* dy, const float* w, float* dx,
-                                    const Conv2dGeometry& g, const ConvScratch& s,
+void conv_transpose2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g,
+                              const ConvScratch& s);
+void conv_transpose2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dGeometry& g, const ConvScratch& s,
                                     bool accumulate = false);
 // dw (=) grad wrt w; db (=) sum over dy per output channel (g.in_c), may be null.
-void conv_transpose2d_backward_weight(const float* dy, const float* x, float* dw, float* db,
-                                      const Conv2dGeometry& g, const ConvScratch& s,
-                                      bool accumulate = false);
+void conv_transpose2d_backward_weight(const float* dy, const float* x, float* dw, float* db, const Conv2dGeometry& g,
+                                      const ConvScratch& s, bool accumulate = false);
 
 // ---------------------------------------------------------------------------
 // Parallel-over-image-blocks variants.
@@ -251,26 +238,18 @@ void conv_transpose2d_backward_weight(const float* dy, const float* x, float* dw
 // through `pf`; scratch must hold *_scratch_floats(g, pass, B, num_chunks).
 // Results are deterministic (independent of the thread schedule).
 // ---------------------------------------------------------------------------
-void conv2d_forward_parallel(const float* x, const float* w, const float* b, float* y,
-                             const Conv2dGeometry& g, const ConvScratch& s, ParallelFor pf,
-                             int num_chunks);
-void conv2d_backward_data_parallel(const float* dy, const float* w, float* dx,
-                                   const Conv2dGeometry& g, const ConvScratch& s, ParallelFor pf,
-                                   int num_chunks, bool accumulate = false);
-void conv2d_backward_weight_parallel(const float* dy, const float* x, float* dw, float* db,
-                                     const Conv2dGeometry& g, const ConvScratch& s,
-                                     ParallelFor pf, int num_chunks, bool accumulate = false);
-void conv_transpose2d_forward_parallel(const float* x, const float* w, const float* b, float* y,
-                                       const Conv2dGeometry& g, const ConvScratch& s,
-                                       ParallelFor pf, int num_chunks);
-void conv_transpose2d_backward_data_parallel(const float* dy, const float* w, float* dx,
-                                             const Conv2dGeometry& g, const ConvScratch& s,
-                                             ParallelFor pf, int num_chunks,
-                                             bool accumulate = false);
-void conv_transpose2d_backward_weight_parallel(const float* dy, const float* x, float* dw,
-                                               float* db, const Conv2dGeometry& g,
-                                               const ConvScratch& s, ParallelFor pf,
-                                               int num_chunks, bool accumulate = false);
+void conv2d_forward_parallel(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g,
+                             const ConvScratch& s, ParallelFor pf, int num_chunks);
+void conv2d_backward_data_parallel(const float* dy, const float* w, float* dx, const Conv2dGeometry& g, const ConvScratch& s,
+                                   ParallelFor pf, int num_chunks, bool accumulate = false);
+void conv2d_backward_weight_parallel(const float* dy, const float* x, float* dw, float* db, const Conv2dGeometry& g,
+                                     const ConvScratch& s, ParallelFor pf, int num_chunks, bool accumulate = false);
+void conv_transpose2d_forward_parallel(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g,
+                                       const ConvScratch& s, ParallelFor pf, int num_chunks);
+void conv_transpose2d_backward_data_parallel(const float* dy, const float* w, float* dx, const Conv2dGeometry& g,
+                                             const ConvScratch& s, ParallelFor pf, int num_chunks, bool accumulate = false);
+void conv_transpose2d_backward_weight_parallel(const float* dy, const float* x, float* dw, float* db, const Conv2dGeometry& g,
+                                               const ConvScratch& s, ParallelFor pf, int num_chunks, bool accumulate = false);
 
 // ---------------------------------------------------------------------------
 // Building blocks (exposed for benchmarks / tests; not needed by callers)
@@ -280,8 +259,7 @@ void conv_transpose2d_backward_weight_parallel(const float* dy, const float* x, 
 void im2col(const float* x_n, float* col, std::size_t ldc, const Conv2dGeometry& g);
 // dx_n (+)= col2im(col). If accumulate is false, dx_n is first set to
 // init_bias[c] per channel (or 0 if init_bias is null).
-void col2im(const float* col, std::size_t ldc, float* dx_n, const Conv2dGeometry& g,
-            bool accumulate, const float* init_bias);
+void col2im(const float* col, std::size_t ldc, float* dx_n, const Conv2dGeometry& g, bool accumulate, const float* init_bias);
 
 }  // namespace conv
 }  // namespace xgrad

@@ -8,8 +8,7 @@ namespace xgrad {
 
 Var dropout(const Var& x, float p, Rng& rng) {
     if (!(p >= 0.f && p < 1.f)) {
-        throw std::invalid_argument("xgrad::dropout: the drop probability p = " + std::to_string(p) +
-                                    " must be in [0, 1)");
+        throw std::invalid_argument("xgrad::dropout: the drop probability p = " + std::to_string(p) + " must be in [0, 1)");
     }
     Op op("dropout", {x}, x.shape());
     const float scale = 1.f / (1.f - p);

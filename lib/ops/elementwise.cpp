@@ -50,13 +50,15 @@ Var log(const Var& x) {
 
 Var sqrt(const Var& x) {
     Op op("sqrt", {x}, x.shape());
-    parallel_elementwise(op.out(), [](auto& y, const auto& in) { xt::noalias(y) = xt::sqrt(in); }, x.value());
+    parallel_elementwise(
+        op.out(), [](auto& y, const auto& in) { xt::noalias(y) = xt::sqrt(in); }, x.value());
     return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() / (2.f * ctx.output())); });
 }
 
 Var abs(const Var& x) {
     Op op("abs", {x}, x.shape());
-    parallel_elementwise(op.out(), [](auto& y, const auto& in) { xt::noalias(y) = xt::abs(in); }, x.value());
+    parallel_elementwise(
+        op.out(), [](auto& y, const auto& in) { xt::noalias(y) = xt::abs(in); }, x.value());
     return op.finish([](BackwardContext& ctx) {
         const Tensor& in = ctx.input(0);
         ctx.accumulate(0, xt::where(in > 0.f, ctx.grad_output(), xt::where(in < 0.f, -ctx.grad_output(), 0.f)));
@@ -65,7 +67,8 @@ Var abs(const Var& x) {
 
 Var pow(const Var& x, float p) {
     Op op("pow", {x}, x.shape());
-    parallel_elementwise(op.out(), [p](auto& y, const auto& in) { xt::noalias(y) = xt::pow(in, p); }, x.value());
+    parallel_elementwise(
+        op.out(), [p](auto& y, const auto& in) { xt::noalias(y) = xt::pow(in, p); }, x.value());
     op.state<float>(p);
     return op.finish([](BackwardContext& ctx) {
         const float p = ctx.state<float>();
@@ -101,9 +104,7 @@ Var relu(const Var& x) {
     // As in PyTorch, relu(NaN) is NaN (simd::relu is no max(x, 0)): a
     // diverged model must show in the loss.
     simd::parallel_map(simd::relu, x.value().data(), op.out().data(), x.numel());
-    return op.finish([](BackwardContext& ctx) {
-        accumulate_kernel(ctx, ctx.output(), ctx.grad_output(), simd::relu_backward);
-    });
+    return op.finish([](BackwardContext& ctx) { accumulate_kernel(ctx, ctx.output(), ctx.grad_output(), simd::relu_backward); });
 }
 
 Var leaky_relu(const Var& x, float negative_slope) {
@@ -114,9 +115,10 @@ Var leaky_relu(const Var& x, float negative_slope) {
     op.state<float>(negative_slope);
     return op.finish([](BackwardContext& ctx) {
         const float slope = ctx.state<float>();
-        accumulate_kernel(ctx, ctx.input(0), ctx.grad_output(), [slope](const float* x, const float* dy, float* dx, std::size_t n) {
-            simd::leaky_relu_backward(x, dy, dx, n, slope);
-        });
+        accumulate_kernel(ctx, ctx.input(0), ctx.grad_output(),
+                          [slope](const float* x, const float* dy, float* dx, std::size_t n) {
+                              simd::leaky_relu_backward(x, dy, dx, n, slope);
+                          });
     });
 }
 
@@ -124,17 +126,14 @@ Var sigmoid(const Var& x) {
     Op op("sigmoid", {x}, x.shape());
     // Exactly 0 or 1 where it saturates, never NaN (simd.hpp).
     simd::parallel_map(simd::sigmoid, x.value().data(), op.out().data(), x.numel());
-    return op.finish([](BackwardContext& ctx) {
-        accumulate_kernel(ctx, ctx.output(), ctx.grad_output(), simd::sigmoid_backward);
-    });
+    return op.finish(
+        [](BackwardContext& ctx) { accumulate_kernel(ctx, ctx.output(), ctx.grad_output(), simd::sigmoid_backward); });
 }
 
 Var tanh(const Var& x) {
     Op op("tanh", {x}, x.shape());
     simd::parallel_map(simd::tanh, x.value().data(), op.out().data(), x.numel());
-    return op.finish([](BackwardContext& ctx) {
-        accumulate_kernel(ctx, ctx.output(), ctx.grad_output(), simd::tanh_backward);
-    });
+    return op.finish([](BackwardContext& ctx) { accumulate_kernel(ctx, ctx.output(), ctx.grad_output(), simd::tanh_backward); });
 }
 
 }  // namespace xgrad

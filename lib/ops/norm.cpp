@@ -67,8 +67,8 @@ Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& runn
     }
     const std::size_t m = l.outer * l.inner;  // values per channel
     if (options.training && m < 2) {
-        fail("batch_norm", "training needs more than one value per channel to estimate a variance; got " +
-                               shape_string(x.shape()));
+        fail("batch_norm",
+             "training needs more than one value per channel to estimate a variance; got " + shape_string(x.shape()));
     }
     if (!options.training && !(running_mean.defined() && running_var.defined())) {
         fail("batch_norm", "evaluation mode needs the running mean and variance");
@@ -100,12 +100,15 @@ Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& runn
             for (std::size_t c = c0; c < c1; ++c) mean[c] = static_cast<float>(total[c - c0] / double(m));
             for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
                 const float centre = mean[c];
-                squares[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return (in[base + i] - centre) * (in[base + i] - centre); });
+                squares[c - c0] +=
+                    lane_sum(l.inner, [&](std::size_t i) { return (in[base + i] - centre) * (in[base + i] - centre); });
             });
             for (std::size_t c = c0; c < c1; ++c) {
                 const double mu = total[c - c0] / double(m), var = squares[c - c0] / double(m);
                 if (rm) rm[c] = static_cast<float>((1.0 - options.momentum) * rm[c] + options.momentum * mu);
-                if (rv) rv[c] = static_cast<float>((1.0 - options.momentum) * rv[c] + options.momentum * var * double(m) / double(m - 1));
+                if (rv)
+                    rv[c] =
+                        static_cast<float>((1.0 - options.momentum) * rv[c] + options.momentum * var * double(m) / double(m - 1));
                 inv_std[c] = static_cast<float>(1.0 / std::sqrt(var + options.eps));
             }
         } else {
@@ -136,7 +139,8 @@ Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& runn
             for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
                 const float centre = mean[c];
                 total_dy[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return dy[base + i]; });
-                total_dy_centred[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return dy[base + i] * (x[base + i] - centre); });
+                total_dy_centred[c - c0] +=
+                    lane_sum(l.inner, [&](std::size_t i) { return dy[base + i] * (x[base + i] - centre); });
             });
             for (std::size_t c = c0; c < c1; ++c) {
                 sum_dy[c] = static_cast<float>(total_dy[c - c0]);
@@ -153,7 +157,8 @@ Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& runn
                     }
                     // dx = g / m (m dy - sum dy - xhat sum(dy xhat)): the exact
                     // gradient through the batch mean and variance.
-                    const float mean_dy = static_cast<float>(sum_dy[c] / m), mean_dy_xhat = static_cast<float>(sum_dy_xhat[c] / m);
+                    const float mean_dy = static_cast<float>(sum_dy[c] / m),
+                                mean_dy_xhat = static_cast<float>(sum_dy_xhat[c] / m);
                     const float centre = mean[c], scale = inv_std[c];  // locals: put's stores could alias them
                     for (std::size_t i = 0; i < l.inner; ++i) {
                         const float xhat = (x[base + i] - centre) * scale;

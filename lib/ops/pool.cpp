@@ -43,8 +43,14 @@ PoolGeometry pool_geometry(const char* op, const Var& x, Size2 kernel, Size2 str
     if (s[2] + 2 * padding.h < kernel.h || s[3] + 2 * padding.w < kernel.w) {
         fail(op, "kernel " + size2_string(kernel) + " is larger than the padded input " + shape_string(s));
     }
-    PoolGeometry g{s[0] * s[1], s[2], s[3], (s[2] + 2 * padding.h - kernel.h) / stride.h + 1,
-                   (s[3] + 2 * padding.w - kernel.w) / stride.w + 1, kernel, stride, padding};
+    PoolGeometry g{s[0] * s[1],
+                   s[2],
+                   s[3],
+                   (s[2] + 2 * padding.h - kernel.h) / stride.h + 1,
+                   (s[3] + 2 * padding.w - kernel.w) / stride.w + 1,
+                   kernel,
+                   stride,
+                   padding};
     return g;
 }
 

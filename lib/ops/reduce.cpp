@@ -23,7 +23,8 @@ Shape kept_shape(const char* name, const Shape& shape, const Axes* axes, Shape& 
     if (axes != nullptr) {
         for (int axis : *axes) {
             const std::size_t a = normalize_axis(name, axis, shape);
-            if (reduced[a]) throw ShapeError(std::string("xgrad::") + name + ": axis " + std::to_string(axis) + " is listed twice");
+            if (reduced[a])
+                throw ShapeError(std::string("xgrad::") + name + ": axis " + std::to_string(axis) + " is listed twice");
             reduced[a] = true;
         }
     }
@@ -60,7 +61,6 @@ Var reduce(const char* name, const Var& x, const Axes* axes, bool keepdim, bool 
 }
 
 // ---- arg-max reductions ----------------------------------------------------------
-
 
 // Whether v replaces `best` as the extreme seen so far: strictly larger
 // (smaller), so ties keep the first; a NaN wins and then stays.
@@ -170,20 +170,21 @@ Var softmax_like(const char* name, const Var& x, int axis, bool log_space) {
         ctx.accumulate(0, dx.tensor());
     })
                                : BackwardFn([](BackwardContext& ctx) {
-        // dx = y * (dy - sum(dy * y))
-        const AxisLanes& l = ctx.state<AxisLanes>();
-        const float *y = ctx.output().data(), *dy = ctx.grad_output().data();
-        Scratch dx(ctx.output().shape());
-        for_each_lane(l, [&](std::size_t base, std::size_t stride) {
-            double s = 0.0;
-            for (std::size_t j = 0; j < l.n; ++j) s += double(dy[base + j * stride]) * y[base + j * stride];
-            for (std::size_t j = 0; j < l.n; ++j) {
-                const std::size_t k = base + j * stride;
-                dx.data()[k] = y[k] * (dy[k] - static_cast<float>(s));
-            }
-        });
-        ctx.accumulate(0, dx.tensor());
-    }));
+                                     // dx = y * (dy - sum(dy * y))
+                                     const AxisLanes& l = ctx.state<AxisLanes>();
+                                     const float *y = ctx.output().data(), *dy = ctx.grad_output().data();
+                                     Scratch dx(ctx.output().shape());
+                                     for_each_lane(l, [&](std::size_t base, std::size_t stride) {
+                                         double s = 0.0;
+                                         for (std::size_t j = 0; j < l.n; ++j)
+                                             s += double(dy[base + j * stride]) * y[base + j * stride];
+                                         for (std::size_t j = 0; j < l.n; ++j) {
+                                             const std::size_t k = base + j * stride;
+                                             dx.data()[k] = y[k] * (dy[k] - static_cast<float>(s));
+                                         }
+                                     });
+                                     ctx.accumulate(0, dx.tensor());
+                                 }));
 }
 
 }  // namespace

@@ -24,12 +24,11 @@ Var relabel(const char* name, const Var& x, const Shape& shape) {
     });
 }
 
-
 // Entries picked along one axis: output entry j is input entry
 // index[j] (index_select) or start + j * step (slice).
 struct Picked {
-    AxisLanes in;                      // the input around the axis
-    std::size_t count = 0;         // entries picked
+    AxisLanes in;                     // the input around the axis
+    std::size_t count = 0;            // entries picked
     std::size_t start = 0, step = 1;  // for a slice
 };
 
@@ -84,7 +83,8 @@ Var flatten(const Var& x, int start_axis, int end_axis) {
     if (x.dim() == 0) return relabel("flatten", x, Shape{1});
     const std::size_t first = normalize_axis("flatten", start_axis, x.shape());
     const std::size_t last = normalize_axis("flatten", end_axis, x.shape());
-    if (first > last) fail("flatten", "start axis " + std::to_string(start_axis) + " comes after end axis " + std::to_string(end_axis));
+    if (first > last)
+        fail("flatten", "start axis " + std::to_string(start_axis) + " comes after end axis " + std::to_string(end_axis));
     Shape shape;
     for (std::size_t d = 0; d < first; ++d) shape.push_back(x.shape()[d]);
     std::size_t merged = 1;
@@ -134,9 +134,7 @@ Var permute(const Var& x, const Axes& order) {
     Op op("permute", {x}, shape);
     xt::noalias(op.out()) = xt::transpose(x.value(), perm);
     op.state<Shape>(inverse);
-    return op.finish([](BackwardContext& ctx) {
-        ctx.accumulate(0, xt::transpose(ctx.grad_output(), ctx.state<Shape>()));
-    });
+    return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, xt::transpose(ctx.grad_output(), ctx.state<Shape>())); });
 }
 
 Var transpose(const Var& x, int axis0, int axis1) {
@@ -242,8 +240,9 @@ Var index_select(const Var& x, int axis, const std::vector<std::size_t>& indices
     const std::size_t a = normalize_axis("index_select", axis, x.shape());
     for (std::size_t j = 0; j < indices.size(); ++j) {
         if (indices[j] >= x.shape()[a]) {
-            throw std::out_of_range("xgrad::index_select: index " + std::to_string(indices[j]) + " (position " + std::to_string(j) +
-                                    ") is past axis " + std::to_string(axis) + " of " + shape_string(x.shape()));
+            throw std::out_of_range("xgrad::index_select: index " + std::to_string(indices[j]) + " (position " +
+                                    std::to_string(j) + ") is past axis " + std::to_string(axis) + " of " +
+                                    shape_string(x.shape()));
         }
     }
     Picked p;
@@ -253,8 +252,9 @@ Var index_select(const Var& x, int axis, const std::vector<std::size_t>& indices
     op.state<Picked>(p);
     const float* in = x.value().data();
     float* out = op.out().data();
-    for_each_pick(p, [&indices](std::size_t j) { return indices[j]; },
-                  [&](std::size_t o, std::size_t i) { std::copy_n(in + i, p.in.inner, out + o); });
+    for_each_pick(
+        p, [&indices](std::size_t j) { return indices[j]; },
+        [&](std::size_t o, std::size_t i) { std::copy_n(in + i, p.in.inner, out + o); });
     if (op.records()) std::copy(indices.begin(), indices.end(), op.index(indices.size()));
     return op.finish([](BackwardContext& ctx) {
         if (!ctx.needs_grad(0)) return;
@@ -262,9 +262,11 @@ Var index_select(const Var& x, int axis, const std::vector<std::size_t>& indices
         const std::vector<std::size_t>& indices = ctx.index();
         float* g = ctx.accumulator(0).data();
         const float* dy = ctx.grad_output().data();
-        for_each_pick(p, [&indices](std::size_t j) { return indices[j]; }, [&](std::size_t o, std::size_t i) {
-            for (std::size_t k = 0; k < p.in.inner; ++k) g[i + k] += dy[o + k];
-        });
+        for_each_pick(
+            p, [&indices](std::size_t j) { return indices[j]; },
+            [&](std::size_t o, std::size_t i) {
+                for (std::size_t k = 0; k < p.in.inner; ++k) g[i + k] += dy[o + k];
+            });
     });
 }
 
@@ -276,8 +278,8 @@ Var gather(const Var& x, int axis, const xt::xarray<std::size_t>& index) {
     }
     for (std::size_t d = 0; d < shape.size(); ++d) {
         if (d != a && index.shape()[d] > shape[d]) {
-            fail("gather", "the index's shape " + shape_string(Shape(index.shape().begin(), index.shape().end())) +
-                               " exceeds " + shape_string(shape) + " along axis " + std::to_string(d));
+            fail("gather", "the index's shape " + shape_string(Shape(index.shape().begin(), index.shape().end())) + " exceeds " +
+                               shape_string(shape) + " along axis " + std::to_string(d));
         }
     }
     const Shape out_shape(index.shape().begin(), index.shape().end());

@@ -18,7 +18,8 @@ Adam::Adam(std::vector<Var> parameters, const AdamOptions& options)
 
 AdamW::AdamW(std::vector<Var> parameters, const AdamOptions& options, float weight_decay) : Adam(std::move(parameters), options) {
     if (!(std::isfinite(weight_decay) && weight_decay >= 0.f)) {
-        throw std::invalid_argument("xgrad::AdamW: weight decay " + std::to_string(weight_decay) + " (expected a finite number >= 0)");
+        throw std::invalid_argument("xgrad::AdamW: weight decay " + std::to_string(weight_decay) +
+                                    " (expected a finite number >= 0)");
     }
     decoupled_weight_decay_ = weight_decay;
 }

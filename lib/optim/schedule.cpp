@@ -14,7 +14,8 @@ float StepLr::lr_at(long step) const {
     return static_cast<float>(double(base_) * std::pow(double(gamma_), double(std::max(step, 0L) / every_)));
 }
 
-CosineLr::CosineLr(float base, long total, float final, long warmup) : base_(base), final_(final), total_(total), warmup_(warmup) {
+CosineLr::CosineLr(float base, long total, float final, long warmup)
+    : base_(base), final_(final), total_(total), warmup_(warmup) {
     if (warmup < 0 || warmup >= total) {
         throw std::invalid_argument("xgrad::CosineLr: warm-up of " + std::to_string(warmup) + " steps in a schedule of " +
                                     std::to_string(total) + " (expected 0 <= warmup < total)");

@@ -3,8 +3,8 @@
 
 #include <xgrad/nn/activation.hpp>
 #include <xgrad/nn/conv.hpp>
-#include <xgrad/nn/init.hpp>
 #include <xgrad/nn/ema.hpp>
+#include <xgrad/nn/init.hpp>
 #include <xgrad/nn/linear.hpp>
 #include <xgrad/nn/minibatch_stddev.hpp>
 #include <xgrad/nn/module.hpp>

@@ -60,8 +60,7 @@ using B = xsimd::batch<float, Arch>;
 // not depend on whether it was in a partial batch, and nothing outside the
 // arrays is read or written.
 template <std::size_t I, std::size_t O, class F>
-inline void transform_partial(std::size_t i, std::size_t count, const float* const (&in)[I], float* const (&out)[O],
-                              const F& f) {
+inline void transform_partial(std::size_t i, std::size_t count, const float* const (&in)[I], float* const (&out)[O], const F& f) {
     B x[I], y[O];
     alignas(64) float pad[I > O ? I : O][B::size] = {};
     for (std::size_t k = 0; k < I; ++k) {

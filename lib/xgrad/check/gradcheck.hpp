@@ -11,10 +11,10 @@
 namespace xgrad {
 
 struct GradcheckOptions {
-    double step = 1e-2;   // central-difference step h (relative to max(1, |x|))
-    double atol = 1e-3;   // an element passes when |analytic - numeric| <= atol + rtol * |numeric|
+    double step = 1e-2;  // central-difference step h (relative to max(1, |x|))
+    double atol = 1e-3;  // an element passes when |analytic - numeric| <= atol + rtol * |numeric|
     double rtol = 1e-2;
-    unsigned seed = 1;    // for the random projection of a non-scalar output
+    unsigned seed = 1;  // for the random projection of a non-scalar output
 };
 
 struct GradcheckResult {
@@ -23,8 +23,8 @@ struct GradcheckResult {
     std::size_t input = 0;
     Shape position;
     double analytic = 0, numeric = 0;
-    double worst_ratio = 0;  // |analytic - numeric| / tolerance; ok when <= 1
-    std::size_t checked = 0; // number of elements compared
+    double worst_ratio = 0;   // |analytic - numeric| / tolerance; ok when <= 1
+    std::size_t checked = 0;  // number of elements compared
     std::string report() const;
 };
 

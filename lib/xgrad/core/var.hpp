@@ -75,11 +75,11 @@ private:
 
 struct Node {
     Tensor value = empty_tensor();
-    Tensor grad = empty_tensor();   // leaf: persistent; op node: borrowed from the pool during backward
-    std::vector<Tensor> saved;      // tensors an op keeps for its backward: the first saved_count hold storage
+    Tensor grad = empty_tensor();  // leaf: persistent; op node: borrowed from the pool during backward
+    std::vector<Tensor> saved;     // tensors an op keeps for its backward: the first saved_count hold storage
     std::size_t saved_count = 0;
-    std::vector<Edge> inputs;       // capacity kept across reuse: no allocation in steady state
-    std::vector<std::size_t> index; // an op's integer list (arg-max positions, gathered rows)
+    std::vector<Edge> inputs;        // capacity kept across reuse: no allocation in steady state
+    std::vector<std::size_t> index;  // an op's integer list (arg-max positions, gathered rows)
     OpState state;
     const char* op = "leaf";
     BackwardFn backward = nullptr;

@@ -26,8 +26,8 @@ unsigned char pixel_byte(float value);
 // Throws ShapeError when images.shape()[1] != height*width, std::invalid_argument
 // for no images, zero columns or a zero tile size, and std::runtime_error
 // naming the path when the file cannot be written.
-void write_image_grid(const std::string& path, const Tensor& images, std::size_t height, std::size_t width,
-                      std::size_t columns, std::size_t padding = 2);
+void write_image_grid(const std::string& path, const Tensor& images, std::size_t height, std::size_t width, std::size_t columns,
+                      std::size_t padding = 2);
 
 struct PlotSeries {
     std::string label;

@@ -44,9 +44,9 @@ private:
     std::size_t terminal_columns_ = 0;  // 0: do not truncate
     Clock::time_point start_;
     Clock::time_point last_draw_;
-    bool started_ = false;   // update() was called at least once
-    bool drawn_ = false;     // a line is on screen and needs its newline
-    bool pending_ = false;   // the latest state has not been drawn
+    bool started_ = false;  // update() was called at least once
+    bool drawn_ = false;    // a line is on screen and needs its newline
+    bool pending_ = false;  // the latest state has not been drawn
     std::size_t first_step_ = 0;
     std::size_t step_ = 0;
     std::string text_;

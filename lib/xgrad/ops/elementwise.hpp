@@ -18,7 +18,7 @@ Var clamp(const Var& x, float low, float high);
 
 Var relu(const Var& x);  // dx = dy * (x > 0); the gradient at exactly 0 is 0, and relu(NaN) = NaN, as in PyTorch
 Var leaky_relu(const Var& x, float negative_slope = 0.01f);  // dx = dy * (x > 0 ? 1 : slope)
-Var sigmoid(const Var& x);  // y = 1/(1+e^-x); dx = dy * y * (1-y)
-Var tanh(const Var& x);     // dx = dy * (1 - y^2)
+Var sigmoid(const Var& x);                                   // y = 1/(1+e^-x); dx = dy * y * (1-y)
+Var tanh(const Var& x);                                      // dx = dy * (1 - y^2)
 
 }  // namespace xgrad

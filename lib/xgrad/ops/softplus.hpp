@@ -14,9 +14,7 @@ namespace xgrad {
 inline Var softplus(const Var& x) {
     Op op("softplus", {x}, x.shape());
     xt::noalias(op.out()) = xt::maximum(x.value(), 0.f) + xt::log1p(xt::exp(-xt::abs(x.value())));
-    return op.finish([](BackwardContext& ctx) {
-        ctx.accumulate(0, ctx.grad_output() / (1.f + xt::exp(-ctx.input(0))));
-    });
+    return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() / (1.f + xt::exp(-ctx.input(0)))); });
 }
 
 }  // namespace xgrad
