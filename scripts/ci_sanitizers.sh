@@ -6,8 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# gcc: clang 14 rejects lambdas capturing structured bindings, which some
-# test files use (doctest's INFO inside a range-for over pairs).
+# GCC, the default compiler; .ci/run builds and tests with clang separately.
 if [ ! -d build-asan ]; then
   meson setup build-asan -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Dbenchmarks=false >/dev/null
 fi

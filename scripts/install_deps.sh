@@ -4,7 +4,9 @@
 # stb, zlib, Google Benchmark, OpenMPI for data-parallel training and its
 # tests, Meson + ninja). Does nothing when all are present; uses sudo when
 # not run as root.
-#   --fuzz  also clang and its sanitizer and libFuzzer runtimes (scripts/fuzz.sh)
+#   --ci  also what CI adds: clang with its sanitizer and libFuzzer runtimes
+#         (scripts/fuzz.sh, the clang build), clang-format and clang-tidy
+#         (scripts/check_style.sh, scripts/tidy.sh)
 set -euo pipefail
 
 packages=(g++ meson ninja-build pkg-config cmake
@@ -12,9 +14,9 @@ packages=(g++ meson ninja-build pkg-config cmake
           doctest-dev zlib1g-dev libstb-dev libcli11-dev libbenchmark-dev
           libopenmpi-dev openmpi-bin)
 case ${1:-} in
-  --fuzz) packages+=(clang libclang-rt-14-dev) ;;
+  --ci) packages+=(clang libclang-rt-14-dev clang-format clang-tidy) ;;
   "") ;;
-  *) echo "install_deps: unknown argument '$1' (expected --fuzz or nothing)" >&2; exit 2 ;;
+  *) echo "install_deps: unknown argument '$1' (expected --ci or nothing)" >&2; exit 2 ;;
 esac
 
 missing=()

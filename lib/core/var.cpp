@@ -29,7 +29,8 @@ struct ArenaOwner {
         if (current->live == 0) {
             delete current;
         } else {
-            static auto* orphans = new std::vector<Arena*>;  // never freed: nodes still point into these
+            // Never freed: nodes still point into these.
+            static auto* orphans = new std::vector<Arena*>;  // NOLINT(bugprone-unhandled-exception-at-new): at thread exit
             orphans->push_back(current);
         }
         current = nullptr;
@@ -192,7 +193,8 @@ Var::Var(const Var& other) : node_(other.node_) {
     if (node_) detail::add_ref(node_);
 }
 Var::Var(Var&& other) noexcept : node_(other.node_) { other.node_ = nullptr; }
-Var& Var::operator=(const Var& other) {
+// Self-assignment is safe: the reference is added before the old one is dropped.
+Var& Var::operator=(const Var& other) {  // NOLINT(bugprone-unhandled-self-assignment)
     if (other.node_) detail::add_ref(other.node_);
     if (node_) detail::drop_ref(node_);
     node_ = other.node_;
@@ -295,7 +297,9 @@ FreezeGuard::FreezeGuard(const std::vector<Var>& parameters) : parameters_(param
     set_requires_grad(parameters_, false);
 }
 
-FreezeGuard::~FreezeGuard() {
+// Cannot throw: the constructor already set each of these leaves, and
+// restoring a setting finds its gradient buffer in place (no allocation).
+FreezeGuard::~FreezeGuard() {  // NOLINT(bugprone-exception-escape)
     for (std::size_t i = 0; i < parameters_.size() && i < was_requiring_.size(); ++i) {
         Var p = parameters_[i];
         p.set_requires_grad(was_requiring_[i]);

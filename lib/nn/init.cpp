@@ -21,8 +21,9 @@ void initialize(Tensor& w, Init init, std::size_t fan_in, std::size_t fan_out, R
             break;
         }
         case Init::he_normal:
-            // Written as the reference GAN states it, 1 / sqrt(fan_in / 2), so
-            // that its weights stay bit-identical.
+            // Written as 1 / sqrt(fan_in / 2), not sqrt(2 / fan_in): the two
+            // round differently, and this form keeps weights made by earlier
+            // versions bit-identical.
             rng.fill_normal(w, 0.f, 1.f / std::sqrt(in / 2.f));
             break;
         case Init::normal_002:

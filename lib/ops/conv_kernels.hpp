@@ -183,7 +183,7 @@ class FunctionRef<R(Args...)> {
 public:
     FunctionRef() = default;
     template <class F, class = std::enable_if_t<!std::is_same<std::decay_t<F>, FunctionRef>::value>>
-    FunctionRef(F&& f) noexcept  // NOLINT: implicit on purpose
+    FunctionRef(F&& f) noexcept  // NOLINT(google-explicit-constructor): implicit on purpose
         : obj_(const_cast<void*>(static_cast<const void*>(&f))), call_([](void* o, Args... a) -> R {
               return (*static_cast<std::add_pointer_t<std::remove_reference_t<F>>>(o))(std::forward<Args>(a)...);
           }) {}

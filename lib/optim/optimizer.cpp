@@ -13,6 +13,7 @@ namespace detail {
 
 std::vector<Tensor> zeros_like(const std::vector<Var>& parameters) {
     std::vector<Tensor> out;
+    out.reserve(parameters.size());
     for (const Var& p : parameters) out.emplace_back(p.shape(), 0.f);
     return out;
 }

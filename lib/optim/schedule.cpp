@@ -11,7 +11,8 @@ StepLr::StepLr(float base, long every, float gamma) : base_(base), gamma_(gamma)
 }
 
 float StepLr::lr_at(long step) const {
-    return static_cast<float>(double(base_) * std::pow(double(gamma_), double(std::max(step, 0L) / every_)));
+    const long decays = std::max(step, 0L) / every_;  // whole periods: integer division on purpose
+    return static_cast<float>(double(base_) * std::pow(double(gamma_), double(decays)));
 }
 
 CosineLr::CosineLr(float base, long total, float final, long warmup)

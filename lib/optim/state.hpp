@@ -17,8 +17,8 @@ namespace xgrad::detail {
 // Optimizer steps flush subnormal floats to zero (as TensorFlow does on its
 // CPU threads). A moment whose gradient stays exactly 0 (into a dead ReLU
 // unit, say) decays geometrically into the subnormal range, where x86
-// arithmetic takes a ~100x slower path: after ~1500 steps the reference GAN
-// spent 30% of each step in Adam, 5% with this. Only values below 1.2e-38
+// arithmetic takes a ~100x slower path: after ~1500 steps of training a
+// 784-128-1 / 100-128-784 GAN, Adam took 30% of each step; 5% with this. Only values below 1.2e-38
 // are affected. (x86: the MXCSR bits flush-to-zero and denormals-are-zero.)
 // It is a per-thread mode: each thread that steps sets it.
 class FlushSubnormals {

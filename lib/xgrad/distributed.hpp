@@ -152,7 +152,7 @@ private:
 // A bitwise checksum of the values of `variables` (and of their element
 // counts), in list order. Equal on two ranks exactly when the values are
 // equal bit for bit (up to hash collisions, which are 2^-64 unlikely). Reads
-// each value once (~0.1 ms for the 215k parameters of the reference GAN);
+// each value once (~0.1 ms for 215k parameters);
 // allocates nothing. Chain it with `seed` to cover several lists.
 std::uint64_t checksum(const std::vector<Var>& variables, std::uint64_t seed = 0);
 

@@ -16,6 +16,7 @@
 // batch code (no scalar std:: or xsimd scalar math, which would be shared).
 // lib/meson.build's test `simd_objects_share_no_code` checks this on the
 // built objects.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -62,7 +63,7 @@ using B = xsimd::batch<float, Arch>;
 template <std::size_t I, std::size_t O, class F>
 inline void transform_partial(std::size_t i, std::size_t count, const float* const (&in)[I], float* const (&out)[O], const F& f) {
     B x[I], y[O];
-    alignas(64) float pad[I > O ? I : O][B::size] = {};
+    alignas(64) float pad[std::max(I, O)][B::size] = {};
     for (std::size_t k = 0; k < I; ++k) {
         for (std::size_t j = 0; j < count; ++j) pad[k][j] = in[k][i + j];
         x[k] = B::load_aligned(pad[k]);

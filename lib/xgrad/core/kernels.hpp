@@ -25,7 +25,7 @@ struct ConstMatrix {
 struct Matrix {
     float* data;
     std::size_t rows, cols;
-    operator ConstMatrix() const { return {data, rows, cols}; }
+    operator ConstMatrix() const { return {data, rows, cols}; }  // NOLINT(google-explicit-constructor): as T* to const T*
 };
 
 // t as a matrix whose rows run over all but its last dimension:

@@ -202,7 +202,7 @@ bool grad_enabled();
 class FreezeGuard {
 public:
     explicit FreezeGuard(const std::vector<Var>& parameters);
-    ~FreezeGuard();
+    ~FreezeGuard();  // NOLINT(bugprone-exception-escape): see var.cpp
     FreezeGuard(const FreezeGuard&) = delete;
     FreezeGuard& operator=(const FreezeGuard&) = delete;
 

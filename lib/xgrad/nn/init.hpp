@@ -13,7 +13,7 @@ enum class Init {
     xavier_uniform,  // U(-a, a), a = sqrt(6 / (fan_in + fan_out))   (Glorot & Bengio 2010)
     xavier_normal,   // N(0, sqrt(2 / (fan_in + fan_out)))
     he_uniform,      // U(-a, a), a = sqrt(6 / fan_in)               (He et al. 2015, for ReLU)
-    he_normal,       // N(0, sqrt(2 / fan_in)): also the reference GAN's N(0, 1/sqrt(fan_in/2))
+    he_normal,       // N(0, sqrt(2 / fan_in)), which is N(0, 1/sqrt(fan_in/2))
     normal_002,      // N(0, 0.02): the DCGAN initialisation (Radford et al. 2016)
 };
 

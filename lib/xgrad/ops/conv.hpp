@@ -11,7 +11,7 @@ namespace xgrad {
 
 struct Size2 {
     std::size_t h, w;
-    Size2(std::size_t both = 0) : h(both), w(both) {}  // NOLINT: Size2 s = 2 is the point
+    Size2(std::size_t both = 0) : h(both), w(both) {}  // NOLINT(google-explicit-constructor): Size2 s = 2 is the point
     Size2(std::size_t height, std::size_t width) : h(height), w(width) {}
     bool operator==(const Size2& o) const { return h == o.h && w == o.w; }
 };

@@ -18,7 +18,7 @@ struct AdamOptions {
 // first would cost them three digits in the first steps.
 class Adam : public Optimizer {
 public:
-    Adam(std::vector<Var> parameters, const AdamOptions& options = {});
+    explicit Adam(std::vector<Var> parameters, const AdamOptions& options = {});
     void step() override;
     void save(Archive& archive, const std::string& prefix) const override;
     void load(const Archive& archive, const std::string& prefix) override;
@@ -37,7 +37,7 @@ private:
 // step first shrinking every parameter by p -= lr * weight_decay * p.
 class AdamW : public Adam {
 public:
-    AdamW(std::vector<Var> parameters, const AdamOptions& options = {}, float weight_decay = 1e-2f);
+    explicit AdamW(std::vector<Var> parameters, const AdamOptions& options = {}, float weight_decay = 1e-2f);
 };
 
 }  // namespace xgrad
