@@ -68,18 +68,24 @@ inline xgrad::Tensor random_tensor(const xgrad::Shape& shape, float lo, float hi
     return t;
 }
 
-// gradcheck of f at inputs must pass and must have compared every element
-// of every input that requires a gradient.
-inline void check_gradcheck(const std::string& what, const std::function<xgrad::Var(const std::vector<xgrad::Var>&)>& f,
+// Both checkers of f at inputs must pass: gradcheck (the first derivative,
+// against finite differences of f) and gradgradcheck (the second, against
+// finite differences of the first-order gradient), each having compared
+// every element of every input that requires a gradient.
+inline void check_gradients(const std::string& what, const std::function<xgrad::Var(const std::vector<xgrad::Var>&)>& f,
                             const std::vector<xgrad::Var>& inputs, const xgrad::GradcheckOptions& options = {}) {
-    const xgrad::GradcheckResult r = xgrad::gradcheck(f, inputs, options);
     std::size_t expected = 0;
     for (const xgrad::Var& in : inputs) {
         if (in.requires_grad()) expected += in.value().size();
     }
-    INFO(what << ": " << r.report());
-    CHECK(r.ok);
-    CHECK(r.checked == expected);
+    const xgrad::GradcheckResult first = xgrad::gradcheck(f, inputs, options);
+    INFO(what << ": " << first.report());
+    CHECK(first.ok);
+    CHECK(first.checked == expected);
+    const xgrad::GradcheckResult second = xgrad::gradgradcheck(f, inputs, options);
+    INFO(what << ": " << second.report());
+    CHECK(second.ok);
+    CHECK(second.checked >= expected);  // and the random grad_output's elements
 }
 
 }  // namespace test

@@ -19,7 +19,7 @@
 
 namespace {
 
-using test::check_gradcheck;
+using test::check_gradients;
 
 using xgrad::Rng;
 using xgrad::Shape;
@@ -208,10 +208,10 @@ TEST_CASE("softmax_cross_entropy passes gradcheck") {
     for (const Shape& s : kShapes) {
         const std::string shape = xgrad::shape_string(s);
         const auto f = [](const Inputs& in) { return xgrad::softmax_cross_entropy(in[0], in[1]); };
-        check_gradcheck("probability targets " + shape, f, {random_var(s, -3.f, 3.f, ++seed), random_targets(s, false, ++seed)});
+        check_gradients("probability targets " + shape, f, {random_var(s, -3.f, 3.f, ++seed), random_targets(s, false, ++seed)});
         // Targets that do not sum to 1 exercise the T_r factor of dx.
-        check_gradcheck("unnormalised targets " + shape, f, {random_var(s, -3.f, 3.f, ++seed), random_var(s, 0.f, 2.f, ++seed)});
-        check_gradcheck("frozen targets " + shape, f,
+        check_gradients("unnormalised targets " + shape, f, {random_var(s, -3.f, 3.f, ++seed), random_var(s, 0.f, 2.f, ++seed)});
+        check_gradients("frozen targets " + shape, f,
                         {random_var(s, -3.f, 3.f, ++seed), random_var(s, 0.f, 1.f, ++seed, /*requires_grad=*/false)});
     }
 }
@@ -357,7 +357,7 @@ TEST_CASE("dropout's gradient is the upstream gradient times mask / (1-p)") {
     // gradcheck re-runs f: re-seeding makes every run draw the same mask.
     std::uint64_t seed = 60;
     for (const Shape& s : kShapes) {
-        check_gradcheck("dropout " + xgrad::shape_string(s),
+        check_gradients("dropout " + xgrad::shape_string(s),
                         [p](const Inputs& in) {
                             Rng fixed(77);
                             return xgrad::dropout(in[0], p, fixed);
@@ -365,7 +365,7 @@ TEST_CASE("dropout's gradient is the upstream gradient times mask / (1-p)") {
                         {random_var(s, -2.f, 2.f, ++seed)});
     }
     // A scalar too: kept (scaled) or dropped as a whole.
-    check_gradcheck("dropout ()",
+    check_gradients("dropout ()",
                     [p](const Inputs& in) {
                         Rng fixed(78);
                         return xgrad::dropout(in[0], p, fixed);

@@ -46,8 +46,8 @@ Var custom_mul(const Var& a, const Var& b, xgrad::BackwardFn rule, const Corrupt
     return op.finish(rule);
 }
 
-void correct_da(BackwardContext& ctx) { ctx.accumulate_broadcast(0, ctx.grad_output() * ctx.input(1)); }
-void correct_db(BackwardContext& ctx) { ctx.accumulate_broadcast(1, ctx.grad_output() * ctx.input(0)); }
+void correct_da(BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() * ctx.input(1)); }
+void correct_db(BackwardContext& ctx) { ctx.accumulate(1, ctx.grad_output() * ctx.input(0)); }
 void correct(BackwardContext& ctx) {
     correct_da(ctx);
     correct_db(ctx);
@@ -123,7 +123,7 @@ std::size_t flat_index(const Shape& position, const Shape& shape) {
 TEST_CASE("a correct custom op passes") {
     for (const Layout& layout : kLayouts) {
         const GradcheckResult r = check_rule(correct, {}, {}, layout);
-        INFO(layout.name << ": " << r.report());
+        INFO(std::string(layout.name) << ": " << r.report());
         CHECK(r.ok);
         CHECK(r.worst_ratio <= 1.0);
         CHECK(r.checked == xgrad::numel(layout.a) + xgrad::numel(layout.b));
@@ -140,14 +140,14 @@ TEST_CASE("wrong backward rules fail and the report points at the wrong input") 
     const Flaw flaws[] = {
         {"sign flip",
          [](BackwardContext& ctx) {
-             ctx.accumulate_broadcast(0, -(ctx.grad_output() * ctx.input(1)));
+             ctx.accumulate(0, -(ctx.grad_output() * ctx.input(1)));
              correct_db(ctx);
          },
          0},
         {"factor 2",
          [](BackwardContext& ctx) {
              correct_da(ctx);
-             ctx.accumulate_broadcast(1, 2.f * ctx.grad_output() * ctx.input(0));
+             ctx.accumulate(1, 2.f * ctx.grad_output() * ctx.input(0));
          },
          1},
         {"broadcast not summed: only the first output element reading each b element reaches it (row 0 for a row b)",
@@ -180,7 +180,7 @@ TEST_CASE("wrong backward rules fail and the report points at the wrong input") 
     for (const Layout& layout : kLayouts) {
         for (const Flaw& flaw : flaws) {
             const GradcheckResult r = check_rule(flaw.rule, {}, {}, layout);
-            INFO(layout.name << ", " << flaw.name << ": " << r.report());
+            INFO(std::string(layout.name) << ", " << flaw.name << ": " << r.report());
             CHECK_FALSE(r.ok);
             CHECK(r.worst_ratio > 1.0);
             CHECK(r.input == flaw.wrong_input);
@@ -213,7 +213,7 @@ TEST_CASE("a wrong rule is found through the ops around it") {
     for (const Layout& layout : kLayouts) {
         const GradcheckResult r = xgrad::gradcheck(
             [](const Inputs& in) { return xgrad::sigmoid(custom_mul(xgrad::exp(in[0]), in[1], correct_db)); }, operands(layout));
-        INFO(layout.name << ": " << r.report());
+        INFO(std::string(layout.name) << ": " << r.report());
         CHECK_FALSE(r.ok);
         CHECK(r.input == 0);
     }
@@ -320,7 +320,7 @@ TEST_CASE("a non-scalar output is checked through a random projection") {
     };
     for (const Layout& layout : kLayouts) {
         const GradcheckResult direct = check_rule(uniform_dy, {}, {}, layout);
-        INFO(layout.name << ", non-scalar: " << direct.report());
+        INFO(std::string(layout.name) << ", non-scalar: " << direct.report());
         CHECK_FALSE(direct.ok);
         CHECK(direct.input == 0);
 
@@ -328,7 +328,7 @@ TEST_CASE("a non-scalar output is checked through a random projection") {
         // gradcheck projects a non-scalar output with random weights.
         const GradcheckResult summed = xgrad::gradcheck(
             [=](const Inputs& in) { return xgrad::sum(custom_mul(in[0], in[1], uniform_dy)); }, operands(layout));
-        INFO(layout.name << ", summed: " << summed.report());
+        INFO(std::string(layout.name) << ", summed: " << summed.report());
         CHECK(summed.ok);
     }
 }
@@ -397,3 +397,139 @@ TEST_CASE("frozen inputs are skipped but keep their index in the report") {
 }
 
 }  // namespace
+
+// ---- small errors, and the second-order checker ------------------------------------
+
+namespace {
+
+// y = f(x) elementwise by a closed form, with a kernel rule scaled by
+// `factor` (kept as state): factor 1 is the correct rule.
+struct Elementwise {
+    const char* name;
+    float (*f)(float);
+    float (*derivative)(float x, float y);
+    float lo, hi;
+};
+const Elementwise kSmooth[] = {
+    {"sigmoid", [](float x) { return 1.f / (1.f + std::exp(-x)); }, [](float, float y) { return y * (1.f - y); }, -3.f, 3.f},
+    {"tanh", [](float x) { return std::tanh(x); }, [](float, float y) { return 1.f - y * y; }, -2.f, 2.f},
+    {"exp", [](float x) { return std::exp(x); }, [](float, float y) { return y; }, -1.f, 1.f},
+    {"log", [](float x) { return std::log(x); }, [](float x, float) { return 1.f / x; }, 0.5f, 2.f},
+};
+
+struct ScaledRule {
+    const Elementwise* op;
+    float factor;
+};
+
+Var scaled_rule(const Var& x, const Elementwise& e, float factor) {
+    xgrad::Op op(e.name, {x}, x.shape());
+    for (std::size_t i = 0; i < x.numel(); ++i) op.out().data()[i] = e.f(x.value().data()[i]);
+    op.state<ScaledRule>(ScaledRule{&e, factor});
+    return op.finish([](BackwardContext& ctx) {
+        const ScaledRule& s = ctx.state<ScaledRule>();
+        const float* x = ctx.input(0).data();
+        const float *y = ctx.output().data(), *dy = ctx.grad_output().data();
+        ctx.sink(0).elements([&](auto&& put) {
+            for (std::size_t i = 0; i < ctx.output().size(); ++i) put(i, s.factor * dy[i] * s.op->derivative(x[i], y[i]));
+        });
+    });
+}
+
+}  // namespace
+
+TEST_CASE("gradcheck catches a rule that is 0.5% off, and passes the exact one") {
+    std::uint64_t seed = 40;
+    for (const Elementwise& e : kSmooth) {
+        for (const Shape& shape : {Shape{7}, Shape{3, 4}}) {
+            const Var x = random_var(shape, e.lo, e.hi, ++seed);
+            for (float factor : {1.f, 1.005f, 0.995f}) {
+                const GradcheckResult r =
+                    xgrad::gradcheck([&e, factor](const Inputs& in) { return scaled_rule(in[0], e, factor); }, {x});
+                INFO(std::string(e.name) << " " << xgrad::shape_string(shape) << ", rule x " << factor << ": " << r.report());
+                CHECK(r.ok == (factor == 1.f));
+            }
+        }
+    }
+}
+
+namespace {
+
+// y = a * b (same shapes) with the correct kernel rule and a differentiable
+// rule that the tests vary.
+Var mul_with_graph_rule(const Var& a, const Var& b, xgrad::GraphFn graph) {
+    xgrad::Op op("mul_with_graph_rule", {a, b}, a.shape());
+    xt::noalias(op.out()) = a.value() * b.value();
+    return op.finish(correct, graph);
+}
+
+}  // namespace
+
+TEST_CASE("gradgradcheck passes a correct differentiable rule and catches wrong ones") {
+    using xgrad::GraphContext;
+    const Inputs in = {random_var({3, 4}, 0.5f, 1.5f, 50), random_var({3, 4}, 0.5f, 1.5f, 51)};
+    const auto check = [&](xgrad::GraphFn graph) {
+        return xgrad::gradgradcheck([graph](const Inputs& v) { return mul_with_graph_rule(v[0], v[1], graph); }, in);
+    };
+    const GradcheckResult good = check([](GraphContext& g) {
+        g.accumulate(0, g.grad_output() * g.input(1));
+        g.accumulate(1, g.grad_output() * g.input(0));
+    });
+    INFO(good.report());
+    CHECK(good.ok);
+    CHECK(good.checked == 3 * 12);  // a, b and the random grad_output
+
+    // The saved-intermediate trap: b read as a constant, so d(da)/db is lost;
+    // the first derivative is still right.
+    const GradcheckResult constant_b = check([](GraphContext& g) {
+        g.accumulate(0, g.grad_output() * xgrad::constant(g.input(1).value()));
+        g.accumulate(1, g.grad_output() * g.input(0));
+    });
+    INFO(constant_b.report());
+    CHECK_FALSE(constant_b.ok);
+    CHECK(constant_b.input == 1);
+    CHECK(contains(constant_b.report(), "gradgradcheck FAILED"));
+
+    // A differentiable rule whose first derivative is off (by 0.5%) is caught
+    // against the kernel rule.
+    const GradcheckResult off = check([](GraphContext& g) {
+        g.accumulate(0, g.grad_output() * g.input(1) * 1.005f);
+        g.accumulate(1, g.grad_output() * g.input(0));
+    });
+    INFO(off.report());
+    CHECK_FALSE(off.ok);
+    CHECK(off.input == 0);
+    CHECK(contains(off.report(), "first order"));
+
+    // Forgetting an input leaves its second derivatives out.
+    const GradcheckResult forgets = check([](GraphContext& g) { g.accumulate(0, g.grad_output() * g.input(1)); });
+    INFO(forgets.report());
+    CHECK_FALSE(forgets.ok);
+}
+
+TEST_CASE("gradgradcheck finds a wrong second derivative of sigmoid written through a constant output") {
+    using xgrad::GraphContext;
+    // sigmoid's derivative y (1 - y) must be differentiated through y.
+    const auto sigmoid_with = [](const Var& x, xgrad::GraphFn graph) {
+        xgrad::Op op("sigmoid_with", {x}, x.shape());
+        xt::noalias(op.out()) = 1.f / (1.f + xt::exp(-x.value()));
+        return op.finish(graph);
+    };
+    const Var x = random_var({6}, -2.f, 2.f, 52);
+    const auto check = [&](xgrad::GraphFn graph) {
+        return xgrad::gradgradcheck([&sigmoid_with, graph](const Inputs& v) { return sigmoid_with(v[0], graph); }, {x});
+    };
+    const GradcheckResult through_y = check([](GraphContext& g) {
+        const Var y = g.output();
+        g.accumulate(0, g.grad_output() * (y * (1.f - y)));
+    });
+    INFO(through_y.report());
+    CHECK(through_y.ok);
+    const GradcheckResult constant_y = check([](GraphContext& g) {
+        const Var y = xgrad::constant(g.output().value());
+        g.accumulate(0, g.grad_output() * (y * (1.f - y)));
+    });
+    INFO(constant_y.report());
+    CHECK_FALSE(constant_y.ok);
+    CHECK(constant_y.input == 0);
+}

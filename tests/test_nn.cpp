@@ -270,7 +270,7 @@ TEST_CASE("spectral norm's gradient flows through sigma, with u and v fixed") {
     SpectralNorm sn(Shape{4, 3}, rng);
     const Var w = Var(test::random_tensor({4, 3}, -1.f, 1.f, 16), true);
     for (int i = 0; i < 20; ++i) sn.normalize(w, true);  // settle u and v
-    test::check_gradcheck("spectral norm", [&sn](const std::vector<Var>& in) { return sn.normalize(in[0], false); }, {w});
+    test::check_gradients("spectral norm", [&sn](const std::vector<Var>& in) { return sn.normalize(in[0], false); }, {w});
     // Closed form: with G = dL/dW_sn, dL/dW = (G - <G, W_sn> u v^T) / sigma.
     const Tensor g = test::random_tensor({4, 3}, -1.f, 1.f, 17);
     Var w2(w.value(), true);
@@ -302,9 +302,9 @@ TEST_CASE("minibatch stddev appends the mean batch standard deviation as a featu
         CHECK(y.value()(n, 3) == doctest::Approx(total));
         CHECK(y.value()(n, 0) == x.value()(n, 0));
     }
-    test::check_gradcheck("minibatch stddev (N, F)", [](const std::vector<Var>& in) { return minibatch_stddev(in[0]); },
+    test::check_gradients("minibatch stddev (N, F)", [](const std::vector<Var>& in) { return minibatch_stddev(in[0]); },
                           {Var(test::random_tensor({4, 3}, -1.f, 1.f, 19), true)});
-    test::check_gradcheck("minibatch stddev (N, C, H, W)", [](const std::vector<Var>& in) { return minibatch_stddev(in[0]); },
+    test::check_gradients("minibatch stddev (N, C, H, W)", [](const std::vector<Var>& in) { return minibatch_stddev(in[0]); },
                           {Var(test::random_tensor({3, 2, 2, 2}, -1.f, 1.f, 20), true)});
     MinibatchStddev layer;
     CHECK(layer(Var::zeros({5, 2, 3, 3})).shape() == Shape{5, 3, 3, 3});

@@ -51,6 +51,18 @@ Var random_signed_var(const Shape& s, float lo, float hi, std::uint64_t seed) {
 double sigmoid_ref(double x) { return x >= 0 ? 1.0 / (1.0 + std::exp(-x)) : std::exp(x) / (1.0 + std::exp(x)); }
 double softplus_ref(double x) { return std::max(x, 0.0) + std::log1p(std::exp(-std::abs(x))); }
 
+// A user op whose differentiable rule is its only rule, serving the
+// ordinary backward too (docs/extending.md, section 4): silu(x) =
+// x sigmoid(x), dy/dx = s (1 + x (1 - s)) with s = sigmoid(x).
+Var silu(const Var& x) {
+    xgrad::Op op("silu", {x}, x.shape());
+    xt::noalias(op.out()) = x.value() / (1.f + xt::exp(-x.value()));
+    return op.finish([](xgrad::GraphContext& g) {
+        const Var in = g.input(0), s = xgrad::sigmoid(in);
+        g.accumulate(0, g.grad_output() * (s * (1.f + in * (1.f - s))));
+    });
+}
+
 // ---- elementwise ops of one operand -------------------------------------------
 
 struct UnaryCase {
@@ -95,6 +107,8 @@ const UnaryCase kUnaryCases[] = {
     {"tanh", [](const Var& x) { return xgrad::tanh(x); }, [](double x) { return std::tanh(x); },
      [](double x) { return 1.0 - std::tanh(x) * std::tanh(x); }, -3.f, 3.f, false, true},
     {"softplus", [](const Var& x) { return xgrad::softplus(x); }, softplus_ref, sigmoid_ref, -4.f, 4.f, false, true},
+    {"silu", [](const Var& x) { return silu(x); }, [](double x) { return x * sigmoid_ref(x); },
+     [](double x) { return sigmoid_ref(x) * (1 + x * (1 - sigmoid_ref(x))); }, -4.f, 4.f, false, false},
     {"neg", [](const Var& x) { return xgrad::neg(x); }, [](double x) { return -x; }, [](double) { return -1.0; }, -2.f, 2.f,
      false, false},
     {"scale by 2.5", [](const Var& x) { return xgrad::scale(x, 2.5f); }, [](double x) { return 2.5 * x; },
@@ -141,7 +155,7 @@ TEST_CASE("elementwise ops: values and gradients match closed forms in double, a
     std::uint64_t seed = 100;
     for (const UnaryCase& u : kUnaryCases) {
         for (const Shape& s : kShapes) {
-            INFO(u.name << " on " << xgrad::shape_string(s));
+            INFO(std::string(u.name) << " on " << xgrad::shape_string(s));
             seed += 2;
             check_unary_closed_form(u, sample(u, s, seed), random_tensor(s, -1.f, 1.f, seed + 1), 1e-5);
         }
@@ -152,7 +166,7 @@ TEST_CASE("elementwise ops pass gradcheck") {
     std::uint64_t seed = 200;
     for (const UnaryCase& u : kUnaryCases) {
         for (const Shape& s : kShapes) {
-            check_gradcheck(std::string(u.name) + " on " + xgrad::shape_string(s), [&u](const Inputs& in) { return u.op(in[0]); },
+            check_gradients(std::string(u.name) + " on " + xgrad::shape_string(s), [&u](const Inputs& in) { return u.op(in[0]); },
                             {sample(u, s, ++seed)});
         }
     }
@@ -182,7 +196,7 @@ TEST_CASE("sigmoid, tanh and softplus are finite and exact when saturated") {
     const Tensor ones(x.shape(), 1.f);
     for (const UnaryCase& u : kUnaryCases) {
         if (!u.saturates) continue;
-        INFO(u.name);
+        INFO(std::string(u.name));
         // The limits (0, 1, +-1, x) are float-exact, so the tolerance is tight.
         check_unary_closed_form(u, Var(x, true), ones, 1e-6);
     }
@@ -282,7 +296,7 @@ TEST_CASE("binary ops pass gradcheck for every broadcast") {
         for (const auto& [sa, sb] : kBroadcastPairs) {
             seed += 2;
             const auto [a, b] = binary_operands(op, sa, sb, seed);
-            check_gradcheck(std::string(op.name) + " of " + xgrad::shape_string(sa) + " and " + xgrad::shape_string(sb),
+            check_gradients(std::string(op.name) + " of " + xgrad::shape_string(sa) + " and " + xgrad::shape_string(sb),
                             [&op](const Inputs& in) { return op.op(in[0], in[1]); }, {a, b});
         }
     }
@@ -325,7 +339,7 @@ TEST_CASE("where picks a or b by the condition, broadcasting all three, and rout
     check_matches("value", y.value(), value);
     check_matches("gradient of a", a.grad(), da);
     check_matches("gradient of b", b.grad(), db);
-    check_gradcheck("where", [&](const Inputs& in) { return xgrad::where(condition, in[0], in[1]); },
+    check_gradients("where", [&](const Inputs& in) { return xgrad::where(condition, in[0], in[1]); },
                     {random_var({3, 4}, -1.f, 1.f, 4), random_var({4}, -1.f, 1.f, 5)});
 }
 
@@ -412,7 +426,7 @@ TEST_CASE("sum and mean pass gradcheck") {
     for (const bool mean : {false, true}) {
         for (const AxesCase& c : kAxesCases) {
             if (xgrad::numel(c.shape) > 100) continue;
-            check_gradcheck(std::string(mean ? "mean" : "sum") + " of " + xgrad::shape_string(c.shape),
+            check_gradients(std::string(mean ? "mean" : "sum") + " of " + xgrad::shape_string(c.shape),
                             [&c, mean](const Inputs& in) { return reduce_case(c, in[0], mean); },
                             {random_var(c.shape, -1.f, 1.f, ++seed)});
         }
@@ -484,16 +498,16 @@ TEST_CASE("max and min pass gradcheck") {
                       [&x](std::size_t i, std::size_t j) { return x.value().data()[i] < x.value().data()[j]; });
             for (std::size_t rank = 0; rank < order.size(); ++rank)
                 x.mutable_value().data()[order[rank]] = 0.1f * float(rank) - 1.f;
-            check_gradcheck("max along " + std::to_string(axis) + " of " + xgrad::shape_string(s),
+            check_gradients("max along " + std::to_string(axis) + " of " + xgrad::shape_string(s),
                             [axis](const Inputs& in) { return xgrad::max(in[0], axis); }, {x});
-            check_gradcheck("min along " + std::to_string(axis) + " of " + xgrad::shape_string(s),
+            check_gradients("min along " + std::to_string(axis) + " of " + xgrad::shape_string(s),
                             [axis](const Inputs& in) { return xgrad::min(in[0], axis, true); }, {x});
         }
         Var x = random_var(s, 0.f, 1.f, ++seed);
         for (std::size_t i = 0; i < x.numel(); ++i)
             x.mutable_value().data()[i] = 0.1f * float((i * 11) % x.numel()) - 1.f;  // distinct: 11 is prime to 35, 24, 6
-        check_gradcheck("max of all of " + xgrad::shape_string(s), [](const Inputs& in) { return xgrad::max(in[0]); }, {x});
-        check_gradcheck("min of all of " + xgrad::shape_string(s), [](const Inputs& in) { return xgrad::min(in[0]); }, {x});
+        check_gradients("max of all of " + xgrad::shape_string(s), [](const Inputs& in) { return xgrad::max(in[0]); }, {x});
+        check_gradients("min of all of " + xgrad::shape_string(s), [](const Inputs& in) { return xgrad::min(in[0]); }, {x});
     }
 }
 
@@ -545,9 +559,9 @@ TEST_CASE("softmax and log_softmax pass gradcheck") {
     std::uint64_t seed = 750;
     for (const Shape& s : {Shape{4, 5}, Shape{2, 3, 4}}) {
         for (int axis = 0; axis < int(s.size()); ++axis) {
-            check_gradcheck("softmax along " + std::to_string(axis),
+            check_gradients("softmax along " + std::to_string(axis),
                             [axis](const Inputs& in) { return xgrad::softmax(in[0], axis); }, {random_var(s, -2.f, 2.f, ++seed)});
-            check_gradcheck("log_softmax along " + std::to_string(axis),
+            check_gradients("log_softmax along " + std::to_string(axis),
                             [axis](const Inputs& in) { return xgrad::log_softmax(in[0], axis); },
                             {random_var(s, -2.f, 2.f, ++seed)});
         }
@@ -657,13 +671,13 @@ TEST_CASE("linear on (..., in) inputs, with and without a bias: values and gradi
 TEST_CASE("matmul and linear pass gradcheck") {
     std::uint64_t seed = 950;
     for (const ProductCase& p : kProductCases) {
-        check_gradcheck("matmul " + xgrad::shape_string(p.a) + " . " + xgrad::shape_string(p.b),
+        check_gradients("matmul " + xgrad::shape_string(p.a) + " . " + xgrad::shape_string(p.b),
                         [](const Inputs& in) { return xgrad::matmul(in[0], in[1]); },
                         {random_var(p.a, -1.f, 1.f, ++seed), random_var(p.b, -1.f, 1.f, ++seed)});
     }
-    check_gradcheck("linear (2, 3, 4) . (4, 5) + (5)", [](const Inputs& in) { return xgrad::linear(in[0], in[1], in[2]); },
+    check_gradients("linear (2, 3, 4) . (4, 5) + (5)", [](const Inputs& in) { return xgrad::linear(in[0], in[1], in[2]); },
                     {random_var({2, 3, 4}, -1.f, 1.f, 1), random_var({4, 5}, -1.f, 1.f, 2), random_var({5}, -1.f, 1.f, 3)});
-    check_gradcheck("linear without bias", [](const Inputs& in) { return xgrad::linear(in[0], in[1], Var()); },
+    check_gradients("linear without bias", [](const Inputs& in) { return xgrad::linear(in[0], in[1], Var()); },
                     {random_var({3, 4}, -1.f, 1.f, 4), random_var({4, 2}, -1.f, 1.f, 5)});
 }
 
@@ -726,7 +740,7 @@ TEST_CASE("mse_loss and l1_loss: loss and both gradients") {
             CHECK(loss.item() == doctest::Approx(total / n));
             check_matches("gradient of the prediction", p.grad(), dp);
             check_matches("gradient of the target", t.grad(), dt);
-            check_gradcheck(l1 ? "l1_loss" : "mse_loss",
+            check_gradients(l1 ? "l1_loss" : "mse_loss",
                             [l1](const Inputs& in) { return l1 ? xgrad::l1_loss(in[0], in[1]) : xgrad::mse_loss(in[0], in[1]); },
                             {random_var(s, -2.f, 2.f, ++seed), random_var(s, 2.5f, 3.f, ++seed)});
         }
@@ -746,10 +760,10 @@ TEST_CASE("bce_with_logits passes gradcheck") {
     std::uint64_t seed = 1100;
     for (const Shape& s : kShapes) {
         const std::string shape = xgrad::shape_string(s);
-        check_gradcheck("bce_with_logits, Var targets, " + shape,
+        check_gradients("bce_with_logits, Var targets, " + shape,
                         [](const Inputs& in) { return xgrad::bce_with_logits(in[0], in[1]); },
                         {random_var(s, -3.f, 3.f, ++seed), random_var(s, 0.f, 1.f, ++seed)});
-        check_gradcheck("bce_with_logits, target 0.3, " + shape,
+        check_gradients("bce_with_logits, target 0.3, " + shape,
                         [](const Inputs& in) { return xgrad::bce_with_logits(in[0], 0.3f); }, {random_var(s, -3.f, 3.f, ++seed)});
     }
 }
@@ -838,7 +852,7 @@ TEST_CASE("gradients add up through shared and intermediate operands") {
     for (const Case& c : cases) {
         Inputs inputs;
         for (const Shape& s : c.shapes) inputs.push_back(random_var(s, -1.f, 1.f, ++seed));
-        check_gradcheck(c.name, c.f, inputs);
+        check_gradients(c.name, c.f, inputs);
     }
 }
 
@@ -947,13 +961,13 @@ TEST_CASE("shape errors name the op and both shapes") {
              const Var x = Var::full({2, 3}, 1.f, true);
              xgrad::Op op("my_op", {x}, Shape{4});
              op.out().fill(1.f);
-             const Var y = op.finish([](xgrad::BackwardContext& ctx) { ctx.accumulate_sum_to(0, ctx.grad_output()); });
+             const Var y = op.finish([](xgrad::BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output()); });
              xgrad::backward(xgrad::sum(y));
          },
          "(4)", "(2, 3)"},
     };
     for (const Case& c : cases) {
-        INFO(c.op << " with " << c.first << " and " << c.second);
+        INFO(std::string(c.op) << " with " << c.first << " and " << c.second);
         std::string message;
         bool thrown = false;
         try {
@@ -1005,7 +1019,7 @@ TEST_CASE("a frozen input gets no gradient and the others get the same as unfroz
         backward_with(y, dy);
 
         for (std::size_t frozen = 0; frozen < c.shapes.size(); ++frozen) {
-            INFO(c.name << " with input " << frozen << " frozen");
+            INFO(std::string(c.name) << " with input " << frozen << " frozen");
             Inputs in = make_inputs();
             in[frozen].set_requires_grad(false);
             // A rule that wrote the frozen input's gradient would throw here.

@@ -13,6 +13,7 @@
 
 #include <xgrad/check/gradcheck.hpp>
 #include <xgrad/ops.hpp>
+#include <xgrad/ops/pad2d.hpp>
 
 #include "op_reference.hpp"
 
@@ -24,11 +25,15 @@ using xgrad::Tensor;
 using xgrad::Var;
 using Inputs = std::vector<Var>;
 
-// Output element `at` (a multi-index) reads element `index` of input `input`.
+// Output element `at` (a multi-index) reads element `index` of input
+// `input`, or is the constant `fill` (a padding border) when `border`.
 struct Source {
     std::size_t input;
     Shape index;
+    bool border = false;
+    float fill = 0.f;
 };
+Source border(float fill) { return Source{0, {}, true, fill}; }
 
 struct StructuralCase {
     std::string name;
@@ -284,7 +289,53 @@ std::vector<StructuralCase> cases() {
                          return Source{0, with(at, 0, rows(at[0], at[1]))};
                      }});
     }
+    // pad2d (lib/xgrad/ops/pad2d.hpp, the user-style example of
+    // docs/extending.md): inside the border, element (n, c, i, j) reads
+    // (n, c, i - ph, j - pw).
+    for (const Shape& pad : {Shape{1, 2}, Shape{0, 1}, Shape{2, 0}}) {
+        const std::size_t ph = pad[0], pw = pad[1];
+        c.push_back({"pad2d (2, 3, 2, 4) by (" + std::to_string(ph) + ", " + std::to_string(pw) + ") with 0.5",
+                     {{2, 3, 2, 4}},
+                     [ph, pw](const Inputs& in) {
+                         return xgrad::pad2d(in[0], {ph, pw}, 0.5f);
+                     },
+                     {2, 3, 2 + 2 * ph, 4 + 2 * pw},
+                     [ph, pw](const Shape& at) {
+                         if (at[2] < ph || at[2] >= 2 + ph || at[3] < pw || at[3] >= 4 + pw) return border(0.5f);
+                         return Source{0, {at[0], at[1], at[2] - ph, at[3] - pw}};
+                     }});
+    }
+    // take: output element e reads x's flat element positions[e].
+    {
+        const std::vector<std::size_t> positions = {5, 0, 0, 11, 7, 3};
+        c.push_back({"take (3, 4) at 6 flat positions, one repeated, as (2, 3)",
+                     {{3, 4}},
+                     [positions](const Inputs& in) {
+                         return xgrad::take(in[0], positions, {2, 3});
+                     },
+                     {2, 3},
+                     [positions](const Shape& at) {
+                         return Source{0, unravel(positions[ravel(at, {2, 3})], {3, 4})};
+                     }});
+    }
     return c;
+}
+
+TEST_CASE("scatter_add adds each value at its position, repeats summing; sum_to sums down a broadcast") {
+    const Var v(Tensor{1.f, 2.f, 3.f, 4.f}, true);
+    const Var y = xgrad::scatter_add(v, {2, 0, 2, 5}, {2, 3});
+    CHECK(y.value() == Tensor{{2.f, 0.f, 4.f}, {0.f, 0.f, 4.f}});
+    check_gradients("scatter_add", [](const Inputs& in) { return xgrad::scatter_add(in[0], {2, 0, 2, 5}, {2, 3}); }, {v});
+    const Var x = random_var({2, 3, 4}, -1.f, 1.f, 4000);
+    const Var s = xgrad::sum_to(x, {3, 1});
+    for (std::size_t j = 0; j < 3; ++j) {
+        double total = 0;
+        for (std::size_t i = 0; i < 2; ++i) {
+            for (std::size_t k = 0; k < 4; ++k) total += x.value()(i, j, k);
+        }
+        CHECK(s.value()(j, 0) == doctest::Approx(total).epsilon(1e-6));
+    }
+    check_gradients("sum_to (2, 3, 4) -> (3, 1)", [](const Inputs& in) { return xgrad::sum_to(in[0], {3, 1}); }, {x});
 }
 
 TEST_CASE("structural ops: every output element comes from its source, and the gradient goes back there") {
@@ -302,6 +353,10 @@ TEST_CASE("structural ops: every output element comes from its source, and the g
         for (const Shape& s : c.inputs) grads.push_back(zeros(s));
         for (std::size_t e = 0; e < xgrad::numel(c.output); ++e) {
             const Source src = c.source(unravel(e, c.output));
+            if (src.border) {
+                value.data()[e] = src.fill;
+                continue;
+            }
             const std::size_t at = ravel(src.index, c.inputs[src.input]);
             value.data()[e] = inputs[src.input].value().data()[at];
             grads[src.input].data()[at] += dy.data()[e];
@@ -320,7 +375,7 @@ TEST_CASE("structural ops pass gradcheck") {
         if (c.inputs.size() > 10) continue;  // the 100-input concat is covered by the source map
         Inputs inputs;
         for (const Shape& s : c.inputs) inputs.push_back(random_var(s, -1.f, 1.f, ++seed));
-        check_gradcheck(c.name, c.op, inputs);
+        check_gradients(c.name, c.op, inputs);
     }
 }
 
@@ -373,6 +428,18 @@ TEST_CASE("structural ops reject wrong shapes, ranks and axes, naming the op") {
          },
          "(2, 3, 1)"},
         {"xgrad::concat", [&] { xgrad::concat({}, 0); }, "no inputs"},
+        {"xgrad::pad2d", [&] { xgrad::pad2d(x, 1); }, "expected an (N, C, H, W) input, got (2, 3)"},
+        {"xgrad::sum_to", [&] { xgrad::sum_to(x, {2}); }, "(2) does not broadcast to (2, 3)"},
+        {"xgrad::take",
+         [&] {
+             xgrad::take(x, {0, 1}, {3});
+         },
+         "2 indices for an output of shape (3)"},
+        {"xgrad::scatter_add",
+         [&] {
+             xgrad::scatter_add(x, {0, 1}, {4});
+         },
+         "2 indices for 6 values"},
         {"xgrad::concat", [&] { xgrad::concat({x}, 2); }, "axis 2"},
         {"xgrad::stack",
          [&] {
@@ -394,7 +461,7 @@ TEST_CASE("structural ops reject wrong shapes, ranks and axes, naming the op") {
          "rank 1"},
     };
     for (const Case& c : cases) {
-        INFO(c.op << ": " << c.detail);
+        INFO(std::string(c.op) << ": " << std::string(c.detail));
         std::string message;
         try {
             c.call();
@@ -406,6 +473,9 @@ TEST_CASE("structural ops reject wrong shapes, ranks and axes, naming the op") {
         CHECK(message.find(c.detail) != std::string::npos);
     }
     CHECK_THROWS_WITH_AS(xgrad::index_select(x, 0, {0, 2}), doctest::Contains("xgrad::index_select: index 2"), std::out_of_range);
+    CHECK_THROWS_WITH_AS(xgrad::take(x, {0, 6}, {2}), doctest::Contains("xgrad::take: index 6"), std::out_of_range);
+    CHECK_THROWS_WITH_AS(xgrad::scatter_add(x, {0, 1, 2, 3, 4, 9}, {9}), doctest::Contains("xgrad::scatter_add: index 9"),
+                         std::out_of_range);
     CHECK_THROWS_WITH_AS(xgrad::gather(x, 1, xt::xarray<std::size_t>{{0, 3}}), doctest::Contains("xgrad::gather: index 3"),
                          std::out_of_range);
 }

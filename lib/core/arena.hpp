@@ -30,5 +30,9 @@ Arena& arena();
 // Storage for one more saved tensor of node n, of `shape` (the tensors stay
 // in n.saved across reuse; only their storage comes and goes).
 Tensor& add_saved(Node& n, const Shape& shape);
+// Gives back the saved tensors' storage.
+void release_saved(Arena& a, Node& n) noexcept;
+// Drops a leaf's gradient history (Var::grad_var), if it has one.
+void drop_history(Node& n) noexcept;
 
 }  // namespace xgrad::detail

@@ -1,13 +1,45 @@
 #include <xgrad/core/op.hpp>
 
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
 #include "arena.hpp"
 
-#include <algorithm>
-#include <string>
+#include <xgrad/core/broadcast.hpp>
 
 namespace xgrad {
 
 using detail::Node;
+
+namespace {
+
+#ifndef NDEBUG
+// Debug builds fill every fresh output with this NaN, whose payload no
+// arithmetic produces, and check at finish() that none is left.
+constexpr std::uint32_t kUnwrittenBits = 0x7fa0dead;
+
+float unwritten_marker() {
+    float f;
+    std::memcpy(&f, &kUnwrittenBits, sizeof f);
+    return f;
+}
+
+void check_written(const Node& n) {
+    const float* v = n.value.data();
+    for (std::size_t k = 0; k < n.value.size(); ++k) {
+        std::uint32_t bits;
+        std::memcpy(&bits, v + k, sizeof bits);
+        if (bits == kUnwrittenBits) {
+            throw std::logic_error(std::string("xgrad: op '") + n.op + "' did not write element " + std::to_string(k) +
+                                   " of its " + shape_string(n.value) + " output (the forward pass must fill all of op.out())");
+        }
+    }
+}
+#endif
+
+}  // namespace
 
 // ---- Op -------------------------------------------------------------------
 
@@ -41,6 +73,9 @@ void Op::start(const char* name, const Var* inputs, std::size_t count, const Sha
     }
     n.arena->pool.acquire(n.value, output_shape);
     n.value_pooled = true;
+#ifndef NDEBUG
+    std::fill(n.value.begin(), n.value.end(), unwritten_marker());
+#endif
 }
 
 Tensor& Op::out() { return node().value; }
@@ -66,9 +101,27 @@ std::size_t* Op::index(std::size_t count) {
     return n.index.data();
 }
 
-Var Op::finish(BackwardFn backward) {
-    if (records()) result_.node_->backward = backward;
+Var Op::attach(BackwardFn kernel, GraphFn graph) {
+#ifndef NDEBUG
+    check_written(node());
+#endif
+    if (records()) {
+        node().backward = kernel;
+        node().graph = graph;
+    }
     return std::move(result_);
+}
+
+Var Op::finish(BackwardFn kernel, GraphFn graph) { return attach(kernel, graph); }
+Var Op::finish(GraphFn graph) { return attach(nullptr, graph); }
+Var Op::finish(BackwardFn kernel) { return attach(kernel, nullptr); }
+
+// ---- sinks ------------------------------------------------------------------
+
+void gemm(const char* op, ConstMatrix a, bool transpose_a, ConstMatrix b, bool transpose_b, const GradSink& dst) {
+    const std::size_t cols = transpose_b ? b.rows : b.cols;
+    const Matrix target{dst.data(), cols == 0 ? 0 : dst.grad.size() / cols, cols};
+    gemm(op, a, transpose_a, b, transpose_b, target, dst.beta());
 }
 
 // ---- BackwardContext ----------------------------------------------------------
@@ -82,10 +135,10 @@ const Tensor& BackwardContext::saved(std::size_t k) const {
 }
 
 Tensor& BackwardContext::grad_buffer(std::size_t i, bool& fresh) {
-    Node& in = *node_.inputs[i].node;
-    if (!in.requires_grad) {
+    Node& in = *edge(i);
+    if (!in.wanted) {
         throw std::logic_error(std::string("xgrad: the backward of '") + node_.op + "' wrote a gradient for input " +
-                               std::to_string(i) + ", which does not require one (check needs_grad first)");
+                               std::to_string(i) + ", which needs none (check needs_grad first)");
     }
     fresh = !in.is_leaf && !in.grad_written;
     in.grad_written = true;
@@ -97,27 +150,9 @@ void BackwardContext::throw_gradient_shape(std::size_t i, const Shape& shape) co
                      shape_string(shape) + " for input " + std::to_string(i) + " of shape " + shape_string(input(i)));
 }
 
-void BackwardContext::accumulate_sum_to(std::size_t i, const Tensor& m, float scale) {
-    if (!needs_grad(i)) return;
-    bool fresh = false;
-    Tensor& g = grad_buffer(i, fresh);
-    sum_to(node_.op, m, g, !fresh, scale);
-}
-
-void BackwardContext::accumulate_expand(std::size_t i, const float* m, const Shape& m_shape, float scale) {
-    if (!needs_grad(i)) return;
-    bool fresh = false;
-    Tensor& g = grad_buffer(i, fresh);
-    expand_to(node_.op, m, m_shape, g.data(), g.shape(), !fresh, scale);
-}
-
-void BackwardContext::accumulate_matmul(std::size_t i, ConstMatrix a, bool transpose_a, ConstMatrix b, bool transpose_b) {
-    if (!needs_grad(i)) return;
-    bool fresh = false;
-    Tensor& g = grad_buffer(i, fresh);
-    const std::size_t cols = transpose_b ? b.rows : b.cols;
-    const Matrix target{g.data(), cols == 0 ? 0 : g.size() / cols, cols};
-    gemm(node_.op, a, transpose_a, b, transpose_b, target, fresh ? 0.f : 1.f);
+void BackwardContext::throw_input_index(std::size_t i) const {
+    throw std::logic_error(std::string("xgrad: the backward of '") + node_.op + "' asked for input " + std::to_string(i) +
+                           " of its " + std::to_string(node_.inputs.size()));
 }
 
 Tensor& BackwardContext::accumulator(std::size_t i) {
@@ -125,6 +160,48 @@ Tensor& BackwardContext::accumulator(std::size_t i) {
     Tensor& g = grad_buffer(i, fresh);
     if (fresh) g.fill(0.f);
     return g;
+}
+
+// ---- GraphContext ---------------------------------------------------------------
+
+Node* GraphContext::edge(std::size_t i) const {
+    if (i >= node_.inputs.size()) {
+        throw std::logic_error(std::string("xgrad: the differentiable rule of '") + node_.op + "' asked for input " +
+                               std::to_string(i) + " of its " + std::to_string(node_.inputs.size()));
+    }
+    return node_.inputs[i].node;
+}
+
+const Tensor& GraphContext::saved(std::size_t k) const { return BackwardContext(node_).saved(k); }
+
+void GraphContext::accumulate(std::size_t i, const Var& g) {
+    Node& in = *edge(i);
+    if (!in.wanted) return;
+    if (!g.defined()) {
+        throw std::logic_error(std::string("xgrad: the differentiable rule of '") + node_.op + "' gave an empty Var for input " +
+                               std::to_string(i));
+    }
+    Var summed = g;
+    if (g.shape() != in.value.shape()) {
+        if (!broadcasts_to(in.value.shape(), g.shape())) {
+            throw ShapeError(std::string("xgrad: the differentiable rule of '") + node_.op + "' produced a gradient of shape " +
+                             shape_string(g.shape()) + " for input " + std::to_string(i) + " of shape " + shape_string(in.value));
+        }
+        summed = sum_to(g, in.value.shape());
+    }
+    if (recording_) {
+        if (in.graph_grad == nullptr) {
+            in.graph_grad = summed.node_;
+            detail::add_ref(in.graph_grad);
+        } else {
+            Var total = detail::add_gradients(Var::shared(in.graph_grad), summed);
+            detail::drop_ref(in.graph_grad);
+            in.graph_grad = total.node_;
+            detail::add_ref(in.graph_grad);
+        }
+        return;
+    }
+    BackwardContext(node_).accumulate(i, summed.value());
 }
 
 }  // namespace xgrad

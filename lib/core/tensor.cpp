@@ -35,6 +35,15 @@ std::string shape_string(const Shape& shape) {
     return s + ")";
 }
 
+bool broadcasts_to(const Shape& from, const Shape& to) {
+    if (from.size() > to.size()) return false;
+    const std::size_t lead = to.size() - from.size();
+    for (std::size_t d = 0; d < from.size(); ++d) {
+        if (from[d] != 1 && from[d] != to[lead + d]) return false;
+    }
+    return true;
+}
+
 Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b) {
     const std::size_t rank = std::max(a.size(), b.size());
     Shape out(rank, 1);

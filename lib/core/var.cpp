@@ -67,6 +67,10 @@ void reset(Node& n) noexcept {
     n.state.reset();
     n.op = "leaf";
     n.backward = nullptr;
+    n.graph = nullptr;
+    n.graph_grad = nullptr;
+    n.grad_history = nullptr;
+    n.wanted = false;
     n.version = 0;
     n.visit = 0;
     n.is_leaf = true;
@@ -76,16 +80,16 @@ void reset(Node& n) noexcept {
     n.value_pooled = false;
 }
 
-void release_saved(Arena& a, Node& n) noexcept {
-    for (std::size_t k = 0; k < n.saved_count; ++k) a.pool.release(n.saved[k]);
-    n.saved_count = 0;
-}
-
 // Whether a leaf has its gradient buffer. The size matters, not only the
 // shape: an empty (released) tensor has shape () like a scalar value.
 bool has_grad_buffer(const Node& n) { return n.grad.size() == n.value.size() && n.grad.shape() == n.value.shape(); }
 
 }  // namespace
+
+void release_saved(Arena& a, Node& n) noexcept {
+    for (std::size_t k = 0; k < n.saved_count; ++k) a.pool.release(n.saved[k]);
+    n.saved_count = 0;
+}
 
 Tensor& add_saved(Node& n, const Shape& shape) {
     if (n.saved_count == n.saved.size()) n.saved.push_back(empty_tensor());
@@ -150,10 +154,20 @@ void drop_ref(Node* n) noexcept {
         for (const Edge& e : m->inputs) {
             if (--e.node->refs == 0) a.releasing.push_back(e.node);
         }
+        for (Node* held : {m->graph_grad, m->grad_history}) {
+            if (held != nullptr && --held->refs == 0) a.releasing.push_back(held);
+        }
         reset(*m);
         a.free_nodes.push_back(m);
         --a.live;
     }
+}
+
+void drop_history(Node& n) noexcept {
+    if (n.grad_history == nullptr) return;
+    Node* held = n.grad_history;
+    n.grad_history = nullptr;
+    drop_ref(held);
 }
 
 void check_owner(const Node& n, const char* what, const char* using_op) {
@@ -188,6 +202,11 @@ Var Var::full(const Shape& shape, float fill, bool requires_grad) {
 }
 
 Var Var::scalar(float value, bool requires_grad) { return full(Shape{}, value, requires_grad); }
+
+Var Var::shared(Node* n) {
+    detail::add_ref(n);
+    return Var(n);
+}
 
 Var::Var(const Var& other) : node_(other.node_) {
     if (node_) detail::add_ref(node_);
@@ -257,6 +276,13 @@ const Tensor& Var::grad() const {
     return n.grad;
 }
 
+Var Var::grad_var() const {
+    const Tensor& g = grad();  // the checks
+    Node& n = *node_;
+    if (n.grad_history != nullptr) return shared(n.grad_history);
+    return Var(Tensor(g));
+}
+
 Tensor& Var::mutable_grad() {
     grad();  // the same checks
     return node_->grad;
@@ -265,6 +291,7 @@ Tensor& Var::mutable_grad() {
 void Var::zero_grad() {
     Node& n = leaf_node("zero_grad()");
     n.grad.fill(0.f);
+    detail::drop_history(n);
 }
 
 Tensor& Var::mutable_value() {
@@ -305,140 +332,5 @@ FreezeGuard::~FreezeGuard() {  // NOLINT(bugprone-exception-escape)
         p.set_requires_grad(was_requiring_[i]);
     }
 }
-
-// ---- backward -------------------------------------------------------------
-
-namespace {
-
-[[noreturn]] void throw_freed(const Node& n) {
-    throw std::logic_error(std::string("xgrad: backward() through '") + n.op +
-                           "', whose graph was already freed by an earlier backward(); pass "
-                           "BackwardOptions with retain_graph = true to the first call to walk a graph twice");
-}
-
-void check_not_stale(const Node& n) {
-    for (std::size_t i = 0; i < n.inputs.size(); ++i) {
-        const detail::Edge& e = n.inputs[i];
-        if (e.node->version != e.version) {
-            throw std::logic_error(std::string("xgrad: backward() through '") + n.op + "': input " + std::to_string(i) + " " +
-                                   shape_string(e.node->value) +
-                                   " was modified in place after the op used it (e.g. an optimizer step between forward "
-                                   "and backward); its gradient would be wrong. Run the forward pass again.");
-        }
-    }
-}
-
-// Collects every node that `root` reaches through gradient-requiring edges,
-// latest first: inputs always come after the ops that use them.
-void collect_in_reverse_order(Node* root, std::vector<Node*>& order, std::vector<Node*>& pending, std::uint64_t visit) {
-    order.clear();
-    pending.clear();
-    root->visit = visit;
-    pending.push_back(root);
-    while (!pending.empty()) {
-        Node* n = pending.back();
-        pending.pop_back();
-        order.push_back(n);
-        if (n->is_leaf) continue;
-        if (n->graph_freed) throw_freed(*n);
-        for (const detail::Edge& e : n->inputs) {
-            Node* in = e.node;
-            if (in->requires_grad && in->visit != visit) {
-                in->visit = visit;
-                pending.push_back(in);
-            }
-        }
-    }
-    std::sort(order.begin(), order.end(), [](const Node* a, const Node* b) { return a->seq > b->seq; });
-}
-
-void free_graph(detail::Arena& a, const std::vector<Node*>& order) {
-    // Mark every op first, then drop the input references (which may
-    // recycle nodes that are still listed in `order`).
-    for (Node* n : order) {
-        if (n->is_leaf) continue;
-        n->graph_freed = true;
-        detail::release_saved(a, *n);
-        n->index.clear();
-        n->state.reset();
-    }
-    for (Node* n : order) {
-        // Moved out first: dropping a reference may recycle n itself.
-        for (std::size_t i = n->inputs.size(); i-- > 0;) {
-            Node* in = n->inputs[i].node;
-            n->inputs.pop_back();
-            detail::drop_ref(in);
-        }
-    }
-}
-
-}  // namespace
-
-void detail::run_backward(const Var& root, const Tensor* seed, const BackwardOptions& options) {
-    Node& r = root.node();
-    detail::check_owner(r, "backward() through");
-    if (seed == nullptr && r.value.size() != 1) {
-        throw ShapeError("xgrad::backward: the root must hold one element, got " + shape_string(r.value) + " from '" + r.op +
-                         "'; for another shape pass its gradient: backward(root, grad)");
-    }
-    if (seed != nullptr && seed->shape() != r.value.shape()) {
-        throw ShapeError("xgrad::backward: the gradient " + shape_string(*seed) + " does not have the root's shape " +
-                         shape_string(r.value) + " ('" + r.op + "')");
-    }
-    if (!r.requires_grad) {
-        throw std::logic_error(std::string("xgrad::backward: '") + r.op +
-                               "' does not require a gradient (no parameter reaches it, or it was computed under NoGrad)");
-    }
-    detail::Arena& a = detail::arena();
-    std::vector<Node*>& order = a.order;
-    collect_in_reverse_order(&r, order, a.pending, a.next_visit++);
-
-    auto release_grads = [&] {
-        for (Node* n : order) {
-            if (n->is_leaf) continue;
-            a.pool.release(n->grad);
-            n->grad_written = false;
-        }
-    };
-    try {
-        // Checked before any gradient is written, so a refused backward adds nothing.
-        for (Node* n : order) {
-            if (!n->is_leaf) check_not_stale(*n);
-        }
-        for (Node* n : order) {
-            if (n->is_leaf) continue;
-            a.pool.acquire(n->grad, n->value.shape());
-            n->grad_written = false;
-        }
-        if (r.is_leaf) {
-            if (seed) {
-                r.grad += *seed;
-            } else {
-                r.grad += 1.f;
-            }
-        } else {
-            if (seed) {
-                xt::noalias(r.grad) = *seed;
-            } else {
-                r.grad.fill(1.f);
-            }
-            r.grad_written = true;
-        }
-        for (Node* n : order) {
-            // An op whose output received no gradient contributes nothing.
-            if (n->is_leaf || !n->grad_written) continue;
-            BackwardContext ctx(*n);
-            n->backward(ctx);
-        }
-    } catch (...) {
-        release_grads();
-        throw;
-    }
-    release_grads();
-    if (!options.retain_graph) free_graph(a, order);
-}
-
-void backward(const Var& root, const BackwardOptions& options) { detail::run_backward(root, nullptr, options); }
-void backward(const Var& root, const Tensor& grad, const BackwardOptions& options) { detail::run_backward(root, &grad, options); }
 
 }  // namespace xgrad

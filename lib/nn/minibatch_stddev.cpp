@@ -1,7 +1,6 @@
 #include <xgrad/nn/minibatch_stddev.hpp>
 
 #include <xgrad/ops/arithmetic.hpp>
-#include <xgrad/ops/concat.hpp>
 #include <xgrad/ops/elementwise.hpp>
 #include <xgrad/ops/reduce.hpp>
 #include <xgrad/ops/shape.hpp>

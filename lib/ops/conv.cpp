@@ -2,12 +2,22 @@
 // conv_kernels.hpp: each pass is split into chunks of images over xgrad's
 // threads (one chunk per thread, so results depend on the thread count only),
 // with its scratch from the pool.
+//
+// For one geometry (conv_kernels.hpp: an image side and a column side) three
+// ops, each differentiable any number of times through the other two:
+//   to_columns(image, w)          conv2d: image side -> column side
+//   to_image(columns, w)          conv_transpose2d, its adjoint in the input
+//   weight_gradient(image, cols)  d <to_columns(image, w), cols> / d w
+// d to_columns = (to_image(dy, w), weight_gradient(image, dy));
+// d to_image = (to_columns(dy, w), weight_gradient(dy, columns));
+// d weight_gradient = (to_image(columns, dw), to_columns(image, dw)).
 #include <xgrad/ops/conv.hpp>
 
 #include <stdexcept>
 #include <string>
 
 #include <xgrad/core/op.hpp>
+#include <xgrad/ops/reduce.hpp>
 
 #include "conv_kernels.hpp"
 
@@ -77,12 +87,117 @@ Shape column_side(const Conv2dGeometry& g) {
     return {std::size_t(g.batch), std::size_t(g.out_c), std::size_t(g.out_h), std::size_t(g.out_w)};
 }
 
+// ---- the engine's passes into gradient sinks ------------------------------------
+
+// image (=/+=) the column side through w (conv2d's data gradient).
+void add_image(const float* columns, const float* w, const GradSink& image, const Conv2dGeometry& g) {
+    run(g, ConvPass::backward_data, false, [&](const conv::ConvScratch& s, conv::ParallelFor pf, int n) {
+        conv::conv2d_backward_data_parallel(columns, w, image.data(), g, s, pf, n, image.add);
+    });
+}
+// columns (=/+=) the image side through w (conv_transpose2d's data gradient).
+void add_columns(const float* image, const float* w, const GradSink& columns, const Conv2dGeometry& g) {
+    run(g, ConvPass::backward_data, true, [&](const conv::ConvScratch& s, conv::ParallelFor pf, int n) {
+        conv::conv_transpose2d_backward_data_parallel(image, w, columns.data(), g, s, pf, n, columns.add);
+    });
+}
+// dw (=/+=) the weight gradient of image and columns; `transposed` picks
+// conv_transpose2d's kernel (the same sum, arranged for that op).
+void add_weight(const float* image, const float* columns, const GradSink& dw, const Conv2dGeometry& g, bool transposed) {
+    run(g, ConvPass::backward_weight, transposed, [&](const conv::ConvScratch& s, conv::ParallelFor pf, int n) {
+        if (transposed) {
+            conv::conv_transpose2d_backward_weight_parallel(image, columns, dw.data(), nullptr, g, s, pf, n, dw.add);
+        } else {
+            conv::conv2d_backward_weight_parallel(columns, image, dw.data(), nullptr, g, s, pf, n, dw.add);
+        }
+    });
+}
+
 // The bias gradient: dy summed over every axis but the channels (axis 1).
-void accumulate_bias(BackwardContext& ctx, std::size_t input, const Shape& dy_shape) {
-    if (ctx.num_inputs() <= input) return;
-    const Shape per_channel{dy_shape[1], 1, 1};
-    ctx.accumulate_into(
-        input, [&](float* db, bool add) { sum_to(ctx.op_name(), ctx.grad_output().data(), dy_shape, db, per_channel, add); });
+void add_bias(BackwardContext& ctx) {
+    if (ctx.num_inputs() < 3 || !ctx.needs_grad(2)) return;
+    const Tensor& dy = ctx.grad_output();
+    const GradSink db = ctx.sink(2);
+    sum_to(ctx.op_name(), dy.data(), dy.shape(), db.data(), Shape{dy.shape()[1], 1, 1}, db.add);
+}
+void add_bias(GraphContext& g) {
+    if (g.num_inputs() == 3 && g.needs_grad(2)) g.accumulate(2, xgrad::sum(g.grad_output(), {0, 2, 3}));
+}
+
+struct WeightGradientState {
+    Conv2dGeometry g;
+    bool transposed;
+};
+
+Var to_columns(const Var& image, const Var& w, const Var& b, const Conv2dGeometry& g);
+Var to_image(const Var& columns, const Var& w, const Var& b, const Conv2dGeometry& g);
+
+Var weight_gradient(const Var& image, const Var& columns, const Conv2dGeometry& g, bool transposed) {
+    Op op("conv2d_weight_grad", {image, columns},
+          Shape{std::size_t(g.out_c), std::size_t(g.in_c), std::size_t(g.kernel_h), std::size_t(g.kernel_w)});
+    op.state<WeightGradientState>(WeightGradientState{g, transposed});
+    add_weight(image.value().data(), columns.value().data(), GradSink{op.out(), false}, g, transposed);
+    return op.finish(
+        [](BackwardContext& ctx) {
+            const Conv2dGeometry& g = ctx.state<WeightGradientState>().g;
+            const float* dw = ctx.grad_output().data();
+            if (ctx.needs_grad(0)) add_image(ctx.input(1).data(), dw, ctx.sink(0), g);
+            if (ctx.needs_grad(1)) add_columns(ctx.input(0).data(), dw, ctx.sink(1), g);
+        },
+        [](GraphContext& gc) {
+            const Conv2dGeometry& g = gc.state<WeightGradientState>().g;
+            if (gc.needs_grad(0)) gc.accumulate(0, to_image(gc.input(1), gc.grad_output(), Var(), g));
+            if (gc.needs_grad(1)) gc.accumulate(1, to_columns(gc.input(0), gc.grad_output(), Var(), g));
+        });
+}
+
+Var to_columns(const Var& image, const Var& w, const Var& b, const Conv2dGeometry& g) {
+    const std::initializer_list<Var> with_bias = {image, w, b}, without_bias = {image, w};
+    Op op("conv2d", b.defined() ? with_bias : without_bias, column_side(g));
+    op.state<Conv2dGeometry>(g);
+    run(g, ConvPass::forward, false, [&](const conv::ConvScratch& s, conv::ParallelFor pf, int n) {
+        conv::conv2d_forward_parallel(image.value().data(), w.value().data(), b.defined() ? b.value().data() : nullptr,
+                                      op.out().data(), g, s, pf, n);
+    });
+    // Each gradient only when wanted: a frozen conv costs no weight-gradient GEMM.
+    return op.finish(
+        [](BackwardContext& ctx) {
+            const Conv2dGeometry& g = ctx.state<Conv2dGeometry>();
+            const float* dy = ctx.grad_output().data();
+            if (ctx.needs_grad(0)) add_image(dy, ctx.input(1).data(), ctx.sink(0), g);
+            if (ctx.needs_grad(1)) add_weight(ctx.input(0).data(), dy, ctx.sink(1), g, false);
+            add_bias(ctx);
+        },
+        [](GraphContext& gc) {
+            const Conv2dGeometry& g = gc.state<Conv2dGeometry>();
+            if (gc.needs_grad(0)) gc.accumulate(0, to_image(gc.grad_output(), gc.input(1), Var(), g));
+            if (gc.needs_grad(1)) gc.accumulate(1, weight_gradient(gc.input(0), gc.grad_output(), g, false));
+            add_bias(gc);
+        });
+}
+
+Var to_image(const Var& columns, const Var& w, const Var& b, const Conv2dGeometry& g) {
+    const std::initializer_list<Var> with_bias = {columns, w, b}, without_bias = {columns, w};
+    Op op("conv_transpose2d", b.defined() ? with_bias : without_bias, image_side(g));
+    op.state<Conv2dGeometry>(g);
+    run(g, ConvPass::forward, true, [&](const conv::ConvScratch& s, conv::ParallelFor pf, int n) {
+        conv::conv_transpose2d_forward_parallel(columns.value().data(), w.value().data(),
+                                                b.defined() ? b.value().data() : nullptr, op.out().data(), g, s, pf, n);
+    });
+    return op.finish(
+        [](BackwardContext& ctx) {
+            const Conv2dGeometry& g = ctx.state<Conv2dGeometry>();
+            const float* dy = ctx.grad_output().data();
+            if (ctx.needs_grad(0)) add_columns(dy, ctx.input(1).data(), ctx.sink(0), g);
+            if (ctx.needs_grad(1)) add_weight(dy, ctx.input(0).data(), ctx.sink(1), g, true);
+            add_bias(ctx);
+        },
+        [](GraphContext& gc) {
+            const Conv2dGeometry& g = gc.state<Conv2dGeometry>();
+            if (gc.needs_grad(0)) gc.accumulate(0, to_columns(gc.grad_output(), gc.input(1), Var(), g));
+            if (gc.needs_grad(1)) gc.accumulate(1, weight_gradient(gc.grad_output(), gc.input(0), g, true));
+            add_bias(gc);
+        });
 }
 
 }  // namespace
@@ -98,29 +213,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
             to_int(op, o.stride.h, "stride"), to_int(op, o.stride.w, "stride"), to_int(op, o.padding.h, "padding"),
             to_int(op, o.padding.w, "padding"), to_int(op, o.dilation.h, "dilation"), to_int(op, o.dilation.w, "dilation"));
     });
-    const std::initializer_list<Var> with_bias = {x, w, b}, without_bias = {x, w};
-    Op node(op, b.defined() ? with_bias : without_bias, column_side(g));
-    node.state<Conv2dGeometry>(g);
-    run(g, ConvPass::forward, false, [&](const conv::ConvScratch& s, conv::ParallelFor pf, int n) {
-        conv::conv2d_forward_parallel(x.value().data(), w.value().data(), b.defined() ? b.value().data() : nullptr,
-                                      node.out().data(), g, s, pf, n);
-    });
-    return node.finish([](BackwardContext& ctx) {
-        const Conv2dGeometry& g = ctx.state<Conv2dGeometry>();
-        const float *dy = ctx.grad_output().data(), *x = ctx.input(0).data(), *w = ctx.input(1).data();
-        // Each gradient only when wanted: a frozen conv costs no weight-gradient GEMM.
-        ctx.accumulate_into(0, [&](float* dx, bool add) {
-            run(g, ConvPass::backward_data, false, [&](const conv::ConvScratch& s, conv::ParallelFor pf, int n) {
-                conv::conv2d_backward_data_parallel(dy, w, dx, g, s, pf, n, add);
-            });
-        });
-        ctx.accumulate_into(1, [&](float* dw, bool add) {
-            run(g, ConvPass::backward_weight, false, [&](const conv::ConvScratch& s, conv::ParallelFor pf, int n) {
-                conv::conv2d_backward_weight_parallel(dy, x, dw, nullptr, g, s, pf, n, add);
-            });
-        });
-        accumulate_bias(ctx, 2, ctx.grad_output().shape());
-    });
+    return to_columns(x, w, b, g);
 }
 
 Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const ConvTranspose2dOptions& o) {
@@ -140,28 +233,7 @@ Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const ConvTranspo
             to_int(op, o.output_padding.w, "output padding"), to_int(op, o.dilation.h, "dilation"),
             to_int(op, o.dilation.w, "dilation"));
     });
-    const std::initializer_list<Var> with_bias = {x, w, b}, without_bias = {x, w};
-    Op node(op, b.defined() ? with_bias : without_bias, image_side(g));
-    node.state<Conv2dGeometry>(g);
-    run(g, ConvPass::forward, true, [&](const conv::ConvScratch& s, conv::ParallelFor pf, int n) {
-        conv::conv_transpose2d_forward_parallel(x.value().data(), w.value().data(), b.defined() ? b.value().data() : nullptr,
-                                                node.out().data(), g, s, pf, n);
-    });
-    return node.finish([](BackwardContext& ctx) {
-        const Conv2dGeometry& g = ctx.state<Conv2dGeometry>();
-        const float *dy = ctx.grad_output().data(), *x = ctx.input(0).data(), *w = ctx.input(1).data();
-        ctx.accumulate_into(0, [&](float* dx, bool add) {
-            run(g, ConvPass::backward_data, true, [&](const conv::ConvScratch& s, conv::ParallelFor pf, int n) {
-                conv::conv_transpose2d_backward_data_parallel(dy, w, dx, g, s, pf, n, add);
-            });
-        });
-        ctx.accumulate_into(1, [&](float* dw, bool add) {
-            run(g, ConvPass::backward_weight, true, [&](const conv::ConvScratch& s, conv::ParallelFor pf, int n) {
-                conv::conv_transpose2d_backward_weight_parallel(dy, x, dw, nullptr, g, s, pf, n, add);
-            });
-        });
-        accumulate_bias(ctx, 2, ctx.grad_output().shape());
-    });
+    return to_image(x, w, b, g);
 }
 
 }  // namespace xgrad

@@ -2,6 +2,7 @@
 #include <string>
 
 #include <xgrad/core/op.hpp>
+#include <xgrad/ops/arithmetic.hpp>
 #include <xgrad/ops/dropout.hpp>
 
 namespace xgrad {
@@ -22,7 +23,8 @@ Var dropout(const Var& x, float p, Rng& rng) {
         out[i] = in[i] * m;
         if (mask) mask[i] = m;
     }
-    return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() * ctx.saved()); });
+    return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() * ctx.saved()); },
+                     [](GraphContext& g) { g.accumulate(0, g.grad_output() * constant(g.saved())); });
 }
 
 }  // namespace xgrad

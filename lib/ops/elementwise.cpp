@@ -8,26 +8,33 @@
 
 #include <xgrad/core/op.hpp>
 #include <xgrad/core/simd.hpp>
+#include <xgrad/ops/arithmetic.hpp>
 
 namespace xgrad {
 namespace {
 
 // grad(input 0) += dx, where kernel(a, b, dx, n) is a backward kernel of
-// xgrad::simd. It writes chunks small enough to stay in L1, and
-// accumulate_runs copies each into the gradient (or adds it when the
-// gradient already holds a contribution): no zero-fill, no pooled buffer.
+// xgrad::simd. It writes chunks small enough to stay in L1, each copied
+// into the gradient (or added where it already holds a contribution): no
+// zero-fill, no pooled buffer.
 template <class Kernel>
 void accumulate_kernel(BackwardContext& ctx, const Tensor& a, const Tensor& b, const Kernel& kernel) {
     if (!ctx.needs_grad(0)) return;
-    ctx.accumulate_runs(0, [&](const auto& put) {
-        constexpr std::size_t kChunk = 1024;
-        alignas(64) float chunk[kChunk];
-        for (std::size_t begin = 0; begin < a.size(); begin += kChunk) {
-            const std::size_t n = std::min(kChunk, a.size() - begin);
-            kernel(a.data() + begin, b.data() + begin, chunk, n);
-            put(begin, chunk, n);
-        }
-    });
+    const GradSink dx = ctx.sink(0);
+    constexpr std::size_t kChunk = 1024;
+    alignas(64) float chunk[kChunk];
+    for (std::size_t begin = 0; begin < a.size(); begin += kChunk) {
+        const std::size_t n = std::min(kChunk, a.size() - begin);
+        kernel(a.data() + begin, b.data() + begin, chunk, n);
+        dx.run(begin, chunk, n);
+    }
+}
+
+// The differentiable rule of an op whose derivative is piecewise constant
+// (a mask, a sign, a slope): dx = dy * that constant.
+template <class E>
+void accumulate_times(GraphContext& g, const E& factor) {
+    g.accumulate(0, g.grad_output() * constant(factor));
 }
 
 }  // namespace
@@ -39,30 +46,38 @@ void accumulate_kernel(BackwardContext& ctx, const Tensor& a, const Tensor& b, c
 Var exp(const Var& x) {
     Op op("exp", {x}, x.shape());
     simd::parallel_map(simd::exp, x.value().data(), op.out().data(), x.numel());
-    return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() * ctx.output()); });
+    return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() * ctx.output()); },
+                     [](GraphContext& g) { g.accumulate(0, g.grad_output() * g.output()); });
 }
 
 Var log(const Var& x) {
     Op op("log", {x}, x.shape());
     simd::parallel_map(simd::log, x.value().data(), op.out().data(), x.numel());
-    return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() / ctx.input(0)); });
+    return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() / ctx.input(0)); },
+                     [](GraphContext& g) { g.accumulate(0, g.grad_output() / g.input(0)); });
 }
 
 Var sqrt(const Var& x) {
     Op op("sqrt", {x}, x.shape());
     parallel_elementwise(
         op.out(), [](auto& y, const auto& in) { xt::noalias(y) = xt::sqrt(in); }, x.value());
-    return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() / (2.f * ctx.output())); });
+    return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() / (2.f * ctx.output())); },
+                     [](GraphContext& g) { g.accumulate(0, g.grad_output() / (2.f * g.output())); });
 }
 
 Var abs(const Var& x) {
     Op op("abs", {x}, x.shape());
     parallel_elementwise(
         op.out(), [](auto& y, const auto& in) { xt::noalias(y) = xt::abs(in); }, x.value());
-    return op.finish([](BackwardContext& ctx) {
-        const Tensor& in = ctx.input(0);
-        ctx.accumulate(0, xt::where(in > 0.f, ctx.grad_output(), xt::where(in < 0.f, -ctx.grad_output(), 0.f)));
-    });
+    return op.finish(
+        [](BackwardContext& ctx) {
+            const Tensor& in = ctx.input(0);
+            ctx.accumulate(0, xt::where(in > 0.f, ctx.grad_output(), xt::where(in < 0.f, -ctx.grad_output(), 0.f)));
+        },
+        [](GraphContext& g) {
+            const Tensor& in = g.input(0).value();
+            accumulate_times(g, xt::where(in > 0.f, 1.f, xt::where(in < 0.f, -1.f, 0.f)));
+        });
 }
 
 Var pow(const Var& x, float p) {
@@ -70,10 +85,16 @@ Var pow(const Var& x, float p) {
     parallel_elementwise(
         op.out(), [p](auto& y, const auto& in) { xt::noalias(y) = xt::pow(in, p); }, x.value());
     op.state<float>(p);
-    return op.finish([](BackwardContext& ctx) {
-        const float p = ctx.state<float>();
-        ctx.accumulate(0, ctx.grad_output() * p * xt::pow(ctx.input(0), p - 1.f));
-    });
+    return op.finish(
+        [](BackwardContext& ctx) {
+            const float p = ctx.state<float>();
+            ctx.accumulate(0, ctx.grad_output() * p * xt::pow(ctx.input(0), p - 1.f));
+        },
+        [](GraphContext& g) {
+            const float p = g.state<float>();
+            // For p = 0 the derivative is 0 everywhere (0 x^-1 would be NaN at 0).
+            g.accumulate(0, p == 0.f ? g.grad_output() * 0.f : g.grad_output() * (p * pow(g.input(0), p - 1.f)));
+        });
 }
 
 namespace {
@@ -92,11 +113,17 @@ Var clamp(const Var& x, float low, float high) {
         op.out(), [=](auto& y, const auto& in) { xt::noalias(y) = xt::where(in < low, low, xt::where(in > high, high, in)); },
         x.value());
     op.state<Bounds>(Bounds{low, high});
-    return op.finish([](BackwardContext& ctx) {
-        const Bounds& b = ctx.state<Bounds>();
-        const Tensor& in = ctx.input(0);
-        ctx.accumulate(0, xt::where(in >= b.low && in <= b.high, ctx.grad_output(), 0.f));
-    });
+    return op.finish(
+        [](BackwardContext& ctx) {
+            const Bounds& b = ctx.state<Bounds>();
+            const Tensor& in = ctx.input(0);
+            ctx.accumulate(0, xt::where(in >= b.low && in <= b.high, ctx.grad_output(), 0.f));
+        },
+        [](GraphContext& g) {
+            const Bounds& b = g.state<Bounds>();
+            const Tensor& in = g.input(0).value();
+            accumulate_times(g, xt::where(in >= b.low && in <= b.high, 1.f, 0.f));
+        });
 }
 
 Var relu(const Var& x) {
@@ -104,7 +131,8 @@ Var relu(const Var& x) {
     // As in PyTorch, relu(NaN) is NaN (simd::relu is no max(x, 0)): a
     // diverged model must show in the loss.
     simd::parallel_map(simd::relu, x.value().data(), op.out().data(), x.numel());
-    return op.finish([](BackwardContext& ctx) { accumulate_kernel(ctx, ctx.output(), ctx.grad_output(), simd::relu_backward); });
+    return op.finish([](BackwardContext& ctx) { accumulate_kernel(ctx, ctx.output(), ctx.grad_output(), simd::relu_backward); },
+                     [](GraphContext& g) { accumulate_times(g, xt::where(g.output().value() > 0.f, 1.f, 0.f)); });
 }
 
 Var leaky_relu(const Var& x, float negative_slope) {
@@ -113,13 +141,15 @@ Var leaky_relu(const Var& x, float negative_slope) {
         [negative_slope](const float* in, float* out, std::size_t n) { simd::leaky_relu(in, out, n, negative_slope); },
         x.value().data(), op.out().data(), x.numel());
     op.state<float>(negative_slope);
-    return op.finish([](BackwardContext& ctx) {
-        const float slope = ctx.state<float>();
-        accumulate_kernel(ctx, ctx.input(0), ctx.grad_output(),
-                          [slope](const float* x, const float* dy, float* dx, std::size_t n) {
-                              simd::leaky_relu_backward(x, dy, dx, n, slope);
-                          });
-    });
+    return op.finish(
+        [](BackwardContext& ctx) {
+            const float slope = ctx.state<float>();
+            accumulate_kernel(ctx, ctx.input(0), ctx.grad_output(),
+                              [slope](const float* x, const float* dy, float* dx, std::size_t n) {
+                                  simd::leaky_relu_backward(x, dy, dx, n, slope);
+                              });
+        },
+        [](GraphContext& g) { accumulate_times(g, xt::where(g.input(0).value() > 0.f, 1.f, g.state<float>())); });
 }
 
 Var sigmoid(const Var& x) {
@@ -127,13 +157,21 @@ Var sigmoid(const Var& x) {
     // Exactly 0 or 1 where it saturates, never NaN (simd.hpp).
     simd::parallel_map(simd::sigmoid, x.value().data(), op.out().data(), x.numel());
     return op.finish(
-        [](BackwardContext& ctx) { accumulate_kernel(ctx, ctx.output(), ctx.grad_output(), simd::sigmoid_backward); });
+        [](BackwardContext& ctx) { accumulate_kernel(ctx, ctx.output(), ctx.grad_output(), simd::sigmoid_backward); },
+        [](GraphContext& g) {
+            const Var y = g.output();
+            g.accumulate(0, g.grad_output() * (y * (1.f - y)));
+        });
 }
 
 Var tanh(const Var& x) {
     Op op("tanh", {x}, x.shape());
     simd::parallel_map(simd::tanh, x.value().data(), op.out().data(), x.numel());
-    return op.finish([](BackwardContext& ctx) { accumulate_kernel(ctx, ctx.output(), ctx.grad_output(), simd::tanh_backward); });
+    return op.finish([](BackwardContext& ctx) { accumulate_kernel(ctx, ctx.output(), ctx.grad_output(), simd::tanh_backward); },
+                     [](GraphContext& g) {
+                         const Var y = g.output();
+                         g.accumulate(0, g.grad_output() * (1.f - y * y));
+                     });
 }
 
 }  // namespace xgrad

@@ -4,6 +4,8 @@
 #include <string>
 
 #include <xgrad/core/op.hpp>
+#include <xgrad/ops/arithmetic.hpp>
+#include <xgrad/ops/shape.hpp>
 
 namespace xgrad {
 namespace {
@@ -39,29 +41,37 @@ Var batched_matmul(const Var& a, const Var& b) {
              Matrix{op.out().data() + i * g.m * g.n, g.m, g.n});
     }
     op.state<Batches>(g);
-    return op.finish([](BackwardContext& ctx) {
-        const Batches& g = ctx.state<Batches>();
-        const Tensor &a = ctx.input(0), &b = ctx.input(1), &dy = ctx.grad_output();
-        if (dy.size() == 0) return;
-        const auto at = [](const Tensor& t, std::size_t index, std::size_t rows, std::size_t cols) {
-            return ConstMatrix{t.data() + index * rows * cols, rows, cols};
-        };
-        // Per batch: da_i = dy_i . b_i^T, db_i = a_i^T . dy_i; a shared a sums its batches.
-        if (ctx.needs_grad(0)) {
-            float* da = ctx.accumulator(0).data();
-            for (std::size_t i = 0; i < g.count; ++i) {
-                gemm("matmul", at(dy, i, g.m, g.n), false, at(b, i, g.k, g.n), true,
-                     Matrix{da + (g.shared_a ? 0 : i * g.m * g.k), g.m, g.k}, 1.f);
+    return op.finish(
+        [](BackwardContext& ctx) {
+            const Batches& g = ctx.state<Batches>();
+            const Tensor &a = ctx.input(0), &b = ctx.input(1), &dy = ctx.grad_output();
+            if (dy.size() == 0) return;
+            const auto at = [](const Tensor& t, std::size_t index, std::size_t rows, std::size_t cols) {
+                return ConstMatrix{t.data() + index * rows * cols, rows, cols};
+            };
+            // Per batch: da_i = dy_i . b_i^T, db_i = a_i^T . dy_i; a shared a sums its batches.
+            if (ctx.needs_grad(0)) {
+                float* da = ctx.accumulator(0).data();
+                for (std::size_t i = 0; i < g.count; ++i) {
+                    gemm("matmul", at(dy, i, g.m, g.n), false, at(b, i, g.k, g.n), true,
+                         Matrix{da + (g.shared_a ? 0 : i * g.m * g.k), g.m, g.k}, 1.f);
+                }
             }
-        }
-        if (ctx.needs_grad(1)) {
-            float* db = ctx.accumulator(1).data();
-            for (std::size_t i = 0; i < g.count; ++i) {
-                gemm("matmul", at(a, g.shared_a ? 0 : i, g.m, g.k), true, at(dy, i, g.m, g.n), false,
-                     Matrix{db + i * g.k * g.n, g.k, g.n}, 1.f);
+            if (ctx.needs_grad(1)) {
+                float* db = ctx.accumulator(1).data();
+                for (std::size_t i = 0; i < g.count; ++i) {
+                    gemm("matmul", at(a, g.shared_a ? 0 : i, g.m, g.k), true, at(dy, i, g.m, g.n), false,
+                         Matrix{db + i * g.k * g.n, g.k, g.n}, 1.f);
+                }
             }
-        }
-    });
+        },
+        [](GraphContext& g) {
+            const Var a = g.input(0), b = g.input(1);
+            const Var& dy = g.grad_output();
+            // A shared a's gradient (m, k) is summed down from (..., m, k) by accumulate.
+            if (g.needs_grad(0)) g.accumulate(0, matmul(dy, transpose(b)));
+            if (g.needs_grad(1)) g.accumulate(1, matmul(transpose(a), dy));
+        });
 }
 
 }  // namespace
@@ -85,14 +95,29 @@ Var matmul(const Var& a, const Var& b) {
     op.state<std::size_t>(rows);
     gemm("matmul", ConstMatrix{a.value().data(), rows, k}, false, ConstMatrix{b.value().data(), k, n}, false,
          Matrix{op.out().data(), rows, n});
-    return op.finish([](BackwardContext& ctx) {
-        const std::size_t rows = ctx.state<std::size_t>();
-        const Tensor &a = ctx.input(0), &b = ctx.input(1);
-        const std::size_t k = a.shape().back(), n = b.dimension() == 2 ? b.shape()[1] : 1;
-        const ConstMatrix dy{ctx.grad_output().data(), rows, n};
-        ctx.accumulate_matmul(0, dy, false, ConstMatrix{b.data(), k, n}, true);
-        ctx.accumulate_matmul(1, ConstMatrix{a.data(), rows, k}, true, dy, false);
-    });
+    return op.finish(
+        [](BackwardContext& ctx) {
+            const std::size_t rows = ctx.state<std::size_t>();
+            const Tensor &a = ctx.input(0), &b = ctx.input(1);
+            const std::size_t k = a.shape().back(), n = b.dimension() == 2 ? b.shape()[1] : 1;
+            const ConstMatrix dy{ctx.grad_output().data(), rows, n};
+            if (ctx.needs_grad(0)) gemm("matmul", dy, false, ConstMatrix{b.data(), k, n}, true, ctx.sink(0));
+            if (ctx.needs_grad(1)) gemm("matmul", ConstMatrix{a.data(), rows, k}, true, dy, false, ctx.sink(1));
+        },
+        [](GraphContext& g) {
+            const Var a = g.input(0), b = g.input(1);
+            const Var& dy = g.grad_output();
+            const long rows = static_cast<long>(g.state<std::size_t>()), k = static_cast<long>(b.shape()[0]);
+            const Var a_rows = reshape(a, {rows, k});
+            if (b.dim() == 2) {
+                const long n = static_cast<long>(b.shape()[1]);
+                if (g.needs_grad(0)) g.accumulate(0, matmul(dy, transpose(b)));
+                if (g.needs_grad(1)) g.accumulate(1, matmul(transpose(a_rows), reshape(dy, {rows, n})));
+            } else {  // b a vector (k): dy has a's leading shape
+                if (g.needs_grad(0)) g.accumulate(0, unsqueeze(dy, -1) * b);
+                if (g.needs_grad(1)) g.accumulate(1, matmul(transpose(a_rows), reshape(dy, {rows})));
+            }
+        });
 }
 
 Var linear(const Var& x, const Var& w, const Var& b) {
@@ -115,15 +140,27 @@ Var linear(const Var& x, const Var& w, const Var& b) {
     gemm("linear", ConstMatrix{x.value().data(), rows, in}, false, as_matrix(w.value()), false, Matrix{y, rows, out_features},
          bias ? 1.f : 0.f);
     op.state<std::size_t>(rows);
-    return op.finish([](BackwardContext& ctx) {
-        const std::size_t rows = ctx.state<std::size_t>();
-        const Tensor &x = ctx.input(0), &w = ctx.input(1);
-        const std::size_t in = w.shape()[0], out = w.shape()[1];
-        const ConstMatrix dy{ctx.grad_output().data(), rows, out};
-        ctx.accumulate_matmul(0, dy, false, as_matrix(w), true);
-        ctx.accumulate_matmul(1, ConstMatrix{x.data(), rows, in}, true, dy, false);
-        if (ctx.num_inputs() == 3) ctx.accumulate_sum_to(2, ctx.grad_output());
-    });
+    return op.finish(
+        [](BackwardContext& ctx) {
+            const std::size_t rows = ctx.state<std::size_t>();
+            const Tensor &x = ctx.input(0), &w = ctx.input(1);
+            const std::size_t in = w.shape()[0], out = w.shape()[1];
+            const ConstMatrix dy{ctx.grad_output().data(), rows, out};
+            if (ctx.needs_grad(0)) gemm("linear", dy, false, as_matrix(w), true, ctx.sink(0));
+            if (ctx.needs_grad(1)) gemm("linear", ConstMatrix{x.data(), rows, in}, true, dy, false, ctx.sink(1));
+            if (ctx.num_inputs() == 3 && ctx.needs_grad(2)) sum_to("linear", ctx.grad_output(), ctx.sink(2));
+        },
+        [](GraphContext& g) {
+            const Var x = g.input(0), w = g.input(1);
+            const Var& dy = g.grad_output();
+            const long rows = static_cast<long>(g.state<std::size_t>());
+            if (g.needs_grad(0)) g.accumulate(0, matmul(dy, transpose(w)));
+            if (g.needs_grad(1)) {
+                const long in = static_cast<long>(w.shape()[0]), out = static_cast<long>(w.shape()[1]);
+                g.accumulate(1, matmul(transpose(reshape(x, {rows, in})), reshape(dy, {rows, out})));
+            }
+            if (g.num_inputs() == 3) g.accumulate(2, dy);  // summed down to (O)
+        });
 }
 
 }  // namespace xgrad

@@ -6,7 +6,10 @@
 
 #include <xgrad/core/op.hpp>
 #include <xgrad/core/simd.hpp>
+#include <xgrad/ops/arithmetic.hpp>
+#include <xgrad/ops/elementwise.hpp>
 #include <xgrad/ops/loss.hpp>
+#include <xgrad/ops/reduce.hpp>
 
 namespace xgrad {
 namespace {
@@ -56,11 +59,18 @@ Var bce_with_logits(const Var& logits, const Var& targets) {
     require_elements("bce_with_logits", logits);
     Op op("bce_with_logits", {logits, targets}, Shape{});
     *op.out().data() = mean_bce(logits.value(), [t = targets.value().data()](std::size_t i) { return t[i]; });
-    return op.finish([](BackwardContext& ctx) {
-        accumulate_dlogits(ctx, ctx.input(1));
-        const float g = *ctx.grad_output().data() / static_cast<float>(ctx.input(0).size());
-        ctx.accumulate(1, ctx.input(0) * -g);
-    });
+    return op.finish(
+        [](BackwardContext& ctx) {
+            accumulate_dlogits(ctx, ctx.input(1));
+            const float g = *ctx.grad_output().data() / static_cast<float>(ctx.input(0).size());
+            ctx.accumulate(1, ctx.input(0) * -g);
+        },
+        [](GraphContext& g) {
+            const Var x = g.input(0), t = g.input(1);
+            const Var dy_n = g.grad_output() / static_cast<float>(x.numel());
+            if (g.needs_grad(0)) g.accumulate(0, (sigmoid(x) - t) * dy_n);
+            if (g.needs_grad(1)) g.accumulate(1, -x * dy_n);
+        });
 }
 
 Var bce_with_logits(const Var& logits, float target) {
@@ -68,7 +78,11 @@ Var bce_with_logits(const Var& logits, float target) {
     Op op("bce_with_logits", {logits}, Shape{});
     *op.out().data() = mean_bce(logits.value(), [target](std::size_t) { return target; });
     op.state<float>(target);
-    return op.finish([](BackwardContext& ctx) { accumulate_dlogits(ctx, ctx.state<float>()); });
+    return op.finish([](BackwardContext& ctx) { accumulate_dlogits(ctx, ctx.state<float>()); },
+                     [](GraphContext& g) {
+                         const Var x = g.input(0);
+                         g.accumulate(0, (sigmoid(x) - g.state<float>()) * (g.grad_output() / static_cast<float>(x.numel())));
+                     });
 }
 
 Var softmax_cross_entropy(const Var& logits, const Var& targets) {
@@ -101,24 +115,32 @@ Var softmax_cross_entropy(const Var& logits, const Var& targets) {
         }
     }
     *op.out().data() = static_cast<float>(total / double(rows));
-    return op.finish([](BackwardContext& ctx) {
-        const Tensor& log_p = ctx.saved();
-        const std::size_t cols = log_p.shape().back(), rows = log_p.size() / cols;
-        const float g = *ctx.grad_output().data() / static_cast<float>(rows);
-        if (ctx.needs_grad(0)) {
-            const Tensor& t = ctx.input(1);
-            Shape mass_shape = t.shape();
-            mass_shape.back() = 1;
-            Scratch target_mass(mass_shape);
-            for (std::size_t r = 0; r < rows; ++r) {
-                float s = 0.f;
-                for (std::size_t c = 0; c < cols; ++c) s += t.data()[r * cols + c];
-                target_mass.data()[r] = s;
+    return op.finish(
+        [](BackwardContext& ctx) {
+            const Tensor& log_p = ctx.saved();
+            const std::size_t cols = log_p.shape().back(), rows = log_p.size() / cols;
+            const float g = *ctx.grad_output().data() / static_cast<float>(rows);
+            if (ctx.needs_grad(0)) {
+                const Tensor& t = ctx.input(1);
+                Shape mass_shape = t.shape();
+                mass_shape.back() = 1;
+                Scratch target_mass(mass_shape);
+                for (std::size_t r = 0; r < rows; ++r) {
+                    float s = 0.f;
+                    for (std::size_t c = 0; c < cols; ++c) s += t.data()[r * cols + c];
+                    target_mass.data()[r] = s;
+                }
+                ctx.accumulate(0, (xt::exp(log_p) * target_mass.tensor() - t) * g);
             }
-            ctx.accumulate(0, (xt::exp(log_p) * target_mass.tensor() - t) * g);
-        }
-        ctx.accumulate(1, log_p * -g);
-    });
+            ctx.accumulate(1, log_p * -g);
+        },
+        [](GraphContext& g) {
+            // log softmax is computed again from x: the saved one is a constant.
+            const Var x = g.input(0), t = g.input(1);
+            const Var dy_rows = g.grad_output() / static_cast<float>(x.numel() / x.shape().back());
+            if (g.needs_grad(0)) g.accumulate(0, (softmax(x, -1) * sum(t, {-1}, true) - t) * dy_rows);
+            if (g.needs_grad(1)) g.accumulate(1, -log_softmax(x, -1) * dy_rows);
+        });
 }
 
 Var mse_loss(const Var& prediction, const Var& target) {
@@ -129,12 +151,19 @@ Var mse_loss(const Var& prediction, const Var& target) {
     double total = 0.0;
     for (std::size_t i = 0; i < prediction.numel(); ++i) total += double(p[i] - t[i]) * double(p[i] - t[i]);
     *op.out().data() = static_cast<float>(total / double(prediction.numel()));
-    return op.finish([](BackwardContext& ctx) {
-        const Tensor &p = ctx.input(0), &t = ctx.input(1);
-        const float g = 2.f * *ctx.grad_output().data() / static_cast<float>(p.size());
-        ctx.accumulate(0, (p - t) * g);
-        ctx.accumulate(1, (p - t) * -g);
-    });
+    return op.finish(
+        [](BackwardContext& ctx) {
+            const Tensor &p = ctx.input(0), &t = ctx.input(1);
+            const float g = 2.f * *ctx.grad_output().data() / static_cast<float>(p.size());
+            ctx.accumulate(0, (p - t) * g);
+            ctx.accumulate(1, (p - t) * -g);
+        },
+        [](GraphContext& g) {
+            const Var p = g.input(0), t = g.input(1);
+            const Var d = (p - t) * (g.grad_output() * (2.f / static_cast<float>(p.numel())));
+            if (g.needs_grad(0)) g.accumulate(0, d);
+            if (g.needs_grad(1)) g.accumulate(1, -d);
+        });
 }
 
 Var l1_loss(const Var& prediction, const Var& target) {
@@ -145,12 +174,20 @@ Var l1_loss(const Var& prediction, const Var& target) {
     double total = 0.0;
     for (std::size_t i = 0; i < prediction.numel(); ++i) total += std::abs(double(p[i]) - double(t[i]));
     *op.out().data() = static_cast<float>(total / double(prediction.numel()));
-    return op.finish([](BackwardContext& ctx) {
-        const Tensor &p = ctx.input(0), &t = ctx.input(1);
-        const float g = *ctx.grad_output().data() / static_cast<float>(p.size());
-        ctx.accumulate(0, xt::where(p > t, g, xt::where(p < t, -g, 0.f)));
-        ctx.accumulate(1, xt::where(p > t, -g, xt::where(p < t, g, 0.f)));
-    });
+    return op.finish(
+        [](BackwardContext& ctx) {
+            const Tensor &p = ctx.input(0), &t = ctx.input(1);
+            const float g = *ctx.grad_output().data() / static_cast<float>(p.size());
+            ctx.accumulate(0, xt::where(p > t, g, xt::where(p < t, -g, 0.f)));
+            ctx.accumulate(1, xt::where(p > t, -g, xt::where(p < t, g, 0.f)));
+        },
+        [](GraphContext& g) {
+            const Tensor &p = g.input(0).value(), &t = g.input(1).value();
+            const Var d =
+                constant(xt::where(p > t, 1.f, xt::where(p < t, -1.f, 0.f))) * (g.grad_output() / static_cast<float>(p.size()));
+            if (g.needs_grad(0)) g.accumulate(0, d);
+            if (g.needs_grad(1)) g.accumulate(1, -d);
+        });
 }
 
 }  // namespace xgrad

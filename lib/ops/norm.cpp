@@ -6,6 +6,10 @@
 
 #include <xgrad/core/kernels.hpp>
 #include <xgrad/core/op.hpp>
+#include <xgrad/ops/arithmetic.hpp>
+#include <xgrad/ops/elementwise.hpp>
+#include <xgrad/ops/reduce.hpp>
+#include <xgrad/ops/shape.hpp>
 
 namespace xgrad {
 namespace {
@@ -24,6 +28,7 @@ void require_affine(const char* op, const Var& weight, const Var& bias, const Sh
 struct BatchNormState {
     AxisLanes lanes;  // outer = N, n = C, inner = the other axes
     bool training;
+    float eps;
 };
 
 // At most this many channels are summed at a time (their running sums live
@@ -52,6 +57,174 @@ void for_each_run(const AxisLanes& l, std::size_t c0, std::size_t c1, const F& f
     }
 }
 
+// The exact gradient through the batch statistics (training) or through
+// constant running statistics (evaluation), from the saved mean and
+// 1/sqrt(var + eps).
+void batch_norm_backward(BackwardContext& ctx) {
+    const BatchNormState& s = ctx.state<BatchNormState>();
+    const AxisLanes& l = s.lanes;
+    const float *mean = ctx.saved().data(), *inv_std = ctx.saved().data() + l.n;
+    const float *x = ctx.input(0).data(), *dy = ctx.grad_output().data();
+    const bool affine = ctx.num_inputs() == 3;
+    const float* w = affine ? ctx.input(1).data() : nullptr;
+    const double m = double(l.outer * l.inner);
+    // Per channel: sum dy and sum dy * xhat, the parameters' gradients.
+    Scratch sums(Shape{2, l.n});
+    float *sum_dy = sums.data(), *sum_dy_xhat = sums.data() + l.n;
+    for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
+        double total_dy[kChannelBlock] = {}, total_dy_centred[kChannelBlock] = {};
+        for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
+            const float centre = mean[c];
+            total_dy[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return dy[base + i]; });
+            total_dy_centred[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return dy[base + i] * (x[base + i] - centre); });
+        });
+        for (std::size_t c = c0; c < c1; ++c) {
+            sum_dy[c] = static_cast<float>(total_dy[c - c0]);
+            sum_dy_xhat[c] = static_cast<float>(double(inv_std[c]) * total_dy_centred[c - c0]);
+        }
+    });
+    if (ctx.needs_grad(0))
+        ctx.sink(0).elements([&](auto&& put) {
+            for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
+                for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
+                    const float g = (w ? w[c] : 1.f) * inv_std[c];
+                    if (!s.training) {  // the statistics are constants
+                        for (std::size_t i = 0; i < l.inner; ++i) put(base + i, g * dy[base + i]);
+                        return;
+                    }
+                    // dx = g / m (m dy - sum dy - xhat sum(dy xhat)): the exact
+                    // gradient through the batch mean and variance.
+                    const float mean_dy = static_cast<float>(sum_dy[c] / m),
+                                mean_dy_xhat = static_cast<float>(sum_dy_xhat[c] / m);
+                    const float centre = mean[c], scale = inv_std[c];  // locals: put's stores could alias them
+                    for (std::size_t i = 0; i < l.inner; ++i) {
+                        const float xhat = (x[base + i] - centre) * scale;
+                        put(base + i, g * (dy[base + i] - mean_dy - xhat * mean_dy_xhat));
+                    }
+                });
+            });
+        });
+    if (affine) {
+        if (ctx.needs_grad(1))
+            ctx.sink(1).elements([&](auto&& put) {
+                for (std::size_t c = 0; c < l.n; ++c) put(c, sum_dy_xhat[c]);
+            });
+        if (ctx.needs_grad(2))
+            ctx.sink(2).elements([&](auto&& put) {
+                for (std::size_t c = 0; c < l.n; ++c) put(c, sum_dy[c]);
+            });
+    }
+}
+
+// The same gradient written with ops, the statistics computed again from x
+// (in evaluation mode they are the running ones: constants).
+void batch_norm_graph(GraphContext& g) {
+    const BatchNormState& s = g.state<BatchNormState>();
+    const Var x = g.input(0);
+    const Var& dy = g.grad_output();
+    Axes axes;  // all but the channels
+    for (std::size_t d = 0; d < x.dim(); ++d) {
+        if (d != 1) axes.push_back(static_cast<int>(d));
+    }
+    Shape per_channel(x.dim(), 1);
+    per_channel[1] = s.lanes.n;
+    Var xhat, inv_std;
+    if (s.training) {
+        const Var centred = x - xgrad::mean(x, axes, true);
+        inv_std = pow(xgrad::mean(centred * centred, axes, true) + s.eps, -0.5f);
+        xhat = centred * inv_std;
+    } else {
+        const Tensor& stats = g.saved();
+        Var mean_c = Var::zeros(per_channel);
+        inv_std = Var::zeros(per_channel);
+        std::copy_n(stats.data(), s.lanes.n, mean_c.mutable_value().data());
+        std::copy_n(stats.data() + s.lanes.n, s.lanes.n, inv_std.mutable_value().data());
+        xhat = (x - mean_c) * inv_std;
+    }
+    const bool affine = g.num_inputs() == 3;
+    if (affine) {
+        if (g.needs_grad(1)) g.accumulate(1, xgrad::sum(dy * xhat, axes));
+        if (g.needs_grad(2)) g.accumulate(2, xgrad::sum(dy, axes));
+    }
+    if (!g.needs_grad(0)) return;
+    const Var dxhat = affine ? dy * reshape(g.input(1), ShapeSpec(per_channel.begin(), per_channel.end())) : dy;
+    if (!s.training) {
+        g.accumulate(0, dxhat * inv_std);
+        return;
+    }
+    g.accumulate(0, inv_std * (dxhat - xgrad::mean(dxhat, axes, true) - xhat * xgrad::mean(dxhat * xhat, axes, true)));
+}
+
+// Rows of x normalised over their last `axes` axes, `width` elements.
+struct LayerNormState {
+    std::size_t rows, width, axes;
+    float eps;
+};
+
+void layer_norm_backward(BackwardContext& ctx) {
+    const LayerNormState& s = ctx.state<LayerNormState>();
+    const float *mean = ctx.saved().data(), *inv_std = ctx.saved().data() + s.rows;
+    const float *x = ctx.input(0).data(), *dy = ctx.grad_output().data();
+    const bool affine = ctx.num_inputs() == 3;
+    const float* w = affine ? ctx.input(1).data() : nullptr;
+    if (ctx.needs_grad(0))
+        ctx.sink(0).elements([&](auto&& put) {
+            for (std::size_t r = 0; r < s.rows; ++r) {
+                const float *row = x + r * s.width, *d = dy + r * s.width;
+                // With g = dy * w (the gradient of xhat):
+                // dx = inv_std (g - mean(g) - xhat mean(g xhat)).
+                auto g = [&](std::size_t i) { return d[i] * (w ? w[i] : 1.f); };
+                const double sum_g = lane_sum(s.width, g);
+                const double sum_g_centred = lane_sum(s.width, [&](std::size_t i) { return g(i) * (row[i] - mean[r]); });
+                const float mean_g = static_cast<float>(sum_g / double(s.width));
+                const float mean_g_xhat = static_cast<float>(sum_g_centred * inv_std[r] / double(s.width));
+                for (std::size_t i = 0; i < s.width; ++i) {
+                    const float xhat = (row[i] - mean[r]) * inv_std[r];
+                    put(r * s.width + i, inv_std[r] * (d[i] * (w ? w[i] : 1.f) - mean_g - xhat * mean_g_xhat));
+                }
+            }
+        });
+    if (!affine || !(ctx.needs_grad(1) || ctx.needs_grad(2))) return;
+    // dw = sum over rows of dy * xhat, db = sum over rows of dy.
+    Scratch sums(Shape{2, s.width});
+    float *dw = sums.data(), *db = sums.data() + s.width;
+    std::fill(dw, dw + 2 * s.width, 0.f);
+    for (std::size_t r = 0; r < s.rows; ++r) {
+        for (std::size_t i = 0; i < s.width; ++i) {
+            const float g = dy[r * s.width + i];
+            dw[i] += g * (x[r * s.width + i] - mean[r]) * inv_std[r];
+            db[i] += g;
+        }
+    }
+    if (ctx.needs_grad(1))
+        ctx.sink(1).elements([&](auto&& put) {
+            for (std::size_t i = 0; i < s.width; ++i) put(i, dw[i]);
+        });
+    if (ctx.needs_grad(2))
+        ctx.sink(2).elements([&](auto&& put) {
+            for (std::size_t i = 0; i < s.width; ++i) put(i, db[i]);
+        });
+}
+
+void layer_norm_graph(GraphContext& g) {
+    const LayerNormState& s = g.state<LayerNormState>();
+    const Var x = g.input(0);
+    const Var& dy = g.grad_output();
+    Axes last;
+    for (std::size_t d = x.dim() - s.axes; d < x.dim(); ++d) last.push_back(static_cast<int>(d));
+    const Var centred = x - xgrad::mean(x, last, true);
+    const Var inv_std = pow(xgrad::mean(centred * centred, last, true) + s.eps, -0.5f);
+    const Var xhat = centred * inv_std;
+    const bool affine = g.num_inputs() == 3;
+    if (affine) {  // summed down to the weight's shape by accumulate
+        if (g.needs_grad(1)) g.accumulate(1, dy * xhat);
+        if (g.needs_grad(2)) g.accumulate(2, dy);
+    }
+    if (!g.needs_grad(0)) return;
+    const Var dxhat = affine ? dy * g.input(1) : dy;
+    g.accumulate(0, inv_std * (dxhat - xgrad::mean(dxhat, last, true) - xhat * xgrad::mean(dxhat * xhat, last, true)));
+}
+
 }  // namespace
 
 Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& running_mean, const Var& running_var,
@@ -77,7 +250,7 @@ Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& runn
     const bool affine = weight.defined();
     const std::initializer_list<Var> with_affine = {x, weight, bias}, without = {x};
     Op op("batch_norm", affine ? with_affine : without, x.shape());
-    op.state<BatchNormState>(BatchNormState{l, options.training});
+    op.state<BatchNormState>(BatchNormState{l, options.training, options.eps});
     // The channel means and 1/sqrt(var + eps): all that backward needs beside x.
     Scratch stats_scratch(Shape{2, l.n});
     Tensor& stats = op.records() ? op.save(Shape{2, l.n}) : stats_scratch.tensor();
@@ -123,67 +296,8 @@ Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& runn
         });
     });
 
-    return op.finish([](BackwardContext& ctx) {
-        const BatchNormState& s = ctx.state<BatchNormState>();
-        const AxisLanes& l = s.lanes;
-        const float *mean = ctx.saved().data(), *inv_std = ctx.saved().data() + l.n;
-        const float *x = ctx.input(0).data(), *dy = ctx.grad_output().data();
-        const bool affine = ctx.num_inputs() == 3;
-        const float* w = affine ? ctx.input(1).data() : nullptr;
-        const double m = double(l.outer * l.inner);
-        // Per channel: sum dy and sum dy * xhat, the parameters' gradients.
-        Scratch sums(Shape{2, l.n});
-        float *sum_dy = sums.data(), *sum_dy_xhat = sums.data() + l.n;
-        for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
-            double total_dy[kChannelBlock] = {}, total_dy_centred[kChannelBlock] = {};
-            for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
-                const float centre = mean[c];
-                total_dy[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return dy[base + i]; });
-                total_dy_centred[c - c0] +=
-                    lane_sum(l.inner, [&](std::size_t i) { return dy[base + i] * (x[base + i] - centre); });
-            });
-            for (std::size_t c = c0; c < c1; ++c) {
-                sum_dy[c] = static_cast<float>(total_dy[c - c0]);
-                sum_dy_xhat[c] = static_cast<float>(double(inv_std[c]) * total_dy_centred[c - c0]);
-            }
-        });
-        ctx.accumulate_elements(0, [&](auto&& put) {
-            for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
-                for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
-                    const float g = (w ? w[c] : 1.f) * inv_std[c];
-                    if (!s.training) {  // the statistics are constants
-                        for (std::size_t i = 0; i < l.inner; ++i) put(base + i, g * dy[base + i]);
-                        return;
-                    }
-                    // dx = g / m (m dy - sum dy - xhat sum(dy xhat)): the exact
-                    // gradient through the batch mean and variance.
-                    const float mean_dy = static_cast<float>(sum_dy[c] / m),
-                                mean_dy_xhat = static_cast<float>(sum_dy_xhat[c] / m);
-                    const float centre = mean[c], scale = inv_std[c];  // locals: put's stores could alias them
-                    for (std::size_t i = 0; i < l.inner; ++i) {
-                        const float xhat = (x[base + i] - centre) * scale;
-                        put(base + i, g * (dy[base + i] - mean_dy - xhat * mean_dy_xhat));
-                    }
-                });
-            });
-        });
-        if (affine) {
-            ctx.accumulate_elements(1, [&](auto&& put) {
-                for (std::size_t c = 0; c < l.n; ++c) put(c, sum_dy_xhat[c]);
-            });
-            ctx.accumulate_elements(2, [&](auto&& put) {
-                for (std::size_t c = 0; c < l.n; ++c) put(c, sum_dy[c]);
-            });
-        }
-    });
+    return op.finish(batch_norm_backward, batch_norm_graph);
 }
-
-namespace {
-// Rows of x normalised over their last `width` elements.
-struct LayerNormState {
-    std::size_t rows, width;
-};
-}  // namespace
 
 Var layer_norm(const Var& x, std::size_t axes, const Var& weight, const Var& bias, float eps) {
     if (axes == 0 || axes > x.dim()) {
@@ -197,7 +311,7 @@ Var layer_norm(const Var& x, std::size_t axes, const Var& weight, const Var& bia
     const bool affine = weight.defined();
     const std::initializer_list<Var> with_affine = {x, weight, bias}, without = {x};
     Op op("layer_norm", affine ? with_affine : without, x.shape());
-    op.state<LayerNormState>(LayerNormState{rows, width});
+    op.state<LayerNormState>(LayerNormState{rows, width, axes, eps});
     Scratch stats_scratch(Shape{2, rows});
     Tensor& stats = op.records() ? op.save(Shape{2, rows}) : stats_scratch.tensor();
     float *mean = stats.data(), *inv_std = stats.data() + rows;
@@ -220,47 +334,7 @@ Var layer_norm(const Var& x, std::size_t axes, const Var& weight, const Var& bia
         }
     });
 
-    return op.finish([](BackwardContext& ctx) {
-        const LayerNormState& s = ctx.state<LayerNormState>();
-        const float *mean = ctx.saved().data(), *inv_std = ctx.saved().data() + s.rows;
-        const float *x = ctx.input(0).data(), *dy = ctx.grad_output().data();
-        const bool affine = ctx.num_inputs() == 3;
-        const float* w = affine ? ctx.input(1).data() : nullptr;
-        ctx.accumulate_elements(0, [&](auto&& put) {
-            for (std::size_t r = 0; r < s.rows; ++r) {
-                const float *row = x + r * s.width, *d = dy + r * s.width;
-                // With g = dy * w (the gradient of xhat):
-                // dx = inv_std (g - mean(g) - xhat mean(g xhat)).
-                auto g = [&](std::size_t i) { return d[i] * (w ? w[i] : 1.f); };
-                const double sum_g = lane_sum(s.width, g);
-                const double sum_g_centred = lane_sum(s.width, [&](std::size_t i) { return g(i) * (row[i] - mean[r]); });
-                const float mean_g = static_cast<float>(sum_g / double(s.width));
-                const float mean_g_xhat = static_cast<float>(sum_g_centred * inv_std[r] / double(s.width));
-                for (std::size_t i = 0; i < s.width; ++i) {
-                    const float xhat = (row[i] - mean[r]) * inv_std[r];
-                    put(r * s.width + i, inv_std[r] * (d[i] * (w ? w[i] : 1.f) - mean_g - xhat * mean_g_xhat));
-                }
-            }
-        });
-        if (!affine) return;
-        // dw = sum over rows of dy * xhat, db = sum over rows of dy.
-        Scratch sums(Shape{2, s.width});
-        float *dw = sums.data(), *db = sums.data() + s.width;
-        std::fill(dw, dw + 2 * s.width, 0.f);
-        for (std::size_t r = 0; r < s.rows; ++r) {
-            for (std::size_t i = 0; i < s.width; ++i) {
-                const float g = dy[r * s.width + i];
-                dw[i] += g * (x[r * s.width + i] - mean[r]) * inv_std[r];
-                db[i] += g;
-            }
-        }
-        ctx.accumulate_elements(1, [&](auto&& put) {
-            for (std::size_t i = 0; i < s.width; ++i) put(i, dw[i]);
-        });
-        ctx.accumulate_elements(2, [&](auto&& put) {
-            for (std::size_t i = 0; i < s.width; ++i) put(i, db[i]);
-        });
-    });
+    return op.finish(layer_norm_backward, layer_norm_graph);
 }
 
 }  // namespace xgrad

@@ -10,6 +10,8 @@
 #include <string>
 
 #include <xgrad/core/op.hpp>
+#include <xgrad/ops/arithmetic.hpp>
+#include <xgrad/ops/shape.hpp>
 
 namespace xgrad {
 namespace {
@@ -112,22 +114,22 @@ Var max_pool2d(const Var& x, Size2 kernel, Size2 stride, Size2 padding) {
         out[o] = best;
         if (arg) arg[o] = p * g.in_plane() + best_at;
     });
-    return op.finish([](BackwardContext& ctx) {
-        if (!ctx.needs_grad(0)) return;
-        float* dx = ctx.accumulator(0).data();
-        const float* dy = ctx.grad_output().data();
-        const std::vector<std::size_t>& arg = ctx.index();
-        // Windows overlap when the stride is below the kernel: one pass, in order.
-        for (std::size_t o = 0; o < arg.size(); ++o) dx[arg[o]] += dy[o];
-    });
+    return op.finish(
+        [](BackwardContext& ctx) {
+            if (!ctx.needs_grad(0)) return;
+            float* dx = ctx.accumulator(0).data();
+            const float* dy = ctx.grad_output().data();
+            const std::vector<std::size_t>& arg = ctx.index();
+            // Windows overlap when the stride is below the kernel: one pass, in order.
+            for (std::size_t o = 0; o < arg.size(); ++o) dx[arg[o]] += dy[o];
+        },
+        [](GraphContext& g) { g.accumulate(0, scatter_add(g.grad_output(), g.index(), g.input(0).shape())); });
 }
 
-Var avg_pool2d(const Var& x, Size2 kernel, Size2 stride, Size2 padding) {
-    const PoolGeometry g = pool_geometry("avg_pool2d", x, kernel, stride, padding);
-    Op op("avg_pool2d", {x}, pooled_shape(x, g));
-    op.state<PoolGeometry>(g);
-    const float* in = x.value().data();
-    float* out = op.out().data();
+namespace {
+
+// out = the mean of each window of `in`.
+void average_windows(const PoolGeometry& g, const float* in, float* out) {
     const float scale = 1.f / static_cast<float>(g.kernel.h * g.kernel.w);
     for_each_output(g, [&](std::size_t p, std::size_t o, std::size_t i, std::size_t j) {
         const float* plane = in + p * g.in_plane();
@@ -135,19 +137,53 @@ Var avg_pool2d(const Var& x, Size2 kernel, Size2 stride, Size2 padding) {
         for_each_in_window(g, i, j, [&](std::size_t at) { total += plane[at]; });
         out[o] = total * scale;
     });
-    return op.finish([](BackwardContext& ctx) {
-        if (!ctx.needs_grad(0)) return;
-        const PoolGeometry& g = ctx.state<PoolGeometry>();
-        float* dx = ctx.accumulator(0).data();
-        const float* dy = ctx.grad_output().data();
-        const float scale = 1.f / static_cast<float>(g.kernel.h * g.kernel.w);
-        // Each plane on one thread: overlapping windows add in a fixed order.
-        for_each_output(g, [&](std::size_t p, std::size_t o, std::size_t i, std::size_t j) {
-            float* plane = dx + p * g.in_plane();
-            const float d = dy[o] * scale;
-            for_each_in_window(g, i, j, [&](std::size_t at) { plane[at] += d; });
-        });
+}
+
+// dx += each dy spread evenly over its window: the adjoint of average_windows.
+void spread_windows(const PoolGeometry& g, const float* dy, float* dx) {
+    const float scale = 1.f / static_cast<float>(g.kernel.h * g.kernel.w);
+    // Each plane on one thread: overlapping windows add in a fixed order.
+    for_each_output(g, [&](std::size_t p, std::size_t o, std::size_t i, std::size_t j) {
+        float* plane = dx + p * g.in_plane();
+        const float d = dy[o] * scale;
+        for_each_in_window(g, i, j, [&](std::size_t at) { plane[at] += d; });
     });
+}
+
+Var average_pool(const Var& x, const PoolGeometry& g);
+
+// avg_pool2d's gradient as an op: its own gradient is avg_pool2d again.
+Var spread_pool(const Var& dy, const PoolGeometry& g, const Shape& input_shape) {
+    Op op("avg_pool2d_backward", {dy}, input_shape);
+    op.state<PoolGeometry>(g);
+    op.out().fill(0.f);
+    spread_windows(g, dy.value().data(), op.out().data());
+    return op.finish(
+        [](BackwardContext& ctx) {
+            if (!ctx.needs_grad(0)) return;
+            const PoolGeometry& g = ctx.state<PoolGeometry>();
+            Scratch pooled(ctx.input(0).shape());
+            average_windows(g, ctx.grad_output().data(), pooled.data());
+            ctx.accumulate(0, pooled.tensor());
+        },
+        [](GraphContext& gc) { gc.accumulate(0, average_pool(gc.grad_output(), gc.state<PoolGeometry>())); });
+}
+
+Var average_pool(const Var& x, const PoolGeometry& g) {
+    Op op("avg_pool2d", {x}, pooled_shape(x, g));
+    op.state<PoolGeometry>(g);
+    average_windows(g, x.value().data(), op.out().data());
+    return op.finish(
+        [](BackwardContext& ctx) {
+            if (ctx.needs_grad(0)) spread_windows(ctx.state<PoolGeometry>(), ctx.grad_output().data(), ctx.accumulator(0).data());
+        },
+        [](GraphContext& gc) { gc.accumulate(0, spread_pool(gc.grad_output(), gc.state<PoolGeometry>(), gc.input(0).shape())); });
+}
+
+}  // namespace
+
+Var avg_pool2d(const Var& x, Size2 kernel, Size2 stride, Size2 padding) {
+    return average_pool(x, pool_geometry("avg_pool2d", x, kernel, stride, padding));
 }
 
 Var upsample_nearest2d(const Var& x, Size2 scale) {
@@ -166,21 +202,26 @@ Var upsample_nearest2d(const Var& x, Size2 scale) {
             for (std::size_t j = 0; j < out_w; ++j) o[j] = row[j / scale.w];
         }
     });
-    return op.finish([](BackwardContext& ctx) {
-        if (!ctx.needs_grad(0)) return;
-        const Size2 scale = ctx.state<Size2>();
-        const Shape& s = ctx.input(0).shape();
-        const std::size_t h = s[2], w = s[3], out_w = w * scale.w;
-        float* dx = ctx.accumulator(0).data();
-        const float* dy = ctx.grad_output().data();
-        for_each_plane(s[0] * s[1], h * w * scale.h * scale.w, [&](std::size_t p) {
-            for (std::size_t i = 0; i < h * scale.h; ++i) {
-                float* row = dx + p * h * w + (i / scale.h) * w;
-                const float* d = dy + (p * h * scale.h + i) * out_w;
-                for (std::size_t j = 0; j < out_w; ++j) row[j / scale.w] += d[j];
-            }
+    return op.finish(
+        [](BackwardContext& ctx) {
+            if (!ctx.needs_grad(0)) return;
+            const Size2 scale = ctx.state<Size2>();
+            const Shape& s = ctx.input(0).shape();
+            const std::size_t h = s[2], w = s[3], out_w = w * scale.w;
+            float* dx = ctx.accumulator(0).data();
+            const float* dy = ctx.grad_output().data();
+            for_each_plane(s[0] * s[1], h * w * scale.h * scale.w, [&](std::size_t p) {
+                for (std::size_t i = 0; i < h * scale.h; ++i) {
+                    float* row = dx + p * h * w + (i / scale.h) * w;
+                    const float* d = dy + (p * h * scale.h + i) * out_w;
+                    for (std::size_t j = 0; j < out_w; ++j) row[j / scale.w] += d[j];
+                }
+            });
+        },
+        [](GraphContext& g) {
+            const Size2 scale = g.state<Size2>();
+            g.accumulate(0, avg_pool2d(g.grad_output(), scale, scale) * static_cast<float>(scale.h * scale.w));
         });
-    });
 }
 
 }  // namespace xgrad

@@ -4,6 +4,9 @@
 #include <string>
 
 #include <xgrad/core/op.hpp>
+#include <xgrad/ops/arithmetic.hpp>
+#include <xgrad/ops/elementwise.hpp>
+#include <xgrad/ops/shape.hpp>
 
 namespace xgrad {
 namespace {
@@ -54,10 +57,16 @@ Var reduce(const char* name, const Var& x, const Axes* axes, bool keepdim, bool 
     Op op(name, {x}, keepdim ? kept : out_shape);
     sum_to(name, x.value().data(), x.shape(), op.out().data(), kept, false, scale);
     op.state<Reduction>(Reduction{kept, scale});
-    return op.finish([](BackwardContext& ctx) {
-        const Reduction& r = ctx.state<Reduction>();
-        ctx.accumulate_expand(0, ctx.grad_output().data(), r.kept, r.scale);
-    });
+    return op.finish(
+        [](BackwardContext& ctx) {
+            const Reduction& r = ctx.state<Reduction>();
+            if (ctx.needs_grad(0)) expand_to(ctx.op_name(), ctx.grad_output().data(), r.kept, ctx.sink(0), r.scale);
+        },
+        [](GraphContext& g) {
+            const Reduction& r = g.state<Reduction>();
+            const Var kept = reshape(g.grad_output(), ShapeSpec(r.kept.begin(), r.kept.end()));
+            g.accumulate(0, broadcast_to(r.scale == 1.f ? kept : kept * r.scale, g.input(0).shape()));
+        });
 }
 
 // ---- arg-max reductions ----------------------------------------------------------
@@ -94,13 +103,15 @@ Var extreme(const char* name, const Var& x, const AxisLanes& l, const Shape& out
             }
         }
     }
-    return op.finish([](BackwardContext& ctx) {
-        if (!ctx.needs_grad(0)) return;
-        Tensor& g = ctx.accumulator(0);
-        const float* dy = ctx.grad_output().data();
-        const std::vector<std::size_t>& arg = ctx.index();
-        for (std::size_t k = 0; k < arg.size(); ++k) g.data()[arg[k]] += dy[k];
-    });
+    return op.finish(
+        [](BackwardContext& ctx) {
+            if (!ctx.needs_grad(0)) return;
+            Tensor& g = ctx.accumulator(0);
+            const float* dy = ctx.grad_output().data();
+            const std::vector<std::size_t>& arg = ctx.index();
+            for (std::size_t k = 0; k < arg.size(); ++k) g.data()[arg[k]] += dy[k];
+        },
+        [](GraphContext& g) { g.accumulate(0, scatter_add(g.grad_output(), g.index(), g.input(0).shape())); });
 }
 
 Var extreme_along(const char* name, const Var& x, int axis, bool keepdim, bool largest) {
@@ -145,46 +156,63 @@ void log_softmax_lanes(const float* x, float* y, const AxisLanes& l) {
     });
 }
 
+struct SoftmaxState {
+    AxisLanes lanes;
+    int axis;
+};
+
+// log_softmax: dx = dy - softmax * sum(dy), with softmax = exp(y).
+void log_softmax_backward(BackwardContext& ctx) {
+    const AxisLanes& l = ctx.state<SoftmaxState>().lanes;
+    const float *y = ctx.output().data(), *dy = ctx.grad_output().data();
+    Scratch dx(ctx.output().shape());
+    for_each_lane(l, [&](std::size_t base, std::size_t stride) {
+        double s = 0.0;
+        for (std::size_t j = 0; j < l.n; ++j) s += dy[base + j * stride];
+        for (std::size_t j = 0; j < l.n; ++j) {
+            const std::size_t k = base + j * stride;
+            dx.data()[k] = dy[k] - std::exp(y[k]) * static_cast<float>(s);
+        }
+    });
+    ctx.accumulate(0, dx.tensor());
+}
+
+void log_softmax_graph(GraphContext& g) {
+    const Var& dy = g.grad_output();
+    g.accumulate(0, dy - exp(g.output()) * sum(dy, {g.state<SoftmaxState>().axis}, true));
+}
+
+// softmax: dx = y * (dy - sum(dy * y)).
+void softmax_backward(BackwardContext& ctx) {
+    const AxisLanes& l = ctx.state<SoftmaxState>().lanes;
+    const float *y = ctx.output().data(), *dy = ctx.grad_output().data();
+    Scratch dx(ctx.output().shape());
+    for_each_lane(l, [&](std::size_t base, std::size_t stride) {
+        double s = 0.0;
+        for (std::size_t j = 0; j < l.n; ++j) s += double(dy[base + j * stride]) * y[base + j * stride];
+        for (std::size_t j = 0; j < l.n; ++j) {
+            const std::size_t k = base + j * stride;
+            dx.data()[k] = y[k] * (dy[k] - static_cast<float>(s));
+        }
+    });
+    ctx.accumulate(0, dx.tensor());
+}
+
+void softmax_graph(GraphContext& g) {
+    const Var &dy = g.grad_output(), y = g.output();
+    g.accumulate(0, y * (dy - sum(dy * y, {g.state<SoftmaxState>().axis}, true)));
+}
+
 Var softmax_like(const char* name, const Var& x, int axis, bool log_space) {
     const std::size_t a = normalize_axis(name, axis, x.shape());
     Op op(name, {x}, x.shape());
-    const AxisLanes& l = op.state<AxisLanes>(lanes_around(x.shape(), a));
+    const AxisLanes& l = op.state<SoftmaxState>(SoftmaxState{lanes_around(x.shape(), a), static_cast<int>(a)}).lanes;
     float* y = op.out().data();
     log_softmax_lanes(x.value().data(), y, l);
     if (!log_space) {
         for (std::size_t k = 0; k < x.numel(); ++k) y[k] = std::exp(y[k]);
     }
-    return op.finish(log_space ? BackwardFn([](BackwardContext& ctx) {
-        // dx = dy - softmax * sum(dy)
-        const AxisLanes& l = ctx.state<AxisLanes>();
-        const float *y = ctx.output().data(), *dy = ctx.grad_output().data();
-        Scratch dx(ctx.output().shape());
-        for_each_lane(l, [&](std::size_t base, std::size_t stride) {
-            double s = 0.0;
-            for (std::size_t j = 0; j < l.n; ++j) s += dy[base + j * stride];
-            for (std::size_t j = 0; j < l.n; ++j) {
-                const std::size_t k = base + j * stride;
-                dx.data()[k] = dy[k] - std::exp(y[k]) * static_cast<float>(s);
-            }
-        });
-        ctx.accumulate(0, dx.tensor());
-    })
-                               : BackwardFn([](BackwardContext& ctx) {
-                                     // dx = y * (dy - sum(dy * y))
-                                     const AxisLanes& l = ctx.state<AxisLanes>();
-                                     const float *y = ctx.output().data(), *dy = ctx.grad_output().data();
-                                     Scratch dx(ctx.output().shape());
-                                     for_each_lane(l, [&](std::size_t base, std::size_t stride) {
-                                         double s = 0.0;
-                                         for (std::size_t j = 0; j < l.n; ++j)
-                                             s += double(dy[base + j * stride]) * y[base + j * stride];
-                                         for (std::size_t j = 0; j < l.n; ++j) {
-                                             const std::size_t k = base + j * stride;
-                                             dx.data()[k] = y[k] * (dy[k] - static_cast<float>(s));
-                                         }
-                                     });
-                                     ctx.accumulate(0, dx.tensor());
-                                 }));
+    return log_space ? op.finish(log_softmax_backward, log_softmax_graph) : op.finish(softmax_backward, softmax_graph);
 }
 
 }  // namespace

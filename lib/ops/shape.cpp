@@ -7,7 +7,6 @@
 #include <xtensor/xmanipulation.hpp>
 
 #include <xgrad/core/op.hpp>
-#include <xgrad/ops/concat.hpp>
 
 namespace xgrad {
 namespace {
@@ -19,9 +18,12 @@ namespace {
 Var relabel(const char* name, const Var& x, const Shape& shape) {
     Op op(name, {x}, shape);
     std::copy_n(x.value().data(), x.numel(), op.out().data());
-    return op.finish([](BackwardContext& ctx) {
-        ctx.accumulate_runs(0, [&](auto&& put) { put(0, ctx.grad_output().data(), ctx.grad_output().size()); });
-    });
+    return op.finish(
+        [](BackwardContext& ctx) {
+            const Tensor& dy = ctx.grad_output();
+            if (ctx.needs_grad(0)) ctx.sink(0).run(0, dy.data(), dy.size());
+        },
+        [](GraphContext& g) { g.accumulate(0, relabel("reshape", g.grad_output(), g.input(0).shape())); });
 }
 
 // Entries picked along one axis: output entry j is input entry
@@ -38,6 +40,26 @@ void for_each_pick(const Picked& p, const EntryOf& entry_of, const F& f) {
     const AxisLanes& l = p.in;
     for (std::size_t o = 0; o < l.outer; ++o) {
         for (std::size_t j = 0; j < p.count; ++j) f((o * p.count + j) * l.inner, (o * l.n + entry_of(j)) * l.inner);
+    }
+}
+
+// The flat input index of every output element of a pick, in output order.
+template <class EntryOf>
+std::vector<std::size_t> picked_positions(const Picked& p, const EntryOf& entry_of) {
+    std::vector<std::size_t> positions;
+    positions.reserve(p.in.outer * p.count * p.in.inner);
+    for_each_pick(p, entry_of, [&](std::size_t, std::size_t i) {
+        for (std::size_t k = 0; k < p.in.inner; ++k) positions.push_back(i + k);
+    });
+    return positions;
+}
+
+void check_indices(const char* op, const std::vector<std::size_t>& indices, std::size_t size) {
+    for (std::size_t k = 0; k < indices.size(); ++k) {
+        if (indices[k] >= size) {
+            throw std::out_of_range(std::string("xgrad::") + op + ": index " + std::to_string(indices[k]) + " (position " +
+                                    std::to_string(k) + ") is past the " + std::to_string(size) + " elements");
+        }
     }
 }
 
@@ -134,7 +156,11 @@ Var permute(const Var& x, const Axes& order) {
     Op op("permute", {x}, shape);
     xt::noalias(op.out()) = xt::transpose(x.value(), perm);
     op.state<Shape>(inverse);
-    return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, xt::transpose(ctx.grad_output(), ctx.state<Shape>())); });
+    return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, xt::transpose(ctx.grad_output(), ctx.state<Shape>())); },
+                     [](GraphContext& g) {
+                         const Shape& inverse = g.state<Shape>();
+                         g.accumulate(0, permute(g.grad_output(), Axes(inverse.begin(), inverse.end())));
+                     });
 }
 
 Var transpose(const Var& x, int axis0, int axis1) {
@@ -146,13 +172,76 @@ Var transpose(const Var& x, int axis0, int axis1) {
     return permute(x, order);
 }
 
-Var broadcast_to(const Var& x, const Shape& shape) {
-    Op op("broadcast_to", {x}, shape);
-    expand_to("broadcast_to", x.value(), op.out(), false);
-    return op.finish([](BackwardContext& ctx) { ctx.accumulate_sum_to(0, ctx.grad_output()); });
+// ---- joining and cutting ------------------------------------------------------------
+
+namespace {
+
+// Where the inputs of a concatenation sit in the output: seen as `outer`
+// blocks (the product of the sizes before the axis) of `block` elements
+// each, every block holds one run of each input in turn (input k's run is
+// its size along the axis times the sizes after it).
+struct Joined {
+    std::size_t outer, block, axis;
+};
+
+Shape joined_shape(const std::vector<Var>& xs, std::size_t axis) {
+    const Shape& first = xs[0].shape();
+    Shape out = first;
+    out[axis] = 0;
+    for (std::size_t k = 0; k < xs.size(); ++k) {
+        const Shape& s = xs[k].shape();
+        bool fits = s.size() == first.size();
+        for (std::size_t d = 0; fits && d < s.size(); ++d) fits = d == axis || s[d] == first[d];
+        if (!fits) {
+            fail("concat", "input " + std::to_string(k) + " " + shape_string(s) + " does not fit input 0 " + shape_string(first) +
+                               " (every size but that of axis " + std::to_string(axis) + " must match)");
+        }
+        out[axis] += s[axis];
+    }
+    return out;
 }
 
-// ---- joining and cutting ------------------------------------------------------------
+}  // namespace
+
+Var concat(const std::vector<Var>& xs, int axis) {
+    if (xs.empty()) fail("concat", "no inputs");
+    const std::size_t a = normalize_axis("concat", axis, xs[0].shape());
+    const Shape shape = joined_shape(xs, a);
+    Op op("concat", xs, shape);
+    const AxisLanes lanes = lanes_around(shape, a);
+    const Joined& joined = op.state<Joined>(Joined{lanes.outer, lanes.n * lanes.inner, a});
+    float* out = op.out().data();
+    std::size_t offset = 0;  // where input k's run starts inside each block
+    for (const Var& x : xs) {
+        const std::size_t run = x.shape()[a] * lanes.inner;
+        for (std::size_t b = 0; b < joined.outer; ++b)
+            std::copy_n(x.value().data() + b * run, run, out + b * joined.block + offset);
+        offset += run;
+    }
+    return op.finish(
+        [](BackwardContext& ctx) {
+            const Joined& l = ctx.state<Joined>();
+            const float* dy = ctx.grad_output().data();
+            std::size_t offset = 0;
+            for (std::size_t k = 0; k < ctx.num_inputs(); ++k) {
+                const std::size_t run = l.outer == 0 ? 0 : ctx.input(k).size() / l.outer;
+                if (ctx.needs_grad(k)) {
+                    const GradSink dx = ctx.sink(k);
+                    for (std::size_t b = 0; b < l.outer; ++b) dx.run(b * run, dy + b * l.block + offset, run);
+                }
+                offset += run;
+            }
+        },
+        [](GraphContext& g) {
+            const std::size_t axis = g.state<Joined>().axis;
+            std::size_t start = 0;
+            for (std::size_t k = 0; k < g.num_inputs(); ++k) {
+                const std::size_t size = g.input(k).shape()[axis];
+                if (g.needs_grad(k)) g.accumulate(k, narrow(g.grad_output(), static_cast<int>(axis), start, size));
+                start += size;
+            }
+        });
+}
 
 Var stack(const std::vector<Var>& xs, int axis) {
     if (xs.empty()) fail("stack", "no inputs");
@@ -186,16 +275,22 @@ Var slice(const Var& x, int axis, long start, long end, long step) {
     const float* in = x.value().data();
     float* out = op.out().data();
     for_each_pick(picked, entry, [&](std::size_t o, std::size_t i) { std::copy_n(in + i, picked.in.inner, out + o); });
-    return op.finish([](BackwardContext& ctx) {
-        if (!ctx.needs_grad(0)) return;
-        const Picked& p = ctx.state<Picked>();
-        float* g = ctx.accumulator(0).data();
-        const float* dy = ctx.grad_output().data();
-        const auto entry = [&p](std::size_t j) { return p.start + j * p.step; };
-        for_each_pick(p, entry, [&](std::size_t o, std::size_t i) {
-            for (std::size_t k = 0; k < p.in.inner; ++k) g[i + k] += dy[o + k];
+    return op.finish(
+        [](BackwardContext& ctx) {
+            if (!ctx.needs_grad(0)) return;
+            const Picked& p = ctx.state<Picked>();
+            float* g = ctx.accumulator(0).data();
+            const float* dy = ctx.grad_output().data();
+            const auto entry = [&p](std::size_t j) { return p.start + j * p.step; };
+            for_each_pick(p, entry, [&](std::size_t o, std::size_t i) {
+                for (std::size_t k = 0; k < p.in.inner; ++k) g[i + k] += dy[o + k];
+            });
+        },
+        [](GraphContext& g) {
+            const Picked& p = g.state<Picked>();
+            const auto entry = [&p](std::size_t j) { return p.start + j * p.step; };
+            g.accumulate(0, scatter_add(g.grad_output(), picked_positions(p, entry), g.input(0).shape()));
         });
-    });
 }
 
 Var narrow(const Var& x, int axis, std::size_t start, std::size_t length) {
@@ -256,18 +351,24 @@ Var index_select(const Var& x, int axis, const std::vector<std::size_t>& indices
         p, [&indices](std::size_t j) { return indices[j]; },
         [&](std::size_t o, std::size_t i) { std::copy_n(in + i, p.in.inner, out + o); });
     if (op.records()) std::copy(indices.begin(), indices.end(), op.index(indices.size()));
-    return op.finish([](BackwardContext& ctx) {
-        if (!ctx.needs_grad(0)) return;
-        const Picked& p = ctx.state<Picked>();
-        const std::vector<std::size_t>& indices = ctx.index();
-        float* g = ctx.accumulator(0).data();
-        const float* dy = ctx.grad_output().data();
-        for_each_pick(
-            p, [&indices](std::size_t j) { return indices[j]; },
-            [&](std::size_t o, std::size_t i) {
-                for (std::size_t k = 0; k < p.in.inner; ++k) g[i + k] += dy[o + k];
-            });
-    });
+    return op.finish(
+        [](BackwardContext& ctx) {
+            if (!ctx.needs_grad(0)) return;
+            const Picked& p = ctx.state<Picked>();
+            const std::vector<std::size_t>& indices = ctx.index();
+            float* g = ctx.accumulator(0).data();
+            const float* dy = ctx.grad_output().data();
+            for_each_pick(
+                p, [&indices](std::size_t j) { return indices[j]; },
+                [&](std::size_t o, std::size_t i) {
+                    for (std::size_t k = 0; k < p.in.inner; ++k) g[i + k] += dy[o + k];
+                });
+        },
+        [](GraphContext& g) {
+            const std::vector<std::size_t>& indices = g.index();
+            const auto entry = [&indices](std::size_t j) { return indices[j]; };
+            g.accumulate(0, scatter_add(g.grad_output(), picked_positions(g.state<Picked>(), entry), g.input(0).shape()));
+        });
 }
 
 Var gather(const Var& x, int axis, const xt::xarray<std::size_t>& index) {
@@ -303,13 +404,62 @@ Var gather(const Var& x, int axis, const xt::xarray<std::size_t>& index) {
             at[d] = 0;
         }
     }
-    return op.finish([](BackwardContext& ctx) {
-        if (!ctx.needs_grad(0)) return;
-        float* g = ctx.accumulator(0).data();
-        const float* dy = ctx.grad_output().data();
-        const std::vector<std::size_t>& positions = ctx.index();
-        for (std::size_t k = 0; k < positions.size(); ++k) g[positions[k]] += dy[k];
-    });
+    return op.finish(
+        [](BackwardContext& ctx) {
+            if (!ctx.needs_grad(0)) return;
+            float* g = ctx.accumulator(0).data();
+            const float* dy = ctx.grad_output().data();
+            const std::vector<std::size_t>& positions = ctx.index();
+            for (std::size_t k = 0; k < positions.size(); ++k) g[positions[k]] += dy[k];
+        },
+        [](GraphContext& g) { g.accumulate(0, scatter_add(g.grad_output(), g.index(), g.input(0).shape())); });
+}
+
+// ---- flat positions: take and its adjoint ------------------------------------------
+
+Var take(const Var& x, const std::vector<std::size_t>& indices, const Shape& shape) {
+    if (checked_numel("take", shape) != indices.size()) {
+        fail("take", std::to_string(indices.size()) + " indices for an output of shape " + shape_string(shape));
+    }
+    check_indices("take", indices, x.numel());
+    Op op("take", {x}, shape);
+    const float* in = x.value().data();
+    float* out = op.out().data();
+    for (std::size_t k = 0; k < indices.size(); ++k) out[k] = in[indices[k]];
+    if (op.records()) std::copy(indices.begin(), indices.end(), op.index(indices.size()));
+    return op.finish(
+        [](BackwardContext& ctx) {
+            if (!ctx.needs_grad(0)) return;
+            float* dx = ctx.accumulator(0).data();
+            const float* dy = ctx.grad_output().data();
+            const std::vector<std::size_t>& indices = ctx.index();
+            for (std::size_t k = 0; k < indices.size(); ++k) dx[indices[k]] += dy[k];
+        },
+        [](GraphContext& g) { g.accumulate(0, scatter_add(g.grad_output(), g.index(), g.input(0).shape())); });
+}
+
+Var scatter_add(const Var& values, const std::vector<std::size_t>& indices, const Shape& shape) {
+    if (values.numel() != indices.size()) {
+        fail("scatter_add", std::to_string(indices.size()) + " indices for " + std::to_string(values.numel()) + " values " +
+                                shape_string(values.shape()));
+    }
+    check_indices("scatter_add", indices, checked_numel("scatter_add", shape));
+    Op op("scatter_add", {values}, shape);
+    float* out = op.out().data();
+    std::fill(out, out + op.out().size(), 0.f);
+    const float* v = values.value().data();
+    for (std::size_t k = 0; k < indices.size(); ++k) out[indices[k]] += v[k];
+    if (op.records()) std::copy(indices.begin(), indices.end(), op.index(indices.size()));
+    return op.finish(
+        [](BackwardContext& ctx) {
+            if (!ctx.needs_grad(0)) return;
+            const float* dy = ctx.grad_output().data();
+            const std::vector<std::size_t>& indices = ctx.index();
+            ctx.sink(0).elements([&](auto&& put) {
+                for (std::size_t k = 0; k < indices.size(); ++k) put(k, dy[indices[k]]);
+            });
+        },
+        [](GraphContext& g) { g.accumulate(0, take(g.grad_output(), g.index(), g.input(0).shape())); });
 }
 
 }  // namespace xgrad

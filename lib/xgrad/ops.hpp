@@ -4,7 +4,6 @@
 #pragma once
 
 #include <xgrad/ops/arithmetic.hpp>
-#include <xgrad/ops/concat.hpp>
 #include <xgrad/ops/conv.hpp>
 #include <xgrad/ops/dropout.hpp>
 #include <xgrad/ops/elementwise.hpp>

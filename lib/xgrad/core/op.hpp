@@ -1,23 +1,38 @@
 // The op-authoring API: how every xgrad op, built in or your own, is written.
 //
 // An op is one function. It checks its operands, creates an `Op` (which
-// takes the output from the pool and, when a gradient is needed, records the
-// inputs), writes the forward result into `op.out()`, and hands its backward
-// rule to `op.finish()`. The rule is a capture-free lambda that gets a
-// BackwardContext. Whatever it needs beyond the inputs and the output is
-// kept in the node while recording: saved tensors (`op.save`), typed state
-// of the op's own (`op.state<T>(...)`: integers, shapes, axes, a small
-// struct) and an index list (`op.index(n)`: arg-max positions, gathered
-// rows). None of these allocates in a steady-state training loop.
-// docs/extending.md walks through two ops.
+// takes the output from the pool and, when a gradient is needed, records
+// the inputs), writes the forward result into `op.out()`, and hands its
+// backward rules to `op.finish()`:
 //
 //   Var softplus(const Var& x) {
 //       Op op("softplus", {x}, x.shape());
 //       xt::noalias(op.out()) = xt::maximum(x.value(), 0.f) + xt::log1p(xt::exp(-xt::abs(x.value())));
-//       return op.finish([](BackwardContext& ctx) {
-//           ctx.accumulate(0, ctx.grad_output() / (1.f + xt::exp(-ctx.input(0))));
-//       });
+//       return op.finish(
+//           [](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() / (1.f + xt::exp(-ctx.input(0)))); },
+//           [](GraphContext& g) { g.accumulate(0, g.grad_output() * sigmoid(g.input(0))); });
 //   }
+//
+// The two rules compute the same gradient:
+// - the kernel rule (BackwardContext) on tensors, for the ordinary
+//   backward: fast, allocation-free;
+// - the differentiable rule (GraphContext) with xgrad's ops on Vars, used
+//   when a pass records its own graph (create_graph; var.hpp), so that the
+//   gradient can be differentiated again. It may read only the inputs, the
+//   output, grad_output and constants (typed state, the index list, saved
+//   tensors that do not depend on the inputs, like a dropout mask): a
+//   saved intermediate (a batch mean, say) must be computed again from the
+//   inputs, or its own derivative is silently lost.
+// finish(graph) alone serves both passes (the kernel pass runs it on values,
+// recording nothing): enough where it is fast enough. finish(kernel) alone
+// makes the op once differentiable: create_graph through it throws.
+//
+// Rules are capture-free lambdas. What they need beyond inputs and output is
+// kept in the node while recording: saved tensors (`op.save`), typed state
+// (`op.state<T>(...)`: integers, shapes, axes, a small struct) and an index
+// list (`op.index(n)`: arg-max positions, gathered rows). None of these
+// allocates in a steady-state training loop. docs/extending.md walks
+// through three ops.
 #pragma once
 
 #include <algorithm>
@@ -43,7 +58,8 @@ public:
     Op(const Op&) = delete;
     Op& operator=(const Op&) = delete;
 
-    // The output buffer, uninitialised: the forward pass must fill all of it.
+    // The output buffer, uninitialised: the forward pass must fill all of it
+    // (debug builds fill it with a marked NaN and check at finish()).
     Tensor& out();
     // Whether backward will run for this op (skip work only backward needs).
     bool records() const;
@@ -64,11 +80,14 @@ public:
     // ctx.index() in the rule. Only while records().
     std::size_t* index(std::size_t n);
 
-    // Attaches the backward rule and returns the result.
-    Var finish(BackwardFn backward);
+    // Attaches the rules and returns the result.
+    Var finish(BackwardFn kernel, GraphFn graph);
+    Var finish(GraphFn graph);      // one rule for both passes
+    Var finish(BackwardFn kernel);  // once differentiable
 
 private:
     void start(const char* name, const Var* inputs, std::size_t count, const Shape& output_shape);
+    Var attach(BackwardFn kernel, GraphFn graph);
     detail::Node& node() const { return *result_.node_; }
     void require_recording(const char* what) const;
     Var result_;
@@ -90,6 +109,51 @@ private:
     Tensor tensor_;
 };
 
+// Input i's gradient as a kernel writes it: stored (`add` false: the first
+// contribution; the buffer holds garbage) or added (`add` true). BLAS's beta,
+// the convolution kernels' accumulate flag, sum_to and expand_to take it
+// as it is; `elements` and `run` hoist the choice out of a loop.
+struct GradSink {
+    Tensor& grad;
+    bool add;
+
+    float* data() const { return grad.data(); }
+    const Shape& shape() const { return grad.shape(); }
+    float beta() const { return add ? 1.f : 0.f; }
+    // compute(put) calls put(k, value) once for every element k (row-major).
+    template <class Compute>
+    void elements(const Compute& compute) const {
+        float* base = grad.data();
+        if (add) {
+            compute([base](std::size_t k, float value) { base[k] += value; });
+        } else {
+            compute([base](std::size_t k, float value) { base[k] = value; });
+        }
+    }
+    // Elements [offset, offset + count) from `values`; the runs of one rule
+    // must together cover every element once.
+    void run(std::size_t offset, const float* values, std::size_t count) const {
+        float* base = grad.data() + offset;
+        if (add) {
+            for (std::size_t j = 0; j < count; ++j) base[j] += values[j];
+        } else {
+            std::copy(values, values + count, base);
+        }
+    }
+};
+
+// The kernels of kernels.hpp writing into a sink.
+inline void sum_to(const char* op, const Tensor& src, const GradSink& dst, float scale = 1.f) {
+    sum_to(op, src.data(), src.shape(), dst.data(), dst.shape(), dst.add, scale);
+}
+inline void expand_to(const char* op, const float* src, const Shape& src_shape, const GradSink& dst, float scale = 1.f) {
+    expand_to(op, src, src_shape, dst.data(), dst.shape(), dst.add, scale);
+}
+// The sink viewed as a matrix with the product's column count (a (..., K, N)
+// gradient as (... * K, N)).
+void gemm(const char* op, ConstMatrix a, bool transpose_a, ConstMatrix b, bool transpose_b, const GradSink& dst);
+
+// The kernel rule's view of a node.
 class BackwardContext {
 public:
     explicit BackwardContext(detail::Node& node) : node_(node) {}
@@ -98,7 +162,7 @@ public:
     const Tensor& output() const { return node_.value; }
     const Tensor& grad_output() const { return node_.grad; }
     std::size_t num_inputs() const { return node_.inputs.size(); }
-    const Tensor& input(std::size_t i) const { return node_.inputs[i].node->value; }
+    const Tensor& input(std::size_t i) const { return edge(i)->value; }
     const Tensor& saved(std::size_t k = 0) const;
     template <class T>
     const T& state() const {
@@ -106,16 +170,20 @@ public:
     }
     const std::vector<std::size_t>& index() const { return node_.index; }
     // Whether input i wants a gradient; rules skip the work for those that do not.
-    bool needs_grad(std::size_t i) const { return node_.inputs[i].node->requires_grad; }
+    bool needs_grad(std::size_t i) const { return edge(i)->wanted; }
 
-    // grad(input i) += expr, where expr has input i's shape.
+    // grad(input i) += expr, where expr has input i's shape, or a shape
+    // input i was broadcast to (then it is summed down). Skips an input
+    // that needs no gradient.
     template <class E>
     void accumulate(std::size_t i, const E& expr) {
         if (!needs_grad(i)) return;
         bool fresh = false;
         Tensor& g = grad_buffer(i, fresh);
-        // noalias() would silently resize g to a wrongly shaped expression.
-        if (!same_shape(expr.shape(), g.shape())) throw_gradient_shape(i, expr.shape());
+        if (!same_shape(expr.shape(), g.shape())) {
+            accumulate_broadcast(i, expr, g, fresh);
+            return;
+        }
         // When every operand is laid out like g (no broadcasting), the
         // assignment goes straight to xtensor's linear SIMD loop, skipping
         // the shape computations of a general assignment: on small tensors
@@ -134,89 +202,35 @@ public:
             xt::noalias(g) += expr;
         }
     }
-
-    // grad(input i) += expr summed down to input i's shape, where expr has
-    // the output's shape and the forward pass broadcast input i to it.
-    template <class E>
-    void accumulate_broadcast(std::size_t i, const E& expr) {
-        if (!needs_grad(i)) return;
-        if (input(i).shape() == output().shape()) {
-            accumulate(i, expr);
-            return;
-        }
-        Scratch full(output().shape());
-        xt::noalias(full.tensor()) = expr;
-        accumulate_sum_to(i, full.tensor());
-    }
-
-    // grad(input i) += scale * m summed down to input i's shape (m's shape
-    // is input i's broadcast to some larger one, or equal to it).
-    void accumulate_sum_to(std::size_t i, const Tensor& m, float scale = 1.f);
-    // grad(input i) += scale * m broadcast up to input i's shape; m given
-    // as data and shape (a reduction's gradient read with its kept dimensions).
-    void accumulate_expand(std::size_t i, const float* m, const Shape& m_shape, float scale = 1.f);
-    // grad(input i) += values given as runs of elements that together cover
-    // every element of input i exactly once (a concatenation's or a
-    // reshape's gradient): write(put) calls put(offset, values, count) for
-    // each run, offset counting elements of input i in row-major order.
-    template <class Write>
-    void accumulate_runs(std::size_t i, const Write& write) {
-        if (!needs_grad(i)) return;
+    // Input i's gradient for a kernel that stores or adds. Call only when
+    // needs_grad(i).
+    GradSink sink(std::size_t i) {
         bool fresh = false;
-        float* base = grad_buffer(i, fresh).data();
-        if (fresh) {
-            write([base](std::size_t offset, const float* values, std::size_t count) {
-                std::copy(values, values + count, base + offset);
-            });
-        } else {
-            write([base](std::size_t offset, const float* values, std::size_t count) {
-                for (std::size_t j = 0; j < count; ++j) base[offset + j] += values[j];
-            });
-        }
+        Tensor& g = grad_buffer(i, fresh);
+        return {g, !fresh};
     }
-
-    // grad(input i) += op(a) . op(b) through BLAS without copies, the
-    // gradient viewed as a matrix with the product's column count (a
-    // (..., K, N) input's gradient as (... * K, N)).
-    void accumulate_matmul(std::size_t i, ConstMatrix a, bool transpose_a, ConstMatrix b, bool transpose_b);
-
-    // grad(input i) += values computed element by element: compute(put)
-    // calls put(k, value) once for every element k (row-major) of input i.
-    // put assigns into a fresh buffer and adds otherwise, so a rule that
-    // computes a whole gradient needs no zero-filled buffer first.
-    template <class Compute>
-    void accumulate_elements(std::size_t i, const Compute& compute) {
-        if (!needs_grad(i)) return;
-        bool fresh = false;
-        float* base = grad_buffer(i, fresh).data();
-        if (fresh) {
-            compute([base](std::size_t k, float value) { base[k] = value; });
-        } else {
-            compute([base](std::size_t k, float value) { base[k] += value; });
-        }
-    }
-
-    // grad(input i) += what write(g, add) computes into the buffer g: write
-    // must store its result when add is false and add it when true, as a
-    // kernel with BLAS's beta or an accumulate flag does (the convolution
-    // kernels, say).
-    template <class Write>
-    void accumulate_into(std::size_t i, const Write& write) {
-        if (!needs_grad(i)) return;
-        bool fresh = false;
-        float* g = grad_buffer(i, fresh).data();
-        write(g, !fresh);
-    }
-
-    // The gradient of input i as a buffer to add into, zero-filled the first
-    // time: for rules that write only parts of it (a slice, scattered rows,
-    // arg-max positions).
+    // Input i's gradient to add into, zero-filled on first use: for rules
+    // that write only parts of it (a slice, scattered rows, arg-max
+    // positions). Call only when needs_grad(i).
     Tensor& accumulator(std::size_t i);
 
 private:
+    detail::Node* edge(std::size_t i) const {
+        if (i >= node_.inputs.size()) throw_input_index(i);
+        return node_.inputs[i].node;
+    }
     // The raw buffer of input i's gradient; `fresh` tells whether it holds
     // no data yet (assign to it) or a partial gradient (add to it).
     Tensor& grad_buffer(std::size_t i, bool& fresh);
+    template <class E>
+    void accumulate_broadcast(std::size_t i, const E& expr, Tensor& g, bool fresh) {
+        Shape full_shape(expr.shape().size());
+        std::copy(expr.shape().begin(), expr.shape().end(), full_shape.begin());
+        if (!broadcasts_to(g.shape(), full_shape)) throw_gradient_shape(i, full_shape);
+        Scratch full(full_shape);
+        xt::noalias(full.tensor()) = expr;
+        sum_to(node_.op, full.tensor(), GradSink{g, !fresh});
+    }
     template <class S>
     static bool same_shape(const S& a, const Shape& b) {
         if (a.size() != b.size()) return false;
@@ -225,15 +239,57 @@ private:
         }
         return true;
     }
-    template <class S>
-    [[noreturn]] void throw_gradient_shape(std::size_t i, const S& shape) const {
-        Shape s(shape.size());
-        for (std::size_t d = 0; d < s.size(); ++d) s[d] = static_cast<std::size_t>(shape[d]);
-        throw_gradient_shape(i, s);
-    }
     [[noreturn]] void throw_gradient_shape(std::size_t i, const Shape& shape) const;
+    [[noreturn]] void throw_input_index(std::size_t i) const;
 
     detail::Node& node_;
 };
+
+// The differentiable rule's view of a node: the same reads as
+// BackwardContext, as Vars.
+class GraphContext {
+public:
+    // `recording`: the gradients join the graph (create_graph); else the rule
+    // serves an ordinary backward and only their values are added.
+    GraphContext(detail::Node& node, Var grad_output, bool recording)
+        : node_(node), grad_output_(std::move(grad_output)), recording_(recording) {}
+
+    const char* op_name() const { return node_.op; }
+    Var output() const { return Var::shared(&node_); }
+    const Var& grad_output() const { return grad_output_; }
+    std::size_t num_inputs() const { return node_.inputs.size(); }
+    Var input(std::size_t i) const { return Var::shared(edge(i)); }
+    bool needs_grad(std::size_t i) const { return edge(i)->wanted; }
+    template <class T>
+    const T& state() const {
+        return node_.state.get<T>(node_.op);
+    }
+    const std::vector<std::size_t>& index() const { return node_.index; }
+    // A saved tensor, for constants only (see the top of this file).
+    const Tensor& saved(std::size_t k = 0) const;
+
+    // grad(input i) += g, where g has input i's shape or one input i was
+    // broadcast to (then it is summed down). Skips an input that needs no
+    // gradient.
+    void accumulate(std::size_t i, const Var& g);
+
+private:
+    detail::Node* edge(std::size_t i) const;
+
+    detail::Node& node_;
+    Var grad_output_;
+    bool recording_;
+};
+
+// A leaf (no history) holding expr's value, for differentiable rules: a
+// mask, the signs of an input. Its storage comes from the pool.
+template <class E>
+Var constant(const E& expr) {
+    Shape shape(expr.shape().size());
+    std::copy(expr.shape().begin(), expr.shape().end(), shape.begin());
+    Var v = Var::zeros(shape);
+    xt::noalias(v.mutable_value()) = expr;
+    return v;
+}
 
 }  // namespace xgrad

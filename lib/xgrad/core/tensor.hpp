@@ -45,6 +45,10 @@ struct ShapeError : std::invalid_argument {
 // both shapes.
 Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);
 
+// Whether `from` broadcasts to `to`: aligned at the last dimension, each of
+// its sizes is 1 or equal to to's (and it has no more dimensions).
+bool broadcasts_to(const Shape& from, const Shape& to);
+
 // `axis` in [-rank, rank) as an index in [0, rank); throws ShapeError naming
 // `op` and the shape otherwise.
 std::size_t normalize_axis(const char* op, int axis, const Shape& shape);

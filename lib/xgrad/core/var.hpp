@@ -13,7 +13,15 @@
 // zero_grad(). backward() then frees the graph it walked (op nodes drop
 // their inputs), so a second backward() through the same graph throws;
 // pass retain_graph = true in BackwardOptions to walk it again (leaf
-// gradients add up twice, as in PyTorch).
+// gradients add up twice, as in PyTorch). grad(outputs, inputs) returns
+// d outputs / d inputs instead, touching no leaf's grad().
+//
+// Higher order: with create_graph the backward pass is itself recorded, so
+// the gradients it gives (grad()'s results, a leaf's grad_var()) are Vars
+// with history that can be differentiated again, to any order. Each op has
+// a fast kernel rule for the ordinary backward and a differentiable rule
+// written with ops for this (op.hpp); an op without one throws
+// "xgrad::<op>: not twice differentiable" when create_graph reaches it.
 //
 // Threads: a graph belongs to the thread that built it. Using a Var on
 // another thread, or after the thread that created it has exited, is an
@@ -33,10 +41,13 @@
 namespace xgrad {
 
 class BackwardContext;
+class GraphContext;
 // Backward rules are plain function pointers (capture-free lambdas): storing
 // one allocates nothing. What a rule needs beyond inputs and output travels
 // in the node: saved tensors, typed state, an index list (see op.hpp).
+// A kernel rule works on tensors; a differentiable (graph) rule on Vars.
 using BackwardFn = void (*)(BackwardContext&);
+using GraphFn = void (*)(GraphContext&);
 
 namespace detail {
 
@@ -82,16 +93,20 @@ struct Node {
     std::vector<std::size_t> index;  // an op's integer list (arg-max positions, gathered rows)
     OpState state;
     const char* op = "leaf";
-    BackwardFn backward = nullptr;
-    Arena* arena = nullptr;     // the owning thread's storage
-    std::uint64_t seq = 0;      // creation order: inputs always have a smaller seq
-    std::uint64_t version = 0;  // bumped whenever a leaf's value is changed in place
-    std::uint64_t visit = 0;    // stamp of the backward pass that last reached the node
+    BackwardFn backward = nullptr;  // the kernel rule; null when the graph rule serves both
+    GraphFn graph = nullptr;        // the differentiable rule; null: the op is once differentiable
+    Node* graph_grad = nullptr;     // during a create_graph pass: the gradient so far, as a Var's node (one reference)
+    Node* grad_history = nullptr;   // leaf: grad() as a Var with history after backward(create_graph) (one reference)
+    Arena* arena = nullptr;         // the owning thread's storage
+    std::uint64_t seq = 0;          // creation order: inputs always have a smaller seq
+    std::uint64_t version = 0;      // bumped whenever a leaf's value is changed in place
+    std::uint64_t visit = 0;        // stamp of the backward pass that last reached the node
     int refs = 0;
     bool is_leaf = true;
     bool requires_grad = false;
     bool graph_freed = false;   // backward() already released this op's inputs
     bool grad_written = false;  // op node: grad holds data (else it is all zeros, never stored)
+    bool wanted = false;        // during a pass: its gradient is needed (all it reaches; for grad(), what leads to an input)
     bool value_pooled = false;  // value came from the pool and goes back to it (a user's tensor does not)
 };
 
@@ -107,11 +122,14 @@ void check_owner(const Node& n, const char* what, const char* using_op = nullptr
 struct BackwardOptions {
     // Keep the graph so backward() can walk it again.
     bool retain_graph = false;
+    // Record the backward pass: each leaf's grad_var() then has history and
+    // can be differentiated again. Implies retain_graph.
+    bool create_graph = false;
 };
 
 class Var;
 namespace detail {
-void run_backward(const Var& root, const Tensor* seed, const BackwardOptions& options);
+class Pass;
 }
 
 class Var {
@@ -148,6 +166,12 @@ public:
     void set_requires_grad(bool requires);
     // Leaves only: the accumulated gradient (zeros until a backward reaches it).
     const Tensor& grad() const;
+    // Leaves only: the same gradient as a Var. After backward() with
+    // create_graph it has that pass's history (as PyTorch's x.grad), as
+    // long as every contribution since zero_grad() was recorded so; else it
+    // is a new leaf holding a copy of grad(). The history refers back to
+    // this leaf (as in PyTorch): zero_grad() releases it.
+    Var grad_var() const;
     // Leaves only: write access to the gradient (gradient clipping, averaging
     // across processes). Its shape must not change.
     Tensor& mutable_grad();
@@ -170,9 +194,13 @@ private:
     detail::Node& node() const;
     detail::Node& leaf_node(const char* what) const;
 
+    // A Var sharing n (one more reference).
+    static Var shared(detail::Node* n);
+
     detail::Node* node_ = nullptr;
     friend class Op;
-    friend void detail::run_backward(const Var&, const Tensor*, const BackwardOptions&);
+    friend class GraphContext;
+    friend class detail::Pass;
 };
 
 // Accumulates d root / d leaf into the grad() of every leaf reachable from
@@ -181,6 +209,25 @@ void backward(const Var& root, const BackwardOptions& options = {});
 // The same for a root of any shape, seeded with d loss / d root = `grad`
 // (of root's shape): the vector-Jacobian product.
 void backward(const Var& root, const Tensor& grad, const BackwardOptions& options = {});
+
+struct GradOptions {
+    // d loss / d output for each output (its shape; a Var with history is
+    // differentiated through too). Empty: ones, which needs one-element outputs.
+    std::vector<Var> grad_outputs;
+    // Record the pass: the results have history (gradient penalties,
+    // Hessian-vector products). Implies retain_graph.
+    bool create_graph = false;
+    bool retain_graph = false;
+    // An input that no output depends on gets an undefined Var (instead of an error).
+    bool allow_unused = false;
+};
+
+// d outputs / d inputs: sum_k grad_outputs[k] . d outputs[k] / d inputs[i]
+// for each input i (leaves that require a gradient, or any Var of the
+// graph), as in torch.autograd.grad. No leaf's grad() changes, and only the
+// part of the graph that leads from the inputs to the outputs is walked.
+std::vector<Var> grad(const std::vector<Var>& outputs, const std::vector<Var>& inputs, const GradOptions& options = {});
+Var grad(const Var& output, const Var& input, const GradOptions& options = {});
 
 // While a NoGrad object lives on this thread, ops record no graph: their
 // results are plain values (as for evaluation or for a GAN's fake batch in

@@ -1,14 +1,15 @@
 // Structural ops (lib/ops/shape.cpp): they move elements without arithmetic,
 // and each one's gradient is its partner moving the gradient back
-// (reshape <- reshape, permute <- the inverse permutation, broadcast_to <-
-// sum, slice <- add into the slice, index_select <- scatter-add). Every
-// result is a tensor of its own (xgrad never aliases storage), so changing
-// one never changes another. Axes may be negative (counted from the end).
-// concat lives in xgrad/ops/concat.hpp, the worked example of docs/extending.md.
+// (reshape <- reshape, permute <- the inverse permutation, broadcast_to <->
+// sum_to, concat <- narrow, slice and the gathers <- scatter_add <-> take).
+// So each is differentiable any number of times. Every result is a tensor
+// of its own (xgrad never aliases storage), so changing one never changes
+// another. Axes may be negative (counted from the end).
 #pragma once
 
 #include <vector>
 
+#include <xgrad/core/broadcast.hpp>  // broadcast_to and sum_to, two shape ops the core needs too
 #include <xgrad/core/var.hpp>
 
 namespace xgrad {
@@ -33,9 +34,10 @@ Var squeeze(const Var& x, int axis);
 Var permute(const Var& x, const Axes& order);
 // Two axes swapped.
 Var transpose(const Var& x, int axis0 = -2, int axis1 = -1);
-// x broadcast (NumPy rules) to `shape`; dx = dy summed back.
-Var broadcast_to(const Var& x, const Shape& shape);
 
+// The inputs joined along `axis`: their shapes must agree on every other
+// axis. Input k's gradient is its own stretch of dy.
+Var concat(const std::vector<Var>& xs, int axis = 0);
 // Inputs (equal shapes) joined along a new axis `axis` (in [-rank-1, rank]).
 Var stack(const std::vector<Var>& xs, int axis = 0);
 // Elements start, start+step, ... (below end) along `axis`; start and end
@@ -59,5 +61,15 @@ Var index_select(const Var& x, int axis, const std::vector<std::size_t>& indices
 // axis's at most x's) and y[..., j, ...] = x[..., index[..., j, ...], ...]
 // along axis; dx scatters dy back, summing repeated positions.
 Var gather(const Var& x, int axis, const xt::xarray<std::size_t>& index);
+
+// Elements at flat (row-major) positions: y (of `shape`, as many elements as
+// indices) holds x's elements indices[0], indices[1], ...; dx =
+// scatter_add(dy, indices, x's shape). Throws std::out_of_range for an index
+// past x's elements.
+Var take(const Var& x, const std::vector<std::size_t>& indices, const Shape& shape);
+// The adjoint of take: zeros of `shape` with values' element k added at
+// flat position indices[k] (repeated positions add up); dvalues =
+// take(dy, indices, values' shape).
+Var scatter_add(const Var& values, const std::vector<std::size_t>& indices, const Shape& shape);
 
 }  // namespace xgrad
