@@ -54,6 +54,11 @@ for part in "${parts[@]}"; do
       step=$(result "$out" dcgan_ms_per_step)
       echo "RATIO dcgan_step xgrad/torch(same algorithm)=$(ratio "$step" "$(result "$same" torch_ms_per_step)")" \
            "xgrad/torch(classic example)=$(ratio "$step" "$(result "$classic" torch_ms_per_step)")"
+      echo "== PyTorch: benchmarks/torch_dcgan_step.py --threads $threads --d-only plain, then --d-only r1"
+      d_plain=$(/usr/bin/python3 benchmarks/torch_dcgan_step.py --threads "$threads" --d-only plain); echo "$d_plain"
+      d_r1=$(/usr/bin/python3 benchmarks/torch_dcgan_step.py --threads "$threads" --d-only r1); echo "$d_r1"
+      echo "RATIO d_step xgrad/torch=$(ratio "$(result "$out" d_step_ms)" "$(result "$d_plain" torch_ms_per_step)")" \
+           "r1_d_step xgrad/torch=$(ratio "$(result "$out" r1_d_step_ms)" "$(result "$d_r1" torch_ms_per_step)")"
     fi
   fi
 done

@@ -12,6 +12,11 @@
 // during one step and replayed on buffers of their sizes: the time the step
 // would take if everything but BLAS were free.
 //
+// Second order: D's update of the same GAN alone, plain and with the R1
+// penalty applied at every update (gamma 0.01, r1_every 1: each update
+// differentiates ||d D(x) / d x||^2 by D's weights); compare.sh times the same
+// in PyTorch (torch.autograd.grad with create_graph).
+//
 //   build/benchmarks/conv_step [--threads N] [--rounds R]
 // The last line is machine-readable (RESULT ...).
 #include <chrono>
@@ -166,16 +171,31 @@ int main(int argc, char** argv) {
     // With several threads the step's products run as row blocks side by
     // side: the floor is the serial replay split evenly.
     const double floor_ms = replay_ms / threads;
-    rusage usage{};
-    getrusage(RUSAGE_SELF, &usage);
     std::printf("DCGAN step (dcgan preset, batch 64):  %.3f ms; GEMM floor %.3f ms (%zu sgemm calls%s); ratio %.3f\n", step_ms,
                 floor_ms, floor.size(), threads > 1 ? ", serial replay / threads" : "", step_ms / floor_ms);
+
+    // D updates alone, without and with R1 at every update.
+    gan::StepStats stats;
+    long d_allocs = 0, r1_allocs = 0;
+    const double d_ms = median_ms(rounds, d_allocs, [&] { model.discriminator_step(data, stats); });
+    gan::GanConfig with_r1 = gan::dcgan_preset();
+    with_r1.r1_gamma = 0.01f;
+    with_r1.r1_every = 1;
+    gan::Gan penalised(with_r1, 1);
+    for (int i = 0; i < 3; ++i) penalised.step(data);
+    const double r1_ms = median_ms(rounds, r1_allocs, [&] { penalised.discriminator_step(data, stats); });
+    std::printf("D update alone: %.3f ms; with R1 at every update: %.3f ms (%.2fx), %g allocations per R1 update\n", d_ms, r1_ms,
+                r1_ms / d_ms, double(r1_allocs) / rounds);
+
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
     std::printf("allocations per step %g; peak RSS %.1f MiB; load average %s before / %s after\n", double(step_allocs) / rounds,
                 double(usage.ru_maxrss) / 1024.0, load_before.c_str(), bench::load_average().c_str());
     std::printf(
         "RESULT dcgan_ms_per_step=%.3f gemm_floor_ms=%.3f ratio=%.3f allocs_per_step=%g threads=%d conv1_ms=%.3f conv2_ms=%.3f "
-        "convt1_ms=%.3f convt2_ms=%.3f\n",
+        "convt1_ms=%.3f convt2_ms=%.3f d_step_ms=%.3f r1_d_step_ms=%.3f r1_allocs=%g\n",
         step_ms, floor_ms, step_ms / floor_ms, double(step_allocs) / rounds, threads, layers[0].forward_backward,
-        layers[1].forward_backward, layers[2].forward_backward, layers[3].forward_backward);
+        layers[1].forward_backward, layers[2].forward_backward, layers[3].forward_backward, d_ms, r1_ms,
+        double(r1_allocs) / rounds);
     return 0;
 }

@@ -19,6 +19,9 @@ One step (the classic PyTorch DCGAN example order):
   runs G forward again for the G update (two G forwards, no detach).
   --freeze-d turns off D's parameter gradients during the G update (only the
   input gradient through D is needed there; PyTorch's example computes them anyway).
+  --d-only plain times the D update alone (fakes under no_grad); --d-only r1
+  adds the R1 penalty at every update, as conv_step's second-order row:
+  gamma/2 mean ||d D(x)/dx||^2 (gamma 0.01) by torch.autograd.grad(create_graph=True).
 
 The data are synthetic (uniform [0, 1) "images", a fixed pool of batches): this
 script measures time, not learning; MNIST itself is not needed.
@@ -101,6 +104,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=8)
     ap.add_argument("--fake-mode", choices=["detach", "nograd"], default="detach")
     ap.add_argument("--freeze-d", action="store_true")
+    ap.add_argument("--d-only", choices=["plain", "r1"], help="time D's update alone, without or with R1")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--attempts", type=int, default=2, help="redo the timing if other processes disturbed it")
     args = ap.parse_args()
@@ -117,7 +121,25 @@ def main():
     zeros = torch.zeros(BATCH, 1)
     real_pool = [torch.rand(BATCH, 1, 28, 28) for _ in range(8)]  # synthetic "MNIST" batches
 
+    def d_step(i):
+        real = real_pool[i % len(real_pool)]
+        with torch.no_grad():
+            fake = G(torch.rand(BATCH, LATENT) * 2 - 1)
+        opt_d.zero_grad(set_to_none=True)
+        if args.d_only == "r1":
+            real = real.detach().requires_grad_(True)
+        real_logits = D(real)
+        loss_d = bce(real_logits, ones) + bce(D(fake), zeros)
+        if args.d_only == "r1":
+            g, = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+            loss_d = loss_d + g.square().sum([1, 2, 3]).mean() * (0.01 / 2)
+        loss_d.backward()
+        opt_d.step()
+        return loss_d.item(), 0.0
+
     def step(i):
+        if args.d_only:
+            return d_step(i)
         real = real_pool[i % len(real_pool)]
         z = torch.randn(BATCH, LATENT)
         # ---- D update: real batch + fake batch (no gradient into G)
@@ -163,9 +185,9 @@ def main():
     q = lambda f: s[min(len(s) - 1, int(round(f * (len(s) - 1))))]
     load1 = open("/proc/loadavg").read().split()[0]
     print(f"# torch {torch.__version__} threads={torch.get_num_threads()} mkldnn={torch.backends.mkldnn.enabled} "
-          f"fake_mode={args.fake_mode} freeze_d={args.freeze_d} last losses D={ld:.4f} G={lg:.4f}")
+          f"fake_mode={args.fake_mode} freeze_d={args.freeze_d} d_only={args.d_only} last losses D={ld:.4f} G={lg:.4f}")
     print(f"RESULT torch_ms_per_step={statistics.median(s):.3f} threads={args.threads} p10={q(0.1):.3f} "
-          f"p90={q(0.9):.3f} steps={len(s)} fake_mode={args.fake_mode} freeze_d={int(args.freeze_d)} "
+          f"p90={q(0.9):.3f} steps={len(s)} fake_mode={args.fake_mode} freeze_d={int(args.freeze_d)} d_only={args.d_only} "
           f"other_cpu={other:.2f} attempts={attempt} load1={load1}")
 
 

@@ -271,6 +271,121 @@ TEST_CASE("dcgan: the D step changes only D (parameters and running statistics),
     CHECK_FALSE(identical(buffer_values(g.generator()), g_buffers));
 }
 
+// ---- gradient penalties: gradients of gradients by the generic backward ------------
+
+namespace {
+
+// d penalty / d p for D's parameters by backward() through the penalty's
+// recorded gradient, against central differences of the penalty in double.
+template <class Penalty>
+void check_penalty_gradient(Gan& g, const Penalty& penalty) {
+    const std::vector<Var> d_parameters = g.discriminator().parameters();
+    for (Var p : d_parameters) p.zero_grad();
+    backward(penalty());
+    double worst = 0, scale = 0;
+    for (Var p : d_parameters) {
+        for (std::size_t e = 0; e < p.numel(); ++e) {
+            const float x0 = p.value().data()[e], h = 1e-2f;
+            p.mutable_value().data()[e] = x0 + h;
+            const double up = penalty().item();
+            p.mutable_value().data()[e] = x0 - h;
+            const double down = penalty().item();
+            p.mutable_value().data()[e] = x0;
+            const double numeric = (up - down) / (double(x0 + h) - double(x0 - h));
+            worst = std::max(worst, std::abs(numeric - p.grad().data()[e]));
+            scale = std::max(scale, std::abs(numeric));
+        }
+    }
+    INFO("worst difference " << worst << " against a largest derivative of " << scale);
+    CHECK(scale > 1e-3);  // the penalty does depend on D's weights
+    CHECK(worst <= 2e-3 * std::max(1.0, scale));
+}
+
+GanConfig with_r1(GanConfig c, float gamma, long every) {
+    c.r1_gamma = gamma;
+    c.r1_every = every;
+    return c;
+}
+
+}  // namespace
+
+TEST_CASE("R1's gradient by D's parameters matches finite differences of the penalty") {
+    GanConfig c = with_r1(tiny_config(), 2.f, 1);
+    c.d_leaky_slope = 0.2f;  // smooth enough between kinks for a 1e-2 step
+    Gan g(c, 21);
+    GaussianData data(6, 0.5f, 1.f);
+    Rng rng(4);
+    Var real(Tensor::from_shape({4, 6}), true);
+    data.sample(real.mutable_value(), rng);
+    check_penalty_gradient(g, [&] { return g.r1_penalty(real, g.discriminator()(real)); });
+    // gamma/2 mean ||grad||^2 itself, against differences of D's output by x.
+    const double analytic = g.r1_penalty(real, g.discriminator()(real)).item();
+    double squares = 0;
+    for (std::size_t e = 0; e < real.numel(); ++e) {
+        const float x0 = real.value().data()[e], h = 1e-2f;
+        real.mutable_value().data()[e] = x0 + h;
+        const double up = sum(g.discriminator()(real)).item();
+        real.mutable_value().data()[e] = x0 - h;
+        const double down = sum(g.discriminator()(real)).item();
+        real.mutable_value().data()[e] = x0;
+        const double d = (up - down) / (double(x0 + h) - double(x0 - h));
+        squares += d * d;
+    }
+    CHECK(analytic == doctest::Approx(1.0 * squares / 4).epsilon(1e-2));
+}
+
+TEST_CASE("WGAN-GP's penalty gradient by D's parameters matches finite differences") {
+    GanConfig c = tiny_config();
+    c.objective = gan::Objective::wasserstein;
+    c.gp_lambda = 10.f;
+    c.d_leaky_slope = 0.2f;
+    Gan g(c, 22);
+    GaussianData data(6, 0.5f, 1.f);
+    Rng rng(5);
+    Var real(Tensor::from_shape({4, 6})), fake(Tensor::from_shape({4, 6}));
+    data.sample(real.mutable_value(), rng);
+    rng.fill_normal(fake.mutable_value(), 0.f, 1.f);
+    // The same interpolation points every time: each evaluation draws from a copy of one stream.
+    check_penalty_gradient(g, [&] {
+        Rng same(9);
+        return g.gradient_penalty(real, fake, same);
+    });
+}
+
+TEST_CASE("a D update with R1 changes only D, and differs from one without") {
+    GaussianData data(64, 0.5f, 0.2f);
+    Gan plain(tiny_dcgan(), 3), penalised(with_r1(tiny_dcgan(), 10.f, 1), 3);
+    const auto g_params = values(penalised.generator().parameters()), g_buffers = buffer_values(penalised.generator());
+    gan::StepStats plain_stats, stats;
+    plain.discriminator_step(data, plain_stats);
+    penalised.discriminator_step(data, stats);
+    CHECK(stats.penalty > 0.f);
+    CHECK(identical(values(penalised.generator().parameters()), g_params));
+    CHECK(identical(buffer_values(penalised.generator()), g_buffers));
+    CHECK_FALSE(identical(values(penalised.discriminator().parameters()), values(plain.discriminator().parameters())));
+    CHECK(stats.d_real == plain_stats.d_real);  // the same batch through the same D: only the penalty differs
+}
+
+TEST_CASE("R1 is applied lazily at every r1_every-th D update, and resuming stays bit-exact") {
+    GaussianData data(64, 0.5f, 0.2f);
+    const GanConfig c = with_r1(tiny_dcgan(), 1.f, 2);
+    Gan straight(c, 6), first_half(c, 6);
+    std::vector<float> penalties;
+    for (int i = 0; i < 6; ++i) penalties.push_back(straight.step(data).penalty);
+    CHECK(penalties[0] > 0.f);  // updates 0, 2, 4 apply it
+    CHECK(penalties[1] == 0.f);
+    CHECK(penalties[2] > 0.f);
+    for (int i = 0; i < 3; ++i) first_half.step(data);
+    Archive archive;
+    first_half.save(archive);
+    Gan resumed(c, 999);
+    resumed.load(archive);
+    for (int i = 0; i < 3; ++i) resumed.step(data);
+    CHECK(identical(values(resumed.generator().parameters()), values(straight.generator().parameters())));
+    CHECK(identical(values(resumed.discriminator().parameters()), values(straight.discriminator().parameters())));
+    CHECK(identical(buffer_values(resumed.discriminator()), buffer_values(straight.discriminator())));
+}
+
 TEST_CASE("dcgan with its averaged generator resumes bit-exactly, and the averaged samples are the averaged weights'") {
     GaussianData data(64, 0.5f, 0.2f);
     const GanConfig c = tiny_dcgan();

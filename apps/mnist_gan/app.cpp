@@ -48,7 +48,8 @@ struct Options {
     std::string preset_name = "default", g_loss, out = "out";
     long steps = 0;  // 0: the preset's
     std::size_t k = 1, batch = 128, z_dim = 100, hidden = 128, channels = 64, samples = 0;
-    float lr = 1e-3f;
+    float lr = 1e-3f, r1 = 0.f;
+    long r1_every = 16;
     std::uint64_t seed = 1;
     int threads = 1;
     long grid_every = 500, checkpoint_every = 1000, log_every = 50;
@@ -259,6 +260,8 @@ std::vector<Setting> training_settings(const Options& o, const GanConfig& c, con
     return {{"lr", "--lr", exact(c.lr)},
             {"batch", "--batch", std::to_string(c.batch)},
             {"k", "--k", std::to_string(c.k)},
+            {"r1", "--r1", exact(c.r1_gamma)},
+            {"r1_every", "--r1-every", std::to_string(c.r1_every)},
             {"g_loss", "--g-loss", g_loss_name(c.g_loss)},
             {"beta1", "--preset (Adam beta1)", exact(c.beta1)},
             {"beta2", "--preset (Adam beta2)", exact(c.beta2)},
@@ -479,6 +482,8 @@ GanConfig config_from(const Options& o, const CLI::App& cli) {
     if (cli.count("--hidden")) c.hidden = o.hidden;
     if (cli.count("--channels")) c.channels = o.channels;
     if (cli.count("--lr")) c.lr = o.lr;
+    if (cli.count("--r1")) c.r1_gamma = o.r1;
+    if (cli.count("--r1-every")) c.r1_every = o.r1_every;
     if (cli.count("--g-loss")) c.g_loss = o.g_loss == "minimax" ? GeneratorLoss::minimax : GeneratorLoss::non_saturating;
     if (o.sample_batch_stats) c.sample_with_batch_stats = true;
     return c;
@@ -557,7 +562,11 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
 
     std::cerr << "mnist_gan: " << image_count << " training images from " << data_dir << "; "
               << "preset=" << config.preset << " " << config.architecture_text() << " batch=" << config.batch << " k=" << config.k
-              << " lr=" << config.lr << " g_loss=" << g_loss_name(config.g_loss) << "\n";
+              << " lr=" << config.lr
+              << (config.objective == gan::Objective::wasserstein ? " objective=wasserstein gp_lambda=" + exact(config.gp_lambda)
+                                                                  : " g_loss=" + std::string(g_loss_name(config.g_loss)))
+              << (config.r1_gamma > 0.f ? " r1=" + exact(config.r1_gamma) + " every " + std::to_string(config.r1_every) : "")
+              << "\n";
     if (ranks > 1)
         std::cerr << "data-parallel over " << ranks << " ranks: " << config.batch / ranks << " samples of each batch per rank\n";
     std::signal(SIGINT, on_interrupt);
@@ -663,7 +672,8 @@ int run_app(int argc, const char* const* argv, const xgrad::Distributed* distrib
     cli.add_option("--preset", o.preset_name,
                    "reference: the paper's setup as specified (D/G 128 hidden, Adam 1e-3/0.9); "
                    "mlp: fully connected, 256 hidden, spectral norm and minibatch stddev in D, averaged G; "
-                   "dcgan: convolutional nets with batch norm, samples from the raw G; default: dcgan (README, Presets)")
+                   "dcgan: convolutional nets with batch norm, samples from the raw G; wgan-gp: the dcgan nets in the "
+                   "Wasserstein game with a gradient penalty; default: dcgan (README, Presets)")
         ->check(CLI::IsMember(preset_names()))
         ->capture_default_str();
     cli.add_option("--steps", o.steps, "Total training steps (default: the preset's; a resumed run continues up to this)")
@@ -680,6 +690,13 @@ int run_app(int argc, const char* const* argv, const xgrad::Distributed* distrib
            "(overrides the preset)")
         ->check(common::unsigned_in(1, 4096));
     cli.add_option("--lr", o.lr, "Adam learning rate of both nets (overrides the preset)")->check(common::real_in(1e-7, 1.0));
+    cli.add_option("--r1", o.r1,
+                   "R1 gradient penalty gamma/2 E||grad_x D(x)||^2 on real samples (Mescheder et al. 2018; default: the "
+                   "preset's, 0 = off)")
+        ->check(common::real_in(0.0, 1e6));
+    cli.add_option("--r1-every", o.r1_every, "Apply R1 lazily, every N-th D update with its loss scaled by N")
+        ->check(common::unsigned_in(1, 1000000))
+        ->capture_default_str();
     cli.add_option("--g-loss", o.g_loss, "non-saturating: maximise log D(G(z)); minimax: minimise log(1 - D(G(z)))")
         ->check(CLI::IsMember({"non-saturating", "minimax"}));
     cli.add_option("--seed", o.seed, "Random seed: same seed and thread count give identical results")

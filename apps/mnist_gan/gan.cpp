@@ -22,6 +22,7 @@ std::string GanConfig::architecture_text() const {
     } else {
         s << " dcgan channels=" << channels;
     }
+    if (architecture == Architecture::dcgan && !d_batch_norm) s << " d_no_batch_norm";
     s << (d_spectral_norm ? " d_spectral_norm" : "") << (ema_decay > 0.f ? " averaged_generator" : "")
       << " optimizer=" << (optimizer == OptimizerKind::adam ? "adam" : "sgd");
     return s.str();
@@ -39,6 +40,27 @@ float mean_probability(const Tensor& logits) {
     for (float x : logits) total += 1.0 / (1.0 + std::exp(-double(x)));
     return static_cast<float>(total / double(logits.size()));
 }
+
+float mean_value(const Tensor& t) {
+    double total = 0;
+    for (float x : t) total += x;
+    return static_cast<float>(total / double(t.size()));
+}
+
+// While alive, the leaf requires a gradient (a batch differentiated for a penalty).
+class DifferentiatedInput {
+public:
+    explicit DifferentiatedInput(Var& input) : input_(input) { input_.set_requires_grad(true); }
+    ~DifferentiatedInput() {
+        input_.set_requires_grad(false);
+        input_.zero_grad();  // what backward() left there is not wanted, and must not pile up
+    }
+    DifferentiatedInput(const DifferentiatedInput&) = delete;
+    DifferentiatedInput& operator=(const DifferentiatedInput&) = delete;
+
+private:
+    Var& input_;
+};
 
 void add_activation(xgrad::Sequential& net, float leaky_slope) {
     if (leaky_slope > 0.f) {
@@ -94,7 +116,7 @@ void build_dcgan(const GanConfig& c, xgrad::Rng& rng, xgrad::Sequential& g, xgra
     auto& conv1 = d.add<xgrad::Conv2d>(1, c.channels, 4, rng, down, c.init);
     add_activation(d, c.d_leaky_slope);
     auto& conv2 = d.add<xgrad::Conv2d>(c.channels, wide, 4, rng, down, c.init);
-    d.add<xgrad::BatchNorm2d>(wide);
+    if (c.d_batch_norm) d.add<xgrad::BatchNorm2d>(wide);
     add_activation(d, c.d_leaky_slope);
     d.add<xgrad::Flatten>();
     auto& head = d.add<xgrad::Linear>(wide * q * q, 1, rng, c.init);
@@ -171,6 +193,11 @@ Gan::Gan(const GanConfig& config, std::uint64_t seed) : config_(config), rng_(se
     }
     real_ = Var(Tensor({c.batch, c.data_dim}, 0.f));
     noise_ = Var(Tensor({c.batch, c.z_dim}, 0.f));
+    mix_ = Var(Tensor({c.batch, std::size_t(1)}, 0.f));
+    interpolated_ = Var(Tensor({c.batch, c.data_dim}, 0.f));
+    if (c.r1_gamma > 0.f && c.r1_every < 1) {
+        throw std::invalid_argument("r1_every is " + std::to_string(c.r1_every) + ", expected at least 1");
+    }
 }
 
 void Gan::sample_noise(Tensor& noise) { rng_.fill_uniform(noise, -1.f, 1.f); }
@@ -206,15 +233,51 @@ void Gan::refresh_averaged_generator() {
 }
 
 Var Gan::discriminator_loss(const Var& real, const Var& fake, float* mean_d_real) {
-    const Var real_logits = discriminator_(real);
-    if (mean_d_real) *mean_d_real = mean_probability(real_logits.value());
-    return xgrad::bce_with_logits(real_logits, config_.real_label) + xgrad::bce_with_logits(discriminator_(fake), 0.f);
+    return discriminator_objective(discriminator_(real), discriminator_(fake), mean_d_real);
+}
+
+Var Gan::discriminator_objective(const Var& real_logits, const Var& fake_logits, float* mean_d_real) const {
+    const bool wasserstein = config_.objective == Objective::wasserstein;
+    if (mean_d_real) *mean_d_real = wasserstein ? mean_value(real_logits.value()) : mean_probability(real_logits.value());
+    if (wasserstein) return xgrad::mean(fake_logits) - xgrad::mean(real_logits);
+    return xgrad::bce_with_logits(real_logits, config_.real_label) + xgrad::bce_with_logits(fake_logits, 0.f);
 }
 
 Var Gan::generator_objective(const Var& fake_logits) const {
+    if (config_.objective == Objective::wasserstein) return -xgrad::mean(fake_logits);
     if (config_.g_loss == GeneratorLoss::non_saturating) return xgrad::bce_with_logits(fake_logits, 1.f);  // -mean log D(G(z))
     return -xgrad::bce_with_logits(fake_logits, 0.f);  // mean log(1 - D(G(z)))
 }
+
+Var Gan::r1_penalty(const Var& real, const Var& real_logits) const {
+    xgrad::GradOptions recorded;
+    recorded.create_graph = true;
+    // d sum_i D(x_i) / d x holds each sample's own gradient in its row.
+    const Var g = xgrad::grad(xgrad::sum(real_logits), real, recorded);
+    return xgrad::sum(g * g) * (config_.r1_gamma / 2.f / static_cast<float>(real.shape()[0]));
+}
+
+Var Gan::gradient_penalty(const Var& real, const Var& fake, xgrad::Rng& rng) {
+    // One e per sample of the global batch (every rank draws them all, so
+    // the streams stay those of one process), this rank's rows taken.
+    rng.fill_uniform(mix_.mutable_value(), 0.f, 1.f);
+    const Tensor& e = local_rows(mix_, mix_rows_).value();
+    const std::size_t rows = real.shape()[0], width = real.numel() / std::max<std::size_t>(rows, 1);
+    Tensor& between = interpolated_.mutable_value();
+    const float *r = real.value().data(), *f = fake.value().data();
+    for (std::size_t i = 0; i < rows; ++i) {
+        for (std::size_t j = 0; j < width; ++j)
+            between.data()[i * width + j] = e(i, 0) * r[i * width + j] + (1.f - e(i, 0)) * f[i * width + j];
+    }
+    const DifferentiatedInput differentiated(interpolated_);
+    xgrad::GradOptions recorded;
+    recorded.create_graph = true;
+    const Var g = xgrad::grad(xgrad::sum(discriminator_(interpolated_)), interpolated_, recorded);
+    const Var distance = xgrad::sqrt(xgrad::sum(g * g, {1}) + 1e-12f) - 1.f;  // +1e-12: sqrt' is finite at 0
+    return xgrad::mean(distance * distance) * config_.gp_lambda;
+}
+
+bool Gan::applies_r1(long update) const { return config_.r1_gamma > 0.f && update % config_.r1_every == 0; }
 
 Var Gan::generator_loss(const Var& noise) { return generator_objective(discriminator_(generator_(noise))); }
 
@@ -242,6 +305,8 @@ void Gan::distribute(const xgrad::Distributed& distributed, xgrad::ReduceOrder o
     }
     real_rows_ = Var(Tensor({sampler_->local_batch(), config_.data_dim}, 0.f));
     noise_rows_ = Var(Tensor({sampler_->local_batch(), config_.z_dim}, 0.f));
+    mix_rows_ = Var(Tensor({sampler_->local_batch(), std::size_t(1)}, 0.f));
+    interpolated_ = Var(Tensor({sampler_->local_batch(), config_.data_dim}, 0.f));
     distributed_ = &distributed;
 }
 
@@ -290,7 +355,26 @@ void Gan::discriminator_step(DataSource& data, StepStats& stats) {
         const StatisticsFrozen frozen(g_norms_);
         fake = generator_(local_rows(noise_, noise_rows_));
     }
-    const Var loss = discriminator_loss(local_rows(real_, real_rows_), fake, &stats.d_real);
+    Var& real = sampler_ ? real_rows_ : real_;
+    local_rows(real_, real_rows_);
+    Var loss;
+    if (applies_r1(d_updates_)) {
+        // Lazy R1 shares D's forward pass on the real batch with the loss.
+        const DifferentiatedInput differentiated(real);
+        const Var real_logits = discriminator_(real);
+        const Var penalty = r1_penalty(real, real_logits);
+        stats.penalty = penalty.item();
+        loss = discriminator_objective(real_logits, discriminator_(fake), &stats.d_real) +
+               penalty * static_cast<float>(config_.r1_every);
+    } else {
+        loss = discriminator_loss(real, fake, &stats.d_real);
+    }
+    if (config_.objective == Objective::wasserstein && config_.gp_lambda > 0.f) {
+        const Var penalty = gradient_penalty(real, fake, rng_);
+        stats.penalty = penalty.item() / config_.gp_lambda;
+        loss = loss + penalty;
+    }
+    ++d_updates_;
     d_optimizer_->zero_grad();
     xgrad::backward(loss);
     if (d_allreduce_) d_allreduce_->average();
@@ -310,7 +394,7 @@ void Gan::generator_step(StepStats& stats) {
     g_optimizer_->zero_grad();
     xgrad::backward(loss);
     stats.g_loss = loss.item();
-    stats.d_fake = mean_probability(logits.value());
+    stats.d_fake = config_.objective == Objective::wasserstein ? mean_value(logits.value()) : mean_probability(logits.value());
     if (g_allreduce_) {
         // The step's statistics travel with G's gradients. Means over equal
         // slices are the global batch's means; a non-finite loss on one rank
@@ -383,6 +467,7 @@ void Gan::load(const xgrad::Archive& archive) {
     d_optimizer_->load(archive, "d_optimizer.");
     if (ema_) ema_->load(archive, "generator_average.");
     steps_done_ = static_cast<long>(*steps);
+    d_updates_ = steps_done_ * static_cast<long>(config_.k);
     rng_ = rng;
     averaged_at_ = -1;
     statistics_averaged_at_ = -1;

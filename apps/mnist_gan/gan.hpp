@@ -26,6 +26,11 @@ namespace gan {
 // early samples; the non-saturating form ascends log D(G(z)) instead (same
 // fixed point, strong early gradients), which the paper recommends.
 enum class GeneratorLoss { non_saturating, minimax };
+// The game: the paper's (D a classifier, the losses above), or the
+// Wasserstein one of WGAN-GP (Gulrajani et al. 2017): D a critic of
+// unbounded scores, D minimises E[D(G(z))] - E[D(x)], G minimises
+// -E[D(G(z))], and a gradient penalty keeps D 1-Lipschitz.
+enum class Objective { standard, wasserstein };
 enum class OptimizerKind { adam, sgd };
 enum class Architecture { mlp, dcgan };
 
@@ -43,6 +48,17 @@ struct GanConfig {
     float lr = 1e-3f;
     float beta1 = 0.9f, beta2 = 0.999f;
     GeneratorLoss g_loss = GeneratorLoss::non_saturating;
+    Objective objective = Objective::standard;
+    // > 0: the zero-centred gradient penalty R1 (Mescheder et al. 2018),
+    // gamma/2 E||d D(x) / d x||^2 over real samples, added to D's loss.
+    float r1_gamma = 0.f;
+    // R1 applied lazily: at every r1_every-th D update, its loss scaled by
+    // r1_every (StyleGAN2's lazy regularisation, Karras et al. 2020).
+    long r1_every = 16;
+    // > 0 (wasserstein): the WGAN-GP penalty lambda E(||d D(x^) / d x^|| - 1)^2
+    // at random points x^ between real and generated samples.
+    float gp_lambda = 0.f;
+    bool d_batch_norm = true;    // dcgan: batch norm after D's second convolution (a WGAN-GP critic has none)
     float d_leaky_slope = 0.f;   // 0: ReLU in D; > 0: LeakyReLU with this slope
     float real_label = 1.f;      // < 1: one-sided label smoothing for D
     bool sigmoid_output = true;  // G's output squashed to [0,1] (images); false for unbounded data
@@ -61,10 +77,11 @@ struct GanConfig {
 };
 
 struct StepStats {
-    float d_loss = 0;   // BCE(D(x), real label) + BCE(D(G(z)), 0), last D update
+    float d_loss = 0;   // BCE(D(x), real label) + BCE(D(G(z)), 0), last D update (penalties included)
     float g_loss = 0;   // the generator's loss as minimised (see GeneratorLoss)
-    float d_real = 0;   // mean D(x) over the last D update's real batch
-    float d_fake = 0;   // mean D(G(z)) over the generator update's batch
+    float d_real = 0;   // mean D(x) over the last D update's real batch (wasserstein: the critic's mean score)
+    float d_fake = 0;   // mean D(G(z)) over the generator update's batch (wasserstein: the same)
+    float penalty = 0;  // the last gradient penalty computed (R1 as applied, or WGAN-GP's), before its weight
     bool stop = false;  // step(data, true) on any rank (one process: the argument)
 };
 
@@ -90,7 +107,15 @@ public:
     // given (`fake` carries no graph into G); real and fake batches go
     // through D separately, as DCGAN implementations do (batch norm then
     // normalises each by its own statistics). Optionally reports mean D(x).
+    // Wasserstein: mean D(G(z)) - mean D(x). No penalty: see the two below.
     xgrad::Var discriminator_loss(const xgrad::Var& real, const xgrad::Var& fake, float* mean_d_real = nullptr);
+    // R1 at `real` (a leaf that requires a gradient, through whose graph
+    // `real_logits` = D(real) was computed): gamma/2 mean_i ||d D(x_i) / d x_i||^2,
+    // differentiable in D's parameters. By the generic backward, one order up.
+    xgrad::Var r1_penalty(const xgrad::Var& real, const xgrad::Var& real_logits) const;
+    // WGAN-GP at x^ = e x + (1 - e) G(z), e ~ U[0, 1] per sample from `rng`:
+    // lambda mean_i (||d D(x^_i) / d x^_i|| - 1)^2.
+    xgrad::Var gradient_penalty(const xgrad::Var& real, const xgrad::Var& fake, xgrad::Rng& rng);
     // G's: through D, by the generic backward(); see GeneratorLoss.
     xgrad::Var generator_loss(const xgrad::Var& noise);
 
@@ -147,6 +172,7 @@ private:
     // StepStats' four means, summed over the ranks with G's gradients.
     static constexpr std::size_t kStatistics = 4;
     xgrad::Var generator_objective(const xgrad::Var& fake_logits) const;
+    xgrad::Var discriminator_objective(const xgrad::Var& real_logits, const xgrad::Var& fake_logits, float* mean_d_real) const;
     // The averaged weights copied into averaged_generator_, whose batch
     // statistics are then the average over 16 batches of fresh noise (a
     // stream of its own): averaging the running statistics along with the
@@ -164,13 +190,18 @@ private:
     // This rank's rows of a global batch: `global` itself with one process.
     const xgrad::Var& local_rows(const xgrad::Var& global, xgrad::Var& rows) const;
 
-    // Persistent inputs, refilled in place every step: no allocation.
-    xgrad::Var real_, noise_;
+    // Whether D update number `update` (counted from 0 over the run) applies R1.
+    bool applies_r1(long update) const;
+
+    // Persistent inputs, refilled in place every step: no allocation. mix_:
+    // WGAN-GP's interpolation weights; interpolated_: its points.
+    xgrad::Var real_, noise_, mix_, interpolated_;
+    long d_updates_ = 0;  // D updates done (step() makes k of them)
     // Distributed (null with one process).
     const xgrad::Distributed* distributed_ = nullptr;
     std::unique_ptr<xgrad::DistributedSampler> sampler_;
     std::unique_ptr<xgrad::GradientAllreduce> d_allreduce_, g_allreduce_;
-    xgrad::Var real_rows_, noise_rows_;
+    xgrad::Var real_rows_, noise_rows_, mix_rows_;
     std::vector<xgrad::Var> running_statistics_;  // batch norm's buffers in G and D
     long statistics_averaged_at_ = -1;            // the step average_statistics() last ran at
     long steps_done_ = 0;

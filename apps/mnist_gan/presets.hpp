@@ -22,6 +22,10 @@ GanConfig mlp_preset();
 // (k4 s2 p1, 64 then 128 channels, batch norm on the second), LeakyReLU(0.2),
 // Linear(6272 -> 1); N(0, 0.02) weights, Adam(1.2e-3, beta1 0.5), m = 64.
 GanConfig dcgan_preset();
+// WGAN-GP (Gulrajani et al. 2017) with the paper's MNIST settings on the
+// dcgan nets: the Wasserstein objective, gradient penalty lambda = 10, a
+// critic without batch norm, k = 5, Adam(1e-4, beta (0.5, 0.9)).
+GanConfig wgan_gp_preset();
 // The preset of that name ("default" is one of the others, see presets.cpp);
 // throws std::invalid_argument naming it and the choices otherwise.
 GanConfig preset(const std::string& name);
