@@ -31,7 +31,10 @@ Arena& arena();
 // in n.saved across reuse; only their storage comes and goes).
 Tensor& add_saved(Node& n, const Shape& shape);
 // Gives back the saved tensors' storage.
-void release_saved(Arena& a, Node& n) noexcept;
+inline void release_saved(Arena& a, Node& n) noexcept {
+    for (std::size_t k = 0; k < n.saved_count; ++k) a.pool.release(n.saved[k]);
+    n.saved_count = 0;
+}
 // Drops a leaf's gradient history (Var::grad_var), if it has one.
 void drop_history(Node& n) noexcept;
 

@@ -83,13 +83,12 @@ public:
 
 private:
     void collect(Roots roots);
-    void mark_wanted(const std::vector<Var>* targets);
+    void mark_wanted(const std::vector<Var>& targets);
     void run_kernels(Roots roots, const std::vector<Var>* targets, std::vector<Var>* results);
     void run_graph(Roots roots, const std::vector<Var>* targets, std::vector<Var>* results);
     void run_graph_rule_on_values(Node& n);
     bool in_pass(const Node& n) const { return n.visit == visit_; }
-    void free_graph();
-    void finish() noexcept;
+    void finish(bool free_graph) noexcept;
     static Var adopt(Node* n) { return Var(n); }
     // Makes g part of the gradient `held` refers to (its first contribution,
     // or added to the earlier ones); `held` keeps one reference.
@@ -114,7 +113,8 @@ void Pass::add_to(Node*& held, const Var& g) {
 
 // Every node the roots reach through gradient-requiring edges, latest
 // first: inputs always come after the ops that use them.
-void Pass::collect(Roots roots) {
+// Inlined into run(): at 1 x 128 the walk's calls cost more than its work.
+[[gnu::always_inline]] inline void Pass::collect(Roots roots) {
     std::vector<Node*>& order = a_.order;
     std::vector<Node*>& pending = a_.pending;
     order.clear();
@@ -130,6 +130,7 @@ void Pass::collect(Roots roots) {
         Node* n = pending.back();
         pending.pop_back();
         order.push_back(n);
+        n->wanted = !to_targets_;  // backward(): all of it; grad() marks its own
         if (n->is_leaf) continue;
         if (n->graph_freed) throw_freed(*n);
         for (const Edge& e : n->inputs) {
@@ -143,15 +144,11 @@ void Pass::collect(Roots roots) {
     std::sort(order.begin(), order.end(), [](const Node* a, const Node* b) { return a->seq > b->seq; });
 }
 
-// backward(): every node reached needs its gradient. grad(): the targets,
-// and every op with an input that needs one (found inputs first).
-void Pass::mark_wanted(const std::vector<Var>* targets) {
+// grad(): the targets, and every op with an input that needs its gradient
+// (found inputs first). (backward() marks every node while collecting.)
+void Pass::mark_wanted(const std::vector<Var>& targets) {
     std::vector<Node*>& order = a_.order;
-    if (targets == nullptr) {
-        for (Node* n : order) n->wanted = true;
-        return;
-    }
-    for (const Var& t : *targets) {
+    for (const Var& t : targets) {
         if (in_pass(*t.node_)) t.node_->wanted = true;
     }
     for (auto it = order.rbegin(); it != order.rend(); ++it) {
@@ -169,9 +166,9 @@ void Pass::run(Roots roots, const std::vector<Var>* targets, std::vector<Var>* r
         }
     }
     to_targets_ = targets != nullptr;
-    collect(roots);
     try {
-        mark_wanted(targets);
+        collect(roots);
+        if (to_targets_) mark_wanted(*targets);
         if (targets != nullptr && !allow_unused) {
             for (std::size_t i = 0; i < targets->size(); ++i) {
                 if (!(*targets)[i].node_->wanted) {
@@ -183,7 +180,7 @@ void Pass::run(Roots roots, const std::vector<Var>* targets, std::vector<Var>* r
         }
         // Checked before any gradient is written, so a refused pass adds nothing.
         for (Node* n : a_.order) {
-            if (runs(*n)) check_not_stale(*n);
+            if (!n->is_leaf && (!to_targets_ || runs(*n))) check_not_stale(*n);
         }
         if (graph_) {
             run_graph(roots, targets, results);
@@ -191,36 +188,33 @@ void Pass::run(Roots roots, const std::vector<Var>* targets, std::vector<Var>* r
             run_kernels(roots, targets, results);
         }
     } catch (...) {
-        finish();
+        finish(false);
         throw;
     }
-    finish();
-    if (!retain_) free_graph();
+    finish(!retain_);
 }
 
-// Clears what the pass set on the nodes (also after an exception).
-void Pass::finish() noexcept {
-    for (Node* n : a_.order) {
-        n->wanted = false;
-        drop(n->graph_grad);
-        if (!n->is_leaf) {
-            a_.pool.release(n->grad);
-            n->grad_written = false;
-        }
-    }
-}
-
-void Pass::free_graph() {
+// Clears what the pass set on the nodes (also after an exception), and with
+// `free_graph` releases what backward() no longer needs: the op nodes' saved
+// tensors and state, and their inputs.
+// Inlined into run(): at 1 x 128 the walk's calls cost more than its work.
+[[gnu::always_inline]] inline void Pass::finish(bool free_graph) noexcept {
     std::vector<Node*>& order = a_.order;
-    // Mark every op first, then drop the input references (which may
-    // recycle nodes that are still listed in `order`).
     for (Node* n : order) {
+        n->wanted = false;
+        if (n->graph_grad != nullptr) drop(n->graph_grad);
         if (n->is_leaf) continue;
+        a_.pool.release(n->grad);
+        n->grad_written = false;
+        if (!free_graph) continue;
         n->graph_freed = true;
         release_saved(a_, *n);
         n->index.clear();
         n->state.reset();
     }
+    if (!free_graph) return;
+    // All marked first, then the input references dropped (which may
+    // recycle nodes that are still listed in `order`).
     for (Node* n : order) {
         // Moved out first: dropping a reference may recycle n itself.
         for (std::size_t i = n->inputs.size(); i-- > 0;) {
@@ -233,12 +227,13 @@ void Pass::free_graph() {
 
 // ---- the ordinary pass: kernel rules on tensors -------------------------------
 
-void Pass::run_kernels(Roots roots, const std::vector<Var>* targets, std::vector<Var>* results) {
+// Inlined into run(): at 1 x 128 the walk's calls cost more than its work.
+[[gnu::always_inline]] inline void Pass::run_kernels(Roots roots, const std::vector<Var>* targets, std::vector<Var>* results) {
     std::vector<Node*>& order = a_.order;
     for (Node* n : order) {
         if (n->is_leaf) {
             // The history of grad_var() holds only while every contribution is recorded.
-            if (n->wanted && !to_targets_) drop_history(*n);
+            if (n->grad_history != nullptr && !to_targets_) drop_history(*n);
             continue;
         }
         if (n->wanted) {
@@ -304,7 +299,7 @@ void Pass::run_kernels(Roots roots, const std::vector<Var>* targets, std::vector
         }
         for (Node* n : order) {
             // An op whose output received no gradient contributes nothing.
-            if (!n->grad_written || !runs(*n)) continue;
+            if (n->is_leaf || !n->grad_written || (to_targets_ && !runs(*n))) continue;
             if (n->backward != nullptr) {
                 BackwardContext ctx(*n);
                 n->backward(ctx);

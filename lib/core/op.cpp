@@ -112,10 +112,6 @@ Var Op::attach(BackwardFn kernel, GraphFn graph) {
     return std::move(result_);
 }
 
-Var Op::finish(BackwardFn kernel, GraphFn graph) { return attach(kernel, graph); }
-Var Op::finish(GraphFn graph) { return attach(nullptr, graph); }
-Var Op::finish(BackwardFn kernel) { return attach(kernel, nullptr); }
-
 // ---- sinks ------------------------------------------------------------------
 
 void gemm(const char* op, ConstMatrix a, bool transpose_a, ConstMatrix b, bool transpose_b, const GradSink& dst) {
@@ -134,15 +130,9 @@ const Tensor& BackwardContext::saved(std::size_t k) const {
     return node_.saved[k];
 }
 
-Tensor& BackwardContext::grad_buffer(std::size_t i, bool& fresh) {
-    Node& in = *edge(i);
-    if (!in.wanted) {
-        throw std::logic_error(std::string("xgrad: the backward of '") + node_.op + "' wrote a gradient for input " +
-                               std::to_string(i) + ", which needs none (check needs_grad first)");
-    }
-    fresh = !in.is_leaf && !in.grad_written;
-    in.grad_written = true;
-    return in.grad;
+void BackwardContext::throw_unwanted(std::size_t i) const {
+    throw std::logic_error(std::string("xgrad: the backward of '") + node_.op + "' wrote a gradient for input " +
+                           std::to_string(i) + ", which needs none (check needs_grad first)");
 }
 
 void BackwardContext::throw_gradient_shape(std::size_t i, const Shape& shape) const {

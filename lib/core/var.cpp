@@ -86,11 +86,6 @@ bool has_grad_buffer(const Node& n) { return n.grad.size() == n.value.size() && 
 
 }  // namespace
 
-void release_saved(Arena& a, Node& n) noexcept {
-    for (std::size_t k = 0; k < n.saved_count; ++k) a.pool.release(n.saved[k]);
-    n.saved_count = 0;
-}
-
 Tensor& add_saved(Node& n, const Shape& shape) {
     if (n.saved_count == n.saved.size()) n.saved.push_back(empty_tensor());
     Tensor& t = n.saved[n.saved_count++];
@@ -154,9 +149,8 @@ void drop_ref(Node* n) noexcept {
         for (const Edge& e : m->inputs) {
             if (--e.node->refs == 0) a.releasing.push_back(e.node);
         }
-        for (Node* held : {m->graph_grad, m->grad_history}) {
-            if (held != nullptr && --held->refs == 0) a.releasing.push_back(held);
-        }
+        if (m->graph_grad != nullptr && --m->graph_grad->refs == 0) a.releasing.push_back(m->graph_grad);
+        if (m->grad_history != nullptr && --m->grad_history->refs == 0) a.releasing.push_back(m->grad_history);
         reset(*m);
         a.free_nodes.push_back(m);
         --a.live;

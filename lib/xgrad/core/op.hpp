@@ -37,6 +37,7 @@
 
 #include <algorithm>
 #include <initializer_list>
+#include <type_traits>
 #include <vector>
 
 #include <xtensor/xassign.hpp>
@@ -81,9 +82,9 @@ public:
     std::size_t* index(std::size_t n);
 
     // Attaches the rules and returns the result.
-    Var finish(BackwardFn kernel, GraphFn graph);
-    Var finish(GraphFn graph);      // one rule for both passes
-    Var finish(BackwardFn kernel);  // once differentiable
+    Var finish(BackwardFn kernel, GraphFn graph) { return attach(kernel, graph); }
+    Var finish(GraphFn graph) { return attach(nullptr, graph); }       // one rule for both passes
+    Var finish(BackwardFn kernel) { return attach(kernel, nullptr); }  // once differentiable
 
 private:
     void start(const char* name, const Var* inputs, std::size_t count, const Shape& output_shape);
@@ -221,15 +222,26 @@ private:
     }
     // The raw buffer of input i's gradient; `fresh` tells whether it holds
     // no data yet (assign to it) or a partial gradient (add to it).
-    Tensor& grad_buffer(std::size_t i, bool& fresh);
+    Tensor& grad_buffer(std::size_t i, bool& fresh) {
+        detail::Node& in = *edge(i);
+        if (!in.wanted) throw_unwanted(i);
+        fresh = !in.is_leaf && !in.grad_written;
+        in.grad_written = true;
+        return in.grad;
+    }
+    [[noreturn]] void throw_unwanted(std::size_t i) const;
     template <class E>
     void accumulate_broadcast(std::size_t i, const E& expr, Tensor& g, bool fresh) {
         Shape full_shape(expr.shape().size());
         std::copy(expr.shape().begin(), expr.shape().end(), full_shape.begin());
         if (!broadcasts_to(g.shape(), full_shape)) throw_gradient_shape(i, full_shape);
-        Scratch full(full_shape);
-        xt::noalias(full.tensor()) = expr;
-        sum_to(node_.op, full.tensor(), GradSink{g, !fresh});
+        if constexpr (std::is_same_v<E, Tensor>) {
+            sum_to(node_.op, expr, GradSink{g, !fresh});  // a tensor (dy, say) is summed as it is
+        } else {
+            Scratch full(full_shape);
+            xt::noalias(full.tensor()) = expr;
+            sum_to(node_.op, full.tensor(), GradSink{g, !fresh});
+        }
     }
     template <class S>
     static bool same_shape(const S& a, const Shape& b) {
