@@ -554,6 +554,21 @@ TEST_CASE("softmax and log_softmax pass gradcheck") {
     }
 }
 
+TEST_CASE("softmax and log_softmax over an empty axis give an empty tensor and an empty gradient, as in PyTorch") {
+    for (const Shape& s : {Shape{2, 0}, Shape{0, 3}, Shape{2, 0, 3}}) {
+        for (int axis = -1; axis < int(s.size()); ++axis) {
+            for (const bool log_space : {false, true}) {
+                INFO((log_space ? "log_softmax" : "softmax") << " of " << xgrad::shape_string(s) << " along " << axis);
+                const Var x = Var::zeros(s, true);
+                const Var y = log_space ? xgrad::log_softmax(x, axis) : xgrad::softmax(x, axis);
+                CHECK(y.shape() == s);
+                xgrad::backward(y, Tensor::from_shape(s));
+                CHECK(x.grad().shape() == s);
+            }
+        }
+    }
+}
+
 // ---- matmul and linear ---------------------------------------------------------------
 
 // C[b, i, j] = sum_k A[b or 0, i, k] B[b, k, j] for operands reshaped to
