@@ -37,6 +37,14 @@ void check_operands(const char* op, const Var& x, const Var& w, const Var& b, st
         fail(op, "the bias does not fit the weight: " + shapes());
 }
 
+std::string size2_string(Size2 s) { return "(" + std::to_string(s.h) + ", " + std::to_string(s.w) + ")"; }
+
+// Before any geometry is computed: the output size divides by the stride.
+void check_steps(const char* op, Size2 stride, Size2 dilation) {
+    if (stride.h == 0 || stride.w == 0) fail(op, "stride " + size2_string(stride) + " (each must be at least 1)");
+    if (dilation.h == 0 || dilation.w == 0) fail(op, "dilation " + size2_string(dilation) + " (each must be at least 1)");
+}
+
 // The engine's geometry from make(), validated; its messages speak of the
 // engine's terms, so they are said again with the op's name and shapes.
 template <class Make>
@@ -90,6 +98,7 @@ void accumulate_bias(BackwardContext& ctx, std::size_t input, const Shape& dy_sh
 Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
     const char* op = "conv2d";
     check_operands(op, x, w, b, 1, 0);
+    check_steps(op, o.stride, o.dilation);
     const Shape &xs = x.shape(), &ws = w.shape();
     const Conv2dGeometry g = checked(op, x, w, [&] {
         return Conv2dGeometry::conv2d(
@@ -126,6 +135,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
 Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const ConvTranspose2dOptions& o) {
     const char* op = "conv_transpose2d";
     check_operands(op, x, w, b, 0, 1);
+    check_steps(op, o.stride, o.dilation);
     if (o.output_padding.h >= std::max(o.stride.h, o.dilation.h) || o.output_padding.w >= std::max(o.stride.w, o.dilation.w)) {
         fail(op, "output padding (" + std::to_string(o.output_padding.h) + ", " + std::to_string(o.output_padding.w) +
                      ") must be smaller than the stride or the dilation");

@@ -1,0 +1,84 @@
+// Library misuse, one row per case: the call (an op, a module, an optimizer)
+// with its arguments, and a fragment of the message it must throw. It runs
+// in the normal suite, and so under AddressSanitizer and
+// UndefinedBehaviorSanitizer in CI (scripts/ci_sanitizers.sh): a misuse that
+// crashes, overflows or reads out of bounds fails there even when it happens
+// to throw the right words here. A new op joins the table when it lands.
+#include <doctest/doctest.h>
+
+#include <cstddef>
+#include <functional>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <xgrad.hpp>
+
+namespace {
+
+using xgrad::Shape;
+using xgrad::Tensor;
+using xgrad::Var;
+
+struct Misuse {
+    const char* call;  // what the user wrote
+    std::function<void()> run;
+    const char* message;  // a fragment of what() that says what was expected
+};
+
+Var image() { return Var::zeros({1, 2, 5, 5}); }
+Var kernel() { return Var::zeros({3, 2, 3, 3}); }
+
+std::vector<Misuse> misuses() {
+    return {
+        {"conv2d(x, w, b, {stride 0})", [] { xgrad::conv2d(image(), kernel(), Var(), {0}); }, "xgrad::conv2d: stride (0, 0)"},
+        {"conv2d(x, w, b, {stride (1, 0)})",
+         [] {
+             xgrad::conv2d(image(), kernel(), Var(), {{1, 0}});
+         },
+         "xgrad::conv2d: stride (1, 0)"},
+        {"conv2d(x, w, b, {dilation 0})",
+         [] {
+             xgrad::conv2d(image(), kernel(), Var(), {1, 0, 0});
+         },
+         "xgrad::conv2d: dilation (0, 0)"},
+        {"conv_transpose2d(x, w, b, {stride 0})",
+         [] {
+             xgrad::conv_transpose2d(Var::zeros({1, 3, 5, 5}), kernel(), Var(), {0});
+         },
+         "xgrad::conv_transpose2d: stride (0, 0)"},
+        {"conv2d(x of 2 channels, w of 4)",
+         [] {
+             xgrad::conv2d(image(), Var::zeros({3, 4, 3, 3}), Var());
+         },
+         "xgrad::conv2d: the weight does not fit the input's channels"},
+        {"add((2, 3), (4, 3))",
+         [] {
+             xgrad::add(Var::zeros({2, 3}), Var::zeros({4, 3}));
+         },
+         "xgrad::add: shapes (2, 3) and (4, 3)"},
+        {"sum(x, {2}) of rank 2",
+         [] {
+             xgrad::sum(Var::zeros({2, 3}), {2});
+         },
+         "xgrad::sum: axis 2 is out of range"},
+    };
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("library misuse is refused with a message that names the call and what was expected") {
+    for (const Misuse& m : misuses()) {
+        std::string what = "(nothing was thrown)";
+        try {
+            m.run();
+        } catch (const std::exception& e) {
+            what = e.what();
+        }
+        INFO(m.call << " threw: " << what);
+        CHECK(contains(what, m.message));
+    }
+}
