@@ -268,6 +268,29 @@ std::vector<Setting> training_settings(const Options& o, const GanConfig& c, con
             {"data", "--data (training images)", data}};
 }
 
+// What the ranks of a data-parallel run must share (docs/distributed.md):
+// everything that decides the updates, and everything that decides when
+// they meet in a collective (the statistics average before grids,
+// evaluations and checkpoints; the run length). Ranks that differ would
+// wait for each other forever or pair collectives of different sizes.
+std::vector<std::pair<std::string, std::string>> rank_settings(const Options& o, const GanConfig& c, const std::string& data) {
+    const bool mlp = c.architecture == Architecture::mlp;
+    std::vector<std::pair<std::string, std::string>> out{
+        {"--preset", c.preset},
+        {"--z-dim", std::to_string(c.z_dim)},
+        {mlp ? "--hidden" : "--channels", std::to_string(mlp ? c.hidden : c.channels)},
+    };
+    for (const Setting& s : training_settings(o, c, data)) out.emplace_back(s.option, s.value);
+    const auto given = [](bool yes) { return std::string(yes ? "given" : "not given"); };
+    out.insert(out.end(), {{"--steps", std::to_string(o.steps)},
+                           {"--grid-every", std::to_string(o.grid_every)},
+                           {"--checkpoint-every", std::to_string(o.checkpoint_every)},
+                           {"--classifier", given(!o.classifier.empty())},
+                           {"--eval-every", std::to_string(o.classifier.empty() ? 0 : o.eval_every)},
+                           {"--resume", given(o.resume)}});
+    return out;
+}
+
 // What a checkpoint holds besides the GAN, and where it goes.
 struct RunState {
     Gan& gan;
@@ -512,6 +535,8 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
     Gan gan(config, o.seed);
     const int ranks = distributed ? distributed->size() : 1;
     if (distributed) {
+        // Before the first collective whose size depends on them.
+        distributed->check_same_settings(rank_settings(o, config, fingerprint));
         try {
             gan.distribute(*distributed);
         } catch (const std::invalid_argument& e) {
@@ -523,6 +548,15 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
     if (o.resume) {
         if (!fs::exists(checkpoint)) throw std::runtime_error("--resume: no checkpoint at '" + checkpoint + "'");
         check_resumed_settings(load_checkpoint(checkpoint, gan, &data, history, quality), run);
+        // Every rank reads --out's checkpoint: ranks that read different
+        // files would run different step counts.
+        if (distributed) {
+            char parameters[32];
+            std::snprintf(parameters, sizeof parameters, "checksum %016llx",
+                          static_cast<unsigned long long>(xgrad::checksum(gan.parameters())));
+            distributed->check_same_settings({{"the resumed checkpoint's step", std::to_string(gan.steps_done())},
+                                              {"the resumed checkpoint's parameters", parameters}});
+        }
         if (gan.steps_done() > o.steps) {
             throw std::runtime_error("--steps " + std::to_string(o.steps) + ": the checkpoint '" + checkpoint +
                                      "' is already at step " + std::to_string(gan.steps_done()) +
@@ -733,6 +767,8 @@ int run_app(int argc, const char* const* argv, const xgrad::Distributed* distrib
         if (o.steps == 0) o.steps = config.steps;
         if (!ema->count()) o.averaged = config.sample_averaged;
         return train(o, config, several ? distributed : nullptr);
+    } catch (const xgrad::RanksDisagree&) {
+        throw;  // thrown on every rank: Distributed::run prints it and ends the job in order
     } catch (const std::bad_alloc&) {
         std::cerr << program << "error: out of memory; try a smaller --batch, --hidden or --z-dim\n";
         return 1;
