@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -30,8 +31,42 @@ struct Misuse {
 Var image() { return Var::zeros({1, 2, 5, 5}); }
 Var kernel() { return Var::zeros({3, 2, 3, 3}); }
 
+// A module that gains a layer after `ema` averaged it.
+struct Grown {
+    xgrad::Rng rng{1};
+    xgrad::Sequential net;
+    std::unique_ptr<xgrad::EmaWeights> ema;
+    Grown() {
+        net.add<xgrad::Linear>(3, 4, rng);
+        ema = std::make_unique<xgrad::EmaWeights>(net, 0.9f);
+        net.add<xgrad::Linear>(4, 5, rng);
+    }
+};
+
 std::vector<Misuse> misuses() {
     return {
+        {"EmaWeights::save after its module gained parameters",
+         [] {
+             Grown g;
+             xgrad::Archive archive;
+             g.ema->save(archive, "average.");
+         },
+         "xgrad::EmaWeights::save: the module has 4 parameters, it had 2 when the averages were made"},
+        {"EmaWeights::load after its module gained parameters",
+         [] {
+             Grown g;
+             xgrad::Archive archive;
+             g.net.save(archive, "average.");
+             archive.put_integer("average.updates", 1);
+             g.ema->load(archive, "average.");
+         },
+         "xgrad::EmaWeights::load: the module has 4 parameters, it had 2"},
+        {"EmaWeights::copy_to after its module gained parameters",
+         [] {
+             Grown g;
+             g.ema->copy_to(g.net);
+         },
+         "xgrad::EmaWeights::copy_to: the module has 4 parameters, it had 2"},
         {"conv2d(x, w, b, {stride 0})", [] { xgrad::conv2d(image(), kernel(), Var(), {0}); }, "xgrad::conv2d: stride (0, 0)"},
         {"conv2d(x, w, b, {stride (1, 0)})",
          [] {
@@ -78,7 +113,8 @@ TEST_CASE("library misuse is refused with a message that names the call and what
         } catch (const std::exception& e) {
             what = e.what();
         }
-        INFO(m.call << " threw: " << what);
+        const std::string context = std::string(m.call) + " threw: " + what;
+        INFO(context);
         CHECK(contains(what, m.message));
     }
 }
