@@ -88,6 +88,22 @@ std::vector<Misuse> misuses() {
              xgrad::conv2d(image(), Var::zeros({3, 4, 3, 3}), Var());
          },
          "xgrad::conv2d: the weight does not fit the input's channels"},
+        // Pooling: 2 * padding wrapped to 0 and passed the checks.
+        {"max_pool2d(x, 2, 1, padding (2^63, 0))",
+         [] {
+             xgrad::max_pool2d(Var::zeros({1, 1, 4, 4}), 2, 1, {std::size_t(1) << 63, 0});
+         },
+         "xgrad::max_pool2d: padding (9223372036854775808, 0) is more than half the kernel (2, 2)"},
+        {"avg_pool2d(x, 2, 1, padding 2^63)",
+         [] {
+             xgrad::avg_pool2d(Var::zeros({1, 1, 4, 4}), 2, 1, std::size_t(1) << 63);
+         },
+         "xgrad::avg_pool2d: padding (9223372036854775808, 9223372036854775808) is more than half the kernel (2, 2)"},
+        {"max_pool2d(x, kernel 2^64 - 1, 1, padding 2^63 - 1)",
+         [] {
+             xgrad::max_pool2d(Var::zeros({1, 1, 4, 4}), ~std::size_t(0), 1, ~std::size_t(0) / 2);
+         },
+         "xgrad::max_pool2d: kernel (18446744073709551615, 18446744073709551615) is too large (at most 2^62)"},
         {"add((2, 3), (4, 3))",
          [] {
              xgrad::add(Var::zeros({2, 3}), Var::zeros({4, 3}));

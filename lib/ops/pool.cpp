@@ -36,7 +36,11 @@ PoolGeometry pool_geometry(const char* op, const Var& x, Size2 kernel, Size2 str
     if (stride.h == 0) stride.h = kernel.h;
     if (stride.w == 0) stride.w = kernel.w;
     if (kernel.h == 0 || kernel.w == 0) fail(op, "kernel " + size2_string(kernel) + " (each size must be at least 1)");
-    if (2 * padding.h > kernel.h || 2 * padding.w > kernel.w) {
+    // The windows are walked in signed (long) coordinates.
+    constexpr std::size_t kLargest = std::size_t(1) << 62;
+    if (kernel.h > kLargest || kernel.w > kLargest) fail(op, "kernel " + size2_string(kernel) + " is too large (at most 2^62)");
+    // Without multiplying: 2 * padding wraps for a padding of 2^63 or more.
+    if (padding.h > kernel.h / 2 || padding.w > kernel.w / 2) {
         fail(op, "padding " + size2_string(padding) + " is more than half the kernel " + size2_string(kernel));
     }
     const Shape& s = x.shape();
