@@ -104,6 +104,34 @@ std::vector<Misuse> misuses() {
              xgrad::max_pool2d(Var::zeros({1, 1, 4, 4}), ~std::size_t(0), 1, ~std::size_t(0) / 2);
          },
          "xgrad::max_pool2d: kernel (18446744073709551615, 18446744073709551615) is too large (at most 2^62)"},
+        // Shapes whose element count overflows: a tensor claiming 2^66 elements over 16 floats.
+        {"reshape(x of 16 floats, {-1, 2^33, 2^33})",
+         [] {
+             xgrad::reshape(Var::zeros({16}), {-1, 1L << 33, 1L << 33});
+         },
+         "xgrad::reshape: a tensor of shape (8589934592, 8589934592) has more elements than memory can address"},
+        {"reshape(x of 16 floats, {16, 2^60 + 1})",
+         [] {
+             xgrad::reshape(Var::zeros({16}), {16, (1L << 60) + 1});
+         },
+         "xgrad::reshape: a tensor of shape (16, 1152921504606846977) has more elements than memory can address"},
+        {"broadcast_to(x of 1 float, (2^33, 2^33))",
+         [] {
+             xgrad::broadcast_to(Var::zeros({1}), {std::size_t(1) << 33, std::size_t(1) << 33});
+         },
+         "xgrad::broadcast_to: a tensor of shape (8589934592, 8589934592) has more elements than memory can address"},
+        {"upsample_nearest2d(x (2, 1, 4, 4), scale (2^61, 1))",
+         [] {
+             xgrad::upsample_nearest2d(Var::zeros({2, 1, 4, 4}), {std::size_t(1) << 61, 1});
+         },
+         "xgrad::upsample_nearest2d: a tensor of shape (2, 1, 9223372036854775808, 4) has more elements than memory can "
+         "address"},
+        {"upsample_nearest2d(x (0, 1, 4, 4), scale (2^63, 1))",
+         [] {
+             xgrad::upsample_nearest2d(Var::zeros({0, 1, 4, 4}), {std::size_t(1) << 63, 1});
+         },
+         "xgrad::upsample_nearest2d: scale (9223372036854775808, 1) of an input (0, 1, 4, 4) gives output sides past what "
+         "memory can address"},
         {"add((2, 3), (4, 3))",
          [] {
              xgrad::add(Var::zeros({2, 3}), Var::zeros({4, 3}));

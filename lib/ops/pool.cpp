@@ -158,6 +158,13 @@ Var upsample_nearest2d(const Var& x, Size2 scale) {
     require_nchw("upsample_nearest2d", x);
     if (scale.h == 0 || scale.w == 0) fail("upsample_nearest2d", "scale " + size2_string(scale) + " (each at least 1)");
     const Shape& s = x.shape();
+    // Each output side (an empty batch would hide a side that wraps), then the whole.
+    constexpr std::size_t kMost = std::numeric_limits<std::size_t>::max();
+    if (s[2] > kMost / scale.h || s[3] > kMost / scale.w) {
+        fail("upsample_nearest2d", "scale " + size2_string(scale) + " of an input " + shape_string(s) +
+                                       " gives output sides past what memory can address");
+    }
+    checked_numel("upsample_nearest2d", {s[0], s[1], s[2] * scale.h, s[3] * scale.w});
     Op op("upsample_nearest2d", {x}, Shape{s[0], s[1], s[2] * scale.h, s[3] * scale.w});
     op.state<Size2>(scale);
     const std::size_t h = s[2], w = s[3], out_w = w * scale.w;

@@ -52,6 +52,12 @@ Shape picked_shape(const Shape& shape, std::size_t axis, std::size_t count) {
 // ---- reshaping ----------------------------------------------------------------------
 
 Var reshape(const Var& x, const ShapeSpec& spec) {
+    // Sizes whose product wraps around could match the input's count.
+    Shape given;
+    for (long size : spec) {
+        if (size >= 0) given.push_back(static_cast<std::size_t>(size));
+    }
+    checked_numel("reshape", given);
     Shape shape(spec.size());
     std::size_t known = 1, inferred = spec.size();
     for (std::size_t d = 0; d < spec.size(); ++d) {
@@ -147,6 +153,7 @@ Var transpose(const Var& x, int axis0, int axis1) {
 }
 
 Var broadcast_to(const Var& x, const Shape& shape) {
+    checked_numel("broadcast_to", shape);
     Op op("broadcast_to", {x}, shape);
     expand_to("broadcast_to", x.value(), op.out(), false);
     return op.finish([](BackwardContext& ctx) { ctx.accumulate_sum_to(0, ctx.grad_output()); });
