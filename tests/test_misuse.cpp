@@ -132,6 +132,28 @@ std::vector<Misuse> misuses() {
          },
          "xgrad::upsample_nearest2d: scale (9223372036854775808, 1) of an input (0, 1, 4, 4) gives output sides past what "
          "memory can address"},
+        // Convolution geometry past int, with sizes each below 2^30.
+        {"conv2d(x, w, b, {padding 2^30 - 1})",
+         [] {
+             xgrad::conv2d(image(), kernel(), Var(), {1, (std::size_t(1) << 30) - 1});
+         },
+         "xgrad::conv2d: height 5 + 2 * padding 1073741823 = 2147483651 is too large"},
+        {"conv2d(x, w, b, {dilation 2^30})",
+         [] {
+             xgrad::conv2d(image(), kernel(), Var(), {1, 0, std::size_t(1) << 30});
+         },
+         "xgrad::conv2d: kernel height 3 with dilation 1073741824 spans 2147483649, which is too large"},
+        {"conv_transpose2d(x, w, b, {stride 2^30 - 1})",
+         [] {
+             xgrad::conv_transpose2d(Var::zeros({1, 3, 5, 5}), kernel(), Var(), {(std::size_t(1) << 30) - 1});
+         },
+         "xgrad::conv_transpose2d: output height (5 - 1) * stride 1073741823 - 2 * padding 0 + 3 = 4294967295 is too large"},
+        {"conv_transpose2d(x, w, b, {stride 2^30 - 1, padding 2^30 - 2})",
+         [] {
+             xgrad::conv_transpose2d(Var::zeros({1, 3, 5, 5}), kernel(), Var(),
+                                     {(std::size_t(1) << 30) - 1, (std::size_t(1) << 30) - 2});
+         },
+         "xgrad::conv_transpose2d: output height (5 - 1) * stride 1073741823 - 2 * padding 1073741822 + 3 = 2147483651"},
         {"add((2, 3), (4, 3))",
          [] {
              xgrad::add(Var::zeros({2, 3}), Var::zeros({4, 3}));
