@@ -28,6 +28,9 @@ struct Misuse {
     const char* message;  // a fragment of what() that says what was expected
 };
 
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+Var parameter() { return Var(Tensor({3}, 1.f), true); }
 Var image() { return Var::zeros({1, 2, 5, 5}); }
 Var kernel() { return Var::zeros({3, 2, 3, 3}); }
 
@@ -154,6 +157,75 @@ std::vector<Misuse> misuses() {
                                      {(std::size_t(1) << 30) - 1, (std::size_t(1) << 30) - 2});
          },
          "xgrad::conv_transpose2d: output height (5 - 1) * stride 1073741823 - 2 * padding 1073741822 + 3 = 2147483651"},
+        // Hyper-parameters that gave silent NaN or nonsense.
+        {"clip_grad_norm(parameters, -1)", [] { xgrad::clip_grad_norm({parameter()}, -1.0); },
+         "xgrad::clip_grad_norm: max_norm -1 (expected a number >= 0)"},
+        {"clip_grad_norm(parameters, NaN)", [] { xgrad::clip_grad_norm({parameter()}, kNaN); },
+         "xgrad::clip_grad_norm: max_norm nan (expected a number >= 0)"},
+        {"Adam(parameters, {beta1 1})",
+         [] {
+             xgrad::Adam({parameter()}, {1e-3f, 1.f});
+         },
+         "xgrad::Adam: beta1 1 (expected 0 <= beta1 < 1)"},
+        {"Adam(parameters, {beta2 NaN})",
+         [] {
+             xgrad::Adam({parameter()}, {1e-3f, 0.9f, float(kNaN)});
+         },
+         "xgrad::Adam: beta2 nan (expected 0 <= beta2 < 1)"},
+        {"AdamW(parameters, {beta1 -0.1})",
+         [] {
+             xgrad::AdamW({parameter()}, {1e-3f, -0.1f});
+         },
+         "xgrad::Adam: beta1 -0.1 (expected 0 <= beta1 < 1)"},
+        {"Adam(parameters, {eps -1e-8})",
+         [] {
+             xgrad::Adam({parameter()}, {1e-3f, 0.9f, 0.999f, -1e-8f});
+         },
+         "xgrad::Adam: eps -1e-08 (expected a finite number >= 0)"},
+        {"SGD(parameters, 0.1, momentum -0.5)", [] { xgrad::SGD({parameter()}, 0.1f, -0.5f); },
+         "xgrad::SGD: momentum -0.5 (expected a finite number >= 0)"},
+        {"SGD(parameters, 0.1, momentum NaN)", [] { xgrad::SGD({parameter()}, 0.1f, float(kNaN)); },
+         "xgrad::SGD: momentum nan (expected a finite number >= 0)"},
+        {"Adam with a parameter listed twice",
+         [] {
+             const Var p = parameter();
+             xgrad::Adam({p, parameter(), p});
+         },
+         "xgrad: an optimizer got parameter 0 twice (again as parameter 2)"},
+        {"batch_norm(x, ..., {eps 0})",
+         [] {
+             xgrad::batch_norm(Var::zeros({4, 3}), Var(), Var(), Var(), Var(), {true, 0.1f, 0.f});
+         },
+         "xgrad::batch_norm: eps 0 (expected a finite number > 0)"},
+        {"batch_norm(x, ..., {momentum NaN})",
+         [] {
+             xgrad::batch_norm(Var::zeros({4, 3}), Var(), Var(), Var(), Var(), {true, float(kNaN)});
+         },
+         "xgrad::batch_norm: momentum nan (expected 0 <= momentum <= 1)"},
+        {"layer_norm(x, 1, w, b, eps -1)",
+         [] {
+             xgrad::layer_norm(Var::zeros({4, 3}), 1, Var(), Var(), -1.f);
+         },
+         "xgrad::layer_norm: eps -1 (expected a finite number > 0)"},
+        {"BatchNorm1d(3, momentum 2)", [] { xgrad::BatchNorm1d(3, 2.f); },
+         "xgrad::BatchNorm: momentum 2 (expected 0 <= momentum <= 1)"},
+        {"LayerNorm((3), eps 0)", [] { xgrad::LayerNorm(Shape{3}, 0.f); },
+         "xgrad::LayerNorm: eps 0 (expected a finite number > 0)"},
+        {"initialize(w, he_normal, fan_in 0)",
+         [] {
+             Tensor w = Tensor::from_shape({2, 2});
+             xgrad::Rng rng(1);
+             xgrad::initialize(w, xgrad::Init::he_normal, 0, 2, rng);
+         },
+         "xgrad::initialize: he_normal with fan_in 0 (expected fan_in >= 1)"},
+        {"initialize(w, xavier_uniform, fan_in 0, fan_out 0)",
+         [] {
+             Tensor w = Tensor::from_shape({2, 2});
+             xgrad::Rng rng(1);
+             xgrad::initialize(w, xgrad::Init::xavier_uniform, 0, 0, rng);
+         },
+         "xgrad::initialize: xavier_uniform with fan_in + fan_out 0 (expected at least 1)"},
+        {"Rng::below(0)", [] { xgrad::Rng(1).below(0); }, "xgrad::Rng::below: n = 0 (expected n >= 1)"},
         {"add((2, 3), (4, 3))",
          [] {
              xgrad::add(Var::zeros({2, 3}), Var::zeros({4, 3}));

@@ -1,5 +1,8 @@
 #include <xgrad/optim/sgd.hpp>
 
+#include <cmath>
+#include <stdexcept>
+
 #include <xtensor/xnoalias.hpp>
 
 #include "state.hpp"
@@ -7,7 +10,12 @@
 namespace xgrad {
 
 SGD::SGD(std::vector<Var> parameters, float lr, float momentum)
-    : Optimizer(std::move(parameters), lr), momentum_(momentum), velocity_(detail::zeros_like(parameters_)) {}
+    : Optimizer(std::move(parameters), lr), momentum_(momentum), velocity_(detail::zeros_like(parameters_)) {
+    // A negative momentum makes the velocity oscillate; NaN poisons it.
+    if (!(std::isfinite(momentum) && momentum >= 0.f)) {
+        throw std::invalid_argument("xgrad::SGD: momentum " + detail::number_text(momentum) + " (expected a finite number >= 0)");
+    }
+}
 
 void SGD::step() {
     const detail::FlushSubnormals flush;

@@ -34,6 +34,9 @@ private:
 #endif
 };
 
+// A hyper-parameter as an error message shows it: "-1", "nan", "1e-08".
+std::string number_text(double value);
+
 std::vector<Tensor> zeros_like(const std::vector<Var>& parameters);
 void save_slots(Archive& archive, const std::string& prefix, const char* slot, const std::vector<Tensor>& tensors);
 // Throws (naming the entry) when a slot is missing or has another shape;
