@@ -668,6 +668,19 @@ TEST_CASE("matmul: values and gradients (da = dy b^T, db = a^T dy) for every cas
     }
 }
 
+TEST_CASE("matmul over an inner dimension of 0: zeros forward, empty gradients backward, as in PyTorch") {
+    const std::pair<Shape, Shape> cases[] = {{{3, 0}, {0, 4}}, {{3, 0}, {0}}, {{2, 3, 0}, {2, 0, 4}}, {{3, 0}, {2, 0, 4}}};
+    for (const auto& [sa, sb] : cases) {
+        INFO(xgrad::shape_string(sa) << " . " << xgrad::shape_string(sb));
+        const Var a = Var::zeros(sa, true), b = Var::zeros(sb, true);
+        const Var y = xgrad::matmul(a, b);
+        CHECK(xt::all(xt::equal(y.value(), 0.f)));
+        xgrad::backward(xgrad::sum(y));
+        CHECK(a.grad().shape() == sa);
+        CHECK(b.grad().shape() == sb);
+    }
+}
+
 TEST_CASE("linear on (..., in) inputs, with and without a bias: values and gradients") {
     std::uint64_t seed = 900;
     for (const Shape& xs : {Shape{5, 7}, Shape{1, 7}, Shape{2, 3, 7}, Shape{7}}) {

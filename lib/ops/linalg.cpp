@@ -42,7 +42,7 @@ Var batched_matmul(const Var& a, const Var& b) {
     return op.finish([](BackwardContext& ctx) {
         const Batches& g = ctx.state<Batches>();
         const Tensor &a = ctx.input(0), &b = ctx.input(1), &dy = ctx.grad_output();
-        if (dy.size() == 0) return;
+        if (dy.size() == 0 || g.k == 0) return;  // nothing to add (over k = 0, both gradients are empty)
         const auto at = [](const Tensor& t, std::size_t index, std::size_t rows, std::size_t cols) {
             return ConstMatrix{t.data() + index * rows * cols, rows, cols};
         };
@@ -89,6 +89,7 @@ Var matmul(const Var& a, const Var& b) {
         const std::size_t rows = ctx.state<std::size_t>();
         const Tensor &a = ctx.input(0), &b = ctx.input(1);
         const std::size_t k = a.shape().back(), n = b.dimension() == 2 ? b.shape()[1] : 1;
+        if (k == 0) return;  // both gradients are empty (a GEMM into them would see a (0, 0) target)
         const ConstMatrix dy{ctx.grad_output().data(), rows, n};
         ctx.accumulate_matmul(0, dy, false, ConstMatrix{b.data(), k, n}, true);
         ctx.accumulate_matmul(1, ConstMatrix{a.data(), rows, k}, true, dy, false);

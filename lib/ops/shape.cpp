@@ -185,7 +185,8 @@ Var slice(const Var& x, int axis, long start, long end, long step) {
     p.in = lanes_around(x.shape(), a);
     p.start = static_cast<std::size_t>(first);
     p.step = static_cast<std::size_t>(step);
-    p.count = static_cast<std::size_t>((stop - first + step - 1) / step);
+    // Not (stop - first + step - 1) / step, which overflows for a step near LONG_MAX.
+    p.count = stop == first ? 0 : static_cast<std::size_t>((stop - first - 1) / step + 1);
 
     Op op("slice", {x}, picked_shape(x.shape(), a, p.count));
     const Picked& picked = op.state<Picked>(p);
