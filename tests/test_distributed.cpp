@@ -197,6 +197,17 @@ TEST_CASE("GradientAllreduce allocates nothing in steady state (rank order; MPI_
     }
 }
 
+TEST_CASE("GradientAllreduce refuses a parameter replaced by a larger one, before writing past its buffer") {
+    const Distributed& w = world();
+    Var p(Tensor({std::size_t(3)}, 1.f), true);
+    GradientAllreduce reduce(w, {Var(Tensor({std::size_t(2)}, 1.f), true), p});
+    p.mutable_value() = Tensor({std::size_t(40)}, 1.f);
+    p.mutable_grad() = Tensor({std::size_t(40)}, 1.f);
+    if (w.size() == 1) return;  // one process sends nothing
+    CHECK_THROWS_WITH_AS(reduce.average(), doctest::Contains("the gradient of parameter 1 is (40), larger than at construction"),
+                         std::logic_error);
+}
+
 TEST_CASE("GradientAllreduce refuses a parameter that is not a leaf") {
     const Distributed& w = world();
     const Var p(Tensor({3}, 1.f), true);

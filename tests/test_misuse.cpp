@@ -30,7 +30,7 @@ struct Misuse {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-Var parameter() { return Var(Tensor({3}, 1.f), true); }
+Var parameter() { return Var::full(Shape{3}, 1.f, true); }
 Var image() { return Var::zeros({1, 2, 5, 5}); }
 Var kernel() { return Var::zeros({3, 2, 3, 3}); }
 
@@ -226,6 +226,34 @@ std::vector<Misuse> misuses() {
          },
          "xgrad::initialize: xavier_uniform with fan_in + fan_out 0 (expected at least 1)"},
         {"Rng::below(0)", [] { xgrad::Rng(1).below(0); }, "xgrad::Rng::below: n = 0 (expected n >= 1)"},
+        // Messages that blamed the op called inside.
+        {"stack(inputs of shape (3), 3)",
+         [] {
+             xgrad::stack({Var::zeros({3}), Var::zeros({3})}, 3);
+         },
+         "xgrad::stack: axis 3 is out of range for stacking inputs of shape (3) (the result has rank 2)"},
+        {"split(x (4), sizes (2^64 - 1, 5))",
+         [] {
+             xgrad::split(Var::zeros({4}), {~std::size_t(0), 5}, 0);
+         },
+         "xgrad::split: sizes (18446744073709551615, 5) sum past axis 0 of (4)"},
+        // A parameter whose value was replaced by one of another shape.
+        {"Adam::step after a parameter changed shape",
+         [] {
+             Var p = parameter();
+             xgrad::Adam adam({p});
+             p.mutable_value() = Tensor(Shape{5}, 1.f);
+             adam.step();
+         },
+         "xgrad::Adam::step: parameter 0 is (5) but its gradient is (3) and its state (3)"},
+        {"SGD::step after a parameter changed shape",
+         [] {
+             Var p = parameter();
+             xgrad::SGD sgd({p}, 0.1f, 0.9f);
+             p.mutable_value() = Tensor(Shape{5}, 1.f);
+             sgd.step();
+         },
+         "xgrad::SGD::step: parameter 0 is (5) but its gradient is (3) and its state (3)"},
         {"add((2, 3), (4, 3))",
          [] {
              xgrad::add(Var::zeros({2, 3}), Var::zeros({4, 3}));

@@ -578,9 +578,17 @@ bool GradientAllreduce::average(bool flag, float* sums, std::size_t n) {
     }
     const Clock::time_point start = Clock::now();
     std::size_t count = 0;
-    for (const Var& p : parameters_) {
+    // The buffer holds the gradients' sizes at construction (and the flag
+    // and extra slots): a parameter replaced by a larger one would not fit.
+    const std::size_t room = buffer_.size() - 1 - extra_;
+    for (std::size_t i = 0; i < parameters_.size(); ++i) {
+        const Var& p = parameters_[i];
         if (!p.requires_grad()) continue;
         const Tensor& g = p.grad();
+        if (g.size() > room - count) {
+            throw std::logic_error("xgrad::GradientAllreduce::average: the gradient of parameter " + std::to_string(i) + " is " +
+                                   shape_string(g) + ", larger than at construction (a parameter's shape must not change)");
+        }
         std::memcpy(buffer_.data() + count, g.data(), g.size() * sizeof(float));
         count += g.size();
     }

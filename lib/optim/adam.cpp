@@ -76,6 +76,7 @@ void Adam::step() {
     for (std::size_t i = 0; i < parameters_.size(); ++i) {
         Var& p = parameters_[i];
         if (!p.requires_grad()) continue;
+        detail::check_step_shapes("Adam", i, p, m_[i]);
         update(p.mutable_value(), p.grad(), m_[i], v_[i], constants);
     }
 }

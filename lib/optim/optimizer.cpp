@@ -18,6 +18,15 @@ std::string number_text(double value) {
     return text.str();
 }
 
+void check_step_shapes(const char* optimizer, std::size_t i, const Var& p, const Tensor& state) {
+    const Shape& value = p.value().shape();
+    if (value == p.grad().shape() && value == state.shape()) return;
+    throw ShapeError(std::string("xgrad::") + optimizer + "::step: parameter " + std::to_string(i) + " is " +
+                     shape_string(value) + " but its gradient is " + shape_string(p.grad().shape()) + " and its state " +
+                     shape_string(state) +
+                     ": a parameter's value was replaced by one of another shape (mutable_value() must keep the shape)");
+}
+
 std::vector<Tensor> zeros_like(const std::vector<Var>& parameters) {
     std::vector<Tensor> out;
     out.reserve(parameters.size());

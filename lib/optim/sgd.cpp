@@ -22,6 +22,7 @@ void SGD::step() {
     for (std::size_t i = 0; i < parameters_.size(); ++i) {
         Var& p = parameters_[i];
         if (!p.requires_grad()) continue;
+        detail::check_step_shapes("SGD", i, p, velocity_[i]);
         Tensor& v = velocity_[i];
         xt::noalias(v) = momentum_ * v + p.grad();
         xt::noalias(p.mutable_value()) -= lr_ * v;

@@ -34,6 +34,11 @@ private:
 #endif
 };
 
+// Before a step writes parameter i: its value, gradient and state (a moment,
+// a velocity) must have one shape, or the step would run past the smaller
+// buffers. Throws ShapeError naming the optimizer and the three shapes.
+void check_step_shapes(const char* optimizer, std::size_t i, const Var& p, const Tensor& state);
+
 // A hyper-parameter as an error message shows it: "-1", "nan", "1e-08".
 std::string number_text(double value);
 
