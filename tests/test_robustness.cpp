@@ -377,3 +377,18 @@ TEST_CASE("mnist_classifier and gan_eval check their outputs before the work, an
         CHECK(contains(count.err(), "--count 10000000: scoring 10000000 images takes 29.9 GiB"));
     }
 }
+
+TEST_CASE("mnist_classifier removes the temporary file a killed run left, on start, and nothing else") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);  // no t10k split: the run fails after the start
+    const fs::path out = dir.path() / "out";
+    fs::create_directories(out);
+    std::ofstream(out / "classifier.xgrad.tmp") << "partial";
+    std::ofstream(out / "notes.tmp") << "the user's";
+    Child classifier(executable("XGRAD_MNIST_CLASSIFIER"), {"--data", dir.path().string(), "--out", out.string()}, dir.path());
+    CHECK(classifier.exit_code() == 1);
+    INFO(classifier.err());
+    CHECK_FALSE(fs::exists(out / "classifier.xgrad.tmp"));
+    CHECK(fs::exists(out / "notes.tmp"));
+    CHECK(contains(classifier.err(), "removed " + (out / "classifier.xgrad.tmp").string()));
+}
