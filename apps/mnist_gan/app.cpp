@@ -29,6 +29,7 @@
 #include "data_location.hpp"
 #include "evaluation.hpp"
 #include "gan.hpp"
+#include "numbers.hpp"
 #include "options.hpp"
 #include "output.hpp"
 #include "presets.hpp"
@@ -346,6 +347,56 @@ std::optional<std::string> try_save_checkpoint(const RunState& run) {
     }
 }
 
+// The most steps a run can take (--steps).
+constexpr long kMostSteps = 100000000;
+
+bool ends_with(const std::string& text, const std::string& end) {
+    return text.size() >= end.size() && text.compare(text.size() - end.size(), end.size(), end) == 0;
+}
+
+// A valid CRC says that the file holds what was written, not that it can be
+// trained on: a NaN, a negative variance or a step count no run reaches
+// would resume into a run that stops as diverged (and calls this checkpoint
+// the last good one). Checks the state that training reads, after `gan`
+// loaded the archive.
+void check_checkpoint_values(const xgrad::Archive& archive, const Gan& gan) {
+    for (const auto& [name, t] : archive.tensors()) {
+        if (name == "history" || name == "quality") continue;  // logged curves: NaN marks a column a run did not measure
+        const char* never_negative = ends_with(name, ".running_var")                   ? "a variance"
+                                     : name.find("_optimizer.v.") != std::string::npos ? "Adam's second moment"
+                                                                                       : nullptr;
+        const float* values = t.data();
+        for (std::size_t i = 0; i < t.size(); ++i) {
+            if (std::isfinite(values[i]) && !(never_negative && values[i] < 0.f)) continue;
+            std::ostringstream what;
+            what << "entry '" << name << "' holds " << values[i] << " at element " << i;
+            if (std::isfinite(values[i])) what << ", but " << never_negative << " is never negative";
+            throw std::runtime_error(what.str());
+        }
+    }
+    const long steps = gan.steps_done();
+    if (steps > kMostSteps) {
+        throw std::runtime_error("the text 'steps' is " + std::to_string(steps) + ", past the " + std::to_string(kMostSteps) +
+                                 " steps a run can take");
+    }
+    // Every step updates G's optimizer and averaged weights once, D's k
+    // times: the checkpoint's own k (a changed --k is refused later, naming it).
+    const auto* k_text = archive.texts().count("settings.k") ? &archive.text("settings.k") : nullptr;
+    const std::optional<std::uint64_t> k = k_text ? common::parse_unsigned(*k_text) : std::nullopt;
+    const std::pair<const char*, long> counts[] = {{"g_optimizer.t", steps},
+                                                   {"d_optimizer.t", k && *k <= 100 ? steps * static_cast<long>(*k) : -1},
+                                                   {"generator_average.updates", steps}};
+    for (const auto& [name, expected] : counts) {
+        // SGD keeps no step count, not every preset averages G, and an older checkpoint records no k.
+        if (!archive.texts().count(name) || expected < 0) continue;
+        const long count = archive.integer(name);
+        if (count != expected) {
+            throw std::runtime_error("the text '" + std::string(name) + "' is " + std::to_string(count) +
+                                     ", but a checkpoint at step " + std::to_string(steps) + " has " + std::to_string(expected));
+        }
+    }
+}
+
 // The checkpoint at `path` loaded as --resume does; every failure names the file.
 // `data` (may be null) takes its sampler position back.
 xgrad::Archive load_checkpoint(const std::string& path, Gan& gan, DataSource* data, History& history, History& quality) {
@@ -357,6 +408,7 @@ xgrad::Archive load_checkpoint(const std::string& path, Gan& gan, DataSource* da
     }
     try {
         gan.load(archive);
+        check_checkpoint_values(archive, gan);
         if (data) data->load(archive, "data.");
         history.load(archive);
         if (archive.contains(quality.name())) quality.load(archive);
@@ -701,7 +753,7 @@ int run_app(int argc, const char* const* argv, const xgrad::Distributed* distrib
         ->check(CLI::IsMember(preset_names()))
         ->capture_default_str();
     cli.add_option("--steps", o.steps, "Total training steps (default: the preset's; a resumed run continues up to this)")
-        ->check(common::unsigned_in(1, 100000000));
+        ->check(common::unsigned_in(1, kMostSteps));
     cli.add_option("--k", o.k, "Discriminator updates per generator update (overrides the preset)")
         ->check(common::unsigned_in(1, 100));
     cli.add_option("--batch", o.batch, "Minibatch size m (overrides the preset)")->check(common::unsigned_in(1, 65536));
