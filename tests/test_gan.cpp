@@ -685,6 +685,35 @@ TEST_CASE("--resume refuses a checkpoint with a valid CRC but values no run writ
     CHECK(run(with(dcgan(3), {"--resume"})) == 0);
 }
 
+TEST_CASE("flags that do nothing for the chosen preset are refused, naming the flag and the preset") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out";
+    const auto preset = [&](const char* name, std::initializer_list<std::string> extra) {
+        std::vector<std::string> args{"--data", dir.path().string(), "--out", out.string(), "--steps", "1", "--preset", name};
+        args.insert(args.end(), extra.begin(), extra.end());
+        return args;
+    };
+    const std::pair<std::vector<std::string>, const char*> cases[] = {
+        {preset("mlp", {"--channels", "32"}), "--channels 32: the mlp preset has no convolutions (its width is --hidden)"},
+        {preset("reference", {"--channels", "32"}), "--channels 32: the reference preset has no convolutions"},
+        {preset("dcgan", {"--hidden", "64"}), "--hidden 64: the dcgan preset has no hidden fully connected layers"},
+        {preset("default", {"--hidden", "64"}), "--hidden 64: the dcgan preset"},
+        {preset("mlp", {"--sample-batch-stats"}), "--sample-batch-stats: the mlp preset has no batch norm"},
+        {preset("reference", {"--no-ema"}), "--no-ema: the reference preset keeps no averaged generator"},
+        {preset("reference", {"--ema"}), "--ema: the reference preset keeps no averaged generator"},
+    };
+    for (const auto& [args, message] : cases) {
+        const std::string expected = message;  // clang cannot capture a structured binding
+        CAPTURE(expected);
+        const Outcome r = run_capturing(args);
+        INFO(r.err);
+        CHECK(r.code == 1);
+        CHECK(contains(r.err, "mnist_gan: error: " + expected));
+        CHECK_FALSE(fs::exists(out / "checkpoint.xgrad"));
+    }
+}
+
 TEST_CASE("mnist_gan removes its own stale temporary files on start, and nothing else") {
     test::TempDir dir;
     test::write_random_split(dir.path(), "train", 30);

@@ -559,6 +559,27 @@ GanConfig config_from(const Options& o, const CLI::App& cli) {
     return c;
 }
 
+// A flag that the preset ignores would give another run than the one asked
+// for, silently: it is refused, naming the flag and the preset.
+void refuse_ignored_flags(const Options& o, const GanConfig& c, const CLI::App& cli, const CLI::Option& ema) {
+    const std::string preset = "the " + c.preset + " preset";
+    if (c.architecture == Architecture::dcgan && cli.count("--hidden")) {
+        throw std::invalid_argument("--hidden " + std::to_string(o.hidden) + ": " + preset +
+                                    " has no hidden fully connected layers (its widths are --channels)");
+    }
+    if (c.architecture == Architecture::mlp && cli.count("--channels")) {
+        throw std::invalid_argument("--channels " + std::to_string(o.channels) + ": " + preset +
+                                    " has no convolutions (its width is --hidden)");
+    }
+    if (o.sample_batch_stats && c.architecture != Architecture::dcgan) {
+        throw std::invalid_argument("--sample-batch-stats: " + preset + " has no batch norm (only dcgan has)");
+    }
+    if (ema.count() && c.ema_decay <= 0.f) {
+        throw std::invalid_argument(std::string(o.averaged ? "--ema" : "--no-ema") + ": " + preset +
+                                    " keeps no averaged generator (mlp and dcgan do)");
+    }
+}
+
 constexpr const char* kLogHeader = "step,d_loss,g_loss,d_real,d_fake";
 constexpr const char* kEvalHeader =
     "step,classifier_score,coverage_bits,min_share,max_share,fid,"
@@ -816,6 +837,7 @@ int run_app(int argc, const char* const* argv, const xgrad::Distributed* distrib
                 : "mnist_gan: ";
     try {
         const GanConfig config = config_from(o, cli);
+        refuse_ignored_flags(o, config, cli, *ema);
         if (o.steps == 0) o.steps = config.steps;
         if (!ema->count()) o.averaged = config.sample_averaged;
         return train(o, config, several ? distributed : nullptr);
