@@ -5,6 +5,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iomanip>
@@ -79,6 +80,36 @@ struct Interval {
         const double n = double(steps);
         return {float(step), float(d_loss / n), float(g_loss / n), float(d_real / n), float(d_fake / n)};
     }
+    // The sums of an interval that a checkpoint cuts, kept in it (the text
+    // "log_interval", the sums as hexadecimal floats, exact), so that a run
+    // killed and resumed logs the rows an uninterrupted run logs.
+    void save(xgrad::Archive& archive) const {
+        char text[160];
+        std::snprintf(text, sizeof text, "%ld %a %a %a %a", steps, d_loss, g_loss, d_real, d_fake);
+        archive.put_text(kName, text);
+    }
+    // An older checkpoint holds none: the interval then starts empty.
+    void load(const xgrad::Archive& archive) {
+        *this = Interval{};
+        if (!archive.texts().count(kName)) return;
+        const std::string& text = archive.text(kName);
+        std::istringstream in(text);
+        std::string sums[4];
+        in >> steps >> sums[0] >> sums[1] >> sums[2] >> sums[3];
+        double* into[4] = {&d_loss, &g_loss, &d_real, &d_fake};
+        bool ok = !in.fail() && steps >= 0 && (in >> std::ws).eof();
+        for (int i = 0; ok && i < 4; ++i) {
+            char* end = nullptr;
+            *into[i] = std::strtod(sums[i].c_str(), &end);
+            ok = *end == '\0' && std::isfinite(*into[i]);
+        }
+        if (!ok)
+            throw std::runtime_error("the text '" + std::string(kName) + "' is '" + text +
+                                     "', expected a step count and four sums");
+    }
+
+private:
+    static constexpr const char* kName = "log_interval";
 };
 
 // Logged curves, kept in the checkpoint (as the tensor `name`) so a resumed
@@ -298,6 +329,7 @@ struct RunState {
     DataSource& data;
     History& history;
     History& quality;
+    const Interval& interval;  // the log interval the checkpoint cuts
     std::vector<Setting> settings;
     int threads, ranks;
     std::string path;
@@ -329,6 +361,7 @@ void save_checkpoint(const RunState& run) {
     check_finite(archive);  // the parameters and optimizer moments, which a resumed run trains on
     run.data.save(archive, "data.");
     run.history.save(archive);
+    run.interval.save(archive);
     if (!run.quality.rows().empty()) run.quality.save(archive);
     for (const Setting& s : run.settings) archive.put_text("settings." + s.key, s.value);
     archive.put_text("settings.threads", std::to_string(run.threads));
@@ -398,8 +431,9 @@ void check_checkpoint_values(const xgrad::Archive& archive, const Gan& gan) {
 }
 
 // The checkpoint at `path` loaded as --resume does; every failure names the file.
-// `data` (may be null) takes its sampler position back.
-xgrad::Archive load_checkpoint(const std::string& path, Gan& gan, DataSource* data, History& history, History& quality) {
+// `data` and `interval` (may be null) take their sampler position and log interval back.
+xgrad::Archive load_checkpoint(const std::string& path, Gan& gan, DataSource* data, History& history, History& quality,
+                               Interval* interval) {
     xgrad::Archive archive = xgrad::read_archive(path);
     if (!archive.texts().count("architecture")) {
         throw std::runtime_error(
@@ -411,6 +445,7 @@ xgrad::Archive load_checkpoint(const std::string& path, Gan& gan, DataSource* da
         check_checkpoint_values(archive, gan);
         if (data) data->load(archive, "data.");
         history.load(archive);
+        if (interval) interval->load(archive);
         if (archive.contains(quality.name())) quality.load(archive);
     } catch (const std::exception& e) {
         throw std::runtime_error("'" + path + "': " + e.what());
@@ -617,10 +652,12 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
         }
     }
     History history("history", 5), quality("quality", QualityMonitor::kColumns);
-    const RunState run{gan, data, history, quality, training_settings(o, config, fingerprint), o.threads, ranks, checkpoint};
+    Interval interval;
+    const RunState run{gan,       data,  history,   quality, interval, training_settings(o, config, fingerprint),
+                       o.threads, ranks, checkpoint};
     if (o.resume) {
         if (!fs::exists(checkpoint)) throw std::runtime_error("--resume: no checkpoint at '" + checkpoint + "'");
-        check_resumed_settings(load_checkpoint(checkpoint, gan, &data, history, quality), run);
+        check_resumed_settings(load_checkpoint(checkpoint, gan, &data, history, quality, &interval), run);
         // Every rank reads --out's checkpoint: ranks that read different
         // files would run different step counts.
         if (distributed) {
@@ -678,7 +715,6 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
         return 3;
     };
     const std::vector<Var> parameters = gan.parameters();
-    Interval interval;
     const long first = gan.steps_done();
     while (gan.steps_done() < o.steps) {
         const StepStats stats = gan.step(data, interrupted);
@@ -759,7 +795,7 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
 long verify_checkpoint(const std::string& path, const GanConfig& config) {
     Gan gan(config, 0);
     History history("history", 5), quality("quality", QualityMonitor::kColumns);
-    load_checkpoint(path, gan, nullptr, history, quality);
+    load_checkpoint(path, gan, nullptr, history, quality, nullptr);
     return gan.steps_done();
 }
 
