@@ -670,7 +670,8 @@ TEST_CASE("matmul: values and gradients (da = dy b^T, db = a^T dy) for every cas
 
 TEST_CASE("matmul over an inner dimension of 0: zeros forward, empty gradients backward, as in PyTorch") {
     const std::pair<Shape, Shape> cases[] = {{{3, 0}, {0, 4}}, {{3, 0}, {0}}, {{2, 3, 0}, {2, 0, 4}}, {{3, 0}, {2, 0, 4}}};
-    for (const auto& [sa, sb] : cases) {
+    for (const auto& shapes : cases) {
+        const Shape &sa = shapes.first, &sb = shapes.second;  // clang cannot capture a structured binding
         INFO(xgrad::shape_string(sa) << " . " << xgrad::shape_string(sb));
         const Var a = Var::zeros(sa, true), b = Var::zeros(sb, true);
         const Var y = xgrad::matmul(a, b);

@@ -103,18 +103,21 @@ Settings split_settings(const std::string& text) {
 // How `mine` (rank `rank`'s settings) differs from rank 0's, every
 // difference named with both values; empty when they agree.
 std::string settings_difference(const Settings& root, const Settings& mine, int rank) {
-    const std::string here = " on rank " + std::to_string(rank) + " but ", there = " on rank 0";
     std::string out;
-    const auto add = [&](const std::string& text) { out += (out.empty() ? "" : "; ") + text; };
+    const auto add = [&](const std::string& name, const std::string& value, const std::string& root_value) {
+        if (!out.empty()) out += "; ";
+        out.append(name).append(" is ").append(value).append(" on rank ").append(std::to_string(rank));
+        out.append(" but ").append(root_value).append(" on rank 0");
+    };
     for (std::size_t i = 0; i < std::max(root.size(), mine.size()); ++i) {
         if (i >= mine.size()) {
-            add(root[i].first + " is missing" + here + root[i].second + there);
+            add(root[i].first, "missing", root[i].second);
         } else if (i >= root.size()) {
-            add(mine[i].first + " is " + mine[i].second + here + "missing" + there);
+            add(mine[i].first, mine[i].second, "missing");
         } else if (mine[i].first != root[i].first) {
-            add("setting " + std::to_string(i + 1) + " is " + mine[i].first + here + root[i].first + there);
+            add("setting " + std::to_string(i + 1), mine[i].first, root[i].first);
         } else if (mine[i].second != root[i].second) {
-            add(mine[i].first + " is " + mine[i].second + here + root[i].second + there);
+            add(mine[i].first, mine[i].second, root[i].second);
         }
     }
     return out;
