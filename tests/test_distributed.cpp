@@ -197,11 +197,72 @@ TEST_CASE("GradientAllreduce allocates nothing in steady state (rank order; MPI_
     }
 }
 
+TEST_CASE("GradientAllreduce refuses a parameter replaced by a larger one, before writing past its buffer") {
+    const Distributed& w = world();
+    Var p(Tensor({std::size_t(3)}, 1.f), true);
+    GradientAllreduce reduce(w, {Var(Tensor({std::size_t(2)}, 1.f), true), p});
+    p.mutable_value() = Tensor({std::size_t(40)}, 1.f);
+    p.mutable_grad() = Tensor({std::size_t(40)}, 1.f);
+    if (w.size() == 1) return;  // one process sends nothing
+    CHECK_THROWS_WITH_AS(reduce.average(), doctest::Contains("the gradient of parameter 1 is (40), larger than at construction"),
+                         std::logic_error);
+}
+
 TEST_CASE("GradientAllreduce refuses a parameter that is not a leaf") {
     const Distributed& w = world();
     const Var p(Tensor({3}, 1.f), true);
     CHECK_THROWS_WITH_AS(GradientAllreduce(w, {p, xgrad::exp(p)}), doctest::Contains("parameter 1 is the result of 'exp'"),
                          std::invalid_argument);
+}
+
+TEST_CASE("GradientAllreduce checks the message size of every call: ranks that send different sizes fail, not pair up") {
+    const Distributed& w = world();
+    for (ReduceOrder order : {ReduceOrder::mpi, ReduceOrder::rank_order}) {
+        CAPTURE(name(order));
+        // The same sizes at construction; the calls differ: each rank freezes
+        // a different number of parameters (its own rank), so every rank
+        // sends a size of its own.
+        std::vector<Var> parameters = parameters_with_gradients({5, 5, 5, 5}, w.rank());
+        GradientAllreduce reduce(w, parameters, order, 2);
+        CHECK_NOTHROW(reduce.average());
+        if (w.size() == 1) continue;
+        for (int i = 0; i < w.rank(); ++i) parameters[static_cast<std::size_t>(i)].set_requires_grad(false);
+        const int previous = (w.rank() + w.size() - 1) % w.size();
+        const std::string message = "xgrad::GradientAllreduce::average: rank " + std::to_string(w.rank()) + " sends " +
+                                    std::to_string(5 * (4 - w.rank()) + 1) + " floats, rank " + std::to_string(previous) +
+                                    " sends " + std::to_string(5 * (4 - previous) + 1);
+        CHECK_THROWS_WITH_AS(reduce.average(), doctest::Contains(message.c_str()), DistributedError);
+        // The extra values count too.
+        xgrad::set_requires_grad(parameters, true);
+        float sums[2] = {1.f, 2.f};
+        CHECK_THROWS_AS(reduce.average(false, sums, static_cast<std::size_t>(w.rank() % 3)), DistributedError);
+        CHECK_NOTHROW(reduce.average(false, sums, 2));
+    }
+}
+
+TEST_CASE("check_same_settings: a setting that differs is an error on every rank, naming it and both values") {
+    const Distributed& w = world();
+    const std::vector<std::pair<std::string, std::string>> same{{"--steps", "150"}, {"--k", "1"}, {"--data", "CRC-32 0badf00d"}};
+    CHECK_NOTHROW(w.check_same_settings(same));
+    if (w.size() == 1) return;
+    // Rank 1 differs in --steps; the last rank (2 of 3) in --k as well.
+    std::vector<std::pair<std::string, std::string>> mine = same;
+    if (w.rank() >= 1) mine[0].second = "120";
+    if (w.rank() == 2) mine[1].second = "2";
+    CHECK_THROWS_WITH_AS(
+        w.check_same_settings(mine),
+        doctest::Contains("the ranks must run with the same settings: --steps is 120 on rank 1 but 150 on rank 0"),
+        xgrad::RanksDisagree);
+    if (w.size() == 3) {
+        CHECK_THROWS_WITH_AS(w.check_same_settings(mine), doctest::Contains("(ranks 1, 2 differ from rank 0)"),
+                             xgrad::RanksDisagree);
+    }
+    // A list of another length or order.
+    mine = same;
+    if (w.rank() == 1) mine.pop_back();
+    CHECK_THROWS_WITH_AS(w.check_same_settings(mine),
+                         doctest::Contains("--data is missing on rank 1 but CRC-32 0badf00d on rank 0"), xgrad::RanksDisagree);
+    CHECK_NOTHROW(w.check_same_settings(same));
 }
 
 TEST_CASE("broadcast gives every rank rank 0's parameters and buffers") {

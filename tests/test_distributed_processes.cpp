@@ -84,6 +84,25 @@ std::vector<std::string> file_names(const fs::path& dir) {
     return names;
 }
 
+// mpirun -np 1 PROGRAM ARGS[0] : -np 1 PROGRAM ARGS[1]: two ranks started
+// with different command lines (the launcher's MPMD form), stopped by
+// timeout after 60 s.
+Job launch_two(const char* program, const std::vector<std::string> (&args)[2], const test::TempDir& logs) {
+    std::string command = "timeout 60 " + environment("XGRAD_MPIRUN");
+    for (int rank = 0; rank < 2; ++rank) {
+        command += std::string(rank > 0 ? " :" : "") + " -np 1 '" + environment(program) + "'";
+        for (const std::string& a : args[rank]) command += " '" + a + "'";
+    }
+    command += " >'" + logs.file("stdout") + "' 2>'" + logs.file("stderr") + "' </dev/null";
+    const auto start = std::chrono::steady_clock::now();
+    const int status = std::system(command.c_str());
+    Job job;
+    job.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    job.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    job.err = read_file(logs.file("stderr"));
+    return job;
+}
+
 // mnist_gan on `ranks` ranks (0: a plain launch) on the 28 x 28 images in `data`.
 Job mnist_gan(int ranks, const fs::path& data, const fs::path& out, std::vector<std::string> args, const test::TempDir& logs) {
     args.insert(args.end(), {"--data", data.string(), "--out", out.string(), "--log-every", "1"});
@@ -231,4 +250,54 @@ TEST_CASE("mnist_gan resumes under mpirun bit-exactly, batch norm statistics inc
     CHECK(contains(job.err, "the checkpoint was written by 2 ranks, this run has 1"));
     // Batch norm sees 4 samples per rank instead of 8: not the same training, but a sound one.
     CHECK(std::isfinite(max_relative_difference(xgrad::read_archive(other_count.file("checkpoint.xgrad")), expected)));
+}
+
+TEST_CASE("mpirun mnist_gan with one flag different on one rank: every rank fails naming it and both values, within seconds") {
+    const test::TempDir data, other_data, out, logs;
+    test::write_random_split(data.path(), "train", 64);
+    test::write_random_split(other_data.path(), "train", 64, 2);
+    struct Difference {
+        std::string option, rank0, rank1;  // the option and its value on each rank
+        std::string shown0, shown1;        // the start of each value as the message shows it
+    };
+    const std::string images = "64 images of 28 x 28 pixels, CRC-32 ";
+    const std::vector<Difference> differences = {
+        // hung: the statistics average ran on each rank's own schedule
+        {"--steps", "150", "120", "150", "120"},
+        {"--checkpoint-every", "50", "40", "50", "40"},
+        {"--grid-every", "50", "40", "50", "40"},
+        // corrupted the heap: allreduces of different sizes paired up
+        {"--k", "1", "2", "1", "2"},
+        {"--batch", "16", "32", "16", "32"},
+        {"--seed", "1", "2", "1", "2"},
+        {"--g-loss", "non-saturating", "minimax", "non-saturating", "minimax"},
+        {"--lr", "0.001", "0.002", "0.00100000005", "0.00200000009"},
+        {"--data", data.path().string(), other_data.path().string(), images, images},
+    };
+    for (const Difference& d : differences) {
+        CAPTURE(d.option);
+        std::vector<std::string> args[2];
+        for (int rank = 0; rank < 2; ++rank) {
+            args[rank] = {"--preset", "reference", "--batch", "16",     "--hidden",           "32",    "--z-dim",
+                          "10",       "--steps",   "150",     "--data", data.path().string(), "--out", out.path().string()};
+            const std::string& value = rank == 0 ? d.rank0 : d.rank1;
+            const auto given = std::find(args[rank].begin(), args[rank].end(), d.option);
+            if (given != args[rank].end()) {
+                given[1] = value;
+            } else {
+                args[rank].insert(args[rank].end(), {d.option, value});
+            }
+        }
+        const Job job = launch_two("XGRAD_MNIST_GAN", args, logs);
+        CAPTURE(job.err);
+        std::printf("mpirun mnist_gan with %s %s and %s: exit code %d after %.1f s\n", d.option.c_str(), d.rank0.c_str(),
+                    d.rank1.c_str(), job.code, job.seconds);
+        CHECK(job.code == 1);
+        CHECK(job.seconds < 30);
+        const std::string shown = d.option == "--data" ? "--data (training images)" : d.option;
+        const std::string message = "the ranks must run with the same settings: " + shown + " is " + d.shown1;
+        CHECK(contains(job.err, "xgrad: rank 0 of 2: error: " + message));
+        CHECK(contains(job.err, "xgrad: rank 1 of 2: error: " + message));
+        CHECK(contains(job.err, " on rank 1 but " + d.shown0));
+    }
 }

@@ -519,24 +519,6 @@ TEST_CASE("mnist_gan rejects bad input with a message, not a crash") {
     CHECK(run({"--data", dir.path().string(), "--out", (dir.path() / "out").string(), "--resume", "--steps", "2"}) == 1);
 }
 
-TEST_CASE("mnist_gan stops on a NaN loss and keeps the last good checkpoint") {
-    test::TempDir dir;
-    test::write_random_split(dir.path(), "train", 30);
-    const fs::path out = dir.path() / "out";
-    REQUIRE(run(small_run(dir.path(), out, 2)) == 0);
-
-    // A diverged model: one generator weight is NaN, so every loss is.
-    const std::string checkpoint = (out / "checkpoint.xgrad").string();
-    set_first_elements(checkpoint, {{"generator.0.weight", std::numeric_limits<float>::quiet_NaN()}});
-    const std::string before = test::file_bytes(checkpoint);
-
-    auto resume = small_run(dir.path(), out, 6);
-    resume.push_back("--resume");
-    CHECK(run(resume) == 3);
-    CHECK(test::file_bytes(checkpoint) == before);      // not overwritten by the diverged state
-    CHECK_FALSE(fs::exists(out / "grid_0000004.png"));  // stopped at the first step
-}
-
 namespace {
 
 struct Outcome {
@@ -577,6 +559,31 @@ std::vector<std::string> with(std::vector<std::string> args, std::initializer_li
 }
 
 }  // namespace
+
+TEST_CASE("mnist_gan stops on a non-finite loss and keeps the last good checkpoint") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out";
+    // The reference preset: no spectral norm in D, which would undo what follows.
+    REQUIRE(run(with(small_run(dir.path(), out, 2), {"--preset", "reference"})) == 0);
+
+    // About to diverge, though finite (--resume refuses a non-finite
+    // checkpoint): every value of D is the largest float, so D's output
+    // overflows to +inf on the first batch, and its loss with it.
+    const std::string checkpoint = (out / "checkpoint.xgrad").string();
+    const Archive saved = read_archive(checkpoint);
+    Archive archive = saved;
+    for (const auto& [name, t] : saved.tensors()) {
+        if (name.rfind("discriminator.", 0) == 0) archive.put(name, Tensor(t.shape(), std::numeric_limits<float>::max()));
+    }
+    xgrad::write_archive(checkpoint, archive);
+    const std::string before = test::file_bytes(checkpoint);
+
+    const auto resume = with(small_run(dir.path(), out, 6), {"--preset", "reference", "--resume"});
+    CHECK(run(resume) == 3);
+    CHECK(test::file_bytes(checkpoint) == before);      // not overwritten by the diverged state
+    CHECK_FALSE(fs::exists(out / "grid_0000004.png"));  // stopped at the first step
+}
 
 TEST_CASE("mnist_gan never checkpoints a non-finite parameter, even after a finite loss") {
     test::TempDir dir;
@@ -744,6 +751,86 @@ TEST_CASE("a malformed checkpoint is refused naming the file and the field") {
     CHECK(r.code == 1);
     CHECK(contains(r.err, "'" + path + "' is not an mnist_gan checkpoint"));
     CHECK(contains(r.err, "it holds a classifier written by mnist_classifier"));
+}
+
+TEST_CASE("--resume refuses a checkpoint with a valid CRC but values no run writes, naming the entry") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out";
+    const auto dcgan = [&](long steps) {
+        return std::vector<std::string>{
+            "--data", dir.path().string(), "--out", out.string(), "--steps", std::to_string(steps), "--preset",
+            "dcgan",  "--batch",           "4",     "--channels", "3",       "--grid-every",        "0"};
+    };
+    REQUIRE(run(dcgan(2)) == 0);
+    const std::string path = (out / "checkpoint.xgrad").string();
+    const Archive good = read_archive(path);
+    const auto with_first = [&](const std::string& name, float value) {
+        Archive bad = good;
+        Tensor t = bad.tensor(name);
+        t.flat(0) = value;
+        bad.put(name, std::move(t));
+        return bad;
+    };
+    const auto with_text = [&](const std::string& name, const std::string& text) {
+        Archive bad = good;
+        bad.put_text(name, text);
+        return bad;
+    };
+    const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+    const std::pair<Archive, std::string> cases[] = {
+        {with_first("generator.0.weight", nan), "entry 'generator.0.weight' holds nan at element 0"},
+        {with_first("d_optimizer.m.2", inf), "entry 'd_optimizer.m.2' holds inf at element 0"},
+        {with_first("generator_average.4.weight", -inf), "entry 'generator_average.4.weight' holds -inf at element 0"},
+        {with_first("generator.2.running_var", -0.5f),
+         "entry 'generator.2.running_var' holds -0.5 at element 0, but a variance is never negative"},
+        {with_first("g_optimizer.v.1", -1.f),
+         "entry 'g_optimizer.v.1' holds -1 at element 0, but Adam's second moment is never negative"},
+        {with_text("steps", "4000000000"), "the text 'steps' is 4000000000, past the 100000000 steps a run can take"},
+        {with_text("g_optimizer.t", "7"), "the text 'g_optimizer.t' is 7, but a checkpoint at step 2 has 2"},
+        {with_text("generator_average.updates", "0"),
+         "the text 'generator_average.updates' is 0, but a checkpoint at step 2 has 2"},
+    };
+    for (const auto& [archive, message] : cases) {
+        const std::string expected = message;  // clang cannot capture a structured binding
+        CAPTURE(expected);
+        xgrad::write_archive(path, archive);
+        const Outcome r = run_capturing(with(dcgan(4), {"--resume"}));
+        INFO(r.err);
+        CHECK(r.code == 1);
+        CHECK(contains(r.err, "'" + path + "': " + expected));
+    }
+    xgrad::write_archive(path, good);
+    CHECK(run(with(dcgan(3), {"--resume"})) == 0);
+}
+
+TEST_CASE("flags that do nothing for the chosen preset are refused, naming the flag and the preset") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out";
+    const auto preset = [&](const char* name, std::initializer_list<std::string> extra) {
+        std::vector<std::string> args{"--data", dir.path().string(), "--out", out.string(), "--steps", "1", "--preset", name};
+        args.insert(args.end(), extra.begin(), extra.end());
+        return args;
+    };
+    const std::pair<std::vector<std::string>, const char*> cases[] = {
+        {preset("mlp", {"--channels", "32"}), "--channels 32: the mlp preset has no convolutions (its width is --hidden)"},
+        {preset("reference", {"--channels", "32"}), "--channels 32: the reference preset has no convolutions"},
+        {preset("dcgan", {"--hidden", "64"}), "--hidden 64: the dcgan preset has no hidden fully connected layers"},
+        {preset("default", {"--hidden", "64"}), "--hidden 64: the dcgan preset"},
+        {preset("mlp", {"--sample-batch-stats"}), "--sample-batch-stats: the mlp preset has no batch norm"},
+        {preset("reference", {"--no-ema"}), "--no-ema: the reference preset keeps no averaged generator"},
+        {preset("reference", {"--ema"}), "--ema: the reference preset keeps no averaged generator"},
+    };
+    for (const auto& [args, message] : cases) {
+        const std::string expected = message;  // clang cannot capture a structured binding
+        CAPTURE(expected);
+        const Outcome r = run_capturing(args);
+        INFO(r.err);
+        CHECK(r.code == 1);
+        CHECK(contains(r.err, "mnist_gan: error: " + expected));
+        CHECK_FALSE(fs::exists(out / "checkpoint.xgrad"));
+    }
 }
 
 TEST_CASE("mnist_gan removes its own stale temporary files on start, and nothing else") {

@@ -265,6 +265,33 @@ TEST_CASE("spectral norm: sigma converges to the largest singular value; u and v
     CHECK(layer.spectral_norm()->u.value() == u_before);
 }
 
+TEST_CASE("spectral norm of a zero weight is zero with a finite gradient; u and v stay unit vectors and recover") {
+    Rng rng(19);
+    Linear layer(6, 4, rng);
+    layer.apply_spectral_norm(rng);
+    layer.weight.mutable_value().fill(0.f);
+    const Var x = Var(test::random_tensor({5, 6}, -1.f, 1.f, 20));
+    const auto unit = [](const Tensor& t) {
+        double squares = 0;
+        for (float v : t) squares += double(v) * v;
+        return std::fabs(std::sqrt(squares) - 1.0) < 1e-5;
+    };
+    for (int step = 0; step < 3; ++step) {
+        const Var y = layer(x);
+        CHECK(xt::all(xt::isfinite(y.value())));
+        layer.zero_grad();
+        backward(sum(y));
+        CHECK(xt::all(xt::isfinite(layer.weight.grad())));
+        CHECK(unit(layer.spectral_norm()->u.value()));
+        CHECK(unit(layer.spectral_norm()->v.value()));
+    }
+    CHECK(layer.spectral_norm()->sigma() == 0.f);
+    // A weight that becomes nonzero is normalised again.
+    layer.weight.mutable_value() = test::random_tensor({6, 4}, -1.f, 1.f, 21);
+    for (int i = 0; i < 60; ++i) layer(x);
+    CHECK(layer.spectral_norm()->sigma() == doctest::Approx(top_singular_value(layer.weight.value(), 6, 4)).epsilon(1e-4));
+}
+
 TEST_CASE("spectral norm's gradient flows through sigma, with u and v fixed") {
     Rng rng(15);
     SpectralNorm sn(Shape{4, 3}, rng);

@@ -202,6 +202,41 @@ TEST_CASE("sigmoid, tanh and softplus are finite and exact when saturated") {
     }
 }
 
+// The same value, infinities of the same sign, or both NaN; nonzero finite
+// values within float rounding. `signed_zero`: 0 and -0 differ.
+bool same_float(float got, float expected, bool signed_zero) {
+    if (std::isnan(expected)) return std::isnan(got);
+    if (expected == 0.f && signed_zero) return got == 0.f && std::signbit(got) == std::signbit(expected);
+    if (std::isinf(expected) || expected == 0.f) return got == expected;
+    return std::fabs(got - expected) <= 2e-6f * std::fabs(expected);
+}
+
+TEST_CASE("pow at x = 0 and x = -0 matches std::pow and PyTorch wherever the zero sits in the tensor") {
+    // Lengths around the SIMD widths (4, 8, 16 floats) and their tails.
+    for (const float p : {-2.f, -1.f, -0.5f, 0.f, 0.5f, 1.f, 2.f, 3.f}) {
+        for (std::size_t n = 1; n <= 37; ++n) {
+            for (std::size_t at = 0; at < n; ++at) {
+                for (const float zero : {0.f, -0.f}) {
+                    Tensor x = random_tensor({n}, 0.5f, 2.f, 40 + n);
+                    x(at) = zero;
+                    const Var v(x, true);
+                    const Var y = xgrad::pow(v, p);
+                    xgrad::backward(y, Tensor({n}, 1.f));
+                    for (std::size_t k = 0; k < n; ++k) {
+                        // PyTorch's pow_backward: zeros for p = 0, else dy * p * x^(p - 1).
+                        const float value = std::pow(x(k), p), grad = p == 0.f ? 0.f : p * std::pow(x(k), p - 1.f);
+                        INFO("pow(" << x(k) << ", " << p << ") at element " << k << " of " << n << ": " << y.value()(k)
+                                    << ", gradient " << v.grad()(k) << "; expected " << value << ", " << grad);
+                        CHECK(same_float(y.value()(k), value, true));
+                        // A leaf's gradient is added to zeros: -0 arrives as 0.
+                        CHECK(same_float(v.grad()(k), grad, false));
+                    }
+                }
+            }
+        }
+    }
+}
+
 // ---- binary ops with broadcasting --------------------------------------------------
 
 struct BinaryCase {
@@ -568,6 +603,21 @@ TEST_CASE("softmax and log_softmax pass gradcheck") {
     }
 }
 
+TEST_CASE("softmax and log_softmax over an empty axis give an empty tensor and an empty gradient, as in PyTorch") {
+    for (const Shape& s : {Shape{2, 0}, Shape{0, 3}, Shape{2, 0, 3}}) {
+        for (int axis = -1; axis < int(s.size()); ++axis) {
+            for (const bool log_space : {false, true}) {
+                INFO((log_space ? "log_softmax" : "softmax") << " of " << xgrad::shape_string(s) << " along " << axis);
+                const Var x = Var::zeros(s, true);
+                const Var y = log_space ? xgrad::log_softmax(x, axis) : xgrad::softmax(x, axis);
+                CHECK(y.shape() == s);
+                xgrad::backward(y, Tensor::from_shape(s));
+                CHECK(x.grad().shape() == s);
+            }
+        }
+    }
+}
+
 // ---- matmul and linear ---------------------------------------------------------------
 
 // C[b, i, j] = sum_k A[b or 0, i, k] B[b, k, j] for operands reshaped to
@@ -629,6 +679,20 @@ TEST_CASE("matmul: values and gradients (da = dy b^T, db = a^T dy) for every cas
         check_matches("value", y.value(), value);
         check_matches("gradient of a", a.grad(), da);
         check_matches("gradient of b", b.grad(), db);
+    }
+}
+
+TEST_CASE("matmul over an inner dimension of 0: zeros forward, empty gradients backward, as in PyTorch") {
+    const std::pair<Shape, Shape> cases[] = {{{3, 0}, {0, 4}}, {{3, 0}, {0}}, {{2, 3, 0}, {2, 0, 4}}, {{3, 0}, {2, 0, 4}}};
+    for (const auto& shapes : cases) {
+        const Shape &sa = shapes.first, &sb = shapes.second;  // clang cannot capture a structured binding
+        INFO(xgrad::shape_string(sa) << " . " << xgrad::shape_string(sb));
+        const Var a = Var::zeros(sa, true), b = Var::zeros(sb, true);
+        const Var y = xgrad::matmul(a, b);
+        CHECK(xt::all(xt::equal(y.value(), 0.f)));
+        xgrad::backward(xgrad::sum(y));
+        CHECK(a.grad().shape() == sa);
+        CHECK(b.grad().shape() == sb);
     }
 }
 

@@ -225,6 +225,53 @@ TEST_CASE("SIGKILLed at random moments, mnist_gan always leaves a loadable check
     check_log_rows(out / "log.csv", steps + 3);
 }
 
+TEST_CASE("log.csv after a kill and a resume is the uninterrupted run's, the interval the kill cut included") {
+    const std::string mnist_gan = executable("XGRAD_MNIST_GAN");
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path cut = dir.path() / "cut", whole = dir.path() / "whole";
+    // Rows every 7 steps, a checkpoint after every step: a kill most often cuts an interval.
+    const auto args = [&](const fs::path& out, long steps, bool resume) {
+        std::vector<std::string> a{"--data",
+                                   dir.path().string(),
+                                   "--out",
+                                   out.string(),
+                                   "--steps",
+                                   std::to_string(steps),
+                                   "--preset",
+                                   "mlp",
+                                   "--batch",
+                                   "8",
+                                   "--hidden",
+                                   "16",
+                                   "--z-dim",
+                                   "10",
+                                   "--log-every",
+                                   "7",
+                                   "--checkpoint-every",
+                                   "1",
+                                   "--grid-every",
+                                   "0"};
+        if (resume) a.push_back("--resume");
+        return a;
+    };
+    Child killed(mnist_gan, args(cut, 1000000, false), dir.path());
+    REQUIRE(killed.await_stderr("mnist_gan: 30 training images", 20s));
+    std::this_thread::sleep_for(300ms);
+    REQUIRE_MESSAGE(killed.running(), killed.err());
+    killed.signal(SIGKILL);
+    CHECK(killed.exit_code() == 128 + SIGKILL);
+    const long steps = gan::verify_checkpoint((cut / "checkpoint.xgrad").string(), tiny_config());
+    const std::string where = steps % 7 == 0 ? " (an interval's end)" : ", mid-interval";
+    MESSAGE("killed after the checkpoint of step " << steps << where);
+
+    Child resumed(mnist_gan, args(cut, steps + 10, true), dir.path());
+    REQUIRE_MESSAGE(resumed.exit_code() == 0, resumed.err());
+    Child uninterrupted(mnist_gan, args(whole, steps + 10, false), dir.path());
+    REQUIRE_MESSAGE(uninterrupted.exit_code() == 0, uninterrupted.err());
+    CHECK(test::file_bytes(cut / "log.csv") == test::file_bytes(whole / "log.csv"));
+}
+
 namespace {
 
 // A small tmpfs of its own, unmounted at the end.
@@ -376,4 +423,19 @@ TEST_CASE("mnist_classifier and gan_eval check their outputs before the work, an
         INFO(count.err());
         CHECK(contains(count.err(), "--count 10000000: scoring 10000000 images takes 29.9 GiB"));
     }
+}
+
+TEST_CASE("mnist_classifier removes the temporary file a killed run left, on start, and nothing else") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);  // no t10k split: the run fails after the start
+    const fs::path out = dir.path() / "out";
+    fs::create_directories(out);
+    std::ofstream(out / "classifier.xgrad.tmp") << "partial";
+    std::ofstream(out / "notes.tmp") << "the user's";
+    Child classifier(executable("XGRAD_MNIST_CLASSIFIER"), {"--data", dir.path().string(), "--out", out.string()}, dir.path());
+    CHECK(classifier.exit_code() == 1);
+    INFO(classifier.err());
+    CHECK_FALSE(fs::exists(out / "classifier.xgrad.tmp"));
+    CHECK(fs::exists(out / "notes.tmp"));
+    CHECK(contains(classifier.err(), "removed " + (out / "classifier.xgrad.tmp").string()));
 }

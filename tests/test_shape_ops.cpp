@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <functional>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -488,3 +489,17 @@ TEST_CASE("a structural op's result is a tensor of its own") {
 }
 
 }  // namespace
+
+TEST_CASE("slice with a step near LONG_MAX takes the first element, and its gradient goes back there") {
+    Var x(Tensor{1.f, 2.f, 3.f, 4.f, 5.f}, true);
+    for (const long step : {std::numeric_limits<long>::max(), std::numeric_limits<long>::max() - 1, 5L}) {
+        INFO("step " << step);
+        x.zero_grad();
+        const Var y = xgrad::slice(x, 0, 0, 5, step);
+        REQUIRE(y.shape() == Shape{1});
+        CHECK(y.value()(0) == 1.f);
+        xgrad::backward(xgrad::sum(y));
+        CHECK(x.grad() == Tensor{1.f, 0.f, 0.f, 0.f, 0.f});
+    }
+    CHECK(xgrad::slice(x, 0, 2, std::numeric_limits<long>::max(), std::numeric_limits<long>::max()).value() == Tensor{3.f});
+}

@@ -49,4 +49,14 @@ void check_stdout() {
     }
 }
 
+void remove_stale_temporary(const std::string& path) {
+    const std::string temporary = path + ".tmp";
+    std::error_code error;
+    if (!std::filesystem::remove(temporary, error)) {
+        if (error) throw std::runtime_error("cannot remove the stale temporary file '" + temporary + "': " + error.message());
+        return;
+    }
+    std::cerr << "removed " << temporary << ", left by an interrupted run\n";
+}
+
 }  // namespace common

@@ -32,6 +32,12 @@ private:
 // and the reason. Run it before long work, whose results would be lost.
 void check_writable_directory(const std::string& dir, const std::string& option);
 
+// Removes path + ".tmp", where an atomic write of `path` (xgrad::AtomicFile)
+// killed midway left its partial content, saying so on stderr; throws
+// std::runtime_error naming it when it cannot. Call it on start: otherwise
+// the file stays until the same output is written again.
+void remove_stale_temporary(const std::string& path);
+
 // Flushes standard output; throws if anything written to it was lost (a
 // closed pipe or a full disk behind a redirection).
 void check_stdout();

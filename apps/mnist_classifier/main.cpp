@@ -61,6 +61,7 @@ int train(const Options& o) {
     xgrad::set_num_threads(o.threads);
     // Before the epochs: their result would be lost to an unwritable --out.
     common::check_writable_directory(o.out, "--out");
+    common::remove_stale_temporary(o.out + "/classifier.xgrad");
     const std::string dir = o.data.directory();
     const xgrad::Dataset train_set =
         xgrad::load_dataset(common::find_idx(dir, "train-images-idx3-ubyte"), common::find_idx(dir, "train-labels-idx1-ubyte"));

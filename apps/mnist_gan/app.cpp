@@ -5,6 +5,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iomanip>
@@ -29,6 +30,7 @@
 #include "data_location.hpp"
 #include "evaluation.hpp"
 #include "gan.hpp"
+#include "numbers.hpp"
 #include "options.hpp"
 #include "output.hpp"
 #include "presets.hpp"
@@ -79,6 +81,36 @@ struct Interval {
         const double n = double(steps);
         return {float(step), float(d_loss / n), float(g_loss / n), float(d_real / n), float(d_fake / n)};
     }
+    // The sums of an interval that a checkpoint cuts, kept in it (the text
+    // "log_interval", the sums as hexadecimal floats, exact), so that a run
+    // killed and resumed logs the rows an uninterrupted run logs.
+    void save(xgrad::Archive& archive) const {
+        char text[160];
+        std::snprintf(text, sizeof text, "%ld %a %a %a %a", steps, d_loss, g_loss, d_real, d_fake);
+        archive.put_text(kName, text);
+    }
+    // An older checkpoint holds none: the interval then starts empty.
+    void load(const xgrad::Archive& archive) {
+        *this = Interval{};
+        if (!archive.texts().count(kName)) return;
+        const std::string& text = archive.text(kName);
+        std::istringstream in(text);
+        std::string sums[4];
+        in >> steps >> sums[0] >> sums[1] >> sums[2] >> sums[3];
+        double* into[4] = {&d_loss, &g_loss, &d_real, &d_fake};
+        bool ok = !in.fail() && steps >= 0 && (in >> std::ws).eof();
+        for (int i = 0; ok && i < 4; ++i) {
+            char* end = nullptr;
+            *into[i] = std::strtod(sums[i].c_str(), &end);
+            ok = *end == '\0' && std::isfinite(*into[i]);
+        }
+        if (!ok)
+            throw std::runtime_error("the text '" + std::string(kName) + "' is '" + text +
+                                     "', expected a step count and four sums");
+    }
+
+private:
+    static constexpr const char* kName = "log_interval";
 };
 
 // Logged curves, kept in the checkpoint (as the tensor `name`) so a resumed
@@ -271,12 +303,36 @@ std::vector<Setting> training_settings(const Options& o, const GanConfig& c, con
             {"data", "--data (training images)", data}};
 }
 
+// What the ranks of a data-parallel run must share (docs/distributed.md):
+// everything that decides the updates, and everything that decides when
+// they meet in a collective (the statistics average before grids,
+// evaluations and checkpoints; the run length). Ranks that differ would
+// wait for each other forever or pair collectives of different sizes.
+std::vector<std::pair<std::string, std::string>> rank_settings(const Options& o, const GanConfig& c, const std::string& data) {
+    const bool mlp = c.architecture == Architecture::mlp;
+    std::vector<std::pair<std::string, std::string>> out{
+        {"--preset", c.preset},
+        {"--z-dim", std::to_string(c.z_dim)},
+        {mlp ? "--hidden" : "--channels", std::to_string(mlp ? c.hidden : c.channels)},
+    };
+    for (const Setting& s : training_settings(o, c, data)) out.emplace_back(s.option, s.value);
+    const auto given = [](bool yes) { return std::string(yes ? "given" : "not given"); };
+    out.insert(out.end(), {{"--steps", std::to_string(o.steps)},
+                           {"--grid-every", std::to_string(o.grid_every)},
+                           {"--checkpoint-every", std::to_string(o.checkpoint_every)},
+                           {"--classifier", given(!o.classifier.empty())},
+                           {"--eval-every", std::to_string(o.classifier.empty() ? 0 : o.eval_every)},
+                           {"--resume", given(o.resume)}});
+    return out;
+}
+
 // What a checkpoint holds besides the GAN, and where it goes.
 struct RunState {
     Gan& gan;
     DataSource& data;
     History& history;
     History& quality;
+    const Interval& interval;  // the log interval the checkpoint cuts
     std::vector<Setting> settings;
     int threads, ranks;
     std::string path;
@@ -308,6 +364,7 @@ void save_checkpoint(const RunState& run) {
     check_finite(archive);  // the parameters and optimizer moments, which a resumed run trains on
     run.data.save(archive, "data.");
     run.history.save(archive);
+    run.interval.save(archive);
     if (!run.quality.rows().empty()) run.quality.save(archive);
     for (const Setting& s : run.settings) archive.put_text("settings." + s.key, s.value);
     archive.put_text("settings.threads", std::to_string(run.threads));
@@ -326,9 +383,60 @@ std::optional<std::string> try_save_checkpoint(const RunState& run) {
     }
 }
 
+// The most steps a run can take (--steps).
+constexpr long kMostSteps = 100000000;
+
+bool ends_with(const std::string& text, const std::string& end) {
+    return text.size() >= end.size() && text.compare(text.size() - end.size(), end.size(), end) == 0;
+}
+
+// A valid CRC says that the file holds what was written, not that it can be
+// trained on: a NaN, a negative variance or a step count no run reaches
+// would resume into a run that stops as diverged (and calls this checkpoint
+// the last good one). Checks the state that training reads, after `gan`
+// loaded the archive.
+void check_checkpoint_values(const xgrad::Archive& archive, const Gan& gan) {
+    for (const auto& [name, t] : archive.tensors()) {
+        if (name == "history" || name == "quality") continue;  // logged curves: NaN marks a column a run did not measure
+        const char* never_negative = ends_with(name, ".running_var")                   ? "a variance"
+                                     : name.find("_optimizer.v.") != std::string::npos ? "Adam's second moment"
+                                                                                       : nullptr;
+        const float* values = t.data();
+        for (std::size_t i = 0; i < t.size(); ++i) {
+            if (std::isfinite(values[i]) && !(never_negative && values[i] < 0.f)) continue;
+            std::ostringstream what;
+            what << "entry '" << name << "' holds " << values[i] << " at element " << i;
+            if (std::isfinite(values[i])) what << ", but " << never_negative << " is never negative";
+            throw std::runtime_error(what.str());
+        }
+    }
+    const long steps = gan.steps_done();
+    if (steps > kMostSteps) {
+        throw std::runtime_error("the text 'steps' is " + std::to_string(steps) + ", past the " + std::to_string(kMostSteps) +
+                                 " steps a run can take");
+    }
+    // Every step updates G's optimizer and averaged weights once, D's k
+    // times: the checkpoint's own k (a changed --k is refused later, naming it).
+    const auto* k_text = archive.texts().count("settings.k") ? &archive.text("settings.k") : nullptr;
+    const std::optional<std::uint64_t> k = k_text ? common::parse_unsigned(*k_text) : std::nullopt;
+    const std::pair<const char*, long> counts[] = {{"g_optimizer.t", steps},
+                                                   {"d_optimizer.t", k && *k <= 100 ? steps * static_cast<long>(*k) : -1},
+                                                   {"generator_average.updates", steps}};
+    for (const auto& [name, expected] : counts) {
+        // SGD keeps no step count, not every preset averages G, and an older checkpoint records no k.
+        if (!archive.texts().count(name) || expected < 0) continue;
+        const long count = archive.integer(name);
+        if (count != expected) {
+            throw std::runtime_error("the text '" + std::string(name) + "' is " + std::to_string(count) +
+                                     ", but a checkpoint at step " + std::to_string(steps) + " has " + std::to_string(expected));
+        }
+    }
+}
+
 // The checkpoint at `path` loaded as --resume does; every failure names the file.
-// `data` (may be null) takes its sampler position back.
-xgrad::Archive load_checkpoint(const std::string& path, Gan& gan, DataSource* data, History& history, History& quality) {
+// `data` and `interval` (may be null) take their sampler position and log interval back.
+xgrad::Archive load_checkpoint(const std::string& path, Gan& gan, DataSource* data, History& history, History& quality,
+                               Interval* interval) {
     xgrad::Archive archive = xgrad::read_archive(path);
     if (!archive.texts().count("architecture")) {
         throw std::runtime_error(
@@ -337,8 +445,10 @@ xgrad::Archive load_checkpoint(const std::string& path, Gan& gan, DataSource* da
     }
     try {
         gan.load(archive);
+        check_checkpoint_values(archive, gan);
         if (data) data->load(archive, "data.");
         history.load(archive);
+        if (interval) interval->load(archive);
         if (archive.contains(quality.name())) quality.load(archive);
     } catch (const std::exception& e) {
         throw std::runtime_error("'" + path + "': " + e.what());
@@ -489,6 +599,27 @@ GanConfig config_from(const Options& o, const CLI::App& cli) {
     return c;
 }
 
+// A flag that the preset ignores would give another run than the one asked
+// for, silently: it is refused, naming the flag and the preset.
+void refuse_ignored_flags(const Options& o, const GanConfig& c, const CLI::App& cli, const CLI::Option& ema) {
+    const std::string preset = "the " + c.preset + " preset";
+    if (c.architecture == Architecture::dcgan && cli.count("--hidden")) {
+        throw std::invalid_argument("--hidden " + std::to_string(o.hidden) + ": " + preset +
+                                    " has no hidden fully connected layers (its widths are --channels)");
+    }
+    if (c.architecture == Architecture::mlp && cli.count("--channels")) {
+        throw std::invalid_argument("--channels " + std::to_string(o.channels) + ": " + preset +
+                                    " has no convolutions (its width is --hidden)");
+    }
+    if (o.sample_batch_stats && c.architecture != Architecture::dcgan) {
+        throw std::invalid_argument("--sample-batch-stats: " + preset + " has no batch norm (only dcgan has)");
+    }
+    if (ema.count() && c.ema_decay <= 0.f) {
+        throw std::invalid_argument(std::string(o.averaged ? "--ema" : "--no-ema") + ": " + preset +
+                                    " keeps no averaged generator (mlp and dcgan do)");
+    }
+}
+
 constexpr const char* kLogHeader = "step,d_loss,g_loss,d_real,d_fake";
 constexpr const char* kEvalHeader =
     "step,classifier_score,coverage_bits,min_share,max_share,fid,"
@@ -517,6 +648,8 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
     Gan gan(config, o.seed);
     const int ranks = distributed ? distributed->size() : 1;
     if (distributed) {
+        // Before the first collective whose size depends on them.
+        distributed->check_same_settings(rank_settings(o, config, fingerprint));
         try {
             gan.distribute(*distributed);
         } catch (const std::invalid_argument& e) {
@@ -524,10 +657,21 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
         }
     }
     History history("history", 5), quality("quality", QualityMonitor::kColumns);
-    const RunState run{gan, data, history, quality, training_settings(o, config, fingerprint), o.threads, ranks, checkpoint};
+    Interval interval;
+    const RunState run{gan,       data,  history,   quality, interval, training_settings(o, config, fingerprint),
+                       o.threads, ranks, checkpoint};
     if (o.resume) {
         if (!fs::exists(checkpoint)) throw std::runtime_error("--resume: no checkpoint at '" + checkpoint + "'");
-        check_resumed_settings(load_checkpoint(checkpoint, gan, &data, history, quality), run);
+        check_resumed_settings(load_checkpoint(checkpoint, gan, &data, history, quality, &interval), run);
+        // Every rank reads --out's checkpoint: ranks that read different
+        // files would run different step counts.
+        if (distributed) {
+            char parameters[32];
+            std::snprintf(parameters, sizeof parameters, "checksum %016llx",
+                          static_cast<unsigned long long>(xgrad::checksum(gan.parameters())));
+            distributed->check_same_settings({{"the resumed checkpoint's step", std::to_string(gan.steps_done())},
+                                              {"the resumed checkpoint's parameters", parameters}});
+        }
         if (gan.steps_done() > o.steps) {
             throw std::runtime_error("--steps " + std::to_string(o.steps) + ": the checkpoint '" + checkpoint +
                                      "' is already at step " + std::to_string(gan.steps_done()) +
@@ -580,7 +724,6 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
         return 3;
     };
     const std::vector<Var> parameters = gan.parameters();
-    Interval interval;
     const long first = gan.steps_done();
     while (gan.steps_done() < o.steps) {
         const StepStats stats = gan.step(data, interrupted);
@@ -661,7 +804,7 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
 long verify_checkpoint(const std::string& path, const GanConfig& config) {
     Gan gan(config, 0);
     History history("history", 5), quality("quality", QualityMonitor::kColumns);
-    load_checkpoint(path, gan, nullptr, history, quality);
+    load_checkpoint(path, gan, nullptr, history, quality, nullptr);
     return gan.steps_done();
 }
 
@@ -677,7 +820,7 @@ int run_app(int argc, const char* const* argv, const xgrad::Distributed* distrib
         ->check(CLI::IsMember(preset_names()))
         ->capture_default_str();
     cli.add_option("--steps", o.steps, "Total training steps (default: the preset's; a resumed run continues up to this)")
-        ->check(common::unsigned_in(1, 100000000));
+        ->check(common::unsigned_in(1, kMostSteps));
     cli.add_option("--k", o.k, "Discriminator updates per generator update (overrides the preset)")
         ->check(common::unsigned_in(1, 100));
     cli.add_option("--batch", o.batch, "Minibatch size m (overrides the preset)")->check(common::unsigned_in(1, 65536));
@@ -747,9 +890,12 @@ int run_app(int argc, const char* const* argv, const xgrad::Distributed* distrib
                 : "mnist_gan: ";
     try {
         const GanConfig config = config_from(o, cli);
+        refuse_ignored_flags(o, config, cli, *ema);
         if (o.steps == 0) o.steps = config.steps;
         if (!ema->count()) o.averaged = config.sample_averaged;
         return train(o, config, several ? distributed : nullptr);
+    } catch (const xgrad::RanksDisagree&) {
+        throw;  // thrown on every rank: Distributed::run prints it and ends the job in order
     } catch (const std::bad_alloc&) {
         std::cerr << program << "error: out of memory; try a smaller --batch, --hidden or --z-dim\n";
         return 1;

@@ -136,6 +136,12 @@ void BackwardContext::throw_unwanted(std::size_t i) const {
 }
 
 void BackwardContext::throw_gradient_shape(std::size_t i, const Shape& shape) const {
+    const Node& in = *edge(i);
+    if (in.is_leaf && in.grad.shape() != in.value.shape()) {
+        throw ShapeError(std::string("xgrad: the backward of '") + node_.op + "': input " + std::to_string(i) +
+                         " is a leaf whose value is now " + shape_string(in.value) + " but whose gradient is " +
+                         shape_string(in.grad) + " (its value was replaced by one of another shape; a leaf must keep its shape)");
+    }
     throw ShapeError(std::string("xgrad: the backward of '") + node_.op + "' produced a gradient of shape " +
                      shape_string(shape) + " for input " + std::to_string(i) + " of shape " + shape_string(input(i)));
 }

@@ -20,6 +20,7 @@ float Rng::normal(float mean, float stddev) {
 }
 
 std::size_t Rng::below(std::size_t n) {
+    if (n == 0) throw std::invalid_argument("xgrad::Rng::below: n = 0 (expected n >= 1)");
     // Rejection keeps every value equally likely.
     const std::uint64_t limit = UINT64_MAX - UINT64_MAX % n;
     std::uint64_t draw;

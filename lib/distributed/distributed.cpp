@@ -85,8 +85,47 @@ std::string mpi_error_text(int code) {
     return std::string(text, static_cast<std::size_t>(length));
 }
 
-// rank_order's point-to-point messages (on xgrad's private communicator).
-constexpr int kScatterTag = 1, kGatherTag = 2;
+using Settings = std::vector<std::pair<std::string, std::string>>;
+
+// check_same_settings' text (name, NUL, value, NUL, ...) as a list.
+Settings split_settings(const std::string& text) {
+    Settings out;
+    std::size_t at = 0;
+    while (at < text.size()) {
+        const std::size_t name_end = text.find('\0', at);
+        const std::size_t value_end = text.find('\0', name_end + 1);
+        out.emplace_back(text.substr(at, name_end - at), text.substr(name_end + 1, value_end - name_end - 1));
+        at = value_end + 1;
+    }
+    return out;
+}
+
+// How `mine` (rank `rank`'s settings) differs from rank 0's, every
+// difference named with both values; empty when they agree.
+std::string settings_difference(const Settings& root, const Settings& mine, int rank) {
+    std::string out;
+    const auto add = [&](const std::string& name, const std::string& value, const std::string& root_value) {
+        if (!out.empty()) out += "; ";
+        out.append(name).append(" is ").append(value).append(" on rank ").append(std::to_string(rank));
+        out.append(" but ").append(root_value).append(" on rank 0");
+    };
+    for (std::size_t i = 0; i < std::max(root.size(), mine.size()); ++i) {
+        if (i >= mine.size()) {
+            add(root[i].first, "missing", root[i].second);
+        } else if (i >= root.size()) {
+            add(mine[i].first, mine[i].second, "missing");
+        } else if (mine[i].first != root[i].first) {
+            add("setting " + std::to_string(i + 1), mine[i].first, root[i].first);
+        } else if (mine[i].second != root[i].second) {
+            add(mine[i].first, mine[i].second, root[i].second);
+        }
+    }
+    return out;
+}
+
+// rank_order's point-to-point messages (on xgrad's private communicator),
+// and GradientAllreduce's size check before every collective.
+constexpr int kScatterTag = 1, kGatherTag = 2, kSizeTag = 3;
 
 void check(int code, const char* call, int rank, int size) {
     if (code == MPI_SUCCESS) return;
@@ -103,10 +142,11 @@ void check(int code, const char* call, int rank, int size) {
 // can take the peer.
 constexpr auto kSpin = std::chrono::milliseconds(1);
 
-void exchange(const float* send, int to, float* receive, int from, int count, int tag, MPI_Comm comm, int rank, int size) {
+void exchange(const void* send, int to, void* receive, int from, int count, MPI_Datatype type, int tag, MPI_Comm comm, int rank,
+              int size) {
     MPI_Request requests[2];
-    check(MPI_Irecv(receive, count, MPI_FLOAT, from, tag, comm, &requests[0]), "MPI_Irecv", rank, size);
-    check(MPI_Isend(send, count, MPI_FLOAT, to, tag, comm, &requests[1]), "MPI_Isend", rank, size);
+    check(MPI_Irecv(receive, count, type, from, tag, comm, &requests[0]), "MPI_Irecv", rank, size);
+    check(MPI_Isend(send, count, type, to, tag, comm, &requests[1]), "MPI_Isend", rank, size);
     const Clock::time_point start = Clock::now();
     for (int done = 0;;) {
         check(MPI_Testall(2, requests, &done, MPI_STATUSES_IGNORE), "MPI_Testall", rank, size);
@@ -262,6 +302,45 @@ void Distributed::average(const std::vector<Var>& variables) const {
     }
 }
 
+void Distributed::check_same_settings(const std::vector<std::pair<std::string, std::string>>& settings) const {
+    if (size_ == 1) return;
+    // Rank 0's list as one text, each name and value ended by a NUL.
+    std::string text;
+    if (rank_ == 0) {
+        for (const auto& [name, value] : settings) {
+            text.append(name).push_back('\0');
+            text.append(value).push_back('\0');
+        }
+    }
+    unsigned long long length = text.size();
+    check(MPI_Bcast(&length, 1, MPI_UNSIGNED_LONG_LONG, 0, mpi_->comm), "MPI_Bcast", rank_, size_);
+    text.resize(length);
+    check(MPI_Bcast(text.data(), checked_count(text.size(), "Distributed::check_same_settings"), MPI_CHAR, 0, mpi_->comm),
+          "MPI_Bcast", rank_, size_);
+    const std::string mismatch = settings_difference(split_settings(text), settings, rank_);
+    // Which ranks differ; the first of them tells every rank how.
+    std::vector<int> differs(static_cast<std::size_t>(size_));
+    int mine = mismatch.empty() ? 0 : 1;
+    check(MPI_Allgather(&mine, 1, MPI_INT, differs.data(), 1, MPI_INT, mpi_->comm), "MPI_Allgather", rank_, size_);
+    const auto first = std::find(differs.begin(), differs.end(), 1);
+    if (first == differs.end()) return;
+    const int teller = static_cast<int>(first - differs.begin());
+    std::string told = mismatch;
+    length = told.size();
+    check(MPI_Bcast(&length, 1, MPI_UNSIGNED_LONG_LONG, teller, mpi_->comm), "MPI_Bcast", rank_, size_);
+    told.resize(length);
+    check(MPI_Bcast(told.data(), checked_count(told.size(), "Distributed::check_same_settings"), MPI_CHAR, teller, mpi_->comm),
+          "MPI_Bcast", rank_, size_);
+    std::string ranks;
+    int listed = 0;
+    for (int r = 0; r < size_; ++r) {
+        if (!differs[static_cast<std::size_t>(r)]) continue;
+        ranks += (listed++ == 0 ? "" : ", ") + std::to_string(r);
+    }
+    throw RanksDisagree("the ranks must run with the same settings: " + told + " (" + (listed == 1 ? "rank " : "ranks ") + ranks +
+                        (listed == 1 ? " differs" : " differ") + " from rank 0)");
+}
+
 void Distributed::sum(double* values, std::size_t n) const {
     if (size_ == 1 || n == 0) return;
     check(MPI_Allreduce(MPI_IN_PLACE, values, checked_count(n, "Distributed::sum"), MPI_DOUBLE, MPI_SUM, mpi_->comm),
@@ -282,6 +361,22 @@ void Distributed::barrier() const {
 void GradientAllreduce::reduce(std::size_t count) {
     const Distributed& d = distributed_;
     MPI_Comm comm = d.mpi_->comm;
+    // Collectives of different sizes would pair up (MPI_Allreduce then
+    // writes past the smaller buffer). One 8-byte exchange around the ring
+    // finds them: if any two ranks differ, some rank's previous one does.
+    {
+        const std::uint64_t mine = count;
+        std::uint64_t previous_count = 0;
+        const int next = (d.rank_ + 1) % d.size_, previous = (d.rank_ - 1 + d.size_) % d.size_;
+        exchange(&mine, next, &previous_count, previous, 1, MPI_UINT64_T, kSizeTag, comm, d.rank_, d.size_);
+        if (previous_count != mine) {
+            throw DistributedError("xgrad::GradientAllreduce::average: rank " + std::to_string(d.rank_) + " sends " +
+                                   std::to_string(mine) + " floats, rank " + std::to_string(previous) + " sends " +
+                                   std::to_string(previous_count) +
+                                   ": the ranks' calls do not match (every rank must freeze the same parameters, pass "
+                                   "the same number of extra values and make the same calls)");
+        }
+    }
     if (order_ == ReduceOrder::mpi) {
         check(MPI_Allreduce(MPI_IN_PLACE, buffer_.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM, comm), "MPI_Allreduce",
               d.rank_, d.size_);
@@ -304,7 +399,7 @@ void GradientAllreduce::reduce(std::size_t count) {
               0.f);  // the padding sums as zeros
     for (int k = 1; k < ranks; ++k) {
         const int to = (rank + k) % ranks, from = (rank - k + ranks) % ranks;
-        exchange(at(buffer_, to), to, at(received_, from), from, n, kScatterTag, comm, rank, ranks);
+        exchange(at(buffer_, to), to, at(received_, from), from, n, MPI_FLOAT, kScatterTag, comm, rank, ranks);
     }
     float* mine = at(buffer_, rank);
     std::memcpy(at(received_, rank), mine, part * sizeof(float));
@@ -316,7 +411,7 @@ void GradientAllreduce::reduce(std::size_t count) {
     const int next = (rank + 1) % ranks, previous = (rank - 1 + ranks) % ranks;
     for (int k = 0; k + 1 < ranks; ++k) {
         const int send = (rank - k + ranks) % ranks, receive = (rank - k - 1 + 2 * ranks) % ranks;
-        exchange(at(buffer_, send), next, at(buffer_, receive), previous, n, kGatherTag, comm, rank, ranks);
+        exchange(at(buffer_, send), next, at(buffer_, receive), previous, n, MPI_FLOAT, kGatherTag, comm, rank, ranks);
     }
 }
 
@@ -340,6 +435,7 @@ void Distributed::abort(const std::string& message, int code) const {
 void Distributed::broadcast(const std::vector<Var>&) const {}
 void Distributed::average(const std::vector<Var>&) const {}
 void Distributed::check_same(std::uint64_t, long, const char*) const {}
+void Distributed::check_same_settings(const std::vector<std::pair<std::string, std::string>>&) const {}
 void Distributed::sum(double*, std::size_t) const {}
 bool Distributed::any(bool flag) const { return flag; }
 void Distributed::barrier() const {}
@@ -405,6 +501,11 @@ int Distributed::run(int& argc, char**& argv, const std::function<int(Distribute
     int code = 1;
     try {
         code = body(d);
+    } catch (const RanksDisagree& e) {
+        // Every rank is here: no rank waits for another, so the job can end
+        // in order, and MPI_Abort would cut off the other ranks' messages.
+        std::fprintf(stderr, "xgrad: rank %d of %d: error: %s\n", d.rank(), d.size(), e.what());
+        return 1;
     } catch (const std::exception& e) {
         failure = e.what();
     } catch (...) {
@@ -480,9 +581,17 @@ bool GradientAllreduce::average(bool flag, float* sums, std::size_t n) {
     }
     const Clock::time_point start = Clock::now();
     std::size_t count = 0;
-    for (const Var& p : parameters_) {
+    // The buffer holds the gradients' sizes at construction (and the flag
+    // and extra slots): a parameter replaced by a larger one would not fit.
+    const std::size_t room = buffer_.size() - 1 - extra_;
+    for (std::size_t i = 0; i < parameters_.size(); ++i) {
+        const Var& p = parameters_[i];
         if (!p.requires_grad()) continue;
         const Tensor& g = p.grad();
+        if (g.size() > room - count) {
+            throw std::logic_error("xgrad::GradientAllreduce::average: the gradient of parameter " + std::to_string(i) + " is " +
+                                   shape_string(g) + ", larger than at construction (a parameter's shape must not change)");
+        }
         std::memcpy(buffer_.data() + count, g.data(), g.size() * sizeof(float));
         count += g.size();
     }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <string>
 
 #include <xtensor/xnoalias.hpp>
 
@@ -12,6 +13,19 @@ EmaWeights::EmaWeights(const Module& module, float decay) : module_(module), par
         throw std::invalid_argument("xgrad::EmaWeights: decay " + std::to_string(decay) + " (expected 0 <= decay < 1)");
     }
     for (const Var& p : parameters_) average_.push_back(p.value());
+}
+
+void EmaWeights::check_module(const char* call, const NamedVars& now) const {
+    // The averages are those of the parameters listed at construction; a
+    // parameter added (or replaced) since then has none.
+    bool same = now.size() == parameters_.size();
+    for (std::size_t i = 0; same && i < now.size(); ++i) same = &now[i].second.value() == &parameters_[i].value();
+    if (!same) {
+        throw std::logic_error(std::string("xgrad::EmaWeights::") + call + ": the module has " + std::to_string(now.size()) +
+                               " parameters, it had " + std::to_string(parameters_.size()) +
+                               " when the averages were made (parameters added or replaced since): make the EmaWeights "
+                               "after the module is complete");
+    }
 }
 
 void EmaWeights::update() {
@@ -26,6 +40,7 @@ void EmaWeights::update() {
 
 void EmaWeights::copy_to(Module& target) const {
     const NamedVars source = module_.named_parameters(), into = target.named_parameters();
+    check_module("copy_to", source);
     if (source.size() != into.size()) {
         throw ShapeError("xgrad::EmaWeights::copy_to: the target has " + std::to_string(into.size()) +
                          " parameters, the averaged module " + std::to_string(source.size()));
@@ -52,12 +67,14 @@ void EmaWeights::copy_to(Module& target) const {
 
 void EmaWeights::save(Archive& archive, const std::string& prefix) const {
     const NamedVars parameters = module_.named_parameters();
+    check_module("save", parameters);
     for (std::size_t i = 0; i < parameters.size(); ++i) archive.put(prefix + parameters[i].first, average_[i]);
     archive.put_integer(prefix + "updates", updates_);
 }
 
 void EmaWeights::load(const Archive& archive, const std::string& prefix) {
     const NamedVars parameters = module_.named_parameters();
+    check_module("load", parameters);
     for (std::size_t i = 0; i < parameters.size(); ++i) {
         const Tensor& stored = archive.tensor(prefix + parameters[i].first);
         if (stored.shape() != average_[i].shape()) {

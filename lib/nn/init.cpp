@@ -1,10 +1,22 @@
 #include <xgrad/nn/init.hpp>
 
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 namespace xgrad {
 
 void initialize(Tensor& w, Init init, std::size_t fan_in, std::size_t fan_out, Rng& rng) {
+    // The scales divide by these fans: 0 gives infinite weights.
+    if ((init == Init::he_uniform || init == Init::he_normal) && fan_in == 0) {
+        throw std::invalid_argument(std::string("xgrad::initialize: ") + (init == Init::he_uniform ? "he_uniform" : "he_normal") +
+                                    " with fan_in 0 (expected fan_in >= 1)");
+    }
+    if ((init == Init::xavier_uniform || init == Init::xavier_normal) && fan_in + fan_out == 0) {
+        throw std::invalid_argument(std::string("xgrad::initialize: ") +
+                                    (init == Init::xavier_uniform ? "xavier_uniform" : "xavier_normal") +
+                                    " with fan_in + fan_out 0 (expected at least 1)");
+    }
     const auto in = static_cast<float>(fan_in), total = static_cast<float>(fan_in + fan_out);
     switch (init) {
         case Init::xavier_uniform: {

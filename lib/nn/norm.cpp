@@ -1,10 +1,39 @@
 #include <xgrad/nn/norm.hpp>
 
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
 #include <string>
 
 namespace xgrad {
+namespace {
+
+// At construction, not at the first forward pass (batch_norm and
+// layer_norm check them too).
+std::string number_text(float v) {
+    std::ostringstream s;
+    s << v;
+    return s.str();
+}
+
+void check_eps(const char* layer, float eps) {
+    if (!(std::isfinite(eps) && eps > 0.f)) {
+        throw std::invalid_argument(std::string("xgrad::") + layer + ": eps " + number_text(eps) +
+                                    " (expected a finite number > 0)");
+    }
+}
+
+void check_momentum(float momentum) {
+    if (!(momentum >= 0.f && momentum <= 1.f)) {
+        throw std::invalid_argument("xgrad::BatchNorm: momentum " + number_text(momentum) + " (expected 0 <= momentum <= 1)");
+    }
+}
+
+}  // namespace
 
 BatchNorm::BatchNorm(std::size_t channels, float momentum, float eps, bool affine) : momentum_(momentum), eps_(eps) {
+    check_momentum(momentum);
+    check_eps("BatchNorm", eps);
     if (affine) {
         weight = Var(Tensor({channels}, 1.f), true);
         bias = Var(Tensor({channels}, 0.f), true);
@@ -40,7 +69,13 @@ Var BatchNorm2d::forward(const Var& x) {
     return BatchNorm::forward(x);
 }
 
+void BatchNorm::set_momentum(float momentum) {
+    check_momentum(momentum);
+    momentum_ = momentum;
+}
+
 LayerNorm::LayerNorm(const Shape& normalized_shape, float eps, bool affine) : shape_(normalized_shape), eps_(eps) {
+    check_eps("LayerNorm", eps);
     if (affine) {
         weight = Var(Tensor(shape_, 1.f), true);
         bias = Var(Tensor(shape_, 0.f), true);

@@ -1,5 +1,6 @@
 #include <xgrad/nn/spectral_norm.hpp>
 
+#include <algorithm>
 #include <cmath>
 
 #include <xgrad/ops/arithmetic.hpp>
@@ -18,6 +19,16 @@ void normalize_in_place(float* x, std::size_t n, float eps) {
     for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<float>(x[i] / norm);
 }
 
+// Whether x can start a power iteration: finite and not all zero.
+bool usable(const float* x, std::size_t n) {
+    bool nonzero = false;
+    for (std::size_t i = 0; i < n; ++i) {
+        if (!std::isfinite(x[i])) return false;
+        nonzero = nonzero || x[i] != 0.f;
+    }
+    return nonzero;
+}
+
 }  // namespace
 
 SpectralNorm::SpectralNorm(const Shape& weight_shape, Rng& rng, float eps)
@@ -33,9 +44,13 @@ SpectralNorm::SpectralNorm(const Shape& weight_shape, Rng& rng, float eps)
 
 Var SpectralNorm::normalize(const Var& weight, bool training) {
     const float* w = weight.value().data();
-    if (training) {
+    const std::size_t size = weight.numel();
+    // A zero weight has no direction to iterate towards: W^T u = 0 would
+    // make v and then u zero, for good (and a NaN weight, NaN for good).
+    if (training && usable(w, size)) {
         float* pu = u.mutable_value().data();
         float* pv = v.mutable_value().data();
+        if (!usable(pu, rows_)) std::fill(pu, pu + rows_, static_cast<float>(1.0 / std::sqrt(double(rows_))));
         for (std::size_t c = 0; c < cols_; ++c) {
             double s = 0.0;
             for (std::size_t r = 0; r < rows_; ++r) s += double(w[r * cols_ + c]) * pu[r];
@@ -53,6 +68,9 @@ Var SpectralNorm::normalize(const Var& weight, bool training) {
     const Var matrix = reshape(weight, {static_cast<long>(rows_), static_cast<long>(cols_)});
     const Var sigma = sum(mul(u.detach(), matmul(matrix, v.detach())));
     sigma_ = sigma.item();
+    // The spectral norm of a zero weight is zero: the weight is used as it
+    // is (W / 0 would be NaN forward and backward).
+    if (sigma_ == 0.f) return weight;
     return div(weight, sigma);
 }
 

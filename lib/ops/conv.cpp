@@ -13,6 +13,7 @@
 // d weight_gradient = (to_image(columns, dw), to_columns(image, dw)).
 #include <xgrad/ops/conv.hpp>
 
+#include <climits>
 #include <stdexcept>
 #include <string>
 
@@ -45,6 +46,41 @@ void check_operands(const char* op, const Var& x, const Var& w, const Var& b, st
     if (w.shape()[channel_axis] != x.shape()[1]) fail(op, "the weight does not fit the input's channels: " + shapes());
     if (b.defined() && (b.dim() != 1 || b.shape()[0] != w.shape()[out_axis]))
         fail(op, "the bias does not fit the weight: " + shapes());
+}
+
+std::string size2_string(Size2 s) { return "(" + std::to_string(s.h) + ", " + std::to_string(s.w) + ")"; }
+
+// Before any geometry is computed: the output size divides by the stride.
+void check_steps(const char* op, Size2 stride, Size2 dilation) {
+    if (stride.h == 0 || stride.w == 0) fail(op, "stride " + size2_string(stride) + " (each must be at least 1)");
+    if (dilation.h == 0 || dilation.w == 0) fail(op, "dilation " + size2_string(dilation) + " (each must be at least 1)");
+}
+
+// One side (height or width) of the geometry in 64 bits. The engine
+// computes it in int, where in + 2 * pad, dil * (k - 1) and (in - 1) *
+// stride overflow for sizes that each pass to_int (up to 2^30).
+void check_extent(const char* op, const std::string& side, long long in, long long k, long long stride, long long pad,
+                  long long dil, long long output_padding, bool transposed) {
+    const long long most = INT_MAX;
+    const std::string why = " is too large (the geometry is computed in 32-bit integers: at most " + std::to_string(most) + ")";
+    const long long span = dil * (k - 1) + 1;
+    if (span > most) {
+        fail(op, "kernel " + side + " " + std::to_string(k) + " with dilation " + std::to_string(dil) + " spans " +
+                     std::to_string(span) + ", which" + why);
+    }
+    long long image = in;  // the image side: the input of conv2d, the output of conv_transpose2d
+    if (transposed) {
+        image = (in - 1) * stride - 2 * pad + span + output_padding;
+        if (image > most || (in - 1) * stride > most) {
+            fail(op, "output " + side + " (" + std::to_string(in) + " - 1) * stride " + std::to_string(stride) +
+                         " - 2 * padding " + std::to_string(pad) + " + " + std::to_string(span + output_padding) + " = " +
+                         std::to_string(image) + why);
+        }
+    }
+    if (image + 2 * pad > most) {
+        fail(op, side + " " + std::to_string(image) + " + 2 * padding " + std::to_string(pad) + " = " +
+                     std::to_string(image + 2 * pad) + why);
+    }
 }
 
 // The engine's geometry from make(), validated; its messages speak of the
@@ -205,7 +241,12 @@ Var to_image(const Var& columns, const Var& w, const Var& b, const Conv2dGeometr
 Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
     const char* op = "conv2d";
     check_operands(op, x, w, b, 1, 0);
+    check_steps(op, o.stride, o.dilation);
     const Shape &xs = x.shape(), &ws = w.shape();
+    check_extent(op, "height", to_int(op, xs[2], "height"), to_int(op, ws[2], "kernel height"), to_int(op, o.stride.h, "stride"),
+                 to_int(op, o.padding.h, "padding"), to_int(op, o.dilation.h, "dilation"), 0, false);
+    check_extent(op, "width", to_int(op, xs[3], "width"), to_int(op, ws[3], "kernel width"), to_int(op, o.stride.w, "stride"),
+                 to_int(op, o.padding.w, "padding"), to_int(op, o.dilation.w, "dilation"), 0, false);
     const Conv2dGeometry g = checked(op, x, w, [&] {
         return Conv2dGeometry::conv2d(
             to_int(op, xs[0], "batch"), to_int(op, xs[1], "channels"), to_int(op, xs[2], "height"), to_int(op, xs[3], "width"),
@@ -219,11 +260,18 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
 Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const ConvTranspose2dOptions& o) {
     const char* op = "conv_transpose2d";
     check_operands(op, x, w, b, 0, 1);
+    check_steps(op, o.stride, o.dilation);
     if (o.output_padding.h >= std::max(o.stride.h, o.dilation.h) || o.output_padding.w >= std::max(o.stride.w, o.dilation.w)) {
         fail(op, "output padding (" + std::to_string(o.output_padding.h) + ", " + std::to_string(o.output_padding.w) +
                      ") must be smaller than the stride or the dilation");
     }
     const Shape &xs = x.shape(), &ws = w.shape();
+    check_extent(op, "height", to_int(op, xs[2], "height"), to_int(op, ws[2], "kernel height"), to_int(op, o.stride.h, "stride"),
+                 to_int(op, o.padding.h, "padding"), to_int(op, o.dilation.h, "dilation"),
+                 to_int(op, o.output_padding.h, "output padding"), true);
+    check_extent(op, "width", to_int(op, xs[3], "width"), to_int(op, ws[3], "kernel width"), to_int(op, o.stride.w, "stride"),
+                 to_int(op, o.padding.w, "padding"), to_int(op, o.dilation.w, "dilation"),
+                 to_int(op, o.output_padding.w, "output padding"), true);
     const Conv2dGeometry g = checked(op, x, w, [&] {
         return Conv2dGeometry::conv_transpose2d(
             to_int(op, xs[0], "batch"), to_int(op, xs[1], "channels"), to_int(op, xs[2], "height"), to_int(op, xs[3], "width"),

@@ -1,6 +1,7 @@
 #include <xgrad/ops/elementwise.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include <xtensor/xmath.hpp>
@@ -80,15 +81,44 @@ Var abs(const Var& x) {
         });
 }
 
+namespace {
+// y = x^p as std::pow gives it. xsimd 8.1's pow selects 0 wherever x == 0,
+// whatever p (0^0 = 0, 0^-1 = 0), while the elements past the last full
+// SIMD batch go through std::pow: the zeros are recomputed by std::pow
+// (which also keeps the sign of -0 for odd p).
+template <class Out, class In>
+void pow_elements(Out& y, const In& x, float p) {
+    xt::noalias(y) = xt::pow(x, p);
+    for (std::size_t k = 0; k < y.size(); ++k) {
+        if (x(k) == 0.f) y(k) = std::pow(x(k), p);
+    }
+}
+}  // namespace
+
 Var pow(const Var& x, float p) {
     Op op("pow", {x}, x.shape());
     parallel_elementwise(
-        op.out(), [p](auto& y, const auto& in) { xt::noalias(y) = xt::pow(in, p); }, x.value());
+        op.out(), [p](auto& y, const auto& in) { pow_elements(y, in, p); }, x.value());
     op.state<float>(p);
     return op.finish(
         [](BackwardContext& ctx) {
             const float p = ctx.state<float>();
-            ctx.accumulate(0, ctx.grad_output() * p * xt::pow(ctx.input(0), p - 1.f));
+            if (!ctx.needs_grad(0)) return;
+            // PyTorch's rule: zero for p = 0 (p * x^-1 would be NaN at x = 0),
+            // else dy * (p * x^(p - 1)), infinite at x = 0 for p < 1.
+            Scratch dx(ctx.input(0).shape());
+            if (p == 0.f) {
+                dx.tensor().fill(0.f);
+            } else {
+                parallel_elementwise(
+                    dx.tensor(),
+                    [p](auto& d, const auto& in, const auto& dy) {
+                        pow_elements(d, in, p - 1.f);
+                        xt::noalias(d) = dy * (p * d);
+                    },
+                    ctx.input(0), ctx.grad_output());
+            }
+            ctx.accumulate(0, dx.tensor());
         },
         [](GraphContext& g) {
             const float p = g.state<float>();

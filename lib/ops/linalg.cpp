@@ -45,7 +45,7 @@ Var batched_matmul(const Var& a, const Var& b) {
         [](BackwardContext& ctx) {
             const Batches& g = ctx.state<Batches>();
             const Tensor &a = ctx.input(0), &b = ctx.input(1), &dy = ctx.grad_output();
-            if (dy.size() == 0) return;
+            if (dy.size() == 0 || g.k == 0) return;  // nothing to add (over k = 0, both gradients are empty)
             const auto at = [](const Tensor& t, std::size_t index, std::size_t rows, std::size_t cols) {
                 return ConstMatrix{t.data() + index * rows * cols, rows, cols};
             };
@@ -100,6 +100,7 @@ Var matmul(const Var& a, const Var& b) {
             const std::size_t rows = ctx.state<std::size_t>();
             const Tensor &a = ctx.input(0), &b = ctx.input(1);
             const std::size_t k = a.shape().back(), n = b.dimension() == 2 ? b.shape()[1] : 1;
+            if (k == 0) return;  // both gradients are empty (a GEMM into them would see a (0, 0) target)
             const ConstMatrix dy{ctx.grad_output().data(), rows, n};
             if (ctx.needs_grad(0)) gemm("matmul", dy, false, ConstMatrix{b.data(), k, n}, true, ctx.sink(0));
             if (ctx.needs_grad(1)) gemm("matmul", ConstMatrix{a.data(), rows, k}, true, dy, false, ctx.sink(1));

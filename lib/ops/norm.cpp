@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <sstream>
+#include <stdexcept>
 #include <string>
 
 #include <xgrad/core/kernels.hpp>
@@ -21,6 +23,24 @@ void require_affine(const char* op, const Var& weight, const Var& bias, const Sh
     if (weight.defined() && (weight.shape() != shape || bias.shape() != shape)) {
         fail(op, "weight " + shape_string(weight.shape()) + " and bias " + shape_string(bias.shape()) + " must both be " +
                      shape_string(shape));
+    }
+}
+
+// eps <= 0 divides by zero for a constant input, NaN or infinity gives NaN
+// or zeros; a momentum outside [0, 1] (or NaN) makes the running statistics
+// diverge.
+void check_hyperparameters(const char* op, float eps, const float* momentum) {
+    const auto text = [](float v) {
+        std::ostringstream s;
+        s << v;
+        return s.str();
+    };
+    if (!(std::isfinite(eps) && eps > 0.f)) {
+        throw std::invalid_argument(std::string("xgrad::") + op + ": eps " + text(eps) + " (expected a finite number > 0)");
+    }
+    if (momentum && !(*momentum >= 0.f && *momentum <= 1.f)) {
+        throw std::invalid_argument(std::string("xgrad::") + op + ": momentum " + text(*momentum) +
+                                    " (expected 0 <= momentum <= 1)");
     }
 }
 
@@ -229,6 +249,7 @@ void layer_norm_graph(GraphContext& g) {
 
 Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& running_mean, const Var& running_var,
                const BatchNormOptions& options) {
+    check_hyperparameters("batch_norm", options.eps, &options.momentum);
     if (x.dim() < 2) fail("batch_norm", "expected an (N, C, ...) input, got " + shape_string(x.shape()));
     const AxisLanes l = lanes_around(x.shape(), 1);
     const Shape channels{l.n};
@@ -300,6 +321,7 @@ Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& runn
 }
 
 Var layer_norm(const Var& x, std::size_t axes, const Var& weight, const Var& bias, float eps) {
+    check_hyperparameters("layer_norm", eps, nullptr);
     if (axes == 0 || axes > x.dim()) {
         fail("layer_norm", "normalising over the last " + std::to_string(axes) + " axes of " + shape_string(x.shape()));
     }

@@ -38,7 +38,11 @@ PoolGeometry pool_geometry(const char* op, const Var& x, Size2 kernel, Size2 str
     if (stride.h == 0) stride.h = kernel.h;
     if (stride.w == 0) stride.w = kernel.w;
     if (kernel.h == 0 || kernel.w == 0) fail(op, "kernel " + size2_string(kernel) + " (each size must be at least 1)");
-    if (2 * padding.h > kernel.h || 2 * padding.w > kernel.w) {
+    // The windows are walked in signed (long) coordinates.
+    constexpr std::size_t kLargest = std::size_t(1) << 62;
+    if (kernel.h > kLargest || kernel.w > kLargest) fail(op, "kernel " + size2_string(kernel) + " is too large (at most 2^62)");
+    // Without multiplying: 2 * padding wraps for a padding of 2^63 or more.
+    if (padding.h > kernel.h / 2 || padding.w > kernel.w / 2) {
         fail(op, "padding " + size2_string(padding) + " is more than half the kernel " + size2_string(kernel));
     }
     const Shape& s = x.shape();
@@ -190,6 +194,13 @@ Var upsample_nearest2d(const Var& x, Size2 scale) {
     require_nchw("upsample_nearest2d", x);
     if (scale.h == 0 || scale.w == 0) fail("upsample_nearest2d", "scale " + size2_string(scale) + " (each at least 1)");
     const Shape& s = x.shape();
+    // Each output side (an empty batch would hide a side that wraps), then the whole.
+    constexpr std::size_t kMost = std::numeric_limits<std::size_t>::max();
+    if (s[2] > kMost / scale.h || s[3] > kMost / scale.w) {
+        fail("upsample_nearest2d", "scale " + size2_string(scale) + " of an input " + shape_string(s) +
+                                       " gives output sides past what memory can address");
+    }
+    checked_numel("upsample_nearest2d", {s[0], s[1], s[2] * scale.h, s[3] * scale.w});
     Op op("upsample_nearest2d", {x}, Shape{s[0], s[1], s[2] * scale.h, s[3] * scale.w});
     op.state<Size2>(scale);
     const std::size_t h = s[2], w = s[3], out_w = w * scale.w;

@@ -137,6 +137,9 @@ Var extreme_of_all(const char* name, const Var& x, bool largest) {
 // base, base + stride, ..., base + (n-1) stride.
 template <class F>
 void for_each_lane(const AxisLanes& l, const F& f) {
+    // An empty axis has lanes of no elements: nothing to read (a lane's
+    // first element is read unconditionally) and nothing to write.
+    if (l.n == 0) return;
     for (std::size_t o = 0; o < l.outer; ++o) {
         for (std::size_t i = 0; i < l.inner; ++i) f(o * l.n * l.inner + i, l.inner);
     }

@@ -74,6 +74,12 @@ Shape picked_shape(const Shape& shape, std::size_t axis, std::size_t count) {
 // ---- reshaping ----------------------------------------------------------------------
 
 Var reshape(const Var& x, const ShapeSpec& spec) {
+    // Sizes whose product wraps around could match the input's count.
+    Shape given;
+    for (long size : spec) {
+        if (size >= 0) given.push_back(static_cast<std::size_t>(size));
+    }
+    checked_numel("reshape", given);
     Shape shape(spec.size());
     std::size_t known = 1, inferred = spec.size();
     for (std::size_t d = 0; d < spec.size(); ++d) {
@@ -245,6 +251,13 @@ Var concat(const std::vector<Var>& xs, int axis) {
 
 Var stack(const std::vector<Var>& xs, int axis) {
     if (xs.empty()) fail("stack", "no inputs");
+    // The axis is one of the result's (rank + 1): checked here, so that the
+    // message does not blame the unsqueeze below.
+    const long rank = static_cast<long>(xs[0].dim()) + 1;
+    if (axis < -rank || axis >= rank) {
+        fail("stack", "axis " + std::to_string(axis) + " is out of range for stacking inputs of shape " +
+                          shape_string(xs[0].shape()) + " (the result has rank " + std::to_string(rank) + ")");
+    }
     std::vector<Var> grown;
     grown.reserve(xs.size());
     for (std::size_t k = 0; k < xs.size(); ++k) {
@@ -267,7 +280,8 @@ Var slice(const Var& x, int axis, long start, long end, long step) {
     p.in = lanes_around(x.shape(), a);
     p.start = static_cast<std::size_t>(first);
     p.step = static_cast<std::size_t>(step);
-    p.count = static_cast<std::size_t>((stop - first + step - 1) / step);
+    // Not (stop - first + step - 1) / step, which overflows for a step near LONG_MAX.
+    p.count = stop == first ? 0 : static_cast<std::size_t>((stop - first - 1) / step + 1);
 
     Op op("slice", {x}, picked_shape(x.shape(), a, p.count));
     const Picked& picked = op.state<Picked>(p);
@@ -305,7 +319,15 @@ Var narrow(const Var& x, int axis, std::size_t start, std::size_t length) {
 std::vector<Var> split(const Var& x, const std::vector<std::size_t>& sizes, int axis) {
     const std::size_t a = normalize_axis("split", axis, x.shape());
     std::size_t total = 0;
-    for (std::size_t s : sizes) total += s;
+    for (std::size_t s : sizes) {
+        // A sum that wraps could match the axis (and then narrow would fail).
+        if (s > x.shape()[a] - std::min(total, x.shape()[a])) {
+            std::string listed;
+            for (std::size_t t : sizes) listed += (listed.empty() ? "" : ", ") + std::to_string(t);
+            fail("split", "sizes (" + listed + ") sum past axis " + std::to_string(axis) + " of " + shape_string(x.shape()));
+        }
+        total += s;
+    }
     if (total != x.shape()[a]) {
         fail("split", "sizes summing to " + std::to_string(total) + " for axis " + std::to_string(axis) + " of " +
                           shape_string(x.shape()));

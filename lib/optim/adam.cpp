@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <stdexcept>
+#include <string>
+#include <utility>
 
 #include <xgrad/core/parallel.hpp>
 #include <xgrad/core/simd.hpp>
@@ -10,9 +12,29 @@
 
 namespace xgrad {
 
+namespace {
+
+// beta = 1 makes 1 - beta^t zero (a division by zero in the bias
+// correction), a negative one flips the moments' signs, NaN poisons them;
+// a negative eps can make the denominator zero.
+const AdamOptions& checked(const AdamOptions& o) {
+    for (const auto& [name, beta] : {std::pair<const char*, float>{"beta1", o.beta1}, {"beta2", o.beta2}}) {
+        if (!(beta >= 0.f && beta < 1.f)) {
+            throw std::invalid_argument(std::string("xgrad::Adam: ") + name + " " + detail::number_text(beta) +
+                                        " (expected 0 <= " + name + " < 1)");
+        }
+    }
+    if (!(std::isfinite(o.eps) && o.eps >= 0.f)) {
+        throw std::invalid_argument("xgrad::Adam: eps " + detail::number_text(o.eps) + " (expected a finite number >= 0)");
+    }
+    return o;
+}
+
+}  // namespace
+
 Adam::Adam(std::vector<Var> parameters, const AdamOptions& options)
     : Optimizer(std::move(parameters), options.lr),
-      options_(options),
+      options_(checked(options)),
       m_(detail::zeros_like(parameters_)),
       v_(detail::zeros_like(parameters_)) {}
 
@@ -54,6 +76,7 @@ void Adam::step() {
     for (std::size_t i = 0; i < parameters_.size(); ++i) {
         Var& p = parameters_[i];
         if (!p.requires_grad()) continue;
+        detail::check_step_shapes("Adam", i, p, m_[i]);
         update(p.mutable_value(), p.grad(), m_[i], v_[i], constants);
     }
 }

@@ -1,6 +1,7 @@
 #include <xgrad/optim/optimizer.hpp>
 
 #include <cmath>
+#include <sstream>
 #include <stdexcept>
 
 #include <xtensor/xnoalias.hpp>
@@ -10,6 +11,21 @@
 namespace xgrad {
 
 namespace detail {
+
+std::string number_text(double value) {
+    std::ostringstream text;
+    text << value;
+    return text.str();
+}
+
+void check_step_shapes(const char* optimizer, std::size_t i, const Var& p, const Tensor& state) {
+    const Shape& value = p.value().shape();
+    if (value == p.grad().shape() && value == state.shape()) return;
+    throw ShapeError(std::string("xgrad::") + optimizer + "::step: parameter " + std::to_string(i) + " is " +
+                     shape_string(value) + " but its gradient is " + shape_string(p.grad().shape()) + " and its state " +
+                     shape_string(state) +
+                     ": a parameter's value was replaced by one of another shape (mutable_value() must keep the shape)");
+}
 
 std::vector<Tensor> zeros_like(const std::vector<Var>& parameters) {
     std::vector<Tensor> out;
@@ -55,10 +71,19 @@ void check_lr(float lr) {
 
 Optimizer::Optimizer(std::vector<Var> parameters, float lr) : parameters_(std::move(parameters)), lr_(lr) {
     check_lr(lr);
-    for (const Var& p : parameters_) {
+    for (std::size_t i = 0; i < parameters_.size(); ++i) {
+        const Var& p = parameters_[i];
         if (!p.is_leaf()) {
             throw std::invalid_argument(std::string("xgrad: an optimizer got the result of '") + p.op_name() +
                                         "' as a parameter; parameters are leaves");
+        }
+        // A leaf's value is its identity: listed twice, it would be stepped twice.
+        for (std::size_t j = 0; j < i; ++j) {
+            if (&parameters_[j].value() == &p.value()) {
+                throw std::invalid_argument("xgrad: an optimizer got parameter " + std::to_string(j) +
+                                            " twice (again as parameter " + std::to_string(i) +
+                                            "); each step would update it twice");
+            }
         }
     }
 }
@@ -75,6 +100,11 @@ void Optimizer::set_lr(float lr) {
 }
 
 double clip_grad_norm(const std::vector<Var>& parameters, double max_norm) {
+    // A negative bound would reverse the gradients, NaN would skip the clipping.
+    if (!(max_norm >= 0.0)) {
+        throw std::invalid_argument("xgrad::clip_grad_norm: max_norm " + detail::number_text(max_norm) +
+                                    " (expected a number >= 0)");
+    }
     double squares = 0.0;
     for (const Var& p : parameters) {
         if (!p.requires_grad()) continue;

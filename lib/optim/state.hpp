@@ -34,6 +34,14 @@ private:
 #endif
 };
 
+// Before a step writes parameter i: its value, gradient and state (a moment,
+// a velocity) must have one shape, or the step would run past the smaller
+// buffers. Throws ShapeError naming the optimizer and the three shapes.
+void check_step_shapes(const char* optimizer, std::size_t i, const Var& p, const Tensor& state);
+
+// A hyper-parameter as an error message shows it: "-1", "nan", "1e-08".
+std::string number_text(double value);
+
 std::vector<Tensor> zeros_like(const std::vector<Var>& parameters);
 void save_slots(Archive& archive, const std::string& prefix, const char* slot, const std::vector<Tensor>& tensors);
 // Throws (naming the entry) when a slot is missing or has another shape;

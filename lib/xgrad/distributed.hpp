@@ -35,6 +35,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <xgrad/core/tensor.hpp>
@@ -49,6 +50,15 @@ class Module;
 // call or the ranks involved.
 struct DistributedError : std::runtime_error {
     using std::runtime_error::runtime_error;
+};
+
+// Thrown on every rank at the same point, by a collective that found the
+// ranks in disagreement (Distributed::check_same_settings). Distributed::run
+// ends such a job in order (every rank prints its message, finalises MPI and
+// exits with 1) instead of aborting it, which would lose what the other
+// ranks print.
+struct RanksDisagree : DistributedError {
+    using DistributedError::DistributedError;
 };
 
 class Distributed {
@@ -92,7 +102,9 @@ public:
     //    stderr, then MPI_Abort with exit code 1, which stops every rank
     //    (the launcher exits with 1);
     //  - body returns nonzero on a rank (the program already said why): the
-    //    job is aborted with that exit code.
+    //    job is aborted with that exit code;
+    //  - body throws RanksDisagree (on every rank at once): each rank prints
+    //    its line, MPI is finalised, and run() returns 1.
     // With one process, an exception prints the same line and returns 1, and
     // a nonzero code is returned as it is. Failing to start MPI prints the
     // error and returns 1.
@@ -129,6 +141,21 @@ public:
     void check_same(std::uint64_t checksum, long step, const char* what = "parameters") const;
     // check_same(xgrad::checksum(variables), step, "parameters").
     void check_same(const std::vector<Var>& variables, long step) const;
+
+    // Compares settings across ranks: (name, value) texts, listed in the
+    // same order on every rank, for everything that decides what a rank
+    // computes or when it calls a collective (the run length, the batch, the
+    // seed, a fingerprint of the data, ...). Rank 0 broadcasts its list and
+    // every rank compares it with its own. When any rank differs, throws
+    // RanksDisagree on every rank, naming each setting in which the
+    // first differing rank differs and both values: "the ranks must run
+    // with the same settings: --steps is 120 on rank 1 but 150 on rank 0
+    // (ranks 1, 2 differ from rank 0)". Ranks that disagree would otherwise
+    // call different collectives and wait for each other forever, or pair
+    // collectives of different sizes. Collective; call it once at start-up,
+    // before any collective whose shape depends on the settings. One
+    // process: returns at once.
+    void check_same_settings(const std::vector<std::pair<std::string, std::string>>& settings) const;
 
     // Sums values[0..n) over all ranks in place (statistics for a log line:
     // each rank's loss over its own slice). Allocates nothing.
@@ -191,6 +218,13 @@ public:
     // true (a stop request seen by one rank, such as a SIGTERM, then stops
     // every rank at the same step). One process: returns `flag` and changes
     // nothing.
+    // Every call checks its message size first: each rank sends its size to
+    // the next rank in a ring (8 bytes) and compares the previous rank's with
+    // its own. Ranks whose calls do not match (other parameters frozen,
+    // another n, calls of another GradientAllreduce) then fail with
+    // DistributedError naming both sizes, on every rank that sees a
+    // difference (at least one; Distributed::run then ends the job), instead
+    // of pairing messages of different sizes.
     bool average(bool flag = false);
     // The same, and n values (n <= the constructor's `extra`) travel in the
     // same message and come back in `sums` summed over the ranks: what every

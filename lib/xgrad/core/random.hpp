@@ -19,7 +19,7 @@ public:
     // Normal by Box-Muller without a cached second value, so the state is
     // the engine's state alone (std::normal_distribution keeps one hidden).
     float normal(float mean, float stddev);
-    // Uniform integer in [0, n).
+    // Uniform integer in [0, n); throws std::invalid_argument for n = 0.
     std::size_t below(std::size_t n);
 
     void fill_uniform(Tensor& t, float low, float high);

@@ -33,10 +33,17 @@ public:
     void copy_to(Module& target) const;
 
     // The averages and the update count under `prefix`; load is all or nothing.
+    // copy_to, save and load throw std::logic_error when the module's
+    // parameters are no longer those it had at construction (a layer added
+    // since has no average).
     void save(Archive& archive, const std::string& prefix) const;
     void load(const Archive& archive, const std::string& prefix);
 
 private:
+    // Throws std::logic_error when `now` (the module's parameters) is not
+    // the list the averages were made for.
+    void check_module(const char* call, const NamedVars& now) const;
+
     const Module& module_;
     std::vector<Var> parameters_;  // the module's, listed once: update() allocates nothing
     float decay_;

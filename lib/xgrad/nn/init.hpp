@@ -17,7 +17,8 @@ enum class Init {
     normal_002,      // N(0, 0.02): the DCGAN initialisation (Radford et al. 2016)
 };
 
-// Fills w from `rng` with the given distribution.
+// Fills w from `rng` with the given distribution. Throws
+// std::invalid_argument for a fan of 0 that the distribution divides by.
 void initialize(Tensor& w, Init init, std::size_t fan_in, std::size_t fan_out, Rng& rng);
 
 }  // namespace xgrad

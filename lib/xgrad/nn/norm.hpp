@@ -13,6 +13,7 @@ namespace xgrad {
 // 0 and variance 1, as in PyTorch.
 class BatchNorm : public Module {
 public:
+    // Throws std::invalid_argument unless 0 <= momentum <= 1 and eps > 0 (finite).
     explicit BatchNorm(std::size_t channels, float momentum = 0.1f, float eps = 1e-5f, bool affine = true);
     Var forward(const Var& x) override;
     Var weight, bias, running_mean, running_var;
@@ -23,7 +24,8 @@ public:
     float momentum() const { return momentum_; }
     // A momentum of 1/k for the k-th of a series of batches makes the running
     // statistics the plain average of those batches (recomputing them, say).
-    void set_momentum(float momentum) { momentum_ = momentum; }
+    // Throws std::invalid_argument unless 0 <= momentum <= 1.
+    void set_momentum(float momentum);
 
 protected:
     // Throws ShapeError naming the layer unless x has one of `ranks`.

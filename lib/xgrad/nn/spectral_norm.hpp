@@ -23,7 +23,10 @@ class SpectralNorm {
 public:
     // u and v drawn from N(0, 1) with `rng` and normalised.
     SpectralNorm(const Shape& weight_shape, Rng& rng, float eps = 1e-12f);
-    // W / sigma(W), the same shape as `weight`.
+    // W / sigma(W), the same shape as `weight`. A zero weight has sigma 0
+    // and is returned as it is (its spectral norm is zero; the gradient
+    // passes unchanged); the power iteration skips it, and a u that is zero
+    // or not finite starts again from a unit vector.
     Var normalize(const Var& weight, bool training);
     // The sigma of the last normalize().
     float sigma() const { return sigma_; }

@@ -10,7 +10,9 @@ Var exp(const Var& x);   // dx = dy * y
 Var log(const Var& x);   // dx = dy / x
 Var sqrt(const Var& x);  // dx = dy / (2 y)  (inf at x = 0, as in PyTorch)
 Var abs(const Var& x);   // dx = dy * sign(x), 0 at x = 0
-// x^p for a constant p; dx = dy * p * x^(p-1).
+// x^p for a constant p, as std::pow at every element (0^0 = 1, 0^-1 = inf);
+// dx = dy * p * x^(p-1), and 0 for p = 0, as in PyTorch (at x = 0: 1 for
+// p = 1, +-inf for p < 1).
 Var pow(const Var& x, float p);
 // min(max(x, low), high); dx = dy where low <= x <= high (both ends
 // included, as in PyTorch), else 0; NaN stays NaN.

@@ -18,6 +18,8 @@ struct AdamOptions {
 // first would cost them three digits in the first steps.
 class Adam : public Optimizer {
 public:
+    // Throws std::invalid_argument unless 0 <= beta1, beta2 < 1 and eps is a
+    // finite number >= 0 (and for what Optimizer refuses).
     explicit Adam(std::vector<Var> parameters, const AdamOptions& options = {});
     void step() override;
     void save(Archive& archive, const std::string& prefix) const override;

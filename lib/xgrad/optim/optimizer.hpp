@@ -14,8 +14,8 @@ namespace xgrad {
 
 class Optimizer {
 public:
-    // Throws std::invalid_argument for a parameter that is not a leaf or a
-    // learning rate that is not a finite number >= 0.
+    // Throws std::invalid_argument for a parameter that is not a leaf or is
+    // listed twice, or a learning rate that is not a finite number >= 0.
     Optimizer(std::vector<Var> parameters, float lr);
     virtual ~Optimizer() = default;
     virtual void step() = 0;
@@ -39,7 +39,8 @@ protected:
 
 // Scales the gradients of `parameters` (those requiring one) by one common
 // factor so that their joint L2 norm is at most max_norm; returns the norm
-// before scaling. A non-finite norm leaves the gradients as they are.
+// before scaling. A non-finite norm leaves the gradients as they are. Throws
+// std::invalid_argument for a max_norm that is negative or NaN.
 double clip_grad_norm(const std::vector<Var>& parameters, double max_norm);
 
 }  // namespace xgrad
