@@ -59,27 +59,30 @@ void check_steps(const char* op, Size2 stride, Size2 dilation) {
 // One side (height or width) of the geometry in 64 bits. The engine
 // computes it in int, where in + 2 * pad, dil * (k - 1) and (in - 1) *
 // stride overflow for sizes that each pass to_int (up to 2^30).
-void check_extent(const char* op, const std::string& side, long long in, long long k, long long stride, long long pad,
-                  long long dil, long long output_padding, bool transposed) {
+// The messages are built only on failure: a training step calls this.
+void check_extent(const char* op, const char* side, long long in, long long k, long long stride, long long pad, long long dil,
+                  long long output_padding, bool transposed) {
     const long long most = INT_MAX;
-    const std::string why = " is too large (the geometry is computed in 32-bit integers: at most " + std::to_string(most) + ")";
+    const auto why = [most] {
+        return " is too large (the geometry is computed in 32-bit integers: at most " + std::to_string(most) + ")";
+    };
     const long long span = dil * (k - 1) + 1;
     if (span > most) {
-        fail(op, "kernel " + side + " " + std::to_string(k) + " with dilation " + std::to_string(dil) + " spans " +
-                     std::to_string(span) + ", which" + why);
+        fail(op, std::string("kernel ") + side + " " + std::to_string(k) + " with dilation " + std::to_string(dil) + " spans " +
+                     std::to_string(span) + ", which" + why());
     }
     long long image = in;  // the image side: the input of conv2d, the output of conv_transpose2d
     if (transposed) {
         image = (in - 1) * stride - 2 * pad + span + output_padding;
         if (image > most || (in - 1) * stride > most) {
-            fail(op, "output " + side + " (" + std::to_string(in) + " - 1) * stride " + std::to_string(stride) +
+            fail(op, std::string("output ") + side + " (" + std::to_string(in) + " - 1) * stride " + std::to_string(stride) +
                          " - 2 * padding " + std::to_string(pad) + " + " + std::to_string(span + output_padding) + " = " +
-                         std::to_string(image) + why);
+                         std::to_string(image) + why());
         }
     }
     if (image + 2 * pad > most) {
-        fail(op, side + " " + std::to_string(image) + " + 2 * padding " + std::to_string(pad) + " = " +
-                     std::to_string(image + 2 * pad) + why);
+        fail(op, side + (" " + std::to_string(image)) + " + 2 * padding " + std::to_string(pad) + " = " +
+                     std::to_string(image + 2 * pad) + why());
     }
 }
 
