@@ -306,6 +306,20 @@ std::vector<StructuralCase> cases() {
                          return Source{0, {at[0], at[1], at[2] - ph, at[3] - pw}};
                      }});
     }
+    // translate2d: image n moved by (dy, dx) = shifts[2n], shifts[2n + 1],
+    // zeros moving in; a move as large as the image leaves only zeros.
+    {
+        const std::vector<long> shifts = {1, -2, 0, 0, -3, 4};
+        c.push_back({"translate2d (3, 2, 3, 4) by (1, -2), (0, 0), (-3, 4)",
+                     {{3, 2, 3, 4}},
+                     [shifts](const Inputs& in) { return xgrad::translate2d(in[0], shifts); },
+                     {3, 2, 3, 4},
+                     [shifts](const Shape& at) {
+                         const long i = long(at[2]) - shifts[2 * at[0]], j = long(at[3]) - shifts[2 * at[0] + 1];
+                         if (i < 0 || i >= 3 || j < 0 || j >= 4) return border(0.f);
+                         return Source{0, {at[0], at[1], std::size_t(i), std::size_t(j)}};
+                     }});
+    }
     // take: output element e reads x's flat element positions[e].
     {
         const std::vector<std::size_t> positions = {5, 0, 0, 11, 7, 3};
@@ -430,6 +444,16 @@ TEST_CASE("structural ops reject wrong shapes, ranks and axes, naming the op") {
          "(2, 3, 1)"},
         {"xgrad::concat", [&] { xgrad::concat({}, 0); }, "no inputs"},
         {"xgrad::pad2d", [&] { xgrad::pad2d(x, 1); }, "expected an (N, C, H, W) input, got (2, 3)"},
+        {"xgrad::translate2d",
+         [&] {
+             xgrad::translate2d(x, {0, 0});
+         },
+         "expected an (N, C, H, W) input, got (2, 3)"},
+        {"xgrad::translate2d",
+         [&] {
+             xgrad::translate2d(Var::zeros({2, 1, 3, 3}), {0, 0});
+         },
+         "2 shifts for 2 images"},
         {"xgrad::sum_to", [&] { xgrad::sum_to(x, {2}); }, "(2) does not broadcast to (2, 3)"},
         {"xgrad::take",
          [&] {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <xgrad/nn/activation.hpp>
+#include <xgrad/nn/augment.hpp>
 #include <xgrad/nn/conv.hpp>
 #include <xgrad/nn/ema.hpp>
 #include <xgrad/nn/init.hpp>

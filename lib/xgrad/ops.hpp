@@ -1,9 +1,10 @@
-// Every built-in op. Each is one function whose forward and backward live
-// together (lib/ops/<family>.cpp, or the header itself for concat and
-// softplus); each family header states the gradient formulas.
+// Every built-in op. Each is one function whose forward and backward rules
+// live together (lib/ops/<family>.cpp, or the header itself for softplus);
+// each family header states the gradient formulas.
 #pragma once
 
 #include <xgrad/ops/arithmetic.hpp>
+#include <xgrad/ops/augment.hpp>
 #include <xgrad/ops/conv.hpp>
 #include <xgrad/ops/dropout.hpp>
 #include <xgrad/ops/elementwise.hpp>
