@@ -174,6 +174,11 @@ int main(int argc, char** argv) {
     std::printf("DCGAN step (dcgan preset, batch 64):  %.3f ms; GEMM floor %.3f ms (%zu sgemm calls%s); ratio %.3f\n", step_ms,
                 floor_ms, floor.size(), threads > 1 ? ", serial replay / threads" : "", step_ms / floor_ms);
 
+    // The peak RSS of the first-order work (the R1 runs below add a second GAN and its graphs).
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    const double peak_rss_mib = double(usage.ru_maxrss) / 1024.0;
+
     // D updates alone, without and with R1 at every update.
     gan::StepStats stats;
     long d_allocs = 0, r1_allocs = 0;
@@ -187,10 +192,8 @@ int main(int argc, char** argv) {
     std::printf("D update alone: %.3f ms; with R1 at every update: %.3f ms (%.2fx), %g allocations per R1 update\n", d_ms, r1_ms,
                 r1_ms / d_ms, double(r1_allocs) / rounds);
 
-    rusage usage{};
-    getrusage(RUSAGE_SELF, &usage);
-    std::printf("allocations per step %g; peak RSS %.1f MiB; load average %s before / %s after\n", double(step_allocs) / rounds,
-                double(usage.ru_maxrss) / 1024.0, load_before.c_str(), bench::load_average().c_str());
+    std::printf("allocations per step %g; peak RSS %.1f MiB (before the R1 runs); load average %s before / %s after\n",
+                double(step_allocs) / rounds, peak_rss_mib, load_before.c_str(), bench::load_average().c_str());
     std::printf(
         "RESULT dcgan_ms_per_step=%.3f gemm_floor_ms=%.3f ratio=%.3f allocs_per_step=%g threads=%d conv1_ms=%.3f conv2_ms=%.3f "
         "convt1_ms=%.3f convt2_ms=%.3f d_step_ms=%.3f r1_d_step_ms=%.3f r1_allocs=%g\n",

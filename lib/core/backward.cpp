@@ -60,6 +60,14 @@ struct Root {
     const Var* seed_var;
 };
 
+// What grad() differentiates for, and where its results go (views: a pass
+// over one output and one input allocates nothing).
+struct Targets {
+    const Var* inputs;
+    Var* results;
+    std::size_t count;
+};
+
 // The roots of a pass (a view: backward() passes one without allocating).
 struct Roots {
     const Root* first;
@@ -78,14 +86,14 @@ public:
     // else a tensor, else ones.
     static Root root(const Var& v, const Tensor* seed_tensor, const Var* seed_var) { return {v.node_, seed_tensor, seed_var}; }
     // targets: null for backward() (the gradients go into the leaves'
-    // grad()); for grad(), results[i] receives input i's gradient.
-    void run(Roots roots, const std::vector<Var>* targets, std::vector<Var>* results, bool allow_unused);
+    // grad()); for grad(), results[i] receives inputs[i]'s gradient.
+    void run(Roots roots, const Targets* targets, bool allow_unused);
 
 private:
     void collect(Roots roots);
-    void mark_wanted(const std::vector<Var>& targets);
-    void run_kernels(Roots roots, const std::vector<Var>* targets, std::vector<Var>* results);
-    void run_graph(Roots roots, const std::vector<Var>* targets, std::vector<Var>* results);
+    void mark_wanted(const Targets& targets);
+    void run_kernels(Roots roots, const Targets* targets);
+    void run_graph(Roots roots, const Targets* targets);
     void run_graph_rule_on_values(Node& n);
     bool in_pass(const Node& n) const { return n.visit == visit_; }
     void finish(bool free_graph) noexcept;
@@ -146,10 +154,11 @@ void Pass::add_to(Node*& held, const Var& g) {
 
 // grad(): the targets, and every op with an input that needs its gradient
 // (found inputs first). (backward() marks every node while collecting.)
-void Pass::mark_wanted(const std::vector<Var>& targets) {
+void Pass::mark_wanted(const Targets& targets) {
     std::vector<Node*>& order = a_.order;
-    for (const Var& t : targets) {
-        if (in_pass(*t.node_)) t.node_->wanted = true;
+    for (std::size_t i = 0; i < targets.count; ++i) {
+        Node* t = targets.inputs[i].node_;
+        if (in_pass(*t)) t->wanted = true;
     }
     for (auto it = order.rbegin(); it != order.rend(); ++it) {
         Node* n = *it;
@@ -157,7 +166,7 @@ void Pass::mark_wanted(const std::vector<Var>& targets) {
     }
 }
 
-void Pass::run(Roots roots, const std::vector<Var>* targets, std::vector<Var>* results, bool allow_unused) {
+void Pass::run(Roots roots, const Targets* targets, bool allow_unused) {
     for (const Root& r : roots) {
         check_owner(*r.node, "backward() through");
         if (!r.node->requires_grad) {
@@ -170,10 +179,10 @@ void Pass::run(Roots roots, const std::vector<Var>* targets, std::vector<Var>* r
         collect(roots);
         if (to_targets_) mark_wanted(*targets);
         if (targets != nullptr && !allow_unused) {
-            for (std::size_t i = 0; i < targets->size(); ++i) {
-                if (!(*targets)[i].node_->wanted) {
+            for (std::size_t i = 0; i < targets->count; ++i) {
+                if (!targets->inputs[i].node_->wanted) {
                     throw std::logic_error("xgrad::grad: input " + std::to_string(i) + " (a result of '" +
-                                           (*targets)[i].node_->op +
+                                           targets->inputs[i].node_->op +
                                            "') is not used by the outputs; pass allow_unused to get an undefined Var for it");
                 }
             }
@@ -183,9 +192,9 @@ void Pass::run(Roots roots, const std::vector<Var>* targets, std::vector<Var>* r
             if (!n->is_leaf && (!to_targets_ || runs(*n))) check_not_stale(*n);
         }
         if (graph_) {
-            run_graph(roots, targets, results);
+            run_graph(roots, targets);
         } else {
-            run_kernels(roots, targets, results);
+            run_kernels(roots, targets);
         }
     } catch (...) {
         finish(false);
@@ -228,7 +237,7 @@ void Pass::run(Roots roots, const std::vector<Var>* targets, std::vector<Var>* r
 // ---- the ordinary pass: kernel rules on tensors -------------------------------
 
 // Inlined into run(): at 1 x 128 the walk's calls cost more than its work.
-[[gnu::always_inline]] inline void Pass::run_kernels(Roots roots, const std::vector<Var>* targets, std::vector<Var>* results) {
+[[gnu::always_inline]] inline void Pass::run_kernels(Roots roots, const Targets* targets) {
     std::vector<Node*>& order = a_.order;
     for (Node* n : order) {
         if (n->is_leaf) {
@@ -244,8 +253,8 @@ void Pass::run(Roots roots, const std::vector<Var>* targets, std::vector<Var>* r
     // grad(): a leaf input's gradient goes into a buffer of its own, its grad() aside.
     std::vector<Tensor> aside;
     if (to_targets_) {
-        for (const Var& t : *targets) {
-            Node* n = t.node_;
+        for (std::size_t i = 0; i < targets->count; ++i) {
+            Node* n = targets->inputs[i].node_;
             if (!n->is_leaf || !n->wanted) {
                 aside.push_back(empty_tensor());
                 continue;
@@ -258,14 +267,14 @@ void Pass::run(Roots roots, const std::vector<Var>* targets, std::vector<Var>* r
     }
     const auto restore = [&] {
         if (!to_targets_) return;
-        for (std::size_t i = 0; i < targets->size(); ++i) {
-            Node* n = (*targets)[i].node_;
+        for (std::size_t i = 0; i < targets->count; ++i) {
+            Node* n = targets->inputs[i].node_;
             if (!n->is_leaf || !n->wanted) continue;
-            if (results != nullptr && !(*results)[i].defined()) {
+            if (!targets->results[i].defined()) {
                 Node* r = new_node();
                 r->value = std::move(n->grad);
                 r->value_pooled = true;
-                (*results)[i] = adopt(r);
+                targets->results[i] = adopt(r);
             } else {
                 a_.pool.release(n->grad);
             }
@@ -307,9 +316,9 @@ void Pass::run(Roots roots, const std::vector<Var>* targets, std::vector<Var>* r
                 run_graph_rule_on_values(*n);
             }
         }
-        if (to_targets_ && results != nullptr) {
-            for (std::size_t i = 0; i < targets->size(); ++i) {
-                Node* n = (*targets)[i].node_;
+        if (to_targets_) {
+            for (std::size_t i = 0; i < targets->count; ++i) {
+                Node* n = targets->inputs[i].node_;
                 if (n->is_leaf || !n->wanted) continue;
                 Node* r = new_node();
                 a_.pool.acquire(r->value, n->value.shape());
@@ -319,7 +328,7 @@ void Pass::run(Roots roots, const std::vector<Var>* targets, std::vector<Var>* r
                 } else {
                     r->value.fill(0.f);
                 }
-                (*results)[i] = adopt(r);
+                targets->results[i] = adopt(r);
             }
         }
     } catch (...) {
@@ -347,7 +356,7 @@ void Pass::run_graph_rule_on_values(Node& n) {
 
 // ---- the recorded pass: differentiable rules on Vars --------------------------
 
-void Pass::run_graph(Roots roots, const std::vector<Var>* targets, std::vector<Var>* results) {
+void Pass::run_graph(Roots roots, const Targets* targets) {
     for (const Root& r : roots) {
         Node& n = *r.node;
         if (!n.wanted) continue;
@@ -373,10 +382,10 @@ void Pass::run_graph(Roots roots, const std::vector<Var>* targets, std::vector<V
         GraphContext ctx(*n, Var::shared(n->graph_grad), true);
         n->graph(ctx);
     }
-    if (results != nullptr) {
-        for (std::size_t i = 0; i < targets->size(); ++i) {
-            Node* n = (*targets)[i].node_;
-            if (in_pass(*n) && n->graph_grad != nullptr) (*results)[i] = Var::shared(n->graph_grad);
+    if (to_targets_) {
+        for (std::size_t i = 0; i < targets->count; ++i) {
+            Node* n = targets->inputs[i].node_;
+            if (in_pass(*n) && n->graph_grad != nullptr) targets->results[i] = Var::shared(n->graph_grad);
         }
     }
 }
@@ -396,7 +405,7 @@ void run_backward(const Var& root, const Tensor* seed, const BackwardOptions& op
                          shape_string(value) + " ('" + root.op_name() + "')");
     }
     const Root only = Pass::root(root, seed, nullptr);
-    Pass(options.create_graph, options.retain_graph).run(Roots{&only, 1}, nullptr, nullptr, false);
+    Pass(options.create_graph, options.retain_graph).run(Roots{&only, 1}, nullptr, false);
 }
 
 }  // namespace
@@ -406,45 +415,71 @@ void run_backward(const Var& root, const Tensor* seed, const BackwardOptions& op
 void backward(const Var& root, const BackwardOptions& options) { detail::run_backward(root, nullptr, options); }
 void backward(const Var& root, const Tensor& grad, const BackwardOptions& options) { detail::run_backward(root, &grad, options); }
 
-std::vector<Var> grad(const std::vector<Var>& outputs, const std::vector<Var>& inputs, const GradOptions& options) {
-    if (outputs.empty()) throw std::invalid_argument("xgrad::grad: no outputs");
+namespace {
+
+void check_seed_count(std::size_t outputs, const GradOptions& options) {
+    if (outputs == 0) throw std::invalid_argument("xgrad::grad: no outputs");
+    const std::size_t seeds = options.grad_outputs.size();
+    if (seeds != 0 && seeds != outputs) {
+        throw std::invalid_argument("xgrad::grad: " + std::to_string(seeds) + " grad_outputs for " + std::to_string(outputs) +
+                                    " outputs");
+    }
+}
+
+// Output k of grad() with its seed, checked.
+detail::Root checked_root(const Var& y, std::size_t k, const GradOptions& options) {
     const std::vector<Var>& seeds = options.grad_outputs;
-    if (!seeds.empty() && seeds.size() != outputs.size()) {
-        throw std::invalid_argument("xgrad::grad: " + std::to_string(seeds.size()) + " grad_outputs for " +
-                                    std::to_string(outputs.size()) + " outputs");
-    }
-    std::vector<detail::Root> roots;
-    roots.reserve(outputs.size());
-    for (std::size_t k = 0; k < outputs.size(); ++k) {
-        const Var& y = outputs[k];
-        if (!y.defined()) throw std::logic_error("xgrad::grad: output " + std::to_string(k) + " is an empty Var");
-        if (seeds.empty()) {
-            if (y.numel() != 1) {
-                throw ShapeError("xgrad::grad: output " + std::to_string(k) + " " + shape_string(y.shape()) +
-                                 " holds more than one element: give its gradient in grad_outputs");
-            }
-        } else if (!seeds[k].defined() || seeds[k].shape() != y.shape()) {
-            throw ShapeError("xgrad::grad: grad_outputs[" + std::to_string(k) + "] " +
-                             (seeds[k].defined() ? shape_string(seeds[k].shape()) : std::string("(empty)")) +
-                             " does not have the shape of output " + std::to_string(k) + " " + shape_string(y.shape()));
+    if (!y.defined()) throw std::logic_error("xgrad::grad: output " + std::to_string(k) + " is an empty Var");
+    if (seeds.empty()) {
+        if (y.numel() != 1) {
+            throw ShapeError("xgrad::grad: output " + std::to_string(k) + " " + shape_string(y.shape()) +
+                             " holds more than one element: give its gradient in grad_outputs");
         }
-        roots.push_back(detail::Pass::root(y, seeds.empty() ? nullptr : &seeds[k].value(), seeds.empty() ? nullptr : &seeds[k]));
+        return detail::Pass::root(y, nullptr, nullptr);
     }
-    for (std::size_t i = 0; i < inputs.size(); ++i) {
+    if (!seeds[k].defined() || seeds[k].shape() != y.shape()) {
+        throw ShapeError("xgrad::grad: grad_outputs[" + std::to_string(k) + "] " +
+                         (seeds[k].defined() ? shape_string(seeds[k].shape()) : std::string("(empty)")) +
+                         " does not have the shape of output " + std::to_string(k) + " " + shape_string(y.shape()));
+    }
+    return detail::Pass::root(y, &seeds[k].value(), &seeds[k]);
+}
+
+void check_inputs(const Var* inputs, std::size_t count) {
+    for (std::size_t i = 0; i < count; ++i) {
         if (!inputs[i].defined()) throw std::logic_error("xgrad::grad: input " + std::to_string(i) + " is an empty Var");
         if (!inputs[i].requires_grad()) {
             throw std::logic_error("xgrad::grad: input " + std::to_string(i) + " (a result of '" + inputs[i].op_name() +
                                    "') does not require a gradient");
         }
     }
+}
+
+}  // namespace
+
+std::vector<Var> grad(const std::vector<Var>& outputs, const std::vector<Var>& inputs, const GradOptions& options) {
+    check_seed_count(outputs.size(), options);
+    std::vector<detail::Root> roots;
+    roots.reserve(outputs.size());
+    for (std::size_t k = 0; k < outputs.size(); ++k) roots.push_back(checked_root(outputs[k], k, options));
+    check_inputs(inputs.data(), inputs.size());
     std::vector<Var> results(inputs.size());
+    const detail::Targets targets{inputs.data(), results.data(), inputs.size()};
     detail::Pass(options.create_graph, options.retain_graph)
-        .run(detail::Roots{roots.data(), roots.size()}, &inputs, &results, options.allow_unused);
+        .run(detail::Roots{roots.data(), roots.size()}, &targets, options.allow_unused);
     return results;
 }
 
+// The same for one output and one input, without allocating (a gradient
+// penalty in every training step).
 Var grad(const Var& output, const Var& input, const GradOptions& options) {
-    return grad(std::vector<Var>{output}, {input}, options)[0];
+    check_seed_count(1, options);
+    const detail::Root root = checked_root(output, 0, options);
+    check_inputs(&input, 1);
+    Var result;
+    const detail::Targets targets{&input, &result, 1};
+    detail::Pass(options.create_graph, options.retain_graph).run(detail::Roots{&root, 1}, &targets, options.allow_unused);
+    return result;
 }
 
 }  // namespace xgrad
