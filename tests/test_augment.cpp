@@ -29,12 +29,6 @@ AugmentPolicy policy(const std::string& text, float probability = 1.f) {
     return p;
 }
 
-double total(const Tensor& t) {
-    double s = 0;
-    for (float v : t) s += v;
-    return s;
-}
-
 TEST_CASE("augmentation policies parse, print and refuse unknown parts") {
     CHECK(xgrad::augment_policy_text(policy("translation,cutout")) == "translation,cutout");
     CHECK(xgrad::augment_policy_text(policy("color,translation,cutout")) == "translation,cutout,color");

@@ -132,6 +132,8 @@ TEST_CASE("grad with several outputs, grad_outputs and an intermediate input") {
     o.grad_outputs = {Var(Tensor(Shape{2, 3}, 1.f)), Var(Tensor{1.f, -1.f})};
     o.retain_graph = true;
     const std::vector<Var> g = xgrad::grad({a, b}, {x, h}, o);
+    const std::vector<Var> of_a = xgrad::grad(xgrad::sum(a), {x, h});  // one output, several inputs
+    CHECK(of_a[1].value()(0, 0) == doctest::Approx(2.0));
     for (std::size_t r = 0; r < 2; ++r) {
         for (std::size_t c = 0; c < 3; ++c) {
             const double dh = 2.0 + (r == 0 ? 1.0 : -1.0);

@@ -470,6 +470,10 @@ std::vector<Var> grad(const std::vector<Var>& outputs, const std::vector<Var>& i
     return results;
 }
 
+std::vector<Var> grad(const Var& output, const std::vector<Var>& inputs, const GradOptions& options) {
+    return grad(std::vector<Var>{output}, inputs, options);
+}
+
 // The same for one output and one input, without allocating (a gradient
 // penalty in every training step).
 Var grad(const Var& output, const Var& input, const GradOptions& options) {

@@ -227,6 +227,7 @@ struct GradOptions {
 // graph), as in torch.autograd.grad. No leaf's grad() changes, and only the
 // part of the graph that leads from the inputs to the outputs is walked.
 std::vector<Var> grad(const std::vector<Var>& outputs, const std::vector<Var>& inputs, const GradOptions& options = {});
+std::vector<Var> grad(const Var& output, const std::vector<Var>& inputs, const GradOptions& options = {});
 Var grad(const Var& output, const Var& input, const GradOptions& options = {});
 
 // While a NoGrad object lives on this thread, ops record no graph: their
