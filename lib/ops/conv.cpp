@@ -62,8 +62,8 @@ void check_steps(const char* op, Size2 stride, Size2 dilation) {
 // The messages are built only on failure: a training step calls this.
 void check_extent(const char* op, const char* side, long long in, long long k, long long stride, long long pad, long long dil,
                   long long output_padding, bool transposed) {
-    const long long most = INT_MAX;
-    const auto why = [most] {
+    constexpr long long most = INT_MAX;
+    const auto why = [] {
         return " is too large (the geometry is computed in 32-bit integers: at most " + std::to_string(most) + ")";
     };
     const long long span = dil * (k - 1) + 1;
