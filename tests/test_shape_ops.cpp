@@ -14,7 +14,6 @@
 
 #include <xgrad/check/gradcheck.hpp>
 #include <xgrad/ops.hpp>
-#include <xgrad/ops/pad2d.hpp>
 
 #include "op_reference.hpp"
 
@@ -290,22 +289,6 @@ std::vector<StructuralCase> cases() {
                          return Source{0, with(at, 0, rows(at[0], at[1]))};
                      }});
     }
-    // pad2d (lib/xgrad/ops/pad2d.hpp, the user-style example of
-    // docs/extending.md): inside the border, element (n, c, i, j) reads
-    // (n, c, i - ph, j - pw).
-    for (const Shape& pad : {Shape{1, 2}, Shape{0, 1}, Shape{2, 0}}) {
-        const std::size_t ph = pad[0], pw = pad[1];
-        c.push_back({"pad2d (2, 3, 2, 4) by (" + std::to_string(ph) + ", " + std::to_string(pw) + ") with 0.5",
-                     {{2, 3, 2, 4}},
-                     [ph, pw](const Inputs& in) {
-                         return xgrad::pad2d(in[0], {ph, pw}, 0.5f);
-                     },
-                     {2, 3, 2 + 2 * ph, 4 + 2 * pw},
-                     [ph, pw](const Shape& at) {
-                         if (at[2] < ph || at[2] >= 2 + ph || at[3] < pw || at[3] >= 4 + pw) return border(0.5f);
-                         return Source{0, {at[0], at[1], at[2] - ph, at[3] - pw}};
-                     }});
-    }
     // translate2d: image n moved by (dy, dx) = shifts[2n], shifts[2n + 1],
     // zeros moving in; a move as large as the image leaves only zeros.
     {
@@ -443,7 +426,6 @@ TEST_CASE("structural ops reject wrong shapes, ranks and axes, naming the op") {
          },
          "(2, 3, 1)"},
         {"xgrad::concat", [&] { xgrad::concat({}, 0); }, "no inputs"},
-        {"xgrad::pad2d", [&] { xgrad::pad2d(x, 1); }, "expected an (N, C, H, W) input, got (2, 3)"},
         {"xgrad::translate2d",
          [&] {
              xgrad::translate2d(x, {0, 0});

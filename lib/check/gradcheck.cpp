@@ -113,6 +113,7 @@ GradcheckResult gradcheck(const CheckedFunction& f, const std::vector<Var>& inpu
     }
     backward(project(y, weights));
     std::vector<Tensor> analytic;
+    analytic.reserve(checked.size());
     for (const Var& in : checked) analytic.push_back(in.grad());
 
     GradcheckResult result;
@@ -145,7 +146,8 @@ GradcheckResult gradgradcheck(const CheckedFunction& f, const std::vector<Var>& 
     const Var y = f(inputs);
     Var v(random_like(y.shape(), rng), true);
     std::vector<Var> weights;
-    for (const Var& x : xs) weights.push_back(Var(random_like(x.shape(), rng)));
+    weights.reserve(xs.size());
+    for (const Var& x : xs) weights.emplace_back(random_like(x.shape(), rng));
 
     // Analytic: L = sum_k w_k . VJP_k, differentiated through the graph of the VJP.
     GradOptions recorded;

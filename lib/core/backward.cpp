@@ -285,13 +285,7 @@ void Pass::run(Roots roots, const Targets* targets, bool allow_unused) {
         for (const Root& r : roots) {
             Node& n = *r.node;
             if (!n.wanted) continue;
-            if (n.is_leaf) {
-                if (r.seed_tensor) {
-                    n.grad += *r.seed_tensor;
-                } else {
-                    n.grad += 1.f;
-                }
-            } else if (n.grad_written) {
+            if (n.is_leaf || n.grad_written) {  // add to what the leaf (or an earlier root) holds
                 if (r.seed_tensor) {
                     n.grad += *r.seed_tensor;
                 } else {

@@ -25,8 +25,10 @@ AugmentPolicy parse_augment_policy(const std::string& text) {
         } else if (part == "color") {
             p.color = true;
         } else {
-            throw std::invalid_argument("augmentation policy '" + text + "': unknown part '" + part +
-                                        "' (expected translation, cutout and color, comma-separated, or none)");
+            std::string message = "augmentation policy '" + text + "': unknown part '";
+            message += part;
+            message += "' (expected translation, cutout and color, comma-separated, or none)";
+            throw std::invalid_argument(message);
         }
     }
     return p;

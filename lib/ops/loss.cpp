@@ -137,7 +137,8 @@ Var softmax_cross_entropy(const Var& logits, const Var& targets) {
         [](GraphContext& g) {
             // log softmax is computed again from x: the saved one is a constant.
             const Var x = g.input(0), t = g.input(1);
-            const Var dy_rows = g.grad_output() / static_cast<float>(x.numel() / x.shape().back());
+            const std::size_t rows = x.numel() / x.shape().back();
+            const Var dy_rows = g.grad_output() / static_cast<float>(rows);
             if (g.needs_grad(0)) g.accumulate(0, (softmax(x, -1) * sum(t, {-1}, true) - t) * dy_rows);
             if (g.needs_grad(1)) g.accumulate(1, -log_softmax(x, -1) * dy_rows);
         });
