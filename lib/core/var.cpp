@@ -110,6 +110,13 @@ Node* new_node() {
     if (a.free_nodes.empty()) {
         n = &a.nodes.emplace_back();
         n->arena = &a;
+        // Room for the inputs and saved tensors of any built-in op but
+        // concat's and stack's (at most 5 inputs, 1 saved tensor), made with
+        // the node: which recycled node an op gets varies from step to step
+        // (a step with a gradient penalty makes more nodes than one without),
+        // and room grown later would be an allocation in a steady state.
+        n->inputs.reserve(5);
+        n->saved.reserve(1);
     } else {
         n = a.free_nodes.back();
         a.free_nodes.pop_back();
