@@ -148,6 +148,58 @@ TEST_CASE("BatchNorm2d: running statistics are buffers, switched by train/eval, 
     CHECK_THROWS_AS(ln(Var::zeros({4, 3})), ShapeError);
 }
 
+TEST_CASE("batch_norms finds every batch norm below a module; StatisticsFrozen keeps their running statistics") {
+    Rng rng(3);
+    Sequential net;
+    net.add<Linear>(4, 3, rng);
+    auto& first = net.add<BatchNorm1d>(3);
+    auto& inner = net.add<Sequential>();
+    auto& second = inner.add<BatchNorm1d>(3);
+    const std::vector<BatchNorm*> norms = batch_norms(net);
+    REQUIRE(norms.size() == 2);
+    CHECK(norms[0] == &first);
+    CHECK(norms[1] == &second);
+
+    const Var x(test::random_tensor({8, 4}, 1.f, 3.f, 5));
+    second.update_running_stats = false;  // already frozen: stays so after the guard
+    Tensor y_frozen;
+    {
+        const StatisticsFrozen frozen(norms);
+        y_frozen = net(x).value();
+        CHECK(first.running_mean.value() == Tensor({3}, 0.f));
+        CHECK(second.running_var.value() == Tensor({3}, 1.f));
+    }
+    CHECK(first.update_running_stats);
+    CHECK_FALSE(second.update_running_stats);
+    CHECK(net(x).value() == y_frozen);  // still the batch statistics: the output is the same
+    CHECK_FALSE(first.running_mean.value() == Tensor({3}, 0.f));
+    CHECK(second.running_mean.value() == Tensor({3}, 0.f));
+}
+
+TEST_CASE("EvaluationMode puts a module tree in evaluation mode and gives back the mode it had") {
+    Rng rng(4);
+    Sequential net;
+    auto& bn = net.add<BatchNorm1d>(2);
+    auto& dropout = net.add<Dropout>(0.5f, rng);
+    {
+        const EvaluationMode evaluation(net);
+        CHECK_FALSE(net.is_training());
+        CHECK_FALSE(bn.is_training());
+        CHECK_FALSE(dropout.is_training());
+        const Var x(Tensor({{1.f, 2.f}, {3.f, 4.f}}));
+        CHECK(net(x).value() == bn(x).value());  // dropout passes values through
+        CHECK(bn.running_mean.value() == Tensor({2}, 0.f));
+    }
+    CHECK(net.is_training());
+    CHECK(bn.is_training());
+    net.eval();
+    {
+        const EvaluationMode evaluation(net);
+        CHECK_FALSE(net.is_training());
+    }
+    CHECK_FALSE(net.is_training());
+}
+
 TEST_CASE("initialisations have the stated scale") {
     Rng rng(7);
     const std::size_t fan_in = 400, fan_out = 100;

@@ -135,50 +135,13 @@ void build(const GanConfig& c, xgrad::Rng& rng, xgrad::Sequential& g, xgrad::Seq
     }
 }
 
-std::vector<xgrad::BatchNorm*> batch_norms(xgrad::Module& net) {
-    std::vector<xgrad::BatchNorm*> found;
-    net.visit([&](xgrad::Module& m) {
-        if (auto* bn = dynamic_cast<xgrad::BatchNorm*>(&m)) found.push_back(bn);
-    });
-    return found;
-}
-
-// While alive, the net's batch norm layers leave their running statistics
-// alone (they still normalise with batch statistics in training mode).
-class StatisticsFrozen {
-public:
-    explicit StatisticsFrozen(const std::vector<xgrad::BatchNorm*>& norms) : norms_(norms) {
-        for (xgrad::BatchNorm* bn : norms_) bn->update_running_stats = false;
-    }
-    ~StatisticsFrozen() {
-        for (xgrad::BatchNorm* bn : norms_) bn->update_running_stats = true;
-    }
-    StatisticsFrozen(const StatisticsFrozen&) = delete;
-    StatisticsFrozen& operator=(const StatisticsFrozen&) = delete;
-
-private:
-    const std::vector<xgrad::BatchNorm*>& norms_;
-};
-
-// While alive, the net is in evaluation mode (batch norm uses its running statistics).
-class EvaluationMode {
-public:
-    explicit EvaluationMode(xgrad::Module& net) : net_(net) { net_.eval(); }
-    ~EvaluationMode() { net_.train(); }
-    EvaluationMode(const EvaluationMode&) = delete;
-    EvaluationMode& operator=(const EvaluationMode&) = delete;
-
-private:
-    xgrad::Module& net_;
-};
-
 }  // namespace
 
 Gan::Gan(const GanConfig& config, std::uint64_t seed) : config_(config), rng_(seed) {
     const GanConfig& c = config_;
     build(c, rng_, generator_, discriminator_);
-    g_norms_ = batch_norms(generator_);
-    d_norms_ = batch_norms(discriminator_);
+    g_norms_ = xgrad::batch_norms(generator_);
+    d_norms_ = xgrad::batch_norms(discriminator_);
     d_parameters_ = discriminator_.parameters();
     g_optimizer_ = make_optimizer(c, generator_.parameters());
     d_optimizer_ = make_optimizer(c, d_parameters_);
@@ -188,7 +151,7 @@ Gan::Gan(const GanConfig& config, std::uint64_t seed) : config_(config), rng_(se
         xgrad::Rng unused(seed + 1);
         xgrad::Sequential discarded;
         build(c, unused, averaged_generator_, discarded);
-        averaged_norms_ = batch_norms(averaged_generator_);
+        averaged_norms_ = xgrad::batch_norms(averaged_generator_);
         ema_ = std::make_unique<xgrad::EmaWeights>(generator_, c.ema_decay);
     }
     real_ = Var(Tensor({c.batch, c.data_dim}, 0.f));
@@ -207,10 +170,10 @@ Var Gan::generate(const Var& noise, bool averaged) {
     if (averaged && ema_) refresh_averaged_generator();
     xgrad::Sequential& net = averaged && ema_ ? averaged_generator_ : generator_;
     if (config_.sample_with_batch_stats) {
-        const StatisticsFrozen frozen(averaged && ema_ ? averaged_norms_ : g_norms_);
+        const xgrad::StatisticsFrozen frozen(averaged && ema_ ? averaged_norms_ : g_norms_);
         return net(noise);
     }
-    const EvaluationMode evaluation(net);
+    const xgrad::EvaluationMode evaluation(net);
     return net(noise);
 }
 
@@ -352,7 +315,7 @@ void Gan::discriminator_step(DataSource& data, StepStats& stats) {
     Var fake;
     {
         xgrad::NoGrad no_grad;
-        const StatisticsFrozen frozen(g_norms_);
+        const xgrad::StatisticsFrozen frozen(g_norms_);
         fake = generator_(local_rows(noise_, noise_rows_));
     }
     Var& real = sampler_ ? real_rows_ : real_;
@@ -388,7 +351,7 @@ void Gan::generator_step(StepStats& stats) {
     // D is frozen while G learns through it: its parameters get no gradient
     // (backward skips that work) and stay put, and its running statistics too.
     const xgrad::FreezeGuard frozen(d_parameters_);
-    const StatisticsFrozen d_statistics(d_norms_);
+    const xgrad::StatisticsFrozen d_statistics(d_norms_);
     const Var logits = discriminator_(generator_(local_rows(noise_, noise_rows_)));
     const Var loss = generator_objective(logits);
     g_optimizer_->zero_grad();
@@ -413,7 +376,7 @@ void Gan::generator_step(StepStats& stats) {
 
 double Gan::value_estimate(DataSource& data, std::size_t batches, xgrad::Rng& rng) {
     xgrad::NoGrad no_grad;
-    const StatisticsFrozen d_statistics(d_norms_);
+    const xgrad::StatisticsFrozen d_statistics(d_norms_);
     Var real(Tensor({config_.batch, config_.data_dim}, 0.f));
     Var noise(Tensor({config_.batch, config_.z_dim}, 0.f));
     double total = 0;
