@@ -117,6 +117,32 @@ TEST_CASE("Flatten and Reshape modules") {
     CHECK(reshape(flatten(x)).shape() == Shape{2, 4, 3});
 }
 
+TEST_CASE("MaxPool2d, AvgPool2d and Upsample modules: the ops with their settings, no parameters") {
+    // (1, 1, 2, 4): two 2 x 2 windows side by side.
+    const Var x(Tensor{{{{1, 2, 5, 6}, {3, 4, 7, 8}}}}, true);
+    MaxPool2d max_pool(2);
+    AvgPool2d avg_pool(2);
+    AvgPool2d avg_pool_padded(Size2{1, 2}, Size2{1, 2}, Size2{0, 1});
+    Upsample upsample(Size2{2, 1});
+    CHECK(max_pool.parameters().empty());
+    CHECK(avg_pool.parameters().empty());
+    CHECK(upsample.parameters().empty());
+    CHECK(max_pool(x).value() == Tensor{{{{4, 8}}}});
+    CHECK(avg_pool(x).value() == Tensor{{{{2.5f, 6.5f}}}});
+    // 1 x 2 windows, stride 2 along the width, one zero of padding each side:
+    // (0, 1), (2, 5), (6, 0) on the first row.
+    CHECK(avg_pool_padded(x).value() == Tensor{{{{0.5f, 3.5f, 3.f}, {1.5f, 5.5f, 4.f}}}});
+    const Var up = upsample(x);
+    CHECK(up.value() == Tensor{{{{1, 2, 5, 6}, {1, 2, 5, 6}, {3, 4, 7, 8}, {3, 4, 7, 8}}}});
+    // The gradient of each module reaches x: AvgPool2d spreads dy evenly,
+    // Upsample sums each block.
+    backward(sum(avg_pool(x)));
+    CHECK(x.grad() == Tensor({1, 1, 2, 4}, 0.25f));
+    Var y(Tensor{{{{1, 2}, {3, 4}}}}, true);
+    backward(sum(upsample(y)));
+    CHECK(y.grad() == Tensor({1, 1, 2, 2}, 2.f));
+}
+
 TEST_CASE("BatchNorm2d: running statistics are buffers, switched by train/eval, untouched by optimizers") {
     BatchNorm2d bn(3);
     CHECK(bn.named_parameters().size() == 2);
