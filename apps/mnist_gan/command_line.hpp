@@ -18,7 +18,7 @@ struct Options {
     std::string preset_name = "default", g_loss, out = "out";
     long steps = 0;  // 0: the preset's
     std::size_t k = 1, batch = 128, z_dim = 100, hidden = 128, channels = 64, samples = 0;
-    float lr = 1e-3f, r1 = 0.f;
+    float lr = 0.f, r1 = 0.f;  // read only when given, as the other overrides of the preset
     long r1_every = 16;
     std::uint64_t seed = 1;
     int threads = 1;

@@ -45,7 +45,7 @@ struct GanConfig {
     std::size_t k = 1;          // discriminator updates per generator update
     long steps = 20000;         // the run length the preset is meant for (mnist_gan --steps overrides)
     OptimizerKind optimizer = OptimizerKind::adam;
-    float lr = 1e-3f;
+    float lr = xgrad::AdamOptions{}.lr;  // the library's Adam default (1e-3), as in the paper's setup
     float beta1 = 0.9f, beta2 = 0.999f;
     GeneratorLoss g_loss = GeneratorLoss::non_saturating;
     Objective objective = Objective::standard;
