@@ -4,7 +4,7 @@
 For each shape: forward, backward-data (dx), backward-weight (dW, db) and
 forward+backward, median / p10 / p90 ms over repeated calls. torch.backends.mkldnn
 is left as it is by default (enabled): Debian's PyTorch 1.13 links the system
-oneDNN 2.6.3, the same library bench_dnnl.cpp measures.
+oneDNN 2.6.3 (libdnnl).
 
   /usr/bin/python3 torch_conv_bench.py --threads 1
 

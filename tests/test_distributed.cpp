@@ -400,6 +400,50 @@ TEST_CASE("DistributedSampler: rank r computes rows [r*m/N, (r+1)*m/N) of every 
                          xgrad::ShapeError);
 }
 
+TEST_CASE("DataParallel: this rank's rows, averaged gradients and means, shared buffers; the identity in one process") {
+    const Distributed& w = world();
+    const int n = w.size(), rank = w.rank();
+    const std::size_t batch = 6;  // split evenly across 1, 2 or 3 ranks
+    Var global(Tensor::from_shape({batch, 2}));
+    for (std::size_t i = 0; i < global.numel(); ++i) global.mutable_value().data()[i] = float(i);
+    Var p(Tensor({3}, 0.f), true);
+    p.mutable_grad() = Tensor({3}, float(rank + 1));
+    Var buffer(Tensor({2}, float(rank)));
+
+    xgrad::DataParallel alone(batch);
+    CHECK(alone.ranks() == 1);
+    CHECK(&alone.local_rows(global) == &global);
+    xgrad::DataParallel::Gradients none = alone.gradients({p}, 1);
+    float mean = float(rank);
+    CHECK(none.average(rank == 0, &mean, 1) == (rank == 0));
+    CHECK(mean == float(rank));
+    CHECK(p.grad() == Tensor({3}, float(rank + 1)));
+
+    xgrad::DataParallel parallel(batch, w);
+    CHECK(parallel.ranks() == n);
+    CHECK(parallel.local_batch() == batch / std::size_t(n));
+    const Var& rows = parallel.local_rows(global);
+    CHECK(rows.shape() == xgrad::Shape{batch / std::size_t(n), std::size_t(2)});
+    CHECK(rows.value()(0, 0) == float(2 * rank * int(batch) / n));
+    global.mutable_value() *= 2.f;
+    CHECK(&parallel.local_rows(global) == &rows);  // the same buffer, refilled
+    CHECK(rows.value()(0, 1) == 2.f * float(2 * rank * int(batch) / n + 1));
+
+    xgrad::DataParallel::Gradients gradients = parallel.gradients({p}, 1);
+    mean = float(rank);
+    const bool any = gradients.average(rank == n - 1, &mean, 1);
+    CHECK(any);
+    CHECK(mean == float(n - 1) / 2.f);
+    CHECK(p.grad() == Tensor({3}, float(n + 1) / 2.f));
+    parallel.share_buffers({buffer});
+    parallel.average_buffers();
+    CHECK(buffer.value() == Tensor({2}, float(n - 1) / 2.f));
+    if (n > 1) {
+        CHECK_THROWS_WITH_AS(xgrad::DataParallel(batch + 1, w), doctest::Contains("cannot be split evenly"),
+                             std::invalid_argument);
+    }
+}
+
 TEST_CASE("N ranks compute what 1 process computes: 10 Adam steps of an MLP, global batch 64") {
     const Distributed& w = world();
     const int n = w.size();

@@ -1,5 +1,5 @@
 // The checker is only trusted once it rejects deliberately wrong backward
-// rules (style.md §2). Each rule below is written with the public op API,
+// rules (docs/extending.md, "What else a rule can use"). Each rule below is written with the public op API,
 // exactly as a user writes a custom op, and each mistake is one that real
 // backward rules make.
 #include <doctest/doctest.h>

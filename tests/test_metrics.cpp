@@ -1,4 +1,4 @@
-// The sample-quality metrics of apps/eval on inputs whose answers are known
+// The sample-quality metrics of apps/quality on inputs whose answers are known
 // in closed form, the classifier's weights file, the held-out split, and
 // mnist_gan --classifier (which must not change what training does).
 #include <doctest/doctest.h>

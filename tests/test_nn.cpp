@@ -117,6 +117,32 @@ TEST_CASE("Flatten and Reshape modules") {
     CHECK(reshape(flatten(x)).shape() == Shape{2, 4, 3});
 }
 
+TEST_CASE("MaxPool2d, AvgPool2d and Upsample modules: the ops with their settings, no parameters") {
+    // (1, 1, 2, 4): two 2 x 2 windows side by side.
+    const Var x(Tensor{{{{1, 2, 5, 6}, {3, 4, 7, 8}}}}, true);
+    MaxPool2d max_pool(2);
+    AvgPool2d avg_pool(2);
+    AvgPool2d avg_pool_padded(Size2{1, 2}, Size2{1, 2}, Size2{0, 1});
+    Upsample upsample(Size2{2, 1});
+    CHECK(max_pool.parameters().empty());
+    CHECK(avg_pool.parameters().empty());
+    CHECK(upsample.parameters().empty());
+    CHECK(max_pool(x).value() == Tensor{{{{4, 8}}}});
+    CHECK(avg_pool(x).value() == Tensor{{{{2.5f, 6.5f}}}});
+    // 1 x 2 windows, stride 2 along the width, one zero of padding each side:
+    // (0, 1), (2, 5), (6, 0) on the first row.
+    CHECK(avg_pool_padded(x).value() == Tensor{{{{0.5f, 3.5f, 3.f}, {1.5f, 5.5f, 4.f}}}});
+    const Var up = upsample(x);
+    CHECK(up.value() == Tensor{{{{1, 2, 5, 6}, {1, 2, 5, 6}, {3, 4, 7, 8}, {3, 4, 7, 8}}}});
+    // The gradient of each module reaches x: AvgPool2d spreads dy evenly,
+    // Upsample sums each block.
+    backward(sum(avg_pool(x)));
+    CHECK(x.grad() == Tensor({1, 1, 2, 4}, 0.25f));
+    Var y(Tensor{{{{1, 2}, {3, 4}}}}, true);
+    backward(sum(upsample(y)));
+    CHECK(y.grad() == Tensor({1, 1, 2, 2}, 2.f));
+}
+
 TEST_CASE("BatchNorm2d: running statistics are buffers, switched by train/eval, untouched by optimizers") {
     BatchNorm2d bn(3);
     CHECK(bn.named_parameters().size() == 2);
@@ -146,6 +172,58 @@ TEST_CASE("BatchNorm2d: running statistics are buffers, switched by train/eval, 
     LayerNorm ln({2, 2});
     CHECK(ln(x).shape() == x.shape());
     CHECK_THROWS_AS(ln(Var::zeros({4, 3})), ShapeError);
+}
+
+TEST_CASE("batch_norms finds every batch norm below a module; StatisticsFrozen keeps their running statistics") {
+    Rng rng(3);
+    Sequential net;
+    net.add<Linear>(4, 3, rng);
+    auto& first = net.add<BatchNorm1d>(3);
+    auto& inner = net.add<Sequential>();
+    auto& second = inner.add<BatchNorm1d>(3);
+    const std::vector<BatchNorm*> norms = batch_norms(net);
+    REQUIRE(norms.size() == 2);
+    CHECK(norms[0] == &first);
+    CHECK(norms[1] == &second);
+
+    const Var x(test::random_tensor({8, 4}, 1.f, 3.f, 5));
+    second.update_running_stats = false;  // already frozen: stays so after the guard
+    Tensor y_frozen;
+    {
+        const StatisticsFrozen frozen(norms);
+        y_frozen = net(x).value();
+        CHECK(first.running_mean.value() == Tensor({3}, 0.f));
+        CHECK(second.running_var.value() == Tensor({3}, 1.f));
+    }
+    CHECK(first.update_running_stats);
+    CHECK_FALSE(second.update_running_stats);
+    CHECK(net(x).value() == y_frozen);  // still the batch statistics: the output is the same
+    CHECK_FALSE(first.running_mean.value() == Tensor({3}, 0.f));
+    CHECK(second.running_mean.value() == Tensor({3}, 0.f));
+}
+
+TEST_CASE("EvaluationMode puts a module tree in evaluation mode and gives back the mode it had") {
+    Rng rng(4);
+    Sequential net;
+    auto& bn = net.add<BatchNorm1d>(2);
+    auto& dropout = net.add<Dropout>(0.5f, rng);
+    {
+        const EvaluationMode evaluation(net);
+        CHECK_FALSE(net.is_training());
+        CHECK_FALSE(bn.is_training());
+        CHECK_FALSE(dropout.is_training());
+        const Var x(Tensor({{1.f, 2.f}, {3.f, 4.f}}));
+        CHECK(net(x).value() == bn(x).value());  // dropout passes values through
+        CHECK(bn.running_mean.value() == Tensor({2}, 0.f));
+    }
+    CHECK(net.is_training());
+    CHECK(bn.is_training());
+    net.eval();
+    {
+        const EvaluationMode evaluation(net);
+        CHECK_FALSE(net.is_training());
+    }
+    CHECK_FALSE(net.is_training());
 }
 
 TEST_CASE("initialisations have the stated scale") {

@@ -1,5 +1,5 @@
 // The arithmetic, elementwise, reduction, product and loss ops, each checked
-// two ways (style.md §2): by gradcheck against central differences of its
+// two ways (docs/extending.md, "Adding an op"): by gradcheck against central differences of its
 // own forward pass, and against its textbook gradient computed independently
 // in double. Then saturated inputs (where NaN bugs live), ties, shape errors
 // and frozen inputs. The structural ops are in test_shape_ops.cpp.

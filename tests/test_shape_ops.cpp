@@ -68,10 +68,10 @@ std::vector<StructuralCase> cases() {
                  },
                  {1, 1},
                  in_order({}, {1, 1})});
-    c.push_back({"view (6) as (-1, 2, 1)",
+    c.push_back({"reshape (6) as (-1, 2, 1)",
                  {{6}},
                  [](const Inputs& in) {
-                     return xgrad::view(in[0], {-1, 2, 1});
+                     return xgrad::reshape(in[0], {-1, 2, 1});
                  },
                  {3, 2, 1},
                  in_order({6}, {3, 2, 1})});

@@ -23,10 +23,11 @@ public:
     virtual void load(const xgrad::Archive&, const std::string& /*prefix*/) {}
 };
 
-// Shuffled epochs, as the reference GAN code's next_batch: every sample once
-// per epoch, in an order decided by (seed, epoch) alone; a batch that runs
-// past the end of an epoch takes the rest from the start of the next. The
-// position (epoch, offset) is all the state there is.
+// Shuffled epochs, as DataSet.next_batch of TensorFlow 1's MNIST reader
+// (tensorflow/contrib/learn/python/learn/datasets/mnist.py): every sample
+// once per epoch, in an order decided by (seed, epoch) alone; a batch that
+// runs past the end of an epoch takes the rest from the start of the next.
+// The position (epoch, offset) is all the state there is.
 class EpochSampler {
 public:
     EpochSampler(std::size_t count, std::uint64_t seed);

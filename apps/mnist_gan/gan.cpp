@@ -135,50 +135,13 @@ void build(const GanConfig& c, xgrad::Rng& rng, xgrad::Sequential& g, xgrad::Seq
     }
 }
 
-std::vector<xgrad::BatchNorm*> batch_norms(xgrad::Module& net) {
-    std::vector<xgrad::BatchNorm*> found;
-    net.visit([&](xgrad::Module& m) {
-        if (auto* bn = dynamic_cast<xgrad::BatchNorm*>(&m)) found.push_back(bn);
-    });
-    return found;
-}
-
-// While alive, the net's batch norm layers leave their running statistics
-// alone (they still normalise with batch statistics in training mode).
-class StatisticsFrozen {
-public:
-    explicit StatisticsFrozen(const std::vector<xgrad::BatchNorm*>& norms) : norms_(norms) {
-        for (xgrad::BatchNorm* bn : norms_) bn->update_running_stats = false;
-    }
-    ~StatisticsFrozen() {
-        for (xgrad::BatchNorm* bn : norms_) bn->update_running_stats = true;
-    }
-    StatisticsFrozen(const StatisticsFrozen&) = delete;
-    StatisticsFrozen& operator=(const StatisticsFrozen&) = delete;
-
-private:
-    const std::vector<xgrad::BatchNorm*>& norms_;
-};
-
-// While alive, the net is in evaluation mode (batch norm uses its running statistics).
-class EvaluationMode {
-public:
-    explicit EvaluationMode(xgrad::Module& net) : net_(net) { net_.eval(); }
-    ~EvaluationMode() { net_.train(); }
-    EvaluationMode(const EvaluationMode&) = delete;
-    EvaluationMode& operator=(const EvaluationMode&) = delete;
-
-private:
-    xgrad::Module& net_;
-};
-
 }  // namespace
 
-Gan::Gan(const GanConfig& config, std::uint64_t seed) : config_(config), rng_(seed) {
+Gan::Gan(const GanConfig& config, std::uint64_t seed) : config_(config), rng_(seed), parallel_(config.batch) {
     const GanConfig& c = config_;
     build(c, rng_, generator_, discriminator_);
-    g_norms_ = batch_norms(generator_);
-    d_norms_ = batch_norms(discriminator_);
+    g_norms_ = xgrad::batch_norms(generator_);
+    d_norms_ = xgrad::batch_norms(discriminator_);
     d_parameters_ = discriminator_.parameters();
     g_optimizer_ = make_optimizer(c, generator_.parameters());
     d_optimizer_ = make_optimizer(c, d_parameters_);
@@ -188,7 +151,7 @@ Gan::Gan(const GanConfig& config, std::uint64_t seed) : config_(config), rng_(se
         xgrad::Rng unused(seed + 1);
         xgrad::Sequential discarded;
         build(c, unused, averaged_generator_, discarded);
-        averaged_norms_ = batch_norms(averaged_generator_);
+        averaged_norms_ = xgrad::batch_norms(averaged_generator_);
         ema_ = std::make_unique<xgrad::EmaWeights>(generator_, c.ema_decay);
     }
     real_ = Var(Tensor({c.batch, c.data_dim}, 0.f));
@@ -202,15 +165,27 @@ Gan::Gan(const GanConfig& config, std::uint64_t seed) : config_(config), rng_(se
 
 void Gan::sample_noise(Tensor& noise) { rng_.fill_uniform(noise, -1.f, 1.f); }
 
+// Distributed, every rank draws the whole global batch (the random streams
+// stay those of one process) and computes its own rows.
+const Var& Gan::real_batch(DataSource& data) {
+    data.sample(real_.mutable_value(), rng_);
+    return parallel_.local_rows(real_);
+}
+
+const Var& Gan::noise_batch() {
+    sample_noise(noise_.mutable_value());
+    return parallel_.local_rows(noise_);
+}
+
 Var Gan::generate(const Var& noise, bool averaged) {
     xgrad::NoGrad no_grad;
     if (averaged && ema_) refresh_averaged_generator();
     xgrad::Sequential& net = averaged && ema_ ? averaged_generator_ : generator_;
     if (config_.sample_with_batch_stats) {
-        const StatisticsFrozen frozen(averaged && ema_ ? averaged_norms_ : g_norms_);
+        const xgrad::StatisticsFrozen frozen(averaged && ema_ ? averaged_norms_ : g_norms_);
         return net(noise);
     }
-    const EvaluationMode evaluation(net);
+    const xgrad::EvaluationMode evaluation(net);
     return net(noise);
 }
 
@@ -261,7 +236,7 @@ Var Gan::gradient_penalty(const Var& real, const Var& fake, xgrad::Rng& rng) {
     // One e per sample of the global batch (every rank draws them all, so
     // the streams stay those of one process), this rank's rows taken.
     rng.fill_uniform(mix_.mutable_value(), 0.f, 1.f);
-    const Tensor& e = local_rows(mix_, mix_rows_).value();
+    const Tensor& e = parallel_.local_rows(mix_).value();
     const std::size_t rows = real.shape()[0], width = real.numel() / std::max<std::size_t>(rows, 1);
     Tensor& between = interpolated_.mutable_value();
     const float *r = real.value().data(), *f = fake.value().data();
@@ -292,36 +267,30 @@ StepStats Gan::step(DataSource& data, bool stop_request) {
 
 void Gan::distribute(const xgrad::Distributed& distributed, xgrad::ReduceOrder order) {
     if (distributed.size() == 1) return;
-    sampler_ = std::make_unique<xgrad::DistributedSampler>(config_.batch, distributed);
-    distributed.broadcast(generator_);
-    distributed.broadcast(discriminator_);
+    parallel_ = xgrad::DataParallel(config_.batch, distributed, order);
+    parallel_.broadcast(generator_);
+    parallel_.broadcast(discriminator_);
     if (ema_) ema_ = std::make_unique<xgrad::EmaWeights>(generator_, config_.ema_decay);  // from the broadcast weights
-    d_allreduce_ = std::make_unique<xgrad::GradientAllreduce>(distributed, d_parameters_, order);
-    g_allreduce_ = std::make_unique<xgrad::GradientAllreduce>(distributed, generator_.parameters(), order, kStatistics);
+    d_gradients_ = parallel_.gradients(d_parameters_);
+    g_gradients_ = parallel_.gradients(generator_.parameters(), kStatistics);
+    std::vector<Var> running_statistics;
     for (const auto* norms : {&g_norms_, &d_norms_}) {
         for (const xgrad::BatchNorm* bn : *norms) {
-            for (const Var& v : bn->buffers()) running_statistics_.push_back(v);
+            for (const Var& v : bn->buffers()) running_statistics.push_back(v);
         }
     }
-    real_rows_ = Var(Tensor({sampler_->local_batch(), config_.data_dim}, 0.f));
-    noise_rows_ = Var(Tensor({sampler_->local_batch(), config_.z_dim}, 0.f));
-    mix_rows_ = Var(Tensor({sampler_->local_batch(), std::size_t(1)}, 0.f));
-    interpolated_ = Var(Tensor({sampler_->local_batch(), config_.data_dim}, 0.f));
-    distributed_ = &distributed;
+    parallel_.share_buffers(std::move(running_statistics));
+    interpolated_ = Var(Tensor({parallel_.local_batch(), config_.data_dim}, 0.f));
 }
 
-double Gan::allreduce_seconds() const {
-    return d_allreduce_ ? d_allreduce_->total_seconds() + g_allreduce_->total_seconds() : 0.0;
-}
+double Gan::allreduce_seconds() const { return d_gradients_.seconds() + g_gradients_.seconds(); }
 
-double Gan::allreduce_mpi_seconds() const {
-    return d_allreduce_ ? d_allreduce_->mpi_seconds() + g_allreduce_->mpi_seconds() : 0.0;
-}
+double Gan::allreduce_mpi_seconds() const { return d_gradients_.mpi_seconds() + g_gradients_.mpi_seconds(); }
 
 void Gan::average_statistics() {
     // Only step() changes them: once per step is enough (steps_done_ is the same on every rank).
-    if (!distributed_ || statistics_averaged_at_ == steps_done_) return;
-    distributed_->average(running_statistics_);
+    if (statistics_averaged_at_ == steps_done_) return;
+    parallel_.average_buffers();
     statistics_averaged_at_ = steps_done_;
 }
 
@@ -331,32 +300,34 @@ std::vector<Var> Gan::parameters() const {
     return all;
 }
 
-const Var& Gan::local_rows(const Var& global, Var& rows) const {
-    if (!sampler_) return global;
-    sampler_->take_rows(global.value(), rows.mutable_value());
-    return rows;
-}
-
-// m real and m generated samples; the fake batch is generated without a
-// graph, so nothing of G is recorded, differentiated or changed (G runs as
-// in its own step, with batch statistics, but leaves its running ones).
+// (1) D's update: it ascends log D(x) + log(1 - D(G(z))) on m real and m
+// generated samples.
 void Gan::discriminator_step(DataSource& data, StepStats& stats) {
     if (data.dim() != config_.data_dim) {
         throw std::invalid_argument("the data has " + std::to_string(data.dim()) + " values per sample, the GAN expects " +
                                     std::to_string(config_.data_dim));
     }
-    // Distributed, every rank draws the whole global batch (the streams stay
-    // those of one process) and computes its own rows.
-    data.sample(real_.mutable_value(), rng_);
-    sample_noise(noise_.mutable_value());
+    Var real = real_batch(data);
+    const Var& noise = noise_batch();
+    // G's samples are made without a graph, so nothing of G is recorded,
+    // differentiated or changed (G runs with batch statistics, as in its own
+    // update, but leaves its running ones).
     Var fake;
     {
         xgrad::NoGrad no_grad;
-        const StatisticsFrozen frozen(g_norms_);
-        fake = generator_(local_rows(noise_, noise_rows_));
+        const xgrad::StatisticsFrozen g_statistics(g_norms_);
+        fake = generator_(noise);
     }
-    Var& real = sampler_ ? real_rows_ : real_;
-    local_rows(real_, real_rows_);
+    const Var loss = penalised_discriminator_loss(real, fake, stats);
+    ++d_updates_;
+    d_optimizer_->zero_grad();
+    xgrad::backward(loss);
+    d_gradients_.average();  // the ranks' mean gradient
+    d_optimizer_->step();
+    stats.d_loss = loss.item();
+}
+
+Var Gan::penalised_discriminator_loss(Var& real, const Var& fake, StepStats& stats) {
     Var loss;
     if (applies_r1(d_updates_)) {
         // Lazy R1 shares D's forward pass on the real batch with the loss.
@@ -374,46 +345,42 @@ void Gan::discriminator_step(DataSource& data, StepStats& stats) {
         stats.penalty = penalty.item() / config_.gp_lambda;
         loss = loss + penalty;
     }
-    ++d_updates_;
-    d_optimizer_->zero_grad();
-    xgrad::backward(loss);
-    if (d_allreduce_) d_allreduce_->average();
-    d_optimizer_->step();
-    stats.d_loss = loss.item();
+    return loss;
 }
 
-// Fresh noise; gradients reach G through the frozen D by backward() alone.
+// (2) G's update, on fresh noise: gradients reach G through D by backward()
+// alone (see GeneratorLoss for what it ascends).
 void Gan::generator_step(StepStats& stats) {
-    sample_noise(noise_.mutable_value());
+    const Var& noise = noise_batch();
     // D is frozen while G learns through it: its parameters get no gradient
     // (backward skips that work) and stay put, and its running statistics too.
     const xgrad::FreezeGuard frozen(d_parameters_);
-    const StatisticsFrozen d_statistics(d_norms_);
-    const Var logits = discriminator_(generator_(local_rows(noise_, noise_rows_)));
+    const xgrad::StatisticsFrozen d_statistics(d_norms_);
+    const Var logits = discriminator_(generator_(noise));
     const Var loss = generator_objective(logits);
     g_optimizer_->zero_grad();
     xgrad::backward(loss);
     stats.g_loss = loss.item();
     stats.d_fake = config_.objective == Objective::wasserstein ? mean_value(logits.value()) : mean_probability(logits.value());
-    if (g_allreduce_) {
-        // The step's statistics travel with G's gradients. Means over equal
-        // slices are the global batch's means; a non-finite loss on one rank
-        // makes every rank's non-finite, so all stop alike.
-        float sums[kStatistics] = {stats.d_loss, stats.g_loss, stats.d_real, stats.d_fake};
-        stats.stop = g_allreduce_->average(stats.stop, sums, kStatistics);
-        const float ranks = static_cast<float>(distributed_->size());
-        stats.d_loss = sums[0] / ranks;
-        stats.g_loss = sums[1] / ranks;
-        stats.d_real = sums[2] / ranks;
-        stats.d_fake = sums[3] / ranks;
-    }
+    average_generator_gradients(stats);  // the ranks' mean gradient, and the step's statistics
     g_optimizer_->step();
     if (ema_) ema_->update();
 }
 
+void Gan::average_generator_gradients(StepStats& stats) {
+    // Means over equal slices are the global batch's means; a non-finite
+    // loss on one rank makes every rank's non-finite, so all stop alike.
+    float means[kStatistics] = {stats.d_loss, stats.g_loss, stats.d_real, stats.d_fake};
+    stats.stop = g_gradients_.average(stats.stop, means, kStatistics);
+    stats.d_loss = means[0];
+    stats.g_loss = means[1];
+    stats.d_real = means[2];
+    stats.d_fake = means[3];
+}
+
 double Gan::value_estimate(DataSource& data, std::size_t batches, xgrad::Rng& rng) {
     xgrad::NoGrad no_grad;
-    const StatisticsFrozen d_statistics(d_norms_);
+    const xgrad::StatisticsFrozen d_statistics(d_norms_);
     Var real(Tensor({config_.batch, config_.data_dim}, 0.f));
     Var noise(Tensor({config_.batch, config_.z_dim}, 0.f));
     double total = 0;

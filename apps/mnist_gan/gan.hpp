@@ -45,7 +45,7 @@ struct GanConfig {
     std::size_t k = 1;          // discriminator updates per generator update
     long steps = 20000;         // the run length the preset is meant for (mnist_gan --steps overrides)
     OptimizerKind optimizer = OptimizerKind::adam;
-    float lr = 1e-3f;
+    float lr = xgrad::AdamOptions{}.lr;  // the library's Adam default (1e-3), as in the paper's setup
     float beta1 = 0.9f, beta2 = 0.999f;
     GeneratorLoss g_loss = GeneratorLoss::non_saturating;
     Objective objective = Objective::standard;
@@ -187,23 +187,30 @@ private:
     std::unique_ptr<xgrad::Optimizer> g_optimizer_, d_optimizer_;
     std::unique_ptr<xgrad::EmaWeights> ema_;
     long averaged_at_ = -1;  // the step averaged_generator_ was last refreshed at
-    // This rank's rows of a global batch: `global` itself with one process.
-    const xgrad::Var& local_rows(const xgrad::Var& global, xgrad::Var& rows) const;
-
+    // m samples of the data, and m noise vectors z (the training stream):
+    // this rank's rows of them.
+    const xgrad::Var& real_batch(DataSource& data);
+    const xgrad::Var& noise_batch();
     // Whether D update number `update` (counted from 0 over the run) applies R1.
     bool applies_r1(long update) const;
+    // D's loss as its update minimises it: the game's, plus the penalties
+    // the config asks for (R1 at every r1_every-th update, WGAN-GP), whose
+    // last value goes into stats.penalty.
+    xgrad::Var penalised_discriminator_loss(xgrad::Var& real, const xgrad::Var& fake, StepStats& stats);
+    // G's gradients averaged over the ranks, with the step's statistics and
+    // stop request in the same message (nothing in one process).
+    void average_generator_gradients(StepStats& stats);
 
     // Persistent inputs, refilled in place every step: no allocation. mix_:
     // WGAN-GP's interpolation weights; interpolated_: its points.
     xgrad::Var real_, noise_, mix_, interpolated_;
     long d_updates_ = 0;  // D updates done (step() makes k of them)
-    // Distributed (null with one process).
-    const xgrad::Distributed* distributed_ = nullptr;
-    std::unique_ptr<xgrad::DistributedSampler> sampler_;
-    std::unique_ptr<xgrad::GradientAllreduce> d_allreduce_, g_allreduce_;
-    xgrad::Var real_rows_, noise_rows_, mix_rows_;
-    std::vector<xgrad::Var> running_statistics_;  // batch norm's buffers in G and D
-    long statistics_averaged_at_ = -1;            // the step average_statistics() last ran at
+    // Data-parallel training: this rank's rows of each batch, the gradients
+    // averaged over the ranks, batch norm's running statistics shared. With
+    // one process each of their calls is the identity or does nothing.
+    xgrad::DataParallel parallel_;
+    xgrad::DataParallel::Gradients d_gradients_, g_gradients_;
+    long statistics_averaged_at_ = -1;  // the step average_statistics() last ran at
     long steps_done_ = 0;
 };
 

@@ -45,7 +45,7 @@ constexpr auto kSpin = std::chrono::microseconds(200);
 constexpr auto kLate = std::chrono::microseconds(200);
 constexpr auto kBackoff = std::chrono::milliseconds(100);
 
-// Block counts and indices are 16-bit fields of Pool's claim word.
+// Block counts and indices are 16-bit fields of ThreadPool's claim word.
 constexpr int kMaxThreads = 0xffff;
 
 // The caller publishes a job by storing generation << 32 | blocks << 16 into
@@ -53,17 +53,17 @@ constexpr int kMaxThreads = 0xffff;
 // 16 bits. With the generation and the block count in the same word, one
 // compare-and-swap checks all three: a worker late from the previous job
 // can never claim a block of the next one.
-class Pool {
+class ThreadPool {
 public:
     // xgrad runs one thread until told otherwise, and OpenBLAS with it:
     // left at its default (every core), OpenBLAS would both compete with
     // the pool once it grows and malloc in every call.
-    Pool() {
+    ThreadPool() {
 #if defined(XGRAD_BLAS_SET_THREADS)
         XGRAD_BLAS_SET_THREADS(1);
 #endif
     }
-    ~Pool() { resize(1); }
+    ~ThreadPool() { resize(1); }
 
     int size() const { return static_cast<int>(workers_.size()) + 1; }
 
@@ -183,10 +183,10 @@ private:
     std::condition_variable wake_;
     static thread_local bool inside_;
 };
-thread_local bool Pool::inside_ = false;
+thread_local bool ThreadPool::inside_ = false;
 
-Pool& pool() {
-    static Pool p;
+ThreadPool& pool() {
+    static ThreadPool p;
     return p;
 }
 

@@ -74,6 +74,25 @@ void BatchNorm::set_momentum(float momentum) {
     momentum_ = momentum;
 }
 
+std::vector<BatchNorm*> batch_norms(Module& net) {
+    std::vector<BatchNorm*> found;
+    net.visit([&](Module& m) {
+        if (auto* bn = dynamic_cast<BatchNorm*>(&m)) found.push_back(bn);
+    });
+    return found;
+}
+
+StatisticsFrozen::StatisticsFrozen(const std::vector<BatchNorm*>& norms) : norms_(norms) {
+    for (BatchNorm* bn : norms_) {
+        were_updating_.push_back(bn->update_running_stats);
+        bn->update_running_stats = false;
+    }
+}
+
+StatisticsFrozen::~StatisticsFrozen() {
+    for (std::size_t i = 0; i < norms_.size(); ++i) norms_[i]->update_running_stats = were_updating_[i];
+}
+
 LayerNorm::LayerNorm(const Shape& normalized_shape, float eps, bool affine) : shape_(normalized_shape), eps_(eps) {
     check_eps("LayerNorm", eps);
     if (affine) {

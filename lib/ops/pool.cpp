@@ -2,7 +2,7 @@
 // plane, so both directions run plane by plane (planes split over xgrad's
 // threads; each writes only its own plane, so results do not depend on the
 // thread count).
-#include <xgrad/ops/conv.hpp>
+#include <xgrad/ops/pool.hpp>
 
 #include <algorithm>
 #include <cmath>

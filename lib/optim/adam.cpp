@@ -34,7 +34,9 @@ const AdamOptions& checked(const AdamOptions& o) {
 
 Adam::Adam(std::vector<Var> parameters, const AdamOptions& options)
     : Optimizer(std::move(parameters), options.lr),
-      options_(checked(options)),
+      beta1_(checked(options).beta1),
+      beta2_(options.beta2),
+      eps_(options.eps),
       m_(detail::zeros_like(parameters_)),
       v_(detail::zeros_like(parameters_)) {}
 
@@ -64,14 +66,14 @@ void update(Tensor& param, const Tensor& grad, Tensor& mean, Tensor& var, const 
 
 void Adam::step() {
     ++t_;
-    const float b1 = options_.beta1, b2 = options_.beta2;
+    const float b1 = beta1_, b2 = beta2_;
     const double correction1 = 1.0 - std::pow(double(b1), double(t_));
     const double correction2 = 1.0 - std::pow(double(b2), double(t_));
     const simd::AdamConstants constants{b1,
                                         b2,
                                         static_cast<float>(double(lr_) / correction1),
                                         static_cast<float>(1.0 / std::sqrt(correction2)),
-                                        options_.eps,
+                                        eps_,
                                         1.f - lr_ * decoupled_weight_decay_};
     for (std::size_t i = 0; i < parameters_.size(); ++i) {
         Var& p = parameters_[i];

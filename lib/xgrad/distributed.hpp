@@ -10,6 +10,8 @@
 // stay identical on every rank, which Distributed::check_same verifies
 // cheaply. N ranks compute the same step as one process with the same global
 // batch, up to the order of floating-point summation (see ReduceOrder).
+// DataParallel puts these pieces behind one call per phase of a training
+// step.
 //
 // The header names no MPI type, and the library also builds without MPI
 // (meson option -Dmpi=disabled, or no MPI installed): Distributed is then one
@@ -31,6 +33,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -283,6 +286,86 @@ public:
 
 private:
     std::size_t global_batch_, begin_, end_;
+};
+
+// The data-parallel plumbing of a training step in one object, so that the
+// step reads as it does in one process, with one call per phase (as
+// PyTorch's DistributedDataParallel hides its own inside backward()):
+//  - every rank draws each global batch whole, from the same random streams
+//    as one process, and computes only its own rows (local_rows);
+//  - after each backward() the ranks average the gradients of an
+//    optimizer's parameters (Gradients::average), a few numbers of the step
+//    (its mean loss, a stop request) travelling in the same message;
+//  - buffers that each rank updates from its own rows, such as batch norm's
+//    running statistics, are averaged before anything uses or saves them
+//    (average_buffers).
+// With one process each call is the identity or does nothing, so a program
+// is written once. After the first step nothing allocates.
+class DataParallel {
+public:
+    class Gradients;
+
+    // One process: it computes every row of every batch.
+    explicit DataParallel(std::size_t global_batch);
+    // As a rank of `distributed`, which must outlive this object. Throws
+    // std::invalid_argument naming both numbers when the ranks do not divide
+    // global_batch.
+    DataParallel(std::size_t global_batch, const Distributed& distributed, ReduceOrder order = ReduceOrder::rank_order);
+
+    int ranks() const { return distributed_ ? distributed_->size() : 1; }
+    std::size_t local_batch() const { return sampler_.local_batch(); }
+
+    // Rank 0's parameters and buffers of `module` on every rank (before
+    // training: every rank then starts from rank 0's initialisation).
+    void broadcast(const Module& module) const;
+
+    // This rank's rows of `global`, a batch of global_batch rows (first
+    // dimension): `global` itself in one process, otherwise a copy in a
+    // buffer that this object keeps for `global` (allocated at the first
+    // call) and refills at each call.
+    const Var& local_rows(const Var& global);
+
+    // Averages the gradients of `parameters` (one optimizer's) over the
+    // ranks; `statistics`: room for that many numbers in the same message.
+    Gradients gradients(std::vector<Var> parameters, std::size_t statistics = 0) const;
+
+    // Buffers that each rank updates from its own rows (batch norm's running
+    // statistics): average_buffers() replaces each by its mean over the ranks.
+    void share_buffers(std::vector<Var> buffers) { buffers_ = std::move(buffers); }
+    // Collective: every rank calls it at the same point.
+    void average_buffers() const;
+
+private:
+    const Distributed* distributed_ = nullptr;
+    ReduceOrder order_ = ReduceOrder::rank_order;
+    DistributedSampler sampler_;
+    std::deque<std::pair<const Tensor*, Var>> rows_;  // local_rows' buffers, by the global batch they hold rows of
+    std::vector<Var> buffers_;
+};
+
+// One optimizer's gradients averaged over the ranks (a GradientAllreduce);
+// in one process, nothing to do.
+class DataParallel::Gradients {
+public:
+    Gradients() = default;
+    // After backward(), before the optimizer step.
+    void average();
+    // The same, with `flag` and means[0..n) (n at most the `statistics` of
+    // DataParallel::gradients) in the same message: returns whether any
+    // rank's flag was set (a stop request seen by one rank stops all of them
+    // at the same step), and replaces each means[i] by its mean over the
+    // ranks (each rank's value the mean over its own rows: over equal slices,
+    // the mean over the global batch).
+    bool average(bool flag, float* means, std::size_t n);
+    // Seconds spent averaging: in all, and inside MPI (which includes waiting
+    // for the slowest rank); 0 in one process.
+    double seconds() const;
+    double mpi_seconds() const;
+
+private:
+    friend class DataParallel;
+    std::unique_ptr<GradientAllreduce> allreduce_;  // null in one process
+    float ranks_ = 1.f;
 };
 
 }  // namespace xgrad

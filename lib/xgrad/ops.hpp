@@ -11,6 +11,7 @@
 #include <xgrad/ops/linalg.hpp>
 #include <xgrad/ops/loss.hpp>
 #include <xgrad/ops/norm.hpp>
+#include <xgrad/ops/pool.hpp>
 #include <xgrad/ops/reduce.hpp>
 #include <xgrad/ops/shape.hpp>
 #include <xgrad/ops/softplus.hpp>

@@ -4,6 +4,7 @@
 #include <xgrad/nn/init.hpp>
 #include <xgrad/nn/spectral_norm.hpp>
 #include <xgrad/ops/conv.hpp>
+#include <xgrad/ops/pool.hpp>
 
 namespace xgrad {
 

@@ -74,6 +74,22 @@ private:
     bool training_ = true;
 };
 
+// While an EvaluationMode lives, `module` and every module below it are in
+// evaluation mode (batch norm normalises with its running statistics,
+// dropout passes values through); at the end they all get back the mode
+// `module` had.
+class EvaluationMode {
+public:
+    explicit EvaluationMode(Module& module) : module_(module), was_training_(module.is_training()) { module_.eval(); }
+    ~EvaluationMode() { module_.train(was_training_); }
+    EvaluationMode(const EvaluationMode&) = delete;
+    EvaluationMode& operator=(const EvaluationMode&) = delete;
+
+private:
+    Module& module_;
+    bool was_training_;
+};
+
 // Applies its layers in order. Layer i's names are prefixed "i.".
 class Sequential : public Module {
 public:

@@ -1,6 +1,8 @@
 // Normalisation layers.
 #pragma once
 
+#include <vector>
+
 #include <xgrad/nn/module.hpp>
 #include <xgrad/ops/norm.hpp>
 
@@ -18,8 +20,7 @@ public:
     Var forward(const Var& x) override;
     Var weight, bias, running_mean, running_var;
     // While false, training mode still normalises with batch statistics but
-    // leaves the running ones alone (a GAN's D step runs G this way, so that
-    // only G's own step moves G's statistics).
+    // leaves the running ones alone (see StatisticsFrozen).
     bool update_running_stats = true;
     float momentum() const { return momentum_; }
     // A momentum of 1/k for the k-th of a series of batches makes the running
@@ -47,6 +48,28 @@ class BatchNorm2d : public BatchNorm {
 public:
     using BatchNorm::BatchNorm;
     Var forward(const Var& x) override;
+};
+
+// The batch norm layers of `net` and of every module below it, parents first.
+std::vector<BatchNorm*> batch_norms(Module& net);
+
+// While a StatisticsFrozen lives, the given batch norm layers leave their
+// running statistics alone: in training mode they still normalise with each
+// batch's own statistics, but do not fold them into the running ones. A GAN
+// runs its generator so to make the discriminator's fake batch: only the
+// generator's own update should move its statistics. Each layer gets its
+// previous setting back at the end. It keeps a reference to the list, which
+// must outlive it; for up to 16 layers it allocates nothing.
+class StatisticsFrozen {
+public:
+    explicit StatisticsFrozen(const std::vector<BatchNorm*>& norms);
+    ~StatisticsFrozen();
+    StatisticsFrozen(const StatisticsFrozen&) = delete;
+    StatisticsFrozen& operator=(const StatisticsFrozen&) = delete;
+
+private:
+    const std::vector<BatchNorm*>& norms_;
+    xt::svector<bool, 16> were_updating_;
 };
 
 // Layer normalisation over the trailing axes of the given shape (see

@@ -1,5 +1,5 @@
-// Convolutions and the other spatial ops (lib/ops/conv.cpp, lib/ops/pool.cpp):
-// NCHW tensors, float32. Sizes of two (height, width) are a Size2: one
+// Convolutions (lib/ops/conv.cpp): NCHW tensors, float32; pooling and
+// upsampling are in pool.hpp. Sizes of two (height, width) are a Size2: one
 // number for both, or {h, w}.
 #pragma once
 
@@ -41,15 +41,5 @@ struct ConvTranspose2dOptions {
 // (C_out) or empty; y (N, C_out, H_out, W_out),
 // H_out = (H - 1) s - 2 pad + d (kH - 1) + output_padding + 1.
 Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const ConvTranspose2dOptions& options = {});
-
-// The largest element of each window (padding counts as -infinity); the
-// gradient goes to that element (the first of ties, in row-major order of
-// the window; a NaN wins). stride 0 means the kernel size.
-Var max_pool2d(const Var& x, Size2 kernel, Size2 stride = 0, Size2 padding = 0);
-// The mean of each window, padding counted as zeros in it (PyTorch's
-// default count_include_pad); the gradient is spread evenly over the window.
-Var avg_pool2d(const Var& x, Size2 kernel, Size2 stride = 0, Size2 padding = 0);
-// Each pixel repeated scale.h x scale.w times; dx sums each block of dy.
-Var upsample_nearest2d(const Var& x, Size2 scale);
 
 }  // namespace xgrad

@@ -21,7 +21,6 @@ using ShapeSpec = xt::svector<long, 4>;
 // The same elements in row-major order under another shape; throws
 // ShapeError when the element counts differ.
 Var reshape(const Var& x, const ShapeSpec& shape);
-inline Var view(const Var& x, const ShapeSpec& shape) { return reshape(x, shape); }
 // Axes start_axis..end_axis merged into one: (N, C, H, W) -> (N, C*H*W) by default.
 Var flatten(const Var& x, int start_axis = 1, int end_axis = -1);
 // A new axis of size 1 at `axis` (in [-rank-1, rank]).

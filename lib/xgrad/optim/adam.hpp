@@ -30,7 +30,7 @@ protected:
     float decoupled_weight_decay_ = 0.f;
 
 private:
-    AdamOptions options_;
+    float beta1_, beta2_, eps_;  // the learning rate is Optimizer's lr(), which set_lr changes
     long t_ = 0;
     std::vector<Tensor> m_, v_;
 };

@@ -1,0 +1,205 @@
+#include "outputs.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+#include <stdexcept>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <xgrad/io/idx.hpp>
+#include <xgrad/io/image.hpp>
+
+namespace gan {
+namespace {
+
+namespace fs = std::filesystem;
+using xgrad::Tensor;
+using xgrad::Var;
+
+constexpr const char* kIntervalName = "log_interval";
+
+// The files this program writes into --out (not what else may be there).
+bool is_output_name(const std::string& name) {
+    static const char* const kFixed[] = {"checkpoint.xgrad", "log.csv",           "eval.csv", "samples.idx", "grid_final.png",
+                                         "losses.png",       "discriminator.png", "eval.png", "eval_fid.png"};
+    for (const char* fixed : kFixed) {
+        if (name == fixed) return true;
+    }
+    return name.size() > 9 && name.compare(0, 5, "grid_") == 0 && name.compare(name.size() - 4, 4, ".png") == 0;
+}
+
+}  // namespace
+
+void Interval::save(xgrad::Archive& archive) const {
+    char text[160];
+    std::snprintf(text, sizeof text, "%ld %a %a %a %a", steps, d_loss, g_loss, d_real, d_fake);
+    archive.put_text(kIntervalName, text);
+}
+void Interval::load(const xgrad::Archive& archive) {
+    *this = Interval{};
+    if (!archive.texts().count(kIntervalName)) return;
+    const std::string& text = archive.text(kIntervalName);
+    std::istringstream in(text);
+    std::string sums[4];
+    in >> steps >> sums[0] >> sums[1] >> sums[2] >> sums[3];
+    double* into[4] = {&d_loss, &g_loss, &d_real, &d_fake};
+    bool ok = !in.fail() && steps >= 0 && (in >> std::ws).eof();
+    for (int i = 0; ok && i < 4; ++i) {
+        char* end = nullptr;
+        *into[i] = std::strtod(sums[i].c_str(), &end);
+        ok = *end == '\0' && std::isfinite(*into[i]);
+    }
+    if (!ok)
+        throw std::runtime_error("the text '" + std::string(kIntervalName) + "' is '" + text +
+                                 "', expected a step count and four sums");
+}
+
+void History::save(xgrad::Archive& archive) const {
+    Tensor t = Tensor::from_shape({rows_.size(), columns_});
+    for (std::size_t r = 0; r < rows_.size(); ++r) {
+        for (std::size_t c = 0; c < columns_; ++c) t(r, c) = rows_[r][c];
+    }
+    archive.put(name_, t);
+}
+void History::load(const xgrad::Archive& archive) {
+    const Tensor& t = archive.tensor(name_);
+    if (t.shape()[1] != columns_) {
+        throw std::runtime_error("the checkpoint's '" + name_ + "' has " + std::to_string(t.shape()[1]) + " columns, expected " +
+                                 std::to_string(columns_));
+    }
+    rows_.clear();
+    for (std::size_t r = 0; r < t.shape()[0]; ++r) rows_.emplace_back(&t(r, 0), &t(r, 0) + columns_);
+}
+std::vector<float> History::column(std::size_t c) const {
+    std::vector<float> out;
+    for (const auto& row : rows_) out.push_back(row[c]);
+    return out;
+}
+
+std::string status_text(const Interval& i) {
+    const double n = std::max<long>(i.steps, 1);
+    std::ostringstream s;
+    s << std::fixed << std::setprecision(3) << "D " << i.d_loss / n << "  G " << i.g_loss / n << "  D(x) " << i.d_real / n
+      << "  D(G(z)) " << i.d_fake / n;
+    return s.str();
+}
+
+void write_grid(Gan& gan, const Var& fixed_noise, bool averaged, const std::string& path) {
+    const Var images = gan.generate(fixed_noise, averaged);
+    xgrad::write_image_grid(path, images.value(), 28, 28, 8);
+}
+
+void write_plots(const History& history, const std::string& out) {
+    if (history.rows().empty()) return;
+    xgrad::PlotOptions losses;
+    losses.title = "GAN losses (dashed: log 4, D's loss at the optimum)";
+    losses.x_label = "step";
+    losses.x = history.column(0);
+    losses.horizontal_lines = {float(std::log(4.0))};
+    xgrad::write_line_plot(out + "/losses.png", {{"D loss", history.column(1)}, {"G loss", history.column(2)}}, losses);
+
+    xgrad::PlotOptions probabilities = losses;
+    probabilities.title = "Discriminator outputs (dashed: 1/2, the optimum)";
+    probabilities.horizontal_lines = {0.5f};
+    xgrad::write_line_plot(out + "/discriminator.png", {{"D(x)", history.column(3)}, {"D(G(z))", history.column(4)}},
+                           probabilities);
+}
+
+bool write_samples(Gan& gan, std::size_t n, std::uint64_t seed, bool averaged, const std::string& path,
+                   const std::atomic<bool>& interrupted) {
+    constexpr std::size_t kBatch = 256;
+    xgrad::Rng rng(seed);
+    xgrad::IdxImagesWriter out(path, n, 28, 28);
+    std::vector<std::uint8_t> pixels;
+    for (std::size_t done = 0; done < n;) {
+        if (interrupted) return false;
+        const std::size_t rows = std::min(kBatch, n - done);
+        Var noise(Tensor::from_shape({rows, gan.config().z_dim}));
+        rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
+        const Var images = gan.generate(noise, averaged);
+        pixels.clear();
+        for (float x : images.value()) pixels.push_back(xgrad::pixel_byte(x));
+        out.append(pixels.data(), rows);
+        done += rows;
+    }
+    out.commit();
+    return true;
+}
+
+void write_quality_plots(const History& quality, const std::string& out) {
+    if (quality.rows().empty()) return;
+    xgrad::PlotOptions scores;
+    scores.title = "Sample quality (dashed: the maxima 10 and log2 10)";
+    scores.x_label = "step";
+    scores.x = quality.column(0);
+    scores.horizontal_lines = {10.f, float(std::log2(10.0))};
+    xgrad::write_line_plot(out + "/eval.png",
+                           {{"classifier score", quality.column(1)}, {"class coverage (bits)", quality.column(2)}}, scores);
+    xgrad::PlotOptions fid = scores;
+    fid.title = "FID against held-out images (classifier features; lower is better)";
+    fid.horizontal_lines = {};
+    xgrad::write_line_plot(out + "/eval_fid.png", {{"FID", quality.column(5)}}, fid);
+}
+
+std::string csv_row(long step, const std::vector<float>& row) {
+    std::ostringstream s;
+    s << step;
+    for (std::size_t c = 1; c < row.size(); ++c) s << "," << row[c];
+    s << "\n";
+    return s.str();
+}
+
+std::unique_ptr<common::TextFile> open_csv(const std::string& path, const std::string& header, const History& rows) {
+    auto file = std::make_unique<common::TextFile>(path, common::TextFile::Mode::truncate);
+    std::string text = header + "\n";
+    for (const auto& row : rows.rows()) text += csv_row(long(row[0]), row);
+    file->write(text);
+    return file;
+}
+
+OutputDirectory::OutputDirectory(const std::string& dir) {
+    common::check_writable_directory(dir, "--out");
+    const std::string lock = dir + "/.mnist_gan.lock";
+    fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw std::runtime_error("--out '" + dir + "': cannot create '" + lock + "': " + std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+        const int error = errno;
+        ::close(fd_);
+        throw std::runtime_error("--out '" + dir + "': " +
+                                 (error == EWOULDBLOCK ? "another mnist_gan is using it (it holds '" + lock + "')"
+                                                       : "cannot lock '" + lock + "': " + std::strerror(error)));
+    }
+    for (const auto& entry : fs::directory_iterator(dir)) {
+        const std::string name = entry.path().filename().string();
+        const std::string suffix = ".tmp";
+        if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+        if (!is_output_name(name.substr(0, name.size() - suffix.size()))) continue;
+        std::error_code error;
+        fs::remove(entry.path(), error);
+        if (error)
+            throw std::runtime_error("cannot remove the stale temporary file '" + entry.path().string() +
+                                     "': " + error.message());
+        std::cerr << "removed " << entry.path().string() << ", left by an interrupted run\n";
+    }
+}
+
+OutputDirectory::~OutputDirectory() { ::close(fd_); }
+
+QuietUnlessRoot::QuietUnlessRoot(bool root) : saved_(root ? nullptr : std::cerr.rdbuf(nullptr)) {}
+QuietUnlessRoot::~QuietUnlessRoot() {
+    if (!saved_) return;
+    std::cerr.rdbuf(saved_);
+    std::cerr.clear();
+}
+
+}  // namespace gan
