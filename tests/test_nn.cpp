@@ -255,13 +255,13 @@ TEST_CASE("spectral norm: sigma converges to the largest singular value; u and v
     CHECK(layer.parameters().size() == 2);  // u and v are not trained
     const Var x = Var(test::random_tensor({5, 6}, -1.f, 1.f, 14));
     for (int i = 0; i < 60; ++i) layer(x);
-    const double sigma = top_singular_value(layer.weight.value(), 6, 4);
+    const double sigma = top_singular_value(layer.weight.value(), 4, 6);
     CHECK(layer.spectral_norm()->sigma() == doctest::Approx(sigma).epsilon(1e-4));
     // The normalised weight has spectral norm 1: evaluation uses the stored u and v.
     layer.eval();
     const Tensor u_before = layer.spectral_norm()->u.value();
     const Var normalized = const_cast<SpectralNorm*>(layer.spectral_norm())->normalize(layer.weight, false);
-    CHECK(top_singular_value(normalized.value(), 6, 4) == doctest::Approx(1.0).epsilon(1e-4));
+    CHECK(top_singular_value(normalized.value(), 4, 6) == doctest::Approx(1.0).epsilon(1e-4));
     CHECK(layer.spectral_norm()->u.value() == u_before);
 }
 
@@ -287,9 +287,9 @@ TEST_CASE("spectral norm of a zero weight is zero with a finite gradient; u and 
     }
     CHECK(layer.spectral_norm()->sigma() == 0.f);
     // A weight that becomes nonzero is normalised again.
-    layer.weight.mutable_value() = test::random_tensor({6, 4}, -1.f, 1.f, 21);
+    layer.weight.mutable_value() = test::random_tensor({4, 6}, -1.f, 1.f, 21);
     for (int i = 0; i < 60; ++i) layer(x);
-    CHECK(layer.spectral_norm()->sigma() == doctest::Approx(top_singular_value(layer.weight.value(), 6, 4)).epsilon(1e-4));
+    CHECK(layer.spectral_norm()->sigma() == doctest::Approx(top_singular_value(layer.weight.value(), 4, 6)).epsilon(1e-4));
 }
 
 TEST_CASE("spectral norm's gradient flows through sigma, with u and v fixed") {

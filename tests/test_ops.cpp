@@ -701,7 +701,7 @@ TEST_CASE("linear on (..., in) inputs, with and without a bias: values and gradi
     for (const Shape& xs : {Shape{5, 7}, Shape{1, 7}, Shape{2, 3, 7}, Shape{7}}) {
         for (const bool bias : {true, false}) {
             INFO("x " << xgrad::shape_string(xs) << (bias ? " with" : " without") << " bias");
-            const Var x = random_var(xs, -1.f, 1.f, ++seed), w = random_var({7, 3}, -1.f, 1.f, ++seed);
+            const Var x = random_var(xs, -1.f, 1.f, ++seed), w = random_var({3, 7}, -1.f, 1.f, ++seed);
             const Var b = bias ? random_var({3}, -1.f, 1.f, ++seed) : Var();
             const Var y = xgrad::linear(x, w, b);
             Shape out(xs.begin(), xs.end() - 1);
@@ -710,16 +710,16 @@ TEST_CASE("linear on (..., in) inputs, with and without a bias: values and gradi
             const Tensor dy = random_tensor(out, -1.f, 1.f, ++seed);
             backward_with(y, dy);
             const std::size_t rows = x.numel() / 7;
-            Reference value = zeros({rows, 3}), dx = zeros({rows, 7}), dw = zeros({7, 3}), db = zeros({3});
+            Reference value = zeros({rows, 3}), dx = zeros({rows, 7}), dw = zeros({3, 7}), db = zeros({3});
             for (std::size_t r = 0; r < rows; ++r)
                 for (std::size_t c = 0; c < 3; ++c) {
                     const double d = dy.data()[r * 3 + c];
                     value(r, c) = bias ? b.value()(c) : 0.0;
                     db(c) += d;
                     for (std::size_t k = 0; k < 7; ++k) {
-                        value(r, c) += double(x.value().data()[r * 7 + k]) * w.value()(k, c);
-                        dx(r, k) += d * w.value()(k, c);
-                        dw(k, c) += d * x.value().data()[r * 7 + k];
+                        value(r, c) += double(x.value().data()[r * 7 + k]) * w.value()(c, k);
+                        dx(r, k) += d * w.value()(c, k);
+                        dw(c, k) += d * x.value().data()[r * 7 + k];
                     }
                 }
             value.reshape(out);
@@ -739,10 +739,10 @@ TEST_CASE("matmul and linear pass gradcheck") {
                         [](const Inputs& in) { return xgrad::matmul(in[0], in[1]); },
                         {random_var(p.a, -1.f, 1.f, ++seed), random_var(p.b, -1.f, 1.f, ++seed)});
     }
-    check_gradients("linear (2, 3, 4) . (4, 5) + (5)", [](const Inputs& in) { return xgrad::linear(in[0], in[1], in[2]); },
-                    {random_var({2, 3, 4}, -1.f, 1.f, 1), random_var({4, 5}, -1.f, 1.f, 2), random_var({5}, -1.f, 1.f, 3)});
+    check_gradients("linear (2, 3, 4) . (5, 4)^T + (5)", [](const Inputs& in) { return xgrad::linear(in[0], in[1], in[2]); },
+                    {random_var({2, 3, 4}, -1.f, 1.f, 1), random_var({5, 4}, -1.f, 1.f, 2), random_var({5}, -1.f, 1.f, 3)});
     check_gradients("linear without bias", [](const Inputs& in) { return xgrad::linear(in[0], in[1], Var()); },
-                    {random_var({3, 4}, -1.f, 1.f, 4), random_var({4, 2}, -1.f, 1.f, 5)});
+                    {random_var({3, 4}, -1.f, 1.f, 4), random_var({2, 4}, -1.f, 1.f, 5)});
 }
 
 // ---- losses ------------------------------------------------------------------------------
@@ -906,7 +906,7 @@ TEST_CASE("gradients add up through shared and intermediate operands") {
              return centred / xgrad::sqrt(xgrad::mean(centred * centred, {1}, true) + 1e-3f);
          }},
         {"a two-layer network's loss",
-         {{6, 4}, {4, 5}, {5}, {5, 1}, {1}, {6, 1}},
+         {{6, 4}, {5, 4}, {5}, {1, 5}, {1}, {6, 1}},
          [](const Inputs& in) {
              const Var h = xgrad::leaky_relu(xgrad::linear(in[0], in[1], in[2]), 0.2f);
              return xgrad::bce_with_logits(xgrad::linear(h, in[3], in[4]), xgrad::sigmoid(in[5]));
@@ -947,19 +947,19 @@ TEST_CASE("shape errors name the op and both shapes") {
          "(2, 3, 4)", "(3, 4, 5)"},
         {"xgrad::linear",
          [] {
-             xgrad::linear(Var::full({2, 3}, 1.f), Var::full({4, 5}, 1.f, true), Var::full({5}, 1.f));
+             xgrad::linear(Var::full({2, 3}, 1.f), Var::full({5, 4}, 1.f, true), Var::full({5}, 1.f));
          },
-         "(2, 3)", "(4, 5)"},
+         "(2, 3)", "(5, 4)"},
         {"xgrad::linear",
          [] {
-             xgrad::linear(Var::full({2, 3}, 1.f), Var::full({3, 5}, 1.f, true), Var::full({4}, 1.f));
+             xgrad::linear(Var::full({2, 3}, 1.f), Var::full({5, 3}, 1.f, true), Var::full({4}, 1.f));
          },
-         "(3, 5)", "(4)"},
+         "(5, 3)", "(4)"},
         {"xgrad::linear",
          [] {
-             xgrad::linear(Var::full({2, 3}, 1.f), Var::full({3, 5}, 1.f, true), Var::full({1, 5}, 1.f));
+             xgrad::linear(Var::full({2, 3}, 1.f), Var::full({5, 3}, 1.f, true), Var::full({1, 5}, 1.f));
          },
-         "(3, 5)", "(1, 5)"},
+         "(5, 3)", "(1, 5)"},
         {"xgrad::add",
          [] {
              xgrad::add(Var::full({2, 3}, 1.f, true), Var::full({3, 2}, 1.f));
@@ -1059,7 +1059,7 @@ TEST_CASE("a frozen input gets no gradient and the others get the same as unfroz
     const Case cases[] = {
         {"matmul", {{5, 7}, {7, 3}}, [](const Inputs& in) { return xgrad::matmul(in[0], in[1]); }},
         {"batched matmul", {{2, 5, 7}, {2, 7, 3}}, [](const Inputs& in) { return xgrad::matmul(in[0], in[1]); }},
-        {"linear", {{5, 7}, {7, 3}, {3}}, [](const Inputs& in) { return xgrad::linear(in[0], in[1], in[2]); }},
+        {"linear", {{5, 7}, {3, 7}, {3}}, [](const Inputs& in) { return xgrad::linear(in[0], in[1], in[2]); }},
         {"add", {{5, 7}, {7}}, [](const Inputs& in) { return xgrad::add(in[0], in[1]); }},
         {"sub", {{5, 1}, {5, 7}}, [](const Inputs& in) { return xgrad::sub(in[0], in[1]); }},
         {"mul", {{1, 7}, {5, 1}}, [](const Inputs& in) { return xgrad::mul(in[0], in[1]); }},

@@ -625,9 +625,9 @@ TEST_CASE("named_parameters names each parameter by its path") {
     inner.add<Linear>(2, 1, rng);
 
     const NamedVars named = net.named_parameters();
-    // Weights (in, out), biases rank 1 (out).
+    // Weights (out, in) as in PyTorch, biases rank 1 (out).
     const std::vector<std::pair<std::string, Shape>> expected = {
-        {"0.weight", {3, 4}}, {"0.bias", {4}}, {"2.weight", {4, 2}}, {"2.bias", {2}}, {"3.0.weight", {2, 1}}, {"3.0.bias", {1}},
+        {"0.weight", {4, 3}}, {"0.bias", {4}}, {"2.weight", {2, 4}}, {"2.bias", {2}}, {"3.0.weight", {1, 2}}, {"3.0.bias", {1}},
     };
     REQUIRE(named.size() == expected.size());
     const std::vector<Var> plain = net.parameters();
