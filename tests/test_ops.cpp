@@ -513,11 +513,41 @@ TEST_CASE("max and min along an axis: values, the arg-max gets the gradient, tie
     CHECK(std::isnan(xgrad::max(x).item()));
     const Var finite(Tensor{{1.f, 8.f}, {8.f, -3.f}}, true);
     xgrad::backward(xgrad::max(finite) + xgrad::min(finite));
-    CHECK(finite.grad()(0, 1) == 1.f);  // the first 8
-    CHECK(finite.grad()(1, 0) == 0.f);
-    CHECK(finite.grad()(1, 1) == 1.f);
+    CHECK(finite.grad() == Tensor{{0.f, 0.5f}, {0.5f, 1.f}});  // over all elements ties share, as in PyTorch
     CHECK_THROWS_AS(xgrad::max(Var::zeros({2, 0}), 1), xgrad::ShapeError);
     CHECK_THROWS_AS(xgrad::max(Var::zeros({2, 3}), 2), xgrad::ShapeError);
+}
+
+TEST_CASE("max and min of all elements split the gradient evenly over ties, in both rules, as PyTorch") {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    struct Case {
+        const char* what;
+        Tensor x;
+        bool largest;
+        Tensor grad;  // for dy = 3
+    };
+    const Case cases[] = {
+        {"max, three ties", Tensor{{2.f, 5.f, 5.f}, {-1.f, 5.f, 0.f}}, true, Tensor{{0.f, 1.f, 1.f}, {0.f, 1.f, 0.f}}},
+        {"min, two ties", Tensor{{2.f, -5.f, 5.f}, {-5.f, 5.f, 0.f}}, false, Tensor{{0.f, 1.5f, 0.f}, {1.5f, 0.f, 0.f}}},
+        {"max, no tie", Tensor{{2.f, 6.f, 5.f}, {-1.f, 5.f, 0.f}}, true, Tensor{{0.f, 3.f, 0.f}, {0.f, 0.f, 0.f}}},
+        {"max, two NaNs: over the NaNs", Tensor{{nan, 6.f, 5.f}, {-1.f, nan, 0.f}}, true,
+         Tensor{{1.5f, 0.f, 0.f}, {0.f, 1.5f, 0.f}}},
+    };
+    for (const Case& c : cases) {
+        INFO(c.what);
+        const Var x(c.x, true);
+        const auto reduce = [&c](const Var& v) { return c.largest ? xgrad::max(v) : xgrad::min(v); };
+        xgrad::backward(reduce(x), Tensor(Shape{}, 3.f));  // the kernel rule
+        CHECK(x.grad() == c.grad);
+        xgrad::GradOptions recorded;
+        recorded.create_graph = true;
+        recorded.grad_outputs = {Var(Tensor(Shape{}, 3.f), true)};
+        const Var g = xgrad::grad(reduce(x), x, recorded);  // the differentiable rule
+        CHECK(g.value() == c.grad);
+        // It is linear in dy: d sum(g) / d dy = the shares, which add up to 1.
+        const Var ddy = xgrad::grad(xgrad::sum(g), recorded.grad_outputs[0]);
+        CHECK(ddy.item() == doctest::Approx(1.0));
+    }
 }
 
 TEST_CASE("max and min pass gradcheck") {
