@@ -26,6 +26,13 @@ say "  pkg-config --cflags --libs xgrad_io: $flags"
 # shellcheck disable=SC2086  # the flags are words
 g++ -std=c++17 -O1 "$repo/tests/consumer/main.cpp" -o "$work/consumer_pkgconfig" $flags
 LD_LIBRARY_PATH="$work/stage$libdir" "$work/consumer_pkgconfig" "$work/pkgconfig.xgrad"
+# Without -DXTENSOR_USE_XSIMD (another Tensor type) the headers refuse to compile.
+# shellcheck disable=SC2086
+if g++ -std=c++17 -fsyntax-only "$repo/tests/consumer/main.cpp" ${flags//-DXTENSOR_USE_XSIMD/} 2>"$work/no_xsimd.log"; then
+  say "  compiled without -DXTENSOR_USE_XSIMD: the #error is missing"; exit 1
+fi
+grep -q 'compile with -DXTENSOR_USE_XSIMD' "$work/no_xsimd.log" || { cat "$work/no_xsimd.log"; exit 1; }
+say "  without -DXTENSOR_USE_XSIMD: refused by the #error, as it should be"
 # The staging directory's pkg-config settings are for step 1 only: with the
 # sysroot set, the subproject would find MPI's headers under $work/stage.
 unset PKG_CONFIG_SYSROOT_DIR PKG_CONFIG_PATH
