@@ -70,7 +70,8 @@ struct Product {
     float beta;
 };
 
-// Weights, bias, their gradients and Adam moments of one dense layer.
+// Weights (out, in), as xgrad::Linear keeps them, bias, their gradients and
+// Adam moments of one dense layer. The products read w transposed in place.
 struct Layer {
     Tensor w, b, dw, db, mw, vw, mb, vb;
     explicit Layer(const xgrad::Linear& l)
@@ -209,23 +210,23 @@ private:
     }
 
     void generator_forward() {
-        product(noise_, false, g1_.w, false, g_hidden_);
+        product(noise_, false, g1_.w, true, g_hidden_);
         add_bias_relu(g_hidden_, g1_.b);
-        product(g_hidden_, false, g2_.w, false, fake_);
+        product(g_hidden_, false, g2_.w, true, fake_);
         add_bias_sigmoid(fake_, g2_.b);
     }
 
     void discriminator_forward(const Tensor& x, Tensor& hidden, Tensor& logits) {
-        product(x, false, d1_.w, false, hidden);
+        product(x, false, d1_.w, true, hidden);
         add_bias_relu(hidden, d1_.b);
-        product(hidden, false, d2_.w, false, logits);
+        product(hidden, false, d2_.w, true, logits);
         logits += d2_.b(0);
     }
 
     // From d loss / d logits down to d loss / d hidden (pre-activation),
     // through the ReLU mask.
     void discriminator_hidden_grad(const Tensor& dlogits, const Tensor& hidden, Tensor& dhidden) {
-        product(dlogits, false, d2_.w, true, dhidden);
+        product(dlogits, false, d2_.w, false, dhidden);
         relu_mask(hidden, dhidden);
     }
 
@@ -237,13 +238,13 @@ private:
         discriminator_forward(fake_, d_hidden_fake_, logits_fake_);
         d_loss_ = bce(logits_real_, 1.f, dlogits_real_) + bce(logits_fake_, 0.f, dlogits_fake_);
 
-        product(d_hidden_real_, true, dlogits_real_, false, d2_.dw);
-        product(d_hidden_fake_, true, dlogits_fake_, false, d2_.dw, 1.f);
+        product(dlogits_real_, true, d_hidden_real_, false, d2_.dw);
+        product(dlogits_fake_, true, d_hidden_fake_, false, d2_.dw, 1.f);
         d2_.db(0) = total(dlogits_real_) + total(dlogits_fake_);
         discriminator_hidden_grad(dlogits_real_, d_hidden_real_, dd_hidden_real_);
         discriminator_hidden_grad(dlogits_fake_, d_hidden_fake_, dd_hidden_fake_);
-        product(real_, true, dd_hidden_real_, false, d1_.dw);
-        product(fake_, true, dd_hidden_fake_, false, d1_.dw, 1.f);
+        product(dd_hidden_real_, true, real_, false, d1_.dw);
+        product(dd_hidden_fake_, true, fake_, false, d1_.dw, 1.f);
         column_sums(dd_hidden_real_, d1_.db, 0.f);
         column_sums(dd_hidden_fake_, d1_.db, 1.f);
         adam({&d1_, &d2_});
@@ -256,13 +257,13 @@ private:
         g_loss_ = bce(logits_fake_, 1.f, dlogits_fake_);
 
         discriminator_hidden_grad(dlogits_fake_, d_hidden_fake_, dd_hidden_fake_);
-        product(dd_hidden_fake_, false, d1_.w, true, dfake_);
+        product(dd_hidden_fake_, false, d1_.w, false, dfake_);
         for (std::size_t i = 0; i < dfake_.size(); ++i) dfake_.data()[i] *= fake_.data()[i] * (1.f - fake_.data()[i]);
-        product(g_hidden_, true, dfake_, false, g2_.dw);
+        product(dfake_, true, g_hidden_, false, g2_.dw);
         column_sums(dfake_, g2_.db, 0.f);
-        product(dfake_, false, g2_.w, true, dg_hidden_);
+        product(dfake_, false, g2_.w, false, dg_hidden_);
         relu_mask(g_hidden_, dg_hidden_);
-        product(noise_, true, dg_hidden_, false, g1_.dw);
+        product(dg_hidden_, true, noise_, false, g1_.dw);
         column_sums(dg_hidden_, g1_.db, 0.f);
         adam({&g1_, &g2_});
     }

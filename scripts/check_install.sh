@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Proves that xgrad can be used from outside its tree, the two ways a user
+# Proves that xgrad can be used from outside its tree, the three ways a user
 # would: (1) `meson install`, then a program compiled with
 # `pkg-config --cflags --libs xgrad_io`; (2) xgrad as a Meson subproject of
-# another project, found with dependency('xgrad_io'). Each program is run.
+# another project, found with dependency('xgrad_io'); (3) the installed CMake
+# package: find_package(xgrad 0.2) and the target xgrad::io
+# (tests/consumer/CMakeLists.txt). Each program is run.
 #
 # Usage: scripts/check_install.sh [BUILD_DIR]   (default: build, already built)
 set -euo pipefail
@@ -24,15 +26,27 @@ say "  pkg-config --cflags --libs xgrad_io: $flags"
 # shellcheck disable=SC2086  # the flags are words
 g++ -std=c++17 -O1 "$repo/tests/consumer/main.cpp" -o "$work/consumer_pkgconfig" $flags
 LD_LIBRARY_PATH="$work/stage$libdir" "$work/consumer_pkgconfig" "$work/pkgconfig.xgrad"
+# Without -DXTENSOR_USE_XSIMD (another Tensor type) the headers refuse to compile.
+# shellcheck disable=SC2086
+if g++ -std=c++17 -fsyntax-only "$repo/tests/consumer/main.cpp" ${flags//-DXTENSOR_USE_XSIMD/} 2>"$work/no_xsimd.log"; then
+  say "  compiled without -DXTENSOR_USE_XSIMD: the #error is missing"; exit 1
+fi
+grep -q 'compile with -DXTENSOR_USE_XSIMD' "$work/no_xsimd.log" || { cat "$work/no_xsimd.log"; exit 1; }
+say "  without -DXTENSOR_USE_XSIMD: refused by the #error, as it should be"
 # The staging directory's pkg-config settings are for step 1 only: with the
 # sysroot set, the subproject would find MPI's headers under $work/stage.
 unset PKG_CONFIG_SYSROOT_DIR PKG_CONFIG_PATH
 
-say "2. xgrad as a Meson subproject"
+say "2. the installed CMake package: find_package(xgrad 0.2), xgrad::io"
+cmake -S "$repo/tests/consumer" -B "$work/cmake" -DCMAKE_PREFIX_PATH="$work/stage$prefix" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$work/cmake" >/dev/null
+LD_LIBRARY_PATH="$work/stage$libdir" "$work/cmake/consumer" "$work/cmake.xgrad"
+
+say "3. xgrad as a Meson subproject"
 mkdir -p "$work/project/subprojects"
 cp "$repo/tests/consumer/meson.build" "$repo/tests/consumer/main.cpp" "$work/project/"
 ln -s "$repo" "$work/project/subprojects/xgrad"
 meson setup "$work/project/build" "$work/project" --force-fallback-for=xgrad,xgrad_io >/dev/null
 ninja -C "$work/project/build" >/dev/null
 "$work/project/build/consumer" "$work/subproject.xgrad"
-say "both ways work"
+say "all three ways work"

@@ -9,7 +9,7 @@
 # build-fuzz/artifacts/NAME-crash-... and replays with
 #   build-fuzz/tests/fuzz/fuzz_NAME build-fuzz/artifacts/NAME-crash-...
 #
-# Usage: scripts/fuzz.sh [SECONDS] [NAME...]   NAME: idx idx_gzip archive checkpoint
+# Usage: scripts/fuzz.sh [SECONDS] [NAME...]   NAME: idx idx_gzip archive checkpoint safetensors
 # Longer runs: scripts/fuzz.sh 3600 archive, or by hand with more workers:
 #   build-fuzz/tests/fuzz/fuzz_archive -jobs=8 -workers=2 build-fuzz/corpus/archive
 set -euo pipefail
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(idx idx_gzip archive checkpoint)
+[ ${#names[@]} -gt 0 ] || names=(idx idx_gzip archive checkpoint safetensors)
 
 if [ ! -d build-fuzz ]; then
   CXX=clang++ meson setup build-fuzz -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \

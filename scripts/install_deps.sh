@@ -11,7 +11,7 @@ set -euo pipefail
 
 packages=(g++ meson ninja-build pkg-config cmake
           libxtensor-dev xtl-dev libxsimd-dev libxtensor-blas-dev libopenblas-dev
-          doctest-dev zlib1g-dev libstb-dev libcli11-dev libbenchmark-dev
+          doctest-dev zlib1g-dev libstb-dev libcli11-dev libbenchmark-dev nlohmann-json3-dev
           libopenmpi-dev openmpi-bin)
 case ${1:-} in
   --ci) packages+=(clang libclang-rt-14-dev clang-format clang-tidy) ;;

@@ -176,7 +176,7 @@ TEST_CASE("NoGrad around a recorded pass gives gradients without history") {
 TEST_CASE("frozen parameters get no gradient work in either order") {
     // An R1-style penalty: d D(x) / d x with D's weight frozen, then the
     // penalty's gradient, which must not reach the frozen weight either.
-    Var x = random_var({4, 3}, -1.f, 1.f, 11), w = random_var({3, 2}, -1.f, 1.f, 12);
+    Var x = random_var({4, 3}, -1.f, 1.f, 11), w = random_var({2, 3}, -1.f, 1.f, 12);
     const std::vector<Var> frozen = {w};
     xgrad::FreezeGuard guard(frozen);
     const Var gx = xgrad::grad(xgrad::sum(xgrad::tanh(xgrad::linear(x, w, Var()))), x, recorded());

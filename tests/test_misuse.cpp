@@ -184,6 +184,20 @@ std::vector<Misuse> misuses() {
          "xgrad::Adam: eps -1e-08 (expected a finite number >= 0)"},
         {"SGD(parameters, 0.1, momentum -0.5)", [] { xgrad::SGD({parameter()}, 0.1f, -0.5f); },
          "xgrad::SGD: momentum -0.5 (expected a finite number >= 0)"},
+        {"SGD(parameters, 0.1, nesterov without momentum)",
+         [] {
+             xgrad::SGDOptions o;
+             o.nesterov = true;
+             xgrad::SGD({parameter()}, 0.1f, o);
+         },
+         "xgrad::SGD: nesterov with momentum 0 and dampening 0 (expected momentum > 0 and dampening 0)"},
+        {"SGD(parameters, 0.1, weight_decay -1)",
+         [] {
+             xgrad::SGDOptions o;
+             o.weight_decay = -1.f;
+             xgrad::SGD({parameter()}, 0.1f, o);
+         },
+         "xgrad::SGD: weight_decay -1 (expected a finite number >= 0)"},
         {"SGD(parameters, 0.1, momentum NaN)", [] { xgrad::SGD({parameter()}, 0.1f, float(kNaN)); },
          "xgrad::SGD: momentum nan (expected a finite number >= 0)"},
         {"Adam with a parameter listed twice",
@@ -218,6 +232,13 @@ std::vector<Misuse> misuses() {
              xgrad::initialize(w, xgrad::Init::he_normal, 0, 2, rng);
          },
          "xgrad::initialize: he_normal with fan_in 0 (expected fan_in >= 1)"},
+        {"initialize(w, pytorch, fan_in 0)",
+         [] {
+             Tensor w = Tensor::from_shape({2, 2});
+             xgrad::Rng rng(1);
+             xgrad::initialize(w, xgrad::Init::pytorch, 0, 2, rng);
+         },
+         "xgrad::initialize: pytorch with fan_in 0 (expected fan_in >= 1)"},
         {"initialize(w, xavier_uniform, fan_in 0, fan_out 0)",
          [] {
              Tensor w = Tensor::from_shape({2, 2});

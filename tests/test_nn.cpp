@@ -234,6 +234,7 @@ TEST_CASE("initialisations have the stated scale") {
         double stddev;
     };
     const Case cases[] = {
+        {Init::pytorch, 1.0 / std::sqrt(400.0) / std::sqrt(3.0)},
         {Init::xavier_uniform, std::sqrt(6.0 / 500.0) / std::sqrt(3.0)},
         {Init::xavier_normal, std::sqrt(2.0 / 500.0)},
         {Init::he_uniform, std::sqrt(6.0 / 400.0) / std::sqrt(3.0)},
@@ -253,6 +254,48 @@ TEST_CASE("initialisations have the stated scale") {
         CHECK(std::abs(mean) < 0.05 * c.stddev + 1e-4);
         CHECK(std::sqrt(squares / n - mean * mean) == doctest::Approx(c.stddev).epsilon(0.02));
     }
+}
+
+// The largest |element|, for checking a uniform draw's bound.
+double largest_magnitude(const Tensor& t) {
+    double m = 0;
+    for (float v : t) m = std::max(m, double(std::abs(v)));
+    return m;
+}
+
+TEST_CASE("the layers' default initialisation is PyTorch's, weights and biases; a transposed conv's fan-in is out * k * k") {
+    Rng rng(11);
+    struct Case {
+        const char* layer;
+        WeightedLayer* module;
+        double bound;  // 1 / sqrt(fan_in)
+    };
+    Linear linear(50, 30, rng);
+    Conv2d conv(3, 40, 5, rng);
+    ConvTranspose2d transposed(40, 3, 4, rng);
+    const Case cases[] = {
+        {"Linear(50, 30)", &linear, 1.0 / std::sqrt(50.0)},
+        {"Conv2d(3, 40, 5)", &conv, 1.0 / std::sqrt(3.0 * 25.0)},
+        {"ConvTranspose2d(40, 3, 4)", &transposed, 1.0 / std::sqrt(3.0 * 16.0)},  // not 40 * 16
+    };
+    for (const Case& c : cases) {
+        INFO(c.layer);
+        for (const Var* v : {&c.module->weight, &c.module->bias}) {
+            const double largest = largest_magnitude(v->value());
+            CHECK(largest <= c.bound);
+            CHECK(largest > 0.8 * c.bound);  // 30+ draws of U(-a, a): the largest is near a
+        }
+    }
+}
+
+TEST_CASE("an explicit initialisation leaves the bias at 0 and draws nothing for it") {
+    Rng with_layer(3), weights_only(3);
+    const Linear layer(4, 3, with_layer, Init::he_normal);
+    Tensor w = Tensor::from_shape({3, 4});
+    initialize(w, Init::he_normal, 4, 3, weights_only);
+    CHECK(layer.weight.value() == w);
+    CHECK(layer.bias.value() == Tensor(Shape{3}, 0.f));
+    CHECK(with_layer.uniform(0.f, 1.f) == weights_only.uniform(0.f, 1.f));  // the same place in the stream
 }
 
 }  // namespace
@@ -333,13 +376,13 @@ TEST_CASE("spectral norm: sigma converges to the largest singular value; u and v
     CHECK(layer.parameters().size() == 2);  // u and v are not trained
     const Var x = Var(test::random_tensor({5, 6}, -1.f, 1.f, 14));
     for (int i = 0; i < 60; ++i) layer(x);
-    const double sigma = top_singular_value(layer.weight.value(), 6, 4);
+    const double sigma = top_singular_value(layer.weight.value(), 4, 6);
     CHECK(layer.spectral_norm()->sigma() == doctest::Approx(sigma).epsilon(1e-4));
     // The normalised weight has spectral norm 1: evaluation uses the stored u and v.
     layer.eval();
     const Tensor u_before = layer.spectral_norm()->u.value();
     const Var normalized = const_cast<SpectralNorm*>(layer.spectral_norm())->normalize(layer.weight, false);
-    CHECK(top_singular_value(normalized.value(), 6, 4) == doctest::Approx(1.0).epsilon(1e-4));
+    CHECK(top_singular_value(normalized.value(), 4, 6) == doctest::Approx(1.0).epsilon(1e-4));
     CHECK(layer.spectral_norm()->u.value() == u_before);
 }
 
@@ -365,9 +408,32 @@ TEST_CASE("spectral norm of a zero weight is zero with a finite gradient; u and 
     }
     CHECK(layer.spectral_norm()->sigma() == 0.f);
     // A weight that becomes nonzero is normalised again.
-    layer.weight.mutable_value() = test::random_tensor({6, 4}, -1.f, 1.f, 21);
+    layer.weight.mutable_value() = test::random_tensor({4, 6}, -1.f, 1.f, 21);
     for (int i = 0; i < 60; ++i) layer(x);
-    CHECK(layer.spectral_norm()->sigma() == doctest::Approx(top_singular_value(layer.weight.value(), 6, 4)).epsilon(1e-4));
+    CHECK(layer.spectral_norm()->sigma() == doctest::Approx(top_singular_value(layer.weight.value(), 4, 6)).epsilon(1e-4));
+}
+
+TEST_CASE("spectral norm of a ConvTranspose2d is over its output channels, the weight's dim 1, as in PyTorch") {
+    Rng rng(23);
+    ConvTranspose2d layer(3, 5, 2, rng);
+    layer.apply_spectral_norm(rng);
+    CHECK(layer.spectral_norm()->u.shape() == Shape{5});
+    CHECK(layer.spectral_norm()->v.shape() == Shape{12});
+    const Var x = Var(test::random_tensor({2, 3, 4, 4}, -1.f, 1.f, 24));
+    for (int i = 0; i < 60; ++i) layer(x);
+    // The weight (3, 5, 2, 2) as the (5, 12) matrix weight.permute(1, 0, 2, 3).reshape(5, -1).
+    const Tensor& w = layer.weight.value();
+    Tensor matrix = Tensor::from_shape({5, 12});
+    for (std::size_t i = 0; i < 3; ++i)
+        for (std::size_t o = 0; o < 5; ++o)
+            for (std::size_t s = 0; s < 4; ++s) matrix(o, i * 4 + s) = w.data()[(i * 5 + o) * 4 + s];
+    CHECK(layer.spectral_norm()->sigma() == doctest::Approx(top_singular_value(matrix, 5, 12)).epsilon(1e-4));
+    CHECK(layer.spectral_norm()->sigma() != doctest::Approx(top_singular_value(w, 3, 20)).epsilon(1e-2));
+    test::check_gradients("spectral norm over dim 1",
+                          [&layer](const std::vector<Var>& in) {
+                              return const_cast<SpectralNorm*>(layer.spectral_norm())->normalize(in[0], false);
+                          },
+                          {Var(w, true)});
 }
 
 TEST_CASE("spectral norm's gradient flows through sigma, with u and v fixed") {

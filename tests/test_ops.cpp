@@ -513,11 +513,41 @@ TEST_CASE("max and min along an axis: values, the arg-max gets the gradient, tie
     CHECK(std::isnan(xgrad::max(x).item()));
     const Var finite(Tensor{{1.f, 8.f}, {8.f, -3.f}}, true);
     xgrad::backward(xgrad::max(finite) + xgrad::min(finite));
-    CHECK(finite.grad()(0, 1) == 1.f);  // the first 8
-    CHECK(finite.grad()(1, 0) == 0.f);
-    CHECK(finite.grad()(1, 1) == 1.f);
+    CHECK(finite.grad() == Tensor{{0.f, 0.5f}, {0.5f, 1.f}});  // over all elements ties share, as in PyTorch
     CHECK_THROWS_AS(xgrad::max(Var::zeros({2, 0}), 1), xgrad::ShapeError);
     CHECK_THROWS_AS(xgrad::max(Var::zeros({2, 3}), 2), xgrad::ShapeError);
+}
+
+TEST_CASE("max and min of all elements split the gradient evenly over ties, in both rules, as PyTorch") {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    struct Case {
+        const char* what;
+        Tensor x;
+        bool largest;
+        Tensor grad;  // for dy = 3
+    };
+    const Case cases[] = {
+        {"max, three ties", Tensor{{2.f, 5.f, 5.f}, {-1.f, 5.f, 0.f}}, true, Tensor{{0.f, 1.f, 1.f}, {0.f, 1.f, 0.f}}},
+        {"min, two ties", Tensor{{2.f, -5.f, 5.f}, {-5.f, 5.f, 0.f}}, false, Tensor{{0.f, 1.5f, 0.f}, {1.5f, 0.f, 0.f}}},
+        {"max, no tie", Tensor{{2.f, 6.f, 5.f}, {-1.f, 5.f, 0.f}}, true, Tensor{{0.f, 3.f, 0.f}, {0.f, 0.f, 0.f}}},
+        {"max, two NaNs: over the NaNs", Tensor{{nan, 6.f, 5.f}, {-1.f, nan, 0.f}}, true,
+         Tensor{{1.5f, 0.f, 0.f}, {0.f, 1.5f, 0.f}}},
+    };
+    for (const Case& c : cases) {
+        INFO(c.what);
+        const Var x(c.x, true);
+        const auto reduce = [&c](const Var& v) { return c.largest ? xgrad::max(v) : xgrad::min(v); };
+        xgrad::backward(reduce(x), Tensor(Shape{}, 3.f));  // the kernel rule
+        CHECK(x.grad() == c.grad);
+        xgrad::GradOptions recorded;
+        recorded.create_graph = true;
+        recorded.grad_outputs = {Var(Tensor(Shape{}, 3.f), true)};
+        const Var g = xgrad::grad(reduce(x), x, recorded);  // the differentiable rule
+        CHECK(g.value() == c.grad);
+        // It is linear in dy: d sum(g) / d dy = the shares, which add up to 1.
+        const Var ddy = xgrad::grad(xgrad::sum(g), recorded.grad_outputs[0]);
+        CHECK(ddy.item() == doctest::Approx(1.0));
+    }
 }
 
 TEST_CASE("max and min pass gradcheck") {
@@ -701,7 +731,7 @@ TEST_CASE("linear on (..., in) inputs, with and without a bias: values and gradi
     for (const Shape& xs : {Shape{5, 7}, Shape{1, 7}, Shape{2, 3, 7}, Shape{7}}) {
         for (const bool bias : {true, false}) {
             INFO("x " << xgrad::shape_string(xs) << (bias ? " with" : " without") << " bias");
-            const Var x = random_var(xs, -1.f, 1.f, ++seed), w = random_var({7, 3}, -1.f, 1.f, ++seed);
+            const Var x = random_var(xs, -1.f, 1.f, ++seed), w = random_var({3, 7}, -1.f, 1.f, ++seed);
             const Var b = bias ? random_var({3}, -1.f, 1.f, ++seed) : Var();
             const Var y = xgrad::linear(x, w, b);
             Shape out(xs.begin(), xs.end() - 1);
@@ -710,16 +740,16 @@ TEST_CASE("linear on (..., in) inputs, with and without a bias: values and gradi
             const Tensor dy = random_tensor(out, -1.f, 1.f, ++seed);
             backward_with(y, dy);
             const std::size_t rows = x.numel() / 7;
-            Reference value = zeros({rows, 3}), dx = zeros({rows, 7}), dw = zeros({7, 3}), db = zeros({3});
+            Reference value = zeros({rows, 3}), dx = zeros({rows, 7}), dw = zeros({3, 7}), db = zeros({3});
             for (std::size_t r = 0; r < rows; ++r)
                 for (std::size_t c = 0; c < 3; ++c) {
                     const double d = dy.data()[r * 3 + c];
                     value(r, c) = bias ? b.value()(c) : 0.0;
                     db(c) += d;
                     for (std::size_t k = 0; k < 7; ++k) {
-                        value(r, c) += double(x.value().data()[r * 7 + k]) * w.value()(k, c);
-                        dx(r, k) += d * w.value()(k, c);
-                        dw(k, c) += d * x.value().data()[r * 7 + k];
+                        value(r, c) += double(x.value().data()[r * 7 + k]) * w.value()(c, k);
+                        dx(r, k) += d * w.value()(c, k);
+                        dw(c, k) += d * x.value().data()[r * 7 + k];
                     }
                 }
             value.reshape(out);
@@ -739,10 +769,10 @@ TEST_CASE("matmul and linear pass gradcheck") {
                         [](const Inputs& in) { return xgrad::matmul(in[0], in[1]); },
                         {random_var(p.a, -1.f, 1.f, ++seed), random_var(p.b, -1.f, 1.f, ++seed)});
     }
-    check_gradients("linear (2, 3, 4) . (4, 5) + (5)", [](const Inputs& in) { return xgrad::linear(in[0], in[1], in[2]); },
-                    {random_var({2, 3, 4}, -1.f, 1.f, 1), random_var({4, 5}, -1.f, 1.f, 2), random_var({5}, -1.f, 1.f, 3)});
+    check_gradients("linear (2, 3, 4) . (5, 4)^T + (5)", [](const Inputs& in) { return xgrad::linear(in[0], in[1], in[2]); },
+                    {random_var({2, 3, 4}, -1.f, 1.f, 1), random_var({5, 4}, -1.f, 1.f, 2), random_var({5}, -1.f, 1.f, 3)});
     check_gradients("linear without bias", [](const Inputs& in) { return xgrad::linear(in[0], in[1], Var()); },
-                    {random_var({3, 4}, -1.f, 1.f, 4), random_var({4, 2}, -1.f, 1.f, 5)});
+                    {random_var({3, 4}, -1.f, 1.f, 4), random_var({2, 4}, -1.f, 1.f, 5)});
 }
 
 // ---- losses ------------------------------------------------------------------------------
@@ -906,7 +936,7 @@ TEST_CASE("gradients add up through shared and intermediate operands") {
              return centred / xgrad::sqrt(xgrad::mean(centred * centred, {1}, true) + 1e-3f);
          }},
         {"a two-layer network's loss",
-         {{6, 4}, {4, 5}, {5}, {5, 1}, {1}, {6, 1}},
+         {{6, 4}, {5, 4}, {5}, {1, 5}, {1}, {6, 1}},
          [](const Inputs& in) {
              const Var h = xgrad::leaky_relu(xgrad::linear(in[0], in[1], in[2]), 0.2f);
              return xgrad::bce_with_logits(xgrad::linear(h, in[3], in[4]), xgrad::sigmoid(in[5]));
@@ -947,19 +977,19 @@ TEST_CASE("shape errors name the op and both shapes") {
          "(2, 3, 4)", "(3, 4, 5)"},
         {"xgrad::linear",
          [] {
-             xgrad::linear(Var::full({2, 3}, 1.f), Var::full({4, 5}, 1.f, true), Var::full({5}, 1.f));
+             xgrad::linear(Var::full({2, 3}, 1.f), Var::full({5, 4}, 1.f, true), Var::full({5}, 1.f));
          },
-         "(2, 3)", "(4, 5)"},
+         "(2, 3)", "(5, 4)"},
         {"xgrad::linear",
          [] {
-             xgrad::linear(Var::full({2, 3}, 1.f), Var::full({3, 5}, 1.f, true), Var::full({4}, 1.f));
+             xgrad::linear(Var::full({2, 3}, 1.f), Var::full({5, 3}, 1.f, true), Var::full({4}, 1.f));
          },
-         "(3, 5)", "(4)"},
+         "(5, 3)", "(4)"},
         {"xgrad::linear",
          [] {
-             xgrad::linear(Var::full({2, 3}, 1.f), Var::full({3, 5}, 1.f, true), Var::full({1, 5}, 1.f));
+             xgrad::linear(Var::full({2, 3}, 1.f), Var::full({5, 3}, 1.f, true), Var::full({1, 5}, 1.f));
          },
-         "(3, 5)", "(1, 5)"},
+         "(5, 3)", "(1, 5)"},
         {"xgrad::add",
          [] {
              xgrad::add(Var::full({2, 3}, 1.f, true), Var::full({3, 2}, 1.f));
@@ -1059,7 +1089,7 @@ TEST_CASE("a frozen input gets no gradient and the others get the same as unfroz
     const Case cases[] = {
         {"matmul", {{5, 7}, {7, 3}}, [](const Inputs& in) { return xgrad::matmul(in[0], in[1]); }},
         {"batched matmul", {{2, 5, 7}, {2, 7, 3}}, [](const Inputs& in) { return xgrad::matmul(in[0], in[1]); }},
-        {"linear", {{5, 7}, {7, 3}, {3}}, [](const Inputs& in) { return xgrad::linear(in[0], in[1], in[2]); }},
+        {"linear", {{5, 7}, {3, 7}, {3}}, [](const Inputs& in) { return xgrad::linear(in[0], in[1], in[2]); }},
         {"add", {{5, 7}, {7}}, [](const Inputs& in) { return xgrad::add(in[0], in[1]); }},
         {"sub", {{5, 1}, {5, 7}}, [](const Inputs& in) { return xgrad::sub(in[0], in[1]); }},
         {"mul", {{1, 7}, {5, 1}}, [](const Inputs& in) { return xgrad::mul(in[0], in[1]); }},

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <xtensor/xio.hpp>
+#include <xtensor/xmath.hpp>
 
 #include <xgrad/core/archive.hpp>
 #include <xgrad/nn.hpp>
@@ -106,6 +107,45 @@ TEST_CASE("SGD matches p -= lr * v, v = momentum * v + g") {
                         [&](Expected& e, double g, int) {
                             e.first = wide(momentum) * e.first + g;
                             e.value -= wide(lr) * e.first;
+                        },
+                        shape);
+        }
+    }
+}
+
+TEST_CASE("SGD with weight decay, dampening and nesterov matches torch.optim.SGD's rule") {
+    const float lr = 0.1f;
+    struct Case {
+        const char* what;
+        SGDOptions o;
+    };
+    SGDOptions decay, damped, nesterov, plain_decay;
+    decay.momentum = 0.9f;
+    decay.weight_decay = 0.05f;
+    damped.momentum = 0.8f;
+    damped.dampening = 0.3f;
+    nesterov.momentum = 0.9f;
+    nesterov.nesterov = true;
+    nesterov.weight_decay = 0.01f;
+    plain_decay.weight_decay = 0.2f;
+    const Case cases[] = {{"momentum + weight decay", decay},
+                          {"dampening: the first step takes all of d", damped},
+                          {"nesterov", nesterov},
+                          {"weight decay, no momentum", plain_decay}};
+    for (const Shape& shape : kShapes) {
+        for (const Case& c : cases) {
+            CAPTURE(shape_string(shape));
+            INFO(c.what);
+            const SGDOptions o = c.o;
+            check_steps([&](std::vector<Var> p) { return std::make_unique<SGD>(std::move(p), lr, o); },
+                        [&](Expected& e, double g, int t) {
+                            const double d = g + wide(o.weight_decay) * e.value;
+                            if (o.momentum == 0.f) {
+                                e.value -= wide(lr) * d;
+                                return;
+                            }
+                            e.first = t == 1 ? d : wide(o.momentum) * e.first + (1 - wide(o.dampening)) * d;
+                            e.value -= wide(lr) * (o.nesterov ? d + wide(o.momentum) * e.first : e.first);
                         },
                         shape);
         }
@@ -289,31 +329,50 @@ TEST_CASE("clip_grad_norm scales all gradients by one factor down to max_norm") 
     frozen.set_requires_grad(false);                   // neither counted nor scaled
     const std::vector<Var> all{a, b, frozen, scalar};  // scalar: a zero gradient of rank 0
     SUBCASE("a norm within the bound is left alone") {
-        CHECK(clip_grad_norm(all, 13.0) == doctest::Approx(13.0));  // sqrt(9 + 16 + 144)
+        CHECK(clip_grad_norm(all, 13.1) == doctest::Approx(13.0));  // sqrt(9 + 16 + 144)
         CHECK(clip_grad_norm(all, 100.0) == doctest::Approx(13.0));
         CHECK(a.grad() == Tensor{{3, 0}, {0, 4}});
         CHECK(b.grad() == Tensor{0, 12, 0});
     }
+    SUBCASE("PyTorch's factor max_norm / (norm + 1e-6): a norm equal to the bound is scaled by a hair") {
+        CHECK(clip_grad_norm(all, 13.0) == doctest::Approx(13.0));
+        CHECK(b.grad()(1) == static_cast<float>(12.0 * static_cast<float>(13.0 / (13.0 + 1e-6))));
+        CHECK(b.grad()(1) < 12.f);
+        Var zero(Tensor{0, 0}, true);
+        zero.mutable_grad() = Tensor{0, 0};
+        CHECK(clip_grad_norm({zero}, 0.0) == 0.0);  // 0 / (0 + 1e-6): no NaN
+        CHECK(zero.grad() == Tensor{0, 0});
+    }
     SUBCASE("a larger norm is scaled down, keeping the direction") {
-        CHECK(clip_grad_norm(all, 6.5) == doctest::Approx(13.0));  // the norm before clipping
-        CHECK(a.grad() == Tensor{{1.5, 0}, {0, 2}});
-        CHECK(b.grad() == Tensor{0, 6, 0});
+        CHECK(clip_grad_norm(all, 6.5) == doctest::Approx(13.0));            // the norm before clipping
+        CHECK(xt::allclose(a.grad(), Tensor{{1.5, 0}, {0, 2}}, 1e-6, 0.0));  // factor 6.5 / (13 + 1e-6)
+        CHECK(xt::allclose(b.grad(), Tensor{0, 6, 0}, 1e-6, 0.0));
+        CHECK(b.grad()(1) < 6.f);
         CHECK(frozen.grad() == Tensor{100});
         CHECK(scalar.grad()() == 0.f);
         CHECK(clip_grad_norm(all, 100.0) == doctest::Approx(6.5));
     }
-    SUBCASE("a non-finite norm leaves the gradients as they are") {
-        for (const float bad : {std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()}) {
-            CAPTURE(bad);
-            b.mutable_grad()(0) = bad;
-            CHECK_FALSE(std::isfinite(clip_grad_norm(all, 1.0)));
-            CHECK(a.grad() == Tensor{{3, 0}, {0, 4}});
-            CHECK(b.grad()(1) == 12.f);
-        }
+    SUBCASE("a non-finite norm: PyTorch's zeros and NaNs, or an error that changes nothing") {
+        const float inf = std::numeric_limits<float>::infinity();
+        b.mutable_grad()(0) = inf;
+        CHECK_THROWS_WITH_AS(clip_grad_norm(all, 1.0, true),
+                             "xgrad::clip_grad_norm: the gradients' total norm is inf (expected a finite number, as "
+                             "error_if_nonfinite asks)",
+                             std::runtime_error);
+        CHECK(a.grad() == Tensor{{3, 0}, {0, 4}});
+        CHECK(clip_grad_norm(all, 1.0) == inf);  // factor 1 / inf = 0
+        CHECK(a.grad() == Tensor{{0, 0}, {0, 0}});
+        CHECK(std::isnan(b.grad()(0)));  // inf * 0
+        CHECK(b.grad()(1) == 0.f);
+        b.mutable_grad() = Tensor{std::numeric_limits<float>::quiet_NaN(), 12, 0};
+        a.mutable_grad() = Tensor{{3, 0}, {0, 4}};
+        CHECK(std::isnan(clip_grad_norm(all, 1.0)));
+        CHECK(xt::all(xt::isnan(a.grad())));
+        CHECK(frozen.grad() == Tensor{100});  // not in the norm, not scaled
     }
     SUBCASE("only the parameters in the list") {
         CHECK(clip_grad_norm({b}, 6.0) == doctest::Approx(12.0));
-        CHECK(b.grad() == Tensor{0, 6, 0});
+        CHECK(xt::allclose(b.grad(), Tensor{0, 6, 0}, 1e-6, 0.0));
         CHECK(a.grad() == Tensor{{3, 0}, {0, 4}});
     }
 }
@@ -625,9 +684,9 @@ TEST_CASE("named_parameters names each parameter by its path") {
     inner.add<Linear>(2, 1, rng);
 
     const NamedVars named = net.named_parameters();
-    // Weights (in, out), biases rank 1 (out).
+    // Weights (out, in) as in PyTorch, biases rank 1 (out).
     const std::vector<std::pair<std::string, Shape>> expected = {
-        {"0.weight", {3, 4}}, {"0.bias", {4}}, {"2.weight", {4, 2}}, {"2.bias", {2}}, {"3.0.weight", {2, 1}}, {"3.0.bias", {1}},
+        {"0.weight", {4, 3}}, {"0.bias", {4}}, {"2.weight", {2, 4}}, {"2.bias", {2}}, {"3.0.weight", {1, 2}}, {"3.0.bias", {1}},
     };
     REQUIRE(named.size() == expected.size());
     const std::vector<Var> plain = net.parameters();

@@ -138,7 +138,7 @@ TEST_CASE("rank-3 and batched products, forward and backward, equal the one-thre
     const auto run = [](int threads, int which) {
         Threads use(threads);
         Var x(random_tensor(which == 2 ? Shape{4, 96, 128} : Shape{8, 32, 100}, 21), true);
-        Var w(random_tensor(which == 2 ? Shape{4, 128, 80} : Shape{100, 128}, 22), true);
+        Var w(random_tensor(which == 2 ? Shape{4, 128, 80} : which == 0 ? Shape{128, 100} : Shape{100, 128}, 22), true);
         Var b(random_tensor({128}, 23), true);
         const Var y = which == 0 ? linear(x, w, b) : matmul(x, w);
         const Var dy(random_tensor(y.shape(), 24));

@@ -259,7 +259,7 @@ Archive reference_archive() {
     return a;
 }
 std::string reference_body() {
-    return Bytes().raw("XGRADARC").u32(2).u32(2).tensor("weights", Tensor{{1, 2, 3}, {4, 5, 6}}).text("note", "abcd").str();
+    return Bytes().raw("XGRADARC").u32(3).u32(2).tensor("weights", Tensor{{1, 2, 3}, {4, 5, 6}}).text("note", "abcd").str();
 }
 // Its layout, offset by offset.
 constexpr std::size_t kEntryStart = 8 + 4 + 4;                 // magic, version, count
@@ -285,7 +285,7 @@ std::string reference_v1_file() {
 
 }  // namespace
 
-TEST_CASE("an archive file is the documented version 2 layout") {
+TEST_CASE("an archive file is the documented version 3 layout") {
     test::TempDir dir;
     const std::string path = dir.file("layout.xga");
     write_archive(path, reference_archive());
@@ -304,7 +304,7 @@ TEST_CASE("an archive file is the documented version 2 layout") {
     write_archive(path, ranks);
     const std::string expected = Bytes()
                                      .raw("XGRADARC")
-                                     .u32(2)
+                                     .u32(3)
                                      .u32(4)
                                      .tensor("a scalar", Tensor(Shape{}, 7.f))
                                      .tensor("b vector", Tensor{1.f, -1.f})
@@ -344,11 +344,11 @@ TEST_CASE("a damaged archive is rejected with a message naming the file and the 
         check_rejected(bytes, "wrong magic number");
     }
     SUBCASE("another version") {
-        for (const std::uint32_t version : {0u, 3u, 0x01000002u}) {
+        for (const std::uint32_t version : {0u, 4u, 0x01000003u}) {
             CAPTURE(version);
             std::string other = good;
             other.replace(8, 4, Bytes().u32(version).str());
-            const std::string message = "format version " + std::to_string(version) + "; this build reads version 2";
+            const std::string message = "format version " + std::to_string(version) + "; this build reads version 3";
             check_rejected(other, message.c_str());
             // Refused by its version, before the CRC: the same with a valid CRC.
             check_rejected(with_crc(other.substr(0, kBodyEnd)), message.c_str());
@@ -356,7 +356,12 @@ TEST_CASE("a damaged archive is rejected with a message naming the file and the 
     }
     SUBCASE("a version 1 file of xgrad 0.1") {
         const std::string v1 = reference_v1_file();
-        check_rejected(v1, "format version 1 (written by xgrad 0.1); this build reads version 2");
+        check_rejected(v1, "format version 1 (written by xgrad 0.1); this build reads version 3");
+    }
+    SUBCASE("a version 2 file, from before Linear weights were (out, in)") {
+        std::string v2 = body;
+        v2.replace(8, 4, Bytes().u32(2).str());
+        check_rejected(with_crc(v2), "format version 2 (written by xgrad 0.2 with Linear weights (in, out))");
     }
     SUBCASE("truncated") {
         // Cut inside the fixed header: named as such. Any later cut: the
@@ -418,7 +423,7 @@ TEST_CASE("a damaged archive is rejected with a message naming the file and the 
         kind[kEntryStart] = 7;
         check_rejected(with_crc(kind), "entry 'weights' has unknown kind 7");
 
-        const std::string twice = Bytes().raw("XGRADARC").u32(2).u32(2).text("a", "x").text("a", "y").str();
+        const std::string twice = Bytes().raw("XGRADARC").u32(3).u32(2).text("a", "x").text("a", "y").str();
         check_rejected(with_crc(twice), "entry 'a' appears twice");
 
         std::string rank = body;
@@ -428,7 +433,7 @@ TEST_CASE("a damaged archive is rejected with a message naming the file and the 
         // Sizes whose product overflows 64 bits, and a plain size too large.
         const std::string overflow = Bytes()
                                          .raw("XGRADARC")
-                                         .u32(2)
+                                         .u32(3)
                                          .u32(1)
                                          .u8(1)
                                          .name("w")
@@ -495,7 +500,7 @@ namespace {
 // Archive bytes as a buggy or hostile writer could make them, with a valid
 // CRC so that the parser behind the checksum gets to see them.
 struct RawArchive {
-    std::string bytes = std::string("XGRADARC") + std::string("\x02\0\0\0", 4);
+    std::string bytes = std::string("XGRADARC") + std::string("\x03\0\0\0", 4);
     template <class T>
     RawArchive& add(T value) {
         bytes.append(reinterpret_cast<const char*>(&value), sizeof value);
@@ -565,8 +570,8 @@ TEST_CASE("Module::load names a parameter that is missing or has another shape")
     Sequential wider;
     wider.add<Linear>(4, 3, rng);
     CHECK_THROWS_WITH_AS(wider.load(archive, "gen."), Contains("'gen.0.weight'"), ShapeError);
-    CHECK_THROWS_WITH_AS(wider.load(archive, "gen."), Contains("(2, 3)"), ShapeError);
-    CHECK_THROWS_WITH_AS(wider.load(archive, "gen."), Contains("(4, 3)"), ShapeError);
+    CHECK_THROWS_WITH_AS(wider.load(archive, "gen."), Contains("(3, 2)"), ShapeError);
+    CHECK_THROWS_WITH_AS(wider.load(archive, "gen."), Contains("(3, 4)"), ShapeError);
 
     Archive partial;
     partial.put("gen.0.weight", archive.tensor("gen.0.weight"));

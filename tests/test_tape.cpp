@@ -202,7 +202,7 @@ TEST_CASE("frozen parameters receive no gradient") {
 
     w.set_requires_grad(true);
     backward(sum(linear(x, w, b)));
-    CHECK(w.grad() == Tensor{{3, 3}, {2, 2}});  // x^T . ones
+    CHECK(w.grad() == Tensor{{3, 2}, {3, 2}});  // ones^T . x
 }
 
 TEST_CASE("set_requires_grad over a parameter list, and Module::freeze / unfreeze") {
@@ -372,7 +372,7 @@ TEST_CASE("rank-0 and rank-3 values go through the tape") {
         CHECK(x.grad() == Tensor(Shape{2, 3, 4}, 1.f));
     }
     SUBCASE("a rank-3 input through a linear layer") {
-        Var w(Tensor{{1, 0}, {0, 1}, {1, 1}, {2, -1}}, true);  // (4, 2)
+        Var w(Tensor{{1, 0, 1, 2}, {0, 1, 1, -1}}, true);  // (2, 4): (out, in)
         Var b(Tensor{0.5f, -0.5f}, true);
         const Var y = linear(x, w, b);
         CHECK(y.shape() == Shape{2, 3, 2});
@@ -380,12 +380,12 @@ TEST_CASE("rank-0 and rank-3 values go through the tape") {
         CHECK(b.grad() == Tensor{6, 6});  // one per row: the 2 x 3 leading positions
         const float w_row_sums[] = {1, 1, 2, 1};
         for (std::size_t r = 0; r < 6; ++r)
-            for (std::size_t k = 0; k < 4; ++k) CHECK(x.grad().flat(r * 4 + k) == w_row_sums[k]);  // dy . w^T
+            for (std::size_t k = 0; k < 4; ++k) CHECK(x.grad().flat(r * 4 + k) == w_row_sums[k]);  // dy . w
         for (std::size_t k = 0; k < 4; ++k) {
-            float column = 0.f;  // x^T . dy: input feature k summed over the 6 rows
+            float column = 0.f;  // dy^T . x: input feature k summed over the 6 rows
             for (std::size_t r = 0; r < 6; ++r) column += v.flat(r * 4 + k);
-            CHECK(w.grad()(k, 0) == column);
-            CHECK(w.grad()(k, 1) == column);
+            CHECK(w.grad()(0, k) == column);
+            CHECK(w.grad()(1, k) == column);
         }
     }
 }

@@ -19,7 +19,7 @@ namespace {
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the archive format is little-endian; add byte swapping here");
 
 constexpr char kMagic[8] = {'X', 'G', 'R', 'A', 'D', 'A', 'R', 'C'};
-constexpr std::uint32_t kVersion = 2;
+constexpr std::uint32_t kVersion = 3;
 constexpr std::uint8_t kTensor = 1, kText = 2;
 constexpr std::uint32_t kMaxRank = 32;
 
@@ -138,8 +138,11 @@ Archive read_archive(const std::string& path) {
     }
     const auto version = header.read<std::uint32_t>("the version");
     if (version != kVersion) {
-        header.fail("format version " + std::to_string(version) + (version == 1 ? " (written by xgrad 0.1)" : "") +
-                    "; this build reads version " + std::to_string(kVersion));
+        const char* writer = version == 1   ? " (written by xgrad 0.1)"
+                             : version == 2 ? " (written by xgrad 0.2 with Linear weights (in, out))"
+                                            : "";
+        header.fail("format version " + std::to_string(version) + writer + "; this build reads version " +
+                    std::to_string(kVersion));
     }
     // The checksum first: a damaged file then reads as corrupt, whatever
     // the damage would make of the entries.

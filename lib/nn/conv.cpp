@@ -15,7 +15,7 @@ Conv2d::Conv2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const Co
     : options_(options) {
     const std::size_t area = kernel.h * kernel.w;
     weight = conv_weight({out, in, kernel.h, kernel.w}, in * area, out * area, init, rng);
-    if (with_bias) bias = Var(Tensor(Shape{out}, 0.f), true);
+    if (with_bias) bias = Var(initial_bias(out, init, in * area, rng), true);
     register_weight_and_bias();
 }
 
@@ -25,8 +25,8 @@ ConvTranspose2d::ConvTranspose2d(std::size_t in, std::size_t out, Size2 kernel, 
                                  Init init, bool with_bias)
     : options_(options) {
     const std::size_t area = kernel.h * kernel.w;
-    weight = conv_weight({in, out, kernel.h, kernel.w}, in * area, out * area, init, rng);
-    if (with_bias) bias = Var(Tensor(Shape{out}, 0.f), true);
+    weight = conv_weight({in, out, kernel.h, kernel.w}, out * area, in * area, init, rng);
+    if (with_bias) bias = Var(initial_bias(out, init, out * area, rng), true);
     register_weight_and_bias();
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 
 #include <xgrad/ops/arithmetic.hpp>
 #include <xgrad/ops/linalg.hpp>
@@ -31,8 +32,22 @@ bool usable(const float* x, std::size_t n) {
 
 }  // namespace
 
-SpectralNorm::SpectralNorm(const Shape& weight_shape, Rng& rng, float eps)
-    : rows_(weight_shape.empty() ? 1 : weight_shape[0]), cols_(rows_ == 0 ? 0 : numel(weight_shape) / rows_), eps_(eps) {
+namespace {
+std::size_t checked_dim(const Shape& weight_shape, std::size_t dim) {
+    if (dim > 1 || (dim == 1 && weight_shape.size() < 2)) {
+        throw ShapeError("xgrad::SpectralNorm: dim " + std::to_string(dim) + " of a weight " + shape_string(weight_shape) +
+                         " (expected 0, or 1 for a weight of rank >= 2)");
+    }
+    return dim;
+}
+}  // namespace
+
+SpectralNorm::SpectralNorm(const Shape& weight_shape, Rng& rng, float eps, std::size_t dim)
+    : dim_(checked_dim(weight_shape, dim)),
+      rows_(weight_shape.empty() ? 1 : weight_shape[dim_]),
+      cols_(rows_ == 0 ? 0 : numel(weight_shape) / rows_),
+      inner_(weight_shape.size() < 2 ? 1 : numel(Shape(weight_shape.begin() + 2, weight_shape.end()))),
+      eps_(eps) {
     Tensor tu = Tensor::from_shape({rows_}), tv = Tensor::from_shape({cols_});
     rng.fill_normal(tu, 0.f, 1.f);
     rng.fill_normal(tv, 0.f, 1.f);
@@ -53,19 +68,20 @@ Var SpectralNorm::normalize(const Var& weight, bool training) {
         if (!usable(pu, rows_)) std::fill(pu, pu + rows_, static_cast<float>(1.0 / std::sqrt(double(rows_))));
         for (std::size_t c = 0; c < cols_; ++c) {
             double s = 0.0;
-            for (std::size_t r = 0; r < rows_; ++r) s += double(w[r * cols_ + c]) * pu[r];
+            for (std::size_t r = 0; r < rows_; ++r) s += double(w[offset(r, c)]) * pu[r];
             pv[c] = static_cast<float>(s);
         }
         normalize_in_place(pv, cols_, eps_);
         for (std::size_t r = 0; r < rows_; ++r) {
             double s = 0.0;
-            for (std::size_t c = 0; c < cols_; ++c) s += double(w[r * cols_ + c]) * pv[c];
+            for (std::size_t c = 0; c < cols_; ++c) s += double(w[offset(r, c)]) * pv[c];
             pu[r] = static_cast<float>(s);
         }
         normalize_in_place(pu, rows_, eps_);
     }
     // sigma = u^T W v through ops, so that backward carries d sigma / dW.
-    const Var matrix = reshape(weight, {static_cast<long>(rows_), static_cast<long>(cols_)});
+    const ShapeSpec matrix_shape{static_cast<long>(rows_), static_cast<long>(cols_)};
+    const Var matrix = reshape(dim_ == 0 ? weight : transpose(weight, 0, 1), matrix_shape);
     const Var sigma = sum(mul(u.detach(), matmul(matrix, v.detach())));
     sigma_ = sigma.item();
     // The spectral norm of a zero weight is zero: the weight is used as it
@@ -81,7 +97,7 @@ void WeightedLayer::register_weight_and_bias() {
 
 void WeightedLayer::apply_spectral_norm(Rng& rng) {
     if (spectral_) return;
-    spectral_ = std::make_unique<SpectralNorm>(weight.shape(), rng);
+    spectral_ = std::make_unique<SpectralNorm>(weight.shape(), rng, 1e-12f, output_dim());
     register_buffer("weight_u", spectral_->u);
     register_buffer("weight_v", spectral_->v);
 }

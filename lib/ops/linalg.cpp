@@ -123,12 +123,12 @@ Var matmul(const Var& a, const Var& b) {
 
 Var linear(const Var& x, const Var& w, const Var& b) {
     const bool bias = b.defined();
-    if (x.dim() == 0 || w.dim() != 2 || x.shape().back() != w.shape()[0] ||
-        (bias && (b.dim() != 1 || b.shape()[0] != w.shape()[1]))) {
-        throw ShapeError("xgrad::linear: expected x (..., I), w (I, O), b (O); got x " + shape_string(x.shape()) + ", w " +
+    if (x.dim() == 0 || w.dim() != 2 || x.shape().back() != w.shape()[1] ||
+        (bias && (b.dim() != 1 || b.shape()[0] != w.shape()[0]))) {
+        throw ShapeError("xgrad::linear: expected x (..., I), w (O, I), b (O); got x " + shape_string(x.shape()) + ", w " +
                          shape_string(w.shape()) + (bias ? ", b " + shape_string(b.shape()) : std::string(", no b")));
     }
-    const std::size_t in = w.shape()[0], out_features = w.shape()[1];
+    const std::size_t out_features = w.shape()[0], in = w.shape()[1];
     Shape out(x.shape().begin(), x.shape().end() - 1);
     out.push_back(out_features);
     const std::size_t rows = numel(Shape(x.shape().begin(), x.shape().end() - 1));
@@ -138,27 +138,27 @@ Var linear(const Var& x, const Var& w, const Var& b) {
     if (bias) {
         for (std::size_t r = 0; r < rows; ++r) std::copy_n(b.value().data(), out_features, y + r * out_features);
     }
-    gemm("linear", ConstMatrix{x.value().data(), rows, in}, false, as_matrix(w.value()), false, Matrix{y, rows, out_features},
+    gemm("linear", ConstMatrix{x.value().data(), rows, in}, false, as_matrix(w.value()), true, Matrix{y, rows, out_features},
          bias ? 1.f : 0.f);
     op.state<std::size_t>(rows);
     return op.finish(
         [](BackwardContext& ctx) {
             const std::size_t rows = ctx.state<std::size_t>();
             const Tensor &x = ctx.input(0), &w = ctx.input(1);
-            const std::size_t in = w.shape()[0], out = w.shape()[1];
+            const std::size_t out = w.shape()[0], in = w.shape()[1];
             const ConstMatrix dy{ctx.grad_output().data(), rows, out};
-            if (ctx.needs_grad(0)) gemm("linear", dy, false, as_matrix(w), true, ctx.sink(0));
-            if (ctx.needs_grad(1)) gemm("linear", ConstMatrix{x.data(), rows, in}, true, dy, false, ctx.sink(1));
+            if (ctx.needs_grad(0)) gemm("linear", dy, false, as_matrix(w), false, ctx.sink(0));
+            if (ctx.needs_grad(1)) gemm("linear", dy, true, ConstMatrix{x.data(), rows, in}, false, ctx.sink(1));
             if (ctx.num_inputs() == 3 && ctx.needs_grad(2)) sum_to("linear", ctx.grad_output(), ctx.sink(2));
         },
         [](GraphContext& g) {
             const Var x = g.input(0), w = g.input(1);
             const Var& dy = g.grad_output();
             const long rows = static_cast<long>(g.state<std::size_t>());
-            if (g.needs_grad(0)) g.accumulate(0, matmul(dy, transpose(w)));
+            if (g.needs_grad(0)) g.accumulate(0, matmul(dy, w));
             if (g.needs_grad(1)) {
-                const long in = static_cast<long>(w.shape()[0]), out = static_cast<long>(w.shape()[1]);
-                g.accumulate(1, matmul(transpose(reshape(x, {rows, in})), reshape(dy, {rows, out})));
+                const long out = static_cast<long>(w.shape()[0]), in = static_cast<long>(w.shape()[1]);
+                g.accumulate(1, matmul(transpose(reshape(dy, {rows, out})), reshape(x, {rows, in})));
             }
             if (g.num_inputs() == 3) g.accumulate(2, dy);  // summed down to (O)
         });

@@ -1,5 +1,6 @@
 #include <xgrad/ops/reduce.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -125,10 +126,41 @@ Var extreme_along(const char* name, const Var& x, int axis, bool keepdim, bool l
     return extreme(name, x, lanes_around(x.shape(), a), out_shape, largest);
 }
 
+// Over all elements the gradient is split evenly over the ties, as PyTorch
+// does (a NaN result: over the NaNs); the index list holds the tied
+// positions, and the state dy's share of each, 1 / ties.
 Var extreme_of_all(const char* name, const Var& x, bool largest) {
-    AxisLanes l;
-    l.n = x.numel();
-    return extreme(name, x, l, Shape{}, largest);
+    const std::size_t n = x.numel();
+    if (n == 0)
+        throw ShapeError(std::string("xgrad::") + name + ": the reduced axis of " + shape_string(x.shape()) + " is empty");
+    Op op(name, {x}, Shape{});
+    const float* in = x.value().data();
+    float best = in[0];
+    for (std::size_t k = 1; k < n; ++k) {
+        if (replaces(in[k], best, largest)) best = in[k];
+    }
+    op.out().data()[0] = best;
+    if (op.records()) {
+        const bool nan = std::isnan(best);
+        const auto tied = [&](float v) { return nan ? std::isnan(v) : v == best; };
+        const auto ties = static_cast<std::size_t>(std::count_if(in, in + n, tied));
+        std::size_t* positions = op.index(ties);
+        for (std::size_t k = 0, t = 0; k < n; ++k) {
+            if (tied(in[k])) positions[t++] = k;
+        }
+        op.state<float>(1.f / static_cast<float>(ties));
+    }
+    return op.finish(
+        [](BackwardContext& ctx) {
+            if (!ctx.needs_grad(0)) return;
+            float* g = ctx.accumulator(0).data();
+            const float share = ctx.grad_output().data()[0] * ctx.state<float>();
+            for (std::size_t k : ctx.index()) g[k] += share;
+        },
+        [](GraphContext& g) {
+            const Var shares = broadcast_to(g.grad_output() * g.state<float>(), Shape{g.index().size()});
+            g.accumulate(0, scatter_add(shares, g.index(), g.input(0).shape()));
+        });
 }
 
 // ---- softmax --------------------------------------------------------------------

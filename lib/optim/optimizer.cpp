@@ -99,7 +99,7 @@ void Optimizer::set_lr(float lr) {
     lr_ = lr;
 }
 
-double clip_grad_norm(const std::vector<Var>& parameters, double max_norm) {
+double clip_grad_norm(const std::vector<Var>& parameters, double max_norm, bool error_if_nonfinite) {
     // A negative bound would reverse the gradients, NaN would skip the clipping.
     if (!(max_norm >= 0.0)) {
         throw std::invalid_argument("xgrad::clip_grad_norm: max_norm " + detail::number_text(max_norm) +
@@ -111,8 +111,15 @@ double clip_grad_norm(const std::vector<Var>& parameters, double max_norm) {
         for (float g : p.grad()) squares += double(g) * double(g);
     }
     const double norm = std::sqrt(squares);
-    if (std::isfinite(norm) && norm > max_norm) {
-        const auto factor = static_cast<float>(max_norm / norm);
+    if (error_if_nonfinite && !std::isfinite(norm)) {
+        throw std::runtime_error("xgrad::clip_grad_norm: the gradients' total norm is " + detail::number_text(norm) +
+                                 " (expected a finite number, as error_if_nonfinite asks)");
+    }
+    // PyTorch's 1e-6 keeps a zero norm from dividing by zero; a factor of
+    // at least 1 would change nothing. NaN fails the test, and scales.
+    const double factor_wide = max_norm / (norm + 1e-6);
+    if (!(factor_wide >= 1.0)) {
+        const auto factor = static_cast<float>(factor_wide);
         for (Var p : parameters) {
             if (p.requires_grad()) p.mutable_grad() *= factor;
         }

@@ -1,4 +1,5 @@
-// xgrad_io: atomic file writes, archive files, IDX data sets, PNG images and plots, the progress line.
+// xgrad_io: atomic file writes, archive files, safetensors files, IDX data sets, PNG images and plots,
+// the progress line.
 #pragma once
 
 #include <xgrad/io/archive_file.hpp>
@@ -6,3 +7,4 @@
 #include <xgrad/io/idx.hpp>
 #include <xgrad/io/image.hpp>
 #include <xgrad/io/progress.hpp>
+#include <xgrad/io/safetensors.hpp>

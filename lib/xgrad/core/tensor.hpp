@@ -2,6 +2,14 @@
 // lets a training step reuse every buffer of the previous one.
 #pragma once
 
+// xsimd changes xt::xarray's allocator, and so xgrad::Tensor's type: code
+// compiled without it would not be using the library's Tensor (cryptic link
+// errors, or an ODR violation that links and misbehaves).
+#ifndef XTENSOR_USE_XSIMD
+#error \
+    "xgrad: compile with -DXTENSOR_USE_XSIMD, as the library was (pkg-config --cflags xgrad, Meson's dependency('xgrad') and CMake's xgrad::xgrad pass it on): it changes xgrad::Tensor's type"
+#endif
+
 #include <cstddef>
 #include <initializer_list>
 #include <stdexcept>

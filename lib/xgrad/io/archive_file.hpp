@@ -1,9 +1,9 @@
 // Archive files: an Archive (xgrad/core/archive.hpp) on disk, for
 // parameters, optimizer state and checkpoints.
 //
-// File format (version 2, all integers little-endian):
+// File format (version 3, all integers little-endian):
 //   8 bytes   magic "XGRADARC"
-//   u32       format version (2)
+//   u32       format version (3)
 //   u32       number of entries
 //   entries   u8 kind (1 = tensor, 2 = text), u32 name length, name bytes, then
 //             tensor: u32 rank, rank x u64 sizes, their product of float32 (row-major)
@@ -12,6 +12,10 @@
 // Version 1 (xgrad 0.1: every tensor 2-D, "u64 rows, u64 cols") is refused
 // with a message naming both versions: 0.1 checkpoints hold parameters of
 // other shapes (a bias was a (1, n) matrix) and cannot resume 0.2 training.
+// Version 2 has version 3's layout but was written while Linear kept its
+// weight (in, out); it is refused too, because a reader cannot transpose
+// it back safely: a square weight's shape does not tell, and optimizer
+// moments and averaged weights are stored by index, not by layer.
 // write_archive() writes a temporary file beside the target, syncs it and
 // renames it over the target, so a crash leaves either the old or the new
 // file whole. read_archive() checks the magic, the version and then the

@@ -9,11 +9,11 @@
 namespace xgrad {
 
 // conv2d with weight (out, in, kH, kW) initialised with `init` (fan-in
-// in * kH * kW, fan-out out * kH * kW), bias (out) zero or none.
+// in * kH * kW, fan-out out * kH * kW), bias (out) by initial_bias or none.
 class Conv2d : public WeightedLayer {
 public:
-    Conv2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const Conv2dOptions& options = {},
-           Init init = Init::he_uniform, bool bias = true);
+    Conv2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const Conv2dOptions& options = {}, Init init = Init::pytorch,
+           bool bias = true);
     Var forward(const Var& x) override;
     const Conv2dOptions& options() const { return options_; }
 
@@ -21,13 +21,15 @@ private:
     Conv2dOptions options_;
 };
 
-// conv_transpose2d with weight (in, out, kH, kW) as in PyTorch (fan-in
-// in * kH * kW), bias (out) zero or none.
+// conv_transpose2d with weight (in, out, kH, kW) as in PyTorch, whose fans
+// it also takes: fan-in out * kH * kW (the weight's dim 1), fan-out
+// in * kH * kW; bias (out) by initial_bias or none.
 class ConvTranspose2d : public WeightedLayer {
 public:
     ConvTranspose2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const ConvTranspose2dOptions& options = {},
-                    Init init = Init::he_uniform, bool bias = true);
+                    Init init = Init::pytorch, bool bias = true);
     Var forward(const Var& x) override;
+    std::size_t output_dim() const override { return 1; }
 
 private:
     ConvTranspose2dOptions options_;

@@ -6,11 +6,11 @@
 
 namespace xgrad {
 
-// y = x . weight + bias for x (..., in): weight (in, out) initialised with
-// `init`, bias (out) zero (or none).
+// y = x . weight^T + bias for x (..., in): weight (out, in) as in PyTorch,
+// initialised with `init` (fan-in `in`), bias (out) by initial_bias (or none).
 class Linear : public WeightedLayer {
 public:
-    Linear(std::size_t in, std::size_t out, Rng& rng, Init init = Init::xavier_uniform, bool bias = true);
+    Linear(std::size_t in, std::size_t out, Rng& rng, Init init = Init::pytorch, bool bias = true);
     Var forward(const Var& x) override;
 };
 

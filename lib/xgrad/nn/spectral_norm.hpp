@@ -12,8 +12,10 @@
 
 namespace xgrad {
 
-// For a weight seen as a matrix W (its first dimension by the product of
-// the others): u and v, unit vectors of those two sizes, estimate sigma =
+// For a weight seen as a matrix W (its dimension `dim` by the product of
+// the others, in order: PyTorch's weight.permute(dim, ...).reshape(n, -1),
+// dim 0 for Linear and Conv2d, 1 for ConvTranspose2d, whose output channels
+// are its weight's dim 1): u and v, unit vectors of those two sizes, estimate sigma =
 // u^T W v. In training mode each normalize() first runs one power iteration
 // v = W^T u / |W^T u|, u = W v / |W v| (no gradient: u and v are buffers,
 // saved in checkpoints and never touched by optimizers). The gradient flows
@@ -21,8 +23,9 @@ namespace xgrad {
 // held fixed.
 class SpectralNorm {
 public:
-    // u and v drawn from N(0, 1) with `rng` and normalised.
-    SpectralNorm(const Shape& weight_shape, Rng& rng, float eps = 1e-12f);
+    // u and v drawn from N(0, 1) with `rng` and normalised. Throws
+    // ShapeError for a dim of 2 or more, or not within the weight's rank.
+    SpectralNorm(const Shape& weight_shape, Rng& rng, float eps = 1e-12f, std::size_t dim = 0);
     // W / sigma(W), the same shape as `weight`. A zero weight has sigma 0
     // and is returned as it is (its spectral norm is zero; the gradient
     // passes unchanged); the power iteration skips it, and a u that is zero
@@ -33,7 +36,12 @@ public:
     Var u, v;
 
 private:
-    std::size_t rows_, cols_;
+    // Where W's element (r, c) is in the weight's storage.
+    std::size_t offset(std::size_t r, std::size_t c) const {
+        return dim_ == 0 ? r * cols_ + c : ((c / inner_) * rows_ + r) * inner_ + c % inner_;
+    }
+
+    std::size_t dim_, rows_, cols_, inner_;  // inner_: the product of the dimensions after dim 1
     float eps_;
     float sigma_ = 0.f;
 };
@@ -43,8 +51,12 @@ private:
 class WeightedLayer : public Module {
 public:
     // From now on every forward pass uses weight / sigma(weight) (see
-    // SpectralNorm), with u and v registered as buffers "weight_u" and "weight_v".
+    // SpectralNorm, over output_dim()), with u and v registered as buffers
+    // "weight_u" and "weight_v".
     void apply_spectral_norm(Rng& rng);
+    // The weight's dimension of output features: 0, or 1 for a transposed
+    // convolution (in, out, kH, kW).
+    virtual std::size_t output_dim() const { return 0; }
     const SpectralNorm* spectral_norm() const { return spectral_.get(); }
     Var weight, bias;  // bias is empty without one
 

@@ -14,8 +14,9 @@ namespace xgrad {
 //     (equal batch shapes; a 2-D a is shared by every batch of b).
 // da = dy . b^T,  db = a^T . dy.
 Var matmul(const Var& a, const Var& b);
-// x (..., I) . w (I, O) + b (O) -> (..., O), one fused op and one GEMM;
-// `b` may be an empty Var (no bias). dx = dy . w^T, dw = x^T . dy (all
+// x (..., I) . w^T + b (O) -> (..., O) for w (O, I), PyTorch's layout
+// (F.linear), one fused op and one GEMM that reads w transposed in place;
+// `b` may be an empty Var (no bias). dx = dy . w, dw = dy^T . x (all
 // leading rows together), db = dy summed over the leading dimensions.
 Var linear(const Var& x, const Var& w, const Var& b);
 

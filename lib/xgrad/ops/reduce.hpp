@@ -16,11 +16,12 @@ Var mean(const Var& x, const Axes& axes, bool keepdim = false);
 
 // Largest / smallest element along `axis`; the gradient goes to the arg-max
 // element only: on ties, to the first (lowest index) of them, and NaN counts
-// as the largest (and smallest) value, so a NaN propagates. Throws
-// ShapeError when the axis is empty.
+// as the largest (and smallest) value, so a NaN propagates (torch.max(x, dim)).
+// Throws ShapeError when the axis is empty.
 Var max(const Var& x, int axis, bool keepdim = false);
 Var min(const Var& x, int axis, bool keepdim = false);
-// Over all elements -> a scalar.
+// Over all elements -> a scalar; the gradient is split evenly over the
+// elements equal to it (over the NaNs when it is NaN), as torch.max(x).
 Var max(const Var& x);
 Var min(const Var& x);
 

@@ -37,10 +37,14 @@ protected:
     float lr_;
 };
 
-// Scales the gradients of `parameters` (those requiring one) by one common
-// factor so that their joint L2 norm is at most max_norm; returns the norm
-// before scaling. A non-finite norm leaves the gradients as they are. Throws
-// std::invalid_argument for a max_norm that is negative or NaN.
-double clip_grad_norm(const std::vector<Var>& parameters, double max_norm);
+// torch.nn.utils.clip_grad_norm_: scales the gradients of `parameters`
+// (those requiring one) by max_norm / (norm + 1e-6) when that is below 1,
+// norm being their joint L2 norm (summed in double), and returns the norm
+// before scaling. As in PyTorch a non-finite norm scales them too: by 0
+// for an infinite norm (an infinite element becomes NaN), to NaN for a NaN
+// norm; with error_if_nonfinite it throws std::runtime_error instead,
+// changing nothing. Throws std::invalid_argument for a max_norm that is
+// negative or NaN.
+double clip_grad_norm(const std::vector<Var>& parameters, double max_norm, bool error_if_nonfinite = false);
 
 }  // namespace xgrad
