@@ -4,6 +4,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
@@ -177,13 +178,23 @@ void Training::resume() {
         std::cerr << "nothing to train: --steps " << o_.steps << " are done; writing the final outputs\n";
 }
 
+// The fewest digits that read back as v: 0.1, not exact()'s 0.100000001.
+std::string shortest(float v) {
+    char text[32];
+    for (int digits = 1; digits < 9; ++digits) {
+        std::snprintf(text, sizeof text, "%.*g", digits, double(v));
+        if (std::strtof(text, nullptr) == v) return text;
+    }
+    return exact(v);
+}
+
 void Training::announce() const {
     const GanConfig& c = config_;
     std::cerr << "mnist_gan: " << set_.count << " training images from " << set_.dir << "; "
               << "preset=" << c.preset << " " << c.architecture_text() << " batch=" << c.batch << " k=" << c.k << " lr=" << c.lr
               << (c.objective == gan::Objective::wasserstein ? " objective=wasserstein gp_lambda=" + exact(c.gp_lambda)
                                                              : " g_loss=" + std::string(g_loss_name(c.g_loss)))
-              << (c.r1_gamma > 0.f ? " r1=" + exact(c.r1_gamma) + " every " + std::to_string(c.r1_every) : "") << "\n";
+              << (c.r1_gamma > 0.f ? " r1=" + shortest(c.r1_gamma) + " every " + std::to_string(c.r1_every) : "") << "\n";
     if (run_.ranks > 1)
         std::cerr << "data-parallel over " << run_.ranks << " ranks: " << c.batch / run_.ranks
                   << " samples of each batch per rank\n";

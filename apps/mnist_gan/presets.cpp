@@ -42,6 +42,8 @@ GanConfig dcgan_preset() {
     c.init = xgrad::Init::normal_002;
     c.ema_decay = 0.999f;
     c.sample_averaged = false;  // the raw generator measured better at every step (README, Presets)
+    // R1 on real digits, lazily every 16 D updates (docs/evaluation.md, "R1").
+    c.r1_gamma = 0.1f;
     return c;
 }
 
@@ -53,6 +55,7 @@ GanConfig wgan_gp_preset() {
     // dcgan preset's nets.
     c.objective = Objective::wasserstein;
     c.gp_lambda = 10.f;
+    c.r1_gamma = 0.f;  // the critic's penalty is WGAN-GP's
     c.d_batch_norm = false;
     c.k = 5;
     c.lr = 1e-4f;
