@@ -19,6 +19,7 @@
 #include <xgrad/check/gradcheck.hpp>
 #include <xgrad/io/archive_file.hpp>
 #include <xgrad/io/idx.hpp>
+#include <xgrad/io/safetensors.hpp>
 #include "app_helpers.hpp"
 #include "helpers.hpp"
 
@@ -489,6 +490,32 @@ TEST_CASE("mnist_gan runs end to end on a tiny IDX file and resumes bit-exactly"
         CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
     }
     CHECK(straight.text("rng") == split.text("rng"));
+}
+
+TEST_CASE("mnist_gan --export writes both nets as safetensors from a checkpoint, PyTorch's names and layouts") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    REQUIRE(run(small_run(dir.path(), dir.path() / "out", 2)) == 0);
+    // Nothing left to train: the final outputs, the export among them, come from the checkpoint.
+    auto again = small_run(dir.path(), dir.path() / "out", 2);
+    const fs::path exported = dir.path() / "exported";
+    again.insert(again.end(), {"--resume", "--no-ema", "--export", exported.string()});
+    REQUIRE(run(again) == 0);
+
+    const auto g = xgrad::read_safetensors((exported / "generator.safetensors").string());
+    const auto d = xgrad::read_safetensors((exported / "discriminator.safetensors").string());
+    CHECK(g.at("0.weight").shape == Shape{16, 10});  // Linear(z 10 -> hidden 16), stored (out, in)
+    CHECK(g.at("0.bias").shape == Shape{16});
+    // The raw generator (--no-ema) is the checkpoint's, bit for bit.
+    const Archive checkpoint = read_archive((dir.path() / "out" / "checkpoint.xgrad").string());
+    const Tensor& saved = checkpoint.tensor("generator.0.weight");
+    REQUIRE(saved.shape() == g.at("0.weight").values.shape());
+    CHECK(std::memcmp(saved.data(), g.at("0.weight").values.data(), saved.size() * sizeof(float)) == 0);
+    CHECK(!d.empty());
+    for (const auto& entry : d) {
+        CAPTURE(entry.first);
+        CHECK(std::all_of(entry.second.values.begin(), entry.second.values.end(), [](float v) { return std::isfinite(v); }));
+    }
 }
 
 TEST_CASE("--no-ema samples the raw generator: same training, different samples.idx") {

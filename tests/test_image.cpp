@@ -282,7 +282,7 @@ TEST_CASE("progress: draws step, total and status when enabled") {
     std::ostringstream out;
     {
         Progress progress(1000, out);
-        progress.force_enabled(true);
+        progress.set_mode(Progress::Mode::redraw);
         progress.update(12, "D 1.23 G 0.71 D(x) 0.52 D(G(z)) 0.47");
     }  // the destructor ends the line
     const std::string text = out.str();
@@ -293,7 +293,32 @@ TEST_CASE("progress: draws step, total and status when enabled") {
     CHECK(text.back() == '\n');
 }
 
-TEST_CASE("progress: silent unless enabled") {
+TEST_CASE("progress: into a log, a line at every tenth of the total, and the state of an early stop") {
+    std::ostringstream out;
+    {
+        Progress progress(1000, out);
+        progress.set_mode(Progress::Mode::lines);
+        for (std::size_t step = 1; step <= 1000; ++step) progress.update(step, "s" + std::to_string(step));
+    }
+    const std::string text = out.str();
+    CHECK(text.find('\r') == std::string::npos);
+    CHECK(std::count(text.begin(), text.end(), '\n') == 10);  // 100, 200, ..., 1000 (the run takes far less than 30 s)
+    CHECK(text.find("[ 100/1000]") == 0);
+    CHECK(text.find("[1000/1000]") != std::string::npos);
+    CHECK(text.find("s500\n") != std::string::npos);
+
+    std::ostringstream stopped;
+    Progress early(1000, stopped);
+    early.set_mode(Progress::Mode::lines);
+    for (std::size_t step = 1; step <= 123; ++step) early.update(step, "x");
+    early.finish();
+    early.finish();
+    const std::string log = stopped.str();
+    CHECK(std::count(log.begin(), log.end(), '\n') == 2);  // step 100, and 123 at the stop
+    CHECK(log.find("[ 123/1000]") != std::string::npos);
+}
+
+TEST_CASE("progress: silent on a stream of its own unless a mode is set") {
     std::ostringstream out;
     Progress progress(10, out);
     progress.update(1, "x");
@@ -304,7 +329,7 @@ TEST_CASE("progress: silent unless enabled") {
 TEST_CASE("progress: redraws are throttled, the last step is always drawn, shorter lines clear longer ones") {
     std::ostringstream out;
     Progress progress(1000, out);
-    progress.force_enabled(true);
+    progress.set_mode(Progress::Mode::redraw);
     progress.update(1, "a rather long status text");
     for (std::size_t step = 2; step < 1000; ++step) progress.update(step, "s");
     progress.update(1000, "done");
@@ -328,7 +353,7 @@ TEST_CASE("progress: redraws are throttled, the last step is always drawn, short
 TEST_CASE("progress: finish draws a state the throttle skipped") {
     std::ostringstream out;
     Progress progress(100, out);
-    progress.force_enabled(true);
+    progress.set_mode(Progress::Mode::redraw);
     progress.update(1, "first");
     progress.update(2, "second");  // well within 100 ms of the first draw
     CHECK(out.str().find("second") == std::string::npos);

@@ -17,6 +17,7 @@
 #include <xgrad/core/parallel.hpp>
 #include <xgrad/io/idx.hpp>
 #include <xgrad/io/progress.hpp>
+#include <xgrad/io/safetensors.hpp>
 
 #include "checkpoint.hpp"
 #include "command_line.hpp"
@@ -281,6 +282,14 @@ int Training::finish() {
         std::cerr << "writing " << o_.samples << " samples to " << samples_path << "\n";
         if (interrupted || !write_samples(gan_, o_.samples, o_.seed + 2, o_.averaged, samples_path, interrupted))
             return stopped("samples.idx");
+    }
+    if (!o_.export_dir.empty()) {
+        fs::create_directories(o_.export_dir);
+        const std::string g_path = o_.export_dir + "/generator.safetensors",
+                          d_path = o_.export_dir + "/discriminator.safetensors";
+        xgrad::save_safetensors(gan_.sampling_generator(o_.averaged), g_path);
+        xgrad::save_safetensors(gan_.discriminator(), d_path);
+        std::cerr << "exported " << g_path << " and " << d_path << " (safetensors, PyTorch's names and layouts)\n";
     }
 
     xgrad::Rng eval_rng(o_.seed + 1);

@@ -114,6 +114,9 @@ void add_options(CLI::App& cli, Options& o) {
                  "Generate with each batch's own normalization statistics instead of the running ones (dcgan)");
     cli.add_option("--samples", o.samples, "After training, write N generated images to OUT/samples.idx (IDX3, bytes)")
         ->check(common::unsigned_in(0, 10000000));
+    cli.add_option("--export", o.export_dir,
+                   "After training (or, with --resume, from the checkpoint), write DIR/generator.safetensors (the generator "
+                   "that samples) and DIR/discriminator.safetensors, loadable by PyTorch (docs/pytorch.md)");
 }
 
 GanConfig configure(Options& o, const CLI::App& cli) {

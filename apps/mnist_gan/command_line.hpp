@@ -15,7 +15,7 @@ namespace gan {
 
 struct Options {
     common::DataLocation data;
-    std::string preset_name = "default", g_loss, out = "out";
+    std::string preset_name = "default", g_loss, out = "out", export_dir;
     long steps = 0;  // 0: the preset's
     std::size_t k = 1, batch = 128, z_dim = 100, hidden = 128, channels = 64, samples = 0;
     float lr = 0.f, r1 = 0.f;  // read only when given, as the other overrides of the preset

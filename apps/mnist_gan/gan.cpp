@@ -177,10 +177,16 @@ const Var& Gan::noise_batch() {
     return parallel_.local_rows(noise_);
 }
 
+xgrad::Sequential& Gan::sampling_generator(bool averaged) {
+    if (!averaged || !ema_) return generator_;
+    xgrad::NoGrad no_grad;
+    refresh_averaged_generator();
+    return averaged_generator_;
+}
+
 Var Gan::generate(const Var& noise, bool averaged) {
     xgrad::NoGrad no_grad;
-    if (averaged && ema_) refresh_averaged_generator();
-    xgrad::Sequential& net = averaged && ema_ ? averaged_generator_ : generator_;
+    xgrad::Sequential& net = sampling_generator(averaged);
     if (config_.sample_with_batch_stats) {
         const xgrad::StatisticsFrozen frozen(averaged && ema_ ? averaged_norms_ : g_norms_);
         return net(noise);

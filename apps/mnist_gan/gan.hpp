@@ -126,6 +126,9 @@ public:
     // and weight averaging on, from the averaged generator instead (its batch
     // statistics recomputed first, see recompute_averaged_statistics).
     xgrad::Var generate(const xgrad::Var& noise, bool averaged = false);
+    // The net generate(noise, averaged) runs, its averaged weights brought up
+    // to date (what --export writes as the generator).
+    xgrad::Sequential& sampling_generator(bool averaged);
     bool has_averaged_generator() const { return ema_ != nullptr; }
     // V(D, G) = E[log D(x)] + E[log(1 - D(G(z)))] estimated over `batches`
     // fresh batches drawn from `rng` (not the training stream, so evaluating

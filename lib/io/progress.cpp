@@ -20,8 +20,8 @@ std::size_t stderr_columns() {
 }  // namespace
 
 Progress::Progress(std::size_t total, std::ostream& out)
-    : total_(total), out_(out), enabled_(&out == &std::cerr && isatty(STDERR_FILENO)), start_(Clock::now()) {
-    if (enabled_) terminal_columns_ = stderr_columns();
+    : total_(total), out_(out), mode_(Mode::off), start_(Clock::now()), last_draw_(start_) {
+    if (&out == &std::cerr) set_mode(isatty(STDERR_FILENO) ? Mode::redraw : Mode::lines);
 }
 
 Progress::~Progress() {
@@ -32,10 +32,13 @@ Progress::~Progress() {
     }
 }
 
-void Progress::force_enabled(bool on) { enabled_ = on; }
+void Progress::set_mode(Mode mode) {
+    mode_ = mode;
+    terminal_columns_ = mode == Mode::redraw && &out_ == &std::cerr ? stderr_columns() : 0;
+}
 
 void Progress::update(std::size_t step, const std::string& text) {
-    if (!enabled_) return;
+    if (mode_ == Mode::off) return;
     if (!started_) {
         started_ = true;
         first_step_ = step;
@@ -43,13 +46,18 @@ void Progress::update(std::size_t step, const std::string& text) {
     step_ = step;
     text_ = text;
     pending_ = true;
-    const auto now = Clock::now();
-    if (!drawn_ || step == total_ || now - last_draw_ >= std::chrono::milliseconds(100)) draw();
+    if (due(step, Clock::now())) draw();
 }
 
-void Progress::draw() {
-    const auto now = Clock::now();
-    const double elapsed = std::chrono::duration<double>(now - start_).count();
+bool Progress::due(std::size_t step, Clock::time_point now) const {
+    if (step == total_) return true;
+    if (mode_ == Mode::redraw) return !drawn_ || now - last_draw_ >= std::chrono::milliseconds(100);
+    // lines: at a tenth of the total not written yet, or 30 s after the last line
+    return (total_ > 0 && step * 10 / total_ > tenths_written_) || now - last_draw_ >= Seconds(30);
+}
+
+std::string Progress::line() const {
+    const double elapsed = Seconds(Clock::now() - start_).count();
     // first_step_ - 1 steps were done before this Progress existed.
     const double done = step_ >= first_step_ ? static_cast<double>(step_ - first_step_ + 1) : 0.;
     const double rate = elapsed > 0 ? done / elapsed : 0;
@@ -61,20 +69,33 @@ void Progress::draw() {
 
     char rate_text[32];
     std::snprintf(rate_text, sizeof rate_text, "%.1f", rate);
-    std::string line = "[" + step + "/" + total + "] " + rate_text + " steps/s ETA " +
-                       (rate > 0 ? format_duration(remaining / rate) : std::string("--:--")) + " " + text_;
+    return "[" + step + "/" + total + "] " + rate_text + " steps/s ETA " +
+           (rate > 0 ? format_duration(remaining / rate) : std::string("--:--")) + " " + text_;
+}
+
+void Progress::draw() {
+    last_draw_ = Clock::now();
+    pending_ = false;
+    std::string line = this->line();
+    if (mode_ == Mode::lines) {
+        out_ << line << '\n' << std::flush;
+        if (total_ > 0) tenths_written_ = step_ * 10 / total_;
+        return;
+    }
     if (terminal_columns_ > 1 && line.size() >= terminal_columns_) line.resize(terminal_columns_ - 1);
 
     const std::size_t length = line.size();
     if (length < previous_length_) line.append(previous_length_ - length, ' ');
     out_ << '\r' << line << std::flush;
     previous_length_ = length;
-    last_draw_ = now;
     drawn_ = true;
-    pending_ = false;
 }
 
 void Progress::finish() {
+    if (mode_ == Mode::lines) {  // the state of a stop between two lines
+        if (pending_) draw();
+        return;
+    }
     if (!drawn_) return;
     if (pending_) draw();
     out_ << '\n' << std::flush;
