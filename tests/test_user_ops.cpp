@@ -53,8 +53,8 @@ struct ReferenceCase {
 };
 
 Reference cumsum_reference(const Reference& x, std::size_t axis, bool reverse) {
-    Reference y = zeros(Shape(x.shape().begin(), x.shape().end()));
     const Shape shape(x.shape().begin(), x.shape().end());
+    Reference y = zeros(shape);
     for (std::size_t e = 0; e < x.size(); ++e) {
         const Shape at = unravel(e, shape);
         for (std::size_t i = 0; i < shape[axis]; ++i) {
