@@ -10,7 +10,9 @@
 // fake batch, one G update through D, Adam for both (the averaged generator's
 // update included). Its GEMM floor is the step's own BLAS calls, recorded
 // during one step and replayed on buffers of their sizes: the time the step
-// would take if everything but BLAS were free.
+// would take if everything but BLAS were free. Its FLOP count, the step's
+// GFLOP/s and a large square sgemm's on one thread show how far both are
+// from the hardware.
 //
 // Second order: D's update of the same GAN alone, plain and with the R1
 // penalty applied at every update (gamma 0.01, r1_every 1: each update
@@ -19,6 +21,7 @@
 //
 //   build/benchmarks/conv_step [--threads N] [--rounds R]
 // The last line is machine-readable (RESULT ...).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -116,11 +119,28 @@ public:
         }
     }
     std::size_t size() const { return calls_.size(); }
+    double flops() const {
+        double total = 0;
+        for (const auto& g : calls_) total += 2.0 * g.m * g.n * g.k;
+        return total;
+    }
 
 private:
     std::vector<bench::GemmCall> calls_;
     std::vector<float> a_, b_, c_;
 };
+
+// GFLOP/s of one large square sgemm on one thread: the practical peak of
+// this core, next to which the step's own rate is read.
+double sgemm_peak_gflops(int rounds) {
+    constexpr int kSide = 1024;
+    std::vector<float> a(std::size_t(kSide) * kSide, 0.01f), b(a), c(a.size(), 0.f);
+    long ignored = 0;
+    const double ms = median_ms(rounds, ignored, [&] {
+        cblas_sgemm(101, 111, 111, kSide, kSide, kSide, 1.f, a.data(), kSide, b.data(), kSide, 0.f, c.data(), kSide);
+    });
+    return 2.0 * kSide * kSide * kSide / (ms * 1e6);
+}
 
 }  // namespace
 
@@ -167,12 +187,20 @@ int main(int argc, char** argv) {
     const double step_ms = median_ms(rounds, step_allocs, [&] { model.step(data); });
     xgrad::set_num_threads(1);  // the replay is serial: one BLAS call at a time
     const double replay_ms = median_ms(rounds, floor_allocs, [&] { floor.run(); });
+    const double peak_gflops = sgemm_peak_gflops(std::min(rounds, 10));
     xgrad::set_num_threads(threads);
     // With several threads the step's products run as row blocks side by
     // side: the floor is the serial replay split evenly.
     const double floor_ms = replay_ms / threads;
     std::printf("DCGAN step (dcgan preset, batch 64):  %.3f ms; GEMM floor %.3f ms (%zu sgemm calls%s); ratio %.3f\n", step_ms,
                 floor_ms, floor.size(), threads > 1 ? ", serial replay / threads" : "", step_ms / floor_ms);
+    // Per thread, so that it compares with the one-thread peak.
+    const double gflop = floor.flops() / 1e9;
+    const double step_gflops = gflop / (step_ms * 1e-3) / threads, floor_gflops = gflop / (replay_ms * 1e-3);
+    std::printf(
+        "  %.2f GFLOP per step: %.1f GFLOP/s per thread in the step, %.1f in its products alone; "
+        "a 1024^3 sgemm on one thread: %.1f GFLOP/s\n",
+        gflop, step_gflops, floor_gflops, peak_gflops);
 
     // The peak RSS of the first-order work (the R1 runs below add a second GAN and its graphs).
     rusage usage{};
@@ -196,9 +224,10 @@ int main(int argc, char** argv) {
                 double(step_allocs) / rounds, peak_rss_mib, load_before.c_str(), bench::load_average().c_str());
     std::printf(
         "RESULT dcgan_ms_per_step=%.3f gemm_floor_ms=%.3f ratio=%.3f allocs_per_step=%g threads=%d conv1_ms=%.3f conv2_ms=%.3f "
-        "convt1_ms=%.3f convt2_ms=%.3f d_step_ms=%.3f r1_d_step_ms=%.3f r1_allocs=%g\n",
+        "convt1_ms=%.3f convt2_ms=%.3f d_step_ms=%.3f r1_d_step_ms=%.3f r1_allocs=%g gflop_per_step=%.3f "
+        "step_gflops_per_thread=%.1f floor_gflops=%.1f sgemm_peak_gflops=%.1f\n",
         step_ms, floor_ms, step_ms / floor_ms, double(step_allocs) / rounds, threads, layers[0].forward_backward,
         layers[1].forward_backward, layers[2].forward_backward, layers[3].forward_backward, d_ms, r1_ms,
-        double(r1_allocs) / rounds);
+        double(r1_allocs) / rounds, gflop, step_gflops, floor_gflops, peak_gflops);
     return 0;
 }

@@ -90,9 +90,17 @@ public:
     void run(Roots roots, const Targets* targets, bool allow_unused);
 
 private:
+    // kToTargets: grad() (targets given) rather than backward(). A template
+    // parameter, so backward()'s walk carries no test for it: at 1 x 128 the
+    // walk's bookkeeping is a visible share of an op's cost.
+    template <bool kToTargets>
+    void run_as(Roots roots, const Targets* targets, bool allow_unused);
+    template <bool kToTargets>
     void collect(Roots roots);
     void mark_wanted(const Targets& targets);
+    template <bool kToTargets>
     void run_kernels(Roots roots, const Targets* targets);
+    template <bool kToTargets>
     void run_graph(Roots roots, const Targets* targets);
     void run_graph_rule_on_values(Node& n);
     bool in_pass(const Node& n) const { return n.visit == visit_; }
@@ -104,7 +112,6 @@ private:
 
     Arena& a_;
     bool graph_, retain_;
-    bool to_targets_ = false;
     std::uint64_t visit_ = 0;
 };
 
@@ -122,6 +129,7 @@ void Pass::add_to(Node*& held, const Var& g) {
 // Every node the roots reach through gradient-requiring edges, latest
 // first: inputs always come after the ops that use them.
 // Inlined into run(): at 1 x 128 the walk's calls cost more than its work.
+template <bool kToTargets>
 [[gnu::always_inline]] inline void Pass::collect(Roots roots) {
     std::vector<Node*>& order = a_.order;
     std::vector<Node*>& pending = a_.pending;
@@ -138,7 +146,7 @@ void Pass::add_to(Node*& held, const Var& g) {
         Node* n = pending.back();
         pending.pop_back();
         order.push_back(n);
-        n->wanted = !to_targets_;  // backward(): all of it; grad() marks its own
+        n->wanted = !kToTargets;  // backward(): all of it; grad() marks its own
         if (n->is_leaf) continue;
         if (n->graph_freed) throw_freed(*n);
         for (const Edge& e : n->inputs) {
@@ -167,6 +175,15 @@ void Pass::mark_wanted(const Targets& targets) {
 }
 
 void Pass::run(Roots roots, const Targets* targets, bool allow_unused) {
+    if (targets == nullptr) {
+        run_as<false>(roots, targets, allow_unused);
+    } else {
+        run_as<true>(roots, targets, allow_unused);
+    }
+}
+
+template <bool kToTargets>
+void Pass::run_as(Roots roots, const Targets* targets, bool allow_unused) {
     for (const Root& r : roots) {
         check_owner(*r.node, "backward() through");
         if (!r.node->requires_grad) {
@@ -174,11 +191,10 @@ void Pass::run(Roots roots, const Targets* targets, bool allow_unused) {
                                    "' does not require a gradient (no parameter reaches it, or it was computed under NoGrad)");
         }
     }
-    to_targets_ = targets != nullptr;
     try {
-        collect(roots);
-        if (to_targets_) mark_wanted(*targets);
-        if (targets != nullptr && !allow_unused) {
+        collect<kToTargets>(roots);
+        if constexpr (kToTargets) mark_wanted(*targets);
+        if (kToTargets && !allow_unused) {
             for (std::size_t i = 0; i < targets->count; ++i) {
                 if (!targets->inputs[i].node_->wanted) {
                     throw std::logic_error("xgrad::grad: input " + std::to_string(i) + " (a result of '" +
@@ -189,12 +205,12 @@ void Pass::run(Roots roots, const Targets* targets, bool allow_unused) {
         }
         // Checked before any gradient is written, so a refused pass adds nothing.
         for (Node* n : a_.order) {
-            if (!n->is_leaf && (!to_targets_ || runs(*n))) check_not_stale(*n);
+            if (!n->is_leaf && (!kToTargets || runs(*n))) check_not_stale(*n);
         }
         if (graph_) {
-            run_graph(roots, targets);
+            run_graph<kToTargets>(roots, targets);
         } else {
-            run_kernels(roots, targets);
+            run_kernels<kToTargets>(roots, targets);
         }
     } catch (...) {
         finish(false);
@@ -237,12 +253,13 @@ void Pass::run(Roots roots, const Targets* targets, bool allow_unused) {
 // ---- the ordinary pass: kernel rules on tensors -------------------------------
 
 // Inlined into run(): at 1 x 128 the walk's calls cost more than its work.
+template <bool kToTargets>
 [[gnu::always_inline]] inline void Pass::run_kernels(Roots roots, const Targets* targets) {
     std::vector<Node*>& order = a_.order;
     for (Node* n : order) {
         if (n->is_leaf) {
             // The history of grad_var() holds only while every contribution is recorded.
-            if (n->grad_history != nullptr && !to_targets_) drop_history(*n);
+            if (n->grad_history != nullptr && !kToTargets) drop_history(*n);
             continue;
         }
         if (n->wanted) {
@@ -252,7 +269,7 @@ void Pass::run(Roots roots, const Targets* targets, bool allow_unused) {
     }
     // grad(): a leaf input's gradient goes into a buffer of its own, its grad() aside.
     std::vector<Tensor> aside;
-    if (to_targets_) {
+    if constexpr (kToTargets) {
         for (std::size_t i = 0; i < targets->count; ++i) {
             Node* n = targets->inputs[i].node_;
             if (!n->is_leaf || !n->wanted) {
@@ -266,19 +283,20 @@ void Pass::run(Roots roots, const Targets* targets, bool allow_unused) {
         }
     }
     const auto restore = [&] {
-        if (!to_targets_) return;
-        for (std::size_t i = 0; i < targets->count; ++i) {
-            Node* n = targets->inputs[i].node_;
-            if (!n->is_leaf || !n->wanted) continue;
-            if (!targets->results[i].defined()) {
-                Node* r = new_node();
-                r->value = std::move(n->grad);
-                r->value_pooled = true;
-                targets->results[i] = adopt(r);
-            } else {
-                a_.pool.release(n->grad);
+        if constexpr (kToTargets) {
+            for (std::size_t i = 0; i < targets->count; ++i) {
+                Node* n = targets->inputs[i].node_;
+                if (!n->is_leaf || !n->wanted) continue;
+                if (!targets->results[i].defined()) {
+                    Node* r = new_node();
+                    r->value = std::move(n->grad);
+                    r->value_pooled = true;
+                    targets->results[i] = adopt(r);
+                } else {
+                    a_.pool.release(n->grad);
+                }
+                n->grad = std::move(aside[i]);
             }
-            n->grad = std::move(aside[i]);
         }
     };
     try {
@@ -302,7 +320,7 @@ void Pass::run(Roots roots, const Targets* targets, bool allow_unused) {
         }
         for (Node* n : order) {
             // An op whose output received no gradient contributes nothing.
-            if (n->is_leaf || !n->grad_written || (to_targets_ && !runs(*n))) continue;
+            if (n->is_leaf || !n->grad_written || (kToTargets && !runs(*n))) continue;
             if (n->backward != nullptr) {
                 BackwardContext ctx(*n);
                 n->backward(ctx);
@@ -310,7 +328,7 @@ void Pass::run(Roots roots, const Targets* targets, bool allow_unused) {
                 run_graph_rule_on_values(*n);
             }
         }
-        if (to_targets_) {
+        if constexpr (kToTargets) {
             for (std::size_t i = 0; i < targets->count; ++i) {
                 Node* n = targets->inputs[i].node_;
                 if (n->is_leaf || !n->wanted) continue;
@@ -350,6 +368,7 @@ void Pass::run_graph_rule_on_values(Node& n) {
 
 // ---- the recorded pass: differentiable rules on Vars --------------------------
 
+template <bool kToTargets>
 void Pass::run_graph(Roots roots, const Targets* targets) {
     for (const Root& r : roots) {
         Node& n = *r.node;
@@ -360,7 +379,7 @@ void Pass::run_graph(Roots roots, const Targets* targets) {
     for (Node* n : a_.order) {
         if (n->graph_grad == nullptr) continue;
         if (n->is_leaf) {
-            if (to_targets_) continue;  // returned below
+            if (kToTargets) continue;  // returned below
             // grad_var() = what grad() held before (a constant) + this pass's gradient.
             const Var g = Var::shared(n->graph_grad);
             if (n->grad_history == nullptr) add_to(n->grad_history, Var(Tensor(n->grad)));
@@ -376,7 +395,7 @@ void Pass::run_graph(Roots roots, const Targets* targets) {
         GraphContext ctx(*n, Var::shared(n->graph_grad), true);
         n->graph(ctx);
     }
-    if (to_targets_) {
+    if constexpr (kToTargets) {
         for (std::size_t i = 0; i < targets->count; ++i) {
             Node* n = targets->inputs[i].node_;
             if (in_pass(*n) && n->graph_grad != nullptr) targets->results[i] = Var::shared(n->graph_grad);
