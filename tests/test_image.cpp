@@ -126,6 +126,26 @@ TEST_CASE("image grid: the default padding is 2") {
     CHECK(int(*png.at(2, 2)) == 0);
 }
 
+TEST_CASE("image grid: scale draws each pixel as a square; the padding stays thin") {
+    // Two 2x2 tiles side by side at scale 3, padding 1: 2*(6+1)+1 by 6+1+1.
+    Tensor images = {{0.f, 1.f, 0.5f, 0.25f}, {1.f, 0.f, 0.25f, 0.5f}};
+    TempPath path;
+    write_image_grid(path.str(), images, 2, 2, 2, 1, 3);
+    const Png png = read_png(path.str());
+    REQUIRE(png.width == 2 * (2 * 3 + 1) + 1);
+    REQUIRE(png.height == 2 * 3 + 1 + 1);
+    for (int tile = 0; tile < 2; ++tile)
+        for (int y = 0; y < 6; ++y)
+            for (int x = 0; x < 6; ++x) {
+                const int expected = pixel_byte(images(std::size_t(tile), std::size_t(y / 3 * 2 + x / 3)));
+                CHECK(int(*png.at(1 + tile * 7 + x, 1 + y)) == expected);
+            }
+    CHECK(int(*png.at(7, 3)) == 128);  // the gap between the tiles
+    CHECK_THROWS_WITH_AS(write_image_grid(path.str(), images, 2, 2, 2, 1, 0), doctest::Contains("scale 0"),
+                         std::invalid_argument);
+    CHECK_THROWS_AS(write_image_grid(path.str(), images, 2, 2, 2, 1, 17), std::invalid_argument);
+}
+
 TEST_CASE("image grid: values map to bytes, clamped, NaN black") {
     Tensor images = {{0.f, 1.f, 0.5f, -3.f, 7.f, kNaN, 0.25f}};
     TempPath path;

@@ -165,7 +165,7 @@ unsigned char pixel_byte(float value) {
 }
 
 void write_image_grid(const std::string& path, const Tensor& images, std::size_t height, std::size_t width, std::size_t columns,
-                      std::size_t padding) {
+                      std::size_t padding, std::size_t scale) {
     const std::size_t n = images.shape()[0];
     if (images.shape()[1] != height * width)
         throw ShapeError("xgrad: write_image_grid: images " + shape_string(images) + " do not have " + std::to_string(height) +
@@ -174,16 +174,20 @@ void write_image_grid(const std::string& path, const Tensor& images, std::size_t
         throw std::invalid_argument("xgrad: write_image_grid: nothing to draw for '" + path + "' (" + std::to_string(n) +
                                     " images, " + std::to_string(columns) + " columns, " + std::to_string(height) + "x" +
                                     std::to_string(width) + " tiles)");
+    if (scale < 1 || scale > 16)
+        throw std::invalid_argument("xgrad: write_image_grid: scale " + std::to_string(scale) + " for '" + path +
+                                    "' is outside 1..16");
     const std::size_t rows = (n + columns - 1) / columns;
-    const std::size_t grid_width = columns * (width + padding) + padding;
-    const std::size_t grid_height = rows * (height + padding) + padding;
+    const std::size_t tile_height = scale * height, tile_width = scale * width;
+    const std::size_t grid_width = columns * (tile_width + padding) + padding;
+    const std::size_t grid_height = rows * (tile_height + padding) + padding;
     std::vector<unsigned char> pixels(grid_width * grid_height, 128);
     for (std::size_t i = 0; i < n; ++i) {
-        const std::size_t top = padding + i / columns * (height + padding);
-        const std::size_t left = padding + i % columns * (width + padding);
-        for (std::size_t y = 0; y < height; ++y)
-            for (std::size_t x = 0; x < width; ++x)
-                pixels[(top + y) * grid_width + left + x] = pixel_byte(images(i, y * width + x));
+        const std::size_t top = padding + i / columns * (tile_height + padding);
+        const std::size_t left = padding + i % columns * (tile_width + padding);
+        for (std::size_t y = 0; y < tile_height; ++y)
+            for (std::size_t x = 0; x < tile_width; ++x)
+                pixels[(top + y) * grid_width + left + x] = pixel_byte(images(i, y / scale * width + x / scale));
     }
     write_png(path, grid_width, grid_height, 1, pixels);
 }

@@ -19,15 +19,17 @@ unsigned char pixel_byte(float value);
 
 // Writes `images` (n, height*width; row-major pixels, values in [0,1],
 // clamped, NaN -> 0, see pixel_byte) as one 8-bit grayscale PNG: tiles in row-major order,
-// `columns` per grid row, ceil(n/columns) grid rows. Every tile is framed by
-// `padding` pixels of mid-grey (128), so the PNG is
-//   (columns*(width+padding) + padding) x (rows*(height+padding) + padding)
+// `columns` per grid row, ceil(n/columns) grid rows. Each image pixel is drawn
+// as a `scale` x `scale` square (nearest neighbour: a 28 x 28 digit at scale 1
+// is a few millimetres on a screen). Every tile is framed by `padding` pixels
+// of mid-grey (128), so the PNG is
+//   (columns*(scale*width+padding) + padding) x (rows*(scale*height+padding) + padding)
 // pixels; cells after the last image are left grey.
 // Throws ShapeError when images.shape()[1] != height*width, std::invalid_argument
-// for no images, zero columns or a zero tile size, and std::runtime_error
-// naming the path when the file cannot be written.
+// for no images, zero columns, a zero tile size or a scale outside 1..16, and
+// std::runtime_error naming the path when the file cannot be written.
 void write_image_grid(const std::string& path, const Tensor& images, std::size_t height, std::size_t width, std::size_t columns,
-                      std::size_t padding = 2);
+                      std::size_t padding = 2, std::size_t scale = 1);
 
 struct PlotSeries {
     std::string label;
