@@ -25,6 +25,7 @@
 #include "data_location.hpp"
 #include "gan.hpp"
 #include "outputs.hpp"
+#include "program.hpp"
 #include "quality_monitor.hpp"
 
 namespace gan {
@@ -343,27 +344,15 @@ int run_app(int argc, const char* const* argv, const xgrad::Distributed* distrib
     Options o;
     add_options(cli, o);
     const bool several = distributed && distributed->size() > 1;
-    try {
-        cli.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        if (several && !distributed->is_root()) return e.get_exit_code();  // rank 0 prints the help or the error
-        return cli.exit(e);
-    }
+    // Rank 0 alone prints the help or the error.
+    if (const auto code = common::parse(cli, argc, argv, several && !distributed->is_root())) return *code;
     const std::string program =
-        several ? "mnist_gan: rank " + std::to_string(distributed->rank()) + " of " + std::to_string(distributed->size()) + ": "
-                : "mnist_gan: ";
-    try {
-        const GanConfig config = configure(o);
-        return train(o, config, several ? distributed : nullptr);
-    } catch (const xgrad::RanksDisagree&) {
-        throw;  // thrown on every rank: Distributed::run prints it and ends the job in order
-    } catch (const std::bad_alloc&) {
-        std::cerr << program << "error: out of memory; try a smaller --batch, --hidden or --z-dim\n";
-        return 1;
-    } catch (const std::exception& e) {
-        std::cerr << program << "error: " << e.what() << "\n";
-        return 1;
-    }
+        several ? "mnist_gan: rank " + std::to_string(distributed->rank()) + " of " + std::to_string(distributed->size())
+                : "mnist_gan";
+    // RanksDisagree is thrown on every rank: Distributed::run prints it and ends the job in order.
+    return common::run_reporting_errors<xgrad::RanksDisagree>(program, "try a smaller --batch, --hidden or --z-dim", [&] {
+        return train(o, configure(o), several ? distributed : nullptr);
+    });
 }
 
 }  // namespace gan

@@ -81,13 +81,7 @@ void add_options(CLI::App& cli, Options& o) {
     cli.add_option("--g-loss", o.g_loss,
                    "non-saturating: maximise log D(G(z)); minimax: minimise log(1 - D(G(z))) (default: the preset's)")
         ->check(CLI::IsMember({"non-saturating", "minimax"}));
-    cli.add_option("--seed", o.seed, "Random seed: same seed and thread count give identical results")
-        ->check(common::unsigned_in(0, UINT64_MAX))
-        ->capture_default_str();
-    cli.add_option("--threads", o.threads,
-                   "Threads for matrix products and elementwise work (results are identical for the same count)")
-        ->check(common::unsigned_in(1, 256))
-        ->capture_default_str();
+    o.add_shared_options(cli, "Random seed: same seed and thread count give identical results");
     cli.add_option("--out", o.out, "Output directory (grids, plots, log.csv, checkpoint.xgrad)")->capture_default_str();
     cli.add_option("--grid-every", o.grid_every, "Write an 8x8 sample grid every N steps (0: only at the end)")
         ->check(common::unsigned_in(0, 100000000))

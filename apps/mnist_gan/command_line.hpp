@@ -11,6 +11,7 @@
 
 #include "data_location.hpp"
 #include "gan.hpp"
+#include "program.hpp"
 
 namespace gan {
 
@@ -18,7 +19,7 @@ namespace gan {
 // given, they override the preset; not given, the preset's value stands, so
 // each has one default (presets.cpp, or GanConfig's). The others are the
 // run's own, with their defaults here.
-struct Options {
+struct Options : common::SharedOptions {
     common::DataLocation data;
     std::string preset_name = "default", out = "out", export_dir, classifier;
     std::optional<long> steps;
@@ -28,8 +29,6 @@ struct Options {
     std::optional<std::string> g_loss;
     std::optional<bool> averaged;  // --ema / --no-ema: grids and samples from the averaged generator, or the raw one
     bool sample_batch_stats = false;
-    std::uint64_t seed = 1;
-    int threads = 1;
     std::size_t samples = 0;
     long grid_every = 500, checkpoint_every = 1000, log_every = 50, eval_every = 0;
     bool resume = false;
