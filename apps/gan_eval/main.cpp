@@ -20,17 +20,16 @@
 #include "evaluation.hpp"
 #include "options.hpp"
 #include "output.hpp"
+#include "program.hpp"
 
 namespace {
 
 using xgrad::Tensor;
 
-struct Options {
+struct Options : common::SharedOptions {
     common::DataLocation data;
     std::string samples, baseline, classifier = "out/classifier.xgrad", label, csv;
     std::size_t count = 0;
-    std::uint64_t seed = 1;
-    int threads = 1;
 };
 
 struct Report {
@@ -249,28 +248,10 @@ int main(int argc, char** argv) {
     o.data.add_options(cli, "train-images-idx3-ubyte and t10k-images-idx3-ubyte");
     cli.add_option("--count", o.count, "Score the first N images (default: as many as the real column, half the held-out split)")
         ->check(common::unsigned_in(2, 10000000));
-    cli.add_option("--seed", o.seed, "Seed of the noise baseline")
-        ->check(common::unsigned_in(0, UINT64_MAX))
-        ->capture_default_str();
-    cli.add_option("--threads", o.threads,
-                   "Threads for matrix products and elementwise work (results are identical for the same count)")
-        ->check(common::unsigned_in(1, 256))
-        ->capture_default_str();
+    o.add_shared_options(cli, "Seed of the noise baseline");
     cli.add_option("--label", o.label, "Row label for --csv (default: the samples path or baseline name)");
     cli.add_option("--csv", o.csv, "Append the samples' metrics as one row to this CSV file");
-    try {
-        cli.parse(argc, argv);
-        if (o.samples.empty() && o.baseline.empty()) throw CLI::RequiredError("--samples or --baseline");
-    } catch (const CLI::ParseError& e) {
-        return cli.exit(e);
-    }
-    try {
-        return run(o, cli.count("--count") > 0);
-    } catch (const std::bad_alloc&) {
-        std::cerr << "gan_eval: error: out of memory; try a smaller --count\n";
-        return 1;
-    } catch (const std::exception& e) {
-        std::cerr << "gan_eval: error: " << e.what() << "\n";
-        return 1;
-    }
+    if (const auto code = common::parse(cli, argc, argv)) return *code;
+    if (o.samples.empty() && o.baseline.empty()) return cli.exit(CLI::RequiredError("--samples or --baseline"));
+    return common::run_reporting_errors("gan_eval", "try a smaller --count", [&] { return run(o, cli.count("--count") > 0); });
 }

@@ -21,13 +21,14 @@
 #include "evaluation.hpp"
 #include "options.hpp"
 #include "output.hpp"
+#include "program.hpp"
 
 namespace {
 
 using xgrad::Tensor;
 using xgrad::Var;
 
-struct Options {
+struct Options : common::SharedOptions {
     common::DataLocation data;
     std::string out = "out";
     std::string arch = "cnn";
@@ -35,8 +36,6 @@ struct Options {
     // digits of data/mnist (docs/evaluation.md); 0 means "the architecture's".
     std::size_t epochs = 0, batch = 128, hidden = 0, layers = 2, shift = 2, conv1 = 32, conv2 = 64;
     float lr = 1e-3f, dropout = 0.3f;
-    std::uint64_t seed = 1;
-    int threads = 1;
 };
 
 // dst = src (side x side) moved by (dx, dy) pixels, zeros shifted in: the
@@ -194,26 +193,8 @@ int main(int argc, char** argv) {
     cli.add_option("--shift", o.shift, "Augmentation: shift each training image by up to N pixels in x and y (0: off)")
         ->check(common::unsigned_in(0, 10))
         ->capture_default_str();
-    cli.add_option("--seed", o.seed, "Random seed: same seed and thread count give identical weights")
-        ->check(common::unsigned_in(0, UINT64_MAX))
-        ->capture_default_str();
-    cli.add_option("--threads", o.threads,
-                   "Threads for matrix products and elementwise work (results are identical for the same count)")
-        ->check(common::unsigned_in(1, 256))
-        ->capture_default_str();
+    o.add_shared_options(cli, "Random seed: same seed and thread count give identical weights");
     cli.add_option("--out", o.out, "Output directory; the weights go to OUT/classifier.xgrad")->capture_default_str();
-    try {
-        cli.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        return cli.exit(e);
-    }
-    try {
-        return train(o);
-    } catch (const std::bad_alloc&) {
-        std::cerr << "mnist_classifier: error: out of memory; try a smaller --batch or --hidden\n";
-        return 1;
-    } catch (const std::exception& e) {
-        std::cerr << "mnist_classifier: error: " << e.what() << "\n";
-        return 1;
-    }
+    if (const auto code = common::parse(cli, argc, argv)) return *code;
+    return common::run_reporting_errors("mnist_classifier", "try a smaller --batch or --hidden", [&] { return train(o); });
 }

@@ -25,6 +25,7 @@
 #include "data_location.hpp"
 #include "gan.hpp"
 #include "outputs.hpp"
+#include "program.hpp"
 #include "quality_monitor.hpp"
 
 namespace gan {
@@ -152,7 +153,7 @@ Training::Training(const Options& o, const GanConfig& config, const xgrad::Distr
     announce();
     std::signal(SIGINT, on_interrupt);
     std::signal(SIGTERM, on_interrupt);
-    progress_.emplace(static_cast<std::size_t>(o_.steps - gan_.steps_done()));
+    progress_.emplace(static_cast<std::size_t>(config_.steps - gan_.steps_done()));
     parameters_ = gan_.parameters();
     first_step_ = gan_.steps_done();
 }
@@ -169,14 +170,14 @@ void Training::resume() {
         distributed_->check_same_settings({{"the resumed checkpoint's step", std::to_string(gan_.steps_done())},
                                            {"the resumed checkpoint's parameters", parameters}});
     }
-    if (gan_.steps_done() > o_.steps) {
-        throw std::runtime_error("--steps " + std::to_string(o_.steps) + ": the checkpoint '" + checkpoint_path_ +
+    if (gan_.steps_done() > config_.steps) {
+        throw std::runtime_error("--steps " + std::to_string(config_.steps) + ": the checkpoint '" + checkpoint_path_ +
                                  "' is already at step " + std::to_string(gan_.steps_done()) +
                                  "; pass a larger --steps to train further");
     }
     std::cerr << "resumed from " << checkpoint_path_ << " at step " << gan_.steps_done() << "\n";
-    if (gan_.steps_done() == o_.steps)
-        std::cerr << "nothing to train: --steps " << o_.steps << " are done; writing the final outputs\n";
+    if (gan_.steps_done() == config_.steps)
+        std::cerr << "nothing to train: --steps " << config_.steps << " are done; writing the final outputs\n";
 }
 
 // The fewest digits that read back as v: 0.1, not exact()'s 0.100000001.
@@ -205,7 +206,7 @@ void Training::log(const StepStats& stats) {
     const long step = gan_.steps_done();
     interval_.add(stats);
     progress_->update(static_cast<std::size_t>(step - first_step_), status_text(interval_));
-    if (step % o_.log_every == 0 || step == o_.steps) {
+    if (step % o_.log_every == 0 || step == config_.steps) {
         history_.add(interval_.row(step));
         if (log_) log_->write(csv_row(step, history_.rows().back()));
         interval_ = Interval{};
@@ -220,7 +221,7 @@ void Training::write_grid(long step) {
     gan_.average_statistics();
     char name[64];
     std::snprintf(name, sizeof name, "/grid_%07ld.png", step);
-    if (root_) gan::write_grid(gan_, fixed_noise_, o_.averaged, o_.out + name);
+    if (root_) gan::write_grid(gan_, fixed_noise_, config_.sample_averaged, o_.out + name);
 }
 
 void Training::evaluate(long step) {
@@ -274,20 +275,20 @@ int Training::finish() {
         return 130;
     };
     if (interrupted) return stopped(o_.samples > 0 ? "the final grid, plots and samples.idx" : "the final grid and plots");
-    gan::write_grid(gan_, fixed_noise_, o_.averaged, o_.out + "/grid_final.png");
+    gan::write_grid(gan_, fixed_noise_, config_.sample_averaged, o_.out + "/grid_final.png");
     write_plots(history_, o_.out);
     write_quality_plots(quality_, o_.out);
     if (o_.samples > 0) {
         const std::string samples_path = o_.out + "/samples.idx";
         std::cerr << "writing " << o_.samples << " samples to " << samples_path << "\n";
-        if (interrupted || !write_samples(gan_, o_.samples, o_.seed + 2, o_.averaged, samples_path, interrupted))
+        if (interrupted || !write_samples(gan_, o_.samples, o_.seed + 2, config_.sample_averaged, samples_path, interrupted))
             return stopped("samples.idx");
     }
     if (!o_.export_dir.empty()) {
         fs::create_directories(o_.export_dir);
         const std::string g_path = o_.export_dir + "/generator.safetensors",
                           d_path = o_.export_dir + "/discriminator.safetensors";
-        xgrad::save_safetensors(gan_.sampling_generator(o_.averaged), g_path);
+        xgrad::save_safetensors(gan_.sampling_generator(config_.sample_averaged), g_path);
         xgrad::save_safetensors(gan_.discriminator(), d_path);
         std::cerr << "exported " << g_path << " and " << d_path << " (safetensors, PyTorch's names and layouts)\n";
     }
@@ -309,7 +310,7 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
     Training run(o, config, distributed);
     Gan& gan = run.gan();
     const auto every = [&](long n) { return n > 0 && gan.steps_done() % n == 0; };
-    while (gan.steps_done() < o.steps) {
+    while (gan.steps_done() < config.steps) {
         const StepStats stats = gan.step(run.data(), interrupted);
         const long step = gan.steps_done();
         if (!std::isfinite(stats.d_loss) || !std::isfinite(stats.g_loss)) {
@@ -343,27 +344,15 @@ int run_app(int argc, const char* const* argv, const xgrad::Distributed* distrib
     Options o;
     add_options(cli, o);
     const bool several = distributed && distributed->size() > 1;
-    try {
-        cli.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        if (several && !distributed->is_root()) return e.get_exit_code();  // rank 0 prints the help or the error
-        return cli.exit(e);
-    }
+    // Rank 0 alone prints the help or the error.
+    if (const auto code = common::parse(cli, argc, argv, several && !distributed->is_root())) return *code;
     const std::string program =
-        several ? "mnist_gan: rank " + std::to_string(distributed->rank()) + " of " + std::to_string(distributed->size()) + ": "
-                : "mnist_gan: ";
-    try {
-        const GanConfig config = configure(o, cli);
-        return train(o, config, several ? distributed : nullptr);
-    } catch (const xgrad::RanksDisagree&) {
-        throw;  // thrown on every rank: Distributed::run prints it and ends the job in order
-    } catch (const std::bad_alloc&) {
-        std::cerr << program << "error: out of memory; try a smaller --batch, --hidden or --z-dim\n";
-        return 1;
-    } catch (const std::exception& e) {
-        std::cerr << program << "error: " << e.what() << "\n";
-        return 1;
-    }
+        several ? "mnist_gan: rank " + std::to_string(distributed->rank()) + " of " + std::to_string(distributed->size())
+                : "mnist_gan";
+    // RanksDisagree is thrown on every rank: Distributed::run prints it and ends the job in order.
+    return common::run_reporting_errors<xgrad::RanksDisagree>(program, "try a smaller --batch, --hidden or --z-dim", [&] {
+        return train(o, configure(o), several ? distributed : nullptr);
+    });
 }
 
 }  // namespace gan

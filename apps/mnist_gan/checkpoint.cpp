@@ -142,7 +142,7 @@ std::vector<std::pair<std::string, std::string>> rank_settings(const Options& o,
     };
     for (const Setting& s : training_settings(o, c, data)) out.emplace_back(s.option, s.value);
     const auto given = [](bool yes) { return std::string(yes ? "given" : "not given"); };
-    out.insert(out.end(), {{"--steps", std::to_string(o.steps)},
+    out.insert(out.end(), {{"--steps", std::to_string(c.steps)},
                            {"--grid-every", std::to_string(o.grid_every)},
                            {"--checkpoint-every", std::to_string(o.checkpoint_every)},
                            {"--classifier", given(!o.classifier.empty())},

@@ -8,39 +8,40 @@
 namespace gan {
 namespace {
 
-GanConfig config_from(const Options& o, const CLI::App& cli) {
+GanConfig config_from(const Options& o) {
     GanConfig c = preset(o.preset_name);
-    // Explicit flags override the preset.
-    if (cli.count("--k")) c.k = o.k;
-    if (cli.count("--batch")) c.batch = o.batch;
-    if (cli.count("--z-dim")) c.z_dim = o.z_dim;
-    if (cli.count("--hidden")) c.hidden = o.hidden;
-    if (cli.count("--channels")) c.channels = o.channels;
-    if (cli.count("--lr")) c.lr = o.lr;
-    if (cli.count("--r1")) c.r1_gamma = o.r1;
-    if (cli.count("--r1-every")) c.r1_every = o.r1_every;
-    if (cli.count("--g-loss")) c.g_loss = o.g_loss == "minimax" ? GeneratorLoss::minimax : GeneratorLoss::non_saturating;
+    if (o.steps) c.steps = *o.steps;
+    if (o.k) c.k = *o.k;
+    if (o.batch) c.batch = *o.batch;
+    if (o.z_dim) c.z_dim = *o.z_dim;
+    if (o.hidden) c.hidden = *o.hidden;
+    if (o.channels) c.channels = *o.channels;
+    if (o.lr) c.lr = *o.lr;
+    if (o.r1) c.r1_gamma = *o.r1;
+    if (o.r1_every) c.r1_every = *o.r1_every;
+    if (o.g_loss) c.g_loss = *o.g_loss == "minimax" ? GeneratorLoss::minimax : GeneratorLoss::non_saturating;
+    if (o.averaged) c.sample_averaged = *o.averaged;
     if (o.sample_batch_stats) c.sample_with_batch_stats = true;
     return c;
 }
 
 // A flag that the preset ignores would give another run than the one asked
 // for, silently: it is refused, naming the flag and the preset.
-void refuse_ignored_flags(const Options& o, const GanConfig& c, const CLI::App& cli, const CLI::Option& ema) {
+void refuse_ignored_flags(const Options& o, const GanConfig& c) {
     const std::string preset = "the " + c.preset + " preset";
-    if (c.architecture == Architecture::dcgan && cli.count("--hidden")) {
-        throw std::invalid_argument("--hidden " + std::to_string(o.hidden) + ": " + preset +
+    if (c.architecture == Architecture::dcgan && o.hidden) {
+        throw std::invalid_argument("--hidden " + std::to_string(*o.hidden) + ": " + preset +
                                     " has no hidden fully connected layers (its widths are --channels)");
     }
-    if (c.architecture == Architecture::mlp && cli.count("--channels")) {
-        throw std::invalid_argument("--channels " + std::to_string(o.channels) + ": " + preset +
+    if (c.architecture == Architecture::mlp && o.channels) {
+        throw std::invalid_argument("--channels " + std::to_string(*o.channels) + ": " + preset +
                                     " has no convolutions (its width is --hidden)");
     }
     if (o.sample_batch_stats && c.architecture != Architecture::dcgan) {
         throw std::invalid_argument("--sample-batch-stats: " + preset + " has no batch norm (only dcgan has)");
     }
-    if (ema.count() && c.ema_decay <= 0.f) {
-        throw std::invalid_argument(std::string(o.averaged ? "--ema" : "--no-ema") + ": " + preset +
+    if (o.averaged && c.ema_decay <= 0.f) {
+        throw std::invalid_argument(std::string(*o.averaged ? "--ema" : "--no-ema") + ": " + preset +
                                     " keeps no averaged generator (mlp and dcgan do)");
     }
 }
@@ -58,34 +59,29 @@ void add_options(CLI::App& cli, Options& o) {
         ->capture_default_str();
     cli.add_option("--steps", o.steps, "Total training steps (default: the preset's; a resumed run continues up to this)")
         ->check(common::unsigned_in(1, kMostSteps));
-    cli.add_option("--k", o.k, "Discriminator updates per generator update (overrides the preset)")
+    cli.add_option("--k", o.k, "Discriminator updates per generator update (default: the preset's)")
         ->check(common::unsigned_in(1, 100));
-    cli.add_option("--batch", o.batch, "Minibatch size m (overrides the preset)")->check(common::unsigned_in(1, 65536));
-    cli.add_option("--z-dim", o.z_dim, "Noise dimension (overrides the preset)")->check(common::unsigned_in(1, 65536));
-    cli.add_option("--hidden", o.hidden, "Hidden units of both nets (overrides the preset)")
+    cli.add_option("--batch", o.batch, "Minibatch size m (default: the preset's)")->check(common::unsigned_in(1, 65536));
+    cli.add_option("--z-dim", o.z_dim, "Noise dimension (default: the preset's)")->check(common::unsigned_in(1, 65536));
+    cli.add_option("--hidden", o.hidden, "Hidden units of both nets (default: the preset's)")
         ->check(common::unsigned_in(1, 65536));
     cli.add_option(
            "--channels", o.channels,
            "dcgan: channels of D's first convolution and G's last hidden layer; D's second and G's first have twice as many "
-           "(overrides the preset)")
+           "(default: the preset's)")
         ->check(common::unsigned_in(1, 4096));
-    cli.add_option("--lr", o.lr, "Adam learning rate of both nets (overrides the preset)")->check(common::real_in(1e-7, 1.0));
+    cli.add_option("--lr", o.lr, "Adam learning rate of both nets (default: the preset's)")->check(common::real_in(1e-7, 1.0));
     cli.add_option("--r1", o.r1,
                    "R1 gradient penalty gamma/2 E||grad_x D(x)||^2 on real samples (Mescheder et al. 2018; default: the "
                    "preset's, 0 = off)")
         ->check(common::real_in(0.0, 1e6));
-    cli.add_option("--r1-every", o.r1_every, "Apply R1 lazily, every N-th D update with its loss scaled by N")
-        ->check(common::unsigned_in(1, 1000000))
-        ->capture_default_str();
-    cli.add_option("--g-loss", o.g_loss, "non-saturating: maximise log D(G(z)); minimax: minimise log(1 - D(G(z)))")
+    cli.add_option("--r1-every", o.r1_every,
+                   "Apply R1 lazily, every N-th D update with its loss scaled by N (default: the preset's)")
+        ->check(common::unsigned_in(1, 1000000));
+    cli.add_option("--g-loss", o.g_loss,
+                   "non-saturating: maximise log D(G(z)); minimax: minimise log(1 - D(G(z))) (default: the preset's)")
         ->check(CLI::IsMember({"non-saturating", "minimax"}));
-    cli.add_option("--seed", o.seed, "Random seed: same seed and thread count give identical results")
-        ->check(common::unsigned_in(0, UINT64_MAX))
-        ->capture_default_str();
-    cli.add_option("--threads", o.threads,
-                   "Threads for matrix products and elementwise work (results are identical for the same count)")
-        ->check(common::unsigned_in(1, 256))
-        ->capture_default_str();
+    o.add_shared_options(cli, "Random seed: same seed and thread count give identical results");
     cli.add_option("--out", o.out, "Output directory (grids, plots, log.csv, checkpoint.xgrad)")->capture_default_str();
     cli.add_option("--grid-every", o.grid_every, "Write an 8x8 sample grid every N steps (0: only at the end)")
         ->check(common::unsigned_in(0, 100000000))
@@ -107,9 +103,12 @@ void add_options(CLI::App& cli, Options& o) {
         ->check(common::unsigned_in(0, 100000000))
         ->needs(classifier)
         ->capture_default_str();
-    cli.add_flag("--ema,!--no-ema", o.averaged,
-                 "Write grids and samples.idx from the averaged generator, or the raw one (default: the preset's choice; "
-                 "eval.csv always has both)");
+    // Through a function: CLI11 2.1.2 takes an optional<bool> for a flag counter and sets it to 0 on declaration.
+    cli.add_flag_function(
+           "--ema,!--no-ema", [&o](std::int64_t ema) { o.averaged = ema > 0; },
+           "Write grids and samples.idx from the averaged generator, or the raw one (default: the preset's; eval.csv always "
+           "has both)")
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     cli.add_flag("--sample-batch-stats", o.sample_batch_stats,
                  "Generate with each batch's own normalization statistics instead of the running ones (dcgan)");
     cli.add_option("--samples", o.samples, "After training, write N generated images to OUT/samples.idx (IDX3, bytes)")
@@ -119,12 +118,9 @@ void add_options(CLI::App& cli, Options& o) {
                    "that samples) and DIR/discriminator.safetensors, loadable by PyTorch (docs/pytorch.md)");
 }
 
-GanConfig configure(Options& o, const CLI::App& cli) {
-    const CLI::Option& ema = *cli.get_option("--ema");
-    const GanConfig config = config_from(o, cli);
-    refuse_ignored_flags(o, config, cli, ema);
-    if (o.steps == 0) o.steps = config.steps;
-    if (!ema.count()) o.averaged = config.sample_averaged;
+GanConfig configure(const Options& o) {
+    const GanConfig config = config_from(o);
+    refuse_ignored_flags(o, config);
     return config;
 }
 

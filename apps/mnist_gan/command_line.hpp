@@ -4,31 +4,34 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
 #include "data_location.hpp"
 #include "gan.hpp"
+#include "program.hpp"
 
 namespace gan {
 
-struct Options {
+// What the command line asked for. The settings a preset holds are optional:
+// given, they override the preset; not given, the preset's value stands, so
+// each has one default (presets.cpp, or GanConfig's). The others are the
+// run's own, with their defaults here.
+struct Options : common::SharedOptions {
     common::DataLocation data;
-    std::string preset_name = "default", g_loss, out = "out", export_dir;
-    long steps = 0;  // 0: the preset's
-    std::size_t k = 1, batch = 128, z_dim = 100, hidden = 128, channels = 64, samples = 0;
-    float lr = 0.f, r1 = 0.f;  // read only when given, as the other overrides of the preset
-    long r1_every = 16;
-    std::uint64_t seed = 1;
-    int threads = 1;
-    long grid_every = 500, checkpoint_every = 1000, log_every = 50;
-    std::string classifier;
-    long eval_every = 0;
-    bool resume = false;
-    bool averaged =
-        true;  // grids and samples from the averaged generator when the preset keeps one (--ema/--no-ema, else the preset's)
+    std::string preset_name = "default", out = "out", export_dir, classifier;
+    std::optional<long> steps;
+    std::optional<std::size_t> k, batch, z_dim, hidden, channels;
+    std::optional<float> lr, r1;
+    std::optional<long> r1_every;
+    std::optional<std::string> g_loss;
+    std::optional<bool> averaged;  // --ema / --no-ema: grids and samples from the averaged generator, or the raw one
     bool sample_batch_stats = false;
+    std::size_t samples = 0;
+    long grid_every = 500, checkpoint_every = 1000, log_every = 50, eval_every = 0;
+    bool resume = false;
 };
 
 // The most steps a run can take (--steps).
@@ -38,10 +41,10 @@ constexpr long kMostSteps = 100000000;
 void add_options(CLI::App& cli, Options& o);
 
 // The configuration a parsed command line asks for: the preset's, each flag
-// given overriding it; o.steps and o.averaged take the preset's values when
-// not given. Throws std::invalid_argument for a flag that the preset would
+// given overriding it (its steps and sample_averaged are the run's --steps
+// and --ema). Throws std::invalid_argument for a flag that the preset would
 // ignore (the run would silently differ from the one asked for), naming the
 // flag and the preset.
-GanConfig configure(Options& o, const CLI::App& cli);
+GanConfig configure(const Options& o);
 
 }  // namespace gan

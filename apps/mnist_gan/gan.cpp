@@ -32,7 +32,11 @@ namespace {
 
 std::unique_ptr<xgrad::Optimizer> make_optimizer(const GanConfig& c, std::vector<Var> parameters) {
     if (c.optimizer == OptimizerKind::sgd) return std::make_unique<xgrad::SGD>(std::move(parameters), c.lr);
-    return std::make_unique<xgrad::Adam>(std::move(parameters), xgrad::AdamOptions{c.lr, c.beta1, c.beta2, 1e-8f});
+    xgrad::AdamOptions options;  // eps stays the library's
+    options.lr = c.lr;
+    options.beta1 = c.beta1;
+    options.beta2 = c.beta2;
+    return std::make_unique<xgrad::Adam>(std::move(parameters), options);
 }
 
 float mean_probability(const Tensor& logits) {

@@ -46,7 +46,7 @@ struct GanConfig {
     long steps = 20000;         // the run length the preset is meant for (mnist_gan --steps overrides)
     OptimizerKind optimizer = OptimizerKind::adam;
     float lr = xgrad::AdamOptions{}.lr;  // the library's Adam default (1e-3), as in the paper's setup
-    float beta1 = 0.9f, beta2 = 0.999f;
+    float beta1 = xgrad::AdamOptions{}.beta1, beta2 = xgrad::AdamOptions{}.beta2;
     GeneratorLoss g_loss = GeneratorLoss::non_saturating;
     Objective objective = Objective::standard;
     // > 0: the zero-centred gradient penalty R1 (Mescheder et al. 2018),

@@ -14,9 +14,9 @@ GanConfig mlp_preset() {
     GanConfig c;
     c.preset = "mlp";
     c.hidden = 256;
-    // 4x the 2e-4 of DCGAN practice: in 10 minutes of 2-core training the
-    // averaged G reached FID 46.6; at 2e-4 it was 141 after 20,000 steps and
-    // 102 after 60,000 (docs/evaluation.md, "The learning rate").
+    // 4x the 2e-4 of DCGAN practice: the same FID in far fewer steps, so
+    // within a 10-minute budget (docs/evaluation.md, Calibration, "The
+    // learning rate").
     c.lr = 8e-4f;
     c.beta1 = 0.5f;
     c.d_leaky_slope = 0.2f;
@@ -30,19 +30,20 @@ GanConfig dcgan_preset() {
     GanConfig c;
     c.preset = "dcgan";
     c.architecture = Architecture::dcgan;
-    c.steps = 3000;  // 5.3 min on 2 threads of the README's 2-vCPU machine
+    c.steps = 3000;  // a run of minutes on 2 threads (its time and scores: docs/evaluation.md, Calibration)
     c.channels = 64;
     c.batch = 64;
-    // 6x the DCGAN paper's 2e-4: after 10 minutes of 2-core training the
-    // FID of 10,000 samples was 53.3 at 4e-4, 43.4 at 8e-4 and 37.1 at
-    // 1.2e-3 (docs/evaluation.md, "The learning rate").
+    // 6x the DCGAN paper's 2e-4: of the rates tried, the one with the best
+    // FID after 10 minutes of training (docs/evaluation.md, Calibration,
+    // "The learning rate").
     c.lr = 1.2e-3f;
     c.beta1 = 0.5f;
     c.d_leaky_slope = 0.2f;
     c.init = xgrad::Init::normal_002;
     c.ema_decay = 0.999f;
-    c.sample_averaged = false;  // the raw generator measured better at every step (README, Presets)
-    // R1 on real digits, lazily every 16 D updates (docs/evaluation.md, "R1").
+    c.sample_averaged = false;  // the raw G scored better where the targets are judged (docs/evaluation.md, Calibration, "EMA")
+    // R1 on real digits, lazily every 16 D updates: a lower FID and more even
+    // classes at the same steps (docs/evaluation.md, Calibration, "R1").
     c.r1_gamma = 0.1f;
     return c;
 }

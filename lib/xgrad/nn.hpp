@@ -11,3 +11,4 @@
 #include <xgrad/nn/module.hpp>
 #include <xgrad/nn/norm.hpp>
 #include <xgrad/nn/spectral_norm.hpp>
+#include <xgrad/nn/weighted_layer.hpp>

@@ -2,7 +2,7 @@
 #pragma once
 
 #include <xgrad/nn/init.hpp>
-#include <xgrad/nn/spectral_norm.hpp>
+#include <xgrad/nn/weighted_layer.hpp>
 
 namespace xgrad {
 
