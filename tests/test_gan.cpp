@@ -518,6 +518,44 @@ TEST_CASE("mnist_gan --export writes both nets as safetensors from a checkpoint,
     }
 }
 
+TEST_CASE("mnist_gan --generator draws what the run that exported the generator drew, byte for byte") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path exported = dir.path() / "exported", trained = dir.path() / "trained", sampled = dir.path() / "sampled";
+    // The mlp preset samples its averaged generator: the export must carry that one.
+    auto train = small_run(dir.path(), trained, 3);
+    train.insert(train.end(), {"--samples", "7", "--export", exported.string()});
+    REQUIRE(run(train) == 0);
+    const std::vector<std::string> sample = {"--preset",  "mlp", "--hidden",    "16",
+                                             "--z-dim",   "10",  "--generator", (exported / "generator.safetensors").string(),
+                                             "--samples", "7",   "--out",       sampled.string()};
+    REQUIRE(run(sample) == 0);
+    CHECK(test::file_bytes(sampled / "samples.idx") == test::file_bytes(trained / "samples.idx"));
+    CHECK(test::file_bytes(sampled / "grid_final.png") == test::file_bytes(trained / "grid_final.png"));
+    CHECK_FALSE(fs::exists(sampled / "checkpoint.xgrad"));
+
+    // A flag only training reads, or a net of another shape, is refused.
+    auto with_steps = sample;
+    with_steps.insert(with_steps.end(), {"--steps", "5"});
+    CHECK(run(with_steps) != 0);
+    auto wider = sample;
+    wider[3] = "32";  // --hidden 32: the file's weights have 16 rows
+    CHECK(run(wider) != 0);
+}
+
+TEST_CASE("mnist_gan --grid-scale draws the grid's pixels as squares") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    auto args = small_run(dir.path(), dir.path() / "out", 1);
+    args.insert(args.end(), {"--grid-scale", "2"});
+    REQUIRE(run(args) == 0);
+    // A PNG's width: bytes 16..19, big-endian (its IHDR chunk).
+    const std::string png = test::file_bytes(dir.path() / "out" / "grid_final.png");
+    REQUIRE(png.size() > 24);
+    const auto byte = [&](std::size_t i) { return std::size_t(static_cast<unsigned char>(png[i])); };
+    CHECK((byte(16) << 24 | byte(17) << 16 | byte(18) << 8 | byte(19)) == 8 * (2 * 28 + 2) + 2);
+}
+
 TEST_CASE("--no-ema samples the raw generator: same training, different samples.idx") {
     test::TempDir dir;
     test::write_random_split(dir.path(), "train", 30);

@@ -146,10 +146,7 @@ Training::Training(const Options& o, const GanConfig& config, const xgrad::Distr
         monitor_ = std::make_unique<QualityMonitor>(o_.classifier, set_.dir, config_.z_dim, o_.seed + 3);
         eval_log_ = open_csv(o_.out + "/eval.csv", kEvalHeader, quality_);
     }
-    // The same noise every time, so the grids show one z turning into a digit.
-    xgrad::Rng grid_rng(o_.seed ^ 0x9e3779b97f4a7c15ULL);
-    fixed_noise_ = Var(Tensor::from_shape({64, config_.z_dim}));
-    grid_rng.fill_uniform(fixed_noise_.mutable_value(), -1.f, 1.f);
+    fixed_noise_ = grid_noise(config_.z_dim, o_.seed);
     announce();
     std::signal(SIGINT, on_interrupt);
     std::signal(SIGTERM, on_interrupt);
@@ -221,7 +218,7 @@ void Training::write_grid(long step) {
     gan_.average_statistics();
     char name[64];
     std::snprintf(name, sizeof name, "/grid_%07ld.png", step);
-    if (root_) gan::write_grid(gan_, fixed_noise_, config_.sample_averaged, o_.out + name);
+    if (root_) gan::write_grid(gan_, fixed_noise_, config_.sample_averaged, o_.out + name, o_.grid_scale);
 }
 
 void Training::evaluate(long step) {
@@ -275,7 +272,7 @@ int Training::finish() {
         return 130;
     };
     if (interrupted) return stopped(o_.samples > 0 ? "the final grid, plots and samples.idx" : "the final grid and plots");
-    gan::write_grid(gan_, fixed_noise_, config_.sample_averaged, o_.out + "/grid_final.png");
+    gan::write_grid(gan_, fixed_noise_, config_.sample_averaged, o_.out + "/grid_final.png", o_.grid_scale);
     write_plots(history_, o_.out);
     write_quality_plots(quality_, o_.out);
     if (o_.samples > 0) {
@@ -330,6 +327,30 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
     return run.finish();
 }
 
+// mnist_gan --generator FILE: no training. FILE's weights go into the
+// preset's generator, which draws the grid and the samples a run with the
+// same --seed draws from the net it exported.
+int sample_saved_generator(const Options& o, const GanConfig& config) {
+    const OutputDirectory out_directory(o.out);
+    Gan gan(config, o.seed);
+    xgrad::load_safetensors(gan.sampling_generator(false), o.generator);
+    const std::string grid_path = o.out + "/grid_final.png";
+    write_grid(gan, grid_noise(config.z_dim, o.seed), false, grid_path, o.grid_scale);
+    std::cerr << "mnist_gan: the " << config.preset << " preset's generator from " << o.generator << "\nwrote " << grid_path;
+    if (o.samples > 0) {
+        std::signal(SIGINT, on_interrupt);
+        std::signal(SIGTERM, on_interrupt);
+        const std::string samples_path = o.out + "/samples.idx";
+        if (!write_samples(gan, o.samples, o.seed + 2, false, samples_path, interrupted)) {
+            std::cerr << "\ninterrupted: " << samples_path << " not written\n";
+            return 130;
+        }
+        std::cerr << " and " << o.samples << " samples to " << samples_path;
+    }
+    std::cerr << "\n";
+    return 0;
+}
+
 }  // namespace
 
 long verify_checkpoint(const std::string& path, const GanConfig& config) {
@@ -351,7 +372,9 @@ int run_app(int argc, const char* const* argv, const xgrad::Distributed* distrib
                 : "mnist_gan";
     // RanksDisagree is thrown on every rank: Distributed::run prints it and ends the job in order.
     return common::run_reporting_errors<xgrad::RanksDisagree>(program, "try a smaller --batch, --hidden or --z-dim", [&] {
-        return train(o, configure(o), several ? distributed : nullptr);
+        if (o.generator.empty()) return train(o, configure(o), several ? distributed : nullptr);
+        if (several) throw std::invalid_argument("--generator: sampling runs as one process, not under mpirun");
+        return sample_saved_generator(o, configure(o));
     });
 }
 

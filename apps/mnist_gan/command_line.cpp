@@ -44,6 +44,15 @@ void refuse_ignored_flags(const Options& o, const GanConfig& c) {
         throw std::invalid_argument(std::string(*o.averaged ? "--ema" : "--no-ema") + ": " + preset +
                                     " keeps no averaged generator (mlp and dcgan do)");
     }
+    if (!o.generator.empty()) {
+        const std::pair<const char*, bool> training_only[] = {{"--steps", bool(o.steps)},   {"--k", bool(o.k)},
+                                                              {"--batch", bool(o.batch)},   {"--lr", bool(o.lr)},
+                                                              {"--r1", bool(o.r1)},         {"--r1-every", bool(o.r1_every)},
+                                                              {"--g-loss", bool(o.g_loss)}, {"--ema/--no-ema", bool(o.averaged)}};
+        for (const auto& [flag, given] : training_only) {
+            if (given) throw std::invalid_argument(std::string(flag) + ": --generator trains nothing, it samples the file's net");
+        }
+    }
 }
 
 }  // namespace
@@ -86,6 +95,9 @@ void add_options(CLI::App& cli, Options& o) {
     cli.add_option("--grid-every", o.grid_every, "Write an 8x8 sample grid every N steps (0: only at the end)")
         ->check(common::unsigned_in(0, 100000000))
         ->capture_default_str();
+    cli.add_option("--grid-scale", o.grid_scale, "Draw each pixel of the sample grids as an N x N square")
+        ->check(common::unsigned_in(1, 16))
+        ->capture_default_str();
     cli.add_option("--checkpoint-every", o.checkpoint_every, "Write OUT/checkpoint.xgrad every N steps (0: only at the end)")
         ->check(common::unsigned_in(0, 100000000))
         ->capture_default_str();
@@ -113,9 +125,17 @@ void add_options(CLI::App& cli, Options& o) {
                  "Generate with each batch's own normalization statistics instead of the running ones (dcgan)");
     cli.add_option("--samples", o.samples, "After training, write N generated images to OUT/samples.idx (IDX3, bytes)")
         ->check(common::unsigned_in(0, 10000000));
-    cli.add_option("--export", o.export_dir,
-                   "After training (or, with --resume, from the checkpoint), write DIR/generator.safetensors (the generator "
-                   "that samples) and DIR/discriminator.safetensors, loadable by PyTorch (docs/pytorch.md)");
+    auto* export_dir =
+        cli.add_option("--export", o.export_dir,
+                       "After training (or, with --resume, from the checkpoint), write DIR/generator.safetensors (the "
+                       "generator that samples) and DIR/discriminator.safetensors, loadable by PyTorch (docs/pytorch.md)");
+    cli.add_option("--generator", o.generator,
+                   "Train nothing: load the preset's generator from FILE (a generator.safetensors of --export, or PyTorch's "
+                   "state dict of the same net) and write OUT/grid_final.png and, with --samples N, OUT/samples.idx")
+        ->check(CLI::ExistingFile)
+        ->excludes(classifier)
+        ->excludes(export_dir)
+        ->excludes("--resume");
 }
 
 GanConfig configure(const Options& o) {

@@ -21,7 +21,7 @@ namespace gan {
 // run's own, with their defaults here.
 struct Options : common::SharedOptions {
     common::DataLocation data;
-    std::string preset_name = "default", out = "out", export_dir, classifier;
+    std::string preset_name = "default", out = "out", export_dir, generator, classifier;
     std::optional<long> steps;
     std::optional<std::size_t> k, batch, z_dim, hidden, channels;
     std::optional<float> lr, r1;
@@ -31,6 +31,7 @@ struct Options : common::SharedOptions {
     bool sample_batch_stats = false;
     std::size_t samples = 0;
     long grid_every = 500, checkpoint_every = 1000, log_every = 50, eval_every = 0;
+    std::size_t grid_scale = 3;  // an 8 x 8 grid of 28-pixel digits: 690 pixels wide
     bool resume = false;
 };
 

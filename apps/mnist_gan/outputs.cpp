@@ -94,9 +94,16 @@ std::string status_text(const Interval& i) {
     return s.str();
 }
 
-void write_grid(Gan& gan, const Var& fixed_noise, bool averaged, const std::string& path) {
+Var grid_noise(std::size_t z_dim, std::uint64_t seed) {
+    xgrad::Rng rng(seed ^ 0x9e3779b97f4a7c15ULL);
+    Var noise(Tensor::from_shape({64, z_dim}));
+    rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
+    return noise;
+}
+
+void write_grid(Gan& gan, const Var& fixed_noise, bool averaged, const std::string& path, std::size_t scale) {
     const Var images = gan.generate(fixed_noise, averaged);
-    xgrad::write_image_grid(path, images.value(), 28, 28, 8);
+    xgrad::write_image_grid(path, images.value(), 28, 28, 8, 2, scale);
 }
 
 void write_plots(const History& history, const std::string& out) {

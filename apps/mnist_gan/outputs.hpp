@@ -65,8 +65,12 @@ constexpr const char* kLogHeader = "step,d_loss,g_loss,d_real,d_fake";
 // The progress line's text: the interval's mean losses and D outputs.
 std::string status_text(const Interval& i);
 
-// G's images of fixed_noise (64 rows) as an 8 x 8 grid at `path`.
-void write_grid(Gan& gan, const xgrad::Var& fixed_noise, bool averaged, const std::string& path);
+// The noise of the sample grids (64 rows, z ~ U[-1,1]): the same for a seed,
+// so the grids of a run show one z turning into a digit.
+xgrad::Var grid_noise(std::size_t z_dim, std::uint64_t seed);
+// G's images of fixed_noise (64 rows) as an 8 x 8 grid at `path`, each pixel
+// a `scale` x `scale` square.
+void write_grid(Gan& gan, const xgrad::Var& fixed_noise, bool averaged, const std::string& path, std::size_t scale);
 // losses.png and discriminator.png in `out`, from the log's rows.
 void write_plots(const History& history, const std::string& out);
 // eval.png and eval_fid.png in `out`, from the quality monitor's rows.
