@@ -157,6 +157,144 @@ struct Axis {
     }
 };
 
+// Sizes in pixels, all scaled up together on large plots.
+struct PlotSizes {
+    explicit PlotSizes(int factor)
+        : scale(factor),
+          glyph(Canvas::kGlyphHeight * factor),
+          gap(4 * factor),
+          tick_length(3 * factor),
+          swatch(12 * factor),
+          entry_gap(10 * factor) {}
+    int scale, glyph, gap, tick_length, swatch, entry_gap;
+};
+
+// Legend entries flow left to right under the title, wrapping at the image width.
+struct Legend {
+    std::vector<std::vector<std::size_t>> rows = std::vector<std::vector<std::size_t>>(1);  // series indices
+    std::vector<int> widths = std::vector<int>(1, 0);
+};
+
+Legend layout_legend(const std::vector<PlotSeries>& series, int width, const PlotSizes& z) {
+    Legend legend;
+    for (std::size_t i = 0; i < series.size(); ++i) {
+        const int w = z.swatch + z.gap + Canvas::text_width(series[i].label, z.scale);
+        if (!legend.rows.back().empty() && legend.widths.back() + z.entry_gap + w > width - 2 * z.gap) {
+            legend.rows.emplace_back();
+            legend.widths.push_back(0);
+        }
+        legend.widths.back() += (legend.rows.back().empty() ? 0 : z.entry_gap) + w;
+        legend.rows.back().push_back(i);
+    }
+    return legend;
+}
+
+// The series' common length n, after checking the arguments of write_line_plot.
+std::size_t check_plot(const std::string& path, const std::vector<PlotSeries>& series, const PlotOptions& options) {
+    if (series.empty()) throw std::invalid_argument("xgrad: write_line_plot: no series to plot into '" + path + "'");
+    const std::size_t n = options.x.empty() ? series[0].values.size() : options.x.size();
+    for (const auto& s : series)
+        if (s.values.size() != n)
+            throw std::invalid_argument(
+                "xgrad: write_line_plot: series '" + s.label + "' has " + std::to_string(s.values.size()) + " values, but " +
+                (options.x.empty() ? "series '" + series[0].label + "' has " : std::string("x has ")) + std::to_string(n));
+    if (options.width < 240 || options.height < 160 || options.width > 20000 || options.height > 20000)
+        throw std::invalid_argument("xgrad: write_line_plot: a plot of " + std::to_string(options.width) + "x" +
+                                    std::to_string(options.height) + " pixels is outside 240x160 .. 20000x20000");
+    return n;
+}
+
+float x_value(const PlotOptions& options, std::size_t i) { return options.x.empty() ? static_cast<float>(i) : options.x[i]; }
+
+// The plot's frame in pixels, its ticks and the maps from data onto it.
+struct PlotArea {
+    int left, right, top, bottom;
+    Ticks x_ticks, y_ticks;
+    Axis to_x, to_y;
+};
+
+// The frame between `top` and `bottom`, as wide as the y tick labels leave
+// room for; the ranges those of the data, padded.
+PlotArea layout_area(const std::vector<PlotSeries>& series, const PlotOptions& options, std::size_t n, int top, int bottom,
+                     const PlotSizes& z) {
+    Range x_data, y_data;
+    for (std::size_t i = 0; i < n; ++i) x_data.add(x_value(options, i));
+    for (const auto& s : series)
+        for (float v : s.values) y_data.add(v);
+    for (float v : options.horizontal_lines) y_data.add(v);
+    const Range y_range = y_data.padded(), x_range = x_data.padded();
+
+    Ticks y_ticks = make_ticks(y_range, std::max(2, (bottom - top) / (30 * z.scale)));
+    int label_width = 0;
+    for (const auto& label : y_ticks.labels) label_width = std::max(label_width, Canvas::text_width(label, z.scale));
+    const int left = z.gap + label_width + z.gap + z.tick_length, right = static_cast<int>(options.width) - 1 - 8 * z.scale;
+    Ticks x_ticks = make_ticks(x_range, std::max(2, (right - left) / (60 * z.scale)));
+    return {left,
+            right,
+            top,
+            bottom,
+            std::move(x_ticks),
+            std::move(y_ticks),
+            Axis{x_range, double(left), double(right)},
+            Axis{y_range, double(bottom), double(top)}};
+}
+
+// Each series as a line in its colour, broken where a value is not finite.
+void draw_series(Canvas& canvas, const std::vector<PlotSeries>& series, const PlotOptions& options, std::size_t n,
+                 const PlotArea& a) {
+    const int pen = 2;
+    for (std::size_t s = 0; s < series.size(); ++s) {
+        const Rgb colour = plot_colour(s);
+        const auto& values = series[s].values;
+        auto finite = [&](std::size_t i) { return std::isfinite(x_value(options, i)) && std::isfinite(values[i]); };
+        for (std::size_t i = 0; i < n; ++i) {
+            if (!finite(i)) continue;
+            const int px = a.to_x(x_value(options, i)), py = a.to_y(values[i]);
+            if (i > 0 && finite(i - 1))
+                canvas.line(a.to_x(x_value(options, i - 1)), a.to_y(values[i - 1]), px, py, colour, pen);
+            else if (i + 1 == n || !finite(i + 1))  // a point between gaps would otherwise be invisible
+                canvas.fill(px - pen, py - pen, px + pen + 1, py + pen + 1, colour);
+        }
+    }
+}
+
+// The frame, the ticks with their labels and the x axis label.
+void draw_axes(Canvas& canvas, const PlotArea& a, const std::string& x_label, int width, const PlotSizes& z) {
+    canvas.line(a.left, a.top, a.right, a.top, kBlack, 1);
+    canvas.line(a.left, a.bottom, a.right, a.bottom, kBlack, 1);
+    canvas.line(a.left, a.top, a.left, a.bottom, kBlack, 1);
+    canvas.line(a.right, a.top, a.right, a.bottom, kBlack, 1);
+    for (std::size_t i = 0; i < a.y_ticks.values.size(); ++i) {
+        const int y = a.to_y(a.y_ticks.values[i]);
+        canvas.line(a.left - z.tick_length, y, a.left, y, kBlack, 1);
+        const int w = Canvas::text_width(a.y_ticks.labels[i], z.scale);
+        canvas.text(a.left - z.tick_length - z.gap - w, y - z.glyph / 2, a.y_ticks.labels[i], kBlack, z.scale);
+    }
+    for (std::size_t i = 0; i < a.x_ticks.values.size(); ++i) {
+        const int x = a.to_x(a.x_ticks.values[i]);
+        canvas.line(x, a.bottom, x, a.bottom + z.tick_length, kBlack, 1);
+        const int w = Canvas::text_width(a.x_ticks.labels[i], z.scale);
+        // Centred under the tick, but never cut off by the image's right edge.
+        canvas.text(std::min(x - w / 2, width - w), a.bottom + z.tick_length + z.gap, a.x_ticks.labels[i], kBlack, z.scale);
+    }
+    if (!x_label.empty()) {
+        const int w = Canvas::text_width(x_label, z.scale);
+        canvas.text((a.left + a.right - w) / 2, a.bottom + z.tick_length + 2 * z.gap + z.glyph, x_label, kBlack, z.scale);
+    }
+}
+
+void draw_legend(Canvas& canvas, const Legend& legend, const std::vector<PlotSeries>& series, int width, int top, int line_height,
+                 const PlotSizes& z) {
+    for (std::size_t row = 0; row < legend.rows.size(); ++row) {
+        int x = (width - legend.widths[row]) / 2;
+        const int y = top + static_cast<int>(row) * line_height + z.gap;
+        for (std::size_t i : legend.rows[row]) {
+            canvas.fill(x, y + z.glyph / 2 - z.scale, x + z.swatch, y + z.glyph / 2 + z.scale + 1, plot_colour(i));
+            canvas.text(x + z.swatch + z.gap, y, series[i].label, kBlack, z.scale);
+            x += z.swatch + z.gap + Canvas::text_width(series[i].label, z.scale) + z.entry_gap;
+        }
+    }
+}
 }  // namespace
 
 unsigned char pixel_byte(float value) {
@@ -200,108 +338,29 @@ std::array<unsigned char, 3> plot_colour(std::size_t index) {
 }
 
 void write_line_plot(const std::string& path, const std::vector<PlotSeries>& series, const PlotOptions& options) {
-    if (series.empty()) throw std::invalid_argument("xgrad: write_line_plot: no series to plot into '" + path + "'");
-    const std::size_t n = options.x.empty() ? series[0].values.size() : options.x.size();
-    for (const auto& s : series)
-        if (s.values.size() != n)
-            throw std::invalid_argument(
-                "xgrad: write_line_plot: series '" + s.label + "' has " + std::to_string(s.values.size()) + " values, but " +
-                (options.x.empty() ? "series '" + series[0].label + "' has " : std::string("x has ")) + std::to_string(n));
-    if (options.width < 240 || options.height < 160 || options.width > 20000 || options.height > 20000)
-        throw std::invalid_argument("xgrad: write_line_plot: a plot of " + std::to_string(options.width) + "x" +
-                                    std::to_string(options.height) + " pixels is outside 240x160 .. 20000x20000");
+    const std::size_t n = check_plot(path, series, options);
     const int width = static_cast<int>(options.width), height = static_cast<int>(options.height);
-    const int scale = width >= 600 && height >= 400 ? 2 : 1;
-    const int glyph = Canvas::kGlyphHeight * scale, gap = 4 * scale, tick_length = 3 * scale;
-    auto x_at = [&](std::size_t i) { return options.x.empty() ? static_cast<float>(i) : options.x[i]; };
+    const PlotSizes z(width >= 600 && height >= 400 ? 2 : 1);
 
-    // Legend entries flow left to right under the title, wrapping at the image width.
-    const int swatch = 12 * scale, entry_gap = 10 * scale;
-    std::vector<std::vector<std::size_t>> legend_rows(1);
-    std::vector<int> legend_widths(1, 0);
-    for (std::size_t i = 0; i < series.size(); ++i) {
-        const int w = swatch + gap + Canvas::text_width(series[i].label, scale);
-        if (!legend_rows.back().empty() && legend_widths.back() + entry_gap + w > width - 2 * gap) {
-            legend_rows.emplace_back();
-            legend_widths.push_back(0);
-        }
-        legend_widths.back() += (legend_rows.back().empty() ? 0 : entry_gap) + w;
-        legend_rows.back().push_back(i);
-    }
-    const int line_height = glyph + 2 * gap;
-    const int title_top = gap, legend_top = title_top + line_height;
-    const int plot_top = legend_top + static_cast<int>(legend_rows.size()) * line_height + gap;
-    const int plot_bottom = height - 1 - (tick_length + gap + glyph + gap) - (options.x_label.empty() ? 0 : glyph + gap);
-
-    Range x_data, y_data;
-    for (std::size_t i = 0; i < n; ++i) x_data.add(x_at(i));
-    for (const auto& s : series)
-        for (float v : s.values) y_data.add(v);
-    for (float v : options.horizontal_lines) y_data.add(v);
-    const Range y_range = y_data.padded(), x_range = x_data.padded();
-
-    const Ticks y_ticks = make_ticks(y_range, std::max(2, (plot_bottom - plot_top) / (30 * scale)));
-    int label_width = 0;
-    for (const auto& label : y_ticks.labels) label_width = std::max(label_width, Canvas::text_width(label, scale));
-    const int plot_left = gap + label_width + gap + tick_length, plot_right = width - 1 - 8 * scale;
-    const Ticks x_ticks = make_ticks(x_range, std::max(2, (plot_right - plot_left) / (60 * scale)));
-    const Axis to_x{x_range, double(plot_left), double(plot_right)};
-    const Axis to_y{y_range, double(plot_bottom), double(plot_top)};
+    // From the top: the title, the legend, the plot, the x tick labels and the x label.
+    const Legend legend = layout_legend(series, width, z);
+    const int line_height = z.glyph + 2 * z.gap;
+    const int title_top = z.gap, legend_top = title_top + line_height;
+    const int plot_top = legend_top + static_cast<int>(legend.rows.size()) * line_height + z.gap;
+    const int plot_bottom =
+        height - 1 - (z.tick_length + z.gap + z.glyph + z.gap) - (options.x_label.empty() ? 0 : z.glyph + z.gap);
+    const PlotArea a = layout_area(series, options, n, plot_top, plot_bottom, z);
 
     Canvas canvas(width, height);
-    for (double v : y_ticks.values) canvas.line(plot_left, to_y(v), plot_right, to_y(v), kGrid, 1);
-    for (double v : x_ticks.values) canvas.line(to_x(v), plot_top, to_x(v), plot_bottom, kGrid, 1);
+    for (double v : a.y_ticks.values) canvas.line(a.left, a.to_y(v), a.right, a.to_y(v), kGrid, 1);
+    for (double v : a.x_ticks.values) canvas.line(a.to_x(v), a.top, a.to_x(v), a.bottom, kGrid, 1);
     for (float v : options.horizontal_lines)
-        if (std::isfinite(v)) canvas.line(plot_left, to_y(v), plot_right, to_y(v), kReference, 1, 3 * scale);
-
-    const int pen = 2;
-    for (std::size_t s = 0; s < series.size(); ++s) {
-        const Rgb colour = plot_colour(s);
-        const auto& values = series[s].values;
-        auto finite = [&](std::size_t i) { return std::isfinite(x_at(i)) && std::isfinite(values[i]); };
-        for (std::size_t i = 0; i < n; ++i) {
-            if (!finite(i)) continue;
-            const int px = to_x(x_at(i)), py = to_y(values[i]);
-            if (i > 0 && finite(i - 1))
-                canvas.line(to_x(x_at(i - 1)), to_y(values[i - 1]), px, py, colour, pen);
-            else if (i + 1 == n || !finite(i + 1))  // a point between gaps would otherwise be invisible
-                canvas.fill(px - pen, py - pen, px + pen + 1, py + pen + 1, colour);
-        }
-    }
-
+        if (std::isfinite(v)) canvas.line(a.left, a.to_y(v), a.right, a.to_y(v), kReference, 1, 3 * z.scale);
+    draw_series(canvas, series, options, n, a);
     // The frame and labels go on top, so data never hides them.
-    canvas.line(plot_left, plot_top, plot_right, plot_top, kBlack, 1);
-    canvas.line(plot_left, plot_bottom, plot_right, plot_bottom, kBlack, 1);
-    canvas.line(plot_left, plot_top, plot_left, plot_bottom, kBlack, 1);
-    canvas.line(plot_right, plot_top, plot_right, plot_bottom, kBlack, 1);
-    for (std::size_t i = 0; i < y_ticks.values.size(); ++i) {
-        const int y = to_y(y_ticks.values[i]);
-        canvas.line(plot_left - tick_length, y, plot_left, y, kBlack, 1);
-        const int w = Canvas::text_width(y_ticks.labels[i], scale);
-        canvas.text(plot_left - tick_length - gap - w, y - glyph / 2, y_ticks.labels[i], kBlack, scale);
-    }
-    for (std::size_t i = 0; i < x_ticks.values.size(); ++i) {
-        const int x = to_x(x_ticks.values[i]);
-        canvas.line(x, plot_bottom, x, plot_bottom + tick_length, kBlack, 1);
-        const int w = Canvas::text_width(x_ticks.labels[i], scale);
-        // Centred under the tick, but never cut off by the image's right edge.
-        canvas.text(std::min(x - w / 2, width - w), plot_bottom + tick_length + gap, x_ticks.labels[i], kBlack, scale);
-    }
-    if (!options.x_label.empty()) {
-        const int w = Canvas::text_width(options.x_label, scale);
-        canvas.text((plot_left + plot_right - w) / 2, plot_bottom + tick_length + 2 * gap + glyph, options.x_label, kBlack,
-                    scale);
-    }
-    canvas.text((width - Canvas::text_width(options.title, scale)) / 2, title_top + gap, options.title, kBlack, scale);
-    for (std::size_t row = 0; row < legend_rows.size(); ++row) {
-        int x = (width - legend_widths[row]) / 2;
-        const int y = legend_top + static_cast<int>(row) * line_height + gap;
-        for (std::size_t i : legend_rows[row]) {
-            canvas.fill(x, y + glyph / 2 - scale, x + swatch, y + glyph / 2 + scale + 1, plot_colour(i));
-            canvas.text(x + swatch + gap, y, series[i].label, kBlack, scale);
-            x += swatch + gap + Canvas::text_width(series[i].label, scale) + entry_gap;
-        }
-    }
+    draw_axes(canvas, a, options.x_label, width, z);
+    canvas.text((width - Canvas::text_width(options.title, z.scale)) / 2, title_top + z.gap, options.title, kBlack, z.scale);
+    draw_legend(canvas, legend, series, width, legend_top, line_height, z);
     write_png(path, options.width, options.height, 3, canvas.pixels());
 }
 

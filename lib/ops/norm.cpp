@@ -77,20 +77,10 @@ void for_each_run(const AxisLanes& l, std::size_t c0, std::size_t c1, const F& f
     }
 }
 
-// The exact gradient through the batch statistics (training) or through
-// constant running statistics (evaluation), from the saved mean and
-// 1/sqrt(var + eps).
-void batch_norm_backward(BackwardContext& ctx) {
-    const BatchNormState& s = ctx.state<BatchNormState>();
-    const AxisLanes& l = s.lanes;
-    const float *mean = ctx.saved().data(), *inv_std = ctx.saved().data() + l.n;
-    const float *x = ctx.input(0).data(), *dy = ctx.grad_output().data();
-    const bool affine = ctx.num_inputs() == 3;
-    const float* w = affine ? ctx.input(1).data() : nullptr;
-    const double m = double(l.outer * l.inner);
-    // Per channel: sum dy and sum dy * xhat, the parameters' gradients.
-    Scratch sums(Shape{2, l.n});
-    float *sum_dy = sums.data(), *sum_dy_xhat = sums.data() + l.n;
+// Per channel over x and dy: sum dy (the bias's gradient) and sum dy * xhat
+// (the weight's), from the saved mean and 1/sqrt(var + eps).
+void channel_gradient_sums(const AxisLanes& l, const float* x, const float* dy, const float* mean, const float* inv_std,
+                           float* sum_dy, float* sum_dy_xhat) {
     for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
         double total_dy[kChannelBlock] = {}, total_dy_centred[kChannelBlock] = {};
         for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
@@ -103,27 +93,51 @@ void batch_norm_backward(BackwardContext& ctx) {
             sum_dy_xhat[c] = static_cast<float>(double(inv_std[c]) * total_dy_centred[c - c0]);
         }
     });
-    if (ctx.needs_grad(0))
-        ctx.sink(0).elements([&](auto&& put) {
-            for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
-                for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
-                    const float g = (w ? w[c] : 1.f) * inv_std[c];
-                    if (!s.training) {  // the statistics are constants
-                        for (std::size_t i = 0; i < l.inner; ++i) put(base + i, g * dy[base + i]);
-                        return;
-                    }
-                    // dx = g / m (m dy - sum dy - xhat sum(dy xhat)): the exact
-                    // gradient through the batch mean and variance.
-                    const float mean_dy = static_cast<float>(sum_dy[c] / m),
-                                mean_dy_xhat = static_cast<float>(sum_dy_xhat[c] / m);
-                    const float centre = mean[c], scale = inv_std[c];  // locals: put's stores could alias them
-                    for (std::size_t i = 0; i < l.inner; ++i) {
-                        const float xhat = (x[base + i] - centre) * scale;
-                        put(base + i, g * (dy[base + i] - mean_dy - xhat * mean_dy_xhat));
-                    }
-                });
-            });
+}
+
+// put(i, dx[i]) for every element of x, from channel_gradient_sums' sums
+// and the weight w (null: none).
+template <class Put>
+void batch_norm_input_gradient(const BatchNormState& s, const float* x, const float* dy, const float* w, const float* mean,
+                               const float* inv_std, const float* sum_dy, const float* sum_dy_xhat, Put&& put) {
+    const AxisLanes& l = s.lanes;
+    const double m = double(l.outer * l.inner);
+    for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
+        for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
+            const float g = (w ? w[c] : 1.f) * inv_std[c];
+            if (!s.training) {  // the statistics are constants
+                for (std::size_t i = 0; i < l.inner; ++i) put(base + i, g * dy[base + i]);
+                return;
+            }
+            // dx = g / m (m dy - sum dy - xhat sum(dy xhat)): the exact
+            // gradient through the batch mean and variance.
+            const float mean_dy = static_cast<float>(sum_dy[c] / m), mean_dy_xhat = static_cast<float>(sum_dy_xhat[c] / m);
+            const float centre = mean[c],
+                        scale = inv_std[c];  // locals: put's stores could alias them
+            for (std::size_t i = 0; i < l.inner; ++i) {
+                const float xhat = (x[base + i] - centre) * scale;
+                put(base + i, g * (dy[base + i] - mean_dy - xhat * mean_dy_xhat));
+            }
         });
+    });
+}
+
+// The exact gradient through the batch statistics (training) or through
+// constant running statistics (evaluation), from the saved mean and
+// 1/sqrt(var + eps).
+void batch_norm_backward(BackwardContext& ctx) {
+    const BatchNormState& s = ctx.state<BatchNormState>();
+    const AxisLanes& l = s.lanes;
+    const float *mean = ctx.saved().data(), *inv_std = ctx.saved().data() + l.n;
+    const float *x = ctx.input(0).data(), *dy = ctx.grad_output().data();
+    const bool affine = ctx.num_inputs() == 3;
+    const float* w = affine ? ctx.input(1).data() : nullptr;
+    Scratch sums(Shape{2, l.n});
+    float *sum_dy = sums.data(), *sum_dy_xhat = sums.data() + l.n;
+    channel_gradient_sums(l, x, dy, mean, inv_std, sum_dy, sum_dy_xhat);
+    if (ctx.needs_grad(0))
+        ctx.sink(0).elements(
+            [&](auto&& put) { batch_norm_input_gradient(s, x, dy, w, mean, inv_std, sum_dy, sum_dy_xhat, put); });
     if (affine) {
         if (ctx.needs_grad(1))
             ctx.sink(1).elements([&](auto&& put) {
@@ -181,34 +195,32 @@ struct LayerNormState {
     float eps;
 };
 
-void layer_norm_backward(BackwardContext& ctx) {
-    const LayerNormState& s = ctx.state<LayerNormState>();
-    const float *mean = ctx.saved().data(), *inv_std = ctx.saved().data() + s.rows;
-    const float *x = ctx.input(0).data(), *dy = ctx.grad_output().data();
-    const bool affine = ctx.num_inputs() == 3;
-    const float* w = affine ? ctx.input(1).data() : nullptr;
-    if (ctx.needs_grad(0))
-        ctx.sink(0).elements([&](auto&& put) {
-            for (std::size_t r = 0; r < s.rows; ++r) {
-                const float *row = x + r * s.width, *d = dy + r * s.width;
-                // With g = dy * w (the gradient of xhat):
-                // dx = inv_std (g - mean(g) - xhat mean(g xhat)).
-                auto g = [&](std::size_t i) { return d[i] * (w ? w[i] : 1.f); };
-                const double sum_g = lane_sum(s.width, g);
-                const double sum_g_centred = lane_sum(s.width, [&](std::size_t i) { return g(i) * (row[i] - mean[r]); });
-                const float mean_g = static_cast<float>(sum_g / double(s.width));
-                const float mean_g_xhat = static_cast<float>(sum_g_centred * inv_std[r] / double(s.width));
-                for (std::size_t i = 0; i < s.width; ++i) {
-                    const float xhat = (row[i] - mean[r]) * inv_std[r];
-                    put(r * s.width + i, inv_std[r] * (d[i] * (w ? w[i] : 1.f) - mean_g - xhat * mean_g_xhat));
-                }
-            }
-        });
-    if (!affine || !(ctx.needs_grad(1) || ctx.needs_grad(2))) return;
-    // dw = sum over rows of dy * xhat, db = sum over rows of dy.
-    Scratch sums(Shape{2, s.width});
-    float *dw = sums.data(), *db = sums.data() + s.width;
-    std::fill(dw, dw + 2 * s.width, 0.f);
+// put(i, dx[i]) for every element of x, from the saved row means and
+// 1/sqrt(var + eps) and the weight w (null: none).
+template <class Put>
+void layer_norm_input_gradient(const LayerNormState& s, const float* x, const float* dy, const float* w, const float* mean,
+                               const float* inv_std, Put&& put) {
+    for (std::size_t r = 0; r < s.rows; ++r) {
+        const float *row = x + r * s.width, *d = dy + r * s.width;
+        // With g = dy * w (the gradient of xhat):
+        // dx = inv_std (g - mean(g) - xhat mean(g xhat)).
+        auto g = [&](std::size_t i) { return d[i] * (w ? w[i] : 1.f); };
+        const double sum_g = lane_sum(s.width, g);
+        const double sum_g_centred = lane_sum(s.width, [&](std::size_t i) { return g(i) * (row[i] - mean[r]); });
+        const float mean_g = static_cast<float>(sum_g / double(s.width));
+        const float mean_g_xhat = static_cast<float>(sum_g_centred * inv_std[r] / double(s.width));
+        for (std::size_t i = 0; i < s.width; ++i) {
+            const float xhat = (row[i] - mean[r]) * inv_std[r];
+            put(r * s.width + i, inv_std[r] * (d[i] * (w ? w[i] : 1.f) - mean_g - xhat * mean_g_xhat));
+        }
+    }
+}
+
+// dw = sum over rows of dy * xhat, db = sum over rows of dy.
+void layer_norm_affine_gradients(const LayerNormState& s, const float* x, const float* dy, const float* mean,
+                                 const float* inv_std, float* dw, float* db) {
+    std::fill(dw, dw + s.width, 0.f);
+    std::fill(db, db + s.width, 0.f);
     for (std::size_t r = 0; r < s.rows; ++r) {
         for (std::size_t i = 0; i < s.width; ++i) {
             const float g = dy[r * s.width + i];
@@ -216,6 +228,19 @@ void layer_norm_backward(BackwardContext& ctx) {
             db[i] += g;
         }
     }
+}
+
+void layer_norm_backward(BackwardContext& ctx) {
+    const LayerNormState& s = ctx.state<LayerNormState>();
+    const float *mean = ctx.saved().data(), *inv_std = ctx.saved().data() + s.rows;
+    const float *x = ctx.input(0).data(), *dy = ctx.grad_output().data();
+    const bool affine = ctx.num_inputs() == 3;
+    const float* w = affine ? ctx.input(1).data() : nullptr;
+    if (ctx.needs_grad(0)) ctx.sink(0).elements([&](auto&& put) { layer_norm_input_gradient(s, x, dy, w, mean, inv_std, put); });
+    if (!affine || !(ctx.needs_grad(1) || ctx.needs_grad(2))) return;
+    Scratch sums(Shape{2, s.width});
+    float *dw = sums.data(), *db = sums.data() + s.width;
+    layer_norm_affine_gradients(s, x, dy, mean, inv_std, dw, db);
     if (ctx.needs_grad(1))
         ctx.sink(1).elements([&](auto&& put) {
             for (std::size_t i = 0; i < s.width; ++i) put(i, dw[i]);
@@ -245,10 +270,9 @@ void layer_norm_graph(GraphContext& g) {
     g.accumulate(0, inv_std * (dxhat - xgrad::mean(dxhat, last, true) - xhat * xgrad::mean(dxhat * xhat, last, true)));
 }
 
-}  // namespace
-
-Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& running_mean, const Var& running_var,
-               const BatchNormOptions& options) {
+// Every argument of batch_norm checked; the lanes of x around its channel axis.
+AxisLanes check_batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& running_mean, const Var& running_var,
+                           const BatchNormOptions& options) {
     check_hyperparameters("batch_norm", options.eps, &options.momentum);
     if (x.dim() < 2) fail("batch_norm", "expected an (N, C, ...) input, got " + shape_string(x.shape()));
     const AxisLanes l = lanes_around(x.shape(), 1);
@@ -262,12 +286,91 @@ Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& runn
     const std::size_t m = l.outer * l.inner;  // values per channel
     if (options.training && m < 2) {
         fail("batch_norm",
-             "training needs more than one value per channel to estimate a variance; got " + shape_string(x.shape()));
+             "training needs more than one value per channel to "
+             "estimate a variance; got " +
+                 shape_string(x.shape()));
     }
     if (!options.training && !(running_mean.defined() && running_var.defined())) {
         fail("batch_norm", "evaluation mode needs the running mean and variance");
     }
+    return l;
+}
 
+// The running statistics that a training batch_norm moves towards the
+// batch's (null: not updated).
+struct RunningUpdate {
+    float *mean, *var;
+    float momentum;
+};
+
+// Channels [c0, c1) of a training batch: their means and 1/sqrt(var + eps),
+// and the running statistics updated (with the unbiased variance).
+void batch_statistics(const AxisLanes& l, const float* in, std::size_t c0, std::size_t c1, float eps,
+                      const RunningUpdate& running, float* mean, float* inv_std) {
+    const std::size_t m = l.outer * l.inner;
+    float *rm = running.mean, *rv = running.var;
+    // Two passes: no cancellation for large means.
+    double total[kChannelBlock] = {}, squares[kChannelBlock] = {};
+    for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
+        total[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return in[base + i]; });
+    });
+    for (std::size_t c = c0; c < c1; ++c) mean[c] = static_cast<float>(total[c - c0] / double(m));
+    for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
+        const float centre = mean[c];
+        squares[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return (in[base + i] - centre) * (in[base + i] - centre); });
+    });
+    for (std::size_t c = c0; c < c1; ++c) {
+        const double mu = total[c - c0] / double(m), var = squares[c - c0] / double(m);
+        if (rm) rm[c] = static_cast<float>((1.0 - running.momentum) * rm[c] + running.momentum * mu);
+        if (rv) rv[c] = static_cast<float>((1.0 - running.momentum) * rv[c] + running.momentum * var * double(m) / double(m - 1));
+        inv_std[c] = static_cast<float>(1.0 / std::sqrt(var + eps));
+    }
+}
+
+// out = (in - mean) inv_std w + b over channels [c0, c1) (w, b null: none).
+void normalize_channels(const AxisLanes& l, const float* in, std::size_t c0, std::size_t c1, const float* mean,
+                        const float* inv_std, const float* w, const float* b, float* out) {
+    for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
+        const float scale = inv_std[c] * (w ? w[c] : 1.f), shift = b ? b[c] : 0.f, centre = mean[c];
+        for (std::size_t i = 0; i < l.inner; ++i) out[base + i] = (in[base + i] - centre) * scale + shift;
+    });
+}
+
+// Every argument of layer_norm checked; the width of its rows (the `axes`
+// last axes of x).
+std::size_t check_layer_norm(const Var& x, std::size_t axes, const Var& weight, const Var& bias, float eps) {
+    check_hyperparameters("layer_norm", eps, nullptr);
+    if (axes == 0 || axes > x.dim()) {
+        fail("layer_norm", "normalising over the last " + std::to_string(axes) + " axes of " + shape_string(x.shape()));
+    }
+    const Shape trailing(x.shape().end() - static_cast<std::ptrdiff_t>(axes), x.shape().end());
+    require_affine("layer_norm", weight, bias, trailing);
+    const std::size_t width = numel(trailing);
+    if (width == 0) fail("layer_norm", "nothing to normalise over in " + shape_string(x.shape()));
+    return width;
+}
+
+// Row r of `in`, `width` long: its mean and 1/sqrt(var + eps), and the row
+// normalised into `out` (times w plus b; null: none).
+void normalize_row(const float* in, std::size_t r, std::size_t width, float eps, const float* w, const float* b, float* mean,
+                   float* inv_std, float* out) {
+    const float* row = in + r * width;
+    mean[r] = static_cast<float>(lane_sum(width, [&](std::size_t i) { return row[i]; }) / double(width));
+    const float centre = mean[r];
+    const double squares = lane_sum(width, [&](std::size_t i) { return (row[i] - centre) * (row[i] - centre); });
+    inv_std[r] = static_cast<float>(1.0 / std::sqrt(squares / double(width) + eps));
+    float* o = out + r * width;
+    for (std::size_t i = 0; i < width; ++i) {
+        const float xhat = (row[i] - mean[r]) * inv_std[r];
+        o[i] = w ? xhat * w[i] + b[i] : xhat;
+    }
+}
+
+}  // namespace
+
+Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& running_mean, const Var& running_var,
+               const BatchNormOptions& options) {
+    const AxisLanes l = check_batch_norm(x, weight, bias, running_mean, running_var, options);
     const bool affine = weight.defined();
     const std::initializer_list<Var> with_affine = {x, weight, bias}, without = {x};
     Op op("batch_norm", affine ? with_affine : without, x.shape());
@@ -279,57 +382,29 @@ Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& runn
     const float* in = x.value().data();
     float* out = op.out().data();
     const bool update = options.training && options.update_running;
-    float* rm = running_mean.defined() && update ? Var(running_mean).mutable_value().data() : nullptr;
-    float* rv = running_var.defined() && update ? Var(running_var).mutable_value().data() : nullptr;
+    const RunningUpdate running{running_mean.defined() && update ? Var(running_mean).mutable_value().data() : nullptr,
+                                running_var.defined() && update ? Var(running_var).mutable_value().data() : nullptr,
+                                options.momentum};
     const float* w = affine ? weight.value().data() : nullptr;
     const float* b = affine ? bias.value().data() : nullptr;
 
     for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
         if (options.training) {
-            // Two passes: no cancellation for large means.
-            double total[kChannelBlock] = {}, squares[kChannelBlock] = {};
-            for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
-                total[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return in[base + i]; });
-            });
-            for (std::size_t c = c0; c < c1; ++c) mean[c] = static_cast<float>(total[c - c0] / double(m));
-            for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
-                const float centre = mean[c];
-                squares[c - c0] +=
-                    lane_sum(l.inner, [&](std::size_t i) { return (in[base + i] - centre) * (in[base + i] - centre); });
-            });
-            for (std::size_t c = c0; c < c1; ++c) {
-                const double mu = total[c - c0] / double(m), var = squares[c - c0] / double(m);
-                if (rm) rm[c] = static_cast<float>((1.0 - options.momentum) * rm[c] + options.momentum * mu);
-                if (rv)
-                    rv[c] =
-                        static_cast<float>((1.0 - options.momentum) * rv[c] + options.momentum * var * double(m) / double(m - 1));
-                inv_std[c] = static_cast<float>(1.0 / std::sqrt(var + options.eps));
-            }
-        } else {
+            batch_statistics(l, in, c0, c1, options.eps, running, mean, inv_std);
+        } else {  // the running statistics, constants
             for (std::size_t c = c0; c < c1; ++c) {
                 mean[c] = running_mean.value().data()[c];
                 inv_std[c] = static_cast<float>(1.0 / std::sqrt(double(running_var.value().data()[c]) + options.eps));
             }
         }
-        for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
-            const float scale = inv_std[c] * (w ? w[c] : 1.f), shift = b ? b[c] : 0.f, centre = mean[c];
-            for (std::size_t i = 0; i < l.inner; ++i) out[base + i] = (in[base + i] - centre) * scale + shift;
-        });
+        normalize_channels(l, in, c0, c1, mean, inv_std, w, b, out);
     });
 
     return op.finish(batch_norm_backward, batch_norm_graph);
 }
 
 Var layer_norm(const Var& x, std::size_t axes, const Var& weight, const Var& bias, float eps) {
-    check_hyperparameters("layer_norm", eps, nullptr);
-    if (axes == 0 || axes > x.dim()) {
-        fail("layer_norm", "normalising over the last " + std::to_string(axes) + " axes of " + shape_string(x.shape()));
-    }
-    const Shape trailing(x.shape().end() - static_cast<std::ptrdiff_t>(axes), x.shape().end());
-    require_affine("layer_norm", weight, bias, trailing);
-    const std::size_t width = numel(trailing), rows = width == 0 ? 0 : x.numel() / width;
-    if (width == 0) fail("layer_norm", "nothing to normalise over in " + shape_string(x.shape()));
-
+    const std::size_t width = check_layer_norm(x, axes, weight, bias, eps), rows = x.numel() / width;
     const bool affine = weight.defined();
     const std::initializer_list<Var> with_affine = {x, weight, bias}, without = {x};
     Op op("layer_norm", affine ? with_affine : without, x.shape());
@@ -342,18 +417,7 @@ Var layer_norm(const Var& x, std::size_t axes, const Var& weight, const Var& bia
     const float* w = affine ? weight.value().data() : nullptr;
     const float* b = affine ? bias.value().data() : nullptr;
     parallel_for(rows, std::max<std::size_t>(1, 16384 / width), [&](std::size_t begin, std::size_t end) {
-        for (std::size_t r = begin; r < end; ++r) {
-            const float* row = in + r * width;
-            mean[r] = static_cast<float>(lane_sum(width, [&](std::size_t i) { return row[i]; }) / double(width));
-            const float centre = mean[r];
-            const double squares = lane_sum(width, [&](std::size_t i) { return (row[i] - centre) * (row[i] - centre); });
-            inv_std[r] = static_cast<float>(1.0 / std::sqrt(squares / double(width) + eps));
-            float* o = out + r * width;
-            for (std::size_t i = 0; i < width; ++i) {
-                const float xhat = (row[i] - mean[r]) * inv_std[r];
-                o[i] = w ? xhat * w[i] + b[i] : xhat;
-            }
-        }
+        for (std::size_t r = begin; r < end; ++r) normalize_row(in, r, width, eps, w, b, mean, inv_std, out);
     });
 
     return op.finish(layer_norm_backward, layer_norm_graph);
