@@ -187,13 +187,19 @@ int main(int argc, char** argv) {
     const double step_ms = median_ms(rounds, step_allocs, [&] { model.step(data); });
     xgrad::set_num_threads(1);  // the replay is serial: one BLAS call at a time
     const double replay_ms = median_ms(rounds, floor_allocs, [&] { floor.run(); });
-    const double peak_gflops = sgemm_peak_gflops(std::min(rounds, 10));
     xgrad::set_num_threads(threads);
     // With several threads the step's products run as row blocks side by
     // side: the floor is the serial replay split evenly.
     const double floor_ms = replay_ms / threads;
     std::printf("DCGAN step (dcgan preset, batch 64):  %.3f ms; GEMM floor %.3f ms (%zu sgemm calls%s); ratio %.3f\n", step_ms,
                 floor_ms, floor.size(), threads > 1 ? ", serial replay / threads" : "", step_ms / floor_ms);
+    // The peak RSS of the step (the preset's lazy R1 included; the R1 runs below add a second GAN and its graphs).
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    const double peak_rss_mib = double(usage.ru_maxrss) / 1024.0;
+
+    // After the RSS reading: its 12 MiB of buffers are not the step's.
+    const double peak_gflops = sgemm_peak_gflops(std::min(rounds, 10));
     // Per thread, so that it compares with the one-thread peak.
     const double gflop = floor.flops() / 1e9;
     const double step_gflops = gflop / (step_ms * 1e-3) / threads, floor_gflops = gflop / (replay_ms * 1e-3);
@@ -201,11 +207,6 @@ int main(int argc, char** argv) {
         "  %.2f GFLOP per step: %.1f GFLOP/s per thread in the step, %.1f in its products alone; "
         "a 1024^3 sgemm on one thread: %.1f GFLOP/s\n",
         gflop, step_gflops, floor_gflops, peak_gflops);
-
-    // The peak RSS of the first-order work (the R1 runs below add a second GAN and its graphs).
-    rusage usage{};
-    getrusage(RUSAGE_SELF, &usage);
-    const double peak_rss_mib = double(usage.ru_maxrss) / 1024.0;
 
     // D updates alone, without and with R1 at every update.
     gan::StepStats stats;
