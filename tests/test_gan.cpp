@@ -22,6 +22,7 @@
 #include <xgrad/io/safetensors.hpp>
 #include "app_helpers.hpp"
 #include "helpers.hpp"
+#include "png_file.hpp"
 
 #include "app.hpp"
 #include "classifier.hpp"
@@ -549,11 +550,8 @@ TEST_CASE("mnist_gan --grid-scale draws the grid's pixels as squares") {
     auto args = small_run(dir.path(), dir.path() / "out", 1);
     args.insert(args.end(), {"--grid-scale", "2"});
     REQUIRE(run(args) == 0);
-    // A PNG's width: bytes 16..19, big-endian (its IHDR chunk).
-    const std::string png = test::file_bytes(dir.path() / "out" / "grid_final.png");
-    REQUIRE(png.size() > 24);
-    const auto byte = [&](std::size_t i) { return std::size_t(static_cast<unsigned char>(png[i])); };
-    CHECK((byte(16) << 24 | byte(17) << 16 | byte(18) << 8 | byte(19)) == 8 * (2 * 28 + 2) + 2);
+    const test::Png png = test::read_png((dir.path() / "out" / "grid_final.png").string());
+    CHECK(png.width == 8 * (2 * 28 + 2) + 2);
 }
 
 TEST_CASE("--no-ema samples the raw generator: same training, different samples.idx") {

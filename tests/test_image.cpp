@@ -1,4 +1,4 @@
-// PNG output is checked by reading the files back with stb_image; the
+// PNG output is checked by reading the files back (png_file.hpp); the
 // progress line by drawing into a string stream.
 #include <doctest/doctest.h>
 
@@ -13,12 +13,16 @@
 #include <limits>
 #include <sstream>
 
-#include <stb/stb_image.h>
 #include <unistd.h>
+
+#include "png_file.hpp"
 
 using namespace xgrad;
 
 namespace {
+
+using test::Png;
+using test::read_png;
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
 
@@ -37,35 +41,6 @@ public:
 private:
     std::string path_;
 };
-
-struct Png {
-    int width = 0, height = 0, channels = 0;
-    std::vector<unsigned char> pixels;
-
-    const unsigned char* at(int x, int y) const { return &pixels[(std::size_t(y) * width + x) * channels]; }
-    bool is(int x, int y, const std::array<unsigned char, 3>& rgb) const { return std::equal(rgb.begin(), rgb.end(), at(x, y)); }
-    // `from_row` skips the title and legend (whose swatches have the series colours).
-    bool column_has(int x, const std::array<unsigned char, 3>& rgb, int from_row = 0) const {
-        for (int y = from_row; y < height; ++y)
-            if (is(x, y, rgb)) return true;
-        return false;
-    }
-    int count(const std::array<unsigned char, 3>& rgb, int from_row = 0) const {
-        int n = 0;
-        for (int y = from_row; y < height; ++y)
-            for (int x = 0; x < width; ++x) n += is(x, y, rgb);
-        return n;
-    }
-};
-
-Png read_png(const std::string& path) {
-    Png png;
-    unsigned char* data = stbi_load(path.c_str(), &png.width, &png.height, &png.channels, 0);
-    REQUIRE_MESSAGE(data != nullptr, "stbi_load failed on " << path);
-    png.pixels.assign(data, data + std::size_t(png.width) * png.height * png.channels);
-    stbi_image_free(data);
-    return png;
-}
 
 Png plot(const std::vector<PlotSeries>& series, const PlotOptions& options) {
     TempPath path;
