@@ -535,6 +535,31 @@ TEST_CASE("mnist_gan --generator draws what the run that exported the generator 
     CHECK(test::file_bytes(sampled / "grid_final.png") == test::file_bytes(trained / "grid_final.png"));
     CHECK_FALSE(fs::exists(sampled / "checkpoint.xgrad"));
 
+    // --noise: the exported noise draws the run's grid; other noise another grid.
+    const fs::path noise_file = exported / "noise.safetensors", noised = dir.path() / "noised";
+    auto with_noise = sample;
+    with_noise.back() = noised.string();
+    with_noise.insert(with_noise.end(), {"--noise", noise_file.string()});
+    REQUIRE(run(with_noise) == 0);
+    CHECK(test::file_bytes(noised / "grid_final.png") == test::file_bytes(trained / "grid_final.png"));
+    const auto z = xgrad::read_safetensors(noise_file.string()).at("z");
+    CHECK(z.shape == Shape{64, 10});
+    const Tensor halved = z.values * 0.5f;
+    xgrad::write_safetensors(noise_file.string(), {{"z", halved}});
+    REQUIRE(run(with_noise) == 0);
+    CHECK(test::file_bytes(noised / "grid_final.png") != test::file_bytes(trained / "grid_final.png"));
+    // A file without z, or z of another width, or a NaN in z is refused.
+    xgrad::write_safetensors(noise_file.string(), {{"noise", halved}});
+    CHECK(run(with_noise) != 0);
+    xgrad::write_safetensors(noise_file.string(), {{"z", Tensor::from_shape({3, 11})}});
+    CHECK(run(with_noise) != 0);
+    xgrad::write_safetensors(noise_file.string(), {{"z", halved}});
+    std::string bytes = test::file_bytes(noise_file);
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::memcpy(&bytes[bytes.size() - sizeof nan], &nan, sizeof nan);  // the data's last float
+    std::ofstream(noise_file, std::ios::binary | std::ios::trunc) << bytes;
+    CHECK(run(with_noise) != 0);
+
     // A flag only training reads, or a net of another shape, is refused.
     auto with_steps = sample;
     with_steps.insert(with_steps.end(), {"--steps", "5"});

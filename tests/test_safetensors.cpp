@@ -261,6 +261,25 @@ TEST_CASE("safetensors: a non-finite value is not written, and the old file stay
     CHECK(dir.entries() == 1);
 }
 
+TEST_CASE("safetensors: write_safetensors writes named tensors that read_safetensors reads back bit-exactly") {
+    test::TempDir dir;
+    const std::string path = dir.file("tensors.safetensors");
+    const Tensor z{{0.25f, -1.f, 3e-39f}, {1.f, 0.f, -0.5f}}, scalar = Tensor::from_shape({});
+    xgrad::write_safetensors(path, {{"z", z}, {"nothing", scalar}});
+    const auto file = xgrad::read_safetensors(path);
+    REQUIRE(file.size() == 2);
+    CHECK(file.at("z").dtype == "F32");
+    REQUIRE(file.at("z").shape == Shape{2, 3});
+    for (std::size_t i = 0; i < z.size(); ++i) CHECK(same_bits(file.at("z").values.data()[i], z.data()[i]));
+    CHECK(file.at("nothing").shape == Shape{});
+
+    const Tensor bad{1.f, std::numeric_limits<float>::quiet_NaN()};
+    CHECK_THROWS_WITH_AS(xgrad::write_safetensors(path, {{"z", bad}}), Contains("tensor 'z' holds nan at 1"), std::runtime_error);
+    CHECK_THROWS_WITH_AS(xgrad::write_safetensors(path, {{"__metadata__", z}}), Contains("cannot name a tensor"),
+                         std::invalid_argument);
+    CHECK(xgrad::read_safetensors(path).size() == 2);  // the refused writes left the file as it was
+}
+
 namespace {
 
 std::string fixture(const std::string& name) {

@@ -284,10 +284,12 @@ int Training::finish() {
     if (!o_.export_dir.empty()) {
         fs::create_directories(o_.export_dir);
         const std::string g_path = o_.export_dir + "/generator.safetensors",
-                          d_path = o_.export_dir + "/discriminator.safetensors";
+                          d_path = o_.export_dir + "/discriminator.safetensors", z_path = o_.export_dir + "/noise.safetensors";
         xgrad::save_safetensors(gan_.sampling_generator(config_.sample_averaged), g_path);
         xgrad::save_safetensors(gan_.discriminator(), d_path);
-        std::cerr << "exported " << g_path << " and " << d_path << " (safetensors, PyTorch's names and layouts)\n";
+        write_noise(fixed_noise_, z_path);
+        std::cerr << "exported " << g_path << ", " << d_path << " (safetensors, PyTorch's names and layouts) and " << z_path
+                  << " (z of grid_final.png)\n";
     }
 
     xgrad::Rng eval_rng(o_.seed + 1);
@@ -335,7 +337,8 @@ int sample_saved_generator(const Options& o, const GanConfig& config) {
     Gan gan(config, o.seed);
     xgrad::load_safetensors(gan.sampling_generator(false), o.generator);
     const std::string grid_path = o.out + "/grid_final.png";
-    write_grid(gan, grid_noise(config.z_dim, o.seed), false, grid_path, o.grid_scale);
+    const Var noise = o.noise.empty() ? grid_noise(config.z_dim, o.seed) : read_noise(o.noise, config.z_dim);
+    write_grid(gan, noise, false, grid_path, o.grid_scale);
     std::cerr << "mnist_gan: the " << config.preset << " preset's generator from " << o.generator << "\nwrote " << grid_path;
     if (o.samples > 0) {
         std::signal(SIGINT, on_interrupt);

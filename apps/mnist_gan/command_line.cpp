@@ -128,7 +128,8 @@ void add_options(CLI::App& cli, Options& o) {
     auto* export_dir =
         cli.add_option("--export", o.export_dir,
                        "After training (or, with --resume, from the checkpoint), write DIR/generator.safetensors (the "
-                       "generator that samples) and DIR/discriminator.safetensors, loadable by PyTorch (docs/pytorch.md)");
+                       "generator that samples), DIR/discriminator.safetensors and DIR/noise.safetensors (the noise of "
+                       "grid_final.png), loadable by PyTorch (docs/pytorch.md)");
     cli.add_option("--generator", o.generator,
                    "Train nothing: load the preset's generator from FILE (a generator.safetensors of --export, or PyTorch's "
                    "state dict of the same net) and write OUT/grid_final.png and, with --samples N, OUT/samples.idx")
@@ -136,6 +137,11 @@ void add_options(CLI::App& cli, Options& o) {
         ->excludes(classifier)
         ->excludes(export_dir)
         ->excludes("--resume");
+    cli.add_option("--noise", o.noise,
+                   "With --generator: draw OUT/grid_final.png from FILE's tensor 'z' (N x z-dim, N <= 1024, 8 per row; "
+                   "the noise.safetensors of --export, or PyTorch's save_file) instead of the seed's noise")
+        ->check(CLI::ExistingFile)
+        ->needs("--generator");
 }
 
 GanConfig configure(const Options& o) {

@@ -21,7 +21,7 @@ namespace gan {
 // run's own, with their defaults here.
 struct Options : common::SharedOptions {
     common::DataLocation data;
-    std::string preset_name = "default", out = "out", export_dir, generator, classifier;
+    std::string preset_name = "default", out = "out", export_dir, generator, noise, classifier;
     std::optional<long> steps;
     std::optional<std::size_t> k, batch, z_dim, hidden, channels;
     std::optional<float> lr, r1;

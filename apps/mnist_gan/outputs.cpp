@@ -18,6 +18,7 @@
 
 #include <xgrad/io/idx.hpp>
 #include <xgrad/io/image.hpp>
+#include <xgrad/io/safetensors.hpp>
 
 namespace gan {
 namespace {
@@ -100,6 +101,25 @@ Var grid_noise(std::size_t z_dim, std::uint64_t seed) {
     rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
     return noise;
 }
+
+Var read_noise(const std::string& path, std::size_t z_dim) {
+    const auto tensors = xgrad::read_safetensors(path);
+    const auto z = tensors.find("z");
+    const auto refuse = [&](const std::string& what) { throw std::invalid_argument("--noise " + path + ": " + what); };
+    if (z == tensors.end()) refuse("no tensor named 'z' (expected the noise as z, N x " + std::to_string(z_dim) + ")");
+    const xgrad::Shape& shape = z->second.shape;
+    if (shape.size() != 2 || shape[1] != z_dim || shape[0] < 1 || shape[0] > 1024) {
+        refuse("z has shape " + xgrad::shape_string(shape) + " (expected N x " + std::to_string(z_dim) +
+               ", the preset's --z-dim, with 1 <= N <= 1024)");
+    }
+    const Tensor& values = z->second.values;
+    if (!std::all_of(values.begin(), values.end(), [](float v) { return std::isfinite(v); })) {
+        refuse("z holds a value that is not finite");
+    }
+    return Var(values);
+}
+
+void write_noise(const Var& noise, const std::string& path) { xgrad::write_safetensors(path, {{"z", noise.value()}}); }
 
 void write_grid(Gan& gan, const Var& fixed_noise, bool averaged, const std::string& path, std::size_t scale) {
     const Var images = gan.generate(fixed_noise, averaged);

@@ -68,7 +68,12 @@ std::string status_text(const Interval& i);
 // The noise of the sample grids (64 rows, z ~ U[-1,1]): the same for a seed,
 // so the grids of a run show one z turning into a digit.
 xgrad::Var grid_noise(std::size_t z_dim, std::uint64_t seed);
-// G's images of fixed_noise (64 rows) as an 8 x 8 grid at `path`, each pixel
+// The noise a user gives (--noise FILE): FILE's tensor "z", (N, z_dim) with
+// 1 <= N <= 1024. Throws std::invalid_argument naming --noise and the file.
+xgrad::Var read_noise(const std::string& path, std::size_t z_dim);
+// `noise` as FILE's tensor "z", for PyTorch's safetensors.torch.load_file.
+void write_noise(const xgrad::Var& noise, const std::string& path);
+// G's images of fixed_noise (64 rows, or any number) as a grid 8 wide at `path`, each pixel
 // a `scale` x `scale` square.
 void write_grid(Gan& gan, const xgrad::Var& fixed_noise, bool averaged, const std::string& path, std::size_t scale);
 // losses.png and discriminator.png in `out`, from the log's rows.

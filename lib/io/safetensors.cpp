@@ -215,26 +215,29 @@ std::map<std::string, SafetensorsTensor> read_safetensors(const std::string& pat
     return out;
 }
 
-void save_safetensors(const Module& module, const std::string& path) {
-    std::vector<std::string> counts;
-    const std::vector<Named> entries = state_dict(module, &counts);
+namespace {
+
+// The file of write_safetensors / save_safetensors: `entries` as F32, then
+// `batch_counts` as I64 zeros.
+void write_f32_file(const std::string& path, const char* fn, const std::vector<std::pair<std::string, const Tensor*>>& entries,
+                    const std::vector<std::string>& batch_counts) {
     json header = json::object();
     header["__metadata__"] = {{"format", "pt"}, {"writer", "xgrad"}};
     std::uint64_t offset = 0;
-    for (const Named& e : entries) {
-        const Tensor& t = e.var.value();
+    for (const auto& [name, tensor] : entries) {
+        const Tensor& t = *tensor;
         const auto bad = std::find_if(t.begin(), t.end(), [](float v) { return !std::isfinite(v); });
         if (bad != t.end()) {
-            fail("save_safetensors", path,
-                 tensor_label(e.file_name) + " holds " + std::to_string(*bad) + " at " + std::to_string(bad - t.begin()) +
+            fail(fn, path,
+                 tensor_label(name) + " holds " + std::to_string(*bad) + " at " + std::to_string(bad - t.begin()) +
                      " (expected finite values; nothing written)");
         }
         const std::uint64_t size = 4 * t.size();
         const std::vector<std::uint64_t> shape(t.shape().begin(), t.shape().end());
-        header[e.file_name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {offset, offset + size}}};
+        header[name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {offset, offset + size}}};
         offset += size;
     }
-    for (const std::string& name : counts) {
+    for (const std::string& name : batch_counts) {
         header[name] = {{"dtype", "I64"}, {"shape", json::array()}, {"data_offsets", {offset, offset + 8}}};
         offset += 8;
     }
@@ -244,16 +247,42 @@ void save_safetensors(const Module& module, const std::string& path) {
     for (std::size_t i = 0; i < 8; ++i) bytes[i] = static_cast<char>((std::uint64_t(text.size()) >> (8 * i)) & 0xff);
     bytes += text;
     static_assert(std::numeric_limits<float>::is_iec559, "F32 is IEEE 754 binary32");
-    for (const Named& e : entries) {
-        const Tensor& t = e.var.value();
-        for (float v : t) {
+    for (const auto& [name, tensor] : entries) {
+        for (float v : *tensor) {
             std::uint32_t b = 0;
             std::memcpy(&b, &v, sizeof b);
             for (int i = 0; i < 4; ++i) bytes.push_back(static_cast<char>((b >> (8 * i)) & 0xff));
         }
     }
-    bytes.append(8 * counts.size(), '\0');  // num_batches_tracked = 0
+    bytes.append(8 * batch_counts.size(), '\0');  // num_batches_tracked = 0
     write_file_atomically(path, {bytes});
+}
+
+void refuse_reserved_name(const std::string& path, const std::string& name) {
+    if (name.empty() || name == "__metadata__") {
+        throw std::invalid_argument("write_safetensors: " + path + ": '" + name + "' cannot name a tensor");
+    }
+}
+
+}  // namespace
+
+void write_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors) {
+    std::vector<std::pair<std::string, const Tensor*>> entries;
+    entries.reserve(tensors.size());
+    for (const auto& [name, tensor] : tensors) {
+        refuse_reserved_name(path, name);
+        entries.emplace_back(name, &tensor);
+    }
+    write_f32_file(path, "write_safetensors", entries, {});
+}
+
+void save_safetensors(const Module& module, const std::string& path) {
+    std::vector<std::string> counts;
+    const std::vector<Named> named = state_dict(module, &counts);
+    std::vector<std::pair<std::string, const Tensor*>> entries;
+    entries.reserve(named.size());
+    for (const Named& e : named) entries.emplace_back(e.file_name, &e.var.value());
+    write_f32_file(path, "save_safetensors", entries, counts);
 }
 
 void load_safetensors(Module& module, const std::string& path) {

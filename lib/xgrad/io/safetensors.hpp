@@ -59,4 +59,10 @@ struct SafetensorsTensor {
 // std::runtime_error naming the file and the tensor.
 std::map<std::string, SafetensorsTensor> read_safetensors(const std::string& path);
 
+// Writes named tensors as F32, atomically: what read_safetensors reads back,
+// and safetensors.torch.load_file too (a noise batch, say, or an output to
+// compare). Throws as save_safetensors does, and std::invalid_argument for
+// an empty name or "__metadata__".
+void write_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors);
+
 }  // namespace xgrad
