@@ -49,4 +49,7 @@ ln -s "$repo" "$work/project/subprojects/xgrad"
 meson setup "$work/project/build" "$work/project" --force-fallback-for=xgrad,xgrad_io >/dev/null
 ninja -C "$work/project/build" >/dev/null
 "$work/project/build/consumer" "$work/subproject.xgrad"
+built=$(find "$work/project/build/subprojects" -name 'libxgrad*.so' -printf '%f ' | tr ' ' '\n' | sort | tr '\n' ' ')
+[ "$built" = "libxgrad.so libxgrad_io.so " ] || { say "  the subproject built $built(expected libxgrad.so libxgrad_io.so)"; exit 1; }
+say "  the subproject built what the consumer asked for: $built"
 say "all three ways work"
