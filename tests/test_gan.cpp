@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -539,6 +540,9 @@ TEST_CASE("mnist_gan --generator draws what the run that exported the generator 
     auto with_steps = sample;
     with_steps.insert(with_steps.end(), {"--steps", "5"});
     CHECK(run(with_steps) != 0);
+    auto with_minutes = sample;
+    with_minutes.insert(with_minutes.end(), {"--minutes", "1"});
+    CHECK(run(with_minutes) != 0);
     auto wider = sample;
     wider[3] = "32";  // --hidden 32: the file's weights have 16 rows
     CHECK(run(wider) != 0);
@@ -931,6 +935,12 @@ TEST_CASE("numeric options are parsed strictly, naming the option and what it ex
         {{"--steps", "7junk"}, "--steps: expected an integer from 1 to 100000000, got '7junk'"},
         {{"--batch", " 8"}, "--batch: expected an integer from 1 to 65536"},
         {{"--threads", "+2"}, "--threads: expected an integer from 1 to 256"},
+        {{"--minutes", "0"}, "--minutes: expected a number greater than 0 and at most 1e+06, got '0'"},
+        {{"--minutes", "-0.5"}, "--minutes: expected a number greater than 0 and at most 1e+06, got '-0.5'"},
+        {{"--minutes", "nan"}, "--minutes: expected a number greater than 0"},
+        {{"--minutes", "inf"}, "--minutes: expected a number greater than 0"},
+        {{"--minutes", "five"}, "--minutes: expected a number greater than 0"},
+        {{"--minutes", "2e6"}, "--minutes: expected a number greater than 0 and at most 1e+06, got '2e6'"},
     };
     for (const auto& [extra, message] : bad) {
         const std::string option = extra[0] + " " + extra[1];  // clang cannot capture a structured binding
@@ -944,4 +954,76 @@ TEST_CASE("numeric options are parsed strictly, naming the option and what it ex
     }
     CHECK_FALSE(fs::exists(out));  // every run was refused before starting
     CHECK(run(with(small_run(dir.path(), out, 1), {"--seed", "18446744073709551615", "--lr", "2.5e-4"})) == 0);
+    CHECK(run(with(small_run(dir.path(), dir.path() / "fractional", 1), {"--minutes", ".5"})) == 0);
+}
+
+namespace {
+
+long checkpoint_step(const fs::path& out) { return read_archive((out / "checkpoint.xgrad").string()).integer("steps"); }
+
+// The step of log.csv's last row.
+long last_logged_step(const fs::path& out) { return std::stol(test::lines_of(out / "log.csv").back()); }
+
+}  // namespace
+
+TEST_CASE("--minutes stops at the end of the first step past the budget, records the step, and resumes") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out";
+    // 1e-9 minutes (60 ns) are spent by any step: exactly one step of 1000
+    // (~1 s if the budget were ignored); the final outputs are all written.
+    const auto budget = with(small_run(dir.path(), out, 1000), {"--minutes", "1e-9", "--log-every", "1000"});
+    const Outcome first = run_capturing(budget);
+    INFO(first.err);
+    REQUIRE(first.code == 0);
+    CHECK(checkpoint_step(out) == 1);
+    CHECK(last_logged_step(out) == 1);  // the last step is logged, though not a multiple of --log-every
+    CHECK(contains(first.err, "the time budget ran out at step 1 of --steps 1000"));
+    CHECK(contains(first.err, "done: 1 steps (stopped by --minutes)"));
+    for (const char* f : {"grid_final.png", "losses.png", "checkpoint.xgrad"}) CHECK_MESSAGE(fs::exists(out / f), f);
+
+    // Resumed, a run gets a fresh budget: one more step, bit-exact with an uninterrupted run.
+    const Outcome second = run_capturing(with(budget, {"--resume"}));
+    INFO(second.err);
+    REQUIRE(second.code == 0);
+    CHECK(checkpoint_step(out) == 2);
+    // Without --minutes, --steps alone ends it again.
+    REQUIRE(run(with(small_run(dir.path(), out, 4), {"--resume", "--log-every", "1000"})) == 0);
+    CHECK(checkpoint_step(out) == 4);
+    REQUIRE(run(with(small_run(dir.path(), dir.path() / "straight", 4), {"--log-every", "1000"})) == 0);
+    const Archive resumed = read_archive((out / "checkpoint.xgrad").string());
+    const Archive straight = read_archive((dir.path() / "straight" / "checkpoint.xgrad").string());
+    for (const char* name : {"generator.0.weight", "discriminator.0.weight", "g_optimizer.m.0"}) {
+        CAPTURE(name);
+        const Tensor &a = resumed.tensor(name), &b = straight.tensor(name);
+        REQUIRE(a.shape() == b.shape());
+        CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+    }
+    CHECK(test::lines_of(out / "log.csv").size() == 4);  // the header, steps 1 and 2 (budgets), 4 (--steps)
+}
+
+TEST_CASE("--minutes runs as long as its budget, and --steps stays an upper bound") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out";
+    // 0.12 s of steps of ~1 ms: many steps, far fewer than --steps.
+    const auto start = std::chrono::steady_clock::now();
+    const Outcome r = run_capturing(
+        with(small_run(dir.path(), out, 20000), {"--minutes", "0.002", "--grid-every", "0", "--checkpoint-every", "0"}));
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    CHECK(seconds >= 0.12);
+    const long steps = checkpoint_step(out);
+    CHECK(steps > 1);
+    CHECK(steps < 20000);
+    CHECK(last_logged_step(out) == steps);
+    CHECK(contains(r.err, "done: " + std::to_string(steps) + " steps (stopped by --minutes)"));
+
+    const fs::path bounded = dir.path() / "bounded";
+    const Outcome b = run_capturing(with(small_run(dir.path(), bounded, 3), {"--minutes", "10"}));
+    INFO(b.err);
+    REQUIRE(b.code == 0);
+    CHECK(checkpoint_step(bounded) == 3);
+    CHECK(contains(b.err, "done: 3 steps; "));
 }
