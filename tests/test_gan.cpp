@@ -20,6 +20,7 @@
 #include <xgrad/check/gradcheck.hpp>
 #include <xgrad/io/archive_file.hpp>
 #include <xgrad/io/idx.hpp>
+#include <xgrad/io/image.hpp>
 #include <xgrad/io/safetensors.hpp>
 #include "app_helpers.hpp"
 #include "helpers.hpp"
@@ -28,6 +29,8 @@
 #include "app.hpp"
 #include "classifier.hpp"
 #include "gan.hpp"
+#include "outputs.hpp"
+#include "presets.hpp"
 
 using namespace xgrad;
 using gan::Gan;
@@ -464,8 +467,8 @@ TEST_CASE("mnist_gan runs end to end on a tiny IDX file and resumes bit-exactly"
     auto args = small_run(dir.path(), dir.path() / "out", 4);
     args.insert(args.end(), {"--samples", "5"});
     REQUIRE(run(args) == 0);
-    for (const char* f : {"grid_0000002.png", "grid_0000004.png", "grid_final.png", "losses.png", "discriminator.png",
-                          "checkpoint.xgrad", "log.csv", "samples.idx"}) {
+    for (const char* f : {"grid_0000002.png", "grid_0000004.png", "grid_final.png", "interpolation.png", "losses.png",
+                          "discriminator.png", "checkpoint.xgrad", "log.csv", "samples.idx"}) {
         CHECK_MESSAGE(fs::exists(dir.path() / "out" / f), f);
     }
     const IdxImages samples = read_idx_images((dir.path() / "out" / "samples.idx").string());
@@ -534,6 +537,7 @@ TEST_CASE("mnist_gan --generator draws what the run that exported the generator 
     REQUIRE(run(sample) == 0);
     CHECK(test::file_bytes(sampled / "samples.idx") == test::file_bytes(trained / "samples.idx"));
     CHECK(test::file_bytes(sampled / "grid_final.png") == test::file_bytes(trained / "grid_final.png"));
+    CHECK(test::file_bytes(sampled / "interpolation.png") == test::file_bytes(trained / "interpolation.png"));
     CHECK_FALSE(fs::exists(sampled / "checkpoint.xgrad"));
 
     // A flag only training reads, or a net of another shape, is refused.
@@ -905,7 +909,8 @@ TEST_CASE("mnist_gan removes its own stale temporary files on start, and nothing
     test::write_random_split(dir.path(), "train", 30);
     const fs::path out = dir.path() / "out";
     fs::create_directories(out);
-    const char* stale[] = {"checkpoint.xgrad.tmp", "samples.idx.tmp", "grid_0000002.png.tmp", "log.csv.tmp", "losses.png.tmp"};
+    const char* stale[] = {"checkpoint.xgrad.tmp", "samples.idx.tmp", "grid_0000002.png.tmp",
+                           "log.csv.tmp",          "losses.png.tmp",  "interpolation.png.tmp"};
     for (const char* name : stale) std::ofstream(out / name) << "partial";
     std::ofstream(out / "notes.tmp") << "the user's";
     std::ofstream(out / "grid.tmp") << "the user's";
@@ -980,7 +985,7 @@ TEST_CASE("--minutes stops at the end of the first step past the budget, records
     CHECK(last_logged_step(out) == 1);  // the last step is logged, though not a multiple of --log-every
     CHECK(contains(first.err, "the time budget ran out at step 1 of --steps 1000"));
     CHECK(contains(first.err, "done: 1 steps (stopped by --minutes)"));
-    for (const char* f : {"grid_final.png", "losses.png", "checkpoint.xgrad"}) CHECK_MESSAGE(fs::exists(out / f), f);
+    for (const char* f : {"grid_final.png", "interpolation.png", "losses.png"}) CHECK_MESSAGE(fs::exists(out / f), f);
 
     // Resumed, a run gets a fresh budget: one more step, bit-exact with an uninterrupted run.
     const Outcome second = run_capturing(with(budget, {"--resume"}));
@@ -1026,4 +1031,53 @@ TEST_CASE("--minutes runs as long as its budget, and --steps stays an upper boun
     REQUIRE(b.code == 0);
     CHECK(checkpoint_step(bounded) == 3);
     CHECK(contains(b.err, "done: 3 steps; "));
+}
+
+TEST_CASE("the latent walks: fixed ends for a seed, a straight line between them") {
+    const Var ends = gan::walk_ends(10, 5);
+    REQUIRE(ends.value().shape() == Shape{2 * gan::kWalks, 10});
+    CHECK(identical({ends.value()}, {gan::walk_ends(10, 5).value()}));
+    CHECK_FALSE(identical({ends.value()}, {gan::walk_ends(10, 6).value()}));
+    const Var walks = gan::latent_walks(ends);
+    REQUIRE(walks.value().shape() == Shape{gan::kWalks * gan::kWalkSteps, 10});
+    const Tensor &z = ends.value(), &w = walks.value();
+    for (std::size_t walk = 0; walk < gan::kWalks; ++walk) {
+        const std::size_t first = walk * gan::kWalkSteps, last = first + gan::kWalkSteps - 1;
+        for (std::size_t i = 0; i < 10; ++i) {
+            CHECK(w(first, i) == z(walk, i));
+            CHECK(w(last, i) == z(gan::kWalks + walk, i));
+            const float third = z(walk, i) + (z(gan::kWalks + walk, i) - z(walk, i)) * 3.f / 9.f;
+            CHECK(w(first + 3, i) == doctest::Approx(third).epsilon(1e-5));
+        }
+    }
+}
+
+TEST_CASE("interpolation.png: a row per walk, its first and last images the generator's images of the ends") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out", exported = dir.path() / "exported";
+    REQUIRE(run(with(small_run(dir.path(), out, 2), {"--seed", "5", "--grid-scale", "2", "--export", exported.string()})) == 0);
+    const test::Png png = test::read_png((out / "interpolation.png").string());
+    constexpr int kScale = 2, kTile = 28 * kScale + 2;  // a tile and its padding
+    CHECK(png.width == int(gan::kWalkSteps) * kTile + 2);
+    REQUIRE(png.height == int(gan::kWalks) * kTile + 2);
+    REQUIRE(png.channels == 1);
+
+    // The exported generator (the mlp preset's averaged one) draws the ends.
+    GanConfig config = gan::mlp_preset();
+    config.hidden = 16;
+    config.z_dim = 10;
+    Gan g(config, 0);
+    load_safetensors(g.sampling_generator(false), (exported / "generator.safetensors").string());
+    const Tensor ends = g.generate(gan::walk_ends(10, 5)).value();
+    int mismatched = 0;
+    for (int walk = 0; walk < int(gan::kWalks); ++walk) {
+        for (int pixel = 0; pixel < 784; ++pixel) {
+            const int top = 2 + walk * kTile + pixel / 28 * kScale, left = 2 + pixel % 28 * kScale;
+            const int right = left + int(gan::kWalkSteps - 1) * kTile;
+            mismatched += *png.at(left, top) != pixel_byte(ends(walk, pixel));
+            mismatched += *png.at(right + 1, top + 1) != pixel_byte(ends(gan::kWalks + walk, pixel));
+        }
+    }
+    CHECK(mismatched == 0);
 }

@@ -311,8 +311,11 @@ int Training::finish() {
                   << unwritten << " not written: run the same command plus --resume to write them\n";
         return 130;
     };
-    if (interrupted) return stopped(o_.samples > 0 ? "the final grid, plots and samples.idx" : "the final grid and plots");
+    if (interrupted)
+        return stopped(o_.samples > 0 ? "the final grid, interpolation, plots and samples.idx"
+                                      : "the final grid, interpolation and plots");
     gan::write_grid(gan_, fixed_noise_, config_.sample_averaged, o_.out + "/grid_final.png", o_.grid_scale);
+    write_interpolation(gan_, o_.seed, config_.sample_averaged, o_.out + "/interpolation.png", o_.grid_scale);
     write_plots(history_, o_.out);
     write_quality_plots(quality_, o_.out);
     if (o_.samples > 0) {
@@ -335,7 +338,8 @@ int Training::finish() {
     std::cerr << std::fixed << std::setprecision(4) << "done: " << steps << " steps"
               << (out_of_time_ ? " (stopped by --minutes)" : "") << "; V(D,G) = " << value
               << " on 20 fresh batches (the game's optimum: -log 4 = " << -std::log(4.0) << ")\n"
-              << "wrote " << o_.out << "/grid_final.png, losses.png, discriminator.png, log.csv, checkpoint.xgrad"
+              << "wrote " << o_.out
+              << "/grid_final.png, interpolation.png, losses.png, discriminator.png, log.csv, checkpoint.xgrad"
               << (o_.samples > 0 ? ", samples.idx" : "") << (monitor_ ? ", eval.csv, eval.png, eval_fid.png" : "") << "\n";
     return 0;
 }
@@ -377,9 +381,11 @@ int sample_saved_generator(const Options& o, const GanConfig& config) {
     const OutputDirectory out_directory(o.out);
     Gan gan(config, o.seed);
     xgrad::load_safetensors(gan.sampling_generator(false), o.generator);
-    const std::string grid_path = o.out + "/grid_final.png";
+    const std::string grid_path = o.out + "/grid_final.png", interpolation_path = o.out + "/interpolation.png";
     write_grid(gan, grid_noise(config.z_dim, o.seed), false, grid_path, o.grid_scale);
-    std::cerr << "mnist_gan: the " << config.preset << " preset's generator from " << o.generator << "\nwrote " << grid_path;
+    write_interpolation(gan, o.seed, false, interpolation_path, o.grid_scale);
+    std::cerr << "mnist_gan: the " << config.preset << " preset's generator from " << o.generator << "\nwrote " << grid_path
+              << ", " << interpolation_path;
     if (o.samples > 0) {
         std::signal(SIGINT, on_interrupt);
         std::signal(SIGTERM, on_interrupt);

@@ -136,7 +136,8 @@ void add_options(CLI::App& cli, Options& o) {
                        "generator that samples) and DIR/discriminator.safetensors, loadable by PyTorch (docs/pytorch.md)");
     cli.add_option("--generator", o.generator,
                    "Train nothing: load the preset's generator from FILE (a generator.safetensors of --export, or PyTorch's "
-                   "state dict of the same net) and write OUT/grid_final.png and, with --samples N, OUT/samples.idx")
+                   "state dict of the same net) and write OUT/grid_final.png, OUT/interpolation.png and, with --samples N, "
+                   "OUT/samples.idx")
         ->check(CLI::ExistingFile)
         ->excludes(classifier)
         ->excludes(export_dir)
