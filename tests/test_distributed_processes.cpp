@@ -217,6 +217,24 @@ TEST_CASE("mpirun -np 2 mnist_gan trains what one process trains; rank 0 alone w
     CHECK(difference <= 1e-5);
 }
 
+TEST_CASE("mpirun -np 2 mnist_gan --minutes: rank 0's clock stops every rank after the same step") {
+    const test::TempDir data, out, logs;
+    test::write_random_split(data.path(), "train", 64);
+    // A rank stopping alone would leave the other waiting in its next
+    // allreduce: the job would hang until the timeout (exit 124).
+    const Job job = mnist_gan(2, data.path(), out.path(),
+                              {"--preset", "reference", "--batch", "16", "--hidden", "32", "--z-dim", "10", "--steps", "100000",
+                               "--grid-every", "0", "--checkpoint-every", "0", "--minutes", "0.005"},
+                              logs);
+    CAPTURE(job.err);
+    REQUIRE(job.code == 0);
+    const long steps = xgrad::read_archive(out.file("checkpoint.xgrad")).integer("steps");
+    std::printf("mpirun -np 2 mnist_gan --minutes 0.005: %ld steps, the job took %.1f s\n", steps, job.seconds);
+    CHECK(steps > 1);
+    CHECK(steps < 100000);
+    CHECK(occurrences(job.err, "done: " + std::to_string(steps) + " steps (stopped by --minutes)") == 1);
+}
+
 TEST_CASE("mpirun mnist_gan refuses a batch that the ranks do not divide, naming the option and both numbers") {
     const test::TempDir data, out, logs;
     test::write_random_split(data.path(), "train", 64);
@@ -273,6 +291,8 @@ TEST_CASE("mpirun mnist_gan with one flag different on one rank: every rank fail
         {"--g-loss", "non-saturating", "minimax", "non-saturating", "minimax"},
         {"--lr", "0.001", "0.002", "0.00100000005", "0.00200000009"},
         {"--data", data.path().string(), other_data.path().string(), images, images},
+        // rank 1's budget would be ignored (rank 0's clock decides); given on one rank only, the job hung
+        {"--minutes", "10", "20", "10", "20"},
     };
     for (const Difference& d : differences) {
         CAPTURE(d.option);

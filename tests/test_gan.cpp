@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -19,6 +20,7 @@
 #include <xgrad/check/gradcheck.hpp>
 #include <xgrad/io/archive_file.hpp>
 #include <xgrad/io/idx.hpp>
+#include <xgrad/io/image.hpp>
 #include <xgrad/io/safetensors.hpp>
 #include "app_helpers.hpp"
 #include "helpers.hpp"
@@ -27,6 +29,8 @@
 #include "app.hpp"
 #include "classifier.hpp"
 #include "gan.hpp"
+#include "outputs.hpp"
+#include "presets.hpp"
 
 using namespace xgrad;
 using gan::Gan;
@@ -463,8 +467,8 @@ TEST_CASE("mnist_gan runs end to end on a tiny IDX file and resumes bit-exactly"
     auto args = small_run(dir.path(), dir.path() / "out", 4);
     args.insert(args.end(), {"--samples", "5"});
     REQUIRE(run(args) == 0);
-    for (const char* f : {"grid_0000002.png", "grid_0000004.png", "grid_final.png", "losses.png", "discriminator.png",
-                          "checkpoint.xgrad", "log.csv", "samples.idx"}) {
+    for (const char* f : {"grid_0000002.png", "grid_0000004.png", "grid_final.png", "interpolation.png", "losses.png",
+                          "discriminator.png", "checkpoint.xgrad", "log.csv", "samples.idx"}) {
         CHECK_MESSAGE(fs::exists(dir.path() / "out" / f), f);
     }
     const IdxImages samples = read_idx_images((dir.path() / "out" / "samples.idx").string());
@@ -533,6 +537,7 @@ TEST_CASE("mnist_gan --generator draws what the run that exported the generator 
     REQUIRE(run(sample) == 0);
     CHECK(test::file_bytes(sampled / "samples.idx") == test::file_bytes(trained / "samples.idx"));
     CHECK(test::file_bytes(sampled / "grid_final.png") == test::file_bytes(trained / "grid_final.png"));
+    CHECK(test::file_bytes(sampled / "interpolation.png") == test::file_bytes(trained / "interpolation.png"));
     CHECK_FALSE(fs::exists(sampled / "checkpoint.xgrad"));
 
     // --noise: the exported noise draws the run's grid; other noise another grid.
@@ -564,6 +569,9 @@ TEST_CASE("mnist_gan --generator draws what the run that exported the generator 
     auto with_steps = sample;
     with_steps.insert(with_steps.end(), {"--steps", "5"});
     CHECK(run(with_steps) != 0);
+    auto with_minutes = sample;
+    with_minutes.insert(with_minutes.end(), {"--minutes", "1"});
+    CHECK(run(with_minutes) != 0);
     auto wider = sample;
     wider[3] = "32";  // --hidden 32: the file's weights have 16 rows
     CHECK(run(wider) != 0);
@@ -926,7 +934,8 @@ TEST_CASE("mnist_gan removes its own stale temporary files on start, and nothing
     test::write_random_split(dir.path(), "train", 30);
     const fs::path out = dir.path() / "out";
     fs::create_directories(out);
-    const char* stale[] = {"checkpoint.xgrad.tmp", "samples.idx.tmp", "grid_0000002.png.tmp", "log.csv.tmp", "losses.png.tmp"};
+    const char* stale[] = {"checkpoint.xgrad.tmp", "samples.idx.tmp", "grid_0000002.png.tmp",
+                           "log.csv.tmp",          "losses.png.tmp",  "interpolation.png.tmp"};
     for (const char* name : stale) std::ofstream(out / name) << "partial";
     std::ofstream(out / "notes.tmp") << "the user's";
     std::ofstream(out / "grid.tmp") << "the user's";
@@ -956,6 +965,12 @@ TEST_CASE("numeric options are parsed strictly, naming the option and what it ex
         {{"--steps", "7junk"}, "--steps: expected an integer from 1 to 100000000, got '7junk'"},
         {{"--batch", " 8"}, "--batch: expected an integer from 1 to 65536"},
         {{"--threads", "+2"}, "--threads: expected an integer from 1 to 256"},
+        {{"--minutes", "0"}, "--minutes: expected a number greater than 0 and at most 1e+06, got '0'"},
+        {{"--minutes", "-0.5"}, "--minutes: expected a number greater than 0 and at most 1e+06, got '-0.5'"},
+        {{"--minutes", "nan"}, "--minutes: expected a number greater than 0"},
+        {{"--minutes", "inf"}, "--minutes: expected a number greater than 0"},
+        {{"--minutes", "five"}, "--minutes: expected a number greater than 0"},
+        {{"--minutes", "2e6"}, "--minutes: expected a number greater than 0 and at most 1e+06, got '2e6'"},
     };
     for (const auto& [extra, message] : bad) {
         const std::string option = extra[0] + " " + extra[1];  // clang cannot capture a structured binding
@@ -969,4 +984,125 @@ TEST_CASE("numeric options are parsed strictly, naming the option and what it ex
     }
     CHECK_FALSE(fs::exists(out));  // every run was refused before starting
     CHECK(run(with(small_run(dir.path(), out, 1), {"--seed", "18446744073709551615", "--lr", "2.5e-4"})) == 0);
+    CHECK(run(with(small_run(dir.path(), dir.path() / "fractional", 1), {"--minutes", ".5"})) == 0);
+}
+
+namespace {
+
+long checkpoint_step(const fs::path& out) { return read_archive((out / "checkpoint.xgrad").string()).integer("steps"); }
+
+// The step of log.csv's last row.
+long last_logged_step(const fs::path& out) { return std::stol(test::lines_of(out / "log.csv").back()); }
+
+}  // namespace
+
+TEST_CASE("--minutes stops at the end of the first step past the budget, records the step, and resumes") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out";
+    // 1e-9 minutes (60 ns) are spent by any step: exactly one step of 1000
+    // (~1 s if the budget were ignored); the final outputs are all written.
+    const auto budget = with(small_run(dir.path(), out, 1000), {"--minutes", "1e-9", "--log-every", "1000"});
+    const Outcome first = run_capturing(budget);
+    INFO(first.err);
+    REQUIRE(first.code == 0);
+    CHECK(checkpoint_step(out) == 1);
+    CHECK(last_logged_step(out) == 1);  // the last step is logged, though not a multiple of --log-every
+    CHECK(contains(first.err, "the time budget ran out at step 1 of --steps 1000"));
+    CHECK(contains(first.err, "done: 1 steps (stopped by --minutes)"));
+    for (const char* f : {"grid_final.png", "interpolation.png", "losses.png"}) CHECK_MESSAGE(fs::exists(out / f), f);
+
+    // Resumed, a run gets a fresh budget: one more step, bit-exact with an uninterrupted run.
+    const Outcome second = run_capturing(with(budget, {"--resume"}));
+    INFO(second.err);
+    REQUIRE(second.code == 0);
+    CHECK(checkpoint_step(out) == 2);
+    // Without --minutes, --steps alone ends it again.
+    REQUIRE(run(with(small_run(dir.path(), out, 4), {"--resume", "--log-every", "1000"})) == 0);
+    CHECK(checkpoint_step(out) == 4);
+    REQUIRE(run(with(small_run(dir.path(), dir.path() / "straight", 4), {"--log-every", "1000"})) == 0);
+    const Archive resumed = read_archive((out / "checkpoint.xgrad").string());
+    const Archive straight = read_archive((dir.path() / "straight" / "checkpoint.xgrad").string());
+    for (const char* name : {"generator.0.weight", "discriminator.0.weight", "g_optimizer.m.0"}) {
+        CAPTURE(name);
+        const Tensor &a = resumed.tensor(name), &b = straight.tensor(name);
+        REQUIRE(a.shape() == b.shape());
+        CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+    }
+    CHECK(test::lines_of(out / "log.csv").size() == 4);  // the header, steps 1 and 2 (budgets), 4 (--steps)
+}
+
+TEST_CASE("--minutes runs as long as its budget, and --steps stays an upper bound") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out";
+    // 0.12 s of steps of ~1 ms: many steps, far fewer than --steps.
+    const auto start = std::chrono::steady_clock::now();
+    const Outcome r = run_capturing(
+        with(small_run(dir.path(), out, 20000), {"--minutes", "0.002", "--grid-every", "0", "--checkpoint-every", "0"}));
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    CHECK(seconds >= 0.12);
+    const long steps = checkpoint_step(out);
+    CHECK(steps > 1);
+    CHECK(steps < 20000);
+    CHECK(last_logged_step(out) == steps);
+    CHECK(contains(r.err, "done: " + std::to_string(steps) + " steps (stopped by --minutes)"));
+
+    const fs::path bounded = dir.path() / "bounded";
+    const Outcome b = run_capturing(with(small_run(dir.path(), bounded, 3), {"--minutes", "10"}));
+    INFO(b.err);
+    REQUIRE(b.code == 0);
+    CHECK(checkpoint_step(bounded) == 3);
+    CHECK(contains(b.err, "done: 3 steps; "));
+}
+
+TEST_CASE("the latent walks: fixed ends for a seed, a straight line between them") {
+    const Var ends = gan::walk_ends(10, 5);
+    REQUIRE(ends.value().shape() == Shape{2 * gan::kWalks, 10});
+    CHECK(identical({ends.value()}, {gan::walk_ends(10, 5).value()}));
+    CHECK_FALSE(identical({ends.value()}, {gan::walk_ends(10, 6).value()}));
+    const Var walks = gan::latent_walks(ends);
+    REQUIRE(walks.value().shape() == Shape{gan::kWalks * gan::kWalkSteps, 10});
+    const Tensor &z = ends.value(), &w = walks.value();
+    for (std::size_t walk = 0; walk < gan::kWalks; ++walk) {
+        const std::size_t first = walk * gan::kWalkSteps, last = first + gan::kWalkSteps - 1;
+        for (std::size_t i = 0; i < 10; ++i) {
+            CHECK(w(first, i) == z(walk, i));
+            CHECK(w(last, i) == z(gan::kWalks + walk, i));
+            const float third = z(walk, i) + (z(gan::kWalks + walk, i) - z(walk, i)) * 3.f / 9.f;
+            CHECK(w(first + 3, i) == doctest::Approx(third).epsilon(1e-5));
+        }
+    }
+}
+
+TEST_CASE("interpolation.png: a row per walk, its first and last images the generator's images of the ends") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out", exported = dir.path() / "exported";
+    REQUIRE(run(with(small_run(dir.path(), out, 2), {"--seed", "5", "--grid-scale", "2", "--export", exported.string()})) == 0);
+    const test::Png png = test::read_png((out / "interpolation.png").string());
+    constexpr int kScale = 2, kTile = 28 * kScale + 2;  // a tile and its padding
+    CHECK(png.width == int(gan::kWalkSteps) * kTile + 2);
+    REQUIRE(png.height == int(gan::kWalks) * kTile + 2);
+    REQUIRE(png.channels == 1);
+
+    // The exported generator (the mlp preset's averaged one) draws the ends.
+    GanConfig config = gan::mlp_preset();
+    config.hidden = 16;
+    config.z_dim = 10;
+    Gan g(config, 0);
+    load_safetensors(g.sampling_generator(false), (exported / "generator.safetensors").string());
+    const Tensor ends = g.generate(gan::walk_ends(10, 5)).value();
+    int mismatched = 0;
+    for (int walk = 0; walk < int(gan::kWalks); ++walk) {
+        for (int pixel = 0; pixel < 784; ++pixel) {
+            const int top = 2 + walk * kTile + pixel / 28 * kScale, left = 2 + pixel % 28 * kScale;
+            const int right = left + int(gan::kWalkSteps - 1) * kTile;
+            mismatched += *png.at(left, top) != pixel_byte(ends(walk, pixel));
+            mismatched += *png.at(right + 1, top + 1) != pixel_byte(ends(gan::kWalks + walk, pixel));
+        }
+    }
+    CHECK(mismatched == 0);
 }

@@ -313,6 +313,34 @@ TEST_CASE("progress: into a log, a line at every tenth of the total, and the sta
     CHECK(log.find("[ 123/1000]") != std::string::npos);
 }
 
+TEST_CASE("progress: a time budget shows the time used, bounds the ETA and counts towards the tenths") {
+    std::ostringstream out;
+    {
+        Progress progress(1000, out);
+        progress.set_mode(Progress::Mode::lines);
+        progress.set_time_budget(1e-9);  // spent before the first update
+        for (std::size_t step = 1; step <= 5; ++step) progress.update(step, "s");
+    }
+    const std::string text = out.str();
+    // All ten tenths of the run are done at step 1: its line, then the state at the stop.
+    CHECK(std::count(text.begin(), text.end(), '\n') == 2);
+    CHECK(text.find("[   1/1000]") == 0);
+    CHECK(text.find("steps/s time 00:00/00:00 ETA 00:00 s\n") != std::string::npos);
+    CHECK(text.find("[   5/1000]") != std::string::npos);
+
+    std::ostringstream long_budget;
+    {
+        Progress progress(1000, long_budget);
+        progress.set_mode(Progress::Mode::lines);
+        progress.set_time_budget(1e6);  // the steps end first: a line at every tenth of them
+        for (std::size_t step = 1; step <= 1000; ++step) progress.update(step, "s");
+    }
+    const std::string log = long_budget.str();
+    CHECK(std::count(log.begin(), log.end(), '\n') == 10);
+    CHECK(log.find("[1000/1000]") != std::string::npos);
+    CHECK(log.find("time 00:00/277:46:40 ETA 00:00 s") != std::string::npos);
+}
+
 TEST_CASE("progress: silent on a stream of its own unless a mode is set") {
     std::ostringstream out;
     Progress progress(10, out);

@@ -28,4 +28,16 @@ CLI::Validator real_in(double lo, double hi) {
         "NUMBER in [" + range.str() + "]");
 }
 
+CLI::Validator positive_real_up_to(double hi) {
+    std::ostringstream bound;
+    bound << hi;
+    const std::string expected = "expected a number greater than 0 and at most " + bound.str();
+    return CLI::Validator(
+        [=](std::string& text) -> std::string {
+            const std::optional<double> value = parse_finite(text);
+            return value && *value > 0 && *value <= hi ? "" : expected + ", got '" + text + "'";
+        },
+        "NUMBER in (0, " + bound.str() + "]");
+}
+
 }  // namespace common

@@ -13,5 +13,8 @@ namespace common {
 
 CLI::Validator unsigned_in(std::uint64_t lo, std::uint64_t hi);
 CLI::Validator real_in(double lo, double hi);
+// A number greater than 0 (however small) and at most hi: a duration, say.
+// Fails as "--NAME: expected a number greater than 0 and at most HI, got 'TEXT'".
+CLI::Validator positive_real_up_to(double hi);
 
 }  // namespace common

@@ -1,6 +1,7 @@
 #include "app.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -72,7 +73,13 @@ public:
     DataSource& data() { return set_.images; }
     bool evaluating() const { return !o_.classifier.empty(); }
 
-    // The progress line, and every --log-every steps a row of log.csv.
+    // Whether the --minutes budget ran out with the step just done (always
+    // false without --minutes). Rank 0's clock decides for every rank: the
+    // ranks started their clocks at different moments, and one that stopped
+    // alone would leave the others waiting in the next step's collective.
+    // Collective with --minutes: every rank calls it after every step.
+    bool out_of_time();
+    // The progress line, and every --log-every steps (and at the last step) a row of log.csv.
     void log(const StepStats& stats);
     // Every kCompareRanksEvery steps, that the ranks still agree.
     void compare_ranks(long step) const;
@@ -90,6 +97,8 @@ private:
     void resume();
     void measure_quality(long step);
     void announce() const;
+    double training_seconds() const;
+    std::string budget_text() const;  // "--minutes 0.5 (30 s)"
 
     const Options& o_;
     const GanConfig& config_;
@@ -110,6 +119,8 @@ private:
     std::optional<xgrad::Progress> progress_;
     std::vector<Var> parameters_;
     long first_step_ = 0;
+    std::chrono::steady_clock::time_point training_started_;
+    bool out_of_time_ = false;
 };
 
 Training::Training(const Options& o, const GanConfig& config, const xgrad::Distributed* distributed)
@@ -150,9 +161,12 @@ Training::Training(const Options& o, const GanConfig& config, const xgrad::Distr
     announce();
     std::signal(SIGINT, on_interrupt);
     std::signal(SIGTERM, on_interrupt);
-    progress_.emplace(static_cast<std::size_t>(config_.steps - gan_.steps_done()));
     parameters_ = gan_.parameters();
     first_step_ = gan_.steps_done();
+    // The budget counts from here, after the data and any checkpoint are loaded.
+    progress_.emplace(static_cast<std::size_t>(config_.steps - gan_.steps_done()));
+    if (o_.minutes) progress_->set_time_budget(*o_.minutes * 60);
+    training_started_ = std::chrono::steady_clock::now();
 }
 
 void Training::resume() {
@@ -194,16 +208,36 @@ void Training::announce() const {
               << (c.objective == gan::Objective::wasserstein ? " objective=wasserstein gp_lambda=" + exact(c.gp_lambda)
                                                              : " g_loss=" + std::string(g_loss_name(c.g_loss)))
               << (c.r1_gamma > 0.f ? " r1=" + shortest(c.r1_gamma) + " every " + std::to_string(c.r1_every) : "") << "\n";
+    if (o_.minutes)
+        std::cerr << "time budget: --minutes " << budget_text() << " of training, or up to step " << c.steps
+                  << " if that comes first\n";
     if (run_.ranks > 1)
         std::cerr << "data-parallel over " << run_.ranks << " ranks: " << c.batch / run_.ranks
                   << " samples of each batch per rank\n";
+}
+
+double Training::training_seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - training_started_).count();
+}
+
+std::string Training::budget_text() const {
+    char text[64];
+    std::snprintf(text, sizeof text, "%g (%g s)", *o_.minutes, *o_.minutes * 60);
+    return text;
+}
+
+bool Training::out_of_time() {
+    if (!o_.minutes) return false;
+    const bool spent = root_ && training_seconds() >= *o_.minutes * 60;
+    out_of_time_ = distributed_ ? distributed_->any(spent) : spent;
+    return out_of_time_;
 }
 
 void Training::log(const StepStats& stats) {
     const long step = gan_.steps_done();
     interval_.add(stats);
     progress_->update(static_cast<std::size_t>(step - first_step_), status_text(interval_));
-    if (step % o_.log_every == 0 || step == config_.steps) {
+    if (step % o_.log_every == 0 || step == config_.steps || out_of_time_) {
         history_.add(interval_.row(step));
         if (log_) log_->write(csv_row(step, history_.rows().back()));
         interval_ = Interval{};
@@ -261,6 +295,12 @@ int Training::finish() {
     gan_.average_statistics();
     if (!root_) return 0;  // the rest is rank 0's outputs
     const long steps = gan_.steps_done();
+    if (out_of_time_) {
+        char seconds[32];
+        std::snprintf(seconds, sizeof seconds, "%.1f s", training_seconds());
+        std::cerr << "--minutes " << budget_text() << ": the time budget ran out at step " << steps << " of --steps "
+                  << config_.steps << ", after " << seconds << " of training\n";
+    }
     if (monitor_ && (quality_.rows().empty() || long(quality_.rows().back()[0]) != steps)) measure_quality(steps);
     if (const auto bad = try_save_checkpoint(run_)) return diverged(steps, *bad + " after the update");
 
@@ -271,8 +311,11 @@ int Training::finish() {
                   << unwritten << " not written: run the same command plus --resume to write them\n";
         return 130;
     };
-    if (interrupted) return stopped(o_.samples > 0 ? "the final grid, plots and samples.idx" : "the final grid and plots");
+    if (interrupted)
+        return stopped(o_.samples > 0 ? "the final grid, interpolation, plots and samples.idx"
+                                      : "the final grid, interpolation and plots");
     gan::write_grid(gan_, fixed_noise_, config_.sample_averaged, o_.out + "/grid_final.png", o_.grid_scale);
+    write_interpolation(gan_, o_.seed, config_.sample_averaged, o_.out + "/interpolation.png", o_.grid_scale);
     write_plots(history_, o_.out);
     write_quality_plots(quality_, o_.out);
     if (o_.samples > 0) {
@@ -294,9 +337,11 @@ int Training::finish() {
 
     xgrad::Rng eval_rng(o_.seed + 1);
     const double value = gan_.value_estimate(set_.images, 20, eval_rng);
-    std::cerr << std::fixed << std::setprecision(4) << "done: " << steps << " steps; V(D,G) = " << value
+    std::cerr << std::fixed << std::setprecision(4) << "done: " << steps << " steps"
+              << (out_of_time_ ? " (stopped by --minutes)" : "") << "; V(D,G) = " << value
               << " on 20 fresh batches (the game's optimum: -log 4 = " << -std::log(4.0) << ")\n"
-              << "wrote " << o_.out << "/grid_final.png, losses.png, discriminator.png, log.csv, checkpoint.xgrad"
+              << "wrote " << o_.out
+              << "/grid_final.png, interpolation.png, losses.png, discriminator.png, log.csv, checkpoint.xgrad"
               << (o_.samples > 0 ? ", samples.idx" : "") << (monitor_ ? ", eval.csv, eval.png, eval_fid.png" : "") << "\n";
     return 0;
 }
@@ -309,7 +354,8 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
     Training run(o, config, distributed);
     Gan& gan = run.gan();
     const auto every = [&](long n) { return n > 0 && gan.steps_done() % n == 0; };
-    while (gan.steps_done() < config.steps) {
+    // With --minutes, --steps is an upper bound: whichever ends first ends training.
+    for (bool out_of_time = false; gan.steps_done() < config.steps && !out_of_time;) {
         const StepStats stats = gan.step(run.data(), interrupted);
         const long step = gan.steps_done();
         if (!std::isfinite(stats.d_loss) || !std::isfinite(stats.g_loss)) {
@@ -317,6 +363,7 @@ int train(const Options& o, const GanConfig& config, const xgrad::Distributed* d
             losses << "D loss " << stats.d_loss << ", G loss " << stats.g_loss;
             return run.diverged(step, losses.str());
         }
+        out_of_time = run.out_of_time();
         run.log(stats);
         run.compare_ranks(step);
         if (every(o.grid_every)) run.write_grid(step);
@@ -336,10 +383,12 @@ int sample_saved_generator(const Options& o, const GanConfig& config) {
     const OutputDirectory out_directory(o.out);
     Gan gan(config, o.seed);
     xgrad::load_safetensors(gan.sampling_generator(false), o.generator);
-    const std::string grid_path = o.out + "/grid_final.png";
+    const std::string grid_path = o.out + "/grid_final.png", interpolation_path = o.out + "/interpolation.png";
     const Var noise = o.noise.empty() ? grid_noise(config.z_dim, o.seed) : read_noise(o.noise, config.z_dim);
     write_grid(gan, noise, false, grid_path, o.grid_scale);
-    std::cerr << "mnist_gan: the " << config.preset << " preset's generator from " << o.generator << "\nwrote " << grid_path;
+    write_interpolation(gan, o.seed, false, interpolation_path, o.grid_scale);
+    std::cerr << "mnist_gan: the " << config.preset << " preset's generator from " << o.generator << "\nwrote " << grid_path
+              << ", " << interpolation_path;
     if (o.samples > 0) {
         std::signal(SIGINT, on_interrupt);
         std::signal(SIGTERM, on_interrupt);

@@ -142,7 +142,10 @@ std::vector<std::pair<std::string, std::string>> rank_settings(const Options& o,
     };
     for (const Setting& s : training_settings(o, c, data)) out.emplace_back(s.option, s.value);
     const auto given = [](bool yes) { return std::string(yes ? "given" : "not given"); };
+    char minutes[32] = "not given";  // given, every rank calls the collective that ends the budget
+    if (o.minutes) std::snprintf(minutes, sizeof minutes, "%.17g", *o.minutes);
     out.insert(out.end(), {{"--steps", std::to_string(c.steps)},
+                           {"--minutes", minutes},
                            {"--grid-every", std::to_string(o.grid_every)},
                            {"--checkpoint-every", std::to_string(o.checkpoint_every)},
                            {"--classifier", given(!o.classifier.empty())},

@@ -44,7 +44,8 @@ std::vector<Setting> training_settings(const Options& o, const GanConfig& c, con
 // What the ranks of a data-parallel run must share (docs/distributed.md):
 // everything that decides the updates, and everything that decides when
 // they meet in a collective (the statistics average before grids,
-// evaluations and checkpoints; the run length). Ranks that differ would
+// evaluations and checkpoints; the run length, and whether a --minutes
+// budget is checked after every step). Ranks that differ would
 // wait for each other forever or pair collectives of different sizes.
 std::vector<std::pair<std::string, std::string>> rank_settings(const Options& o, const GanConfig& c, const std::string& data);
 

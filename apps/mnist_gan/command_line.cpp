@@ -45,10 +45,10 @@ void refuse_ignored_flags(const Options& o, const GanConfig& c) {
                                     " keeps no averaged generator (mlp and dcgan do)");
     }
     if (!o.generator.empty()) {
-        const std::pair<const char*, bool> training_only[] = {{"--steps", bool(o.steps)},   {"--k", bool(o.k)},
-                                                              {"--batch", bool(o.batch)},   {"--lr", bool(o.lr)},
-                                                              {"--r1", bool(o.r1)},         {"--r1-every", bool(o.r1_every)},
-                                                              {"--g-loss", bool(o.g_loss)}, {"--ema/--no-ema", bool(o.averaged)}};
+        const std::pair<const char*, bool> training_only[] = {
+            {"--steps", bool(o.steps)},       {"--minutes", bool(o.minutes)}, {"--k", bool(o.k)},
+            {"--batch", bool(o.batch)},       {"--lr", bool(o.lr)},           {"--r1", bool(o.r1)},
+            {"--r1-every", bool(o.r1_every)}, {"--g-loss", bool(o.g_loss)},   {"--ema/--no-ema", bool(o.averaged)}};
         for (const auto& [flag, given] : training_only) {
             if (given) throw std::invalid_argument(std::string(flag) + ": --generator trains nothing, it samples the file's net");
         }
@@ -68,6 +68,11 @@ void add_options(CLI::App& cli, Options& o) {
         ->capture_default_str();
     cli.add_option("--steps", o.steps, "Total training steps (default: the preset's; a resumed run continues up to this)")
         ->check(common::unsigned_in(1, kMostSteps));
+    cli.add_option("--minutes", o.minutes,
+                   "Train for at most M minutes of wall-clock time (fractional allowed): stop after the first step at which "
+                   "M minutes have passed, or at --steps if that comes first, then write the final outputs; a resumed run "
+                   "gets M minutes anew")
+        ->check(common::positive_real_up_to(kMostMinutes));
     cli.add_option("--k", o.k, "Discriminator updates per generator update (default: the preset's)")
         ->check(common::unsigned_in(1, 100));
     cli.add_option("--batch", o.batch, "Minibatch size m (default: the preset's)")->check(common::unsigned_in(1, 65536));
@@ -132,7 +137,8 @@ void add_options(CLI::App& cli, Options& o) {
                        "grid_final.png), loadable by PyTorch (docs/pytorch.md)");
     cli.add_option("--generator", o.generator,
                    "Train nothing: load the preset's generator from FILE (a generator.safetensors of --export, or PyTorch's "
-                   "state dict of the same net) and write OUT/grid_final.png and, with --samples N, OUT/samples.idx")
+                   "state dict of the same net) and write OUT/grid_final.png, OUT/interpolation.png and, with --samples N, "
+                   "OUT/samples.idx")
         ->check(CLI::ExistingFile)
         ->excludes(classifier)
         ->excludes(export_dir)

@@ -23,6 +23,7 @@ struct Options : common::SharedOptions {
     common::DataLocation data;
     std::string preset_name = "default", out = "out", export_dir, generator, noise, classifier;
     std::optional<long> steps;
+    std::optional<double> minutes;  // a wall-clock budget for the training steps; --steps is then an upper bound
     std::optional<std::size_t> k, batch, z_dim, hidden, channels;
     std::optional<float> lr, r1;
     std::optional<long> r1_every;
@@ -37,6 +38,8 @@ struct Options : common::SharedOptions {
 
 // The most steps a run can take (--steps).
 constexpr long kMostSteps = 100000000;
+// The longest time budget (--minutes): about two years.
+constexpr double kMostMinutes = 1e6;
 
 // Declares mnist_gan's options on `cli`, to be parsed into `o`.
 void add_options(CLI::App& cli, Options& o);

@@ -31,8 +31,9 @@ constexpr const char* kIntervalName = "log_interval";
 
 // The files this program writes into --out (not what else may be there).
 bool is_output_name(const std::string& name) {
-    static const char* const kFixed[] = {"checkpoint.xgrad", "log.csv",           "eval.csv", "samples.idx", "grid_final.png",
-                                         "losses.png",       "discriminator.png", "eval.png", "eval_fid.png"};
+    static const char* const kFixed[] = {"checkpoint.xgrad", "log.csv",          "eval.csv",          "samples.idx",
+                                         "grid_final.png",   "losses.png",       "discriminator.png", "eval.png",
+                                         "eval_fid.png",     "interpolation.png"};
     for (const char* fixed : kFixed) {
         if (name == fixed) return true;
     }
@@ -124,6 +125,39 @@ void write_noise(const Var& noise, const std::string& path) { xgrad::write_safet
 void write_grid(Gan& gan, const Var& fixed_noise, bool averaged, const std::string& path, std::size_t scale) {
     const Var images = gan.generate(fixed_noise, averaged);
     xgrad::write_image_grid(path, images.value(), 28, 28, 8, 2, scale);
+}
+
+Var walk_ends(std::size_t z_dim, std::uint64_t seed) {
+    xgrad::Rng rng(seed ^ 0xc2b2ae3d27d4eb4fULL);  // a stream of its own: the walks are not the grid's digits
+    Var ends(Tensor::from_shape({2 * kWalks, z_dim}));
+    rng.fill_uniform(ends.mutable_value(), -1.f, 1.f);
+    return ends;
+}
+
+// Linear, not spherical: every preset draws z ~ U[-1,1]^d (Gan::sample_noise),
+// a cube, which holds the whole segment between two of its points, so each
+// step of a walk is noise of the kind G was trained on. Slerp is for
+// Gaussian noise, whose mass lies near a sphere that a straight line cuts
+// inside of (White 2016, "Sampling Generative Networks"); no preset draws it.
+Var latent_walks(const Var& ends) {
+    const Tensor& z = ends.value();
+    const std::size_t z_dim = z.shape()[1];
+    Var walks(Tensor::from_shape({kWalks * kWalkSteps, z_dim}));
+    Tensor& out = walks.mutable_value();
+    for (std::size_t walk = 0; walk < kWalks; ++walk) {
+        for (std::size_t step = 0; step < kWalkSteps; ++step) {
+            const float t = float(step) / float(kWalkSteps - 1);
+            // (1 - t) a + t b, not a + t (b - a): the ends come out exactly.
+            for (std::size_t i = 0; i < z_dim; ++i)
+                out(walk * kWalkSteps + step, i) = (1.f - t) * z(walk, i) + t * z(kWalks + walk, i);
+        }
+    }
+    return walks;
+}
+
+void write_interpolation(Gan& gan, std::uint64_t seed, bool averaged, const std::string& path, std::size_t scale) {
+    const Var images = gan.generate(latent_walks(walk_ends(gan.config().z_dim, seed)), averaged);
+    xgrad::write_image_grid(path, images.value(), 28, 28, kWalkSteps, 2, scale);
 }
 
 void write_plots(const History& history, const std::string& out) {

@@ -76,6 +76,19 @@ void write_noise(const xgrad::Var& noise, const std::string& path);
 // G's images of fixed_noise (64 rows, or any number) as a grid 8 wide at `path`, each pixel
 // a `scale` x `scale` square.
 void write_grid(Gan& gan, const xgrad::Var& fixed_noise, bool averaged, const std::string& path, std::size_t scale);
+
+// interpolation.png: kWalks rows of kWalkSteps images, each row G's images
+// along the line from one noise vector to another (the first and last
+// columns are G's images of the two ends).
+constexpr std::size_t kWalks = 8, kWalkSteps = 10;
+// The ends of the walks (2 kWalks rows, z ~ U[-1,1]): row r starts at row r
+// and ends at row kWalks + r. The same for a seed, and not grid_noise()'s.
+xgrad::Var walk_ends(std::size_t z_dim, std::uint64_t seed);
+// The noise of every image of the walks between `ends`, row by row
+// (kWalks * kWalkSteps rows); each walk's first and last rows are its ends, exactly.
+xgrad::Var latent_walks(const xgrad::Var& ends);
+// G's images of latent_walks(walk_ends(z_dim, seed)) at `path`, drawn as write_grid draws.
+void write_interpolation(Gan& gan, std::uint64_t seed, bool averaged, const std::string& path, std::size_t scale);
 // losses.png and discriminator.png in `out`, from the log's rows.
 void write_plots(const History& history, const std::string& out);
 // eval.png and eval_fid.png in `out`, from the quality monitor's rows.

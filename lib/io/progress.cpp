@@ -1,5 +1,6 @@
 #include <xgrad/io/progress.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -37,6 +38,8 @@ void Progress::set_mode(Mode mode) {
     terminal_columns_ = mode == Mode::redraw && &out_ == &std::cerr ? stderr_columns() : 0;
 }
 
+void Progress::set_time_budget(double seconds) { budget_seconds_ = seconds; }
+
 void Progress::update(std::size_t step, const std::string& text) {
     if (mode_ == Mode::off) return;
     if (!started_) {
@@ -52,8 +55,17 @@ void Progress::update(std::size_t step, const std::string& text) {
 bool Progress::due(std::size_t step, Clock::time_point now) const {
     if (step == total_) return true;
     if (mode_ == Mode::redraw) return !drawn_ || now - last_draw_ >= std::chrono::milliseconds(100);
-    // lines: at a tenth of the total not written yet, or 30 s after the last line
-    return (total_ > 0 && step * 10 / total_ > tenths_written_) || now - last_draw_ >= Seconds(30);
+    // lines: at a tenth of the run not written yet, or 30 s after the last line
+    return tenths_done(step, now) > tenths_written_ || now - last_draw_ >= Seconds(30);
+}
+
+std::size_t Progress::tenths_done(std::size_t step, Clock::time_point now) const {
+    std::size_t tenths = total_ > 0 ? step * 10 / total_ : 0;
+    if (budget_seconds_ > 0) {
+        const double of_time = std::min(10.0, std::floor(Seconds(now - start_).count() * 10 / budget_seconds_));
+        tenths = std::max(tenths, static_cast<std::size_t>(of_time));
+    }
+    return tenths;
 }
 
 std::string Progress::line() const {
@@ -69,8 +81,14 @@ std::string Progress::line() const {
 
     char rate_text[32];
     std::snprintf(rate_text, sizeof rate_text, "%.1f", rate);
-    return "[" + step + "/" + total + "] " + rate_text + " steps/s ETA " +
-           (rate > 0 ? format_duration(remaining / rate) : std::string("--:--")) + " " + text_;
+    double eta = rate > 0 ? remaining / rate : -1;  // format_duration: "--:--" for a negative duration
+    std::string budget;
+    if (budget_seconds_ > 0) {
+        const double left = std::max(0.0, budget_seconds_ - elapsed);
+        eta = eta < 0 ? left : std::min(eta, left);
+        budget = " time " + format_duration(elapsed) + "/" + format_duration(budget_seconds_);
+    }
+    return "[" + step + "/" + total + "] " + rate_text + " steps/s" + budget + " ETA " + format_duration(eta) + " " + text_;
 }
 
 void Progress::draw() {
@@ -79,7 +97,7 @@ void Progress::draw() {
     std::string line = this->line();
     if (mode_ == Mode::lines) {
         out_ << line << '\n' << std::flush;
-        if (total_ > 0) tenths_written_ = step_ * 10 / total_;
+        tenths_written_ = tenths_done(step_, last_draw_);
         return;
     }
     if (terminal_columns_ > 1 && line.size() >= terminal_columns_) line.resize(terminal_columns_ - 1);

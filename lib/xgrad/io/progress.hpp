@@ -30,6 +30,13 @@ public:
 
     void set_mode(Mode mode);
 
+    // The loop also ends once `seconds` have passed since construction (a
+    // wall-clock budget), if that comes before the total: the line then
+    // shows the time used of the budget ("time 01:23/05:00"), the ETA is the
+    // sooner of the two ends, and lines mode writes at every tenth of
+    // whichever is further along, the steps or the time.
+    void set_time_budget(double seconds);
+
     // Call after every step with the 1-based number of steps done and a
     // status text. Redraws at most ~10 times a second (lines: at each tenth
     // or after 30 s), and always for the last step. The rate counts steps since the first update (a resumed run
@@ -48,9 +55,12 @@ private:
 
     using Seconds = std::chrono::duration<double>;
     bool due(std::size_t step, Clock::time_point now) const;
+    // Tenths of the run done (0 to 10): of the total, or of the time budget if further along.
+    std::size_t tenths_done(std::size_t step, Clock::time_point now) const;
     std::string line() const;
 
     std::size_t total_;
+    double budget_seconds_ = 0;  // 0: none
     std::ostream& out_;
     Mode mode_;
     std::size_t terminal_columns_ = 0;  // 0: do not truncate
