@@ -29,6 +29,15 @@ using xgrad::Var;
 
 constexpr const char* kIntervalName = "log_interval";
 
+// `rows` noise vectors z ~ U[-1,1]^z_dim, the same for a stream seed: the
+// noise of the outputs that show the same z at every call.
+Var fixed_noise(std::size_t rows, std::size_t z_dim, std::uint64_t stream_seed) {
+    xgrad::Rng rng(stream_seed);
+    Var noise(Tensor::from_shape({rows, z_dim}));
+    rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
+    return noise;
+}
+
 // The files this program writes into --out (not what else may be there).
 bool is_output_name(const std::string& name) {
     static const char* const kFixed[] = {"checkpoint.xgrad", "log.csv",          "eval.csv",          "samples.idx",
@@ -96,12 +105,7 @@ std::string status_text(const Interval& i) {
     return s.str();
 }
 
-Var grid_noise(std::size_t z_dim, std::uint64_t seed) {
-    xgrad::Rng rng(seed ^ 0x9e3779b97f4a7c15ULL);
-    Var noise(Tensor::from_shape({64, z_dim}));
-    rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
-    return noise;
-}
+Var grid_noise(std::size_t z_dim, std::uint64_t seed) { return fixed_noise(64, z_dim, seed ^ 0x9e3779b97f4a7c15ULL); }
 
 Var read_noise(const std::string& path, std::size_t z_dim) {
     const auto tensors = xgrad::read_safetensors(path);
@@ -128,10 +132,7 @@ void write_grid(Gan& gan, const Var& fixed_noise, bool averaged, const std::stri
 }
 
 Var walk_ends(std::size_t z_dim, std::uint64_t seed) {
-    xgrad::Rng rng(seed ^ 0xc2b2ae3d27d4eb4fULL);  // a stream of its own: the walks are not the grid's digits
-    Var ends(Tensor::from_shape({2 * kWalks, z_dim}));
-    rng.fill_uniform(ends.mutable_value(), -1.f, 1.f);
-    return ends;
+    return fixed_noise(2 * kWalks, z_dim, seed ^ 0xc2b2ae3d27d4eb4fULL);  // a stream of its own: not the grid's digits
 }
 
 // Linear, not spherical: every preset draws z ~ U[-1,1]^d (Gan::sample_noise),
