@@ -221,14 +221,23 @@ int main(int argc, char** argv) {
     std::printf("D update alone: %.3f ms; with R1 at every update: %.3f ms (%.2fx), %g allocations per R1 update\n", d_ms, r1_ms,
                 r1_ms / d_ms, double(r1_allocs) / rounds);
 
+    // The conditional preset's step: the same nets plus the class inputs and D's projection.
+    gan::Gan conditional(gan::cdcgan_preset(), 1);
+    for (int i = 0; i < 5; ++i) conditional.step(data);
+    long cdcgan_allocs = 0;
+    const double cdcgan_ms = median_ms(rounds, cdcgan_allocs, [&] { conditional.step(data); });
+    std::printf("cdcgan step: %.3f ms (%.3fx the dcgan step), %g allocations per step\n", cdcgan_ms, cdcgan_ms / step_ms,
+                double(cdcgan_allocs) / rounds);
+
     std::printf("allocations per step %g; peak RSS %.1f MiB (before the R1 runs); load average %s before / %s after\n",
                 double(step_allocs) / rounds, peak_rss_mib, load_before.c_str(), bench::load_average().c_str());
     std::printf(
         "RESULT dcgan_ms_per_step=%.3f gemm_floor_ms=%.3f ratio=%.3f allocs_per_step=%g threads=%d conv1_ms=%.3f conv2_ms=%.3f "
         "convt1_ms=%.3f convt2_ms=%.3f d_step_ms=%.3f r1_d_step_ms=%.3f r1_allocs=%g gflop_per_step=%.3f "
-        "step_gflops_per_thread=%.1f floor_gflops=%.1f sgemm_peak_gflops=%.1f\n",
+        "step_gflops_per_thread=%.1f floor_gflops=%.1f sgemm_peak_gflops=%.1f cdcgan_ms_per_step=%.3f "
+        "cdcgan_allocs_per_step=%g\n",
         step_ms, floor_ms, step_ms / floor_ms, double(step_allocs) / rounds, threads, layers[0].forward_backward,
         layers[1].forward_backward, layers[2].forward_backward, layers[3].forward_backward, d_ms, r1_ms,
-        double(r1_allocs) / rounds, gflop, step_gflops, floor_gflops, peak_gflops);
+        double(r1_allocs) / rounds, gflop, step_gflops, floor_gflops, peak_gflops, cdcgan_ms, double(cdcgan_allocs) / rounds);
     return 0;
 }

@@ -2,6 +2,7 @@
 // batch costs one memcpy per row, as gathering real images would.
 #pragma once
 
+#include <algorithm>
 #include <cstring>
 
 #include <xgrad.hpp>
@@ -20,6 +21,16 @@ public:
         const std::size_t rows = batch.shape()[0], d = dim();
         for (std::size_t r = 0; r < rows; ++r) {
             std::memcpy(batch.data() + r * d, images_.data() + rng.below(images_.shape()[0]) * d, d * sizeof(float));
+        }
+    }
+    // Image i is of class i mod the number of classes.
+    void sample_labelled(xgrad::Tensor& batch, xgrad::Tensor& classes, xgrad::Rng& rng) override {
+        const std::size_t rows = batch.shape()[0], d = dim(), width = classes.shape()[1];
+        std::fill(classes.begin(), classes.end(), 0.f);
+        for (std::size_t r = 0; r < rows; ++r) {
+            const std::size_t i = rng.below(images_.shape()[0]);
+            std::memcpy(batch.data() + r * d, images_.data() + i * d, d * sizeof(float));
+            classes(r, i % width) = 1.f;
         }
     }
 

@@ -1106,3 +1106,163 @@ TEST_CASE("interpolation.png: a row per walk, its first and last images the gene
     }
     CHECK(mismatched == 0);
 }
+
+// ---- the conditional GAN (cdcgan) -----------------------------------------------------
+
+namespace {
+
+// GaussianData whose samples have classes: class c's mean is c / 10.
+class LabelledGaussianData : public GaussianData {
+public:
+    explicit LabelledGaussianData(std::size_t dim) : GaussianData(dim, 0.5f, 0.2f) {}
+    void sample_labelled(Tensor& batch, Tensor& classes, Rng& rng) override {
+        sample(batch, rng);
+        std::fill(classes.begin(), classes.end(), 0.f);
+        for (std::size_t i = 0; i < batch.shape()[0]; ++i) {
+            const std::size_t c = rng.below(classes.shape()[1]);
+            classes(i, c) = 1.f;
+            for (std::size_t j = 0; j < batch.shape()[1]; ++j) batch(i, j) += float(c) / 10.f;
+        }
+    }
+};
+
+GanConfig tiny_cdcgan() {
+    GanConfig c = tiny_dcgan();
+    c.preset = "cdcgan";
+    c.classes = 3;
+    return c;
+}
+
+// Noise rows of (z, one-hot) asking for `label`, z the same in every call.
+Var noise_of_class(const GanConfig& c, std::size_t rows, std::size_t label) {
+    Var noise(Tensor::from_shape({rows, c.noise_dim()}));
+    Rng(12).fill_uniform(noise.mutable_value(), -1.f, 1.f);
+    for (std::size_t r = 0; r < rows; ++r) gan::set_class(noise.mutable_value(), r, c.classes, label);
+    return noise;
+}
+
+}  // namespace
+
+TEST_CASE("set_class writes a one-hot after z, and class_of reads it back") {
+    Tensor noise = Tensor::from_shape({2, 7});
+    std::fill(noise.begin(), noise.end(), 0.25f);
+    gan::set_class(noise, 1, 3, 2);
+    CHECK(noise(1, 3) == 0.25f);  // z untouched
+    CHECK(noise(1, 4) == 0.f);
+    CHECK(noise(1, 5) == 0.f);
+    CHECK(noise(1, 6) == 1.f);
+    CHECK(gan::class_of(noise, 1, 3) == 2);
+    CHECK(noise(0, 6) == 0.25f);  // other rows untouched
+    CHECK_THROWS_AS(gan::set_class(noise, 0, 3, 3), std::invalid_argument);
+}
+
+TEST_CASE("cdcgan: G's samples and D's logits depend on the class asked for") {
+    const GanConfig c = tiny_cdcgan();
+    Gan g(c, 4);
+    const Var zeros = noise_of_class(c, 4, 0), twos = noise_of_class(c, 4, 2);
+    const Tensor a = g.generate(zeros).value(), b = g.generate(twos).value();
+    CHECK(a.shape() == Shape{4, 64});
+    CHECK_FALSE(a == b);
+    CHECK(g.generate(noise_of_class(c, 4, 0)).value() == a);
+    // The projection: the same images judged as class 0 and as class 2.
+    CHECK_FALSE(g.discriminate(Var(a), zeros).value() == g.discriminate(Var(a), twos).value());
+}
+
+TEST_CASE("cdcgan: the D step changes only D, the G step only G, and R1's gradient matches finite differences") {
+    LabelledGaussianData data(64);
+    Gan g(with_r1(tiny_cdcgan(), 1.f, 1), 3);
+    g.step(data);
+    const auto g_params = values(g.generator().parameters()), d_params = values(g.discriminator().parameters());
+    gan::StepStats stats;
+    g.discriminator_step(data, stats);
+    CHECK(stats.penalty > 0.f);
+    CHECK(identical(values(g.generator().parameters()), g_params));
+    CHECK_FALSE(identical(values(g.discriminator().parameters()), d_params));
+    const auto d_after = values(g.discriminator().parameters());
+    g.generator_step(stats);
+    CHECK(identical(values(g.discriminator().parameters()), d_after));
+    CHECK_FALSE(identical(values(g.generator().parameters()), g_params));
+
+    // R1 of the conditional D: the gradient by the image alone, the classes fixed.
+    GanConfig smooth = with_r1(tiny_cdcgan(), 2.f, 1);
+    smooth.d_batch_norm = false;    // a batch-independent D for the differences
+    smooth.init = Init::he_normal;  // N(0, 0.02) leaves this tiny D's penalty too small to difference
+    // R1 jumps where a unit crosses LeakyReLU's kink, which one of the 256
+    // units of the first layer does within most 1e-2 steps: a linear D.
+    smooth.d_leaky_slope = 1.f;
+    Gan conditional(smooth, 21);
+    Rng rng(4);
+    Var real(Tensor::from_shape({4, 64}), true), classes(Tensor::from_shape({4, 3}));
+    data.sample_labelled(real.mutable_value(), classes.mutable_value(), rng);
+    check_penalty_gradient(conditional, [&] { return conditional.r1_penalty(real, conditional.discriminate(real, classes)); });
+}
+
+TEST_CASE("cdcgan resumes bit-exactly, and refuses data without labels") {
+    LabelledGaussianData data(64);
+    const GanConfig c = tiny_cdcgan();
+    Gan straight(c, 8), first_half(c, 8);
+    for (int i = 0; i < 4; ++i) straight.step(data);
+    for (int i = 0; i < 2; ++i) first_half.step(data);
+    Archive archive;
+    first_half.save(archive);
+    Gan resumed(c, 999);
+    resumed.load(archive);
+    for (int i = 0; i < 2; ++i) resumed.step(data);
+    CHECK(identical(values(resumed.generator().parameters()), values(straight.generator().parameters())));
+    CHECK(identical(values(resumed.discriminator().parameters()), values(straight.discriminator().parameters())));
+    GanConfig unconditional_config = tiny_dcgan();
+    unconditional_config.preset = c.preset;  // the same preset's name, another shape
+    Gan unconditional(unconditional_config, 1);
+    CHECK_THROWS_WITH_AS(unconditional.load(archive), doctest::Contains("classes=3"), std::runtime_error);
+
+    GaussianData unlabelled(64, 0.5f, 0.2f);
+    Gan g(c, 1);
+    CHECK_THROWS_WITH_AS(g.step(unlabelled), doctest::Contains("needs labelled data"), std::invalid_argument);
+    GanConfig mlp = tiny_config();
+    mlp.classes = 3;
+    CHECK_THROWS_WITH_AS(Gan(mlp, 1), doctest::Contains("dcgan nets"), std::invalid_argument);
+}
+
+TEST_CASE("conditional walks: one per class, both ends of walk c of class c, the same z in every walk") {
+    const Var ends = gan::walk_ends(5, 3, 4);
+    REQUIRE(ends.value().shape() == Shape{8, 9});
+    const Tensor& e = ends.value();
+    for (std::size_t walk = 0; walk < 4; ++walk) {
+        CHECK(gan::class_of(e, walk, 4) == walk);
+        CHECK(gan::class_of(e, 4 + walk, 4) == walk);
+        for (std::size_t i = 0; i < 5; ++i) {
+            CHECK(e(walk, i) == e(0, i));
+            CHECK(e(4 + walk, i) == e(4, i));
+        }
+    }
+    CHECK(gan::latent_walks(ends).value().shape() == Shape{4 * gan::kWalkSteps, 9});
+}
+
+TEST_CASE("mnist_gan --preset cdcgan: a row per class, --digit's samples and their labels, bad --digit refused") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const fs::path out = dir.path() / "out";
+    const std::vector<std::string> args{
+        "--data", dir.path().string(), "--out", out.string(),   "--preset", "cdcgan",       "--steps", "2", "--batch",
+        "4",      "--channels",        "4",     "--grid-every", "0",        "--grid-scale", "1"};
+    REQUIRE(run(with(args, {"--samples", "12"})) == 0);
+    const test::Png grid = test::read_png((out / "grid_final.png").string());
+    CHECK(grid.height == 10 * (28 + 2) + 2);  // ten classes
+    CHECK(grid.width == 8 * (28 + 2) + 2);
+    CHECK(test::read_png((out / "interpolation.png").string()).height == 10 * (28 + 2) + 2);
+    const std::vector<std::uint8_t> cycled = read_idx_labels((out / "samples_labels.idx").string());
+    CHECK(cycled == std::vector<std::uint8_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1});
+    CHECK(read_idx_images((out / "samples.idx").string()).count == 12);
+
+    REQUIRE(run(with(args, {"--resume", "--samples", "5", "--digit", "7"})) == 0);
+    CHECK(read_idx_labels((out / "samples_labels.idx").string()) == std::vector<std::uint8_t>(5, 7));
+
+    CHECK(run(with(args, {"--samples", "5", "--digit", "10"})) != 0);
+    test::TempDir other;
+    const std::vector<std::string> dcgan{
+        "--data", dir.path().string(), "--out", other.path().string(), "--preset", "dcgan", "--steps", "1", "--samples",
+        "5",      "--digit",           "3"};
+    const Outcome refused = run_capturing(dcgan);
+    CHECK(refused.code != 0);
+    CHECK(contains(refused.err, "--digit 3: the dcgan preset is not conditional"));
+}

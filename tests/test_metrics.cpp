@@ -133,6 +133,24 @@ TEST_CASE("predicted labels are the most probable class, the first on ties") {
 
 // ---- Fréchet distance -------------------------------------------------------------------
 
+TEST_CASE("requested-class accuracy: per class, the share of its requests classified as it") {
+    const std::vector<std::size_t> predicted{0, 0, 1, 2, 2, 2, 1};
+    const std::vector<std::uint8_t> requested{0, 0, 1, 1, 2, 2, 2};
+    const auto per_class = quality::requested_class_accuracy(predicted, requested, 4);
+    REQUIRE(per_class.size() == 4);
+    CHECK(per_class[0].requested == 2);
+    CHECK(per_class[0].accuracy == 1.0);
+    CHECK(per_class[1].requested == 2);
+    CHECK(per_class[1].accuracy == 0.5);  // one 1 taken for a 2
+    CHECK(per_class[2].requested == 3);
+    CHECK(per_class[2].accuracy == doctest::Approx(2.0 / 3));
+    CHECK(per_class[3].requested == 0);
+    CHECK(std::isnan(per_class[3].accuracy));  // never asked for
+    CHECK_THROWS_WITH_AS(quality::requested_class_accuracy(predicted, {0, 1}, 4), doctest::Contains("2 requested labels for 7"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(quality::requested_class_accuracy({0}, {7}, 4), doctest::Contains("label 7"), std::invalid_argument);
+}
+
 TEST_CASE("Fréchet distance: 0 for identical feature sets") {
     const Tensor features = random_tensor(300, 12, 5);
     const quality::Gaussian g = quality::fit_gaussian(features);

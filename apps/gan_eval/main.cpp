@@ -28,7 +28,7 @@ using xgrad::Tensor;
 
 struct Options : common::SharedOptions {
     common::DataLocation data;
-    std::string samples, baseline, classifier = "out/classifier.xgrad", label, csv;
+    std::string samples, labels, baseline, classifier = "out/classifier.xgrad", label, csv;
     std::size_t count = 0;
 };
 
@@ -168,6 +168,37 @@ Tensor load_samples(const Options& o, const quality::HeldOut& held_out, const xg
     return quality::image_rows(images, 0, std::min(n, images.count));
 }
 
+// For a conditional generator's samples and the classes they were asked to
+// be (--labels): per class, the share the classifier puts in it.
+void print_requested_classes(quality::Classifier& classifier, const Tensor& samples, const std::string& labels_path) {
+    std::vector<std::uint8_t> requested = xgrad::read_idx_labels(labels_path);
+    const std::size_t n = samples.shape()[0], classes = classifier.config().classes;
+    if (requested.size() < n) {
+        throw std::runtime_error("--labels '" + labels_path + "' holds " + std::to_string(requested.size()) + " labels for " +
+                                 std::to_string(n) + " samples (expected one per sample)");
+    }
+    requested.resize(n);
+    const std::vector<std::size_t> predicted = quality::predicted_labels(classifier.evaluate(samples).probabilities);
+    std::vector<quality::RequestedClass> per_class;
+    try {
+        per_class = quality::requested_class_accuracy(predicted, requested, classes);
+    } catch (const std::invalid_argument& e) {
+        throw std::runtime_error("--labels '" + labels_path + "': " + e.what());
+    }
+    std::cout << "\nclassified as requested (--labels " << labels_path << "):\nclass  asked  share\n";
+    double lowest = 1, right = 0;
+    for (std::size_t c = 0; c < classes; ++c) {
+        const quality::RequestedClass& r = per_class[c];
+        std::cout << std::left << std::setw(5) << c << "  " << std::setw(5) << r.requested << "  "
+                  << (r.requested ? fixed(r.accuracy, 4) : "-") << "\n";
+        if (r.requested == 0) continue;
+        lowest = std::min(lowest, r.accuracy);
+        right += r.accuracy * double(r.requested);
+    }
+    std::cout << "all    " << std::setw(5) << n << "  " << fixed(right / double(n), 4) << "  (lowest class " << fixed(lowest, 4)
+              << ")\n";
+}
+
 int run(const Options& o, bool count_given) {
     xgrad::set_num_threads(o.threads);
     const std::string dir = o.data.directory();
@@ -224,6 +255,7 @@ int run(const Options& o, bool count_given) {
     const Report r = full_report(evaluator, real, train_rows, held_out, nn_baseline);
     std::cout << "\n";
     print_table(s, r, real.shape()[0], classifier->config().classes);
+    if (!o.labels.empty()) print_requested_classes(*classifier, samples, o.labels);
     if (csv) append_csv(*csv, fresh_csv, o.label.empty() ? (o.baseline.empty() ? o.samples : o.baseline) : o.label, used, s);
     common::check_stdout();
     return 0;
@@ -244,6 +276,11 @@ int main(int argc, char** argv) {
                                     "(means), or of classes 0-4 only (half)")
                          ->check(CLI::IsMember({"real", "noise", "train", "blur", "pairs", "means", "half"}));
     samples->excludes(baseline);
+    cli.add_option("--labels", o.labels,
+                   "IDX1 file of the class each sample was asked to be (mnist_gan --samples N with a conditional preset "
+                   "writes OUT/samples_labels.idx): also report, per class, the share classified as requested")
+        ->check(CLI::ExistingFile)
+        ->needs(samples);
     cli.add_option("--classifier", o.classifier, "Classifier weights written by mnist_classifier")->capture_default_str();
     o.data.add_options(cli, "train-images-idx3-ubyte and t10k-images-idx3-ubyte");
     cli.add_option("--count", o.count, "Score the first N images (default: as many as the real column, half the held-out split)")

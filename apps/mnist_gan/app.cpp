@@ -57,7 +57,8 @@ TrainingSet load_training_set(const std::string& dir, std::uint64_t seed) {
     if (count == 0) throw std::runtime_error("the training set in '" + dir + "' holds no images");
     std::string fingerprint = data_fingerprint(set.images);
     // Moved, not copied: 47 MB for a 60,000-image set.
-    return TrainingSet{dir, std::move(fingerprint), count, ImageData(std::move(set.images), seed ^ 0x5bd1e995u)};
+    return TrainingSet{dir, std::move(fingerprint), count,
+                       ImageData(std::move(set.images), seed ^ 0x5bd1e995u, std::move(set.labels))};
 }
 
 // One run of mnist_gan around its training loop (train()): what it sets up
@@ -154,10 +155,10 @@ Training::Training(const Options& o, const GanConfig& config, const xgrad::Distr
     if (o_.resume) resume();
     if (root_) log_ = open_csv(o_.out + "/log.csv", kLogHeader, history_);
     if (evaluating() && root_) {
-        monitor_ = std::make_unique<QualityMonitor>(o_.classifier, set_.dir, config_.z_dim, o_.seed + 3);
+        monitor_ = std::make_unique<QualityMonitor>(o_.classifier, set_.dir, config_, o_.seed + 3);
         eval_log_ = open_csv(o_.out + "/eval.csv", kEvalHeader, quality_);
     }
-    fixed_noise_ = grid_noise(config_.z_dim, o_.seed);
+    fixed_noise_ = grid_noise(config_.z_dim, o_.seed, config_.classes);
     announce();
     std::signal(SIGINT, on_interrupt);
     std::signal(SIGTERM, on_interrupt);
@@ -320,8 +321,10 @@ int Training::finish() {
     write_quality_plots(quality_, o_.out);
     if (o_.samples > 0) {
         const std::string samples_path = o_.out + "/samples.idx";
-        std::cerr << "writing " << o_.samples << " samples to " << samples_path << "\n";
-        if (interrupted || !write_samples(gan_, o_.samples, o_.seed + 2, config_.sample_averaged, samples_path, interrupted))
+        std::cerr << "writing " << o_.samples << " samples to " << samples_path
+                  << (config_.classes > 0 ? " and their classes to " + labels_path(samples_path) : "") << "\n";
+        if (interrupted ||
+            !write_samples(gan_, {o_.samples, o_.seed + 2, config_.sample_averaged, o_.digit}, samples_path, interrupted))
             return stopped("samples.idx");
     }
     if (!o_.export_dir.empty()) {
@@ -342,7 +345,8 @@ int Training::finish() {
               << " on 20 fresh batches (the game's optimum: -log 4 = " << -std::log(4.0) << ")\n"
               << "wrote " << o_.out
               << "/grid_final.png, interpolation.png, losses.png, discriminator.png, log.csv, checkpoint.xgrad"
-              << (o_.samples > 0 ? ", samples.idx" : "") << (monitor_ ? ", eval.csv, eval.png, eval_fid.png" : "") << "\n";
+              << (o_.samples > 0 ? config_.classes > 0 ? ", samples.idx, samples_labels.idx" : ", samples.idx" : "")
+              << (monitor_ ? ", eval.csv, eval.png, eval_fid.png" : "") << "\n";
     return 0;
 }
 
@@ -384,7 +388,8 @@ int sample_saved_generator(const Options& o, const GanConfig& config) {
     Gan gan(config, o.seed);
     xgrad::load_safetensors(gan.sampling_generator(false), o.generator);
     const std::string grid_path = o.out + "/grid_final.png", interpolation_path = o.out + "/interpolation.png";
-    const Var noise = o.noise.empty() ? grid_noise(config.z_dim, o.seed) : read_noise(o.noise, config.z_dim);
+    const Var noise =
+        o.noise.empty() ? grid_noise(config.z_dim, o.seed, config.classes) : read_noise(o.noise, config.z_dim, config.classes);
     write_grid(gan, noise, false, grid_path, o.grid_scale);
     write_interpolation(gan, o.seed, false, interpolation_path, o.grid_scale);
     std::cerr << "mnist_gan: the " << config.preset << " preset's generator from " << o.generator << "\nwrote " << grid_path
@@ -393,11 +398,12 @@ int sample_saved_generator(const Options& o, const GanConfig& config) {
         std::signal(SIGINT, on_interrupt);
         std::signal(SIGTERM, on_interrupt);
         const std::string samples_path = o.out + "/samples.idx";
-        if (!write_samples(gan, o.samples, o.seed + 2, false, samples_path, interrupted)) {
+        if (!write_samples(gan, {o.samples, o.seed + 2, false, o.digit}, samples_path, interrupted)) {
             std::cerr << "\ninterrupted: " << samples_path << " not written\n";
             return 130;
         }
-        std::cerr << " and " << o.samples << " samples to " << samples_path;
+        std::cerr << " and " << o.samples << " samples to " << samples_path
+                  << (config.classes > 0 ? " (their classes in " + labels_path(samples_path) + ")" : "");
     }
     std::cerr << "\n";
     return 0;

@@ -40,6 +40,14 @@ void refuse_ignored_flags(const Options& o, const GanConfig& c) {
     if (o.sample_batch_stats && c.architecture != Architecture::dcgan) {
         throw std::invalid_argument("--sample-batch-stats: " + preset + " has no batch norm (only dcgan has)");
     }
+    if (o.digit && c.classes == 0) {
+        throw std::invalid_argument("--digit " + std::to_string(*o.digit) + ": " + preset +
+                                    " is not conditional; it draws no class on request (cdcgan does)");
+    }
+    if (o.digit && *o.digit >= c.classes) {
+        throw std::invalid_argument("--digit " + std::to_string(*o.digit) + ": " + preset + " has classes 0 to " +
+                                    std::to_string(c.classes - 1));
+    }
     if (o.averaged && c.ema_decay <= 0.f) {
         throw std::invalid_argument(std::string(*o.averaged ? "--ema" : "--no-ema") + ": " + preset +
                                     " keeps no averaged generator (mlp and dcgan do)");
@@ -62,7 +70,8 @@ void add_options(CLI::App& cli, Options& o) {
     cli.add_option("--preset", o.preset_name,
                    "reference: the paper's setup as specified (D/G 128 hidden, Adam 1e-3/0.9); "
                    "mlp: fully connected, 256 hidden, spectral norm and minibatch stddev in D, averaged G; "
-                   "dcgan: convolutional nets with batch norm, samples from the raw G; wgan-gp: the dcgan nets in the "
+                   "dcgan: convolutional nets with batch norm, samples from the raw G; cdcgan: dcgan conditioned on the "
+                   "digit's class (--digit), a row per class in the grids; wgan-gp: the dcgan nets in the "
                    "Wasserstein game with a gradient penalty; default: dcgan (README, Presets)")
         ->check(CLI::IsMember(preset_names()))
         ->capture_default_str();
@@ -128,8 +137,13 @@ void add_options(CLI::App& cli, Options& o) {
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     cli.add_flag("--sample-batch-stats", o.sample_batch_stats,
                  "Generate with each batch's own normalization statistics instead of the running ones (dcgan)");
-    cli.add_option("--samples", o.samples, "After training, write N generated images to OUT/samples.idx (IDX3, bytes)")
+    cli.add_option("--samples", o.samples,
+                   "After training, write N generated images to OUT/samples.idx (IDX3, bytes); a conditional preset also "
+                   "writes the class asked for of each to OUT/samples_labels.idx (IDX1), classes in turn unless --digit")
         ->check(common::unsigned_in(0, 10000000));
+    cli.add_option("--digit", o.digit, "With --samples and a conditional preset (cdcgan): every sample of class D")
+        ->check(common::unsigned_in(0, 255))
+        ->needs("--samples");
     auto* export_dir =
         cli.add_option("--export", o.export_dir,
                        "After training (or, with --resume, from the checkpoint), write DIR/generator.safetensors (the "

@@ -31,6 +31,7 @@ struct Options : common::SharedOptions {
     std::optional<bool> averaged;  // --ema / --no-ema: grids and samples from the averaged generator, or the raw one
     bool sample_batch_stats = false;
     std::size_t samples = 0;
+    std::optional<std::size_t> digit;  // a conditional preset's class for every sample of --samples
     long grid_every = 500, checkpoint_every = 1000, log_every = 50, eval_every = 0;
     std::size_t grid_scale = 3;  // an 8 x 8 grid of 28-pixel digits: 690 pixels wide
     bool resume = false;

@@ -1,5 +1,6 @@
 #include "data.hpp"
 
+#include <algorithm>
 #include <numeric>
 #include <stdexcept>
 
@@ -46,12 +47,37 @@ void EpochSampler::load(const xgrad::Archive& archive, const std::string& prefix
     shuffle();
 }
 
-ImageData::ImageData(xgrad::IdxImages images, std::uint64_t seed) : images_(std::move(images)), sampler_(images_.count, seed) {}
+void DataSource::sample_labelled(xgrad::Tensor&, xgrad::Tensor&, xgrad::Rng&) {
+    throw std::invalid_argument("a conditional GAN needs labelled data; this data has no labels");
+}
+
+ImageData::ImageData(xgrad::IdxImages images, std::uint64_t seed, std::vector<std::uint8_t> labels)
+    : images_(std::move(images)), labels_(std::move(labels)), sampler_(images_.count, seed) {
+    if (!labels_.empty() && labels_.size() != images_.count) {
+        throw std::invalid_argument(std::to_string(labels_.size()) + " labels for " + std::to_string(images_.count) +
+                                    " images (expected one per image)");
+    }
+}
 
 void ImageData::sample(xgrad::Tensor& batch, xgrad::Rng&) {
     indices_.resize(batch.shape()[0]);
     sampler_.next(indices_.size(), indices_.data());
     xgrad::copy_images(images_, indices_.data(), indices_.size(), batch);
+}
+
+void ImageData::sample_labelled(xgrad::Tensor& batch, xgrad::Tensor& classes, xgrad::Rng& rng) {
+    if (labels_.empty()) DataSource::sample_labelled(batch, classes, rng);
+    sample(batch, rng);
+    const std::size_t width = classes.shape()[1];
+    std::fill(classes.begin(), classes.end(), 0.f);
+    for (std::size_t i = 0; i < indices_.size(); ++i) {
+        const std::size_t label = labels_[indices_[i]];
+        if (label >= width) {
+            throw std::invalid_argument("a label " + std::to_string(label) + " in a GAN of " + std::to_string(width) +
+                                        " classes (expected 0 to " + std::to_string(width - 1) + ")");
+        }
+        classes(i, label) = 1.f;
+    }
 }
 
 }  // namespace gan

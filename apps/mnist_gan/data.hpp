@@ -19,6 +19,10 @@ public:
     virtual ~DataSource() = default;
     virtual std::size_t dim() const = 0;
     virtual void sample(xgrad::Tensor& batch, xgrad::Rng& rng) = 0;
+    // The same, with each sample's class as the one-hot row of `classes`
+    // (m, number of classes). Throws std::invalid_argument for data
+    // without labels, or fewer classes than its labels need.
+    virtual void sample_labelled(xgrad::Tensor& batch, xgrad::Tensor& classes, xgrad::Rng& rng);
     virtual void save(xgrad::Archive&, const std::string& /*prefix*/) const {}
     virtual void load(const xgrad::Archive&, const std::string& /*prefix*/) {}
 };
@@ -49,19 +53,22 @@ private:
     std::vector<std::size_t> order_;
 };
 
-// IDX images as [0, 1] rows, drawn in shuffled epochs.
+// IDX images as [0, 1] rows, drawn in shuffled epochs, with their labels
+// if given (one per image).
 class ImageData : public DataSource {
 public:
-    // Throws std::invalid_argument for no images.
-    ImageData(xgrad::IdxImages images, std::uint64_t seed);
+    // Throws std::invalid_argument for no images, or labels that are not one per image.
+    ImageData(xgrad::IdxImages images, std::uint64_t seed, std::vector<std::uint8_t> labels = {});
     std::size_t dim() const override { return images_.rows * images_.cols; }
     void sample(xgrad::Tensor& batch, xgrad::Rng& rng) override;
+    void sample_labelled(xgrad::Tensor& batch, xgrad::Tensor& classes, xgrad::Rng& rng) override;
     void save(xgrad::Archive& archive, const std::string& prefix) const override { sampler_.save(archive, prefix); }
     void load(const xgrad::Archive& archive, const std::string& prefix) override { sampler_.load(archive, prefix); }
     const xgrad::IdxImages& images() const { return images_; }
 
 private:
     xgrad::IdxImages images_;
+    std::vector<std::uint8_t> labels_;
     EpochSampler sampler_;
     std::vector<std::size_t> indices_;
 };

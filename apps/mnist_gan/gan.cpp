@@ -1,6 +1,9 @@
 #include "gan.hpp"
 
+#include <algorithm>
+#include <array>
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 #include <optional>
 #include <sstream>
@@ -16,6 +19,7 @@ using xgrad::Var;
 std::string GanConfig::architecture_text() const {
     std::ostringstream s;
     s << "data_dim=" << data_dim << " z_dim=" << z_dim;
+    if (classes > 0) s << " classes=" << classes;
     if (architecture == Architecture::mlp) {
         s << " hidden=" << hidden << " d_activation=" << (d_leaky_slope > 0.f ? "leaky_relu" : "relu")
           << " g_output=" << (sigmoid_output ? "sigmoid" : "linear") << (d_minibatch_stddev ? " d_minibatch_stddev" : "");
@@ -74,6 +78,13 @@ void add_activation(xgrad::Sequential& net, float leaky_slope) {
     }
 }
 
+// D's layers normalised by their spectral norms, if the config asks, in
+// the order given (each draws its power-iteration vector from rng).
+void apply_spectral_norm(const GanConfig& c, xgrad::Rng& rng, std::initializer_list<xgrad::WeightedLayer*> layers) {
+    if (!c.d_spectral_norm) return;
+    for (xgrad::WeightedLayer* layer : layers) layer->apply_spectral_norm(rng);
+}
+
 // The paper's nets: one hidden layer each.
 void build_mlp(const GanConfig& c, xgrad::Rng& rng, xgrad::Sequential& g, xgrad::Sequential& d) {
     g.add<xgrad::Linear>(c.z_dim, c.hidden, rng, c.init);
@@ -85,27 +96,84 @@ void build_mlp(const GanConfig& c, xgrad::Rng& rng, xgrad::Sequential& g, xgrad:
     add_activation(d, c.d_leaky_slope);
     if (c.d_minibatch_stddev) d.add<xgrad::MinibatchStddev>();
     auto& d_out = d.add<xgrad::Linear>(c.hidden + (c.d_minibatch_stddev ? 1 : 0), 1, rng, c.init);
-    if (c.d_spectral_norm) {
-        d_in.apply_spectral_norm(rng);
-        d_out.apply_spectral_norm(rng);
-    }
+    apply_spectral_norm(c, rng, {&d_in, &d_out});
 }
 
-// DCGAN: G upsamples a (2c, side/4, side/4) map twice by transposed
-// convolutions, D downsamples twice by strided convolutions. Both take and
-// give flat (N, side*side) rows, like the MLP nets.
-void build_dcgan(const GanConfig& c, xgrad::Rng& rng, xgrad::Sequential& g, xgrad::Sequential& d) {
+std::size_t image_side(const GanConfig& c) {
     const auto side = static_cast<std::size_t>(std::lround(std::sqrt(double(c.data_dim))));
     if (side * side != c.data_dim || side % 4 != 0) {
         throw std::invalid_argument("the dcgan preset needs square images whose side is a multiple of 4; the data has " +
                                     std::to_string(c.data_dim) + " values per sample");
     }
-    const std::size_t q = side / 4, wide = 2 * c.channels;
+    return side;
+}
+
+// DCGAN's D without its head: two strided convolutions from flat (N,
+// side*side) rows to flat (N, features) rows. Returns the two, for
+// spectral normalisation after the head is made (its draws come after theirs).
+std::array<xgrad::WeightedLayer*, 2> add_dcgan_features(const GanConfig& c, xgrad::Rng& rng, xgrad::Sequential& d) {
+    const auto side = static_cast<long>(image_side(c));
+    const xgrad::Conv2dOptions down{2, 1};
+    d.add<xgrad::Reshape>(xgrad::ShapeSpec{-1, 1, side, side});
+    auto& conv1 = d.add<xgrad::Conv2d>(1, c.channels, 4, rng, down, c.init);
+    add_activation(d, c.d_leaky_slope);
+    auto& conv2 = d.add<xgrad::Conv2d>(c.channels, 2 * c.channels, 4, rng, down, c.init);
+    if (c.d_batch_norm) d.add<xgrad::BatchNorm2d>(2 * c.channels);
+    add_activation(d, c.d_leaky_slope);
+    d.add<xgrad::Flatten>();
+    return {&conv1, &conv2};
+}
+
+std::size_t dcgan_features(const GanConfig& c) {
+    const std::size_t q = image_side(c) / 4;
+    return 2 * c.channels * q * q;
+}
+
+// The projection discriminator of Miyato & Koyama (2018): D(x, y) =
+// head(phi(x)) + <embedding(y), phi(x)>, phi the unconditional D's
+// features. Its input rows are x followed by y's one-hot, so that it is one
+// module of one input like the others; the one-hot times the embedding
+// matrix is the lookup embedding(y).
+class ProjectionDiscriminator : public xgrad::Module {
+public:
+    ProjectionDiscriminator(const GanConfig& c, xgrad::Rng& rng)
+        : data_dim_(c.data_dim),
+          classes_(c.classes),
+          convolutions_(add_dcgan_features(c, rng, features_)),
+          head_(dcgan_features(c), 1, rng, c.init) {
+        Tensor embedding = Tensor::from_shape({c.classes, dcgan_features(c)});
+        xgrad::initialize(embedding, c.init, c.classes, dcgan_features(c), rng);
+        embedding_ = Var(std::move(embedding), true);
+        apply_spectral_norm(c, rng, {convolutions_[0], convolutions_[1], &head_});
+        register_module("features", features_);
+        register_module("head", head_);
+        register_parameter("embedding", embedding_);
+    }
+
+    Var forward(const Var& input) override {
+        const Var phi = features_(xgrad::narrow(input, 1, 0, data_dim_));
+        const Var projection =
+            xgrad::sum(phi * xgrad::matmul(xgrad::narrow(input, 1, data_dim_, classes_), embedding_), {1}, true);
+        return head_(phi) + projection;
+    }
+
+private:
+    std::size_t data_dim_, classes_;
+    xgrad::Sequential features_;
+    std::array<xgrad::WeightedLayer*, 2> convolutions_;
+    xgrad::Linear head_;
+    Var embedding_;
+};
+
+// DCGAN: G upsamples a (2c, side/4, side/4) map twice by transposed
+// convolutions, D downsamples twice by strided convolutions. Both take and
+// give flat (N, side*side) rows, like the MLP nets.
+void build_dcgan(const GanConfig& c, xgrad::Rng& rng, xgrad::Sequential& g, xgrad::Sequential& d) {
+    const std::size_t q = image_side(c) / 4, wide = 2 * c.channels;
     const auto spatial = static_cast<long>(q), channels = static_cast<long>(wide);
     const xgrad::ConvTranspose2dOptions up{2, 1};
-    const xgrad::Conv2dOptions down{2, 1};
 
-    g.add<xgrad::Linear>(c.z_dim, wide * q * q, rng, c.init);
+    g.add<xgrad::Linear>(c.noise_dim(), wide * q * q, rng, c.init);
     g.add<xgrad::Reshape>(xgrad::ShapeSpec{-1, channels, spatial, spatial});
     g.add<xgrad::BatchNorm2d>(wide);
     g.add<xgrad::ReLU>();
@@ -116,19 +184,13 @@ void build_dcgan(const GanConfig& c, xgrad::Rng& rng, xgrad::Sequential& g, xgra
     if (c.sigmoid_output) g.add<xgrad::Sigmoid>();
     g.add<xgrad::Flatten>();
 
-    d.add<xgrad::Reshape>(xgrad::ShapeSpec{-1, 1, static_cast<long>(side), static_cast<long>(side)});
-    auto& conv1 = d.add<xgrad::Conv2d>(1, c.channels, 4, rng, down, c.init);
-    add_activation(d, c.d_leaky_slope);
-    auto& conv2 = d.add<xgrad::Conv2d>(c.channels, wide, 4, rng, down, c.init);
-    if (c.d_batch_norm) d.add<xgrad::BatchNorm2d>(wide);
-    add_activation(d, c.d_leaky_slope);
-    d.add<xgrad::Flatten>();
-    auto& head = d.add<xgrad::Linear>(wide * q * q, 1, rng, c.init);
-    if (c.d_spectral_norm) {
-        conv1.apply_spectral_norm(rng);
-        conv2.apply_spectral_norm(rng);
-        head.apply_spectral_norm(rng);
+    if (c.classes > 0) {
+        d.add<ProjectionDiscriminator>(c, rng);
+        return;
     }
+    const auto convolutions = add_dcgan_features(c, rng, d);
+    auto& head = d.add<xgrad::Linear>(dcgan_features(c), 1, rng, c.init);
+    apply_spectral_norm(c, rng, {convolutions[0], convolutions[1], &head});
 }
 
 void build(const GanConfig& c, xgrad::Rng& rng, xgrad::Sequential& g, xgrad::Sequential& d) {
@@ -159,20 +221,63 @@ Gan::Gan(const GanConfig& config, std::uint64_t seed) : config_(config), rng_(se
         ema_ = std::make_unique<xgrad::EmaWeights>(generator_, c.ema_decay);
     }
     real_ = Var(Tensor({c.batch, c.data_dim}, 0.f));
-    noise_ = Var(Tensor({c.batch, c.z_dim}, 0.f));
+    noise_ = Var(Tensor({c.batch, c.noise_dim()}, 0.f));
+    if (c.classes > 0) real_classes_ = Var(Tensor({c.batch, c.classes}, 0.f));
     mix_ = Var(Tensor({c.batch, std::size_t(1)}, 0.f));
     interpolated_ = Var(Tensor({c.batch, c.data_dim}, 0.f));
+    if (c.classes > 0 && (c.architecture != Architecture::dcgan || c.objective != Objective::standard)) {
+        throw std::invalid_argument("a conditional GAN (classes > 0) has the dcgan nets and the standard objective");
+    }
     if (c.r1_gamma > 0.f && c.r1_every < 1) {
         throw std::invalid_argument("r1_every is " + std::to_string(c.r1_every) + ", expected at least 1");
     }
 }
 
-void Gan::sample_noise(Tensor& noise) { rng_.fill_uniform(noise, -1.f, 1.f); }
+void set_class(Tensor& noise, std::size_t row, std::size_t classes, std::size_t label) {
+    const std::size_t width = noise.shape()[1];
+    if (label >= classes || classes > width) {
+        throw std::invalid_argument("class " + std::to_string(label) + " of " + std::to_string(classes) + " in rows of " +
+                                    std::to_string(width) + " values");
+    }
+    float* one_hot = noise.data() + row * width + (width - classes);
+    std::fill(one_hot, one_hot + classes, 0.f);
+    one_hot[label] = 1.f;
+}
+
+std::size_t class_of(const Tensor& noise, std::size_t row, std::size_t classes) {
+    const std::size_t width = noise.shape()[1];
+    const float* one_hot = noise.data() + row * width + (width - classes);
+    return static_cast<std::size_t>(std::max_element(one_hot, one_hot + classes) - one_hot);
+}
+
+void Gan::sample_noise(Tensor& noise) { sample_noise(noise, rng_); }
+
+void Gan::sample_noise(Tensor& noise, xgrad::Rng& rng) const {
+    rng.fill_uniform(noise, -1.f, 1.f);
+    for (std::size_t i = 0; config_.classes > 0 && i < noise.shape()[0]; ++i)
+        set_class(noise, i, config_.classes, rng.below(config_.classes));
+}
+
+Var Gan::discriminate(const Var& x, const Var& labelled) {
+    if (config_.classes == 0) return discriminator_(x);
+    const std::size_t width = labelled.shape()[1];
+    // Through a kept vector: an initializer list would allocate one per call.
+    d_input_parts_.resize(2);
+    d_input_parts_[0] = x;
+    d_input_parts_[1] = xgrad::narrow(labelled, 1, width - config_.classes, config_.classes);
+    const Var input = xgrad::concat(d_input_parts_, 1);
+    d_input_parts_[0] = d_input_parts_[1] = Var();  // holding no graph between calls
+    return discriminator_(input);
+}
 
 // Distributed, every rank draws the whole global batch (the random streams
 // stay those of one process) and computes its own rows.
 const Var& Gan::real_batch(DataSource& data) {
-    data.sample(real_.mutable_value(), rng_);
+    if (config_.classes == 0) {
+        data.sample(real_.mutable_value(), rng_);
+    } else {
+        data.sample_labelled(real_.mutable_value(), real_classes_.mutable_value(), rng_);
+    }
     return parallel_.local_rows(real_);
 }
 
@@ -204,12 +309,12 @@ void Gan::refresh_averaged_generator() {
     ema_->copy_to(averaged_generator_);
     if (!averaged_norms_.empty()) {
         xgrad::Rng rng(std::uint64_t(steps_done_) * 0x9e3779b97f4a7c15ULL + 17);
-        Var noise(Tensor({config_.batch, config_.z_dim}, 0.f));
+        Var noise(Tensor({config_.batch, config_.noise_dim()}, 0.f));
         constexpr int kBatches = 16;
         for (int k = 1; k <= kBatches; ++k) {
             // Momentum 1/k: after batch k the running statistics are the mean of batches 1..k.
             for (xgrad::BatchNorm* bn : averaged_norms_) bn->set_momentum(1.f / float(k));
-            rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
+            sample_noise(noise.mutable_value(), rng);
             averaged_generator_(noise);
         }
         for (std::size_t i = 0; i < averaged_norms_.size(); ++i) averaged_norms_[i]->set_momentum(g_norms_[i]->momentum());
@@ -217,8 +322,9 @@ void Gan::refresh_averaged_generator() {
     averaged_at_ = steps_done_;
 }
 
-Var Gan::discriminator_loss(const Var& real, const Var& fake, float* mean_d_real) {
-    return discriminator_objective(discriminator_(real), discriminator_(fake), mean_d_real);
+Var Gan::discriminator_loss(const Var& real, const Var& fake, float* mean_d_real, const Var& real_classes,
+                            const Var& fake_noise) {
+    return discriminator_objective(discriminate(real, real_classes), discriminate(fake, fake_noise), mean_d_real);
 }
 
 Var Gan::discriminator_objective(const Var& real_logits, const Var& fake_logits, float* mean_d_real) const {
@@ -264,7 +370,7 @@ Var Gan::gradient_penalty(const Var& real, const Var& fake, xgrad::Rng& rng) {
 
 bool Gan::applies_r1(long update) const { return config_.r1_gamma > 0.f && update % config_.r1_every == 0; }
 
-Var Gan::generator_loss(const Var& noise) { return generator_objective(discriminator_(generator_(noise))); }
+Var Gan::generator_loss(const Var& noise) { return generator_objective(discriminate(generator_(noise), noise)); }
 
 StepStats Gan::step(DataSource& data, bool stop_request) {
     StepStats stats;
@@ -319,6 +425,7 @@ void Gan::discriminator_step(DataSource& data, StepStats& stats) {
     }
     Var real = real_batch(data);
     const Var& noise = noise_batch();
+    const Var& real_classes = config_.classes > 0 ? parallel_.local_rows(real_classes_) : real_classes_;
     // G's samples are made without a graph, so nothing of G is recorded,
     // differentiated or changed (G runs with batch statistics, as in its own
     // update, but leaves its running ones).
@@ -328,7 +435,7 @@ void Gan::discriminator_step(DataSource& data, StepStats& stats) {
         const xgrad::StatisticsFrozen g_statistics(g_norms_);
         fake = generator_(noise);
     }
-    const Var loss = penalised_discriminator_loss(real, fake, stats);
+    const Var loss = penalised_discriminator_loss(real, real_classes, fake, noise, stats);
     ++d_updates_;
     d_optimizer_->zero_grad();
     xgrad::backward(loss);
@@ -337,18 +444,19 @@ void Gan::discriminator_step(DataSource& data, StepStats& stats) {
     stats.d_loss = loss.item();
 }
 
-Var Gan::penalised_discriminator_loss(Var& real, const Var& fake, StepStats& stats) {
+Var Gan::penalised_discriminator_loss(Var& real, const Var& real_classes, const Var& fake, const Var& fake_noise,
+                                      StepStats& stats) {
     Var loss;
     if (applies_r1(d_updates_)) {
         // Lazy R1 shares D's forward pass on the real batch with the loss.
         const DifferentiatedInput differentiated(real);
-        const Var real_logits = discriminator_(real);
+        const Var real_logits = discriminate(real, real_classes);
         const Var penalty = r1_penalty(real, real_logits);
         stats.penalty = penalty.item();
-        loss = discriminator_objective(real_logits, discriminator_(fake), &stats.d_real) +
+        loss = discriminator_objective(real_logits, discriminate(fake, fake_noise), &stats.d_real) +
                penalty * static_cast<float>(config_.r1_every);
     } else {
-        loss = discriminator_loss(real, fake, &stats.d_real);
+        loss = discriminator_loss(real, fake, &stats.d_real, real_classes, fake_noise);
     }
     if (config_.objective == Objective::wasserstein && config_.gp_lambda > 0.f) {
         const Var penalty = gradient_penalty(real, fake, rng_);
@@ -366,7 +474,7 @@ void Gan::generator_step(StepStats& stats) {
     // (backward skips that work) and stay put, and its running statistics too.
     const xgrad::FreezeGuard frozen(d_parameters_);
     const xgrad::StatisticsFrozen d_statistics(d_norms_);
-    const Var logits = discriminator_(generator_(noise));
+    const Var logits = discriminate(generator_(noise), noise);
     const Var loss = generator_objective(logits);
     g_optimizer_->zero_grad();
     xgrad::backward(loss);
@@ -392,14 +500,19 @@ double Gan::value_estimate(DataSource& data, std::size_t batches, xgrad::Rng& rn
     xgrad::NoGrad no_grad;
     const xgrad::StatisticsFrozen d_statistics(d_norms_);
     Var real(Tensor({config_.batch, config_.data_dim}, 0.f));
-    Var noise(Tensor({config_.batch, config_.z_dim}, 0.f));
+    Var classes(Tensor({config_.batch, std::max<std::size_t>(config_.classes, 1)}, 0.f));
+    Var noise(Tensor({config_.batch, config_.noise_dim()}, 0.f));
     double total = 0;
     for (std::size_t b = 0; b < batches; ++b) {
-        data.sample(real.mutable_value(), rng);
-        rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
+        if (config_.classes == 0) {
+            data.sample(real.mutable_value(), rng);
+        } else {
+            data.sample_labelled(real.mutable_value(), classes.mutable_value(), rng);
+        }
+        sample_noise(noise.mutable_value(), rng);
         // log D(x) = -BCE(logit, 1) and log(1 - D(G(z))) = -BCE(logit, 0), computed stably.
-        total -= xgrad::bce_with_logits(discriminator_(real), 1.f).item();
-        total -= xgrad::bce_with_logits(discriminator_(generate(noise)), 0.f).item();
+        total -= xgrad::bce_with_logits(discriminate(real, classes), 1.f).item();
+        total -= xgrad::bce_with_logits(discriminate(generate(noise), noise), 0.f).item();
     }
     return total / double(batches);
 }

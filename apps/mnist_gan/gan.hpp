@@ -39,6 +39,14 @@ struct GanConfig {
     Architecture architecture = Architecture::mlp;
     std::size_t data_dim = 784;  // dcgan: side x side images
     std::size_t z_dim = 100;
+    // > 0: a conditional GAN over this many classes (Mirza & Osindero 2014,
+    // "Conditional Generative Adversarial Nets"). G's input is z followed by
+    // the one-hot of the class asked for, so that the first layer's weights
+    // for those columns are a learned label embedding added to G's first
+    // activation; D is a projection discriminator (Miyato & Koyama 2018):
+    // its logit plus the inner product of a label embedding with its
+    // features. dcgan only. 0: unconditional.
+    std::size_t classes = 0;
     std::size_t hidden = 128;   // mlp: the width of both hidden layers
     std::size_t channels = 64;  // dcgan: D's first convolution; D's second and G's first have twice as many
     std::size_t batch = 128;    // m in the paper
@@ -74,7 +82,16 @@ struct GanConfig {
     // The architecture-defining fields as text: a checkpoint is only
     // resumed into a GAN of the same shape.
     std::string architecture_text() const;
+    // The width of G's input, which this program calls its noise: z, then
+    // (conditional) the class's one-hot.
+    std::size_t noise_dim() const { return z_dim + classes; }
 };
+
+// Row `row` of `noise` (rows of GanConfig::noise_dim() values) asks for
+// class `label`: its last `classes` values become that class's one-hot.
+void set_class(xgrad::Tensor& noise, std::size_t row, std::size_t classes, std::size_t label);
+// The class row `row` of `noise` asks for (the one-hot's hot column).
+std::size_t class_of(const xgrad::Tensor& noise, std::size_t row, std::size_t classes);
 
 struct StepStats {
     float d_loss = 0;   // BCE(D(x), real label) + BCE(D(G(z)), 0), last D update (penalties included)
@@ -108,7 +125,10 @@ public:
     // through D separately, as DCGAN implementations do (batch norm then
     // normalises each by its own statistics). Optionally reports mean D(x).
     // Wasserstein: mean D(G(z)) - mean D(x). No penalty: see the two below.
-    xgrad::Var discriminator_loss(const xgrad::Var& real, const xgrad::Var& fake, float* mean_d_real = nullptr);
+    // A conditional GAN's D sees each batch with its classes: `real_classes`
+    // and `fake_noise` hold them as one-hot columns (see discriminate).
+    xgrad::Var discriminator_loss(const xgrad::Var& real, const xgrad::Var& fake, float* mean_d_real = nullptr,
+                                  const xgrad::Var& real_classes = {}, const xgrad::Var& fake_noise = {});
     // R1 at `real` (a leaf that requires a gradient, through whose graph
     // `real_logits` = D(real) was computed): gamma/2 mean_i ||d D(x_i) / d x_i||^2,
     // differentiable in D's parameters. By the generic backward, one order up.
@@ -119,8 +139,14 @@ public:
     // G's: through D, by the generic backward(); see GeneratorLoss.
     xgrad::Var generator_loss(const xgrad::Var& noise);
 
-    // z ~ U[-1,1], from the training random stream.
+    // z ~ U[-1,1] from `rng` (by default the training stream); for a
+    // conditional GAN, each row's class uniformly from the same stream.
     void sample_noise(xgrad::Tensor& noise);
+    void sample_noise(xgrad::Tensor& noise, xgrad::Rng& rng) const;
+    // D's logits of `x` (rows of data_dim values); a conditional D's given
+    // the classes in `labelled`'s one-hot columns (the noise, or real
+    // labels laid out alike), an unconditional D ignores `labelled`.
+    xgrad::Var discriminate(const xgrad::Var& x, const xgrad::Var& labelled);
     // G(noise) as trained (no graph; batch statistics untouched): the
     // samples of grids, samples.idx and the quality metrics. With `averaged`
     // and weight averaging on, from the averaged generator instead (its batch
@@ -192,6 +218,7 @@ private:
     long averaged_at_ = -1;  // the step averaged_generator_ was last refreshed at
     // m samples of the data, and m noise vectors z (the training stream):
     // this rank's rows of them.
+    // With its classes into real_classes_ for a conditional GAN.
     const xgrad::Var& real_batch(DataSource& data);
     const xgrad::Var& noise_batch();
     // Whether D update number `update` (counted from 0 over the run) applies R1.
@@ -199,15 +226,18 @@ private:
     // D's loss as its update minimises it: the game's, plus the penalties
     // the config asks for (R1 at every r1_every-th update, WGAN-GP), whose
     // last value goes into stats.penalty.
-    xgrad::Var penalised_discriminator_loss(xgrad::Var& real, const xgrad::Var& fake, StepStats& stats);
+    xgrad::Var penalised_discriminator_loss(xgrad::Var& real, const xgrad::Var& real_classes, const xgrad::Var& fake,
+                                            const xgrad::Var& fake_noise, StepStats& stats);
     // G's gradients averaged over the ranks, with the step's statistics and
     // stop request in the same message (nothing in one process).
     void average_generator_gradients(StepStats& stats);
 
     // Persistent inputs, refilled in place every step: no allocation. mix_:
-    // WGAN-GP's interpolation weights; interpolated_: its points.
-    xgrad::Var real_, noise_, mix_, interpolated_;
-    long d_updates_ = 0;  // D updates done (step() makes k of them)
+    // WGAN-GP's interpolation weights; interpolated_: its points;
+    // real_classes_: the real batch's one-hot classes (conditional).
+    xgrad::Var real_, noise_, mix_, interpolated_, real_classes_;
+    std::vector<xgrad::Var> d_input_parts_;  // discriminate()'s concat: an image batch and its classes
+    long d_updates_ = 0;                     // D updates done (step() makes k of them)
     // Data-parallel training: this rank's rows of each batch, the gradients
     // averaged over the ranks, batch norm's running statistics shared. With
     // one process each of their calls is the identity or does nothing.

@@ -38,11 +38,27 @@ Var fixed_noise(std::size_t rows, std::size_t z_dim, std::uint64_t stream_seed) 
     return noise;
 }
 
+// For a conditional GAN: `z`'s rows repeated for each class, class by
+// class, each with its class's one-hot after it. `z` itself otherwise.
+Var for_each_class(const Var& z, std::size_t classes) {
+    if (classes == 0) return z;
+    const std::size_t rows = z.shape()[0], z_dim = z.shape()[1];
+    Var noise(Tensor::from_shape({classes * rows, z_dim + classes}));
+    Tensor& out = noise.mutable_value();
+    for (std::size_t c = 0; c < classes; ++c) {
+        for (std::size_t r = 0; r < rows; ++r) {
+            std::copy_n(z.value().data() + r * z_dim, z_dim, out.data() + (c * rows + r) * (z_dim + classes));
+            set_class(out, c * rows + r, classes, c);
+        }
+    }
+    return noise;
+}
+
 // The files this program writes into --out (not what else may be there).
 bool is_output_name(const std::string& name) {
-    static const char* const kFixed[] = {"checkpoint.xgrad", "log.csv",          "eval.csv",          "samples.idx",
-                                         "grid_final.png",   "losses.png",       "discriminator.png", "eval.png",
-                                         "eval_fid.png",     "interpolation.png"};
+    static const char* const kFixed[] = {"checkpoint.xgrad", "log.csv",           "eval.csv",          "samples.idx",
+                                         "grid_final.png",   "losses.png",        "discriminator.png", "eval.png",
+                                         "eval_fid.png",     "interpolation.png", "samples_labels.idx"};
     for (const char* fixed : kFixed) {
         if (name == fixed) return true;
     }
@@ -50,6 +66,13 @@ bool is_output_name(const std::string& name) {
 }
 
 }  // namespace
+
+std::string labels_path(const std::string& samples_path) {
+    const std::string stem = samples_path.size() > 4 && samples_path.compare(samples_path.size() - 4, 4, ".idx") == 0
+                                 ? samples_path.substr(0, samples_path.size() - 4)
+                                 : samples_path;
+    return stem + "_labels.idx";
+}
 
 void Interval::save(xgrad::Archive& archive) const {
     char text[160];
@@ -105,17 +128,23 @@ std::string status_text(const Interval& i) {
     return s.str();
 }
 
-Var grid_noise(std::size_t z_dim, std::uint64_t seed) { return fixed_noise(64, z_dim, seed ^ 0x9e3779b97f4a7c15ULL); }
+Var grid_noise(std::size_t z_dim, std::uint64_t seed, std::size_t classes) {
+    // Conditional: a row per class, each column one z.
+    return for_each_class(fixed_noise(classes > 0 ? 8 : 64, z_dim, seed ^ 0x9e3779b97f4a7c15ULL), classes);
+}
 
-Var read_noise(const std::string& path, std::size_t z_dim) {
+Var read_noise(const std::string& path, std::size_t z_dim, std::size_t classes) {
     const auto tensors = xgrad::read_safetensors(path);
     const auto z = tensors.find("z");
     const auto refuse = [&](const std::string& what) { throw std::invalid_argument("--noise " + path + ": " + what); };
-    if (z == tensors.end()) refuse("no tensor named 'z' (expected the noise as z, N x " + std::to_string(z_dim) + ")");
+    const std::string width =
+        std::to_string(z_dim + classes) +
+        (classes > 0 ? ", the preset's --z-dim values then a one-hot of " + std::to_string(classes) + " classes"
+                     : ", the preset's --z-dim");
+    if (z == tensors.end()) refuse("no tensor named 'z' (expected the noise as z, N x " + width + ")");
     const xgrad::Shape& shape = z->second.shape;
-    if (shape.size() != 2 || shape[1] != z_dim || shape[0] < 1 || shape[0] > 1024) {
-        refuse("z has shape " + xgrad::shape_string(shape) + " (expected N x " + std::to_string(z_dim) +
-               ", the preset's --z-dim, with 1 <= N <= 1024)");
+    if (shape.size() != 2 || shape[1] != z_dim + classes || shape[0] < 1 || shape[0] > 1024) {
+        refuse("z has shape " + xgrad::shape_string(shape) + " (expected N x " + width + ", with 1 <= N <= 1024)");
     }
     const Tensor& values = z->second.values;
     if (!std::all_of(values.begin(), values.end(), [](float v) { return std::isfinite(v); })) {
@@ -131,8 +160,12 @@ void write_grid(Gan& gan, const Var& fixed_noise, bool averaged, const std::stri
     xgrad::write_image_grid(path, images.value(), 28, 28, 8, 2, scale);
 }
 
-Var walk_ends(std::size_t z_dim, std::uint64_t seed) {
-    return fixed_noise(2 * kWalks, z_dim, seed ^ 0xc2b2ae3d27d4eb4fULL);  // a stream of its own: not the grid's digits
+Var walk_ends(std::size_t z_dim, std::uint64_t seed, std::size_t classes) {
+    const std::uint64_t stream = seed ^ 0xc2b2ae3d27d4eb4fULL;  // a stream of its own: not the grid's digits
+    if (classes == 0) return fixed_noise(2 * kWalks, z_dim, stream);
+    // Walk c from the start z to the end z, both of class c.
+    const Var ends = fixed_noise(2, z_dim, stream), starts = for_each_class(xgrad::narrow(ends, 0, 0, 1), classes);
+    return xgrad::concat({starts, for_each_class(xgrad::narrow(ends, 0, 1, 1), classes)}, 0);
 }
 
 // Linear, not spherical: every preset draws z ~ U[-1,1]^d (Gan::sample_noise),
@@ -142,22 +175,23 @@ Var walk_ends(std::size_t z_dim, std::uint64_t seed) {
 // inside of (White 2016, "Sampling Generative Networks"); no preset draws it.
 Var latent_walks(const Var& ends) {
     const Tensor& z = ends.value();
-    const std::size_t z_dim = z.shape()[1];
-    Var walks(Tensor::from_shape({kWalks * kWalkSteps, z_dim}));
+    const std::size_t z_dim = z.shape()[1], count = z.shape()[0] / 2;
+    Var walks(Tensor::from_shape({count * kWalkSteps, z_dim}));
     Tensor& out = walks.mutable_value();
-    for (std::size_t walk = 0; walk < kWalks; ++walk) {
+    for (std::size_t walk = 0; walk < count; ++walk) {
         for (std::size_t step = 0; step < kWalkSteps; ++step) {
             const float t = float(step) / float(kWalkSteps - 1);
             // (1 - t) a + t b, not a + t (b - a): the ends come out exactly.
             for (std::size_t i = 0; i < z_dim; ++i)
-                out(walk * kWalkSteps + step, i) = (1.f - t) * z(walk, i) + t * z(kWalks + walk, i);
+                out(walk * kWalkSteps + step, i) = (1.f - t) * z(walk, i) + t * z(count + walk, i);
         }
     }
     return walks;
 }
 
 void write_interpolation(Gan& gan, std::uint64_t seed, bool averaged, const std::string& path, std::size_t scale) {
-    const Var images = gan.generate(latent_walks(walk_ends(gan.config().z_dim, seed)), averaged);
+    const GanConfig& c = gan.config();
+    const Var images = gan.generate(latent_walks(walk_ends(c.z_dim, seed, c.classes)), averaged);
     xgrad::write_image_grid(path, images.value(), 28, 28, kWalkSteps, 2, scale);
 }
 
@@ -177,23 +211,28 @@ void write_plots(const History& history, const std::string& out) {
                            probabilities);
 }
 
-bool write_samples(Gan& gan, std::size_t n, std::uint64_t seed, bool averaged, const std::string& path,
-                   const std::atomic<bool>& interrupted) {
+bool write_samples(Gan& gan, const SampleRequest& request, const std::string& path, const std::atomic<bool>& interrupted) {
     constexpr std::size_t kBatch = 256;
-    xgrad::Rng rng(seed);
+    const std::size_t n = request.count, classes = gan.config().classes;
+    xgrad::Rng rng(request.seed);
     xgrad::IdxImagesWriter out(path, n, 28, 28);
-    std::vector<std::uint8_t> pixels;
+    std::vector<std::uint8_t> pixels, labels;
     for (std::size_t done = 0; done < n;) {
         if (interrupted) return false;
         const std::size_t rows = std::min(kBatch, n - done);
-        Var noise(Tensor::from_shape({rows, gan.config().z_dim}));
+        Var noise(Tensor::from_shape({rows, gan.config().noise_dim()}));
         rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
-        const Var images = gan.generate(noise, averaged);
+        for (std::size_t r = 0; r < rows && classes > 0; ++r) {
+            labels.push_back(static_cast<std::uint8_t>(request.digit ? *request.digit : (done + r) % classes));
+            set_class(noise.mutable_value(), r, classes, labels.back());
+        }
+        const Var images = gan.generate(noise, request.averaged);
         pixels.clear();
         for (float x : images.value()) pixels.push_back(xgrad::pixel_byte(x));
         out.append(pixels.data(), rows);
         done += rows;
     }
+    if (classes > 0) xgrad::write_idx_labels(labels_path(path), labels);
     out.commit();
     return true;
 }

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <streambuf>
 #include <string>
 #include <vector>
@@ -66,26 +67,30 @@ constexpr const char* kLogHeader = "step,d_loss,g_loss,d_real,d_fake";
 std::string status_text(const Interval& i);
 
 // The noise of the sample grids (64 rows, z ~ U[-1,1]): the same for a seed,
-// so the grids of a run show one z turning into a digit.
-xgrad::Var grid_noise(std::size_t z_dim, std::uint64_t seed);
-// The noise a user gives (--noise FILE): FILE's tensor "z", (N, z_dim) with
-// 1 <= N <= 1024. Throws std::invalid_argument naming --noise and the file.
-xgrad::Var read_noise(const std::string& path, std::size_t z_dim);
+// so the grids of a run show one z turning into a digit. For a conditional
+// GAN of `classes` classes: a row of 8 per class, column j the same z.
+xgrad::Var grid_noise(std::size_t z_dim, std::uint64_t seed, std::size_t classes = 0);
+// The noise a user gives (--noise FILE): FILE's tensor "z", (N, z_dim +
+// classes) with 1 <= N <= 1024 (GanConfig::noise_dim). Throws
+// std::invalid_argument naming --noise and the file.
+xgrad::Var read_noise(const std::string& path, std::size_t z_dim, std::size_t classes = 0);
 // `noise` as FILE's tensor "z", for PyTorch's safetensors.torch.load_file.
 void write_noise(const xgrad::Var& noise, const std::string& path);
 // G's images of fixed_noise (64 rows, or any number) as a grid 8 wide at `path`, each pixel
 // a `scale` x `scale` square.
 void write_grid(Gan& gan, const xgrad::Var& fixed_noise, bool averaged, const std::string& path, std::size_t scale);
 
-// interpolation.png: kWalks rows of kWalkSteps images, each row G's images
-// along the line from one noise vector to another (the first and last
-// columns are G's images of the two ends).
+// interpolation.png: kWalks rows (a conditional GAN: one per class) of
+// kWalkSteps images, each row G's images along the line from one noise
+// vector to another (the first and last columns are G's images of the two ends).
 constexpr std::size_t kWalks = 8, kWalkSteps = 10;
-// The ends of the walks (2 kWalks rows, z ~ U[-1,1]): row r starts at row r
-// and ends at row kWalks + r. The same for a seed, and not grid_noise()'s.
-xgrad::Var walk_ends(std::size_t z_dim, std::uint64_t seed);
+// The ends of the W walks (2W rows, z ~ U[-1,1]): row r starts at row r
+// and ends at row W + r. The same for a seed, and not grid_noise()'s. For
+// a conditional GAN W = classes, and walk c goes between the same two z
+// with class c at both ends.
+xgrad::Var walk_ends(std::size_t z_dim, std::uint64_t seed, std::size_t classes = 0);
 // The noise of every image of the walks between `ends`, row by row
-// (kWalks * kWalkSteps rows); each walk's first and last rows are its ends, exactly.
+// (W * kWalkSteps rows); each walk's first and last rows are its ends, exactly.
 xgrad::Var latent_walks(const xgrad::Var& ends);
 // G's images of latent_walks(walk_ends(z_dim, seed)) at `path`, drawn as write_grid draws.
 void write_interpolation(Gan& gan, std::uint64_t seed, bool averaged, const std::string& path, std::size_t scale);
@@ -94,11 +99,21 @@ void write_plots(const History& history, const std::string& out);
 // eval.png and eval_fid.png in `out`, from the quality monitor's rows.
 void write_quality_plots(const History& quality, const std::string& out);
 
-// Streams n images of G into an IDX file a batch at a time, so that memory
-// stays bounded whatever n is. Returns false when `interrupted` is set,
-// leaving nothing under path or its temporary name.
-bool write_samples(Gan& gan, std::size_t n, std::uint64_t seed, bool averaged, const std::string& path,
-                   const std::atomic<bool>& interrupted);
+struct SampleRequest {
+    std::size_t count = 0;
+    std::uint64_t seed = 0;
+    bool averaged = false;
+    // A conditional GAN's class for every sample; unset, classes 0, 1, ...
+    // in turn, as many of each.
+    std::optional<std::size_t> digit;
+};
+// Streams the request's images of G into an IDX file a batch at a time, so
+// that memory stays bounded whatever their count. A conditional GAN's
+// classes asked for go into labels_path(path) (IDX1). Returns false when
+// `interrupted` is set, leaving nothing under path or its temporary name.
+bool write_samples(Gan& gan, const SampleRequest& request, const std::string& path, const std::atomic<bool>& interrupted);
+// samples.idx's labels: samples_labels.idx.
+std::string labels_path(const std::string& samples_path);
 
 // One CSV row: the step, then the row's values after its first (the step as a float).
 std::string csv_row(long step, const std::vector<float>& row);

@@ -48,6 +48,15 @@ GanConfig dcgan_preset() {
     return c;
 }
 
+GanConfig cdcgan_preset() {
+    GanConfig c = dcgan_preset();
+    c.preset = "cdcgan";
+    // Conditioned on the digit's class: G through a label embedding at its
+    // input, D by projection (GanConfig::classes).
+    c.classes = 10;
+    return c;
+}
+
 GanConfig wgan_gp_preset() {
     GanConfig c = dcgan_preset();
     c.preset = "wgan-gp";
@@ -66,14 +75,15 @@ GanConfig wgan_gp_preset() {
     return c;
 }
 
-std::vector<std::string> preset_names() { return {"default", "reference", "mlp", "dcgan", "wgan-gp"}; }
+std::vector<std::string> preset_names() { return {"default", "reference", "mlp", "dcgan", "cdcgan", "wgan-gp"}; }
 
 GanConfig preset(const std::string& name) {
     if (name == "reference") return reference_preset();
     if (name == "mlp") return mlp_preset();
     if (name == "dcgan" || name == "default") return dcgan_preset();
+    if (name == "cdcgan") return cdcgan_preset();
     if (name == "wgan-gp") return wgan_gp_preset();
-    throw std::invalid_argument("unknown preset '" + name + "' (expected default, reference, mlp, dcgan or wgan-gp)");
+    throw std::invalid_argument("unknown preset '" + name + "' (expected default, reference, mlp, dcgan, cdcgan or wgan-gp)");
 }
 
 }  // namespace gan

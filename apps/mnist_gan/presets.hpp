@@ -22,6 +22,10 @@ GanConfig mlp_preset();
 // (k4 s2 p1, 64 then 128 channels, batch norm on the second), LeakyReLU(0.2),
 // Linear(6272 -> 1); N(0, 0.02) weights, Adam(1.2e-3, beta1 0.5), m = 64.
 GanConfig dcgan_preset();
+// The dcgan preset conditioned on the class (Mirza & Osindero 2014): G
+// takes z and the class's one-hot (a label embedding), D is a projection
+// discriminator (Miyato & Koyama 2018). mnist_gan --digit d draws class d.
+GanConfig cdcgan_preset();
 // WGAN-GP (Gulrajani et al. 2017) with the paper's MNIST settings on the
 // dcgan nets: the Wasserstein objective, gradient penalty lambda = 10, a
 // critic without batch norm, k = 5, Adam(1e-4, beta (0.5, 0.9)).

@@ -11,13 +11,16 @@ namespace gan {
 
 using xgrad::Tensor;
 
-QualityMonitor::QualityMonitor(const std::string& classifier_path, const std::string& data_dir, std::size_t z_dim,
+QualityMonitor::QualityMonitor(const std::string& classifier_path, const std::string& data_dir, const GanConfig& config,
                                std::uint64_t seed)
     : classifier_(quality::Classifier::load(classifier_path)),
       evaluator_(*classifier_,
                  quality::split_held_out(xgrad::read_idx_images(common::find_idx(data_dir, "t10k-images-idx3-ubyte"))).reference),
-      noise_(Tensor::from_shape({kSamples, z_dim})) {
+      noise_(Tensor::from_shape({kSamples, config.noise_dim()})) {
     xgrad::Rng(seed).fill_uniform(noise_.mutable_value(), -1.f, 1.f);
+    // A conditional GAN is asked for every class equally often.
+    for (std::size_t i = 0; config.classes > 0 && i < kSamples; ++i)
+        set_class(noise_.mutable_value(), i, config.classes, i % config.classes);
 }
 
 std::vector<float> QualityMonitor::measure(Gan& gan, long step) {

@@ -24,7 +24,7 @@ public:
     // bits, smallest and largest class share, FID.
     static constexpr std::size_t kColumns = 11;
     // Throws std::runtime_error naming a file it cannot read.
-    QualityMonitor(const std::string& classifier_path, const std::string& data_dir, std::size_t z_dim, std::uint64_t seed);
+    QualityMonitor(const std::string& classifier_path, const std::string& data_dir, const GanConfig& config, std::uint64_t seed);
     // The raw generator's metrics, then the averaged one's (NaN without one).
     std::vector<float> measure(Gan& gan, long step);
 

@@ -137,6 +137,30 @@ Coverage class_coverage(const std::vector<std::size_t>& labels, std::size_t clas
     return c;
 }
 
+std::vector<RequestedClass> requested_class_accuracy(const std::vector<std::size_t>& predicted,
+                                                     const std::vector<std::uint8_t>& requested, std::size_t classes) {
+    if (predicted.size() != requested.size()) {
+        throw std::invalid_argument("quality::requested_class_accuracy: " + std::to_string(requested.size()) +
+                                    " requested labels for " + std::to_string(predicted.size()) + " samples");
+    }
+    std::vector<RequestedClass> out(classes);
+    std::vector<std::size_t> right(classes, 0);
+    for (std::size_t i = 0; i < predicted.size(); ++i) {
+        if (requested[i] >= classes || predicted[i] >= classes) {
+            throw std::invalid_argument("quality::requested_class_accuracy: label " +
+                                        std::to_string(std::max<std::size_t>(requested[i], predicted[i])) + " is not below the " +
+                                        std::to_string(classes) + " classes");
+        }
+        ++out[requested[i]].requested;
+        right[requested[i]] += predicted[i] == requested[i] ? 1 : 0;
+    }
+    for (std::size_t c = 0; c < classes; ++c) {
+        out[c].accuracy =
+            out[c].requested == 0 ? std::numeric_limits<double>::quiet_NaN() : double(right[c]) / double(out[c].requested);
+    }
+    return out;
+}
+
 Gaussian fit_gaussian(const Tensor& features) {
     const std::size_t n = features.shape()[0], dim = features.shape()[1];
     if (n < 2) {

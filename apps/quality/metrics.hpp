@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include <xtensor/xtensor.hpp>
@@ -40,6 +41,17 @@ struct Coverage {
 };
 // Throws std::invalid_argument for no labels, no classes or a label >= classes.
 Coverage class_coverage(const std::vector<std::size_t>& labels, std::size_t classes);
+
+// A conditional generator's obedience: for each class, how many samples were
+// asked to be of it and the share of those the classifier puts in it.
+struct RequestedClass {
+    std::size_t requested = 0;
+    double accuracy = 0;  // NaN for a class never asked for
+};
+// Throws std::invalid_argument unless there is one requested label per
+// prediction, every label below `classes`.
+std::vector<RequestedClass> requested_class_accuracy(const std::vector<std::size_t>& predicted,
+                                                     const std::vector<std::uint8_t>& requested, std::size_t classes);
 
 // ---- Fréchet distance of feature statistics ---------------------------------------
 
