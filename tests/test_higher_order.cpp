@@ -12,6 +12,7 @@
 #include <xtensor/xmath.hpp>
 
 #include <xgrad/check/gradcheck.hpp>
+#include <xgrad/core/broadcast.hpp>
 #include <xgrad/core/op.hpp>
 #include <xgrad/ops.hpp>
 
@@ -122,6 +123,22 @@ TEST_CASE("grad_var adds recorded contributions to what grad() held before, and 
     xgrad::backward(xgrad::sum(x));                                           // a plain pass: grad() is right, its history gone
     CHECK(x.grad()(0) == doctest::Approx(6.f));
     CHECK_FALSE(x.grad_var().requires_grad());
+}
+
+TEST_CASE("add_gradients, the op that sums recorded contributions, passes gradcheck and gradgradcheck") {
+    const Var a = random_var({3, 4}, -1.f, 1.f, 31), b = random_var({3, 4}, -1.f, 1.f, 32);
+    const auto add_gradients = [](const std::vector<Var>& in) { return xgrad::detail::add_gradients(in[0], in[1]); };
+    const xgrad::GradcheckResult first = xgrad::gradcheck(add_gradients, {a, b});
+    CHECK_MESSAGE(first.ok, first.report());
+    // Its graph rule is what a twice-recorded gradient goes through.
+    const auto squared_sum = [&](const std::vector<Var>& in) {
+        const Var s = add_gradients(in);
+        return s * s;
+    };
+    const xgrad::GradcheckResult second = xgrad::gradgradcheck(squared_sum, {a, b});
+    CHECK_MESSAGE(second.ok, second.report());
+    CHECK_THROWS_WITH_AS(xgrad::detail::add_gradients(a, random_var({4, 3}, -1.f, 1.f, 33)),
+                         doctest::Contains("(3, 4) and (4, 3)"), xgrad::ShapeError);
 }
 
 TEST_CASE("grad with several outputs, grad_outputs and an intermediate input") {
