@@ -1030,9 +1030,10 @@ TEST_CASE("mnist_gan --augment resumes bit-exactly, and --resume keeps the augme
     REQUIRE(run(with(augmented(dir.path() / "split", 4), {"--resume"})) == 0);
     const Archive straight = read_archive((dir.path() / "out" / "checkpoint.xgrad").string());
     const Archive split = read_archive((dir.path() / "split" / "checkpoint.xgrad").string());
-    for (const auto& [name, a] : straight.tensors()) {
+    for (const auto& entry : straight.tensors()) {
+        const std::string& name = entry.first;  // clang cannot capture a structured binding
         CAPTURE(name);
-        const Tensor& b = split.tensor(name);
+        const Tensor &a = entry.second, &b = split.tensor(name);
         REQUIRE(a.shape() == b.shape());
         CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
     }
