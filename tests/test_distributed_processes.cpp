@@ -215,6 +215,22 @@ TEST_CASE("mpirun -np 2 mnist_gan trains what one process trains; rank 0 alone w
                                                       xgrad::read_archive(one.file("checkpoint.xgrad")));
     std::printf("mnist_gan, 2 ranks vs 1 process after 10 steps: largest relative difference %.3g\n", difference);
     CHECK(difference <= 1e-5);
+
+    // Augmented: each rank's rows get the draws one process gives them, and the streams stay equal.
+    std::vector<std::string> augmented = args;
+    augmented.insert(augmented.end(), {"--augment", "translation,cutout,color", "--augment-p", "0.7"});
+    const test::TempDir one_augmented, two_augmented;
+    REQUIRE(mnist_gan(0, data.path(), one_augmented.path(), augmented, logs).code == 0);
+    job = mnist_gan(2, data.path(), two_augmented.path(), augmented, logs);
+    REQUIRE(job.code == 0);
+    const xgrad::Archive a = xgrad::read_archive(two_augmented.file("checkpoint.xgrad"));
+    const xgrad::Archive b = xgrad::read_archive(one_augmented.file("checkpoint.xgrad"));
+    const double augmented_difference = max_relative_difference(a, b);
+    std::printf("mnist_gan --augment, 2 ranks vs 1 process after 10 steps: largest relative difference %.3g\n",
+                augmented_difference);
+    CHECK(augmented_difference <= 5e-5);  // measured 9.9e-6: more rows differ in summation order
+    CHECK(a.text("augment_rng") == b.text("augment_rng"));
+    CHECK(max_relative_difference(b, xgrad::read_archive(one.file("checkpoint.xgrad"))) > 1e-3);  // it did augment
 }
 
 TEST_CASE("mpirun -np 2 mnist_gan --minutes: rank 0's clock stops every rank after the same step") {
@@ -289,6 +305,8 @@ TEST_CASE("mpirun mnist_gan with one flag different on one rank: every rank fail
         {"--batch", "16", "32", "16", "32"},
         {"--seed", "1", "2", "1", "2"},
         {"--g-loss", "non-saturating", "minimax", "non-saturating", "minimax"},
+        {"--loss", "bce", "hinge", "bce", "hinge"},
+        {"--augment", "translation", "cutout", "translation", "cutout"},
         {"--lr", "0.001", "0.002", "0.00100000005", "0.00200000009"},
         {"--data", data.path().string(), other_data.path().string(), images, images},
         // rank 1's budget would be ignored (rank 0's clock decides); given on one rank only, the job hung

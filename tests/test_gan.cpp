@@ -418,6 +418,225 @@ TEST_CASE("dcgan with its averaged generator resumes bit-exactly, and the averag
     CHECK_THROWS_WITH_AS(other.load(archive), doctest::Contains("preset 'dcgan'"), std::runtime_error);
 }
 
+// ---- augmentation (DiffAugment) and the hinge loss ----------------------------------
+
+namespace {
+
+// tiny_config on 4 x 4 images, every input of D augmented.
+GanConfig tiny_augmented(const char* policy = "translation,cutout,color") {
+    GanConfig c = tiny_config();
+    c.data_dim = 16;
+    c.d_leaky_slope = 0.2f;  // smooth enough between kinks for finite differences
+    c.augment = parse_augment_policy(policy);
+    return c;
+}
+
+// The gradients of `parameters` (zeroed first) after backward(loss).
+std::vector<Tensor> gradients_of(const std::vector<Var>& parameters, const Var& loss) {
+    for (Var p : parameters) p.zero_grad();
+    backward(loss);
+    std::vector<Tensor> out;
+    for (const Var& p : parameters) out.push_back(p.grad());
+    return out;
+}
+
+bool all_zero(const std::vector<Tensor>& tensors) {
+    for (const Tensor& t : tensors) {
+        for (float x : t) {
+            if (x != 0.f) return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+TEST_CASE("augmented D step: G untouched, D moves by -lr times the finite-difference gradient of the augmented loss") {
+    GaussianData data(16, 0.5f, 1.f);
+    Gan trained(tiny_augmented(), 7), reference(tiny_augmented(), 7);
+    const auto g_before = values(trained.generator().parameters());
+    const auto d_before = values(trained.discriminator().parameters());
+    Rng replay = trained.rng();
+    const Rng augment_replay = trained.augmentation().rng();
+
+    gan::StepStats stats;
+    trained.discriminator_step(data, stats);
+    CHECK(identical(values(trained.generator().parameters()), g_before));
+    CHECK_FALSE(identical(values(trained.discriminator().parameters()), d_before));
+
+    Var real(Tensor::from_shape({4, 16})), noise(Tensor::from_shape({4, 3}));
+    data.sample(real.mutable_value(), replay);
+    replay.fill_uniform(noise.mutable_value(), -1.f, 1.f);
+    const Var fake = reference.generate(noise);
+    // Every evaluation sees the step's augmentation draws.
+    const auto loss = [&] {
+        reference.augmentation().rng() = augment_replay;
+        return reference.discriminator_loss(real, fake);
+    };
+    const auto d_parameters = reference.discriminator().parameters();
+    const GradcheckResult check = gradcheck([&](const std::vector<Var>&) { return loss(); }, d_parameters, loss_check_options());
+    INFO(check.report());
+    CHECK(check.ok);
+    CHECK(stats.d_loss == doctest::Approx(loss().item()));
+    CHECK(trained.augmentation().rng().state() == reference.augmentation().rng().state());  // the same draws, as many
+    // Not the un-augmented loss.
+    GanConfig unaugmented = tiny_augmented();
+    unaugmented.augment = AugmentPolicy{};
+    CHECK(stats.d_loss != doctest::Approx(Gan(unaugmented, 7).discriminator_loss(real, fake).item()).epsilon(1e-4));
+    for (Var p : d_parameters) p.zero_grad();
+    backward(loss());
+    check_sgd_update(d_before, d_parameters, values(trained.discriminator().parameters()), 0.05f);
+}
+
+TEST_CASE("augmented G step: D untouched; G moves by -lr times the finite-difference gradient through the augmentation") {
+    Gan trained(tiny_augmented(), 11), reference(tiny_augmented(), 11);
+    const auto g_before = values(trained.generator().parameters());
+    const auto d_before = values(trained.discriminator().parameters());
+    Rng replay = trained.rng();
+    const Rng augment_replay = trained.augmentation().rng();
+
+    gan::StepStats stats;
+    trained.generator_step(stats);
+    CHECK(identical(values(trained.discriminator().parameters()), d_before));
+    CHECK_FALSE(identical(values(trained.generator().parameters()), g_before));
+
+    Var noise(Tensor::from_shape({4, 3}));
+    replay.fill_uniform(noise.mutable_value(), -1.f, 1.f);
+    const auto loss = [&] {
+        reference.augmentation().rng() = augment_replay;
+        return reference.generator_loss(noise);
+    };
+    const auto g_parameters = reference.generator().parameters();
+    const GradcheckResult check = gradcheck([&](const std::vector<Var>&) { return loss(); }, g_parameters, loss_check_options());
+    INFO(check.report());
+    CHECK(check.ok);
+    CHECK(stats.g_loss == doctest::Approx(loss().item()));
+    const std::vector<Tensor> augmented = gradients_of(g_parameters, loss());
+    check_sgd_update(g_before, g_parameters, values(trained.generator().parameters()), 0.05f);
+    CHECK_FALSE(all_zero(augmented));
+
+    // The same nets (the augmentation's stream leaves the training stream
+    // alone) without augmentation: another gradient.
+    GanConfig square = tiny_augmented();
+    square.augment = AugmentPolicy{};
+    Gan unaugmented(square, 11);
+    CHECK(identical(values(unaugmented.generator().parameters()), g_before));
+    const std::vector<Tensor> without = gradients_of(unaugmented.generator().parameters(), unaugmented.generator_loss(noise));
+    CHECK_FALSE(all_zero(without));
+    CHECK_FALSE(identical(augmented, without));
+}
+
+TEST_CASE("augmented dcgan: the D step changes only D (parameters and running statistics), the G step only G") {
+    GaussianData data(64, 0.5f, 0.2f);
+    GanConfig c = with_r1(tiny_dcgan(), 1.f, 2);  // R1 through the augmentation at the first D update
+    c.augment = parse_augment_policy("translation,cutout,color");
+    Gan g(c, 3), plain(with_r1(tiny_dcgan(), 1.f, 2), 3);
+    const auto g_params = values(g.generator().parameters()), g_buffers = buffer_values(g.generator());
+    const auto d_params = values(g.discriminator().parameters()), d_buffers = buffer_values(g.discriminator());
+    gan::StepStats stats, plain_stats;
+    g.discriminator_step(data, stats);
+    plain.discriminator_step(data, plain_stats);
+    CHECK(stats.penalty > 0.f);
+    CHECK(std::isfinite(stats.d_loss));
+    CHECK(stats.d_loss != plain_stats.d_loss);
+    CHECK(identical(values(g.generator().parameters()), g_params));
+    CHECK(identical(buffer_values(g.generator()), g_buffers));
+    CHECK_FALSE(identical(values(g.discriminator().parameters()), d_params));
+    CHECK_FALSE(identical(buffer_values(g.discriminator()), d_buffers));
+
+    const auto d_params_after = values(g.discriminator().parameters()), d_buffers_after = buffer_values(g.discriminator());
+    g.generator_step(stats);
+    plain.generator_step(plain_stats);
+    CHECK(identical(values(g.discriminator().parameters()), d_params_after));
+    CHECK(identical(buffer_values(g.discriminator()), d_buffers_after));
+    CHECK_FALSE(identical(values(g.generator().parameters()), g_params));
+    CHECK_FALSE(identical(buffer_values(g.generator()), g_buffers));
+    CHECK_FALSE(identical(values(g.generator().parameters()), values(plain.generator().parameters())));
+}
+
+TEST_CASE("an augmented GAN resumes bit-exactly: the augmentation's stream is in the checkpoint") {
+    GaussianData data(64, 0.5f, 0.2f);
+    GanConfig c = tiny_dcgan();
+    c.augment = parse_augment_policy("translation,cutout,color");
+    c.augment.probability = 0.5f;
+    Gan straight(c, 5), first_half(c, 5);
+    for (int i = 0; i < 4; ++i) straight.step(data);
+    for (int i = 0; i < 2; ++i) first_half.step(data);
+    Archive archive;
+    first_half.save(archive);
+    REQUIRE(archive.texts().count("augment_rng"));
+    Gan resumed(c, 999);  // another seed: everything must come from the archive
+    resumed.load(archive);
+    for (int i = 0; i < 2; ++i) resumed.step(data);
+    CHECK(identical(values(resumed.generator().parameters()), values(straight.generator().parameters())));
+    CHECK(identical(values(resumed.discriminator().parameters()), values(straight.discriminator().parameters())));
+    CHECK(identical(buffer_values(resumed.discriminator()), buffer_values(straight.discriminator())));
+    CHECK(resumed.augmentation().rng().state() == straight.augmentation().rng().state());
+
+    // Without augmentation nothing of it is saved; such a checkpoint does not resume an augmenting GAN.
+    Gan plain(tiny_dcgan(), 5);
+    Archive unaugmented;
+    plain.save(unaugmented);
+    CHECK_FALSE(unaugmented.texts().count("augment_rng"));
+    CHECK_THROWS_WITH_AS(Gan(c, 5).load(unaugmented), doctest::Contains("trained without --augment"), std::runtime_error);
+    GanConfig not_square = tiny_augmented();
+    not_square.data_dim = 6;
+    CHECK_THROWS_WITH_AS(Gan(not_square, 1), doctest::Contains("augmentation needs square images"), std::invalid_argument);
+}
+
+TEST_CASE("the hinge loss: D's is mean relu(1 - D(x)) + mean relu(1 + D(G(z))), G's -mean D(G(z))") {
+    GanConfig c = tiny_config();
+    c.objective = gan::Objective::hinge;
+    Gan g(c, 3);
+    // D's last weights scaled up: scores on both sides of the margins.
+    Var head = g.discriminator().parameters()[2];
+    for (float& w : head.mutable_value()) w *= 8.f;
+    Var real(Tensor::from_shape({4, 6})), noise(Tensor::from_shape({4, 3}));
+    Rng rng(5);
+    rng.fill_normal(real.mutable_value(), 0.f, 3.f);
+    rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
+    const Var fake = g.generate(noise);
+    Tensor real_scores, fake_scores;
+    {
+        NoGrad no_grad;
+        real_scores = g.discriminator()(real).value();
+        fake_scores = g.discriminator()(fake).value();
+    }
+    double d = 0, generator = 0;
+    int clipped = 0;
+    for (float x : real_scores) {
+        d += std::max(0.0, 1.0 - x) / 4;
+        clipped += x >= 1.f;
+    }
+    for (float x : fake_scores) {
+        d += std::max(0.0, 1.0 + x) / 4;
+        generator -= double(x) / 4;
+        clipped += x <= -1.f;
+    }
+    INFO("real scores " << real_scores << ", fake scores " << fake_scores);
+    CHECK(clipped > 0);  // the relu's zero side is exercised
+    float mean_real = 0;
+    CHECK(g.discriminator_loss(real, fake, &mean_real).item() == doctest::Approx(d).epsilon(1e-5));
+    CHECK(mean_real == doctest::Approx((real_scores(0, 0) + real_scores(1, 0) + real_scores(2, 0) + real_scores(3, 0)) / 4));
+    CHECK(g.generator_loss(noise).item() == doctest::Approx(generator).epsilon(1e-5));
+}
+
+TEST_CASE("a step with the hinge loss runs, changes both nets, and differs from one with the cross-entropy") {
+    GaussianData data(6, 0.5f, 1.f);
+    GanConfig hinge = tiny_config();
+    hinge.objective = gan::Objective::hinge;
+    Gan a(hinge, 4), b(tiny_config(), 4);
+    const auto g_before = values(a.generator().parameters()), d_before = values(a.discriminator().parameters());
+    const gan::StepStats sa = a.step(data), sb = b.step(data);
+    CHECK(std::isfinite(sa.d_loss));
+    CHECK(std::isfinite(sa.g_loss));
+    CHECK(sa.d_loss != sb.d_loss);
+    CHECK_FALSE(identical(values(a.generator().parameters()), g_before));
+    CHECK_FALSE(identical(values(a.discriminator().parameters()), d_before));
+    CHECK_FALSE(identical(values(a.discriminator().parameters()), values(b.discriminator().parameters())));
+    CHECK_FALSE(identical(values(a.generator().parameters()), values(b.generator().parameters())));
+}
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -752,6 +971,10 @@ TEST_CASE("--resume refuses changed training settings, naming the setting and bo
         {with(small_run(dir.path(), out, 4), {"--resume", "--g-loss", "minimax"}),
          {"--g-loss is minimax in this run but non-saturating"}},
         {with(small_run(dir.path(), out, 4), {"--resume", "--seed", "2"}), {"--seed is 2 in this run but 1"}},
+        {with(small_run(dir.path(), out, 4), {"--resume", "--loss", "hinge"}), {"--loss is hinge in this run but bce"}},
+        {with(small_run(dir.path(), out, 4), {"--resume", "--augment", "cutout"}),
+         {"the checkpoint holds no augmentation state (it was trained without --augment), this run augments (--augment "
+          "cutout)"}},
         {with(small_run(dir.path(), out, 4), {"--resume", "--preset", "reference"}), {"preset 'mlp'", "preset 'reference'"}},
         {on_other_data, {"--data (training images) is 31 images of 28 x 28 pixels", "but 30 images of 28 x 28 pixels"}},
     };
@@ -791,6 +1014,49 @@ TEST_CASE("--resume refuses changed training settings, naming the setting and bo
               c.z_dim = 10;
               return c;
           }()) == 3);
+}
+
+TEST_CASE("mnist_gan --augment resumes bit-exactly, and --resume keeps the augmentation settings") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    const auto augmented = [&](const fs::path& out, long steps) {
+        return with(small_run(dir.path(), out, steps), {"--augment", "translation,cutout,color", "--augment-p", "0.5"});
+    };
+    const Outcome straight_run = run_capturing(augmented(dir.path() / "out", 4));
+    INFO(straight_run.err);
+    REQUIRE(straight_run.code == 0);
+    CHECK(contains(straight_run.err, "augment=translation,cutout,color p=0.5"));
+    REQUIRE(run(augmented(dir.path() / "split", 2)) == 0);
+    REQUIRE(run(with(augmented(dir.path() / "split", 4), {"--resume"})) == 0);
+    const Archive straight = read_archive((dir.path() / "out" / "checkpoint.xgrad").string());
+    const Archive split = read_archive((dir.path() / "split" / "checkpoint.xgrad").string());
+    for (const auto& entry : straight.tensors()) {
+        const std::string& name = entry.first;  // clang cannot capture a structured binding
+        CAPTURE(name);
+        const Tensor &a = entry.second, &b = split.tensor(name);
+        REQUIRE(a.shape() == b.shape());
+        CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+    }
+    CHECK(straight.text("rng") == split.text("rng"));
+    CHECK(straight.text("augment_rng") == split.text("augment_rng"));
+    CHECK(straight.text("settings.augment") == "translation,cutout,color");
+
+    // Another augmentation, or none, is refused naming the setting and both values.
+    const fs::path out = dir.path() / "split";
+    const std::pair<std::vector<std::string>, std::string> changes[] = {
+        {with(small_run(dir.path(), out, 5), {"--resume"}), "--augment is none in this run but translation,cutout,color"},
+        {with(augmented(out, 5), {"--resume", "--augment", "translation"}),
+         "--augment is translation in this run but translation,cutout,color"},
+        {with(augmented(out, 5), {"--resume", "--augment-p", "0.25"}), "--augment-p is 0.25 in this run but 0.5"},
+    };
+    for (const auto& [args, message] : changes) {
+        const std::string expected = message;  // clang cannot capture a structured binding
+        CAPTURE(expected);
+        const Outcome r = run_capturing(args);
+        INFO(r.err);
+        CHECK(r.code == 1);
+        CHECK(contains(r.err, expected));
+    }
 }
 
 TEST_CASE("mnist_gan --channels sets the dcgan nets' widths, and a checkpoint of other widths is refused") {
@@ -904,8 +1170,15 @@ TEST_CASE("flags that do nothing for the chosen preset are refused, naming the f
     test::TempDir dir;
     test::write_random_split(dir.path(), "train", 30);
     const fs::path out = dir.path() / "out";
+    const std::string existing = (dir.path() / "generator.safetensors").string();  // refused before it is read
+    std::ofstream(existing) << "not read";
     const auto preset = [&](const char* name, std::initializer_list<std::string> extra) {
         std::vector<std::string> args{"--data", dir.path().string(), "--out", out.string(), "--steps", "1", "--preset", name};
+        args.insert(args.end(), extra.begin(), extra.end());
+        return args;
+    };
+    const auto sampling = [&](std::initializer_list<std::string> extra) {
+        std::vector<std::string> args{"--out", out.string(), "--preset", "mlp", "--generator", existing};
         args.insert(args.end(), extra.begin(), extra.end());
         return args;
     };
@@ -917,6 +1190,16 @@ TEST_CASE("flags that do nothing for the chosen preset are refused, naming the f
         {preset("mlp", {"--sample-batch-stats"}), "--sample-batch-stats: the mlp preset has no batch norm"},
         {preset("reference", {"--no-ema"}), "--no-ema: the reference preset keeps no averaged generator"},
         {preset("reference", {"--ema"}), "--ema: the reference preset keeps no averaged generator"},
+        {preset("mlp", {"--augment", "translation,blur"}),
+         "--augment: augmentation policy 'translation,blur': unknown part 'blur' (expected translation, cutout and color"},
+        {preset("mlp", {"--augment-p", "0.5"}), "--augment-p: there is no augmentation to apply (it goes with --augment"},
+        {preset("dcgan", {"--augment", "none", "--augment-p", "0.5"}), "--augment-p: there is no augmentation to apply"},
+        {preset("wgan-gp", {"--loss", "hinge"}), "--loss hinge: the wgan-gp preset plays the Wasserstein game"},
+        {preset("wgan-gp", {"--loss", "bce"}), "--loss bce: the wgan-gp preset plays the Wasserstein game"},
+        {preset("dcgan", {"--loss", "hinge", "--g-loss", "minimax"}), "--g-loss minimax: --loss hinge fixes G's loss"},
+        {sampling({"--augment", "cutout"}), "--augment: --generator trains nothing, it samples the file's net"},
+        {sampling({"--augment-p", "0.5"}), "--augment-p: --generator trains nothing, it samples the file's net"},
+        {sampling({"--loss", "hinge"}), "--loss: --generator trains nothing, it samples the file's net"},
     };
     for (const auto& [args, message] : cases) {
         const std::string expected = message;  // clang cannot capture a structured binding
@@ -971,6 +1254,8 @@ TEST_CASE("numeric options are parsed strictly, naming the option and what it ex
         {{"--minutes", "inf"}, "--minutes: expected a number greater than 0"},
         {{"--minutes", "five"}, "--minutes: expected a number greater than 0"},
         {{"--minutes", "2e6"}, "--minutes: expected a number greater than 0 and at most 1e+06, got '2e6'"},
+        {{"--augment-p", "1.5"}, "--augment-p: expected a number from 0 to 1, got '1.5'"},
+        {{"--loss", "wasserstein"}, "--loss: wasserstein not in {bce,hinge}"},
     };
     for (const auto& [extra, message] : bad) {
         const std::string option = extra[0] + " " + extra[1];  // clang cannot capture a structured binding

@@ -207,8 +207,13 @@ void Training::announce() const {
     std::cerr << "mnist_gan: " << set_.count << " training images from " << set_.dir << "; "
               << "preset=" << c.preset << " " << c.architecture_text() << " batch=" << c.batch << " k=" << c.k << " lr=" << c.lr
               << (c.objective == gan::Objective::wasserstein ? " objective=wasserstein gp_lambda=" + exact(c.gp_lambda)
+                  : c.objective == gan::Objective::hinge     ? std::string(" loss=hinge")
                                                              : " g_loss=" + std::string(g_loss_name(c.g_loss)))
-              << (c.r1_gamma > 0.f ? " r1=" + shortest(c.r1_gamma) + " every " + std::to_string(c.r1_every) : "") << "\n";
+              << (c.r1_gamma > 0.f ? " r1=" + shortest(c.r1_gamma) + " every " + std::to_string(c.r1_every) : "")
+              << (c.augment.any() ? " augment=" + xgrad::augment_policy_text(c.augment) +
+                                        (c.augment.probability < 1.f ? " p=" + shortest(c.augment.probability) : "")
+                                  : "")
+              << "\n";
     if (o_.minutes)
         std::cerr << "time budget: --minutes " << budget_text() << " of training, or up to step " << c.steps
                   << " if that comes first\n";

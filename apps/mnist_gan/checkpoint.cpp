@@ -105,6 +105,10 @@ const std::string* text_or_null(const xgrad::Archive& archive, const std::string
 
 const char* g_loss_name(GeneratorLoss loss) { return loss == GeneratorLoss::minimax ? "minimax" : "non-saturating"; }
 
+const char* loss_name(Objective objective) {
+    return objective == Objective::hinge ? "hinge" : objective == Objective::wasserstein ? "wasserstein" : "bce";
+}
+
 std::string exact(float v) {
     char text[32];
     std::snprintf(text, sizeof text, "%.9g", double(v));
@@ -125,6 +129,9 @@ std::vector<Setting> training_settings(const Options& o, const GanConfig& c, con
             {"r1", "--r1", exact(c.r1_gamma)},
             {"r1_every", "--r1-every", std::to_string(c.r1_every)},
             {"g_loss", "--g-loss", g_loss_name(c.g_loss)},
+            {"loss", "--loss", loss_name(c.objective)},
+            {"augment", "--augment", xgrad::augment_policy_text(c.augment)},
+            {"augment_p", "--augment-p", exact(c.augment.probability)},
             {"beta1", "--preset (Adam beta1)", exact(c.beta1)},
             {"beta2", "--preset (Adam beta2)", exact(c.beta2)},
             {"real_label", "--preset (real label)", exact(c.real_label)},

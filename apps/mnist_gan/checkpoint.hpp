@@ -20,6 +20,8 @@ namespace gan {
 
 // --g-loss's name for `loss`.
 const char* g_loss_name(GeneratorLoss loss);
+// --loss's name for `objective` ("wasserstein" for the wgan-gp preset's).
+const char* loss_name(Objective objective);
 
 // A float as text that reads back as the same float.
 std::string exact(float v);

@@ -20,6 +20,17 @@ GanConfig config_from(const Options& o) {
     if (o.r1) c.r1_gamma = *o.r1;
     if (o.r1_every) c.r1_every = *o.r1_every;
     if (o.g_loss) c.g_loss = *o.g_loss == "minimax" ? GeneratorLoss::minimax : GeneratorLoss::non_saturating;
+    // Not over the Wasserstein game: refuse_ignored_flags refuses --loss there.
+    if (o.loss && c.objective != Objective::wasserstein)
+        c.objective = *o.loss == "hinge" ? Objective::hinge : Objective::standard;
+    if (o.augment) {
+        try {
+            c.augment = xgrad::parse_augment_policy(*o.augment);
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument(std::string("--augment: ") + e.what());
+        }
+    }
+    if (o.augment_p) c.augment.probability = *o.augment_p;
     if (o.averaged) c.sample_averaged = *o.averaged;
     if (o.sample_batch_stats) c.sample_with_batch_stats = true;
     return c;
@@ -56,10 +67,21 @@ void refuse_ignored_flags(const Options& o, const GanConfig& c) {
         const std::pair<const char*, bool> training_only[] = {
             {"--steps", bool(o.steps)},       {"--minutes", bool(o.minutes)}, {"--k", bool(o.k)},
             {"--batch", bool(o.batch)},       {"--lr", bool(o.lr)},           {"--r1", bool(o.r1)},
-            {"--r1-every", bool(o.r1_every)}, {"--g-loss", bool(o.g_loss)},   {"--ema/--no-ema", bool(o.averaged)}};
+            {"--r1-every", bool(o.r1_every)}, {"--g-loss", bool(o.g_loss)},   {"--ema/--no-ema", bool(o.averaged)},
+            {"--loss", bool(o.loss)},         {"--augment", bool(o.augment)}, {"--augment-p", bool(o.augment_p)}};
         for (const auto& [flag, given] : training_only) {
             if (given) throw std::invalid_argument(std::string(flag) + ": --generator trains nothing, it samples the file's net");
         }
+    }
+    if (o.loss && c.objective == Objective::wasserstein) {
+        throw std::invalid_argument("--loss " + *o.loss + ": " + preset +
+                                    " plays the Wasserstein game (its critic's loss is fixed; --loss is for the others)");
+    }
+    if (o.g_loss && c.objective == Objective::hinge) {
+        throw std::invalid_argument("--g-loss " + *o.g_loss + ": --loss hinge fixes G's loss (-E[D(G(z))])");
+    }
+    if (o.augment_p && !c.augment.any()) {
+        throw std::invalid_argument("--augment-p: there is no augmentation to apply (it goes with --augment POLICY)");
     }
 }
 
@@ -104,6 +126,15 @@ void add_options(CLI::App& cli, Options& o) {
     cli.add_option("--g-loss", o.g_loss,
                    "non-saturating: maximise log D(G(z)); minimax: minimise log(1 - D(G(z))) (default: the preset's)")
         ->check(CLI::IsMember({"non-saturating", "minimax"}));
+    cli.add_option("--loss", o.loss,
+                   "bce: D minimises the cross-entropy of its logits (G's loss then by --g-loss); hinge: D minimises "
+                   "E[relu(1 - D(x))] + E[relu(1 + D(G(z)))], G -E[D(G(z))] (Lim & Ye 2017; not for wgan-gp; default: bce)")
+        ->check(CLI::IsMember({"bce", "hinge"}));
+    cli.add_option("--augment", o.augment,
+                   "Differentiable augmentation of every input of D (DiffAugment, Zhao et al. 2020): translation, cutout "
+                   "and color, comma-separated, or none (default: none)");
+    cli.add_option("--augment-p", o.augment_p, "With --augment: the probability of each transform for each image (default: 1)")
+        ->check(common::real_in(0.0, 1.0));
     o.add_shared_options(cli, "Random seed: same seed and thread count give identical results");
     cli.add_option("--out", o.out, "Output directory (grids, plots, log.csv, checkpoint.xgrad)")->capture_default_str();
     cli.add_option("--grid-every", o.grid_every, "Write an 8x8 sample grid every N steps (0: only at the end)")

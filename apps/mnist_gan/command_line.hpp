@@ -28,6 +28,9 @@ struct Options : common::SharedOptions {
     std::optional<float> lr, r1;
     std::optional<long> r1_every;
     std::optional<std::string> g_loss;
+    std::optional<std::string> loss;     // --loss: bce or hinge
+    std::optional<std::string> augment;  // --augment POLICY (xgrad::parse_augment_policy)
+    std::optional<float> augment_p;
     std::optional<bool> averaged;  // --ema / --no-ema: grids and samples from the averaged generator, or the raw one
     bool sample_batch_stats = false;
     std::size_t samples = 0;

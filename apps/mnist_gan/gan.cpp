@@ -55,6 +55,21 @@ float mean_value(const Tensor& t) {
     return static_cast<float>(total / double(t.size()));
 }
 
+// The augmentation's stream: the run's seed, but not the training stream's
+// (a GAN without augmentation then draws exactly what it drew before).
+constexpr std::uint64_t kAugmentSeed = 0x6a09e667f3bcc908ULL;
+
+// The images' side for an augmenting GAN (0 without augmentation).
+std::size_t augmented_side(const GanConfig& c) {
+    if (!c.augment.any()) return 0;
+    const auto side = static_cast<std::size_t>(std::lround(std::sqrt(double(c.data_dim))));
+    if (side * side != c.data_dim) {
+        throw std::invalid_argument("augmentation needs square images; the data has " + std::to_string(c.data_dim) +
+                                    " values per sample");
+    }
+    return side;
+}
+
 // While alive, the leaf requires a gradient (a batch differentiated for a penalty).
 class DifferentiatedInput {
 public:
@@ -203,7 +218,12 @@ void build(const GanConfig& c, xgrad::Rng& rng, xgrad::Sequential& g, xgrad::Seq
 
 }  // namespace
 
-Gan::Gan(const GanConfig& config, std::uint64_t seed) : config_(config), rng_(seed), parallel_(config.batch) {
+Gan::Gan(const GanConfig& config, std::uint64_t seed)
+    : config_(config),
+      rng_(seed),
+      augment_(config.augment, seed ^ kAugmentSeed),
+      side_(augmented_side(config)),
+      parallel_(config.batch) {
     const GanConfig& c = config_;
     build(c, rng_, generator_, discriminator_);
     g_norms_ = xgrad::batch_norms(generator_);
@@ -322,20 +342,51 @@ void Gan::refresh_averaged_generator() {
     averaged_at_ = steps_done_;
 }
 
+Var Gan::augmented(const Var& x) {
+    if (!config_.augment.any()) return x;
+    const auto side = static_cast<long>(side_);
+    const xgrad::ShapeSpec images{-1, 1, side, side}, rows{-1, static_cast<long>(config_.data_dim)};
+    if (parallel_.ranks() == 1) return xgrad::reshape(augment_(xgrad::reshape(x, images)), rows);
+    // The global batch with this rank's rows in their place: DiffAugment
+    // draws per image in batch order, so each row gets one process's draw,
+    // and every rank's stream stays the same (a checkpoint holds rank 0's).
+    // The transforms act on each image alone: the zeros change nothing here.
+    augment_pieces_.clear();  // its capacity stays: no allocation
+    if (rows_before_.defined()) augment_pieces_.push_back(rows_before_);
+    augment_pieces_.push_back(x);
+    if (rows_after_.defined()) augment_pieces_.push_back(rows_after_);
+    const Var global = xgrad::reshape(augment_(xgrad::reshape(xgrad::concat(augment_pieces_), images)), rows);
+    return xgrad::narrow(global, 0, rows_before_.defined() ? rows_before_.shape()[0] : 0, x.shape()[0]);
+}
+
 Var Gan::discriminator_loss(const Var& real, const Var& fake, float* mean_d_real, const Var& real_classes,
                             const Var& fake_noise) {
-    return discriminator_objective(discriminate(real, real_classes), discriminate(fake, fake_noise), mean_d_real);
+    const Var real_seen = augmented(real);  // drawn first, then the fake batch's
+    const Var fake_seen = augmented(fake);
+    return judged(real_seen, real_classes, fake_seen, fake_noise, mean_d_real);
+}
+
+Var Gan::judged(const Var& real_seen, const Var& real_classes, const Var& fake_seen, const Var& fake_noise, float* mean_d_real) {
+    // In a fixed order, generated then real, which D's batch-norm running
+    // statistics see: as arguments of one call the two would be unsequenced,
+    // and compilers order them differently.
+    const Var fake_logits = discriminate(fake_seen, fake_noise);
+    const Var real_logits = discriminate(real_seen, real_classes);
+    return discriminator_objective(real_logits, fake_logits, mean_d_real);
 }
 
 Var Gan::discriminator_objective(const Var& real_logits, const Var& fake_logits, float* mean_d_real) const {
-    const bool wasserstein = config_.objective == Objective::wasserstein;
-    if (mean_d_real) *mean_d_real = wasserstein ? mean_value(real_logits.value()) : mean_probability(real_logits.value());
-    if (wasserstein) return xgrad::mean(fake_logits) - xgrad::mean(real_logits);
+    const bool scores = config_.objective != Objective::standard;  // D's outputs are no logits of a probability
+    if (mean_d_real) *mean_d_real = scores ? mean_value(real_logits.value()) : mean_probability(real_logits.value());
+    if (config_.objective == Objective::wasserstein) return xgrad::mean(fake_logits) - xgrad::mean(real_logits);
+    if (config_.objective == Objective::hinge) {
+        return xgrad::mean(xgrad::relu(1.f - real_logits)) + xgrad::mean(xgrad::relu(fake_logits + 1.f));
+    }
     return xgrad::bce_with_logits(real_logits, config_.real_label) + xgrad::bce_with_logits(fake_logits, 0.f);
 }
 
 Var Gan::generator_objective(const Var& fake_logits) const {
-    if (config_.objective == Objective::wasserstein) return -xgrad::mean(fake_logits);
+    if (config_.objective != Objective::standard) return -xgrad::mean(fake_logits);  // hinge and wasserstein
     if (config_.g_loss == GeneratorLoss::non_saturating) return xgrad::bce_with_logits(fake_logits, 1.f);  // -mean log D(G(z))
     return -xgrad::bce_with_logits(fake_logits, 0.f);  // mean log(1 - D(G(z)))
 }
@@ -370,7 +421,7 @@ Var Gan::gradient_penalty(const Var& real, const Var& fake, xgrad::Rng& rng) {
 
 bool Gan::applies_r1(long update) const { return config_.r1_gamma > 0.f && update % config_.r1_every == 0; }
 
-Var Gan::generator_loss(const Var& noise) { return generator_objective(discriminate(generator_(noise), noise)); }
+Var Gan::generator_loss(const Var& noise) { return generator_objective(discriminate(augmented(generator_(noise)), noise)); }
 
 StepStats Gan::step(DataSource& data, bool stop_request) {
     StepStats stats;
@@ -397,6 +448,12 @@ void Gan::distribute(const xgrad::Distributed& distributed, xgrad::ReduceOrder o
     }
     parallel_.share_buffers(std::move(running_statistics));
     interpolated_ = Var(Tensor({parallel_.local_batch(), config_.data_dim}, 0.f));
+    if (config_.augment.any()) {
+        const xgrad::DistributedSampler rows(config_.batch, distributed);
+        if (rows.begin() > 0) rows_before_ = Var(Tensor({rows.begin(), config_.data_dim}, 0.f));
+        if (rows.end() < config_.batch) rows_after_ = Var(Tensor({config_.batch - rows.end(), config_.data_dim}, 0.f));
+        augment_pieces_.reserve(3);
+    }
 }
 
 double Gan::allreduce_seconds() const { return d_gradients_.seconds() + g_gradients_.seconds(); }
@@ -446,20 +503,30 @@ void Gan::discriminator_step(DataSource& data, StepStats& stats) {
 
 Var Gan::penalised_discriminator_loss(Var& real, const Var& real_classes, const Var& fake, const Var& fake_noise,
                                       StepStats& stats) {
+    const bool r1 = applies_r1(d_updates_);
+    std::optional<DifferentiatedInput> differentiated;
+    if (r1) differentiated.emplace(real);
+    // What D sees (the batches themselves without augmentation), drawn in
+    // discriminator_loss's order. R1 is taken at the un-augmented leaf
+    // `real`, its gradient flowing back through the augmentation (the
+    // default of DiffAugment's StyleGAN2 code, ns_DiffAugment_r1).
+    const Var real_seen = augmented(real);
+    const Var fake_seen = augmented(fake);
     Var loss;
-    if (applies_r1(d_updates_)) {
+    if (r1) {
         // Lazy R1 shares D's forward pass on the real batch with the loss.
-        const DifferentiatedInput differentiated(real);
-        const Var real_logits = discriminate(real, real_classes);
+        const Var real_logits = discriminate(real_seen, real_classes);
         const Var penalty = r1_penalty(real, real_logits);
         stats.penalty = penalty.item();
-        loss = discriminator_objective(real_logits, discriminate(fake, fake_noise), &stats.d_real) +
+        loss = discriminator_objective(real_logits, discriminate(fake_seen, fake_noise), &stats.d_real) +
                penalty * static_cast<float>(config_.r1_every);
     } else {
-        loss = discriminator_loss(real, fake, &stats.d_real, real_classes, fake_noise);
+        loss = judged(real_seen, real_classes, fake_seen, fake_noise, &stats.d_real);
     }
     if (config_.objective == Objective::wasserstein && config_.gp_lambda > 0.f) {
-        const Var penalty = gradient_penalty(real, fake, rng_);
+        // Between the augmented batches, the points D is trained on (as the
+        // DiffAugment authors' compare_gan code penalises D).
+        const Var penalty = gradient_penalty(real_seen, fake_seen, rng_);
         stats.penalty = penalty.item() / config_.gp_lambda;
         loss = loss + penalty;
     }
@@ -474,12 +541,12 @@ void Gan::generator_step(StepStats& stats) {
     // (backward skips that work) and stay put, and its running statistics too.
     const xgrad::FreezeGuard frozen(d_parameters_);
     const xgrad::StatisticsFrozen d_statistics(d_norms_);
-    const Var logits = discriminate(generator_(noise), noise);
+    const Var logits = discriminate(augmented(generator_(noise)), noise);
     const Var loss = generator_objective(logits);
     g_optimizer_->zero_grad();
     xgrad::backward(loss);
     stats.g_loss = loss.item();
-    stats.d_fake = config_.objective == Objective::wasserstein ? mean_value(logits.value()) : mean_probability(logits.value());
+    stats.d_fake = config_.objective != Objective::standard ? mean_value(logits.value()) : mean_probability(logits.value());
     average_generator_gradients(stats);  // the ranks' mean gradient, and the step's statistics
     g_optimizer_->step();
     if (ema_) ema_->update();
@@ -527,6 +594,7 @@ void Gan::save(xgrad::Archive& archive) const {
     archive.put_text("architecture", config_.architecture_text());
     archive.put_integer("steps", steps_done_);
     archive.put_text("rng", rng_.state());
+    if (config_.augment.any()) archive.put_text("augment_rng", augment_.rng().state());
 }
 
 void Gan::load(const xgrad::Archive& archive) {
@@ -551,6 +619,21 @@ void Gan::load(const xgrad::Archive& archive) {
     } catch (const std::invalid_argument&) {
         throw std::runtime_error("the text 'rng' is not a saved random state");
     }
+    xgrad::Rng augment_rng = augment_.rng();
+    if (config_.augment.any()) {
+        const auto saved = archive.texts().find("augment_rng");
+        if (saved == archive.texts().end()) {
+            throw std::runtime_error(
+                "the checkpoint holds no augmentation state (it was trained without --augment), this run "
+                "augments (--augment " +
+                xgrad::augment_policy_text(config_.augment) + ")");
+        }
+        try {
+            augment_rng.set_state(saved->second);
+        } catch (const std::invalid_argument&) {
+            throw std::runtime_error("the text 'augment_rng' is not a saved random state");
+        }
+    }
     generator_.load(archive, "generator.");
     discriminator_.load(archive, "discriminator.");
     g_optimizer_->load(archive, "g_optimizer.");
@@ -559,6 +642,7 @@ void Gan::load(const xgrad::Archive& archive) {
     steps_done_ = static_cast<long>(*steps);
     d_updates_ = steps_done_ * static_cast<long>(config_.k);
     rng_ = rng;
+    augment_.rng() = augment_rng;
     averaged_at_ = -1;
     statistics_averaged_at_ = -1;
 }

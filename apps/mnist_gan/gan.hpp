@@ -26,11 +26,13 @@ namespace gan {
 // early samples; the non-saturating form ascends log D(G(z)) instead (same
 // fixed point, strong early gradients), which the paper recommends.
 enum class GeneratorLoss { non_saturating, minimax };
-// The game: the paper's (D a classifier, the losses above), or the
+// The game: the paper's (D a classifier, the losses above); the hinge one
+// (Lim & Ye 2017; Miyato et al. 2018): D's scores unbounded, D minimises
+// E[relu(1 - D(x))] + E[relu(1 + D(G(z)))], G minimises -E[D(G(z))]; or the
 // Wasserstein one of WGAN-GP (Gulrajani et al. 2017): D a critic of
 // unbounded scores, D minimises E[D(G(z))] - E[D(x)], G minimises
 // -E[D(G(z))], and a gradient penalty keeps D 1-Lipschitz.
-enum class Objective { standard, wasserstein };
+enum class Objective { standard, hinge, wasserstein };
 enum class OptimizerKind { adam, sgd };
 enum class Architecture { mlp, dcgan };
 
@@ -78,6 +80,12 @@ struct GanConfig {
     // With batch norm in G: draw samples with batch statistics (train mode,
     // running statistics untouched) instead of the running statistics.
     bool sample_with_batch_stats = false;
+    // Differentiable augmentation (Zhao et al. 2020) of every input of D:
+    // the real and the generated batch of D's update, the generated batch of
+    // G's (its gradient flows through the augmentation). Its draws come from
+    // a stream of their own, so a GAN without it trains as before. Needs
+    // square images (data_dim = side x side).
+    xgrad::AugmentPolicy augment;
 
     // The architecture-defining fields as text: a checkpoint is only
     // resumed into a GAN of the same shape.
@@ -96,7 +104,7 @@ std::size_t class_of(const xgrad::Tensor& noise, std::size_t row, std::size_t cl
 struct StepStats {
     float d_loss = 0;   // BCE(D(x), real label) + BCE(D(G(z)), 0), last D update (penalties included)
     float g_loss = 0;   // the generator's loss as minimised (see GeneratorLoss)
-    float d_real = 0;   // mean D(x) over the last D update's real batch (wasserstein: the critic's mean score)
+    float d_real = 0;   // mean D(x) over the last D update's real batch (hinge, wasserstein: D's mean score)
     float d_fake = 0;   // mean D(G(z)) over the generator update's batch (wasserstein: the same)
     float penalty = 0;  // the last gradient penalty computed (R1 as applied, or WGAN-GP's), before its weight
     bool stop = false;  // step(data, true) on any rank (one process: the argument)
@@ -124,7 +132,10 @@ public:
     // given (`fake` carries no graph into G); real and fake batches go
     // through D separately, as DCGAN implementations do (batch norm then
     // normalises each by its own statistics). Optionally reports mean D(x).
-    // Wasserstein: mean D(G(z)) - mean D(x). No penalty: see the two below.
+    // Hinge: mean relu(1 - D(x)) + mean relu(1 + D(G(z))). Wasserstein:
+    // mean D(G(z)) - mean D(x). No penalty: see the two below. With
+    // config().augment, D sees both batches augmented (real first, then
+    // fake, each drawing from the augmentation's stream), as in training.
     // A conditional GAN's D sees each batch with its classes: `real_classes`
     // and `fake_noise` hold them as one-hot columns (see discriminate).
     xgrad::Var discriminator_loss(const xgrad::Var& real, const xgrad::Var& fake, float* mean_d_real = nullptr,
@@ -136,8 +147,14 @@ public:
     // WGAN-GP at x^ = e x + (1 - e) G(z), e ~ U[0, 1] per sample from `rng`:
     // lambda mean_i (||d D(x^_i) / d x^_i|| - 1)^2.
     xgrad::Var gradient_penalty(const xgrad::Var& real, const xgrad::Var& fake, xgrad::Rng& rng);
-    // G's: through D, by the generic backward(); see GeneratorLoss.
+    // G's: through D, by the generic backward(); see GeneratorLoss (hinge
+    // and wasserstein: -mean D(G(z))). With config().augment, D sees G(z)
+    // augmented, and the gradient reaches G through the augmentation.
     xgrad::Var generator_loss(const xgrad::Var& noise);
+    // x as D sees it: augmented by config().augment (x itself without).
+    // Flat (N, data_dim) rows in and out. Distributed, rank r's rows get the
+    // draws one process gives rows [r*m/N, (r+1)*m/N) of the global batch.
+    xgrad::Var augmented(const xgrad::Var& x);
 
     // z ~ U[-1,1] from `rng` (by default the training stream); for a
     // conditional GAN, each row's class uniformly from the same stream.
@@ -196,11 +213,17 @@ public:
     xgrad::Sequential& generator() { return generator_; }
     xgrad::Sequential& discriminator() { return discriminator_; }
     xgrad::Rng& rng() { return rng_; }
+    // The augmentation and its random stream (saved in a checkpoint when it augments).
+    xgrad::DiffAugment& augmentation() { return augment_; }
 
 private:
     // StepStats' four means, summed over the ranks with G's gradients.
     static constexpr std::size_t kStatistics = 4;
     xgrad::Var generator_objective(const xgrad::Var& fake_logits) const;
+    // The game's D loss of batches as D sees them (augmented, if at all),
+    // D run on the generated batch, then on the real one.
+    xgrad::Var judged(const xgrad::Var& real_seen, const xgrad::Var& real_classes, const xgrad::Var& fake_seen,
+                      const xgrad::Var& fake_noise, float* mean_d_real);
     xgrad::Var discriminator_objective(const xgrad::Var& real_logits, const xgrad::Var& fake_logits, float* mean_d_real) const;
     // The averaged weights copied into averaged_generator_, whose batch
     // statistics are then the average over 16 batches of fresh noise (a
@@ -210,6 +233,8 @@ private:
 
     GanConfig config_;
     xgrad::Rng rng_;
+    xgrad::DiffAugment augment_;
+    std::size_t side_ = 0;  // with augmentation: the images' side
     xgrad::Sequential generator_, discriminator_, averaged_generator_;
     std::vector<xgrad::BatchNorm*> g_norms_, d_norms_, averaged_norms_;
     std::vector<xgrad::Var> d_parameters_;
@@ -244,6 +269,10 @@ private:
     xgrad::DataParallel parallel_;
     xgrad::DataParallel::Gradients d_gradients_, g_gradients_;
     long statistics_averaged_at_ = -1;  // the step average_statistics() last ran at
+    // Distributed augmentation: zeros standing for the other ranks' rows
+    // before and after this rank's, so that the draws are the global batch's.
+    xgrad::Var rows_before_, rows_after_;
+    std::vector<xgrad::Var> augment_pieces_;
     long steps_done_ = 0;
 };
 

@@ -45,6 +45,7 @@ public:
     void set_probability(float p);
     // The random stream: part of a checkpoint, for bit-exact resumes.
     Rng& rng() { return rng_; }
+    const Rng& rng() const { return rng_; }
 
 private:
     Var translate(const Var& x);
