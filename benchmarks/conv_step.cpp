@@ -229,15 +229,26 @@ int main(int argc, char** argv) {
     std::printf("cdcgan step: %.3f ms (%.3fx the dcgan step), %g allocations per step\n", cdcgan_ms, cdcgan_ms / step_ms,
                 double(cdcgan_allocs) / rounds);
 
+    // The dcgan step with every D input augmented (translation and cutout, always).
+    gan::GanConfig with_augment = gan::dcgan_preset();
+    with_augment.augment = xgrad::parse_augment_policy("translation,cutout");
+    gan::Gan augmenting(with_augment, 1);
+    for (int i = 0; i < 5; ++i) augmenting.step(data);
+    long augment_allocs = 0;
+    const double augment_ms = median_ms(rounds, augment_allocs, [&] { augmenting.step(data); });
+    std::printf("dcgan step with --augment translation,cutout: %.3f ms (%.3fx), %g allocations per step\n", augment_ms,
+                augment_ms / step_ms, double(augment_allocs) / rounds);
+
     std::printf("allocations per step %g; peak RSS %.1f MiB (before the R1 runs); load average %s before / %s after\n",
                 double(step_allocs) / rounds, peak_rss_mib, load_before.c_str(), bench::load_average().c_str());
     std::printf(
         "RESULT dcgan_ms_per_step=%.3f gemm_floor_ms=%.3f ratio=%.3f allocs_per_step=%g threads=%d conv1_ms=%.3f conv2_ms=%.3f "
         "convt1_ms=%.3f convt2_ms=%.3f d_step_ms=%.3f r1_d_step_ms=%.3f r1_allocs=%g gflop_per_step=%.3f "
         "step_gflops_per_thread=%.1f floor_gflops=%.1f sgemm_peak_gflops=%.1f cdcgan_ms_per_step=%.3f "
-        "cdcgan_allocs_per_step=%g\n",
+        "cdcgan_allocs_per_step=%g augment_ms_per_step=%.3f augment_allocs_per_step=%g\n",
         step_ms, floor_ms, step_ms / floor_ms, double(step_allocs) / rounds, threads, layers[0].forward_backward,
         layers[1].forward_backward, layers[2].forward_backward, layers[3].forward_backward, d_ms, r1_ms,
-        double(r1_allocs) / rounds, gflop, step_gflops, floor_gflops, peak_gflops, cdcgan_ms, double(cdcgan_allocs) / rounds);
+        double(r1_allocs) / rounds, gflop, step_gflops, floor_gflops, peak_gflops, cdcgan_ms, double(cdcgan_allocs) / rounds,
+        augment_ms, double(augment_allocs) / rounds);
     return 0;
 }

@@ -158,6 +158,11 @@ TEST_CASE("mnist_gan's step, distributed or not, allocates nothing after warm-up
     struct UniformImages : gan::DataSource {
         std::size_t dim() const override { return 784; }
         void sample(Tensor& batch, xgrad::Rng& rng) override { rng.fill_uniform(batch, 0.f, 1.f); }
+        void sample_labelled(Tensor& batch, Tensor& classes, xgrad::Rng& rng) override {
+            sample(batch, rng);
+            std::fill(classes.begin(), classes.end(), 0.f);
+            for (std::size_t i = 0; i < batch.shape()[0]; ++i) classes(i, rng.below(classes.shape()[1])) = 1.f;
+        }
     } data;
     gan::GanConfig dcgan = gan::dcgan_preset();  // convolutions, batch norm, the averaged generator
     dcgan.channels = 4;
@@ -168,9 +173,15 @@ TEST_CASE("mnist_gan's step, distributed or not, allocates nothing after warm-up
     lazy_r1.r1_every = 2;
     gan::GanConfig wgan_gp = gan::wgan_gp_preset();  // a gradient penalty in every critic update
     wgan_gp.channels = 4;
-    for (gan::GanConfig config : {gan::reference_preset(), dcgan, lazy_r1, wgan_gp}) {
+    gan::GanConfig cdcgan = gan::cdcgan_preset();  // the classes' inputs and D's projection
+    cdcgan.channels = 4;
+    cdcgan.r1_every = 2;
+    gan::GanConfig augmented = lazy_r1;  // every D input augmented, in both phases
+    augmented.augment = xgrad::parse_augment_policy("translation,cutout,color");
+    for (gan::GanConfig config : {gan::reference_preset(), dcgan, lazy_r1, wgan_gp, cdcgan, augmented}) {
         CAPTURE(config.preset);
         CAPTURE(config.r1_gamma);
+        CAPTURE(xgrad::augment_policy_text(config.augment));
         config.batch = 12;  // split evenly across 1, 2 or 3 ranks
         gan::Gan gan(config, 5);
         gan.distribute(world());

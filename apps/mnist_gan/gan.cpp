@@ -144,6 +144,8 @@ std::size_t dcgan_features(const GanConfig& c) {
     return 2 * c.channels * q * q;
 }
 
+}  // namespace
+
 // The projection discriminator of Miyato & Koyama (2018): D(x, y) =
 // head(phi(x)) + <embedding(y), phi(x)>, phi the unconditional D's
 // features. Its input rows are x followed by y's one-hot, so that it is one
@@ -165,11 +167,14 @@ public:
         register_parameter("embedding", embedding_);
     }
 
+    // The logits of images (N, data_dim) of the classes one_hot (N, classes).
+    Var judge(const Var& images, const Var& one_hot) {
+        const Var phi = features_(images);
+        return head_(phi) + xgrad::sum(phi * xgrad::matmul(one_hot, embedding_), {1}, true);
+    }
+    // As a module of one input: rows of an image followed by its class's one-hot.
     Var forward(const Var& input) override {
-        const Var phi = features_(xgrad::narrow(input, 1, 0, data_dim_));
-        const Var projection =
-            xgrad::sum(phi * xgrad::matmul(xgrad::narrow(input, 1, data_dim_, classes_), embedding_), {1}, true);
-        return head_(phi) + projection;
+        return judge(xgrad::narrow(input, 1, 0, data_dim_), xgrad::narrow(input, 1, data_dim_, classes_));
     }
 
 private:
@@ -179,6 +184,8 @@ private:
     xgrad::Linear head_;
     Var embedding_;
 };
+
+namespace {
 
 // DCGAN: G upsamples a (2c, side/4, side/4) map twice by transposed
 // convolutions, D downsamples twice by strided convolutions. Both take and
@@ -229,6 +236,7 @@ Gan::Gan(const GanConfig& config, std::uint64_t seed)
     g_norms_ = xgrad::batch_norms(generator_);
     d_norms_ = xgrad::batch_norms(discriminator_);
     d_parameters_ = discriminator_.parameters();
+    if (c.classes > 0) projection_ = &dynamic_cast<ProjectionDiscriminator&>(discriminator_[0]);
     g_optimizer_ = make_optimizer(c, generator_.parameters());
     d_optimizer_ = make_optimizer(c, d_parameters_);
     if (c.ema_decay > 0.f) {
@@ -279,15 +287,11 @@ void Gan::sample_noise(Tensor& noise, xgrad::Rng& rng) const {
 }
 
 Var Gan::discriminate(const Var& x, const Var& labelled) {
-    if (config_.classes == 0) return discriminator_(x);
+    if (!projection_) return discriminator_(x);
     const std::size_t width = labelled.shape()[1];
-    // Through a kept vector: an initializer list would allocate one per call.
-    d_input_parts_.resize(2);
-    d_input_parts_[0] = x;
-    d_input_parts_[1] = xgrad::narrow(labelled, 1, width - config_.classes, config_.classes);
-    const Var input = xgrad::concat(d_input_parts_, 1);
-    d_input_parts_[0] = d_input_parts_[1] = Var();  // holding no graph between calls
-    return discriminator_(input);
+    // Straight to the projection, not through a concatenated input: R1's
+    // gradient by x then passes no concat or narrow.
+    return projection_->judge(x, xgrad::narrow(labelled, 1, width - config_.classes, config_.classes));
 }
 
 // Distributed, every rank draws the whole global batch (the random streams

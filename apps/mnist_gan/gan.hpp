@@ -110,6 +110,9 @@ struct StepStats {
     bool stop = false;  // step(data, true) on any rank (one process: the argument)
 };
 
+// A conditional GAN's discriminator (gan.cpp).
+class ProjectionDiscriminator;
+
 class Gan {
 public:
     Gan(const GanConfig& config, std::uint64_t seed);
@@ -261,8 +264,8 @@ private:
     // WGAN-GP's interpolation weights; interpolated_: its points;
     // real_classes_: the real batch's one-hot classes (conditional).
     xgrad::Var real_, noise_, mix_, interpolated_, real_classes_;
-    std::vector<xgrad::Var> d_input_parts_;  // discriminate()'s concat: an image batch and its classes
-    long d_updates_ = 0;                     // D updates done (step() makes k of them)
+    ProjectionDiscriminator* projection_ = nullptr;  // discriminator_'s one module, for a conditional GAN
+    long d_updates_ = 0;                             // D updates done (step() makes k of them)
     // Data-parallel training: this rank's rows of each batch, the gradients
     // averaged over the ranks, batch norm's running statistics shared. With
     // one process each of their calls is the identity or does nothing.

@@ -1,6 +1,7 @@
 #include <xgrad/ops/augment.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include <xgrad/core/op.hpp>
@@ -35,15 +36,15 @@ void move_images(const float* x, const Shape& shape, const Shift& shift, const G
     }
 }
 
-// The move an op node applied, as kept in its index(): biased by the
-// image's height (rows) or width (columns) to store it unsigned. Read
-// `negated`, it is the move back: the op's adjoint.
+// The move an op node applied, as kept in its saved tensor (small integers,
+// exact as floats; a saved tensor comes from the size-keyed pool, so unlike
+// an index list it allocates nothing whichever recycled node the op gets).
+// Read `negated`, it is the move back: the op's adjoint.
 struct Stored {
-    const std::vector<std::size_t>& biased;
-    const Shape& shape;
+    const Tensor& shifts;
     bool negated;
     long operator()(std::size_t k) const {
-        const long s = static_cast<long>(biased[k]) - static_cast<long>(shape[k % 2 == 0 ? 2 : 3]);
+        const long s = std::lround(shifts.data()[k]);
         return negated ? -s : s;
     }
 };
@@ -54,20 +55,17 @@ Var translate(const Var& x, const Shift& shift) {
     Tensor& y = op.out();
     move_images(x.value().data(), x.shape(), shift, GradSink{y, false});
     if (op.records()) {
-        std::size_t* biased = op.index(2 * x.shape()[0]);
-        for (std::size_t k = 0; k < 2 * x.shape()[0]; ++k) {
-            biased[k] = static_cast<std::size_t>(shift(k) + static_cast<long>(x.shape()[k % 2 == 0 ? 2 : 3]));
-        }
+        float* shifts = op.save(Shape{2 * x.shape()[0]}).data();
+        for (std::size_t k = 0; k < 2 * x.shape()[0]; ++k) shifts[k] = static_cast<float>(shift(k));
     }
     return op.finish(
         [](BackwardContext& ctx) {
             if (!ctx.needs_grad(0)) return;
             const Shape& shape = ctx.input(0).shape();
-            move_images(ctx.grad_output().data(), shape, Stored{ctx.index(), shape, true}, ctx.sink(0));
+            move_images(ctx.grad_output().data(), shape, Stored{ctx.saved(), true}, ctx.sink(0));
         },
         [](GraphContext& g) {
-            const Shape& shape = g.input(0).shape();
-            g.accumulate(0, translate(g.grad_output(), Stored{g.index(), shape, true}));
+            g.accumulate(0, translate(g.grad_output(), Stored{g.saved(), true}));
         });
 }
 

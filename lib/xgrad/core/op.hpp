@@ -30,9 +30,13 @@
 // Rules are capture-free lambdas. What they need beyond inputs and output is
 // kept in the node while recording: saved tensors (`op.save`), typed state
 // (`op.state<T>(...)`: integers, shapes, axes, a small struct) and an index
-// list (`op.index(n)`: arg-max positions, gathered rows). None of these
-// allocates in a steady-state training loop. docs/extending.md walks
-// through three ops.
+// list (`op.index(n)`: arg-max positions, gathered rows). Saved tensors
+// come from a size-keyed pool and typed state lives in the node: neither
+// allocates in a steady-state training loop. The index list grows the
+// node's own vector, so it allocates when an op lands on a recycled node
+// whose list was shorter, which happens in a steady state whose steps
+// differ (a lazy penalty every k steps): data on such a path goes into a
+// saved tensor. docs/extending.md walks through three ops.
 #pragma once
 
 #include <algorithm>
