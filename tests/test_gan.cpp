@@ -1186,7 +1186,7 @@ TEST_CASE("flags that do nothing for the chosen preset are refused, naming the f
         {preset("mlp", {"--channels", "32"}), "--channels 32: the mlp preset has no convolutions (its width is --hidden)"},
         {preset("reference", {"--channels", "32"}), "--channels 32: the reference preset has no convolutions"},
         {preset("dcgan", {"--hidden", "64"}), "--hidden 64: the dcgan preset has no hidden fully connected layers"},
-        {preset("default", {"--hidden", "64"}), "--hidden 64: the dcgan preset"},
+        {preset("default", {"--hidden", "64"}), "--hidden 64: the cdcgan preset"},
         {preset("mlp", {"--sample-batch-stats"}), "--sample-batch-stats: the mlp preset has no batch norm"},
         {preset("reference", {"--no-ema"}), "--no-ema: the reference preset keeps no averaged generator"},
         {preset("reference", {"--ema"}), "--ema: the reference preset keeps no averaged generator"},

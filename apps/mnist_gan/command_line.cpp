@@ -49,7 +49,7 @@ void refuse_ignored_flags(const Options& o, const GanConfig& c) {
                                     " has no convolutions (its width is --hidden)");
     }
     if (o.sample_batch_stats && c.architecture != Architecture::dcgan) {
-        throw std::invalid_argument("--sample-batch-stats: " + preset + " has no batch norm (only dcgan has)");
+        throw std::invalid_argument("--sample-batch-stats: " + preset + " has no batch norm (dcgan and cdcgan have)");
     }
     if (o.digit && c.classes == 0) {
         throw std::invalid_argument("--digit " + std::to_string(*o.digit) + ": " + preset +
@@ -61,7 +61,7 @@ void refuse_ignored_flags(const Options& o, const GanConfig& c) {
     }
     if (o.averaged && c.ema_decay <= 0.f) {
         throw std::invalid_argument(std::string(*o.averaged ? "--ema" : "--no-ema") + ": " + preset +
-                                    " keeps no averaged generator (mlp and dcgan do)");
+                                    " keeps no averaged generator (mlp, dcgan and cdcgan do)");
     }
     if (!o.generator.empty()) {
         const std::pair<const char*, bool> training_only[] = {
@@ -94,7 +94,7 @@ void add_options(CLI::App& cli, Options& o) {
                    "mlp: fully connected, 256 hidden, spectral norm and minibatch stddev in D, averaged G; "
                    "dcgan: convolutional nets with batch norm, samples from the raw G; cdcgan: dcgan conditioned on the "
                    "digit's class (--digit), a row per class in the grids; wgan-gp: the dcgan nets in the "
-                   "Wasserstein game with a gradient penalty; default: dcgan (README, Presets)")
+                   "Wasserstein game with a gradient penalty; default: cdcgan (README, Presets)")
         ->check(CLI::IsMember(preset_names()))
         ->capture_default_str();
     cli.add_option("--steps", o.steps, "Total training steps (default: the preset's; a resumed run continues up to this)")

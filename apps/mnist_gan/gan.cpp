@@ -232,6 +232,9 @@ Gan::Gan(const GanConfig& config, std::uint64_t seed)
       side_(augmented_side(config)),
       parallel_(config.batch) {
     const GanConfig& c = config_;
+    if (c.classes > 0 && (c.architecture != Architecture::dcgan || c.objective == Objective::wasserstein)) {
+        throw std::invalid_argument("a conditional GAN (classes > 0) has the dcgan nets, and no Wasserstein critic");
+    }
     build(c, rng_, generator_, discriminator_);
     g_norms_ = xgrad::batch_norms(generator_);
     d_norms_ = xgrad::batch_norms(discriminator_);
@@ -253,9 +256,6 @@ Gan::Gan(const GanConfig& config, std::uint64_t seed)
     if (c.classes > 0) real_classes_ = Var(Tensor({c.batch, c.classes}, 0.f));
     mix_ = Var(Tensor({c.batch, std::size_t(1)}, 0.f));
     interpolated_ = Var(Tensor({c.batch, c.data_dim}, 0.f));
-    if (c.classes > 0 && (c.architecture != Architecture::dcgan || c.objective != Objective::standard)) {
-        throw std::invalid_argument("a conditional GAN (classes > 0) has the dcgan nets and the standard objective");
-    }
     if (c.r1_gamma > 0.f && c.r1_every < 1) {
         throw std::invalid_argument("r1_every is " + std::to_string(c.r1_every) + ", expected at least 1");
     }
