@@ -270,20 +270,36 @@ Var stack(const std::vector<Var>& xs, int axis) {
     return concat(grown, axis);
 }
 
-Var slice(const Var& x, int axis, long start, long end, long step) {
-    const std::size_t a = normalize_axis("slice", axis, x.shape());
-    if (step < 1) fail("slice", "step " + std::to_string(step) + " (it must be at least 1)");
-    const long n = static_cast<long>(x.shape()[a]);
-    const auto clamp_index = [n](long i) { return std::clamp(i < 0 ? i + n : i, 0L, n); };
-    const long first = clamp_index(start), stop = std::max(clamp_index(end), first);
-    Picked p;
-    p.in = lanes_around(x.shape(), a);
-    p.start = static_cast<std::size_t>(first);
-    p.step = static_cast<std::size_t>(step);
-    // Not (stop - first + step - 1) / step, which overflows for a step near LONG_MAX.
-    p.count = stop == first ? 0 : static_cast<std::size_t>((stop - first - 1) / step + 1);
+namespace {
 
-    Op op("slice", {x}, picked_shape(x.shape(), a, p.count));
+Var sliced(const Var& x, const Picked& p, const Shape& shape);
+
+// The adjoint of a slice: dy placed at the picked entries of zeros of
+// `shape`. Its own adjoint is the slice, so both are differentiable any
+// number of times with typed state alone (no index list: nothing allocates
+// in a double backward).
+Var unsliced(const Var& dy, const Picked& p, const Shape& shape) {
+    Op op("slice_backward", {dy}, shape);
+    const Picked& picked = op.state<Picked>(p);
+    const auto entry = [&picked](std::size_t j) { return picked.start + j * picked.step; };
+    Tensor& out = op.out();
+    std::fill(out.begin(), out.end(), 0.f);
+    const float* in = dy.value().data();
+    for_each_pick(picked, entry, [&](std::size_t o, std::size_t i) { std::copy_n(in + o, picked.in.inner, out.data() + i); });
+    return op.finish(
+        [](BackwardContext& ctx) {
+            if (!ctx.needs_grad(0)) return;
+            const Picked& p = ctx.state<Picked>();
+            const auto entry = [&p](std::size_t j) { return p.start + j * p.step; };
+            const GradSink dx = ctx.sink(0);
+            const float* g = ctx.grad_output().data();
+            for_each_pick(p, entry, [&](std::size_t o, std::size_t i) { dx.run(o, g + i, p.in.inner); });
+        },
+        [](GraphContext& g) { g.accumulate(0, sliced(g.grad_output(), g.state<Picked>(), g.input(0).shape())); });
+}
+
+Var sliced(const Var& x, const Picked& p, const Shape& shape) {
+    Op op("slice", {x}, shape);
     const Picked& picked = op.state<Picked>(p);
     const auto entry = [&picked](std::size_t j) { return picked.start + j * picked.step; };
     const float* in = x.value().data();
@@ -300,11 +316,24 @@ Var slice(const Var& x, int axis, long start, long end, long step) {
                 for (std::size_t k = 0; k < p.in.inner; ++k) g[i + k] += dy[o + k];
             });
         },
-        [](GraphContext& g) {
-            const Picked& p = g.state<Picked>();
-            const auto entry = [&p](std::size_t j) { return p.start + j * p.step; };
-            g.accumulate(0, scatter_add(g.grad_output(), picked_positions(p, entry), g.input(0).shape()));
-        });
+        [](GraphContext& g) { g.accumulate(0, unsliced(g.grad_output(), g.state<Picked>(), g.input(0).shape())); });
+}
+
+}  // namespace
+
+Var slice(const Var& x, int axis, long start, long end, long step) {
+    const std::size_t a = normalize_axis("slice", axis, x.shape());
+    if (step < 1) fail("slice", "step " + std::to_string(step) + " (it must be at least 1)");
+    const long n = static_cast<long>(x.shape()[a]);
+    const auto clamp_index = [n](long i) { return std::clamp(i < 0 ? i + n : i, 0L, n); };
+    const long first = clamp_index(start), stop = std::max(clamp_index(end), first);
+    Picked p;
+    p.in = lanes_around(x.shape(), a);
+    p.start = static_cast<std::size_t>(first);
+    p.step = static_cast<std::size_t>(step);
+    // Not (stop - first + step - 1) / step, which overflows for a step near LONG_MAX.
+    p.count = stop == first ? 0 : static_cast<std::size_t>((stop - first - 1) / step + 1);
+    return sliced(x, p, picked_shape(x.shape(), a, p.count));
 }
 
 Var narrow(const Var& x, int axis, std::size_t start, std::size_t length) {
