@@ -59,11 +59,17 @@ float mean_value(const Tensor& t) {
 // (a GAN without augmentation then draws exactly what it drew before).
 constexpr std::uint64_t kAugmentSeed = 0x6a09e667f3bcc908ULL;
 
+// The side of square images of data_dim pixels; 0 if they are not square.
+std::size_t square_side(std::size_t data_dim) {
+    const auto side = static_cast<std::size_t>(std::lround(std::sqrt(double(data_dim))));
+    return side * side == data_dim ? side : 0;
+}
+
 // The images' side for an augmenting GAN (0 without augmentation).
 std::size_t augmented_side(const GanConfig& c) {
     if (!c.augment.any()) return 0;
-    const auto side = static_cast<std::size_t>(std::lround(std::sqrt(double(c.data_dim))));
-    if (side * side != c.data_dim) {
+    const std::size_t side = square_side(c.data_dim);
+    if (side == 0) {
         throw std::invalid_argument("augmentation needs square images; the data has " + std::to_string(c.data_dim) +
                                     " values per sample");
     }
@@ -115,8 +121,8 @@ void build_mlp(const GanConfig& c, xgrad::Rng& rng, xgrad::Sequential& g, xgrad:
 }
 
 std::size_t image_side(const GanConfig& c) {
-    const auto side = static_cast<std::size_t>(std::lround(std::sqrt(double(c.data_dim))));
-    if (side * side != c.data_dim || side % 4 != 0) {
+    const std::size_t side = square_side(c.data_dim);
+    if (side == 0 || side % 4 != 0) {
         throw std::invalid_argument("the dcgan preset needs square images whose side is a multiple of 4; the data has " +
                                     std::to_string(c.data_dim) + " values per sample");
     }
@@ -380,13 +386,17 @@ Var Gan::judged(const Var& real_seen, const Var& real_classes, const Var& fake_s
 }
 
 Var Gan::discriminator_objective(const Var& real_logits, const Var& fake_logits, float* mean_d_real) const {
-    const bool scores = config_.objective != Objective::standard;  // D's outputs are no logits of a probability
-    if (mean_d_real) *mean_d_real = scores ? mean_value(real_logits.value()) : mean_probability(real_logits.value());
+    if (mean_d_real) *mean_d_real = mean_output(real_logits);
     if (config_.objective == Objective::wasserstein) return xgrad::mean(fake_logits) - xgrad::mean(real_logits);
     if (config_.objective == Objective::hinge) {
         return xgrad::mean(xgrad::relu(1.f - real_logits)) + xgrad::mean(xgrad::relu(fake_logits + 1.f));
     }
     return xgrad::bce_with_logits(real_logits, config_.real_label) + xgrad::bce_with_logits(fake_logits, 0.f);
+}
+
+float Gan::mean_output(const Var& logits) const {
+    // Only the standard game's D outputs logits of a probability; the others' are scores.
+    return config_.objective == Objective::standard ? mean_probability(logits.value()) : mean_value(logits.value());
 }
 
 Var Gan::generator_objective(const Var& fake_logits) const {
@@ -550,7 +560,7 @@ void Gan::generator_step(StepStats& stats) {
     g_optimizer_->zero_grad();
     xgrad::backward(loss);
     stats.g_loss = loss.item();
-    stats.d_fake = config_.objective != Objective::standard ? mean_value(logits.value()) : mean_probability(logits.value());
+    stats.d_fake = mean_output(logits);
     average_generator_gradients(stats);  // the ranks' mean gradient, and the step's statistics
     g_optimizer_->step();
     if (ema_) ema_->update();

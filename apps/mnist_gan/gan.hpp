@@ -223,6 +223,9 @@ private:
     // StepStats' four means, summed over the ranks with G's gradients.
     static constexpr std::size_t kStatistics = 4;
     xgrad::Var generator_objective(const xgrad::Var& fake_logits) const;
+    // The mean of D's outputs as StepStats reports them: mean D(x) as a
+    // probability in the standard game, the mean score otherwise.
+    float mean_output(const xgrad::Var& logits) const;
     // The game's D loss of batches as D sees them (augmented, if at all),
     // D run on the generated batch, then on the real one.
     xgrad::Var judged(const xgrad::Var& real_seen, const xgrad::Var& real_classes, const xgrad::Var& fake_seen,
