@@ -26,9 +26,27 @@ done
 torch=no
 /usr/bin/python3 -c 'import torch' 2>/dev/null && torch=yes
 
-# The value of KEY in the RESULT line of a benchmark's output.
-result() { grep '^RESULT' <<<"$1" | tail -1 | tr ' ' '\n' | sed -n "s/^$2=//p"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+# The value of KEY in the RESULT line of a benchmark's output; stops the
+# script, naming the key, when the line does not have it.
+result() {
+  local value
+  value=$(grep '^RESULT' <<<"$1" | tail -1 | tr ' ' '\n' | sed -n "s/^$2=//p")
+  if [ -z "$value" ]; then
+    echo "compare: no $2= in the RESULT line of the output above" >&2
+    exit 1
+  fi
+  echo "$value"
+}
+# KEY_A of output A over KEY_B of output B, to three decimals:
+#   ratio A KEY_A B KEY_B
+# Assign it (r=$(ratio ...)) so that set -e stops the script when a figure is missing.
+ratio() {
+  local a b
+  a=$(result "$1" "$2") || exit 1
+  b=$(result "$3" "$4") || exit 1
+  awk -v a="$a" -v b="$b" 'BEGIN { if (!(a + 0 > 0 && b + 0 > 0)) exit 1; printf "%.3f", a / b }' ||
+    { echo "compare: cannot divide $2=$a by $4=$b" >&2; exit 1; }
+}
 
 echo "== $(uptime)"
 for part in "${parts[@]}"; do
@@ -39,7 +57,8 @@ for part in "${parts[@]}"; do
     if [ $torch = yes ]; then
       echo "== PyTorch: benchmarks/torch_gan_step.py --threads $threads"
       t=$(/usr/bin/python3 benchmarks/torch_gan_step.py --threads "$threads"); echo "$t"
-      echo "RATIO gan_step xgrad/torch=$(ratio "$(result "$out" ms_per_step)" "$(result "$t" torch_ms_per_step)")"
+      r=$(ratio "$out" ms_per_step "$t" torch_ms_per_step)
+      echo "RATIO gan_step xgrad/torch=$r"
     fi
   else
     [ -x "$build/benchmarks/conv_step" ] || { echo "compare: build $build first (meson setup $build && ninja -C $build)" >&2; exit 1; }
@@ -51,14 +70,15 @@ for part in "${parts[@]}"; do
       echo "== PyTorch: benchmarks/torch_dcgan_step.py --threads $threads (same algorithm, then the classic example)"
       same=$(/usr/bin/python3 benchmarks/torch_dcgan_step.py --threads "$threads" --fake-mode nograd --freeze-d); echo "$same"
       classic=$(/usr/bin/python3 benchmarks/torch_dcgan_step.py --threads "$threads"); echo "$classic"
-      step=$(result "$out" dcgan_ms_per_step)
-      echo "RATIO dcgan_step xgrad/torch(same algorithm)=$(ratio "$step" "$(result "$same" torch_ms_per_step)")" \
-           "xgrad/torch(classic example)=$(ratio "$step" "$(result "$classic" torch_ms_per_step)")"
+      r_same=$(ratio "$out" dcgan_ms_per_step "$same" torch_ms_per_step)
+      r_classic=$(ratio "$out" dcgan_ms_per_step "$classic" torch_ms_per_step)
+      echo "RATIO dcgan_step xgrad/torch(same algorithm)=$r_same xgrad/torch(classic example)=$r_classic"
       echo "== PyTorch: benchmarks/torch_dcgan_step.py --threads $threads --d-only plain, then --d-only r1"
       d_plain=$(/usr/bin/python3 benchmarks/torch_dcgan_step.py --threads "$threads" --d-only plain); echo "$d_plain"
       d_r1=$(/usr/bin/python3 benchmarks/torch_dcgan_step.py --threads "$threads" --d-only r1); echo "$d_r1"
-      echo "RATIO d_step xgrad/torch=$(ratio "$(result "$out" d_step_ms)" "$(result "$d_plain" torch_ms_per_step)")" \
-           "r1_d_step xgrad/torch=$(ratio "$(result "$out" r1_d_step_ms)" "$(result "$d_r1" torch_ms_per_step)")"
+      r_plain=$(ratio "$out" d_step_ms "$d_plain" torch_ms_per_step)
+      r_r1=$(ratio "$out" r1_d_step_ms "$d_r1" torch_ms_per_step)
+      echo "RATIO d_step xgrad/torch=$r_plain r1_d_step xgrad/torch=$r_r1"
     fi
   fi
 done

@@ -77,7 +77,7 @@ def main():
     print(f"torch_gan_step: PyTorch {torch.__version__}, threads {torch.get_num_threads()}, {args.steps} steps")
     print(f"  PyTorch step {median:7.3f} ms (p10 {times[len(times) // 10]:.3f} .. p90 {times[9 * len(times) // 10]:.3f})")
     print(f"  peak RSS     {peak_rss_mib:.1f} MiB")
-    print(f"RESULT ms_per_step={median:.3f} peak_rss_mib={peak_rss_mib:.1f} threads={torch.get_num_threads()}")
+    print(f"RESULT torch_ms_per_step={median:.3f} peak_rss_mib={peak_rss_mib:.1f} threads={torch.get_num_threads()}")
 
 
 if __name__ == "__main__":

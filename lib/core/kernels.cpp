@@ -35,12 +35,20 @@ void gemm(const char* op, ConstMatrix a, bool transpose_a, ConstMatrix b, bool t
         throw ShapeError(std::string("xgrad::") + op + ": cannot multiply " + matrix_string(a, transpose_a) + " by " +
                          matrix_string(b, transpose_b) + " into " + matrix_string(c, false));
     }
+    gemm(transpose_a, transpose_b, m, n, k, a.data, a.cols, b.data, b.cols, beta, c.data, c.cols);
+}
+
+void gemm(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t lda,
+          const float* b, std::size_t ldb, float beta, float* c, std::size_t ldc) {
     if (m == 0 || n == 0) return;
     if (k == 0) {  // BLAS leaves c untouched when there is nothing to sum
-        if (beta == 0.f) {
-            std::fill(c.data, c.data + m * n, 0.f);  // c may hold leftovers (even NaN) from the pool
-        } else {
-            for (std::size_t i = 0; i < m * n; ++i) c.data[i] *= beta;
+        for (std::size_t i = 0; i < m; ++i) {
+            float* row = c + i * ldc;
+            if (beta == 0.f) {
+                std::fill(row, row + n, 0.f);  // c may hold leftovers (even NaN) from the pool
+            } else {
+                for (std::size_t j = 0; j < n; ++j) row[j] *= beta;
+            }
         }
         return;
     }
@@ -48,24 +56,29 @@ void gemm(const char* op, ConstMatrix a, bool transpose_a, ConstMatrix b, bool t
         // A matrix-vector product goes to gemv, the BLAS kernel for that
         // shape: OpenBLAS's small-matrix sgemm kernels (0.3.21, SkylakeX)
         // malloc a scratch buffer on every such call. Either c = op(a) . b
-        // with b a vector, or c^T = op(b)^T . a^T with a a vector.
+        // with b a vector, or c^T = op(b)^T . a^T with a a vector; a
+        // vector's step is its matrix's row stride when it is a column.
         const bool column = n == 1;
-        const ConstMatrix matrix = column ? a : b;
+        const float* matrix = column ? a : b;
+        const std::size_t ld = column ? lda : ldb;
         const bool transpose = column ? transpose_a : !transpose_b;
-        cblas_sgemv(CblasRowMajor, transpose ? CblasTrans : CblasNoTrans, blas(matrix.rows), blas(matrix.cols), 1.f, matrix.data,
-                    blas(matrix.cols), (column ? b : a).data, 1, beta, c.data, 1);
+        const std::size_t rows = transpose ? k : (column ? m : n), cols = transpose ? (column ? m : n) : k;
+        const std::size_t x_step = column ? (transpose_b ? 1 : ldb) : (transpose_a ? lda : 1);
+        const std::size_t y_step = column ? ldc : 1;
+        cblas_sgemv(CblasRowMajor, transpose ? CblasTrans : CblasNoTrans, blas(rows), blas(cols), 1.f, matrix, blas(ld),
+                    column ? b : a, blas(x_step), beta, c, blas(y_step));
         return;
     }
     // Large products run as blocks of c's rows on xgrad's threads (see
     // parallel.hpp); a block is at least 16 rows and 64K multiply-adds, so
     // that handing it to another thread costs little against its work.
     // Row block [begin, end) of op(a) starts at row `begin` of a, or at
-    // column `begin` when a is transposed; lda stays a's row length.
+    // column `begin` when a is transposed.
     const std::size_t grain = std::max<std::size_t>(16, (std::size_t(1) << 16) / (n * k));
     parallel_for(m, grain, [&](std::size_t begin, std::size_t end) {
         cblas_sgemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans, transpose_b ? CblasTrans : CblasNoTrans,
-                    blas(end - begin), blas(n), blas(k), 1.f, a.data + (transpose_a ? begin : begin * k), blas(a.cols), b.data,
-                    blas(b.cols), beta, c.data + begin * n, blas(n));
+                    blas(end - begin), blas(n), blas(k), 1.f, a + (transpose_a ? begin : begin * lda), blas(lda), b, blas(ldb),
+                    beta, c + begin * ldc, blas(ldc));
     });
 }
 

@@ -103,20 +103,14 @@ Conv2dGeometry checked(const char* op, const Var& x, const Var& w, const Make& m
     return g;
 }
 
-int chunks() { return num_threads(); }
-
-// Runs one engine pass with pooled scratch, its image chunks on xgrad's threads.
+// Runs one engine pass with pooled scratch, a chunk of images per thread.
 template <class Pass>
 void run(const Conv2dGeometry& g, ConvPass pass, bool transposed, const Pass& body) {
-    const int n = chunks();
+    const int chunks = num_threads();
     const std::size_t floats =
-        transposed ? conv::conv_transpose2d_scratch_floats(g, pass, 0, n) : conv::conv2d_scratch_floats(g, pass, 0, n);
+        transposed ? conv::conv_transpose2d_scratch_floats(g, pass, chunks) : conv::conv2d_scratch_floats(g, pass, chunks);
     Scratch scratch(Shape{floats});
-    const conv::ConvScratch s{scratch.data(), floats};
-    const auto pf = [](std::size_t count, std::size_t grain, conv::RangeBody range) {
-        parallel_for(count, grain, [&](std::size_t begin, std::size_t end) { range(begin, end); });
-    };
-    body(s, conv::ParallelFor(pf), n);
+    body(conv::ConvScratch{scratch.data(), floats}, chunks);
 }
 
 Shape image_side(const Conv2dGeometry& g) {
@@ -130,24 +124,23 @@ Shape column_side(const Conv2dGeometry& g) {
 
 // image (=/+=) the column side through w (conv2d's data gradient).
 void add_image(const float* columns, const float* w, const GradSink& image, const Conv2dGeometry& g) {
-    run(g, ConvPass::backward_data, false, [&](const conv::ConvScratch& s, conv::ParallelFor pf, int n) {
-        conv::conv2d_backward_data_parallel(columns, w, image.data(), g, s, pf, n, image.add);
-    });
+    run(g, ConvPass::backward_data, false,
+        [&](const conv::ConvScratch& s, int n) { conv::conv2d_backward_data(columns, w, image.data(), g, s, n, image.add); });
 }
 // columns (=/+=) the image side through w (conv_transpose2d's data gradient).
 void add_columns(const float* image, const float* w, const GradSink& columns, const Conv2dGeometry& g) {
-    run(g, ConvPass::backward_data, true, [&](const conv::ConvScratch& s, conv::ParallelFor pf, int n) {
-        conv::conv_transpose2d_backward_data_parallel(image, w, columns.data(), g, s, pf, n, columns.add);
+    run(g, ConvPass::backward_data, true, [&](const conv::ConvScratch& s, int n) {
+        conv::conv_transpose2d_backward_data(image, w, columns.data(), g, s, n, columns.add);
     });
 }
 // dw (=/+=) the weight gradient of image and columns; `transposed` picks
 // conv_transpose2d's kernel (the same sum, arranged for that op).
 void add_weight(const float* image, const float* columns, const GradSink& dw, const Conv2dGeometry& g, bool transposed) {
-    run(g, ConvPass::backward_weight, transposed, [&](const conv::ConvScratch& s, conv::ParallelFor pf, int n) {
+    run(g, ConvPass::backward_weight, transposed, [&](const conv::ConvScratch& s, int n) {
         if (transposed) {
-            conv::conv_transpose2d_backward_weight_parallel(image, columns, dw.data(), nullptr, g, s, pf, n, dw.add);
+            conv::conv_transpose2d_backward_weight(image, columns, dw.data(), g, s, n, dw.add);
         } else {
-            conv::conv2d_backward_weight_parallel(columns, image, dw.data(), nullptr, g, s, pf, n, dw.add);
+            conv::conv2d_backward_weight(columns, image, dw.data(), g, s, n, dw.add);
         }
     });
 }
@@ -194,9 +187,9 @@ Var to_columns(const Var& image, const Var& w, const Var& b, const Conv2dGeometr
     const std::initializer_list<Var> with_bias = {image, w, b}, without_bias = {image, w};
     Op op("conv2d", b.defined() ? with_bias : without_bias, column_side(g));
     op.state<Conv2dGeometry>(g);
-    run(g, ConvPass::forward, false, [&](const conv::ConvScratch& s, conv::ParallelFor pf, int n) {
-        conv::conv2d_forward_parallel(image.value().data(), w.value().data(), b.defined() ? b.value().data() : nullptr,
-                                      op.out().data(), g, s, pf, n);
+    run(g, ConvPass::forward, false, [&](const conv::ConvScratch& s, int n) {
+        conv::conv2d_forward(image.value().data(), w.value().data(), b.defined() ? b.value().data() : nullptr, op.out().data(), g,
+                             s, n);
     });
     // Each gradient only when wanted: a frozen conv costs no weight-gradient GEMM.
     return op.finish(
@@ -219,9 +212,9 @@ Var to_image(const Var& columns, const Var& w, const Var& b, const Conv2dGeometr
     const std::initializer_list<Var> with_bias = {columns, w, b}, without_bias = {columns, w};
     Op op("conv_transpose2d", b.defined() ? with_bias : without_bias, image_side(g));
     op.state<Conv2dGeometry>(g);
-    run(g, ConvPass::forward, true, [&](const conv::ConvScratch& s, conv::ParallelFor pf, int n) {
-        conv::conv_transpose2d_forward_parallel(columns.value().data(), w.value().data(),
-                                                b.defined() ? b.value().data() : nullptr, op.out().data(), g, s, pf, n);
+    run(g, ConvPass::forward, true, [&](const conv::ConvScratch& s, int n) {
+        conv::conv_transpose2d_forward(columns.value().data(), w.value().data(), b.defined() ? b.value().data() : nullptr,
+                                       op.out().data(), g, s, n);
     });
     return op.finish(
         [](BackwardContext& ctx) {

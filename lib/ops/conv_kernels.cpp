@@ -3,28 +3,25 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 
-#include <cblas.h>
-
-#include <xgrad/core/lane_sum.hpp>
-
-#define XG_ROW CblasRowMajor
-#define XG_N CblasNoTrans
-#define XG_T CblasTrans
+#include <xgrad/core/kernels.hpp>
+#include <xgrad/core/parallel.hpp>
 
 namespace xgrad {
 namespace conv {
 
 namespace {
 
-inline void sgemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t lda, const float* b,
-                  std::size_t ldb, float beta, float* c, std::size_t ldc) {
-    cblas_sgemm(XG_ROW, ta ? XG_T : XG_N, tb ? XG_T : XG_N, int(m), int(n), int(k), 1.0f, a, int(lda), b, int(ldb), beta, c,
-                int(ldc));
-}
+// im2col of one image x_n (in_c, in_h, in_w) into col (K rows, row stride
+// ldc, P columns), gathering straight from the image.
+void im2col(const float* x_n, float* col, std::size_t ldc, const Conv2dGeometry& g);
+// dx_n (+)= col2im(col). If accumulate is false, dx_n is first set to
+// init_bias[c] per channel (or 0 if init_bias is null).
+void col2im(const float* col, std::size_t ldc, float* dx_n, const Conv2dGeometry& g, bool accumulate, const float* init_bias);
 
 inline int ceil_div_nonneg(int a, int b) { return (a + b - 1) / b; }
 
@@ -54,8 +51,10 @@ inline std::size_t round_up(std::size_t v) { return (v + kAlign - 1) / kAlign * 
 // turns every tap into a plain 2-D window of one phase plane:
 //     col[(c,kh,kw)][oh][ow] = Q[c][kh*d_h % s_h][kw*d_w % s_w][oh + kh*d_h/s_h][ow + kw*d_w/s_w]
 // i.e. OH contiguous copies of OW floats (done with two overlapping vector
-// moves), and col2im into contiguous adds. Building Q is one extra pass over
-// the image, which is kh*kw times smaller than the column buffer.
+// moves). Building Q is one extra pass over the image, which is kh*kw times
+// smaller than the column buffer. (col2im through phase planes measured no
+// faster than the direct scatter, whose adds are as short, so col2im
+// scatters directly.)
 // ---------------------------------------------------------------------------
 struct PhaseDims {
     int Hq = 0, Wq = 0;
@@ -166,96 +165,60 @@ void im2col_phases(const float* q, float* col, std::size_t ldc, const Conv2dGeom
     }
 }
 
-// dQ <- scatter-add of the column rows (dQ zeroed here), then dx_n (+)= crop(dQ) (+ bias).
-void col2im_phases(const float* col, std::size_t ldc, float* dq, float* dx, const Conv2dGeometry& g, const PhaseDims& pd,
-                   bool accumulate, const float* bias) {
-    const int OH = g.out_h, OW = g.out_w, sh = g.stride_h, sw = g.stride_w, H = g.in_h, W = g.in_w;
-    std::fill(dq, dq + std::size_t(g.in_c) * pd.per_channel, 0.0f);
-    const float* row = col;
-    for (int c = 0; c < g.in_c; ++c) {
-        float* qc = dq + std::size_t(c) * pd.per_channel;
-        for (int kh = 0; kh < g.kernel_h; ++kh) {
-            const int a = (kh * g.dil_h) % sh, i0 = (kh * g.dil_h) / sh;
-            for (int kw = 0; kw < g.kernel_w; ++kw, row += ldc) {
-                const int b = (kw * g.dil_w) % sw, j0 = (kw * g.dil_w) / sw;
-                float* dst = qc + std::size_t(a * sw + b) * pd.plane + std::size_t(i0) * pd.Wq + j0;
-                for (int oh = 0; oh < OH; ++oh) {
-                    float* d = dst + std::size_t(oh) * pd.Wq;
-                    const float* s = row + std::size_t(oh) * OW;
-                    for (int ow = 0; ow < OW; ++ow) d[ow] += s[ow];
-                }
-            }
-        }
-    }
-    // interleave the phases back into the (unpadded) image
-    for (int c = 0; c < g.in_c; ++c) {
-        const float* qc = dq + std::size_t(c) * pd.per_channel;
-        float* dxc = dx + std::size_t(c) * H * W;
-        const float b0 = bias ? bias[c] : 0.0f;
-        for (int ih = 0; ih < H; ++ih) {
-            const int t = ih + g.pad_h, a = t % sh, i = t / sh;
-            float* drow = dxc + std::size_t(ih) * W;
-            for (int b = 0; b < sw; ++b) {
-                // pixels iw with (iw + pad_w) % sw == b, at phase column (iw + pad_w) / sw
-                int iw = ((b - g.pad_w) % sw + sw) % sw;
-                const float* qrow = qc + std::size_t(a * sw + b) * pd.plane + std::size_t(i) * pd.Wq;
-                int j = (iw + g.pad_w) / sw;
-                if (!accumulate)
-                    for (; iw < W; iw += sw, ++j) drow[iw] = qrow[j] + b0;
-                else
-                    for (; iw < W; iw += sw, ++j) drow[iw] += qrow[j] + b0;
-            }
-        }
-    }
+// Images per block B (tuned on the DCGAN shapes, docs/design.md): enough images
+// that the GEMM's N dimension is wide, while the block's column buffer stays
+// L2-sized.
+int images_per_block(const Conv2dGeometry& g) {
+    // Tuned on the DCGAN shapes (docs/design.md, "Convolutions"):
+    //  * Per-image GEMMs (B = 1) avoid the repack of the column-side tensor;
+    //    that wins whenever the per-image GEMM is already wide (P large) or the
+    //    GEMM is memory bound (small K = in_c*kh*kw, small out_c).
+    //  * When P is small (7x7 = 49 columns) the per-image GEMM is skinny and
+    //    OpenBLAS runs far below peak; blocking images until N = B*P is about
+    //    256-512 columns recovers most of it, as long as the K x B*P column
+    //    buffer stays around L2 size (~1 MiB here).
+    const std::size_t P = g.out_plane(), K = g.col_rows();
+    if (P >= 128) return 1;
+    const std::size_t target_cols = 384;
+    std::size_t B = (target_cols + P - 1) / P;
+    const std::size_t max_col_floats = (std::size_t(2) << 20) / sizeof(float);  // 2 MiB
+    while (B > 1 && K * B * P > max_col_floats) --B;
+    return int(std::max<std::size_t>(1, std::min<std::size_t>(B, std::size_t(g.batch))));
 }
 
 // How a scratch buffer is cut up for one pass. Used both to report the size
 // and to run, so the two can never disagree.
 struct Layout {
-    int B = 1;                   // images per block
-    int chunks = 1;              // effective number of chunks (<= batch)
-    bool phases = false;         // phase-plane im2col
-    bool col2im_phases = false;  // phase-plane col2im
+    int B = 1;            // images per block
+    int chunks = 1;       // effective number of chunks (<= batch)
+    bool phases = false;  // phase-plane im2col
     PhaseDims pd;
     std::size_t col = 0;    // per chunk: K x (B*P) column buffer
     std::size_t pack = 0;   // per chunk: out_c x (B*P) repack buffer (B > 1 only)
     std::size_t phase = 0;  // per chunk: phase planes of one image
     std::size_t per_chunk = 0;
     std::size_t dw_part = 0;  // per chunk >= 1 (backward_weight, chunks > 1)
-    std::size_t db_part = 0;
     std::size_t total = 0;
 };
 
-Layout make_layout(const Conv2dGeometry& g, ConvPass pass, int images_per_block, int num_chunks,
-                   Im2colPath path = Im2colPath::automatic) {
+Layout make_layout(const Conv2dGeometry& g, ConvPass pass, int num_chunks) {
     Layout L;
     L.chunks = std::max(1, std::min(num_chunks, g.batch));
     // A chunk never holds more than ceil(batch / chunks) images: no point in a larger block.
     const int max_imgs = (g.batch + L.chunks - 1) / L.chunks;
-    L.B = images_per_block > 0 ? images_per_block : default_images_per_block(g, pass);
-    L.B = std::max(1, std::min(L.B, max_imgs));
+    L.B = std::max(1, std::min(images_per_block(g), max_imgs));
     const std::size_t P = g.out_plane(), K = g.col_rows();
     const bool direct = (L.B == 1 && g.im2col_is_identity());
     L.col = direct ? 0 : round_up(K * L.B * P);
     L.pack = L.B > 1 ? round_up(std::size_t(g.out_c) * L.B * P) : 0;
-    // The phase-plane region is reserved whenever im2col runs at all, so the
-    // reported scratch size does not depend on the path knob.
-    if (!direct) {
+    L.phases = !direct && use_phase_path(g);
+    if (L.phases) {
         L.pd = phase_dims(g);
         L.phase = round_up(std::size_t(g.in_c) * L.pd.per_channel);
-        L.phases = path == Im2colPath::phases || (path == Im2colPath::automatic && use_phase_path(g));
-        // col2im through phase planes measured no faster than the direct
-        // scatter (its adds are as short as the scatter's), so automatic keeps
-        // the direct one; the knob still allows forcing it (tests cover both).
-        L.col2im_phases = path == Im2colPath::phases;
     }
     L.per_chunk = L.col + L.pack + L.phase;
-    if (pass == ConvPass::backward_weight && L.chunks > 1) {
-        L.dw_part = round_up(g.weight_size());
-        // room for either bias-gradient flavour (column side or image side)
-        L.db_part = round_up(std::size_t(std::max(g.out_c, g.in_c)));
-    }
-    L.total = L.per_chunk * L.chunks + (L.dw_part + L.db_part) * (L.chunks - 1);
+    if (pass == ConvPass::backward_weight && L.chunks > 1) L.dw_part = round_up(g.weight_size());
+    L.total = L.per_chunk * L.chunks + L.dw_part * (L.chunks - 1);
     return L;
 }
 
@@ -291,24 +254,11 @@ inline void im2col_any(const float* xn, float* col, std::size_t ldc, const Conv2
         im2col(xn, col, ldc, g);
     }
 }
-inline void col2im_any(const float* col, std::size_t ldc, float* dxn, const Conv2dGeometry& g, const Layout& L,
-                       const ChunkBufs& cb, bool accumulate, const float* bias) {
-    if (L.col2im_phases)
-        col2im_phases(col, ldc, cb.phase, dxn, g, L.pd, accumulate, bias);
-    else
-        col2im(col, ldc, dxn, g, accumulate, bias);
-}
 
 // Images [n0, n1) of chunk c.
 inline void chunk_range(int batch, int chunks, int c, int& n0, int& n1) {
     n0 = int(std::int64_t(batch) * c / chunks);
     n1 = int(std::int64_t(batch) * (c + 1) / chunks);
-}
-
-// out[c] += sum over the plane of image t_n (C, plane).
-inline void add_channel_sums(const float* tn, int C, std::size_t plane, float* out) {
-    for (int c = 0; c < C; ++c)
-        out[c] = float(double(out[c]) + lane_sum(plane, [&](std::size_t i) { return tn[std::size_t(c) * plane + i]; }));
 }
 
 // (B images of NCHW column-side tensor) -> GEMM layout (out_c, bn*P).
@@ -358,7 +308,7 @@ void forward_chunk(const float* x, const float* w, const float* bias, float* y, 
                 im2col_any(xn, cb.col, P, g, L, cb);
                 cp = cb.col;
             }
-            sgemm(false, false, g.out_c, P, K, w, K, cp, P, accumulate ? 1.0f : 0.0f, yn, P);
+            gemm(false, false, g.out_c, P, K, w, K, cp, P, accumulate ? 1.0f : 0.0f, yn, P);
             if (bias)
                 for (int o = 0; o < g.out_c; ++o) {
                     float* r = yn + o * P;
@@ -368,7 +318,7 @@ void forward_chunk(const float* x, const float* w, const float* bias, float* y, 
         } else {
             const std::size_t ld = std::size_t(bn) * P;
             for (int i = 0; i < bn; ++i) im2col_any(x + (nb + i) * xs, cb.col + i * P, ld, g, L, cb);
-            sgemm(false, false, g.out_c, ld, K, w, K, cb.col, ld, 0.0f, cb.pack, ld);
+            gemm(false, false, g.out_c, ld, K, w, K, cb.col, ld, 0.0f, cb.pack, ld);
             unpack_column_side(cb.pack, nb, bn, g, bias, accumulate, y);
         }
     }
@@ -386,37 +336,30 @@ void backward_data_chunk(const float* dy, const float* w, const float* bias, flo
             float* dxn = dx + nb * xs;
             if (g.im2col_is_identity()) {
                 // col2im is the identity too: write dx_n directly.
-                sgemm(true, false, K, P, g.out_c, w, K, dyn, P, accumulate ? 1.0f : 0.0f, dxn, P);
+                gemm(true, false, K, P, g.out_c, w, K, dyn, P, accumulate ? 1.0f : 0.0f, dxn, P);
                 if (bias)
                     for (int c = 0; c < g.in_c; ++c)
                         for (std::size_t p = 0; p < P; ++p) dxn[c * P + p] += bias[c];
             } else {
-                sgemm(true, false, K, P, g.out_c, w, K, dyn, P, 0.0f, cb.col, P);
-                col2im_any(cb.col, P, dxn, g, L, cb, accumulate, bias);
+                gemm(true, false, K, P, g.out_c, w, K, dyn, P, 0.0f, cb.col, P);
+                col2im(cb.col, P, dxn, g, accumulate, bias);
             }
         } else {
             const std::size_t ld = std::size_t(bn) * P;
             pack_column_side(dy, nb, bn, g, cb.pack);
-            sgemm(true, false, K, ld, g.out_c, w, K, cb.pack, ld, 0.0f, cb.col, ld);
-            for (int i = 0; i < bn; ++i) col2im_any(cb.col + i * P, ld, dx + (nb + i) * xs, g, L, cb, accumulate, bias);
+            gemm(true, false, K, ld, g.out_c, w, K, cb.pack, ld, 0.0f, cb.col, ld);
+            for (int i = 0; i < bn; ++i) col2im(cb.col + i * P, ld, dx + (nb + i) * xs, g, accumulate, bias);
         }
     }
 }
 
-// dw (+)= sum_n dy_n * im2col(x_n)^T.  db_col (+)= channel sums of dy (column
-// side); db_img (+)= channel sums of x (image side; conv_transpose2d's bias).
-// The sums are taken per block right after the block's data was used (still
-// in cache) instead of in a separate pass over the whole tensor.
-void backward_weight_chunk(const float* dy, const float* x, float* dw, float* db_col, float* db_img, const Conv2dGeometry& g,
-                           const Layout& L, const ChunkBufs& cb, int n0, int n1, bool accumulate) {
+// dw (+)= sum_n dy_n * im2col(x_n)^T.
+void backward_weight_chunk(const float* dy, const float* x, float* dw, const Conv2dGeometry& g, const Layout& L,
+                           const ChunkBufs& cb, int n0, int n1, bool accumulate) {
     const std::size_t P = g.out_plane(), K = g.col_rows();
     const std::size_t xs = std::size_t(g.in_c) * g.in_plane(), ys = std::size_t(g.out_c) * P;
-    if (!accumulate) {
-        if (db_col) std::fill(db_col, db_col + g.out_c, 0.0f);
-        if (db_img) std::fill(db_img, db_img + g.in_c, 0.0f);
-    }
     float beta = accumulate ? 1.0f : 0.0f;
-    for (int nb = n0; nb < n1; nb += L.B) {
+    for (int nb = n0; nb < n1; nb += L.B, beta = 1.0f) {
         const int bn = std::min(L.B, n1 - nb);
         if (L.B == 1) {
             const float* xn = x + nb * xs;
@@ -425,100 +368,75 @@ void backward_weight_chunk(const float* dy, const float* x, float* dw, float* db
                 im2col_any(xn, cb.col, P, g, L, cb);
                 cp = cb.col;
             }
-            sgemm(false, true, g.out_c, K, P, dy + nb * ys, P, cp, P, beta, dw, K);
+            gemm(false, true, g.out_c, K, P, dy + nb * ys, P, cp, P, beta, dw, K);
         } else {
             const std::size_t ld = std::size_t(bn) * P;
             pack_column_side(dy, nb, bn, g, cb.pack);
             for (int i = 0; i < bn; ++i) im2col_any(x + (nb + i) * xs, cb.col + i * P, ld, g, L, cb);
-            sgemm(false, true, g.out_c, K, ld, cb.pack, ld, cb.col, ld, beta, dw, K);
-        }
-        beta = 1.0f;
-        for (int i = 0; i < bn; ++i) {
-            if (db_col) add_channel_sums(dy + (nb + i) * ys, g.out_c, P, db_col);
-            if (db_img) add_channel_sums(x + (nb + i) * xs, g.in_c, g.in_plane(), db_img);
+            gemm(false, true, g.out_c, K, ld, cb.pack, ld, cb.col, ld, beta, dw, K);
         }
     }
 }
 
 // ---------------------------------------------------------------------------
-// Drivers (serial = parallel with serial_for and one chunk).
+// Drivers
 // ---------------------------------------------------------------------------
 // Validates, lays the batch out in chunks and runs
-// chunk(layout, c, buffers, first image, end image) for each chunk, over pf
-// (a null pf: serially). Returns the layout.
+// chunk(layout, c, buffers, first image, end image) for each chunk over
+// xgrad's threads. Returns the layout.
 template <class Chunk>
-Layout run_chunks(const Conv2dGeometry& g, const ConvScratch& s, ConvPass pass_for_layout, ParallelFor& pf, int num_chunks,
-                  const char* who, Chunk&& chunk) {
+Layout run_chunks(const Conv2dGeometry& g, const ConvScratch& s, ConvPass pass_for_layout, int num_chunks, const char* who,
+                  const Chunk& chunk) {
     g.validate();
-    if (!pf) pf = serial_for;
-    const Layout L = make_layout(g, pass_for_layout, s.images_per_block, num_chunks, s.path);
+    const Layout L = make_layout(g, pass_for_layout, num_chunks);
     check_scratch(L, s, who);
-    auto body = [&](std::size_t cb, std::size_t ce) {
-        for (std::size_t c = cb; c < ce; ++c) {
+    parallel_for(std::size_t(L.chunks), 1, [&](std::size_t first, std::size_t end) {
+        for (std::size_t c = first; c < end; ++c) {
             int n0, n1;
             chunk_range(g.batch, L.chunks, int(c), n0, n1);
             chunk(L, c, chunk_bufs(L, s.data, c), n0, n1);
         }
-    };
-    if (L.chunks == 1)
-        body(0, 1);
-    else
-        pf(std::size_t(L.chunks), 1, body);
+    });
     return L;
 }
 
 void run_forward(const float* x, const float* w, const float* bias, float* y, const Conv2dGeometry& g, const ConvScratch& s,
-                 ConvPass pass_for_layout, ParallelFor pf, int num_chunks, bool accumulate, const char* who) {
-    run_chunks(g, s, pass_for_layout, pf, num_chunks, who,
-               [&](const Layout& L, std::size_t, const ChunkBufs& bufs, int n0, int n1) {
-                   forward_chunk(x, w, bias, y, g, L, bufs, n0, n1, accumulate);
-               });
+                 ConvPass pass_for_layout, int num_chunks, bool accumulate, const char* who) {
+    run_chunks(g, s, pass_for_layout, num_chunks, who, [&](const Layout& L, std::size_t, const ChunkBufs& bufs, int n0, int n1) {
+        forward_chunk(x, w, bias, y, g, L, bufs, n0, n1, accumulate);
+    });
 }
 
 void run_backward_data(const float* dy, const float* w, const float* bias, float* dx, const Conv2dGeometry& g,
-                       const ConvScratch& s, ConvPass pass_for_layout, ParallelFor pf, int num_chunks, bool accumulate,
-                       const char* who) {
-    run_chunks(g, s, pass_for_layout, pf, num_chunks, who,
-               [&](const Layout& L, std::size_t, const ChunkBufs& bufs, int n0, int n1) {
-                   backward_data_chunk(dy, w, bias, dx, g, L, bufs, n0, n1, accumulate);
-               });
+                       const ConvScratch& s, ConvPass pass_for_layout, int num_chunks, bool accumulate, const char* who) {
+    run_chunks(g, s, pass_for_layout, num_chunks, who, [&](const Layout& L, std::size_t, const ChunkBufs& bufs, int n0, int n1) {
+        backward_data_chunk(dy, w, bias, dx, g, L, bufs, n0, n1, accumulate);
+    });
 }
 
-// Chunk c's (c >= 1) private dW and db partial sums, after the chunks' buffers.
-float* partial_gradients(const Layout& L, const ConvScratch& s, std::size_t c) {
-    return s.data + L.per_chunk * L.chunks + (c - 1) * (L.dw_part + L.db_part);
+// Chunk c's (c >= 1) private dW partial sum, after the chunks' buffers.
+float* partial_gradient(const Layout& L, const ConvScratch& s, std::size_t c) {
+    return s.data + L.per_chunk * L.chunks + (c - 1) * L.dw_part;
 }
 
-void run_backward_weight(const float* dy, const float* x, float* dw, float* db_col, float* db_img, const Conv2dGeometry& g,
-                         const ConvScratch& s, ParallelFor pf, int num_chunks, bool accumulate, const char* who) {
-    const Layout L = run_chunks(g, s, ConvPass::backward_weight, pf, num_chunks, who,
+void run_backward_weight(const float* dy, const float* x, float* dw, const Conv2dGeometry& g, const ConvScratch& s,
+                         int num_chunks, bool accumulate, const char* who) {
+    const Layout L = run_chunks(g, s, ConvPass::backward_weight, num_chunks, who,
                                 [&](const Layout& L, std::size_t c, const ChunkBufs& bufs, int n0, int n1) {
                                     // Chunk 0 writes the real destination (honouring `accumulate`); the
                                     // others write private partials, summed below.
-                                    if (c == 0) {
-                                        backward_weight_chunk(dy, x, dw, db_col, db_img, g, L, bufs, n0, n1, accumulate);
-                                        return;
-                                    }
-                                    float* part = partial_gradients(L, s, c);
-                                    backward_weight_chunk(dy, x, part, db_col ? part + L.dw_part : nullptr,
-                                                          db_img ? part + L.dw_part : nullptr, g, L, bufs, n0, n1, false);
+                                    const bool first = c == 0;
+                                    backward_weight_chunk(dy, x, first ? dw : partial_gradient(L, s, c), g, L, bufs, n0, n1,
+                                                          first && accumulate);
                                 });
     if (L.chunks == 1) return;
     // Fixed-order reduction (deterministic), itself split over the weight elements.
-    const std::size_t nw = g.weight_size();
-    pf(nw, 4096, [&](std::size_t b, std::size_t e) {
+    parallel_for(g.weight_size(), 4096, [&](std::size_t first, std::size_t end) {
         for (int c = 1; c < L.chunks; ++c) {
-            const float* part = partial_gradients(L, s, std::size_t(c));
-            for (std::size_t i = b; i < e; ++i) dw[i] += part[i];
+            const float* part = partial_gradient(L, s, std::size_t(c));
+            for (std::size_t i = first; i < end; ++i) dw[i] += part[i];
         }
     });
-    float* db = db_col ? db_col : db_img;
-    const int nb = db_col ? g.out_c : g.in_c;
-    if (db)
-        for (int c = 1; c < L.chunks; ++c) {
-            const float* part = partial_gradients(L, s, std::size_t(c)) + L.dw_part;
-            for (int i = 0; i < nb; ++i) db[i] += part[i];
-        }
 }
 
 }  // namespace
@@ -591,44 +509,20 @@ void Conv2dGeometry::validate() const {
         fail("too large for 32-bit BLAS indices");
 }
 
-int default_images_per_block(const Conv2dGeometry& g, ConvPass pass) {
-    // Tuned on the DCGAN shapes (docs/design.md, "Convolutions"):
-    //  * Per-image GEMMs (B = 1) avoid the repack of the column-side tensor;
-    //    that wins whenever the per-image GEMM is already wide (P large) or the
-    //    GEMM is memory bound (small K = in_c*kh*kw, small out_c).
-    //  * When P is small (7x7 = 49 columns) the per-image GEMM is skinny and
-    //    OpenBLAS runs far below peak; blocking images until N = B*P is about
-    //    256-512 columns recovers most of it, as long as the K x B*P column
-    //    buffer stays around L2 size (~1 MiB here).
-    const std::size_t P = g.out_plane(), K = g.col_rows();
-    (void)pass;
-    if (P >= 128) return 1;
-    const std::size_t target_cols = 384;
-    std::size_t B = (target_cols + P - 1) / P;
-    const std::size_t max_col_floats = (std::size_t(2) << 20) / sizeof(float);  // 2 MiB
-    while (B > 1 && K * B * P > max_col_floats) --B;
-    return int(std::max<std::size_t>(1, std::min<std::size_t>(B, std::size_t(g.batch))));
+std::size_t conv2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass, int num_chunks) {
+    return make_layout(g, pass, num_chunks).total;
 }
 
-std::size_t conv2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass, int images_per_block, int num_chunks) {
-    return make_layout(g, pass, images_per_block, num_chunks).total;
-}
-
-std::size_t conv_transpose2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass, int images_per_block, int num_chunks) {
+std::size_t conv_transpose2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass, int num_chunks) {
     // The transposed passes run the conv2d adjoint kernels; layouts are per
     // kernel, so map each pass to the kernel it runs.
     ConvPass k = pass == ConvPass::forward         ? ConvPass::backward_data
                  : pass == ConvPass::backward_data ? ConvPass::forward
                                                    : ConvPass::backward_weight;
-    return make_layout(g, k, images_per_block, num_chunks).total;
+    return make_layout(g, k, num_chunks).total;
 }
 
-std::size_t conv_scratch_floats_all(const Conv2dGeometry& g, int images_per_block, int num_chunks) {
-    std::size_t m = 0;
-    for (ConvPass p : {ConvPass::forward, ConvPass::backward_data, ConvPass::backward_weight})
-        m = std::max(m, make_layout(g, p, images_per_block, num_chunks).total);
-    return m;
-}
+namespace {
 
 // ---------------------------------------------------------------------------
 // im2col / col2im
@@ -706,61 +600,37 @@ void col2im(const float* col, std::size_t ldc, float* dx, const Conv2dGeometry& 
     }
 }
 
+}  // namespace
+
 // ---------------------------------------------------------------------------
 // Public entry points
 // ---------------------------------------------------------------------------
-void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g, const ConvScratch& s) {
-    run_forward(x, w, b, y, g, s, ConvPass::forward, ParallelFor(), 1, false, "conv2d_forward");
+void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g, const ConvScratch& s,
+                    int num_chunks) {
+    run_forward(x, w, b, y, g, s, ConvPass::forward, num_chunks, false, "conv2d_forward");
 }
 void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dGeometry& g, const ConvScratch& s,
-                          bool accumulate) {
-    run_backward_data(dy, w, nullptr, dx, g, s, ConvPass::backward_data, ParallelFor(), 1, accumulate, "conv2d_backward_data");
+                          int num_chunks, bool accumulate) {
+    run_backward_data(dy, w, nullptr, dx, g, s, ConvPass::backward_data, num_chunks, accumulate, "conv2d_backward_data");
 }
-void conv2d_backward_weight(const float* dy, const float* x, float* dw, float* db, const Conv2dGeometry& g, const ConvScratch& s,
-                            bool accumulate) {
-    run_backward_weight(dy, x, dw, db, nullptr, g, s, ParallelFor(), 1, accumulate, "conv2d_backward_weight");
+void conv2d_backward_weight(const float* dy, const float* x, float* dw, const Conv2dGeometry& g, const ConvScratch& s,
+                            int num_chunks, bool accumulate) {
+    run_backward_weight(dy, x, dw, g, s, num_chunks, accumulate, "conv2d_backward_weight");
 }
 
 void conv_transpose2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g,
-                              const ConvScratch& s) {
-    run_backward_data(x, w, b, y, g, s, ConvPass::backward_data, ParallelFor(), 1, false, "conv_transpose2d_forward");
+                              const ConvScratch& s, int num_chunks) {
+    run_backward_data(x, w, b, y, g, s, ConvPass::backward_data, num_chunks, false, "conv_transpose2d_forward");
 }
 void conv_transpose2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dGeometry& g, const ConvScratch& s,
-                                    bool accumulate) {
-    run_forward(dy, w, nullptr, dx, g, s, ConvPass::forward, ParallelFor(), 1, accumulate, "conv_transpose2d_backward_data");
+                                    int num_chunks, bool accumulate) {
+    run_forward(dy, w, nullptr, dx, g, s, ConvPass::forward, num_chunks, accumulate, "conv_transpose2d_backward_data");
 }
-void conv_transpose2d_backward_weight(const float* dy, const float* x, float* dw, float* db, const Conv2dGeometry& g,
-                                      const ConvScratch& s, bool accumulate) {
+void conv_transpose2d_backward_weight(const float* dy, const float* x, float* dw, const Conv2dGeometry& g, const ConvScratch& s,
+                                      int num_chunks, bool accumulate) {
     // conv2d backward-weight with column side = x (transposed input) and image
-    // side = dy (transposed output); the bias gradient is over the image side.
-    run_backward_weight(x, dy, dw, nullptr, db, g, s, ParallelFor(), 1, accumulate, "conv_transpose2d_backward_weight");
-}
-
-void conv2d_forward_parallel(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g,
-                             const ConvScratch& s, ParallelFor pf, int num_chunks) {
-    run_forward(x, w, b, y, g, s, ConvPass::forward, pf, num_chunks, false, "conv2d_forward_parallel");
-}
-void conv2d_backward_data_parallel(const float* dy, const float* w, float* dx, const Conv2dGeometry& g, const ConvScratch& s,
-                                   ParallelFor pf, int num_chunks, bool accumulate) {
-    run_backward_data(dy, w, nullptr, dx, g, s, ConvPass::backward_data, pf, num_chunks, accumulate,
-                      "conv2d_backward_data_parallel");
-}
-void conv2d_backward_weight_parallel(const float* dy, const float* x, float* dw, float* db, const Conv2dGeometry& g,
-                                     const ConvScratch& s, ParallelFor pf, int num_chunks, bool accumulate) {
-    run_backward_weight(dy, x, dw, db, nullptr, g, s, pf, num_chunks, accumulate, "conv2d_backward_weight_parallel");
-}
-void conv_transpose2d_forward_parallel(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g,
-                                       const ConvScratch& s, ParallelFor pf, int num_chunks) {
-    run_backward_data(x, w, b, y, g, s, ConvPass::backward_data, pf, num_chunks, false, "conv_transpose2d_forward_parallel");
-}
-void conv_transpose2d_backward_data_parallel(const float* dy, const float* w, float* dx, const Conv2dGeometry& g,
-                                             const ConvScratch& s, ParallelFor pf, int num_chunks, bool accumulate) {
-    run_forward(dy, w, nullptr, dx, g, s, ConvPass::forward, pf, num_chunks, accumulate,
-                "conv_transpose2d_backward_data_parallel");
-}
-void conv_transpose2d_backward_weight_parallel(const float* dy, const float* x, float* dw, float* db, const Conv2dGeometry& g,
-                                               const ConvScratch& s, ParallelFor pf, int num_chunks, bool accumulate) {
-    run_backward_weight(x, dy, dw, nullptr, db, g, s, pf, num_chunks, accumulate, "conv_transpose2d_backward_weight_parallel");
+    // side = dy (transposed output).
+    run_backward_weight(x, dy, dw, g, s, num_chunks, accumulate, "conv_transpose2d_backward_weight");
 }
 
 }  // namespace conv

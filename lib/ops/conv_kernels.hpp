@@ -1,8 +1,9 @@
 // Internal to lib/ops: the im2col + GEMM convolution engine behind conv2d
 // and conv_transpose2d (lib/ops/conv.cpp), float32, NCHW.
 //
-// Raw float pointers in, raw float pointers out, one standard CBLAS routine
-// (cblas_sgemm, included only by conv_kernels.cpp).
+// Raw float pointers in, raw float pointers out; the products go through
+// core's gemm (lib/xgrad/core/kernels.hpp), the chunks of images through
+// xgrad's parallel_for.
 //
 // ---------------------------------------------------------------------------
 // Model
@@ -45,20 +46,20 @@
 // the geometry is stride 1 / no padding with wide rows; col2im scatters
 // directly. See conv_kernels.cpp for the measurements behind both choices.
 //
-// Parallel variants split the batch into `num_chunks` contiguous ranges of
-// images; each chunk owns its own slice of the scratch buffer (and for the
-// weight gradient its own partial dW, reduced at the end in a fixed order), so
-// the result does not depend on which thread runs which chunk and the code
-// needs no locks. OpenBLAS should then be kept at 1 thread.
+// Every pass splits the batch into `num_chunks` contiguous ranges of images,
+// run by xgrad's parallel_for; each chunk owns its own slice of the scratch
+// buffer (and for the weight gradient its own partial dW, reduced at the end
+// in a fixed order), so the result does not depend on which thread runs which
+// chunk and the code needs no locks.
 //
 // ---------------------------------------------------------------------------
 // Memory
 // ---------------------------------------------------------------------------
 // Nothing here allocates. Every function takes a ConvScratch that the caller
 // owns; conv*_scratch_floats() report the exact size (in floats) for a given
-// geometry, block size and number of chunks. Scratch content on entry is
-// irrelevant (it is never assumed to be zeroed). 64-byte alignment of all
-// buffers is recommended (not required).
+// geometry and number of chunks. Scratch content on entry is irrelevant (it
+// is never assumed to be zeroed). 64-byte alignment of all buffers is
+// recommended (not required).
 //
 // "accumulate" = add the result into the destination (autograd gradient
 // accumulation). accumulate == false is the fast path (sgemm beta = 0, no
@@ -72,9 +73,6 @@
 #pragma once
 
 #include <cstddef>
-#include <cstdint>
-#include <type_traits>
-#include <utility>
 
 namespace xgrad {
 namespace conv {
@@ -125,11 +123,7 @@ struct Conv2dGeometry {
     std::size_t col_rows() const {                                                     // K = in_c * kh * kw
         return std::size_t(in_c) * std::size_t(kernel_h) * std::size_t(kernel_w);
     }
-    std::size_t image_side_size() const { return std::size_t(batch) * in_c * in_plane(); }
-    std::size_t column_side_size() const { return std::size_t(batch) * out_c * out_plane(); }
     std::size_t weight_size() const { return std::size_t(out_c) * col_rows(); }
-    // Multiply-adds of one pass (fwd, bwd-data or bwd-weight all have the same count).
-    double macs() const { return double(batch) * out_c * double(out_plane()) * double(col_rows()); }
     // true when im2col is the identity (1x1 kernel, stride 1, no padding).
     bool im2col_is_identity() const {
         return kernel_h == 1 && kernel_w == 1 && stride_h == 1 && stride_w == 1 && pad_h == 0 && pad_w == 0;
@@ -139,85 +133,32 @@ struct Conv2dGeometry {
 // ---------------------------------------------------------------------------
 // Scratch
 // ---------------------------------------------------------------------------
-// How im2col/col2im gather the patches (both give identical results).
-enum class Im2colPath {
-    automatic,  // im2col via phase planes unless stride 1, no padding and rows >= 32
-                // wide; col2im direct (the faster of the two as measured)
-    direct,     // im2col and col2im: strided gathers / scatters on the image itself
-    phases,     // im2col and col2im via the phase planes of the padded image
-                // (see conv_kernels.cpp)
-};
-
 struct ConvScratch {
-    float* data = nullptr;                    // caller-owned
-    std::size_t size = 0;                     // in floats; checked against the requirement
-    int images_per_block = 0;                 // B; 0 = default_images_per_block(geom)
-    Im2colPath path = Im2colPath::automatic;  // tuning/testing knob; scratch sizes cover both
+    float* data = nullptr;  // caller-owned
+    std::size_t size = 0;   // in floats; checked against the requirement
 };
 
 enum class ConvPass { forward, backward_data, backward_weight };
 
-// Heuristic default for B (tuned on the DCGAN shapes, docs/design.md): enough images that the GEMM's
-// N dimension is wide, while keeping the block's column buffer L2-sized.
-int default_images_per_block(const Conv2dGeometry& g, ConvPass pass);
-
-// Exact scratch (floats) for one pass of conv2d on `g`, with images_per_block
-// (0 = default) and num_chunks (1 = serial; the *_parallel variants need the
-// size for their num_chunks).
-std::size_t conv2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass, int images_per_block = 0, int num_chunks = 1);
+// Exact scratch (floats) for one pass of conv2d on `g` split into num_chunks
+// chunks of images.
+std::size_t conv2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass, int num_chunks);
 // Same for the transposed conv passes (forward = conv2d backward_data, etc.).
-std::size_t conv_transpose2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass, int images_per_block = 0, int num_chunks = 1);
-// Max over all passes of both directions: one buffer that serves a whole layer.
-std::size_t conv_scratch_floats_all(const Conv2dGeometry& g, int images_per_block = 0, int num_chunks = 1);
+std::size_t conv_transpose2d_scratch_floats(const Conv2dGeometry& g, ConvPass pass, int num_chunks);
 
 // ---------------------------------------------------------------------------
-// parallel_for callback (plugs into the framework's thread pool)
-// ---------------------------------------------------------------------------
-// Minimal non-owning callable reference (like llvm::function_ref): unlike
-// std::function it never allocates. The referenced callable must outlive the
-// call it is passed to (a lambda written in the argument list is fine).
-template <class Sig>
-class FunctionRef;
-template <class R, class... Args>
-class FunctionRef<R(Args...)> {
-public:
-    FunctionRef() = default;
-    template <class F, class = std::enable_if_t<!std::is_same<std::decay_t<F>, FunctionRef>::value>>
-    FunctionRef(F&& f) noexcept  // NOLINT(google-explicit-constructor): implicit on purpose
-        : obj_(const_cast<void*>(static_cast<const void*>(&f))), call_([](void* o, Args... a) -> R {
-              return (*static_cast<std::add_pointer_t<std::remove_reference_t<F>>>(o))(std::forward<Args>(a)...);
-          }) {}
-    R operator()(Args... a) const { return call_(obj_, std::forward<Args>(a)...); }
-    explicit operator bool() const { return call_ != nullptr; }
-
-private:
-    void* obj_ = nullptr;
-    R (*call_)(void*, Args...) = nullptr;
-};
-
-// body(begin, end) processes items [begin, end).
-using RangeBody = FunctionRef<void(std::size_t, std::size_t)>;
-// parallel_for(n, grain, body): must call body on disjoint ranges covering
-// [0, n) (any split, any thread, each range of at least `grain` items except
-// possibly the last) and return when all are done.
-using ParallelFor = FunctionRef<void(std::size_t n, std::size_t grain, RangeBody body)>;
-
-// Runs body(0, n) on the calling thread (an object, so it converts to ParallelFor).
-inline constexpr auto serial_for = [](std::size_t n, std::size_t /*grain*/, RangeBody body) {
-    if (n) body(0, n);
-};
-
-// ---------------------------------------------------------------------------
-// conv2d
+// conv2d. Each pass runs min(num_chunks, batch) chunks of images over
+// xgrad's threads; `s` must hold *_scratch_floats(g, pass, num_chunks).
 // ---------------------------------------------------------------------------
 // y = conv2d(x, w) + b.   b may be null.   y is overwritten.
-void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g, const ConvScratch& s);
+void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g, const ConvScratch& s,
+                    int num_chunks);
 // dx (=) conv2d_backward_data(dy, w).
 void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dGeometry& g, const ConvScratch& s,
-                          bool accumulate = false);
-// dw (=) sum_n dy_n * im2col(x_n)^T ;  db (=) sum_{n,p} dy  (db may be null).
-void conv2d_backward_weight(const float* dy, const float* x, float* dw, float* db, const Conv2dGeometry& g, const ConvScratch& s,
-                            bool accumulate = false);
+                          int num_chunks, bool accumulate);
+// dw (=) sum_n dy_n * im2col(x_n)^T.
+void conv2d_backward_weight(const float* dy, const float* x, float* dw, const Conv2dGeometry& g, const ConvScratch& s,
+                            int num_chunks, bool accumulate);
 
 // ---------------------------------------------------------------------------
 // conv_transpose2d (g from Conv2dGeometry::conv_transpose2d)
@@ -225,41 +166,12 @@ void conv2d_backward_weight(const float* dy, const float* x, float* dw, float* d
 // x: (N, g.out_c, g.out_h, g.out_w)   y: (N, g.in_c, g.in_h, g.in_w)
 // w: (g.out_c, g.in_c, kh, kw) = PyTorch (C_in, C_out, kH, kW);  b: g.in_c or null.
 void conv_transpose2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g,
-                              const ConvScratch& s);
+                              const ConvScratch& s, int num_chunks);
 void conv_transpose2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dGeometry& g, const ConvScratch& s,
-                                    bool accumulate = false);
-// dw (=) grad wrt w; db (=) sum over dy per output channel (g.in_c), may be null.
-void conv_transpose2d_backward_weight(const float* dy, const float* x, float* dw, float* db, const Conv2dGeometry& g,
-                                      const ConvScratch& s, bool accumulate = false);
-
-// ---------------------------------------------------------------------------
-// Parallel-over-image-blocks variants.
-// The batch is split into min(num_chunks, batch) contiguous image ranges run
-// through `pf`; scratch must hold *_scratch_floats(g, pass, B, num_chunks).
-// Results are deterministic (independent of the thread schedule).
-// ---------------------------------------------------------------------------
-void conv2d_forward_parallel(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g,
-                             const ConvScratch& s, ParallelFor pf, int num_chunks);
-void conv2d_backward_data_parallel(const float* dy, const float* w, float* dx, const Conv2dGeometry& g, const ConvScratch& s,
-                                   ParallelFor pf, int num_chunks, bool accumulate = false);
-void conv2d_backward_weight_parallel(const float* dy, const float* x, float* dw, float* db, const Conv2dGeometry& g,
-                                     const ConvScratch& s, ParallelFor pf, int num_chunks, bool accumulate = false);
-void conv_transpose2d_forward_parallel(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g,
-                                       const ConvScratch& s, ParallelFor pf, int num_chunks);
-void conv_transpose2d_backward_data_parallel(const float* dy, const float* w, float* dx, const Conv2dGeometry& g,
-                                             const ConvScratch& s, ParallelFor pf, int num_chunks, bool accumulate = false);
-void conv_transpose2d_backward_weight_parallel(const float* dy, const float* x, float* dw, float* db, const Conv2dGeometry& g,
-                                               const ConvScratch& s, ParallelFor pf, int num_chunks, bool accumulate = false);
-
-// ---------------------------------------------------------------------------
-// Building blocks (exposed for benchmarks / tests; not needed by callers)
-// ---------------------------------------------------------------------------
-// im2col of one image x_n (in_c, in_h, in_w) into col (K rows, row stride ldc,
-// P columns starting at col).
-void im2col(const float* x_n, float* col, std::size_t ldc, const Conv2dGeometry& g);
-// dx_n (+)= col2im(col). If accumulate is false, dx_n is first set to
-// init_bias[c] per channel (or 0 if init_bias is null).
-void col2im(const float* col, std::size_t ldc, float* dx_n, const Conv2dGeometry& g, bool accumulate, const float* init_bias);
+                                    int num_chunks, bool accumulate);
+// dw (=) grad wrt w.
+void conv_transpose2d_backward_weight(const float* dy, const float* x, float* dw, const Conv2dGeometry& g, const ConvScratch& s,
+                                      int num_chunks, bool accumulate);
 
 }  // namespace conv
 }  // namespace xgrad

@@ -38,6 +38,12 @@ Matrix as_matrix(Tensor& t);
 // over xgrad's threads (parallel.hpp). Checks every shape first (BLAS itself
 // would write past a too-small c); `op` goes into the error message.
 void gemm(const char* op, ConstMatrix a, bool transpose_a, ConstMatrix b, bool transpose_b, Matrix c, float beta = 0.f);
+// The same product over raw row-major storage whose rows lie lda, ldb and
+// ldc floats apart (blocks of larger buffers, as the convolution engine
+// uses): c (m x n) = op(a) (m x k) . op(b) (k x n) + beta c. The caller
+// vouches for the sizes; nothing is checked.
+void gemm(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k, const float* a, std::size_t lda,
+          const float* b, std::size_t ldb, float beta, float* c, std::size_t ldc);
 
 // dst = scale * src summed over the dimensions in which dst broadcasts to
 // src (dst's shape, aligned at the last dimension, has 1 or nothing where
