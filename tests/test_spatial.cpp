@@ -443,6 +443,52 @@ TEST_CASE("conv_transpose2d is the adjoint of conv2d") {
     CHECK(left == doctest::Approx(right).epsilon(1e-5));
 }
 
+TEST_CASE("a batch of convolutions gives what its images give one by one") {
+    // 7 x 7 outputs: a batch of 9 runs as interleaved blocks of images (8 and
+    // 1 on one thread, 5 and 4 on two), a batch of one image by image.
+    const ConvCase c{{9, 2, 14, 14}, 3, 4, 2, 1, 1, 0};
+    std::uint64_t seed = 300;
+    for (const bool transposed : {false, true}) {
+        for (const int threads : {1, 2}) {
+            INFO((transposed ? "conv_transpose2d" : "conv2d") << ", threads " << threads);
+            xgrad::set_num_threads(threads);
+            // conv2d (9, 2, 14, 14) -> (9, 3, 7, 7); conv_transpose2d (9, 3, 7, 7) -> (9, 2, 14, 14).
+            const Shape xs = transposed ? Shape{9, 3, 7, 7} : c.x;
+            const Var x = random_var(xs, -1.f, 1.f, ++seed), w = random_var({3, 2, 4, 4}, -1.f, 1.f, ++seed);
+            const Var b = random_var({transposed ? 2u : 3u}, -1.f, 1.f, ++seed);
+            const auto apply = [&](const Var& input, const Var& weight, const Var& bias) {
+                return transposed ? xgrad::conv_transpose2d(input, weight, bias, transposed_options(c))
+                                  : xgrad::conv2d(input, weight, bias, conv_options(c));
+            };
+            const Var y = apply(x, w, b);
+            const Tensor dy = random_tensor(y.shape(), -1.f, 1.f, ++seed);
+            backward_with(y, dy);
+
+            Reference value = zeros(y.shape()), dx = zeros(xs), dw = zeros(w.shape()), db = zeros(b.shape());
+            const std::size_t in_size = x.numel() / 9, out_size = y.numel() / 9;
+            for (std::size_t n = 0; n < 9; ++n) {
+                Shape one_in = xs, one_out = y.shape();
+                one_in[0] = one_out[0] = 1;
+                Tensor image = Tensor::from_shape(one_in), dy_n = Tensor::from_shape(one_out);
+                std::copy_n(x.value().data() + n * in_size, in_size, image.data());
+                std::copy_n(dy.data() + n * out_size, out_size, dy_n.data());
+                const Var x_n(image, true), w_n(w.value(), true), b_n(b.value(), true);
+                const Var y_n = apply(x_n, w_n, b_n);
+                backward_with(y_n, dy_n);
+                for (std::size_t i = 0; i < out_size; ++i) value.data()[n * out_size + i] = y_n.value().data()[i];
+                for (std::size_t i = 0; i < in_size; ++i) dx.data()[n * in_size + i] = x_n.grad().data()[i];
+                dw += to_double(w_n.grad());
+                db += to_double(b_n.grad());
+            }
+            check_matches("value", y.value(), value);
+            check_matches("gradient of x", x.grad(), dx);
+            check_matches("gradient of weight", w.grad(), dw);
+            check_matches("gradient of bias", b.grad(), db);
+        }
+    }
+    xgrad::set_num_threads(1);
+}
+
 TEST_CASE("a frozen convolution weight gets no gradient; the input still does") {
     const Var x = random_var({2, 2, 6, 6}, -1.f, 1.f, 4);
     Var w = random_var({3, 2, 3, 3}, -1.f, 1.f, 5);

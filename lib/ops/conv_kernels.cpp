@@ -195,7 +195,8 @@ struct Layout {
     PhaseDims pd;
     std::size_t col = 0;    // per chunk: K x (B*P) column buffer
     std::size_t pack = 0;   // per chunk: out_c x (B*P) repack buffer (B > 1 only)
-    std::size_t phase = 0;  // per chunk: phase planes of one image
+    std::size_t image = 0;  // per chunk: B images of the image side, interleaved (B > 1 only)
+    std::size_t phase = 0;  // per chunk: phase planes of one image (B == 1 only)
     std::size_t per_chunk = 0;
     std::size_t dw_part = 0;  // per chunk >= 1 (backward_weight, chunks > 1)
     std::size_t total = 0;
@@ -211,12 +212,13 @@ Layout make_layout(const Conv2dGeometry& g, ConvPass pass, int num_chunks) {
     const bool direct = (L.B == 1 && g.im2col_is_identity());
     L.col = direct ? 0 : round_up(K * L.B * P);
     L.pack = L.B > 1 ? round_up(std::size_t(g.out_c) * L.B * P) : 0;
-    L.phases = !direct && use_phase_path(g);
+    L.image = L.B > 1 ? round_up(std::size_t(g.in_c) * g.in_plane() * L.B) : 0;
+    L.phases = L.B == 1 && !direct && use_phase_path(g);
     if (L.phases) {
         L.pd = phase_dims(g);
         L.phase = round_up(std::size_t(g.in_c) * L.pd.per_channel);
     }
-    L.per_chunk = L.col + L.pack + L.phase;
+    L.per_chunk = L.col + L.pack + L.image + L.phase;
     if (pass == ConvPass::backward_weight && L.chunks > 1) L.dw_part = round_up(g.weight_size());
     L.total = L.per_chunk * L.chunks + L.dw_part * (L.chunks - 1);
     return L;
@@ -232,6 +234,7 @@ void check_scratch(const Layout& L, const ConvScratch& s, const char* who) {
 struct ChunkBufs {
     float* col = nullptr;
     float* pack = nullptr;
+    float* image = nullptr;
     float* phase = nullptr;
 };
 inline ChunkBufs chunk_bufs(const Layout& L, float* base, std::size_t c) {
@@ -239,8 +242,9 @@ inline ChunkBufs chunk_bufs(const Layout& L, float* base, std::size_t c) {
     if (!base) return b;
     float* p = base + c * L.per_chunk;
     b.col = p;
-    b.pack = p + L.col;
-    b.phase = p + L.col + L.pack;
+    b.pack = b.col + L.col;
+    b.image = b.pack + L.pack;
+    b.phase = b.image + L.image;
     return b;
 }
 
@@ -261,30 +265,144 @@ inline void chunk_range(int batch, int chunks, int c, int& n0, int& n1) {
     n1 = int(std::int64_t(batch) * (c + 1) / chunks);
 }
 
-// (B images of NCHW column-side tensor) -> GEMM layout (out_c, bn*P).
-inline void pack_column_side(const float* t, int nb, int bn, const Conv2dGeometry& g, float* pack) {
-    const std::size_t P = g.out_plane(), ld = std::size_t(bn) * P;
-    for (int i = 0; i < bn; ++i)
-        for (int o = 0; o < g.out_c; ++o)
-            std::memcpy(pack + o * ld + i * P, t + (std::size_t(nb + i) * g.out_c + o) * P, P * sizeof(float));
+// ---------------------------------------------------------------------------
+// Blocks of images, interleaved. A block of bn > 1 images runs as one
+// product whose N = P * bn columns hold pixel p of image n at p * bn + n,
+// the images innermost. im2col and col2im then move runs of bn floats (one
+// vector for the DCGAN's bn = 8) where a plane-by-plane layout moves the
+// 7-float rows of a 7 x 7 output with strided gathers and scatters. The
+// image side is interleaved the same way, (c, h, w, n), once per block: a
+// pass kh * kw times smaller than the column buffer.
+// ---------------------------------------------------------------------------
+
+// d[0, n) = s[0, n), or d[0, n) += s[0, n). For n == 8 through local copies,
+// which tell the compiler the runs do not overlap, so that it uses vectors.
+inline void copy_run(float* d, const float* s, int n) {
+    if (n == 8) {
+        std::memcpy(d, s, 8 * sizeof(float));
+    } else {
+        for (int i = 0; i < n; ++i) d[i] = s[i];
+    }
+}
+inline void add_run(float* d, const float* s, int n) {
+    if (n == 8) {
+        float sum[8], addend[8];
+        std::memcpy(sum, d, sizeof sum);
+        std::memcpy(addend, s, sizeof addend);
+        for (int i = 0; i < 8; ++i) sum[i] += addend[i];
+        std::memcpy(d, sum, sizeof sum);
+    } else {
+        for (int i = 0; i < n; ++i) d[i] += s[i];
+    }
 }
 
-// GEMM layout (out_c, bn*P) -> NCHW, fusing the bias and the accumulation.
-inline void unpack_column_side(const float* pack, int nb, int bn, const Conv2dGeometry& g, const float* bias, bool accumulate,
-                               float* t) {
-    const std::size_t P = g.out_plane(), ld = std::size_t(bn) * P;
-    for (int i = 0; i < bn; ++i)
-        for (int o = 0; o < g.out_c; ++o) {
-            const float* src = pack + o * ld + i * P;
-            float* dst = t + (std::size_t(nb + i) * g.out_c + o) * P;
-            const float bo = bias ? bias[o] : 0.0f;
+// xt (in_c, in_h, in_w, bn) <- images [nb, nb + bn) of the NCHW image side x.
+void interleave_images(const float* x, int nb, int bn, const Conv2dGeometry& g, float* xt) {
+    const std::size_t size = std::size_t(g.in_c) * g.in_plane();
+    const float* first = x + std::size_t(nb) * size;
+    for (std::size_t i = 0; i < size; ++i)
+        for (int n = 0; n < bn; ++n) xt[i * bn + n] = first[n * size + i];
+}
+
+// Images [nb, nb + bn) of dx (=/+=) xt (in_c, in_h, in_w, bn) + bias[c].
+void deinterleave_images(const float* xt, int nb, int bn, const Conv2dGeometry& g, const float* bias, bool accumulate,
+                         float* dx) {
+    const std::size_t plane = g.in_plane(), size = std::size_t(g.in_c) * plane;
+    for (int n = 0; n < bn; ++n) {
+        float* out = dx + std::size_t(nb + n) * size;
+        for (int c = 0; c < g.in_c; ++c) {
+            const float b0 = bias ? bias[c] : 0.0f;
+            const float* src = xt + std::size_t(c) * plane * bn + n;
+            float* dst = out + std::size_t(c) * plane;
             if (accumulate)
-                for (std::size_t p = 0; p < P; ++p) dst[p] += src[p] + bo;
-            else if (bias)
-                for (std::size_t p = 0; p < P; ++p) dst[p] = src[p] + bo;
+                for (std::size_t i = 0; i < plane; ++i) dst[i] += src[i * bn] + b0;
             else
-                std::memcpy(dst, src, P * sizeof(float));
+                for (std::size_t i = 0; i < plane; ++i) dst[i] = src[i * bn] + b0;
         }
+    }
+}
+
+// col (K rows of P * bn, row stride ld) <- im2col of the interleaved block xt.
+void im2col_interleaved(const float* xt, float* col, std::size_t ld, const Conv2dGeometry& g, int bn) {
+    const int H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w, sh = g.stride_h, sw = g.stride_w;
+    const std::size_t out_row = std::size_t(OW) * bn;
+    float* row = col;
+    for (int c = 0; c < g.in_c; ++c)
+        for (int kh = 0; kh < g.kernel_h; ++kh) {
+            const int h_off = kh * g.dil_h - g.pad_h;
+            int oh_lo, oh_hi;
+            valid_range(h_off, sh, H, OH, oh_lo, oh_hi);
+            for (int kw = 0; kw < g.kernel_w; ++kw, row += ld) {
+                const int w_off = kw * g.dil_w - g.pad_w;
+                int ow_lo, ow_hi;
+                valid_range(w_off, sw, W, OW, ow_lo, ow_hi);
+                std::fill(row, row + std::size_t(oh_lo) * out_row, 0.0f);
+                std::fill(row + std::size_t(oh_hi) * out_row, row + std::size_t(OH) * out_row, 0.0f);
+                for (int oh = oh_lo; oh < oh_hi; ++oh) {
+                    float* dst = row + std::size_t(oh) * out_row;
+                    const float* image_row = xt + (std::size_t(c) * H + std::size_t(oh * sh + h_off)) * W * bn;
+                    std::fill(dst, dst + std::size_t(ow_lo) * bn, 0.0f);
+                    for (int ow = ow_lo; ow < ow_hi; ++ow)
+                        copy_run(dst + std::size_t(ow) * bn, image_row + std::size_t(ow * sw + w_off) * bn, bn);
+                    std::fill(dst + std::size_t(ow_hi) * bn, dst + out_row, 0.0f);
+                }
+            }
+        }
+}
+
+// xt (in_c, in_h, in_w, bn) <- col2im of col (K rows of P * bn, row stride ld).
+void col2im_interleaved(const float* col, std::size_t ld, float* xt, const Conv2dGeometry& g, int bn) {
+    const int H = g.in_h, W = g.in_w, OW = g.out_w, sh = g.stride_h, sw = g.stride_w;
+    const std::size_t out_row = std::size_t(OW) * bn;
+    std::fill(xt, xt + std::size_t(g.in_c) * g.in_plane() * bn, 0.0f);
+    const float* row = col;
+    for (int c = 0; c < g.in_c; ++c)
+        for (int kh = 0; kh < g.kernel_h; ++kh) {
+            const int h_off = kh * g.dil_h - g.pad_h;
+            int oh_lo, oh_hi;
+            valid_range(h_off, sh, H, g.out_h, oh_lo, oh_hi);
+            for (int kw = 0; kw < g.kernel_w; ++kw, row += ld) {
+                const int w_off = kw * g.dil_w - g.pad_w;
+                int ow_lo, ow_hi;
+                valid_range(w_off, sw, W, OW, ow_lo, ow_hi);
+                for (int oh = oh_lo; oh < oh_hi; ++oh) {
+                    const float* src = row + std::size_t(oh) * out_row;
+                    float* image_row = xt + (std::size_t(c) * H + std::size_t(oh * sh + h_off)) * W * bn;
+                    for (int ow = ow_lo; ow < ow_hi; ++ow)
+                        add_run(image_row + std::size_t(ow * sw + w_off) * bn, src + std::size_t(ow) * bn, bn);
+                }
+            }
+        }
+}
+
+// Images [nb, nb + bn) of the NCHW column-side tensor t -> the GEMM layout
+// (out_c, P * bn).
+void pack_column_side(const float* t, int nb, int bn, const Conv2dGeometry& g, float* pack) {
+    const std::size_t P = g.out_plane(), ld = std::size_t(bn) * P;
+    for (int o = 0; o < g.out_c; ++o)
+        for (int n = 0; n < bn; ++n) {
+            const float* src = t + (std::size_t(nb + n) * g.out_c + o) * P;
+            float* dst = pack + o * ld + n;
+            for (std::size_t p = 0; p < P; ++p) dst[p * bn] = src[p];
+        }
+}
+
+// The GEMM layout (out_c, P * bn) -> images [nb, nb + bn) of t, fusing the
+// bias and the accumulation.
+void unpack_column_side(const float* pack, int nb, int bn, const Conv2dGeometry& g, const float* bias, bool accumulate,
+                        float* t) {
+    const std::size_t P = g.out_plane(), ld = std::size_t(bn) * P;
+    for (int o = 0; o < g.out_c; ++o) {
+        const float bo = bias ? bias[o] : 0.0f;
+        for (int n = 0; n < bn; ++n) {
+            const float* src = pack + o * ld + n;
+            float* dst = t + (std::size_t(nb + n) * g.out_c + o) * P;
+            if (accumulate)
+                for (std::size_t p = 0; p < P; ++p) dst[p] += src[p * bn] + bo;
+            else
+                for (std::size_t p = 0; p < P; ++p) dst[p] = src[p * bn] + bo;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -317,7 +435,8 @@ void forward_chunk(const float* x, const float* w, const float* bias, float* y, 
                 }
         } else {
             const std::size_t ld = std::size_t(bn) * P;
-            for (int i = 0; i < bn; ++i) im2col_any(x + (nb + i) * xs, cb.col + i * P, ld, g, L, cb);
+            interleave_images(x, nb, bn, g, cb.image);
+            im2col_interleaved(cb.image, cb.col, ld, g, bn);
             gemm(false, false, g.out_c, ld, K, w, K, cb.col, ld, 0.0f, cb.pack, ld);
             unpack_column_side(cb.pack, nb, bn, g, bias, accumulate, y);
         }
@@ -348,7 +467,8 @@ void backward_data_chunk(const float* dy, const float* w, const float* bias, flo
             const std::size_t ld = std::size_t(bn) * P;
             pack_column_side(dy, nb, bn, g, cb.pack);
             gemm(true, false, K, ld, g.out_c, w, K, cb.pack, ld, 0.0f, cb.col, ld);
-            for (int i = 0; i < bn; ++i) col2im(cb.col + i * P, ld, dx + (nb + i) * xs, g, accumulate, bias);
+            col2im_interleaved(cb.col, ld, cb.image, g, bn);
+            deinterleave_images(cb.image, nb, bn, g, bias, accumulate, dx);
         }
     }
 }
@@ -372,7 +492,8 @@ void backward_weight_chunk(const float* dy, const float* x, float* dw, const Con
         } else {
             const std::size_t ld = std::size_t(bn) * P;
             pack_column_side(dy, nb, bn, g, cb.pack);
-            for (int i = 0; i < bn; ++i) im2col_any(x + (nb + i) * xs, cb.col + i * P, ld, g, L, cb);
+            interleave_images(x, nb, bn, g, cb.image);
+            im2col_interleaved(cb.image, cb.col, ld, g, bn);
             gemm(false, true, g.out_c, K, ld, cb.pack, ld, cb.col, ld, beta, dw, K);
         }
     }

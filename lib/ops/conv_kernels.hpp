@@ -34,17 +34,22 @@
 // Execution strategy (measured; docs/design.md, "Convolutions")
 // ---------------------------------------------------------------------------
 // Images are processed in blocks of B images. The column buffer of a block is
-// K x (B*P) (K = in_c*kh*kw, P = out_h*out_w): the B images' columns side by
-// side, so each block is ONE sgemm with a wide N = B*P instead of B skinny
-// ones. For B > 1 the column-side tensor must be repacked between NCHW
-// (B, out_c, P) and the GEMM layout (out_c, B*P); the repack is a memcpy per
-// (image, channel) row and bias / accumulation are fused into it. For B == 1
-// there is no repack: the GEMM reads/writes the user's tensors directly.
+// K x (B*P) (K = in_c*kh*kw, P = out_h*out_w), so each block is ONE sgemm
+// with a wide N = B*P instead of B skinny ones.
 //
-// im2col goes through "phase planes" of the zero-padded image (one
-// deinterleave per image, then every tap is a contiguous 2-D window) unless
-// the geometry is stride 1 / no padding with wide rows; col2im scatters
-// directly. See conv_kernels.cpp for the measurements behind both choices.
+// For B > 1 (small outputs: P < 128) the block's columns are interleaved,
+// pixel p of image n at column p*B + n, the images innermost: im2col and
+// col2im then move runs of B floats (one vector for the DCGAN's B = 8)
+// instead of a 7x7 plane's 7-float rows. The block's images are interleaved
+// (c, h, w, n) on the image side and repacked to (out_c, P*B) on the column
+// side, with bias and accumulation fused into the repack.
+//
+// For B == 1 there is no repack: the GEMM reads/writes the user's tensors
+// directly. Its im2col goes through "phase planes" of the zero-padded image
+// (one deinterleave per image, then every tap is a contiguous 2-D window)
+// unless the geometry is stride 1 / no padding with wide rows; col2im
+// scatters directly. See conv_kernels.cpp for the measurements behind these
+// choices.
 //
 // Every pass splits the batch into `num_chunks` contiguous ranges of images,
 // run by xgrad's parallel_for; each chunk owns its own slice of the scratch
