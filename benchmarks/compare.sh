@@ -48,7 +48,7 @@ ratio() {
     { echo "compare: cannot divide $2=$a by $4=$b" >&2; exit 1; }
 }
 
-echo "== $(uptime)"
+echo "== $(uptime); OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset (OpenBLAS picks kernels for this CPU)}"
 for part in "${parts[@]}"; do
   if [ "$part" = gan ]; then
     [ -x "$build/benchmarks/gan_step" ] || { echo "compare: build $build first (meson setup $build && ninja -C $build)" >&2; exit 1; }
@@ -66,7 +66,16 @@ for part in "${parts[@]}"; do
     out=$("$build/benchmarks/conv_step" --threads "$threads"); echo "$out"
     if [ $torch = yes ]; then
       echo "== PyTorch: benchmarks/torch_conv_bench.py --threads $threads"
-      /usr/bin/python3 benchmarks/torch_conv_bench.py --threads "$threads" | grep -E '^(RESULT|#)' | grep -E 'fwd_bwd|^#' || true
+      layers=$(/usr/bin/python3 benchmarks/torch_conv_bench.py --threads "$threads" | grep -E '^(RESULT|#)' | grep -E 'fwd_bwd|^#')
+      echo "$layers"
+      line="RATIO layers xgrad/torch"
+      for layer in conv1:A conv2:B convt1:C convt2:D; do # conv_step's name, then the PyTorch script's
+        name=${layer%:*} shape=${layer#*:}
+        torch_layer=$(grep "shape=$shape pass=fwd_bwd" <<<"$layers")
+        r=$(ratio "$out" "${name}_ms" "$torch_layer" median_ms)
+        line+=" $name=$r"
+      done
+      echo "$line"
       echo "== PyTorch: benchmarks/torch_dcgan_step.py --threads $threads (same algorithm, then the classic example)"
       same=$(/usr/bin/python3 benchmarks/torch_dcgan_step.py --threads "$threads" --fake-mode nograd --freeze-d); echo "$same"
       classic=$(/usr/bin/python3 benchmarks/torch_dcgan_step.py --threads "$threads"); echo "$classic"

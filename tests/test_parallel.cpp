@@ -175,6 +175,19 @@ TEST_CASE("elementwise ops give the same values on several threads") {
     CHECK(cube_serial.shape() == Shape{16, 64, 98});
 }
 
+TEST_CASE("elementwise backward passes give the same gradients on several threads") {
+    // ~100K elements, split into ranges that do not end at a multiple of the
+    // kernels' 1024-float chunks. x feeds four ops, so three of them
+    // add to a gradient the first one wrote.
+    const auto gradient = [](int threads) {
+        Threads use(threads);
+        const Var x(random_tensor(127, 785, 9), true);
+        xgrad::backward(xgrad::sum(xgrad::relu(x) + xgrad::leaky_relu(x, 0.2f) + sigmoid(x) + xgrad::tanh(x)));
+        return Tensor(x.grad());
+    };
+    CHECK(identical(gradient(2), gradient(1)));
+}
+
 TEST_CASE("Adam's update is the same on several threads") {
     // 200K elements: several blocks of Adam's update.
     auto train = [](int threads) {

@@ -17,18 +17,21 @@ namespace {
 // grad(input 0) += dx, where kernel(a, b, dx, n) is a backward kernel of
 // xgrad::simd. It writes chunks small enough to stay in L1, each copied
 // into the gradient (or added where it already holds a contribution): no
-// zero-fill, no pooled buffer.
+// zero-fill, no pooled buffer. Large tensors are split into ranges over
+// xgrad's threads, each with its own chunk.
 template <class Kernel>
 void accumulate_kernel(BackwardContext& ctx, const Tensor& a, const Tensor& b, const Kernel& kernel) {
     if (!ctx.needs_grad(0)) return;
     const GradSink dx = ctx.sink(0);
-    constexpr std::size_t kChunk = 1024;
-    alignas(64) float chunk[kChunk];
-    for (std::size_t begin = 0; begin < a.size(); begin += kChunk) {
-        const std::size_t n = std::min(kChunk, a.size() - begin);
-        kernel(a.data() + begin, b.data() + begin, chunk, n);
-        dx.run(begin, chunk, n);
-    }
+    parallel_for(a.size(), 16384, [&](std::size_t first, std::size_t end) {
+        constexpr std::size_t kChunk = 1024;
+        alignas(64) float chunk[kChunk];
+        for (std::size_t begin = first; begin < end; begin += kChunk) {
+            const std::size_t n = std::min(kChunk, end - begin);
+            kernel(a.data() + begin, b.data() + begin, chunk, n);
+            dx.run(begin, chunk, n);
+        }
+    });
 }
 
 // The differentiable rule of an op whose derivative is piecewise constant
