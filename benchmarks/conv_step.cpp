@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -164,8 +165,14 @@ int main(int argc, char** argv) {
     xgrad::set_num_threads(threads);
     const std::string load_before = bench::load_average();
 
-    std::printf("conv_step: dcgan layers (batch 64, k4 s2 p1) and one DCGAN step, %d thread(s), median of %d runs\n", threads,
-                rounds);
+    // OpenBLAS's kernels follow the CPU unless the environment pins them
+    // (docs/performance.md: Haswell's ran at about half the AVX-512 ones'
+    // rate on an AMD EPYC), so say which ran.
+    const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+    std::printf(
+        "conv_step: dcgan layers (batch 64, k4 s2 p1) and one DCGAN step, %d thread(s), median of %d runs, "
+        "OPENBLAS_CORETYPE %s\n",
+        threads, rounds, coretype ? coretype : "unset");
     std::printf("  %-32s %10s %12s %8s\n", "layer", "fwd ms", "fwd+bwd ms", "allocs");
     std::vector<LayerTimes> layers;
     for (const Layer& l : kLayers) {
@@ -245,10 +252,10 @@ int main(int argc, char** argv) {
         "RESULT dcgan_ms_per_step=%.3f gemm_floor_ms=%.3f ratio=%.3f allocs_per_step=%g threads=%d conv1_ms=%.3f conv2_ms=%.3f "
         "convt1_ms=%.3f convt2_ms=%.3f d_step_ms=%.3f r1_d_step_ms=%.3f r1_allocs=%g gflop_per_step=%.3f "
         "step_gflops_per_thread=%.1f floor_gflops=%.1f sgemm_peak_gflops=%.1f cdcgan_ms_per_step=%.3f "
-        "cdcgan_allocs_per_step=%g augment_ms_per_step=%.3f augment_allocs_per_step=%g\n",
+        "cdcgan_allocs_per_step=%g augment_ms_per_step=%.3f augment_allocs_per_step=%g openblas_coretype=%s\n",
         step_ms, floor_ms, step_ms / floor_ms, double(step_allocs) / rounds, threads, layers[0].forward_backward,
         layers[1].forward_backward, layers[2].forward_backward, layers[3].forward_backward, d_ms, r1_ms,
         double(r1_allocs) / rounds, gflop, step_gflops, floor_gflops, peak_gflops, cdcgan_ms, double(cdcgan_allocs) / rounds,
-        augment_ms, double(augment_allocs) / rounds);
+        augment_ms, double(augment_allocs) / rounds, coretype ? coretype : "unset");
     return 0;
 }
