@@ -16,13 +16,6 @@ namespace conv {
 
 namespace {
 
-// im2col of one image x_n (in_c, in_h, in_w) into col (K rows, row stride
-// ldc, P columns), gathering straight from the image.
-void im2col(const float* x_n, float* col, std::size_t ldc, const Conv2dGeometry& g);
-// dx_n (+)= col2im(col). If accumulate is false, dx_n is first set to
-// init_bias[c] per channel (or 0 if init_bias is null).
-void col2im(const float* col, std::size_t ldc, float* dx_n, const Conv2dGeometry& g, bool accumulate, const float* init_bias);
-
 inline int ceil_div_nonneg(int a, int b) { return (a + b - 1) / b; }
 
 // Range of output columns ow whose input column iw = ow*stride + off lies in
@@ -165,6 +158,121 @@ void im2col_phases(const float* q, float* col, std::size_t ldc, const Conv2dGeom
     }
 }
 
+// ---------------------------------------------------------------------------
+// im2col and col2im over an image side whose pixels each hold a run of
+// `run` floats: run = 1 for one NCHW image, run = bn for a block of bn
+// interleaved images (c, h, w, n) (see "Blocks of images" below). Column p
+// of a tap's row then holds the run of output pixel p at p * run.
+// ---------------------------------------------------------------------------
+
+// d[0, n) = s[0, n), or d[0, n) += s[0, n). For n == 8 through local copies,
+// which tell the compiler the runs do not overlap, so that it uses vectors.
+inline void copy_run(float* d, const float* s, int n) {
+    if (n == 8) {
+        std::memcpy(d, s, 8 * sizeof(float));
+    } else {
+        for (int i = 0; i < n; ++i) d[i] = s[i];
+    }
+}
+inline void add_run(float* d, const float* s, int n) {
+    if (n == 8) {
+        float sum[8], addend[8];
+        std::memcpy(sum, d, sizeof sum);
+        std::memcpy(addend, s, sizeof addend);
+        for (int i = 0; i < 8; ++i) sum[i] += addend[i];
+        std::memcpy(d, sum, sizeof sum);
+    } else {
+        for (int i = 0; i < n; ++i) d[i] += s[i];
+    }
+}
+
+// One kernel tap: row (c, kh, kw) of the column buffer, the offsets of its
+// input pixel from the output pixel's strided position, and the output
+// rows [oh_lo, oh_hi) and columns [ow_lo, ow_hi) whose input pixel lies
+// inside the image (the others read padding).
+struct Tap {
+    int c, h_off, w_off, oh_lo, oh_hi, ow_lo, ow_hi;
+};
+
+// visit(tap, row) for every tap in column-buffer order, row its index.
+template <class Visit>
+void for_each_tap(const Conv2dGeometry& g, const Visit& visit) {
+    std::size_t row = 0;
+    for (int c = 0; c < g.in_c; ++c)
+        for (int kh = 0; kh < g.kernel_h; ++kh) {
+            Tap t{c, kh * g.dil_h - g.pad_h, 0, 0, 0, 0, 0};
+            valid_range(t.h_off, g.stride_h, g.in_h, g.out_h, t.oh_lo, t.oh_hi);
+            for (int kw = 0; kw < g.kernel_w; ++kw, ++row) {
+                t.w_off = kw * g.dil_w - g.pad_w;
+                valid_range(t.w_off, g.stride_w, g.in_w, g.out_w, t.ow_lo, t.ow_hi);
+                visit(t, row);
+            }
+        }
+}
+
+// Where the tap's input row for output row oh starts in the image side.
+inline std::size_t image_row(const Conv2dGeometry& g, const Tap& t, int oh, int run) {
+    return (std::size_t(t.c) * g.in_h + std::size_t(oh * g.stride_h + t.h_off)) * g.in_w * run;
+}
+
+// col (K rows of P * run, row stride ld) <- im2col of image.
+void im2col(const float* image, float* col, std::size_t ld, const Conv2dGeometry& g, int run) {
+    const int sw = g.stride_w;
+    const std::size_t out_row = std::size_t(g.out_w) * run;
+    for_each_tap(g, [&](const Tap& t, std::size_t r) {
+        float* row = col + r * ld;
+        // output rows that read padding only
+        std::fill(row, row + std::size_t(t.oh_lo) * out_row, 0.0f);
+        std::fill(row + std::size_t(t.oh_hi) * out_row, row + std::size_t(g.out_h) * out_row, 0.0f);
+        for (int oh = t.oh_lo; oh < t.oh_hi; ++oh) {
+            float* dst = row + std::size_t(oh) * out_row;
+            const float* src = image + image_row(g, t, oh, run);
+            std::fill(dst, dst + std::size_t(t.ow_lo) * run, 0.0f);
+            if (sw == 1) {  // the valid pixels are one contiguous stretch
+                std::memcpy(dst + std::size_t(t.ow_lo) * run, src + std::size_t(t.ow_lo + t.w_off) * run,
+                            sizeof(float) * std::size_t(t.ow_hi - t.ow_lo) * run);
+            } else {
+                for (int ow = t.ow_lo; ow < t.ow_hi; ++ow)
+                    copy_run(dst + std::size_t(ow) * run, src + std::size_t(ow * sw + t.w_off) * run, run);
+            }
+            std::fill(dst + std::size_t(t.ow_hi) * run, dst + out_row, 0.0f);
+        }
+    });
+}
+
+// image (+)= col2im(col) (col: K rows of P * run, row stride ld). If
+// accumulate is false, channel c of image is first set to init_bias[c] (or
+// 0 if init_bias is null). Channel by channel: a channel's plane stays in
+// L1 while its kh*kw column rows are added into it.
+void col2im(const float* col, std::size_t ld, float* image, const Conv2dGeometry& g, int run, bool accumulate,
+            const float* init_bias) {
+    const int sw = g.stride_w;
+    const std::size_t out_row = std::size_t(g.out_w) * run, plane = g.in_plane() * run;
+    int initialised = -1;  // the channel whose plane was set last
+    for_each_tap(g, [&](const Tap& t, std::size_t r) {
+        if (t.c != initialised) {
+            initialised = t.c;
+            float* channel = image + std::size_t(t.c) * plane;
+            const float b0 = init_bias ? init_bias[t.c] : 0.0f;
+            if (!accumulate)
+                std::fill(channel, channel + plane, b0);
+            else if (init_bias)
+                for (std::size_t i = 0; i < plane; ++i) channel[i] += b0;
+        }
+        const float* row = col + r * ld;
+        for (int oh = t.oh_lo; oh < t.oh_hi; ++oh) {
+            const float* src = row + std::size_t(oh) * out_row;
+            float* dst = image + image_row(g, t, oh, run);
+            if (sw == 1) {  // the valid pixels are one contiguous stretch
+                add_run(dst + std::size_t(t.ow_lo + t.w_off) * run, src + std::size_t(t.ow_lo) * run, (t.ow_hi - t.ow_lo) * run);
+            } else {
+                for (int ow = t.ow_lo; ow < t.ow_hi; ++ow)
+                    add_run(dst + std::size_t(ow * sw + t.w_off) * run, src + std::size_t(ow) * run, run);
+            }
+        }
+    });
+}
+
 // Images per block B (tuned on the DCGAN shapes, docs/design.md): enough images
 // that the GEMM's N dimension is wide, while the block's column buffer stays
 // L2-sized.
@@ -255,7 +363,7 @@ inline void im2col_any(const float* xn, float* col, std::size_t ldc, const Conv2
         build_phases(xn, cb.phase, g, L.pd);
         im2col_phases(cb.phase, col, ldc, g, L.pd);
     } else {
-        im2col(xn, col, ldc, g);
+        im2col(xn, col, ldc, g, 1);
     }
 }
 
@@ -274,27 +382,6 @@ inline void chunk_range(int batch, int chunks, int c, int& n0, int& n1) {
 // image side is interleaved the same way, (c, h, w, n), once per block: a
 // pass kh * kw times smaller than the column buffer.
 // ---------------------------------------------------------------------------
-
-// d[0, n) = s[0, n), or d[0, n) += s[0, n). For n == 8 through local copies,
-// which tell the compiler the runs do not overlap, so that it uses vectors.
-inline void copy_run(float* d, const float* s, int n) {
-    if (n == 8) {
-        std::memcpy(d, s, 8 * sizeof(float));
-    } else {
-        for (int i = 0; i < n; ++i) d[i] = s[i];
-    }
-}
-inline void add_run(float* d, const float* s, int n) {
-    if (n == 8) {
-        float sum[8], addend[8];
-        std::memcpy(sum, d, sizeof sum);
-        std::memcpy(addend, s, sizeof addend);
-        for (int i = 0; i < 8; ++i) sum[i] += addend[i];
-        std::memcpy(d, sum, sizeof sum);
-    } else {
-        for (int i = 0; i < n; ++i) d[i] += s[i];
-    }
-}
 
 // xt (in_c, in_h, in_w, bn) <- images [nb, nb + bn) of the NCHW image side x.
 void interleave_images(const float* x, int nb, int bn, const Conv2dGeometry& g, float* xt) {
@@ -320,59 +407,6 @@ void deinterleave_images(const float* xt, int nb, int bn, const Conv2dGeometry& 
                 for (std::size_t i = 0; i < plane; ++i) dst[i] = src[i * bn] + b0;
         }
     }
-}
-
-// col (K rows of P * bn, row stride ld) <- im2col of the interleaved block xt.
-void im2col_interleaved(const float* xt, float* col, std::size_t ld, const Conv2dGeometry& g, int bn) {
-    const int H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w, sh = g.stride_h, sw = g.stride_w;
-    const std::size_t out_row = std::size_t(OW) * bn;
-    float* row = col;
-    for (int c = 0; c < g.in_c; ++c)
-        for (int kh = 0; kh < g.kernel_h; ++kh) {
-            const int h_off = kh * g.dil_h - g.pad_h;
-            int oh_lo, oh_hi;
-            valid_range(h_off, sh, H, OH, oh_lo, oh_hi);
-            for (int kw = 0; kw < g.kernel_w; ++kw, row += ld) {
-                const int w_off = kw * g.dil_w - g.pad_w;
-                int ow_lo, ow_hi;
-                valid_range(w_off, sw, W, OW, ow_lo, ow_hi);
-                std::fill(row, row + std::size_t(oh_lo) * out_row, 0.0f);
-                std::fill(row + std::size_t(oh_hi) * out_row, row + std::size_t(OH) * out_row, 0.0f);
-                for (int oh = oh_lo; oh < oh_hi; ++oh) {
-                    float* dst = row + std::size_t(oh) * out_row;
-                    const float* image_row = xt + (std::size_t(c) * H + std::size_t(oh * sh + h_off)) * W * bn;
-                    std::fill(dst, dst + std::size_t(ow_lo) * bn, 0.0f);
-                    for (int ow = ow_lo; ow < ow_hi; ++ow)
-                        copy_run(dst + std::size_t(ow) * bn, image_row + std::size_t(ow * sw + w_off) * bn, bn);
-                    std::fill(dst + std::size_t(ow_hi) * bn, dst + out_row, 0.0f);
-                }
-            }
-        }
-}
-
-// xt (in_c, in_h, in_w, bn) <- col2im of col (K rows of P * bn, row stride ld).
-void col2im_interleaved(const float* col, std::size_t ld, float* xt, const Conv2dGeometry& g, int bn) {
-    const int H = g.in_h, W = g.in_w, OW = g.out_w, sh = g.stride_h, sw = g.stride_w;
-    const std::size_t out_row = std::size_t(OW) * bn;
-    std::fill(xt, xt + std::size_t(g.in_c) * g.in_plane() * bn, 0.0f);
-    const float* row = col;
-    for (int c = 0; c < g.in_c; ++c)
-        for (int kh = 0; kh < g.kernel_h; ++kh) {
-            const int h_off = kh * g.dil_h - g.pad_h;
-            int oh_lo, oh_hi;
-            valid_range(h_off, sh, H, g.out_h, oh_lo, oh_hi);
-            for (int kw = 0; kw < g.kernel_w; ++kw, row += ld) {
-                const int w_off = kw * g.dil_w - g.pad_w;
-                int ow_lo, ow_hi;
-                valid_range(w_off, sw, W, OW, ow_lo, ow_hi);
-                for (int oh = oh_lo; oh < oh_hi; ++oh) {
-                    const float* src = row + std::size_t(oh) * out_row;
-                    float* image_row = xt + (std::size_t(c) * H + std::size_t(oh * sh + h_off)) * W * bn;
-                    for (int ow = ow_lo; ow < ow_hi; ++ow)
-                        add_run(image_row + std::size_t(ow * sw + w_off) * bn, src + std::size_t(ow) * bn, bn);
-                }
-            }
-        }
 }
 
 // Images [nb, nb + bn) of the NCHW column-side tensor t -> the GEMM layout
@@ -436,7 +470,7 @@ void forward_chunk(const float* x, const float* w, const float* bias, float* y, 
         } else {
             const std::size_t ld = std::size_t(bn) * P;
             interleave_images(x, nb, bn, g, cb.image);
-            im2col_interleaved(cb.image, cb.col, ld, g, bn);
+            im2col(cb.image, cb.col, ld, g, bn);
             gemm(false, false, g.out_c, ld, K, w, K, cb.col, ld, 0.0f, cb.pack, ld);
             unpack_column_side(cb.pack, nb, bn, g, bias, accumulate, y);
         }
@@ -461,13 +495,13 @@ void backward_data_chunk(const float* dy, const float* w, const float* bias, flo
                         for (std::size_t p = 0; p < P; ++p) dxn[c * P + p] += bias[c];
             } else {
                 gemm(true, false, K, P, g.out_c, w, K, dyn, P, 0.0f, cb.col, P);
-                col2im(cb.col, P, dxn, g, accumulate, bias);
+                col2im(cb.col, P, dxn, g, 1, accumulate, bias);
             }
         } else {
             const std::size_t ld = std::size_t(bn) * P;
             pack_column_side(dy, nb, bn, g, cb.pack);
             gemm(true, false, K, ld, g.out_c, w, K, cb.pack, ld, 0.0f, cb.col, ld);
-            col2im_interleaved(cb.col, ld, cb.image, g, bn);
+            col2im(cb.col, ld, cb.image, g, bn, false, nullptr);
             deinterleave_images(cb.image, nb, bn, g, bias, accumulate, dx);
         }
     }
@@ -493,7 +527,7 @@ void backward_weight_chunk(const float* dy, const float* x, float* dw, const Con
             const std::size_t ld = std::size_t(bn) * P;
             pack_column_side(dy, nb, bn, g, cb.pack);
             interleave_images(x, nb, bn, g, cb.image);
-            im2col_interleaved(cb.image, cb.col, ld, g, bn);
+            im2col(cb.image, cb.col, ld, g, bn);
             gemm(false, true, g.out_c, K, ld, cb.pack, ld, cb.col, ld, beta, dw, K);
         }
     }
@@ -642,86 +676,6 @@ std::size_t conv_transpose2d_scratch_floats(const Conv2dGeometry& g, ConvPass pa
                                                    : ConvPass::backward_weight;
     return make_layout(g, k, num_chunks).total;
 }
-
-namespace {
-
-// ---------------------------------------------------------------------------
-// im2col / col2im
-// ---------------------------------------------------------------------------
-void im2col(const float* x, float* col, std::size_t ldc, const Conv2dGeometry& g) {
-    const int H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w;
-    const int sh = g.stride_h, sw = g.stride_w;
-    float* row = col;
-    for (int c = 0; c < g.in_c; ++c) {
-        const float* xc = x + std::size_t(c) * H * W;
-        for (int kh = 0; kh < g.kernel_h; ++kh) {
-            const int h_off = kh * g.dil_h - g.pad_h;
-            int oh_lo, oh_hi;
-            valid_range(h_off, sh, H, OH, oh_lo, oh_hi);
-            for (int kw = 0; kw < g.kernel_w; ++kw, row += ldc) {
-                const int w_off = kw * g.dil_w - g.pad_w;
-                int ow_lo, ow_hi;
-                valid_range(w_off, sw, W, OW, ow_lo, ow_hi);
-                // rows of the output that read padding only
-                std::fill(row, row + std::size_t(oh_lo) * OW, 0.0f);
-                std::fill(row + std::size_t(oh_hi) * OW, row + std::size_t(OH) * OW, 0.0f);
-                for (int oh = oh_lo; oh < oh_hi; ++oh) {
-                    float* dst = row + std::size_t(oh) * OW;
-                    const float* src = xc + std::size_t(oh * sh + h_off) * W + w_off;
-                    for (int ow = 0; ow < ow_lo; ++ow) dst[ow] = 0.0f;
-                    if (sw == 1) {
-                        std::memcpy(dst + ow_lo, src + ow_lo, sizeof(float) * std::size_t(ow_hi - ow_lo));
-                    } else if (sw == 2) {
-                        // the DCGAN case: a fixed stride lets the compiler use shuffles
-                        for (int ow = ow_lo; ow < ow_hi; ++ow) dst[ow] = src[2 * ow];
-                    } else {
-                        for (int ow = ow_lo; ow < ow_hi; ++ow) dst[ow] = src[ow * sw];
-                    }
-                    for (int ow = ow_hi; ow < OW; ++ow) dst[ow] = 0.0f;
-                }
-            }
-        }
-    }
-}
-
-void col2im(const float* col, std::size_t ldc, float* dx, const Conv2dGeometry& g, bool accumulate, const float* init_bias) {
-    const int H = g.in_h, W = g.in_w, OW = g.out_w;
-    const int sh = g.stride_h, sw = g.stride_w;
-    const std::size_t plane = std::size_t(H) * W;
-    const float* row = col;
-    // Channel by channel: the channel plane of dx stays in L1 while its
-    // kh*kw column rows are scattered into it.
-    for (int c = 0; c < g.in_c; ++c) {
-        float* dxc = dx + c * plane;
-        const float b0 = init_bias ? init_bias[c] : 0.0f;
-        if (!accumulate)
-            std::fill(dxc, dxc + plane, b0);
-        else if (init_bias)
-            for (std::size_t i = 0; i < plane; ++i) dxc[i] += b0;
-        for (int kh = 0; kh < g.kernel_h; ++kh) {
-            const int h_off = kh * g.dil_h - g.pad_h;
-            int oh_lo, oh_hi;
-            valid_range(h_off, sh, H, g.out_h, oh_lo, oh_hi);
-            for (int kw = 0; kw < g.kernel_w; ++kw, row += ldc) {
-                const int w_off = kw * g.dil_w - g.pad_w;
-                int ow_lo, ow_hi;
-                valid_range(w_off, sw, W, OW, ow_lo, ow_hi);
-                for (int oh = oh_lo; oh < oh_hi; ++oh) {
-                    const float* src = row + std::size_t(oh) * OW;
-                    float* dst = dxc + std::size_t(oh * sh + h_off) * W + w_off;
-                    if (sw == 1)
-                        for (int ow = ow_lo; ow < ow_hi; ++ow) dst[ow] += src[ow];
-                    else if (sw == 2)
-                        for (int ow = ow_lo; ow < ow_hi; ++ow) dst[2 * ow] += src[ow];
-                    else
-                        for (int ow = ow_lo; ow < ow_hi; ++ow) dst[ow * sw] += src[ow];
-                }
-            }
-        }
-    }
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------------------
 // Public entry points
