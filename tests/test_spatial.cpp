@@ -256,6 +256,21 @@ TEST_CASE("batch_norm and layer_norm pass gradcheck") {
     }
     check_gradients("batch_norm of (N, C)", [](const Inputs& in) { return xgrad::batch_norm(in[0], Var(), Var(), Var(), Var()); },
                     {random_var({5, 2}, -2.f, 2.f, ++seed)});
+    // Training batch_norm's input gradient is an op of its own (x, dy, w):
+    // its first derivative is checked above; here its second and third, as
+    // the derivatives of batch_norm's gradient.
+    for (const bool affine : {true, false}) {
+        check_gradients(std::string("batch_norm's input gradient, ") + (affine ? "affine" : "without affine"),
+                        [affine](const Inputs& in) {
+                            const Var w = affine ? in[2] : Var(), b = affine ? Var::zeros({3}) : Var();
+                            xgrad::GradOptions recorded;
+                            recorded.create_graph = true;
+                            recorded.grad_outputs = {in[1]};
+                            return xgrad::grad(xgrad::batch_norm(in[0], w, b, Var(), Var()), in[0], recorded);
+                        },
+                        {random_var({4, 3, 2, 2}, -2.f, 2.f, ++seed), random_var({4, 3, 2, 2}, -1.f, 1.f, ++seed),
+                         random_var({3}, 0.5f, 1.5f, ++seed, affine)});
+    }
     check_gradients("layer_norm over 2 axes", [](const Inputs& in) { return xgrad::layer_norm(in[0], 2, in[1], in[2]); },
                     {random_var({3, 2, 4}, -2.f, 2.f, ++seed), random_var({2, 4}, 0.5f, 1.5f, ++seed),
                      random_var({2, 4}, -1.f, 1.f, ++seed)});

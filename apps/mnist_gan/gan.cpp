@@ -382,16 +382,20 @@ Var Gan::judged(const Var& real_seen, const Var& real_classes, const Var& fake_s
     // and compilers order them differently.
     const Var fake_logits = discriminate(fake_seen, fake_noise);
     const Var real_logits = discriminate(real_seen, real_classes);
-    return discriminator_objective(real_logits, fake_logits, mean_d_real);
+    if (mean_d_real) *mean_d_real = mean_output(real_logits);
+    return real_objective(real_logits) + fake_objective(fake_logits);
 }
 
-Var Gan::discriminator_objective(const Var& real_logits, const Var& fake_logits, float* mean_d_real) const {
-    if (mean_d_real) *mean_d_real = mean_output(real_logits);
-    if (config_.objective == Objective::wasserstein) return xgrad::mean(fake_logits) - xgrad::mean(real_logits);
-    if (config_.objective == Objective::hinge) {
-        return xgrad::mean(xgrad::relu(1.f - real_logits)) + xgrad::mean(xgrad::relu(fake_logits + 1.f));
-    }
-    return xgrad::bce_with_logits(real_logits, config_.real_label) + xgrad::bce_with_logits(fake_logits, 0.f);
+Var Gan::real_objective(const Var& real_logits) const {
+    if (config_.objective == Objective::wasserstein) return -xgrad::mean(real_logits);
+    if (config_.objective == Objective::hinge) return xgrad::mean(xgrad::relu(1.f - real_logits));
+    return xgrad::bce_with_logits(real_logits, config_.real_label);
+}
+
+Var Gan::fake_objective(const Var& fake_logits) const {
+    if (config_.objective == Objective::wasserstein) return xgrad::mean(fake_logits);
+    if (config_.objective == Objective::hinge) return xgrad::mean(xgrad::relu(fake_logits + 1.f));
+    return xgrad::bce_with_logits(fake_logits, 0.f);
 }
 
 float Gan::mean_output(const Var& logits) const {
@@ -506,17 +510,15 @@ void Gan::discriminator_step(DataSource& data, StepStats& stats) {
         const xgrad::StatisticsFrozen g_statistics(g_norms_);
         fake = generator_(noise);
     }
-    const Var loss = penalised_discriminator_loss(real, real_classes, fake, noise, stats);
-    ++d_updates_;
     d_optimizer_->zero_grad();
-    xgrad::backward(loss);
+    stats.d_loss = differentiate_discriminator_loss(real, real_classes, fake, noise, stats);
+    ++d_updates_;
     d_gradients_.average();  // the ranks' mean gradient
     d_optimizer_->step();
-    stats.d_loss = loss.item();
 }
 
-Var Gan::penalised_discriminator_loss(Var& real, const Var& real_classes, const Var& fake, const Var& fake_noise,
-                                      StepStats& stats) {
+float Gan::differentiate_discriminator_loss(Var& real, const Var& real_classes, const Var& fake, const Var& fake_noise,
+                                            StepStats& stats) {
     const bool r1 = applies_r1(d_updates_);
     std::optional<DifferentiatedInput> differentiated;
     if (r1) differentiated.emplace(real);
@@ -526,17 +528,23 @@ Var Gan::penalised_discriminator_loss(Var& real, const Var& real_classes, const 
     // default of DiffAugment's StyleGAN2 code, ns_DiffAugment_r1).
     const Var real_seen = augmented(real);
     const Var fake_seen = augmented(fake);
-    Var loss;
     if (r1) {
         // Lazy R1 shares D's forward pass on the real batch with the loss.
+        // That half of the loss and the penalty are differentiated before
+        // D sees the generated batch, so that the penalty's graph, the
+        // step's largest, is never held together with a second one of D's
+        // (docs/design.md, "Two rules per op").
         const Var real_logits = discriminate(real_seen, real_classes);
+        stats.d_real = mean_output(real_logits);
         const Var penalty = r1_penalty(real, real_logits);
         stats.penalty = penalty.item();
-        loss = discriminator_objective(real_logits, discriminate(fake_seen, fake_noise), &stats.d_real) +
-               penalty * static_cast<float>(config_.r1_every);
-    } else {
-        loss = judged(real_seen, real_classes, fake_seen, fake_noise, &stats.d_real);
+        const Var real_loss = real_objective(real_logits) + penalty * static_cast<float>(config_.r1_every);
+        xgrad::backward(real_loss);
+        const Var fake_loss = fake_objective(discriminate(fake_seen, fake_noise));
+        xgrad::backward(fake_loss);
+        return real_loss.item() + fake_loss.item();
     }
+    Var loss = judged(real_seen, real_classes, fake_seen, fake_noise, &stats.d_real);
     if (config_.objective == Objective::wasserstein && config_.gp_lambda > 0.f) {
         // Between the augmented batches, the points D is trained on (as the
         // DiffAugment authors' compare_gan code penalises D).
@@ -544,7 +552,8 @@ Var Gan::penalised_discriminator_loss(Var& real, const Var& real_classes, const 
         stats.penalty = penalty.item() / config_.gp_lambda;
         loss = loss + penalty;
     }
-    return loss;
+    xgrad::backward(loss);
+    return loss.item();
 }
 
 // (2) G's update, on fresh noise: gradients reach G through D by backward()

@@ -230,7 +230,9 @@ private:
     // D run on the generated batch, then on the real one.
     xgrad::Var judged(const xgrad::Var& real_seen, const xgrad::Var& real_classes, const xgrad::Var& fake_seen,
                       const xgrad::Var& fake_noise, float* mean_d_real);
-    xgrad::Var discriminator_objective(const xgrad::Var& real_logits, const xgrad::Var& fake_logits, float* mean_d_real) const;
+    // The game's D loss is the sum of these two: on D's logits of real and of generated samples.
+    xgrad::Var real_objective(const xgrad::Var& real_logits) const;
+    xgrad::Var fake_objective(const xgrad::Var& fake_logits) const;
     // The averaged weights copied into averaged_generator_, whose batch
     // statistics are then the average over 16 batches of fresh noise (a
     // stream of its own): averaging the running statistics along with the
@@ -254,11 +256,12 @@ private:
     const xgrad::Var& noise_batch();
     // Whether D update number `update` (counted from 0 over the run) applies R1.
     bool applies_r1(long update) const;
-    // D's loss as its update minimises it: the game's, plus the penalties
-    // the config asks for (R1 at every r1_every-th update, WGAN-GP), whose
-    // last value goes into stats.penalty.
-    xgrad::Var penalised_discriminator_loss(xgrad::Var& real, const xgrad::Var& real_classes, const xgrad::Var& fake,
-                                            const xgrad::Var& fake_noise, StepStats& stats);
+    // D's loss as its update minimises it, differentiated into D's
+    // gradients (backward()), and its value: the game's, plus the
+    // penalties the config asks for (R1 at every r1_every-th update,
+    // WGAN-GP), whose last value goes into stats.penalty.
+    float differentiate_discriminator_loss(xgrad::Var& real, const xgrad::Var& real_classes, const xgrad::Var& fake,
+                                           const xgrad::Var& fake_noise, StepStats& stats);
     // G's gradients averaged over the ranks, with the step's statistics and
     // stop request in the same message (nothing in one process).
     void average_generator_gradients(StepStats& stats);

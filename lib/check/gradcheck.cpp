@@ -117,7 +117,8 @@ GradcheckResult gradcheck(const CheckedFunction& f, const std::vector<Var>& inpu
     for (const Var& in : checked) analytic.push_back(in.grad());
 
     GradcheckResult result;
-    NoGrad no_grad;
+    // Grad mode stays on: f may differentiate itself (a gradient checked
+    // as a function, the way gradgradcheck's VJP is).
     compare([&] { return projected(f(inputs).value(), w); }, checked, analytic, 0, options, result);
     // Report the input's index in `inputs`, not among the checked ones.
     for (std::size_t k = 0, seen = 0; k < inputs.size() && result.checked > 0; ++k) {

@@ -150,43 +150,203 @@ void batch_norm_backward(BackwardContext& ctx) {
     }
 }
 
-// The same gradient written with ops, the statistics computed again from x
-// (in evaluation mode they are the running ones: constants).
+// The running statistics that a training batch_norm moves towards the
+// batch's (null: not updated).
+struct RunningUpdate {
+    float *mean, *var;
+    float momentum;
+};
+
+// Channels [c0, c1) of a training batch: their means and 1/sqrt(var + eps),
+// and the running statistics updated (with the unbiased variance).
+void batch_statistics(const AxisLanes& l, const float* in, std::size_t c0, std::size_t c1, float eps,
+                      const RunningUpdate& running, float* mean, float* inv_std) {
+    const std::size_t m = l.outer * l.inner;
+    float *rm = running.mean, *rv = running.var;
+    // Two passes: no cancellation for large means.
+    double total[kChannelBlock] = {}, squares[kChannelBlock] = {};
+    for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
+        total[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return in[base + i]; });
+    });
+    for (std::size_t c = c0; c < c1; ++c) mean[c] = static_cast<float>(total[c - c0] / double(m));
+    for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
+        const float centre = mean[c];
+        squares[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return (in[base + i] - centre) * (in[base + i] - centre); });
+    });
+    for (std::size_t c = c0; c < c1; ++c) {
+        const double mu = total[c - c0] / double(m), var = squares[c - c0] / double(m);
+        if (rm) rm[c] = static_cast<float>((1.0 - running.momentum) * rm[c] + running.momentum * mu);
+        if (rv) rv[c] = static_cast<float>((1.0 - running.momentum) * rv[c] + running.momentum * var * double(m) / double(m - 1));
+        inv_std[c] = static_cast<float>(1.0 / std::sqrt(var + eps));
+    }
+}
+
+// The axes of x (N, C, ...) but the channels', and the shape (1, C, 1, ...)
+// of a per-channel value broadcast over x.
+void channel_axes(const Var& x, Axes& axes, ShapeSpec& per_channel) {
+    for (std::size_t d = 0; d < x.dim(); ++d) {
+        if (d != 1) axes.push_back(static_cast<int>(d));
+        per_channel.push_back(d == 1 ? static_cast<long>(x.shape()[1]) : 1L);
+    }
+}
+
+// Channels [c0, c1) of x: their means and 1/sqrt(var + eps), computed again
+// (the batch's statistics, as its forward pass had them).
+void channel_statistics(const AxisLanes& l, const float* x, float eps, float* mean, float* inv_std) {
+    for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
+        batch_statistics(l, x, c0, c1, eps, RunningUpdate{nullptr, nullptr, 0.f}, mean, inv_std);
+    });
+}
+
+// Per channel over x, dy and v (the gradient of dx): the means the second
+// derivative needs (below), into terms (5, C) as A, B, V, C and K.
+void second_order_terms(const AxisLanes& l, const float* x, const float* dy, const float* v, const float* mean,
+                        const float* inv_std, float* terms) {
+    struct Sums {
+        double dy, v, dy_xhat, v_xhat, v_dy;
+    };
+    const double m = double(l.outer * l.inner);
+    for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
+        Sums sums[kChannelBlock] = {};
+        for_each_run(l, c0, c1, [&](std::size_t ch, std::size_t base) {
+            const float centre = mean[ch], scale = inv_std[ch];
+            const auto xhat = [&](std::size_t i) { return (x[base + i] - centre) * scale; };
+            Sums& t = sums[ch - c0];
+            t.dy += lane_sum(l.inner, [&](std::size_t i) { return dy[base + i]; });
+            t.v += lane_sum(l.inner, [&](std::size_t i) { return v[base + i]; });
+            t.dy_xhat += lane_sum(l.inner, [&](std::size_t i) { return dy[base + i] * xhat(i); });
+            t.v_xhat += lane_sum(l.inner, [&](std::size_t i) { return v[base + i] * xhat(i); });
+            t.v_dy += lane_sum(l.inner, [&](std::size_t i) { return v[base + i] * dy[base + i]; });
+        });
+        for (std::size_t ch = c0; ch < c1; ++ch) {
+            const Sums& t = sums[ch - c0];
+            const double a = t.dy / m, b = t.dy_xhat / m, v_mean = t.v / m, c = t.v_xhat / m;
+            const double values[5] = {a, b, v_mean, c, t.v_dy / m - a * v_mean - b * c};
+            for (std::size_t j = 0; j < 5; ++j) terms[j * l.n + ch] = static_cast<float>(values[j]);
+        }
+    });
+}
+
+// With A = mean(dy), B = mean(dy xhat), V = mean(v), C = mean(v xhat) and
+// K = mean(v dy) - A V - B C per channel, g = w inv_std:
+//   d/d dy = g (v - V - xhat C)                   (P is symmetric)
+//   d/d x  = -g inv_std (xhat K + C P(dy) + B P(v))
+//   d/d w  = inv_std m K                           (m values per channel)
+// (differentiating inv_std and xhat through the batch's mean and variance).
+void batch_norm_input_gradient_backward(BackwardContext& ctx) {
+    const BatchNormState& s = ctx.state<BatchNormState>();
+    const AxisLanes& l = s.lanes;
+    const float *x = ctx.input(0).data(), *dy = ctx.input(1).data(), *v = ctx.grad_output().data();
+    const bool affine = ctx.num_inputs() == 3;
+    const float* w = affine ? ctx.input(2).data() : nullptr;
+    Scratch scratch(Shape{7, l.n});
+    float *mean = scratch.data(), *inv_std = mean + l.n, *a = inv_std + l.n, *b = a + l.n, *vm = b + l.n, *c = vm + l.n,
+          *k = c + l.n;
+    channel_statistics(l, x, s.eps, mean, inv_std);
+    second_order_terms(l, x, dy, v, mean, inv_std, a);
+    const double m = double(l.outer * l.inner);
+    const auto each_element = [&](const GradSink& sink, auto&& value) {
+        sink.elements([&](auto&& put) {
+            for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
+                for_each_run(l, c0, c1, [&](std::size_t ch, std::size_t base) {
+                    const float g = (w ? w[ch] : 1.f) * inv_std[ch];
+                    for (std::size_t i = 0; i < l.inner; ++i) {
+                        const float xhat = (x[base + i] - mean[ch]) * inv_std[ch];
+                        put(base + i, value(ch, base + i, g, xhat));
+                    }
+                });
+            });
+        });
+    };
+    if (ctx.needs_grad(0)) {
+        each_element(ctx.sink(0), [&](std::size_t ch, std::size_t e, float g, float xhat) {
+            const float p_dy = dy[e] - a[ch] - xhat * b[ch], p_v = v[e] - vm[ch] - xhat * c[ch];
+            return -g * inv_std[ch] * (xhat * k[ch] + c[ch] * p_dy + b[ch] * p_v);
+        });
+    }
+    if (ctx.needs_grad(1)) {
+        each_element(ctx.sink(1),
+                     [&](std::size_t ch, std::size_t e, float g, float xhat) { return g * (v[e] - vm[ch] - xhat * c[ch]); });
+    }
+    if (affine && ctx.needs_grad(2)) {
+        ctx.sink(2).elements([&](auto&& put) {
+            for (std::size_t ch = 0; ch < l.n; ++ch) put(ch, static_cast<float>(double(inv_std[ch]) * m * double(k[ch])));
+        });
+    }
+}
+
+// The same with ops, the statistics computed again from x.
+void batch_norm_input_gradient_graph(GraphContext& g) {
+    const BatchNormState& s = g.state<BatchNormState>();
+    const Var x = g.input(0), dy = g.input(1);
+    const Var& v = g.grad_output();
+    const bool affine = g.num_inputs() == 3;
+    Axes axes;
+    ShapeSpec per_channel;
+    channel_axes(x, axes, per_channel);
+    const Var centred = x - xgrad::mean(x, axes, true);
+    const Var inv_std = pow(xgrad::mean(centred * centred, axes, true) + s.eps, -0.5f);
+    const Var xhat = centred * inv_std;
+    const Var scale = affine ? inv_std * reshape(g.input(2), per_channel) : inv_std;
+    const Var b = xgrad::mean(dy * xhat, axes, true), c = xgrad::mean(v * xhat, axes, true);
+    const Var p_dy = dy - xgrad::mean(dy, axes, true) - xhat * b, p_v = v - xgrad::mean(v, axes, true) - xhat * c;
+    // K = mean(v dy) - A V - B C = mean(v P(dy)): P(dy) is orthogonal to 1, and mean(xhat v) = C.
+    const Var k = xgrad::mean(v * p_dy, axes, true);
+    if (g.needs_grad(0)) g.accumulate(0, -(scale * inv_std) * (xhat * k + c * p_dy + b * p_v));
+    if (g.needs_grad(1)) g.accumulate(1, scale * p_v);
+    if (affine && g.needs_grad(2)) g.accumulate(2, xgrad::sum(v * p_dy * inv_std, axes));
+}
+
+// The input gradient of a training batch_norm as one op of (x, dy[, w]):
+// dx = w inv_std P(dy), P(u) = u - mean(u) - xhat mean(u xhat) per channel.
+// Written with ops, a recorded pass (create_graph) kept about ten tensors
+// of x's size for it; this keeps one (docs/design.md, "Two rules per op").
+Var batch_norm_input_gradient_op(const Var& x, const Var& dy, const Var& weight, const BatchNormState& s) {
+    const AxisLanes& l = s.lanes;
+    const std::initializer_list<Var> with_weight = {x, dy, weight}, without = {x, dy};
+    Op op("batch_norm_input_gradient", weight.defined() ? with_weight : without, x.shape());
+    op.state<BatchNormState>(s);
+    Scratch scratch(Shape{4, l.n});
+    float *mean = scratch.data(), *inv_std = mean + l.n, *sum_dy = inv_std + l.n, *sum_dy_xhat = sum_dy + l.n;
+    const float *in = x.value().data(), *d = dy.value().data();
+    channel_statistics(l, in, s.eps, mean, inv_std);
+    channel_gradient_sums(l, in, d, mean, inv_std, sum_dy, sum_dy_xhat);
+    float* out = op.out().data();
+    batch_norm_input_gradient(s, in, d, weight.defined() ? weight.value().data() : nullptr, mean, inv_std, sum_dy, sum_dy_xhat,
+                              [out](std::size_t i, float value) { out[i] = value; });
+    return op.finish(batch_norm_input_gradient_backward, batch_norm_input_gradient_graph);
+}
+
+// The gradient with ops: in training, the input's through the op above and
+// the weight's with the normalised x computed again by batch_norm itself;
+// in evaluation, through the running statistics (constants).
 void batch_norm_graph(GraphContext& g) {
     const BatchNormState& s = g.state<BatchNormState>();
     const Var x = g.input(0);
     const Var& dy = g.grad_output();
-    Axes axes;  // all but the channels
-    for (std::size_t d = 0; d < x.dim(); ++d) {
-        if (d != 1) axes.push_back(static_cast<int>(d));
-    }
-    Shape per_channel(x.dim(), 1);
-    per_channel[1] = s.lanes.n;
-    Var xhat, inv_std;
-    if (s.training) {
-        const Var centred = x - xgrad::mean(x, axes, true);
-        inv_std = pow(xgrad::mean(centred * centred, axes, true) + s.eps, -0.5f);
-        xhat = centred * inv_std;
-    } else {
-        const Tensor& stats = g.saved();
-        Var mean_c = Var::zeros(per_channel);
-        inv_std = Var::zeros(per_channel);
-        std::copy_n(stats.data(), s.lanes.n, mean_c.mutable_value().data());
-        std::copy_n(stats.data() + s.lanes.n, s.lanes.n, inv_std.mutable_value().data());
-        xhat = (x - mean_c) * inv_std;
-    }
     const bool affine = g.num_inputs() == 3;
-    if (affine) {
-        if (g.needs_grad(1)) g.accumulate(1, xgrad::sum(dy * xhat, axes));
-        if (g.needs_grad(2)) g.accumulate(2, xgrad::sum(dy, axes));
-    }
-    if (!g.needs_grad(0)) return;
-    const Var dxhat = affine ? dy * reshape(g.input(1), ShapeSpec(per_channel.begin(), per_channel.end())) : dy;
-    if (!s.training) {
-        g.accumulate(0, dxhat * inv_std);
+    Axes axes;
+    ShapeSpec per_channel;
+    channel_axes(x, axes, per_channel);
+    if (s.training) {
+        if (affine && g.needs_grad(1)) {
+            BatchNormOptions normalised;
+            normalised.eps = s.eps;
+            normalised.update_running = false;
+            g.accumulate(1, xgrad::sum(dy * batch_norm(x, Var(), Var(), Var(), Var(), normalised), axes));
+        }
+        if (affine && g.needs_grad(2)) g.accumulate(2, xgrad::sum(dy, axes));
+        if (g.needs_grad(0)) g.accumulate(0, batch_norm_input_gradient_op(x, dy, affine ? g.input(1) : Var(), s));
         return;
     }
-    g.accumulate(0, inv_std * (dxhat - xgrad::mean(dxhat, axes, true) - xhat * xgrad::mean(dxhat * xhat, axes, true)));
+    const Tensor& stats = g.saved();
+    Var scale = Var::zeros(Shape(per_channel.begin(), per_channel.end())), mean_c = Var::zeros(scale.shape());
+    std::copy_n(stats.data(), s.lanes.n, mean_c.mutable_value().data());
+    std::copy_n(stats.data() + s.lanes.n, s.lanes.n, scale.mutable_value().data());  // inv_std
+    if (affine && g.needs_grad(1)) g.accumulate(1, xgrad::sum(dy * (x - mean_c) * scale, axes));
+    if (affine && g.needs_grad(2)) g.accumulate(2, xgrad::sum(dy, axes));
+    if (affine) scale = scale * reshape(g.input(1), per_channel);
+    if (g.needs_grad(0)) g.accumulate(0, dy * scale);
 }
 
 // Rows of x normalised over their last `axes` axes, `width` elements.
@@ -294,37 +454,6 @@ AxisLanes check_batch_norm(const Var& x, const Var& weight, const Var& bias, con
         fail("batch_norm", "evaluation mode needs the running mean and variance");
     }
     return l;
-}
-
-// The running statistics that a training batch_norm moves towards the
-// batch's (null: not updated).
-struct RunningUpdate {
-    float *mean, *var;
-    float momentum;
-};
-
-// Channels [c0, c1) of a training batch: their means and 1/sqrt(var + eps),
-// and the running statistics updated (with the unbiased variance).
-void batch_statistics(const AxisLanes& l, const float* in, std::size_t c0, std::size_t c1, float eps,
-                      const RunningUpdate& running, float* mean, float* inv_std) {
-    const std::size_t m = l.outer * l.inner;
-    float *rm = running.mean, *rv = running.var;
-    // Two passes: no cancellation for large means.
-    double total[kChannelBlock] = {}, squares[kChannelBlock] = {};
-    for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
-        total[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return in[base + i]; });
-    });
-    for (std::size_t c = c0; c < c1; ++c) mean[c] = static_cast<float>(total[c - c0] / double(m));
-    for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
-        const float centre = mean[c];
-        squares[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return (in[base + i] - centre) * (in[base + i] - centre); });
-    });
-    for (std::size_t c = c0; c < c1; ++c) {
-        const double mu = total[c - c0] / double(m), var = squares[c - c0] / double(m);
-        if (rm) rm[c] = static_cast<float>((1.0 - running.momentum) * rm[c] + running.momentum * mu);
-        if (rv) rv[c] = static_cast<float>((1.0 - running.momentum) * rv[c] + running.momentum * var * double(m) / double(m - 1));
-        inv_std[c] = static_cast<float>(1.0 / std::sqrt(var + eps));
-    }
 }
 
 // out = (in - mean) inv_std w + b over channels [c0, c1) (w, b null: none).
