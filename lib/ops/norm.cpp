@@ -190,14 +190,6 @@ void channel_axes(const Var& x, Axes& axes, ShapeSpec& per_channel) {
     }
 }
 
-// Channels [c0, c1) of x: their means and 1/sqrt(var + eps), computed again
-// (the batch's statistics, as its forward pass had them).
-void channel_statistics(const AxisLanes& l, const float* x, float eps, float* mean, float* inv_std) {
-    for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
-        batch_statistics(l, x, c0, c1, eps, RunningUpdate{nullptr, nullptr, 0.f}, mean, inv_std);
-    });
-}
-
 // Per channel over x, dy and v (the gradient of dx): the means the second
 // derivative needs (below), into terms (5, C) as A, B, V, C and K.
 void second_order_terms(const AxisLanes& l, const float* x, const float* dy, const float* v, const float* mean,
@@ -239,10 +231,9 @@ void batch_norm_input_gradient_backward(BackwardContext& ctx) {
     const float *x = ctx.input(0).data(), *dy = ctx.input(1).data(), *v = ctx.grad_output().data();
     const bool affine = ctx.num_inputs() == 3;
     const float* w = affine ? ctx.input(2).data() : nullptr;
-    Scratch scratch(Shape{7, l.n});
-    float *mean = scratch.data(), *inv_std = mean + l.n, *a = inv_std + l.n, *b = a + l.n, *vm = b + l.n, *c = vm + l.n,
-          *k = c + l.n;
-    channel_statistics(l, x, s.eps, mean, inv_std);
+    const float *mean = ctx.saved().data(), *inv_std = mean + l.n;  // the forward pass's
+    Scratch terms(Shape{5, l.n});
+    float *a = terms.data(), *b = a + l.n, *vm = b + l.n, *c = vm + l.n, *k = c + l.n;
     second_order_terms(l, x, dy, v, mean, inv_std, a);
     const double m = double(l.outer * l.inner);
     const auto each_element = [&](const GradSink& sink, auto&& value) {
@@ -306,10 +297,14 @@ Var batch_norm_input_gradient_op(const Var& x, const Var& dy, const Var& weight,
     const std::initializer_list<Var> with_weight = {x, dy, weight}, without = {x, dy};
     Op op("batch_norm_input_gradient", weight.defined() ? with_weight : without, x.shape());
     op.state<BatchNormState>(s);
-    Scratch scratch(Shape{4, l.n});
-    float *mean = scratch.data(), *inv_std = mean + l.n, *sum_dy = inv_std + l.n, *sum_dy_xhat = sum_dy + l.n;
+    // The batch's means and 1/sqrt(var + eps), kept for the kernel rule.
+    Scratch stats_scratch(Shape{2, l.n}), sums(Shape{2, l.n});
+    Tensor& stats = op.records() ? op.save(Shape{2, l.n}) : stats_scratch.tensor();
+    float *mean = stats.data(), *inv_std = mean + l.n, *sum_dy = sums.data(), *sum_dy_xhat = sum_dy + l.n;
     const float *in = x.value().data(), *d = dy.value().data();
-    channel_statistics(l, in, s.eps, mean, inv_std);
+    for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
+        batch_statistics(l, in, c0, c1, s.eps, RunningUpdate{nullptr, nullptr, 0.f}, mean, inv_std);
+    });
     channel_gradient_sums(l, in, d, mean, inv_std, sum_dy, sum_dy_xhat);
     float* out = op.out().data();
     batch_norm_input_gradient(s, in, d, weight.defined() ? weight.value().data() : nullptr, mean, inv_std, sum_dy, sum_dy_xhat,
