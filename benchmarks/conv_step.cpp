@@ -228,8 +228,12 @@ int main(int argc, char** argv) {
     std::printf("D update alone: %.3f ms; with R1 at every update: %.3f ms (%.2fx), %g allocations per R1 update\n", d_ms, r1_ms,
                 r1_ms / d_ms, double(r1_allocs) / rounds);
 
-    // The conditional preset's step: the same nets plus the class inputs and D's projection.
-    gan::Gan conditional(gan::cdcgan_preset(), 1);
+    // The conditional preset's nets: the same plus the class inputs and D's
+    // projection. At the dcgan step's batch (not the preset's), so that the
+    // ratio is what the conditioning costs.
+    gan::GanConfig conditional_config = gan::cdcgan_preset();
+    conditional_config.batch = gan::dcgan_preset().batch;
+    gan::Gan conditional(conditional_config, 1);
     for (int i = 0; i < 5; ++i) conditional.step(data);
     long cdcgan_allocs = 0;
     const double cdcgan_ms = median_ms(rounds, cdcgan_allocs, [&] { conditional.step(data); });
