@@ -613,3 +613,43 @@ TEST_CASE("Op, backward and mutable_value refuse a Var of another thread") {
     CHECK(foreign.grad_after == Tensor{2, 4});  // the owner's backward: nothing was recorded or freed by the refusals
     CHECK(foreign.version_after == version);
 }
+
+namespace {
+
+// y = x * x, computed through a buffer from save_or_scratch that holds 2 x
+// (the derivative) for the kernel rule.
+Var square_via_saved_derivative(const Var& x) {
+    Op op("square_via_saved", {x}, x.shape());
+    Tensor& derivative = op.save_or_scratch(x.shape());
+    xt::noalias(derivative) = 2.f * x.value();
+    xt::noalias(op.out()) = 0.5f * derivative * x.value();
+    return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() * ctx.saved()); });
+}
+
+}  // namespace
+
+TEST_CASE("Op::save_or_scratch keeps its tensor for backward, or lends a pooled one") {
+    const Var x(Tensor({3}, 3.f), true);
+    SUBCASE("recording: backward reads what forward wrote") {
+        backward(sum(square_via_saved_derivative(x)));
+        CHECK(x.grad()(0) == 6.f);
+    }
+    SUBCASE("not recording: the buffer goes back to the pool when the op ends") {
+        const NoGrad no_grad;
+        const Var warm = square_via_saved_derivative(x);  // the pool now holds what the op needs
+        const std::size_t cached = tensor_pool().cached_buffers();
+        const Var y = square_via_saved_derivative(x);
+        CHECK(y.value()(1) == 9.f);
+        CHECK(tensor_pool().cached_buffers() == cached - 1);  // y's output; the scratch came back
+    }
+    SUBCASE("a second call is refused, recording or not") {
+        const auto twice = [&] {
+            Op op("twice", {x}, x.shape());
+            op.save_or_scratch(x.shape());
+            op.save_or_scratch(x.shape());
+        };
+        CHECK_THROWS_WITH(twice(), Contains("'twice' called save_or_scratch() twice"));
+        const NoGrad no_grad;
+        CHECK_THROWS_WITH(twice(), Contains("'twice' called save_or_scratch() twice"));
+    }
+}

@@ -94,6 +94,16 @@ Tensor& Op::save(const Shape& shape) {
     return detail::add_saved(node(), shape);
 }
 
+Tensor& Op::save_or_scratch(const Shape& shape) {
+    // Once in either mode, so that a second call fails in the tests that record too.
+    if (save_or_scratch_called_) {
+        throw std::logic_error(std::string("xgrad: op '") + node().op + "' called save_or_scratch() twice");
+    }
+    save_or_scratch_called_ = true;
+    if (records()) return save(shape);
+    return scratch_.emplace(shape).tensor();
+}
+
 std::size_t* Op::index(std::size_t count) {
     require_recording("index()");
     Node& n = node();

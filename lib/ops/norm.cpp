@@ -292,19 +292,20 @@ void batch_norm_input_gradient_graph(GraphContext& g) {
 // dx = w inv_std P(dy), P(u) = u - mean(u) - xhat mean(u xhat) per channel.
 // Written with ops, a recorded pass (create_graph) kept about ten tensors
 // of x's size for it; this keeps one (docs/design.md, "Two rules per op").
-Var batch_norm_input_gradient_op(const Var& x, const Var& dy, const Var& weight, const BatchNormState& s) {
+// `batch_stats` holds the means and 1/sqrt(var + eps) of x's channels that
+// batch_norm's forward pass saved. Read as values only: this op's graph rule
+// computes them again from x, so no derivative is lost.
+Var batch_norm_input_gradient_op(const Var& x, const Var& dy, const Var& weight, const BatchNormState& s,
+                                 const Tensor& batch_stats) {
     const AxisLanes& l = s.lanes;
     const std::initializer_list<Var> with_weight = {x, dy, weight}, without = {x, dy};
     Op op("batch_norm_input_gradient", weight.defined() ? with_weight : without, x.shape());
     op.state<BatchNormState>(s);
-    // The batch's means and 1/sqrt(var + eps), kept for the kernel rule.
-    Scratch stats_scratch(Shape{2, l.n}), sums(Shape{2, l.n});
-    Tensor& stats = op.records() ? op.save(Shape{2, l.n}) : stats_scratch.tensor();
-    float *mean = stats.data(), *inv_std = mean + l.n, *sum_dy = sums.data(), *sum_dy_xhat = sum_dy + l.n;
+    if (op.records()) xt::noalias(op.save(batch_stats.shape())) = batch_stats;  // for the kernel rule
+    const float *mean = batch_stats.data(), *inv_std = mean + l.n;
+    Scratch sums(Shape{2, l.n});
+    float *sum_dy = sums.data(), *sum_dy_xhat = sum_dy + l.n;
     const float *in = x.value().data(), *d = dy.value().data();
-    for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
-        batch_statistics(l, in, c0, c1, s.eps, RunningUpdate{nullptr, nullptr, 0.f}, mean, inv_std);
-    });
     channel_gradient_sums(l, in, d, mean, inv_std, sum_dy, sum_dy_xhat);
     float* out = op.out().data();
     batch_norm_input_gradient(s, in, d, weight.defined() ? weight.value().data() : nullptr, mean, inv_std, sum_dy, sum_dy_xhat,
@@ -331,7 +332,7 @@ void batch_norm_graph(GraphContext& g) {
             g.accumulate(1, xgrad::sum(dy * batch_norm(x, Var(), Var(), Var(), Var(), normalised), axes));
         }
         if (affine && g.needs_grad(2)) g.accumulate(2, xgrad::sum(dy, axes));
-        if (g.needs_grad(0)) g.accumulate(0, batch_norm_input_gradient_op(x, dy, affine ? g.input(1) : Var(), s));
+        if (g.needs_grad(0)) g.accumulate(0, batch_norm_input_gradient_op(x, dy, affine ? g.input(1) : Var(), s, g.saved()));
         return;
     }
     const Tensor& stats = g.saved();
@@ -500,8 +501,7 @@ Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& runn
     Op op("batch_norm", affine ? with_affine : without, x.shape());
     op.state<BatchNormState>(BatchNormState{l, options.training, options.eps});
     // The channel means and 1/sqrt(var + eps): all that backward needs beside x.
-    Scratch stats_scratch(Shape{2, l.n});
-    Tensor& stats = op.records() ? op.save(Shape{2, l.n}) : stats_scratch.tensor();
+    Tensor& stats = op.save_or_scratch(Shape{2, l.n});
     float *mean = stats.data(), *inv_std = stats.data() + l.n;
     const float* in = x.value().data();
     float* out = op.out().data();
@@ -533,8 +533,7 @@ Var layer_norm(const Var& x, std::size_t axes, const Var& weight, const Var& bia
     const std::initializer_list<Var> with_affine = {x, weight, bias}, without = {x};
     Op op("layer_norm", affine ? with_affine : without, x.shape());
     op.state<LayerNormState>(LayerNormState{rows, width, axes, eps});
-    Scratch stats_scratch(Shape{2, rows});
-    Tensor& stats = op.records() ? op.save(Shape{2, rows}) : stats_scratch.tensor();
+    Tensor& stats = op.save_or_scratch(Shape{2, rows});
     float *mean = stats.data(), *inv_std = stats.data() + rows;
     const float* in = x.value().data();
     float* out = op.out().data();

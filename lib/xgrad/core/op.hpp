@@ -41,6 +41,7 @@
 
 #include <algorithm>
 #include <initializer_list>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -51,6 +52,22 @@
 #include <xgrad/core/var.hpp>
 
 namespace xgrad {
+
+// A pooled buffer for the duration of a scope: returned to the pool when it
+// ends, also when an exception leaves it.
+//   Scratch cols(Shape{k, n});  gemm(..., as_matrix(cols.tensor()), ...);
+class Scratch {
+public:
+    explicit Scratch(const Shape& shape) : tensor_(empty_tensor()) { tensor_pool().acquire(tensor_, shape); }
+    ~Scratch() { tensor_pool().release(tensor_); }
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+    Tensor& tensor() { return tensor_; }
+    float* data() { return tensor_.data(); }
+
+private:
+    Tensor tensor_;
+};
 
 class Op {
 public:
@@ -74,6 +91,10 @@ public:
     // A new tensor kept for backward, uninitialised; saved(k) in the rule
     // returns the k-th one saved. Only while records().
     Tensor& save(const Shape& shape);
+    // A tensor the forward pass needs either way and backward reads too (a
+    // batch's means, say): save(shape) while records(), otherwise a pooled
+    // buffer returned when the Op goes out of scope. At most once per op.
+    Tensor& save_or_scratch(const Shape& shape);
     // Typed state of the op, constructed in place from `args` and returned
     // for the forward pass to fill; ctx.state<T>() in the rule. Any type of
     // up to 256 bytes (an svector shape of rank <= 4 stays inline too).
@@ -96,22 +117,8 @@ private:
     detail::Node& node() const { return *result_.node_; }
     void require_recording(const char* what) const;
     Var result_;
-};
-
-// A pooled buffer for the duration of a scope: returned to the pool when it
-// ends, also when an exception leaves it.
-//   Scratch cols(Shape{k, n});  gemm(..., as_matrix(cols.tensor()), ...);
-class Scratch {
-public:
-    explicit Scratch(const Shape& shape) : tensor_(empty_tensor()) { tensor_pool().acquire(tensor_, shape); }
-    ~Scratch() { tensor_pool().release(tensor_); }
-    Scratch(const Scratch&) = delete;
-    Scratch& operator=(const Scratch&) = delete;
-    Tensor& tensor() { return tensor_; }
-    float* data() { return tensor_.data(); }
-
-private:
-    Tensor tensor_;
+    std::optional<Scratch> scratch_;  // save_or_scratch's buffer when not recording
+    bool save_or_scratch_called_ = false;
 };
 
 // Input i's gradient as a kernel writes it: stored (`add` false: the first
