@@ -188,10 +188,18 @@ int main(int argc, char** argv) {
     bench::recording = true;
     model.step(data);
     bench::recording = false;
-    GemmReplay floor(bench::recorded);
 
     long step_allocs = 0, floor_allocs = 0;
     const double step_ms = median_ms(rounds, step_allocs, [&] { model.step(data); });
+    // The peak RSS of the step (the preset's lazy R1 included), read before
+    // the replay below makes its buffers, each as large as the largest
+    // operand of its kind: they are the benchmark's, not the step's. The R1
+    // runs further down add a second GAN and its graphs.
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    const double peak_rss_mib = double(usage.ru_maxrss) / 1024.0;
+
+    GemmReplay floor(bench::recorded);
     xgrad::set_num_threads(1);  // the replay is serial: one BLAS call at a time
     const double replay_ms = median_ms(rounds, floor_allocs, [&] { floor.run(); });
     xgrad::set_num_threads(threads);
@@ -200,11 +208,6 @@ int main(int argc, char** argv) {
     const double floor_ms = replay_ms / threads;
     std::printf("DCGAN step (dcgan preset, batch 64):  %.3f ms; GEMM floor %.3f ms (%zu sgemm calls%s); ratio %.3f\n", step_ms,
                 floor_ms, floor.size(), threads > 1 ? ", serial replay / threads" : "", step_ms / floor_ms);
-    // The peak RSS of the step (the preset's lazy R1 included; the R1 runs below add a second GAN and its graphs).
-    rusage usage{};
-    getrusage(RUSAGE_SELF, &usage);
-    const double peak_rss_mib = double(usage.ru_maxrss) / 1024.0;
-
     // After the RSS reading: its 12 MiB of buffers are not the step's.
     const double peak_gflops = sgemm_peak_gflops(std::min(rounds, 10));
     // Per thread, so that it compares with the one-thread peak.
