@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -96,6 +97,27 @@ TEST_CASE("parallel_for inside parallel_for runs its blocks inline, on the outer
     });
     CHECK(covered == 2 * 64);
     CHECK(elsewhere == 0);
+}
+
+TEST_CASE("the pool backs off briefly after a hiccup, for longer while workers stay late") {
+    using std::chrono::milliseconds;
+    using xgrad::detail::next_backoff;
+    const milliseconds long_ago(1000000);
+    // A first late job: the shortest backoff.
+    CHECK(next_backoff(long_ago, milliseconds(100)) == milliseconds(1));
+    CHECK(next_backoff(long_ago, milliseconds(1)) == milliseconds(1));
+    // Late again soon after the previous backoff ended: twice as long each time, up to 100 ms.
+    std::chrono::nanoseconds b = milliseconds(1);
+    std::vector<long> seen;
+    for (int k = 0; k < 9; ++k) {
+        b = next_backoff(milliseconds(0), b);
+        seen.push_back(long(std::chrono::duration_cast<milliseconds>(b).count()));
+    }
+    CHECK(seen == std::vector<long>{2, 4, 8, 16, 32, 64, 100, 100, 100});
+    // "Soon" scales with the backoff: 9 ms after a 1 ms one is recurring, 10 ms is not.
+    CHECK(next_backoff(milliseconds(9), milliseconds(1)) == milliseconds(2));
+    CHECK(next_backoff(milliseconds(10), milliseconds(1)) == milliseconds(1));
+    CHECK(next_backoff(milliseconds(999), milliseconds(100)) == milliseconds(100));
 }
 
 TEST_CASE("set_num_threads rejects fewer than one thread") {

@@ -1,5 +1,6 @@
 #include <xgrad/core/parallel.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -41,9 +42,18 @@ constexpr auto kSpin = std::chrono::microseconds(200);
 // polling takes CPU from the caller: 2 threads ran a GAN step 2x slower
 // than 1. So when the caller waits for the workers kLate longer than its own
 // blocks took (more than a late wake-up explains), the pool runs jobs inline
-// for kBackoff (its workers go to sleep), then tries again.
+// for a while (its workers go to sleep), then tries again. On a virtual
+// machine a worker also loses a single time slice now and then with nothing
+// else running: a fixed 100 ms for each such hiccup ran up to 15% of a
+// 2-thread GAN run inline (docs/performance.md). So the first backoff is
+// short, and it doubles, up to kBackoffMax, while each late job follows the
+// end of the previous backoff within kRecur of its length: a core that
+// stays taken reaches the long backoff after a few late jobs, a hiccup costs
+// one short one.
 constexpr auto kLate = std::chrono::microseconds(200);
-constexpr auto kBackoff = std::chrono::milliseconds(100);
+constexpr auto kBackoffMin = std::chrono::milliseconds(1);
+constexpr auto kBackoffMax = std::chrono::milliseconds(100);
+constexpr int kRecur = 10;
 
 // Block counts and indices are 16-bit fields of ThreadPool's claim word.
 constexpr int kMaxThreads = 0xffff;
@@ -110,13 +120,18 @@ public:
             }
         }
         const Clock::time_point end = Clock::now();
-        if (end - own_done > (own_done - start) + kLate) {
-            inline_until_.store((end + kBackoff).time_since_epoch().count(), std::memory_order_relaxed);
-        }
+        if (end - own_done > (own_done - start) + kLate) back_off(end);
         busy_.store(false, std::memory_order_release);
     }
 
 private:
+    // Runs jobs inline from `now` on, for a backoff chosen as described at kLate.
+    void back_off(Clock::time_point now) {
+        backoff_ = detail::next_backoff(now - backoff_end_, backoff_);
+        backoff_end_ = now + backoff_;
+        inline_until_.store(backoff_end_.time_since_epoch().count(), std::memory_order_relaxed);
+    }
+
     struct Job {
         detail::BlockFn fn;
         const void* f;
@@ -179,6 +194,9 @@ private:
     std::atomic<bool> busy_{false}, stop_{false};
     std::atomic<int> sleepers_{0};
     std::atomic<Clock::rep> inline_until_{0};
+    // The last backoff, written only by the caller that holds busy_.
+    std::chrono::nanoseconds backoff_{kBackoffMin};
+    Clock::time_point backoff_end_{};
     std::mutex mutex_;
     std::condition_variable wake_;
     static thread_local bool inside_;
@@ -204,6 +222,11 @@ void set_num_threads(int n) {
 }
 
 int num_threads() { return pool().size(); }
+
+std::chrono::nanoseconds detail::next_backoff(std::chrono::nanoseconds since_last_end, std::chrono::nanoseconds last) {
+    if (since_last_end >= kRecur * last) return kBackoffMin;
+    return std::min<std::chrono::nanoseconds>(2 * last, kBackoffMax);
+}
 
 void detail::run_blocks(std::size_t n, std::size_t blocks, BlockFn fn, const void* f) { pool().run(n, blocks, fn, f); }
 

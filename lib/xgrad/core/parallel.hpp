@@ -12,6 +12,7 @@
 // instead of waiting for a worker to be scheduled.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 
 namespace xgrad {
@@ -24,6 +25,11 @@ void set_num_threads(int n);
 int num_threads();
 
 namespace detail {
+// How long the pool runs jobs inline after a worker was late, given the
+// time since the previous backoff ended and that backoff's length: short
+// for a first hiccup, doubling while lateness recurs (parallel.cpp says why).
+std::chrono::nanoseconds next_backoff(std::chrono::nanoseconds since_last_end, std::chrono::nanoseconds last);
+
 using BlockFn = void (*)(const void* f, std::size_t begin, std::size_t end);
 void run_blocks(std::size_t n, std::size_t blocks, BlockFn fn, const void* f);
 }  // namespace detail
