@@ -256,15 +256,10 @@ void Pass::run_as(Roots roots, const Targets* targets, bool allow_unused) {
 template <bool kToTargets>
 [[gnu::always_inline]] inline void Pass::run_kernels(Roots roots, const Targets* targets) {
     std::vector<Node*>& order = a_.order;
-    for (Node* n : order) {
-        if (n->is_leaf) {
-            // The history of grad_var() holds only while every contribution is recorded.
-            if (n->grad_history != nullptr && !kToTargets) drop_history(*n);
-            continue;
-        }
-        if (n->wanted) {
-            a_.pool.acquire(n->grad, n->value.shape());
-            n->grad_written = false;
+    if constexpr (!kToTargets) {
+        // The history of grad_var() holds only while every contribution is recorded.
+        for (Node* n : order) {
+            if (n->is_leaf && n->grad_history != nullptr) drop_history(*n);
         }
     }
     // grad(): a leaf input's gradient goes into a buffer of its own, its grad() aside.
@@ -310,6 +305,7 @@ template <bool kToTargets>
                     n.grad += 1.f;
                 }
             } else {
+                acquire_gradient(n);
                 if (r.seed_tensor) {
                     xt::noalias(n.grad) = *r.seed_tensor;
                 } else {
@@ -326,6 +322,13 @@ template <bool kToTargets>
                 n->backward(ctx);
             } else {
                 run_graph_rule_on_values(*n);
+            }
+            // Its gradient is spent (every op using it came earlier in the
+            // order), so the next one can take its buffer. grad() keeps them
+            // until the end: it returns those of the targets.
+            if constexpr (!kToTargets) {
+                a_.pool.release(n->grad);
+                n->grad_written = false;
             }
         }
         if constexpr (kToTargets) {

@@ -104,6 +104,8 @@ void OpState::throw_mismatch(const char* op) {
                            "' read its state as another type than the forward pass stored");
 }
 
+void acquire_gradient(Node& n) { n.arena->pool.acquire(n.grad, n.value.shape()); }
+
 Node* new_node() {
     Arena& a = arena();
     Node* n;

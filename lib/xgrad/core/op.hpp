@@ -237,6 +237,7 @@ private:
         detail::Node& in = *edge(i);
         if (!in.wanted) throw_unwanted(i);
         fresh = !in.is_leaf && !in.grad_written;
+        if (fresh) detail::acquire_gradient(in);
         in.grad_written = true;
         return in.grad;
     }

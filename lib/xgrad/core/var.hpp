@@ -86,7 +86,7 @@ private:
 
 struct Node {
     Tensor value = empty_tensor();
-    Tensor grad = empty_tensor();  // leaf: persistent; op node: borrowed from the pool during backward
+    Tensor grad = empty_tensor();  // leaf: persistent; op node: from the pool while backward needs it
     std::vector<Tensor> saved;     // tensors an op keeps for its backward: the first saved_count hold storage
     std::size_t saved_count = 0;
     std::vector<Edge> inputs;        // capacity kept across reuse: no allocation in steady state
@@ -111,6 +111,10 @@ struct Node {
 };
 
 Node* new_node();
+// An op node's gradient buffer, from the pool, uninitialised: a backward
+// pass takes it when the first contribution arrives and gives it back once
+// the node's rule has run, so only the gradients between the two are held.
+void acquire_gradient(Node& n);
 void add_ref(Node* n);  // throws std::logic_error for a node of another thread
 void drop_ref(Node* n) noexcept;
 // Throws std::logic_error naming `what` (and the op using it) unless n
