@@ -127,9 +127,9 @@ public:
 private:
     // Runs jobs inline from `now` on, for a backoff chosen as described at kLate.
     void back_off(Clock::time_point now) {
-        backoff_ = detail::next_backoff(now - backoff_end_, backoff_);
-        backoff_end_ = now + backoff_;
-        inline_until_.store(backoff_end_.time_since_epoch().count(), std::memory_order_relaxed);
+        const Clock::time_point last_end{Clock::duration{inline_until_.load(std::memory_order_relaxed)}};
+        backoff_ = detail::next_backoff(now - last_end, backoff_);
+        inline_until_.store((now + backoff_).time_since_epoch().count(), std::memory_order_relaxed);
     }
 
     struct Job {
@@ -196,7 +196,6 @@ private:
     std::atomic<Clock::rep> inline_until_{0};
     // The last backoff, written only by the caller that holds busy_.
     std::chrono::nanoseconds backoff_{kBackoffMin};
-    Clock::time_point backoff_end_{};
     std::mutex mutex_;
     std::condition_variable wake_;
     static thread_local bool inside_;
