@@ -627,10 +627,6 @@ Var square_via_saved_derivative(const Var& x) {
     return op.finish([](BackwardContext& ctx) { ctx.accumulate(0, ctx.grad_output() * ctx.saved()); });
 }
 
-}  // namespace
-
-namespace {
-
 // The identity, whose kernel rule notes how many buffers the pool holds
 // when it runs.
 std::size_t pooled_when_probed = 0;
@@ -647,9 +643,10 @@ Var pool_probe(const Var& x) {
 
 TEST_CASE("backward holds an op's gradient only from its first contribution until its rule has run") {
     // A chain of 8 ops after the probe: their rules all run before the
-    // probe's. Holding every gradient for the whole pass would keep 8
-    // buffers out of the pool there; handing each back once spent, one (the
-    // probe's own gradient, which it is reading).
+    // probe's. Holding every gradient for the whole pass would keep 10
+    // buffers out of the pool there (the 8 tanh's, the sum's and the
+    // probe's); handing each back once spent, one (the probe's own gradient,
+    // which it is reading).
     const Var x(Tensor({777}, 0.5f), true);
     const auto pass = [&] {
         Var y = pool_probe(x);
