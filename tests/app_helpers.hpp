@@ -25,6 +25,14 @@ inline int run_mnist_gan(std::vector<std::string> args) {
     return gan::run_app(static_cast<int>(argv.size()), argv.data());
 }
 
+// The arguments of a tiny mnist_gan run (the mlp preset at batch 8, 16
+// hidden units, 10 noise dimensions) on `data`, writing to `out`; callers
+// add how often it logs, draws and checkpoints.
+inline std::vector<std::string> tiny_run(const std::filesystem::path& data, const std::filesystem::path& out, long steps) {
+    return {"--data", data.string(), "--out", out.string(), "--steps", std::to_string(steps), "--preset", "mlp", "--batch",
+            "8",      "--hidden",    "16",    "--z-dim",    "10"};
+}
+
 inline std::vector<std::string> lines_of(const std::filesystem::path& path) {
     std::ifstream in(path);
     std::vector<std::string> lines;

@@ -655,26 +655,9 @@ void set_first_elements(const std::string& path, const std::vector<std::pair<std
 }
 
 std::vector<std::string> small_run(const fs::path& data, const fs::path& out, long steps) {
-    return {"--data",
-            data.string(),
-            "--out",
-            out.string(),
-            "--steps",
-            std::to_string(steps),
-            "--preset",
-            "mlp",
-            "--batch",
-            "8",
-            "--hidden",
-            "16",
-            "--z-dim",
-            "10",
-            "--grid-every",
-            "2",
-            "--checkpoint-every",
-            "2",
-            "--log-every",
-            "1"};
+    auto args = test::tiny_run(data, out, steps);
+    args.insert(args.end(), {"--grid-every", "2", "--checkpoint-every", "2", "--log-every", "1"});
+    return args;
 }
 
 }  // namespace

@@ -354,26 +354,8 @@ TEST_CASE("the sample evaluator scores its own reference with FID 0") {
 namespace {
 
 int run_gan(const fs::path& data, const fs::path& out, long steps, std::vector<std::string> extra) {
-    std::vector<std::string> args{"--data",
-                                  data.string(),
-                                  "--out",
-                                  out.string(),
-                                  "--steps",
-                                  std::to_string(steps),
-                                  "--preset",
-                                  "mlp",
-                                  "--batch",
-                                  "8",
-                                  "--hidden",
-                                  "16",
-                                  "--z-dim",
-                                  "10",
-                                  "--grid-every",
-                                  "0",
-                                  "--checkpoint-every",
-                                  "2",
-                                  "--log-every",
-                                  "1"};
+    auto args = test::tiny_run(data, out, steps);
+    args.insert(args.end(), {"--grid-every", "0", "--checkpoint-every", "2", "--log-every", "1"});
     args.insert(args.end(), extra.begin(), extra.end());
     return test::run_mnist_gan(args);
 }

@@ -235,26 +235,8 @@ TEST_CASE("log.csv after a kill and a resume is the uninterrupted run's, the int
     const fs::path cut = dir.path() / "cut", whole = dir.path() / "whole";
     // Rows every 7 steps, a checkpoint after every step: a kill most often cuts an interval.
     const auto args = [&](const fs::path& out, long steps, bool resume) {
-        std::vector<std::string> a{"--data",
-                                   dir.path().string(),
-                                   "--out",
-                                   out.string(),
-                                   "--steps",
-                                   std::to_string(steps),
-                                   "--preset",
-                                   "mlp",
-                                   "--batch",
-                                   "8",
-                                   "--hidden",
-                                   "16",
-                                   "--z-dim",
-                                   "10",
-                                   "--log-every",
-                                   "7",
-                                   "--checkpoint-every",
-                                   "1",
-                                   "--grid-every",
-                                   "0"};
+        auto a = test::tiny_run(dir.path(), out, steps);
+        a.insert(a.end(), {"--log-every", "7", "--checkpoint-every", "1", "--grid-every", "0"});
         if (resume) a.push_back("--resume");
         return a;
     };
