@@ -16,6 +16,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <sys/wait.h>
@@ -49,14 +50,9 @@ struct Job {
     std::string err;
 };
 
-// mpirun -np `ranks` PROGRAM ARGS (ranks == 0: the program alone, a plain
-// launch), stopped by timeout after 60 s (exit code 124). PROGRAM is the
-// executable named by the environment variable `program`.
-Job launch(const char* program, int ranks, const std::vector<std::string>& args, const test::TempDir& logs) {
-    std::string command = "timeout 60 ";
-    if (ranks > 0) command += environment("XGRAD_MPIRUN") + " -np " + std::to_string(ranks) + " ";
-    command += "'" + environment(program) + "'";
-    for (const std::string& a : args) command += " '" + a + "'";
+// Runs a shell command with its output in `logs`; how long it took, its
+// exit code and its stderr.
+Job run_logged(std::string command, const test::TempDir& logs) {
     command += " >'" + logs.file("stdout") + "' 2>'" + logs.file("stderr") + "' </dev/null";
     const auto start = std::chrono::steady_clock::now();
     const int status = std::system(command.c_str());
@@ -65,6 +61,17 @@ Job launch(const char* program, int ranks, const std::vector<std::string>& args,
     job.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     job.err = read_file(logs.file("stderr"));
     return job;
+}
+
+// mpirun -np `ranks` PROGRAM ARGS (ranks == 0: the program alone, a plain
+// launch), stopped by timeout after 60 s (exit code 124). PROGRAM is the
+// executable named by the environment variable `program`.
+Job launch(const char* program, int ranks, const std::vector<std::string>& args, const test::TempDir& logs) {
+    std::string command = "timeout 60 ";
+    if (ranks > 0) command += environment("XGRAD_MPIRUN") + " -np " + std::to_string(ranks) + " ";
+    command += "'" + environment(program) + "'";
+    for (const std::string& a : args) command += " '" + a + "'";
+    return run_logged(std::move(command), logs);
 }
 
 Job launch(int ranks, const std::vector<std::string>& args, const test::TempDir& logs) {
@@ -93,14 +100,7 @@ Job launch_two(const char* program, const std::vector<std::string> (&args)[2], c
         command += std::string(rank > 0 ? " :" : "") + " -np 1 '" + environment(program) + "'";
         for (const std::string& a : args[rank]) command += " '" + a + "'";
     }
-    command += " >'" + logs.file("stdout") + "' 2>'" + logs.file("stderr") + "' </dev/null";
-    const auto start = std::chrono::steady_clock::now();
-    const int status = std::system(command.c_str());
-    Job job;
-    job.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    job.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    job.err = read_file(logs.file("stderr"));
-    return job;
+    return run_logged(std::move(command), logs);
 }
 
 // mnist_gan on `ranks` ranks (0: a plain launch) on the 28 x 28 images in `data`.
