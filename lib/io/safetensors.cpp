@@ -105,110 +105,135 @@ std::uint64_t as_size(const json& v, const std::string& path, const std::string&
     return v.get<std::uint64_t>();
 }
 
-}  // namespace
-
-std::map<std::string, SafetensorsTensor> read_safetensors(const std::string& path) {
+// One tensor's entry of the header, checked against the `data_size` bytes of
+// data: its dtype and shape in t, its bytes [begin, end) of the data.
+struct EntryBytes {
+    std::uint64_t begin, end, count;
+};
+EntryBytes read_entry(const std::string& path, const std::string& name, const json& entry, std::uint64_t data_size,
+                      SafetensorsTensor& t) {
     const char* fn = "read_safetensors";
-    const std::string bytes = read_all(path);
+    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets")) {
+        fail(fn, path, tensor_label(name) + ": " + entry.dump() + " (expected an object with dtype, shape and data_offsets)");
+    }
+    const json& dtype = entry["dtype"];
+    const json& shape = entry["shape"];
+    const json& offsets = entry["data_offsets"];
+    if (!dtype.is_string()) fail(fn, path, tensor_label(name) + ": dtype " + dtype.dump() + " (expected a string)");
+    t.dtype = dtype.get<std::string>();
+    const std::size_t item = item_size(t.dtype);
+    if (item == 0) fail(fn, path, tensor_label(name) + ": dtype " + t.dtype + " (expected F32, F16, BF16, F64 or I64)");
+    if (!shape.is_array()) fail(fn, path, tensor_label(name) + ": shape " + shape.dump() + " (expected an array)");
+    if (!offsets.is_array() || offsets.size() != 2) {
+        fail(fn, path, tensor_label(name) + ": data_offsets " + offsets.dump() + " (expected [begin, end])");
+    }
+    std::uint64_t count = 1;
+    for (const json& d : shape) {
+        const std::uint64_t extent = as_size(d, path, name, "shape");
+        if (extent != 0 && count > std::numeric_limits<std::uint64_t>::max() / 8 / extent) {
+            fail(fn, path, tensor_label(name) + ": shape " + shape.dump() + " is too large");
+        }
+        count *= extent;
+        t.shape.push_back(static_cast<std::size_t>(extent));
+    }
+    const std::uint64_t begin = as_size(offsets[0], path, name, "data_offsets");
+    const std::uint64_t end = as_size(offsets[1], path, name, "data_offsets");
+    if (begin > end || end > data_size) {
+        fail(fn, path,
+             tensor_label(name) + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "] outside the " +
+                 std::to_string(data_size) + " bytes of data (truncated?)");
+    }
+    if (end - begin != count * item) {
+        fail(fn, path,
+             tensor_label(name) + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "] hold " +
+                 std::to_string(end - begin) + " bytes but " + t.dtype + " " + shape.dump() + " needs " +
+                 std::to_string(count * item));
+    }
+    return {begin, end, count};
+}
+
+// t's `count` values from the little-endian bytes at p, in its dtype: into
+// t.integers for I64, else into t.values as float.
+void decode_values(const std::string& path, const std::string& name, const unsigned char* p, std::size_t count,
+                   SafetensorsTensor& t) {
+    if (t.dtype == "I64") {
+        t.integers.resize(count);
+        for (std::size_t i = 0; i < count; ++i) t.integers[i] = static_cast<std::int64_t>(read_le(p + 8 * i, 8));
+        t.values = Tensor::from_shape({0});
+        return;
+    }
+    const std::size_t item = item_size(t.dtype);
+    t.values = Tensor::from_shape(t.shape);
+    float* v = t.values.data();
+    for (std::size_t i = 0; i < count; ++i) {
+        const unsigned char* e = p + item * i;
+        if (t.dtype == "F32") {
+            v[i] = bits_to_float(static_cast<std::uint32_t>(read_le(e, 4)));
+        } else if (t.dtype == "F16") {
+            v[i] = half_to_float(static_cast<std::uint16_t>(read_le(e, 2)));
+        } else if (t.dtype == "BF16") {
+            v[i] = bits_to_float(static_cast<std::uint32_t>(read_le(e, 2)) << 16);
+        } else {  // F64
+            double d = 0;
+            const std::uint64_t b = read_le(e, 8);
+            std::memcpy(&d, &b, sizeof d);
+            v[i] = static_cast<float>(d);
+            if (std::isfinite(d) && !std::isfinite(v[i])) {
+                fail("read_safetensors", path,
+                     tensor_label(name) + ": F64 value " + std::to_string(d) + " at " + std::to_string(i) + " overflows float");
+            }
+        }
+    }
+}
+
+// The header's JSON object, after the checks on its length; data_size gets
+// the number of bytes after it.
+json read_header(const std::string& path, const std::string& bytes, std::uint64_t& data_size) {
+    const char* fn = "read_safetensors";
     if (bytes.size() < 8) {
         fail(fn, path, "truncated: " + std::to_string(bytes.size()) + " bytes (expected at least 8, the header's length)");
     }
-    const auto* raw = reinterpret_cast<const unsigned char*>(bytes.data());
-    const std::uint64_t header_size = read_le(raw, 8);
+    const std::uint64_t header_size = read_le(reinterpret_cast<const unsigned char*>(bytes.data()), 8);
     if (header_size > bytes.size() - 8) {
         fail(fn, path,
              "the header's length " + std::to_string(header_size) + " is larger than the file's " +
                  std::to_string(bytes.size() - 8) + " bytes after it");
     }
     if (header_size > kMaxHeader) fail(fn, path, "header of " + std::to_string(header_size) + " bytes (at most 100 MB)");
-    const json header =
-        json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<std::ptrdiff_t>(header_size), nullptr, false);
+    json header = json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<std::ptrdiff_t>(header_size), nullptr, false);
     if (header.is_discarded()) fail(fn, path, "the header is not valid JSON");
     if (!header.is_object()) fail(fn, path, "the header is " + std::string(header.type_name()) + " (expected a JSON object)");
-    const std::uint64_t data_size = bytes.size() - 8 - header_size;
-    const unsigned char* data = raw + 8 + header_size;
+    data_size = bytes.size() - 8 - header_size;
+    return header;
+}
+
+}  // namespace
+
+std::map<std::string, SafetensorsTensor> read_safetensors(const std::string& path) {
+    const std::string bytes = read_all(path);
+    std::uint64_t data_size = 0;
+    const json header = read_header(path, bytes, data_size);
+    const auto* data = reinterpret_cast<const unsigned char*>(bytes.data()) + (bytes.size() - data_size);
 
     std::map<std::string, SafetensorsTensor> out;
     std::vector<std::pair<std::pair<std::uint64_t, std::uint64_t>, std::string>> ranges;
     for (const auto& [name, entry] : header.items()) {
         if (name == "__metadata__") {
-            if (!entry.is_object()) fail(fn, path, "__metadata__ is " + std::string(entry.type_name()) + " (expected an object)");
+            if (!entry.is_object()) {
+                fail("read_safetensors", path, "__metadata__ is " + std::string(entry.type_name()) + " (expected an object)");
+            }
             continue;
         }
-        if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets")) {
-            fail(fn, path, tensor_label(name) + ": " + entry.dump() + " (expected an object with dtype, shape and data_offsets)");
-        }
-        const json& dtype = entry["dtype"];
-        const json& shape = entry["shape"];
-        const json& offsets = entry["data_offsets"];
-        if (!dtype.is_string()) fail(fn, path, tensor_label(name) + ": dtype " + dtype.dump() + " (expected a string)");
         SafetensorsTensor t;
-        t.dtype = dtype.get<std::string>();
-        const std::size_t item = item_size(t.dtype);
-        if (item == 0) fail(fn, path, tensor_label(name) + ": dtype " + t.dtype + " (expected F32, F16, BF16, F64 or I64)");
-        if (!shape.is_array()) fail(fn, path, tensor_label(name) + ": shape " + shape.dump() + " (expected an array)");
-        if (!offsets.is_array() || offsets.size() != 2) {
-            fail(fn, path, tensor_label(name) + ": data_offsets " + offsets.dump() + " (expected [begin, end])");
-        }
-        std::uint64_t count = 1;
-        for (const json& d : shape) {
-            const std::uint64_t extent = as_size(d, path, name, "shape");
-            if (extent != 0 && count > std::numeric_limits<std::uint64_t>::max() / 8 / extent) {
-                fail(fn, path, tensor_label(name) + ": shape " + shape.dump() + " is too large");
-            }
-            count *= extent;
-            t.shape.push_back(static_cast<std::size_t>(extent));
-        }
-        const std::uint64_t begin = as_size(offsets[0], path, name, "data_offsets");
-        const std::uint64_t end = as_size(offsets[1], path, name, "data_offsets");
-        if (begin > end || end > data_size) {
-            fail(fn, path,
-                 tensor_label(name) + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "] outside the " +
-                     std::to_string(data_size) + " bytes of data (truncated?)");
-        }
-        if (end - begin != count * item) {
-            fail(fn, path,
-                 tensor_label(name) + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "] hold " +
-                     std::to_string(end - begin) + " bytes but " + t.dtype + " " + shape.dump() + " needs " +
-                     std::to_string(count * item));
-        }
-        ranges.push_back({{begin, end}, name});
-        const unsigned char* p = data + begin;
-        const auto n = static_cast<std::size_t>(count);
-        if (t.dtype == "I64") {
-            t.integers.resize(n);
-            for (std::size_t i = 0; i < n; ++i) t.integers[i] = static_cast<std::int64_t>(read_le(p + 8 * i, 8));
-            t.values = Tensor::from_shape({0});
-        } else {
-            t.values = Tensor::from_shape(t.shape);
-            float* v = t.values.data();
-            for (std::size_t i = 0; i < n; ++i) {
-                const unsigned char* e = p + item * i;
-                if (t.dtype == "F32") {
-                    v[i] = bits_to_float(static_cast<std::uint32_t>(read_le(e, 4)));
-                } else if (t.dtype == "F16") {
-                    v[i] = half_to_float(static_cast<std::uint16_t>(read_le(e, 2)));
-                } else if (t.dtype == "BF16") {
-                    v[i] = bits_to_float(static_cast<std::uint32_t>(read_le(e, 2)) << 16);
-                } else {  // F64
-                    double d = 0;
-                    const std::uint64_t b = read_le(e, 8);
-                    std::memcpy(&d, &b, sizeof d);
-                    v[i] = static_cast<float>(d);
-                    if (std::isfinite(d) && !std::isfinite(v[i])) {
-                        fail(fn, path,
-                             tensor_label(name) + ": F64 value " + std::to_string(d) + " at " + std::to_string(i) +
-                                 " overflows float");
-                    }
-                }
-            }
-        }
+        const EntryBytes at = read_entry(path, name, entry, data_size, t);
+        ranges.push_back({{at.begin, at.end}, name});
+        decode_values(path, name, data + at.begin, static_cast<std::size_t>(at.count), t);
         out.emplace(name, std::move(t));
     }
     std::sort(ranges.begin(), ranges.end());
     for (std::size_t i = 1; i < ranges.size(); ++i) {
         if (ranges[i].first.first < ranges[i - 1].first.second) {
-            fail(fn, path,
+            fail("read_safetensors", path,
                  tensor_label(ranges[i].second) + ": data_offsets overlap those of " + tensor_label(ranges[i - 1].second));
         }
     }
