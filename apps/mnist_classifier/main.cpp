@@ -56,27 +56,27 @@ std::string percent(double fraction) {
     return s.str();
 }
 
-int train(const Options& o) {
-    xgrad::set_num_threads(o.threads);
-    // Before the epochs: their result would be lost to an unwritable --out.
-    common::check_writable_directory(o.out, "--out");
-    common::remove_stale_temporary(o.out + "/classifier.xgrad");
-    const std::string dir = o.data.directory();
-    const xgrad::Dataset train_set =
-        xgrad::load_dataset(common::find_idx(dir, "train-images-idx3-ubyte"), common::find_idx(dir, "train-labels-idx1-ubyte"));
-    const xgrad::Dataset test_set =
-        xgrad::load_dataset(common::find_idx(dir, "t10k-images-idx3-ubyte"), common::find_idx(dir, "t10k-labels-idx1-ubyte"));
-    const std::size_t n = train_set.images.count;
-    if (n == 0 || test_set.images.count == 0) throw std::runtime_error("'" + dir + "' has an empty training or test split");
-    for (const auto* labels : {&train_set.labels, &test_set.labels}) {
+// The training and the held-out split of `dir`, checked: neither empty, every
+// label a digit.
+struct Splits {
+    xgrad::Dataset train, test;
+};
+Splits load_splits(const std::string& dir) {
+    Splits s{
+        xgrad::load_dataset(common::find_idx(dir, "train-images-idx3-ubyte"), common::find_idx(dir, "train-labels-idx1-ubyte")),
+        xgrad::load_dataset(common::find_idx(dir, "t10k-images-idx3-ubyte"), common::find_idx(dir, "t10k-labels-idx1-ubyte"))};
+    if (s.train.images.count == 0 || s.test.images.count == 0) {
+        throw std::runtime_error("'" + dir + "' has an empty training or test split");
+    }
+    for (const auto* labels : {&s.train.labels, &s.test.labels}) {
         for (std::uint8_t l : *labels) {
             if (l >= 10) throw std::runtime_error("'" + dir + "' has a label " + std::to_string(l) + "; expected 0-9");
         }
     }
-    const Tensor images = quality::image_rows(train_set.images, 0, n);
-    const Tensor test_images = quality::image_rows(test_set.images, 0, test_set.images.count);
-    const std::size_t side = train_set.images.rows, pixels = side * side;
+    return s;
+}
 
+quality::ClassifierConfig configure(const Options& o, std::size_t pixels) {
     quality::ClassifierConfig config;
     const bool cnn = o.arch == "cnn";
     config.arch = cnn ? quality::ClassifierArch::cnn : quality::ClassifierArch::mlp;
@@ -86,7 +86,41 @@ int train(const Options& o) {
     config.conv1 = o.conv1;
     config.conv2 = o.conv2;
     config.dropout = o.dropout;
-    const std::size_t epochs = o.epochs ? o.epochs : cnn ? 30 : 50;
+    return config;
+}
+
+// x and its one-hot targets <- the images order[first, first + batch) of
+// `images` (side x side each), each moved by up to `shift` pixels.
+void fill_batch(const Tensor& images, const std::vector<std::uint8_t>& labels, const std::vector<std::size_t>& order,
+                std::size_t first, std::size_t side, std::size_t shift, xgrad::Rng& rng, Var& x, Var& targets) {
+    Tensor& xv = x.mutable_value();
+    Tensor& tv = targets.mutable_value();
+    tv.fill(0.f);
+    const long span = 2 * static_cast<long>(shift) + 1;
+    for (std::size_t r = 0; r < xv.shape()[0]; ++r) {
+        const std::size_t i = order[first + r];
+        const long dx = static_cast<long>(rng.below(span)) - long(shift);
+        const long dy = static_cast<long>(rng.below(span)) - long(shift);
+        shifted_copy(&images(i, 0), &xv(r, 0), side, dx, dy);
+        tv(r, labels[i]) = 1.f;
+    }
+}
+
+int train(const Options& o) {
+    xgrad::set_num_threads(o.threads);
+    // Before the epochs: their result would be lost to an unwritable --out.
+    common::check_writable_directory(o.out, "--out");
+    common::remove_stale_temporary(o.out + "/classifier.xgrad");
+    const std::string dir = o.data.directory();
+    const Splits splits = load_splits(dir);
+    const xgrad::Dataset &train_set = splits.train, &test_set = splits.test;
+    const std::size_t n = train_set.images.count;
+    const Tensor images = quality::image_rows(train_set.images, 0, n);
+    const Tensor test_images = quality::image_rows(test_set.images, 0, test_set.images.count);
+    const std::size_t side = train_set.images.rows, pixels = side * side;
+
+    const quality::ClassifierConfig config = configure(o, pixels);
+    const std::size_t epochs = o.epochs ? o.epochs : config.arch == quality::ClassifierArch::cnn ? 30 : 50;
     quality::Classifier classifier(config, o.seed);
     xgrad::Adam optimizer(classifier.parameters(), xgrad::AdamOptions{o.lr});
     xgrad::Rng& rng = classifier.rng();
@@ -112,17 +146,7 @@ int train(const Options& o) {
         std::size_t right = 0;
         classifier.train(true);
         for (std::size_t step = 0; step < steps_per_epoch; ++step) {
-            Tensor& xv = x.mutable_value();
-            Tensor& tv = targets.mutable_value();
-            tv.fill(0.f);
-            for (std::size_t r = 0; r < batch; ++r) {
-                const std::size_t i = order[step * batch + r];
-                const long span = 2 * static_cast<long>(o.shift) + 1;
-                const long dx = static_cast<long>(rng.below(span)) - long(o.shift);
-                const long dy = static_cast<long>(rng.below(span)) - long(o.shift);
-                shifted_copy(&images(i, 0), &xv(r, 0), side, dx, dy);
-                tv(r, train_set.labels[i]) = 1.f;
-            }
+            fill_batch(images, train_set.labels, order, step * batch, side, o.shift, rng, x, targets);
             schedule.apply(optimizer, static_cast<long>((epoch - 1) * steps_per_epoch + step));
             const Var logits = classifier.logits(x);
             const Var loss = xgrad::softmax_cross_entropy(logits, targets);
