@@ -89,6 +89,48 @@ void compare(const std::function<double()>& evaluate, const std::vector<Var>& va
 // The value of a gradient, zeros for an unused (undefined) one.
 Tensor value_or_zeros(const Var& g, const Shape& shape) { return g.defined() ? g.value() : Tensor(shape, 0.f); }
 
+// d total / d wrt[k] for each k, zeros where total does not depend on it
+// (or is undefined: no input reached it).
+std::vector<Tensor> gradients_or_zeros(const Var& total, const std::vector<Var>& wrt) {
+    std::vector<Tensor> out;
+    if (!total.defined() || !total.requires_grad()) {
+        for (const Var& x : wrt) out.push_back(Tensor(x.shape(), 0.f));
+        return out;
+    }
+    GradOptions unused;
+    unused.allow_unused = true;
+    const std::vector<Var> g = grad({total}, wrt, unused);
+    for (std::size_t k = 0; k < wrt.size(); ++k) out.push_back(value_or_zeros(g[k], wrt[k].shape()));
+    return out;
+}
+
+// The differentiable rules' VJP `got` against the kernel rules' `expected`,
+// element by element: ok, or the first element out of tolerance (its input
+// numbered as in f's inputs through index_of).
+GradcheckResult compare_first_order(const std::vector<Var>& got, const std::vector<Var>& expected, const std::vector<Var>& xs,
+                                    const std::vector<std::size_t>& index_of, const GradcheckOptions& options) {
+    GradcheckResult result;
+    for (std::size_t k = 0; k < xs.size(); ++k) {
+        const Tensor want = value_or_zeros(expected[k], xs[k].shape()), have = value_or_zeros(got[k], xs[k].shape());
+        for (std::size_t e = 0; e < want.size(); ++e) {
+            const double a = have.data()[e], b = want.data()[e];
+            const double ratio = std::abs(a - b) / (options.atol + options.rtol * std::abs(b));
+            if (!(ratio <= 1.0)) {
+                result.ok = false;
+                result.what = "gradgradcheck (first order: the differentiable rule's VJP against the kernel rule's)";
+                result.input = index_of[k];
+                result.position = unravel(e, xs[k].shape());
+                result.analytic = a;
+                result.numeric = b;
+                result.worst_ratio = ratio;
+                result.checked = 1;
+                return result;
+            }
+        }
+    }
+    return result;
+}
+
 }  // namespace
 
 std::string GradcheckResult::report() const {
@@ -164,15 +206,7 @@ GradcheckResult gradgradcheck(const CheckedFunction& f, const std::vector<Var>& 
     }
     std::vector<Var> wrt = xs;
     wrt.push_back(v);
-    std::vector<Tensor> analytic;
-    if (total.defined() && total.requires_grad()) {
-        GradOptions unused;
-        unused.allow_unused = true;
-        const std::vector<Var> second = grad({total}, wrt, unused);
-        for (std::size_t k = 0; k < wrt.size(); ++k) analytic.push_back(value_or_zeros(second[k], wrt[k].shape()));
-    } else {
-        for (const Var& x : wrt) analytic.push_back(Tensor(x.shape(), 0.f));
-    }
+    const std::vector<Tensor> analytic = gradients_or_zeros(total, wrt);
 
     // The first-order VJP by the kernel rules, as L's numeric definition.
     const auto kernel_vjp = [&] {
@@ -190,26 +224,8 @@ GradcheckResult gradgradcheck(const CheckedFunction& f, const std::vector<Var>& 
         return sum;
     };
     // The differentiable rules' VJP must equal the kernel rules'.
-    const std::vector<Var> reference = kernel_vjp();
-    GradcheckResult first;
-    for (std::size_t k = 0; k < xs.size(); ++k) {
-        const Tensor expected = value_or_zeros(reference[k], xs[k].shape()), got = value_or_zeros(vjp[k], xs[k].shape());
-        for (std::size_t e = 0; e < expected.size(); ++e) {
-            const double a = got.data()[e], b = expected.data()[e];
-            const double ratio = std::abs(a - b) / (options.atol + options.rtol * std::abs(b));
-            if (!(ratio <= 1.0)) {
-                first.ok = false;
-                first.what = "gradgradcheck (first order: the differentiable rule's VJP against the kernel rule's)";
-                first.input = index_of[k];
-                first.position = unravel(e, xs[k].shape());
-                first.analytic = a;
-                first.numeric = b;
-                first.worst_ratio = ratio;
-                first.checked = 1;
-                return first;
-            }
-        }
-    }
+    GradcheckResult first = compare_first_order(vjp, kernel_vjp(), xs, index_of, options);
+    if (!first.ok) return first;
     compare(evaluate, wrt, analytic, 0, options, result);
     result.input = result.input < xs.size() ? index_of[result.input] : inputs.size();
     return result;
