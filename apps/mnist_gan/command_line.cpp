@@ -85,10 +85,8 @@ void refuse_ignored_flags(const Options& o, const GanConfig& c) {
     }
 }
 
-}  // namespace
-
-void add_options(CLI::App& cli, Options& o) {
-    o.data.add_options(cli, "train-images-idx3-ubyte and train-labels-idx1-ubyte");
+// The game, the nets and their training.
+void add_training_options(CLI::App& cli, Options& o) {
     cli.add_option("--preset", o.preset_name,
                    "reference: the paper's setup as specified (D/G 128 hidden, Adam 1e-3/0.9); "
                    "mlp: fully connected, 256 hidden, spectral norm and minibatch stddev in D, averaged G; "
@@ -135,6 +133,10 @@ void add_options(CLI::App& cli, Options& o) {
                    "and color, comma-separated, or none (default: none)");
     cli.add_option("--augment-p", o.augment_p, "With --augment: the probability of each transform for each image (default: 1)")
         ->check(common::real_in(0.0, 1.0));
+}
+
+// Where the run writes, and how often.
+void add_output_options(CLI::App& cli, Options& o) {
     o.add_shared_options(cli, "Random seed: same seed and thread count give identical results");
     cli.add_option("--out", o.out, "Output directory (grids, plots, log.csv, checkpoint.xgrad)")->capture_default_str();
     cli.add_option("--grid-every", o.grid_every, "Write an 8x8 sample grid every N steps (0: only at the end)")
@@ -150,6 +152,10 @@ void add_options(CLI::App& cli, Options& o) {
         ->check(common::unsigned_in(1, 100000000))
         ->capture_default_str();
     cli.add_flag("--resume", o.resume, "Continue from OUT/checkpoint.xgrad (bit-exact with the same seed and threads)");
+}
+
+// Measuring, sampling and exporting the trained nets.
+void add_sampling_options(CLI::App& cli, Options& o) {
     auto* classifier =
         cli.add_option("--classifier", o.classifier,
                        "Weights from mnist_classifier: measure sample quality (classifier score, class coverage, "
@@ -193,6 +199,15 @@ void add_options(CLI::App& cli, Options& o) {
                    "the noise.safetensors of --export, or PyTorch's save_file) instead of the seed's noise")
         ->check(CLI::ExistingFile)
         ->needs("--generator");
+}
+
+}  // namespace
+
+void add_options(CLI::App& cli, Options& o) {
+    o.data.add_options(cli, "train-images-idx3-ubyte and train-labels-idx1-ubyte");
+    add_training_options(cli, o);
+    add_output_options(cli, o);
+    add_sampling_options(cli, o);
 }
 
 GanConfig configure(const Options& o) {
