@@ -232,10 +232,11 @@ int main(int argc, char** argv) {
                 r1_ms / d_ms, double(r1_allocs) / rounds);
 
     // The conditional preset's nets: the same plus the class inputs and D's
-    // projection. At the dcgan step's batch (not the preset's), so that the
-    // ratio is what the conditioning costs.
+    // projection. At the dcgan step's batch and width (not the preset's), so
+    // that the ratio is what the conditioning costs.
     gan::GanConfig conditional_config = gan::cdcgan_preset();
     conditional_config.batch = gan::dcgan_preset().batch;
+    conditional_config.channels = gan::dcgan_preset().channels;
     gan::Gan conditional(conditional_config, 1);
     for (int i = 0; i < 5; ++i) conditional.step(data);
     long cdcgan_allocs = 0;
