@@ -106,6 +106,44 @@ void fill_batch(const Tensor& images, const std::vector<std::uint8_t>& labels, c
     }
 }
 
+struct StepResult {
+    float loss;
+    std::size_t right;  // rows whose largest logit is their target's class
+};
+
+// One optimiser step on the batch x with one-hot targets.
+StepResult train_step(quality::Classifier& classifier, xgrad::Adam& optimizer, const Var& x, const Var& targets) {
+    const Var logits = classifier.logits(x);
+    const Var loss = xgrad::softmax_cross_entropy(logits, targets);
+    optimizer.zero_grad();
+    xgrad::backward(loss);
+    optimizer.step();
+    if (!std::isfinite(loss.item())) {
+        throw std::runtime_error("training diverged (loss " + std::to_string(loss.item()) + "); try a smaller --lr");
+    }
+    StepResult result{loss.item(), 0};
+    const std::size_t rows = logits.value().shape()[0], classes = logits.value().shape()[1];
+    for (std::size_t r = 0; r < rows; ++r) {
+        const float* l = &logits.value()(r, 0);
+        const float* t = &targets.value()(r, 0);
+        result.right += std::max_element(l, l + classes) - l == std::max_element(t, t + classes) - t;
+    }
+    return result;
+}
+
+// Writes OUT/classifier.xgrad, noting its test accuracy, and says so.
+void save(const quality::Classifier& classifier, const Options& o, const std::string& dir, double test_accuracy,
+          std::size_t test_count, std::size_t epochs) {
+    const std::string path = o.out + "/classifier.xgrad";
+    std::ostringstream note;
+    note << "test accuracy " << percent(test_accuracy) << " on " << test_count << " held-out images of " << dir << "; " << epochs
+         << " epochs, seed " << o.seed;
+    classifier.save(path, note.str());
+    std::cout << "test accuracy: " << percent(test_accuracy) << " (" << test_count << " held-out images of " << dir << ")\nwrote "
+              << path << "\n";
+    common::check_stdout();
+}
+
 int train(const Options& o) {
     xgrad::set_num_threads(o.threads);
     // Before the epochs: their result would be lost to an unwritable --out.
@@ -148,19 +186,9 @@ int train(const Options& o) {
         for (std::size_t step = 0; step < steps_per_epoch; ++step) {
             fill_batch(images, train_set.labels, order, step * batch, side, o.shift, rng, x, targets);
             schedule.apply(optimizer, static_cast<long>((epoch - 1) * steps_per_epoch + step));
-            const Var logits = classifier.logits(x);
-            const Var loss = xgrad::softmax_cross_entropy(logits, targets);
-            optimizer.zero_grad();
-            xgrad::backward(loss);
-            optimizer.step();
-
-            loss_sum += loss.item();
-            for (std::size_t r = 0; r < batch; ++r) {
-                const float* l = &logits.value()(r, 0);
-                right += std::size_t(std::max_element(l, l + config.classes) - l) == train_set.labels[order[step * batch + r]];
-            }
-            if (!std::isfinite(loss.item()))
-                throw std::runtime_error("training diverged (loss " + std::to_string(loss.item()) + "); try a smaller --lr");
+            const StepResult result = train_step(classifier, optimizer, x, targets);
+            loss_sum += result.loss;
+            right += result.right;
             std::ostringstream status;
             status << "epoch " << epoch << "/" << epochs << "  loss " << std::fixed << std::setprecision(4)
                    << loss_sum / double(step + 1);
@@ -174,14 +202,7 @@ int train(const Options& o) {
                   << "\n";
     }
 
-    const std::string path = o.out + "/classifier.xgrad";
-    std::ostringstream note;
-    note << "test accuracy " << percent(test_accuracy) << " on " << test_set.images.count << " held-out images of " << dir << "; "
-         << epochs << " epochs, seed " << o.seed;
-    classifier.save(path, note.str());
-    std::cout << "test accuracy: " << percent(test_accuracy) << " (" << test_set.images.count << " held-out images of " << dir
-              << ")\nwrote " << path << "\n";
-    common::check_stdout();
+    save(classifier, o, dir, test_accuracy, test_set.images.count, epochs);
     return 0;
 }
 
