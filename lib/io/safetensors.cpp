@@ -24,6 +24,8 @@ using nlohmann::json;
 constexpr const char* kBatchCount = "num_batches_tracked";
 // The reference implementation's bound on the header (100 MB).
 constexpr std::uint64_t kMaxHeader = 100'000'000;
+// The reader's name in its error messages, from every step of reading.
+constexpr const char* kReader = "read_safetensors";
 
 [[noreturn]] void fail(const char* function, const std::string& path, const std::string& what) {
     throw std::runtime_error(std::string("xgrad::") + function + ": " + path + ": " + what);
@@ -90,9 +92,9 @@ std::vector<Named> state_dict(const Module& module, std::vector<std::string>* ba
 
 std::string read_all(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
-    if (!in) fail("read_safetensors", path, std::string("cannot open the file (") + std::strerror(errno) + ")");
+    if (!in) fail(kReader, path, std::string("cannot open the file (") + std::strerror(errno) + ")");
     std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (in.bad()) fail("read_safetensors", path, "read error");
+    if (in.bad()) fail(kReader, path, "read error");
     return bytes;
 }
 
@@ -100,7 +102,7 @@ std::string read_all(const std::string& path) {
 std::uint64_t as_size(const json& v, const std::string& path, const std::string& name, const char* field) {
     if (!v.is_number_unsigned()) {
         if (v.is_number_integer() && v.get<std::int64_t>() >= 0) return static_cast<std::uint64_t>(v.get<std::int64_t>());
-        fail("read_safetensors", path, tensor_label(name) + ": " + field + " holds " + v.dump() + " (expected integers >= 0)");
+        fail(kReader, path, tensor_label(name) + ": " + field + " holds " + v.dump() + " (expected integers >= 0)");
     }
     return v.get<std::uint64_t>();
 }
@@ -112,26 +114,26 @@ struct EntryBytes {
 };
 EntryBytes read_entry(const std::string& path, const std::string& name, const json& entry, std::uint64_t data_size,
                       SafetensorsTensor& t) {
-    const char* fn = "read_safetensors";
     if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets")) {
-        fail(fn, path, tensor_label(name) + ": " + entry.dump() + " (expected an object with dtype, shape and data_offsets)");
+        fail(kReader, path,
+             tensor_label(name) + ": " + entry.dump() + " (expected an object with dtype, shape and data_offsets)");
     }
     const json& dtype = entry["dtype"];
     const json& shape = entry["shape"];
     const json& offsets = entry["data_offsets"];
-    if (!dtype.is_string()) fail(fn, path, tensor_label(name) + ": dtype " + dtype.dump() + " (expected a string)");
+    if (!dtype.is_string()) fail(kReader, path, tensor_label(name) + ": dtype " + dtype.dump() + " (expected a string)");
     t.dtype = dtype.get<std::string>();
     const std::size_t item = item_size(t.dtype);
-    if (item == 0) fail(fn, path, tensor_label(name) + ": dtype " + t.dtype + " (expected F32, F16, BF16, F64 or I64)");
-    if (!shape.is_array()) fail(fn, path, tensor_label(name) + ": shape " + shape.dump() + " (expected an array)");
+    if (item == 0) fail(kReader, path, tensor_label(name) + ": dtype " + t.dtype + " (expected F32, F16, BF16, F64 or I64)");
+    if (!shape.is_array()) fail(kReader, path, tensor_label(name) + ": shape " + shape.dump() + " (expected an array)");
     if (!offsets.is_array() || offsets.size() != 2) {
-        fail(fn, path, tensor_label(name) + ": data_offsets " + offsets.dump() + " (expected [begin, end])");
+        fail(kReader, path, tensor_label(name) + ": data_offsets " + offsets.dump() + " (expected [begin, end])");
     }
     std::uint64_t count = 1;
     for (const json& d : shape) {
         const std::uint64_t extent = as_size(d, path, name, "shape");
         if (extent != 0 && count > std::numeric_limits<std::uint64_t>::max() / 8 / extent) {
-            fail(fn, path, tensor_label(name) + ": shape " + shape.dump() + " is too large");
+            fail(kReader, path, tensor_label(name) + ": shape " + shape.dump() + " is too large");
         }
         count *= extent;
         t.shape.push_back(static_cast<std::size_t>(extent));
@@ -139,12 +141,12 @@ EntryBytes read_entry(const std::string& path, const std::string& name, const js
     const std::uint64_t begin = as_size(offsets[0], path, name, "data_offsets");
     const std::uint64_t end = as_size(offsets[1], path, name, "data_offsets");
     if (begin > end || end > data_size) {
-        fail(fn, path,
+        fail(kReader, path,
              tensor_label(name) + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "] outside the " +
                  std::to_string(data_size) + " bytes of data (truncated?)");
     }
     if (end - begin != count * item) {
-        fail(fn, path,
+        fail(kReader, path,
              tensor_label(name) + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "] hold " +
                  std::to_string(end - begin) + " bytes but " + t.dtype + " " + shape.dump() + " needs " +
                  std::to_string(count * item));
@@ -179,7 +181,7 @@ void decode_values(const std::string& path, const std::string& name, const unsig
             std::memcpy(&d, &b, sizeof d);
             v[i] = static_cast<float>(d);
             if (std::isfinite(d) && !std::isfinite(v[i])) {
-                fail("read_safetensors", path,
+                fail(kReader, path,
                      tensor_label(name) + ": F64 value " + std::to_string(d) + " at " + std::to_string(i) + " overflows float");
             }
         }
@@ -189,20 +191,20 @@ void decode_values(const std::string& path, const std::string& name, const unsig
 // The header's JSON object, after the checks on its length; data_size gets
 // the number of bytes after it.
 json read_header(const std::string& path, const std::string& bytes, std::uint64_t& data_size) {
-    const char* fn = "read_safetensors";
     if (bytes.size() < 8) {
-        fail(fn, path, "truncated: " + std::to_string(bytes.size()) + " bytes (expected at least 8, the header's length)");
+        fail(kReader, path, "truncated: " + std::to_string(bytes.size()) + " bytes (expected at least 8, the header's length)");
     }
     const std::uint64_t header_size = read_le(reinterpret_cast<const unsigned char*>(bytes.data()), 8);
     if (header_size > bytes.size() - 8) {
-        fail(fn, path,
+        fail(kReader, path,
              "the header's length " + std::to_string(header_size) + " is larger than the file's " +
                  std::to_string(bytes.size() - 8) + " bytes after it");
     }
-    if (header_size > kMaxHeader) fail(fn, path, "header of " + std::to_string(header_size) + " bytes (at most 100 MB)");
+    if (header_size > kMaxHeader) fail(kReader, path, "header of " + std::to_string(header_size) + " bytes (at most 100 MB)");
     json header = json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<std::ptrdiff_t>(header_size), nullptr, false);
-    if (header.is_discarded()) fail(fn, path, "the header is not valid JSON");
-    if (!header.is_object()) fail(fn, path, "the header is " + std::string(header.type_name()) + " (expected a JSON object)");
+    if (header.is_discarded()) fail(kReader, path, "the header is not valid JSON");
+    if (!header.is_object())
+        fail(kReader, path, "the header is " + std::string(header.type_name()) + " (expected a JSON object)");
     data_size = bytes.size() - 8 - header_size;
     return header;
 }
@@ -220,7 +222,7 @@ std::map<std::string, SafetensorsTensor> read_safetensors(const std::string& pat
     for (const auto& [name, entry] : header.items()) {
         if (name == "__metadata__") {
             if (!entry.is_object()) {
-                fail("read_safetensors", path, "__metadata__ is " + std::string(entry.type_name()) + " (expected an object)");
+                fail(kReader, path, "__metadata__ is " + std::string(entry.type_name()) + " (expected an object)");
             }
             continue;
         }
@@ -233,7 +235,7 @@ std::map<std::string, SafetensorsTensor> read_safetensors(const std::string& pat
     std::sort(ranges.begin(), ranges.end());
     for (std::size_t i = 1; i < ranges.size(); ++i) {
         if (ranges[i].first.first < ranges[i - 1].first.second) {
-            fail("read_safetensors", path,
+            fail(kReader, path,
                  tensor_label(ranges[i].second) + ": data_offsets overlap those of " + tensor_label(ranges[i - 1].second));
         }
     }
