@@ -494,6 +494,24 @@ TEST_CASE("the CNN classifier learns synthetic digits in a few hundred steps") {
     CHECK(loaded->evaluate(test.images).probabilities == classifier.evaluate(test.images).probabilities);
 }
 
+TEST_CASE("the classifier's head starts as the calibration measured it: Xavier-uniform weights, zero bias") {
+    // docs/evaluation.md's FIDs depend on the classifier's features, and a
+    // head drawn by another init (Linear's default) trains features that
+    // score the calibration rows up to 3x higher.
+    quality::ClassifierConfig c;
+    c.arch = quality::ClassifierArch::cnn;
+    quality::Classifier classifier(c, 1);
+    const std::vector<Var> p = classifier.parameters();
+    const Tensor& weight = p[p.size() - 2].value();
+    const Tensor& bias = p.back().value();
+    REQUIRE(weight.shape() == Shape{c.classes, c.hidden});
+    CHECK(xt::all(xt::equal(bias, 0.f)));
+    const float bound = std::sqrt(6.f / float(c.hidden + c.classes));
+    const float largest = xt::amax(xt::abs(weight))();
+    CHECK(largest <= bound);
+    CHECK(largest > 0.95f * bound);  // uniform over the whole range, not a narrower one
+}
+
 TEST_CASE("calibration baselines: blur, pair averages, class means, half the classes") {
     // A single bright pixel blurred by 1 px: the normalised Gaussian, its
     // peak exp(0)/sum and a neighbour exp(-1/2) times as bright.
