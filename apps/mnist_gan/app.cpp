@@ -158,7 +158,7 @@ Training::Training(const Options& o, const GanConfig& config, const xgrad::Distr
         monitor_ = std::make_unique<QualityMonitor>(o_.classifier, set_.dir, config_, o_.seed + 3);
         eval_log_ = open_csv(o_.out + "/eval.csv", kEvalHeader, quality_);
     }
-    fixed_noise_ = grid_noise(config_.z_dim, o_.seed, config_.classes);
+    fixed_noise_ = grid_noise(config_.z_dim, o_.seed, config_.classes, config_.sample_truncation);
     announce();
     std::signal(SIGINT, on_interrupt);
     std::signal(SIGTERM, on_interrupt);
@@ -393,8 +393,8 @@ int sample_saved_generator(const Options& o, const GanConfig& config) {
     Gan gan(config, o.seed);
     xgrad::load_safetensors(gan.sampling_generator(false), o.generator);
     const std::string grid_path = o.out + "/grid_final.png", interpolation_path = o.out + "/interpolation.png";
-    const Var noise =
-        o.noise.empty() ? grid_noise(config.z_dim, o.seed, config.classes) : read_noise(o.noise, config.z_dim, config.classes);
+    const Var noise = o.noise.empty() ? grid_noise(config.z_dim, o.seed, config.classes, config.sample_truncation)
+                                      : read_noise(o.noise, config.z_dim, config.classes);
     write_grid(gan, noise, false, grid_path, o.grid_scale);
     write_interpolation(gan, o.seed, false, interpolation_path, o.grid_scale);
     std::cerr << "mnist_gan: the " << config.preset << " preset's generator from " << o.generator << "\nwrote " << grid_path

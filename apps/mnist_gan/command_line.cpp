@@ -33,6 +33,7 @@ GanConfig config_from(const Options& o) {
     if (o.augment_p) c.augment.probability = *o.augment_p;
     if (o.averaged) c.sample_averaged = *o.averaged;
     if (o.sample_batch_stats) c.sample_with_batch_stats = true;
+    if (o.truncation) c.sample_truncation = *o.truncation;
     return c;
 }
 
@@ -174,6 +175,11 @@ void add_sampling_options(CLI::App& cli, Options& o) {
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     cli.add_flag("--sample-batch-stats", o.sample_batch_stats,
                  "Generate with each batch's own normalization statistics instead of the running ones (dcgan)");
+    cli.add_option("--truncation", o.truncation,
+                   "Draw the grids, samples, interpolation and quality measurements from z ~ U[-1,1] times PSI, the "
+                   "truncation trick: each digit more typical of its class, the set a little less varied; 1 = none; "
+                   "training is untouched (default: the preset's)")
+        ->check(common::positive_real_up_to(1.0));
     cli.add_option("--samples", o.samples,
                    "After training, write N generated images to OUT/samples.idx (IDX3, bytes); a conditional preset also "
                    "writes the class asked for of each to OUT/samples_labels.idx (IDX1), classes in turn unless --digit")

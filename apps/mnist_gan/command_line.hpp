@@ -33,6 +33,7 @@ struct Options : common::SharedOptions {
     std::optional<float> augment_p;
     std::optional<bool> averaged;  // --ema / --no-ema: grids and samples from the averaged generator, or the raw one
     bool sample_batch_stats = false;
+    std::optional<float> truncation;  // --truncation PSI: GanConfig::sample_truncation
     std::size_t samples = 0;
     std::optional<std::size_t> digit;  // a conditional preset's class for every sample of --samples
     long grid_every = 500, checkpoint_every = 1000, log_every = 50, eval_every = 0;

@@ -284,10 +284,16 @@ std::size_t class_of(const Tensor& noise, std::size_t row, std::size_t classes) 
     return static_cast<std::size_t>(std::max_element(one_hot, one_hot + classes) - one_hot);
 }
 
+void draw_noise(xgrad::Rng& rng, Tensor& noise, float truncation) {
+    rng.fill_uniform(noise, -1.f, 1.f);
+    // A product after the draw, not U[-psi, psi]: psi = 1 keeps the untruncated values bit for bit.
+    if (truncation != 1.f) noise *= truncation;
+}
+
 void Gan::sample_noise(Tensor& noise) { sample_noise(noise, rng_); }
 
 void Gan::sample_noise(Tensor& noise, xgrad::Rng& rng) const {
-    rng.fill_uniform(noise, -1.f, 1.f);
+    draw_noise(rng, noise);
     for (std::size_t i = 0; config_.classes > 0 && i < noise.shape()[0]; ++i)
         set_class(noise, i, config_.classes, rng.below(config_.classes));
 }

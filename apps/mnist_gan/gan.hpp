@@ -80,6 +80,12 @@ struct GanConfig {
     // With batch norm in G: draw samples with batch statistics (train mode,
     // running statistics untouched) instead of the running statistics.
     bool sample_with_batch_stats = false;
+    // < 1: every image drawn for output (grids, samples, the interpolation,
+    // the quality measurements) from z ~ U[-1,1]^z_dim scaled by this, the
+    // truncation trick (Brock et al. 2019, "Large Scale GAN Training"):
+    // each image more typical of its class, the set a little less varied.
+    // Training draws its noise untruncated.
+    float sample_truncation = 1.f;
     // Differentiable augmentation (Zhao et al. 2020) of every input of D:
     // the real and the generated batch of D's update, the generated batch of
     // G's (its gradient flows through the augmentation). Its draws come from
@@ -98,6 +104,9 @@ struct GanConfig {
 // Row `row` of `noise` (rows of GanConfig::noise_dim() values) asks for
 // class `label`: its last `classes` values become that class's one-hot.
 void set_class(xgrad::Tensor& noise, std::size_t row, std::size_t classes, std::size_t label);
+// Every value of `noise` from U[-1,1], then times `truncation`
+// (GanConfig::sample_truncation); a conditional GAN's one-hot is set after.
+void draw_noise(xgrad::Rng& rng, xgrad::Tensor& noise, float truncation = 1.f);
 // The class row `row` of `noise` asks for (the one-hot's hot column).
 std::size_t class_of(const xgrad::Tensor& noise, std::size_t row, std::size_t classes);
 

@@ -29,12 +29,12 @@ using xgrad::Var;
 
 constexpr const char* kIntervalName = "log_interval";
 
-// `rows` noise vectors z ~ U[-1,1]^z_dim, the same for a stream seed: the
-// noise of the outputs that show the same z at every call.
-Var fixed_noise(std::size_t rows, std::size_t z_dim, std::uint64_t stream_seed) {
+// `rows` noise vectors z ~ U[-1,1]^z_dim times `truncation`, the same for a
+// stream seed: the noise of the outputs that show the same z at every call.
+Var fixed_noise(std::size_t rows, std::size_t z_dim, std::uint64_t stream_seed, float truncation) {
     xgrad::Rng rng(stream_seed);
     Var noise(Tensor::from_shape({rows, z_dim}));
-    rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
+    draw_noise(rng, noise.mutable_value(), truncation);
     return noise;
 }
 
@@ -128,9 +128,9 @@ std::string status_text(const Interval& i) {
     return s.str();
 }
 
-Var grid_noise(std::size_t z_dim, std::uint64_t seed, std::size_t classes) {
+Var grid_noise(std::size_t z_dim, std::uint64_t seed, std::size_t classes, float truncation) {
     // Conditional: a row per class, each column one z.
-    return for_each_class(fixed_noise(classes > 0 ? 8 : 64, z_dim, seed ^ 0x9e3779b97f4a7c15ULL), classes);
+    return for_each_class(fixed_noise(classes > 0 ? 8 : 64, z_dim, seed ^ 0x9e3779b97f4a7c15ULL, truncation), classes);
 }
 
 Var read_noise(const std::string& path, std::size_t z_dim, std::size_t classes) {
@@ -160,11 +160,11 @@ void write_grid(Gan& gan, const Var& fixed_noise, bool averaged, const std::stri
     xgrad::write_image_grid(path, images.value(), 28, 28, 8, 2, scale);
 }
 
-Var walk_ends(std::size_t z_dim, std::uint64_t seed, std::size_t classes) {
+Var walk_ends(std::size_t z_dim, std::uint64_t seed, std::size_t classes, float truncation) {
     const std::uint64_t stream = seed ^ 0xc2b2ae3d27d4eb4fULL;  // a stream of its own: not the grid's digits
-    if (classes == 0) return fixed_noise(2 * kWalks, z_dim, stream);
+    if (classes == 0) return fixed_noise(2 * kWalks, z_dim, stream, truncation);
     // Walk c from the start z to the end z, both of class c.
-    const Var ends = fixed_noise(2, z_dim, stream), starts = for_each_class(xgrad::narrow(ends, 0, 0, 1), classes);
+    const Var ends = fixed_noise(2, z_dim, stream, truncation), starts = for_each_class(xgrad::narrow(ends, 0, 0, 1), classes);
     return xgrad::concat({starts, for_each_class(xgrad::narrow(ends, 0, 1, 1), classes)}, 0);
 }
 
@@ -191,7 +191,7 @@ Var latent_walks(const Var& ends) {
 
 void write_interpolation(Gan& gan, std::uint64_t seed, bool averaged, const std::string& path, std::size_t scale) {
     const GanConfig& c = gan.config();
-    const Var images = gan.generate(latent_walks(walk_ends(c.z_dim, seed, c.classes)), averaged);
+    const Var images = gan.generate(latent_walks(walk_ends(c.z_dim, seed, c.classes, c.sample_truncation)), averaged);
     xgrad::write_image_grid(path, images.value(), 28, 28, kWalkSteps, 2, scale);
 }
 
@@ -221,7 +221,7 @@ bool write_samples(Gan& gan, const SampleRequest& request, const std::string& pa
         if (interrupted) return false;
         const std::size_t rows = std::min(kBatch, n - done);
         Var noise(Tensor::from_shape({rows, gan.config().noise_dim()}));
-        rng.fill_uniform(noise.mutable_value(), -1.f, 1.f);
+        draw_noise(rng, noise.mutable_value(), gan.config().sample_truncation);
         for (std::size_t r = 0; r < rows && classes > 0; ++r) {
             labels.push_back(static_cast<std::uint8_t>(request.digit ? *request.digit : (done + r) % classes));
             set_class(noise.mutable_value(), r, classes, labels.back());

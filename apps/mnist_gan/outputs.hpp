@@ -66,10 +66,11 @@ constexpr const char* kLogHeader = "step,d_loss,g_loss,d_real,d_fake";
 // The progress line's text: the interval's mean losses and D outputs.
 std::string status_text(const Interval& i);
 
-// The noise of the sample grids (64 rows, z ~ U[-1,1]): the same for a seed,
-// so the grids of a run show one z turning into a digit. For a conditional
-// GAN of `classes` classes: a row of 8 per class, column j the same z.
-xgrad::Var grid_noise(std::size_t z_dim, std::uint64_t seed, std::size_t classes = 0);
+// The noise of the sample grids (64 rows, z ~ U[-1,1] times `truncation`):
+// the same for a seed, so the grids of a run show one z turning into a
+// digit. For a conditional GAN of `classes` classes: a row of 8 per class,
+// column j the same z.
+xgrad::Var grid_noise(std::size_t z_dim, std::uint64_t seed, std::size_t classes = 0, float truncation = 1.f);
 // The noise a user gives (--noise FILE): FILE's tensor "z", (N, z_dim +
 // classes) with 1 <= N <= 1024 (GanConfig::noise_dim). Throws
 // std::invalid_argument naming --noise and the file.
@@ -84,15 +85,16 @@ void write_grid(Gan& gan, const xgrad::Var& fixed_noise, bool averaged, const st
 // kWalkSteps images, each row G's images along the line from one noise
 // vector to another (the first and last columns are G's images of the two ends).
 constexpr std::size_t kWalks = 8, kWalkSteps = 10;
-// The ends of the W walks (2W rows, z ~ U[-1,1]): row r starts at row r
+// The ends of the W walks (2W rows, z ~ U[-1,1] times `truncation`): row r starts at row r
 // and ends at row W + r. The same for a seed, and not grid_noise()'s. For
 // a conditional GAN W = classes, and walk c goes between the same two z
 // with class c at both ends.
-xgrad::Var walk_ends(std::size_t z_dim, std::uint64_t seed, std::size_t classes = 0);
+xgrad::Var walk_ends(std::size_t z_dim, std::uint64_t seed, std::size_t classes = 0, float truncation = 1.f);
 // The noise of every image of the walks between `ends`, row by row
 // (W * kWalkSteps rows); each walk's first and last rows are its ends, exactly.
 xgrad::Var latent_walks(const xgrad::Var& ends);
-// G's images of latent_walks(walk_ends(z_dim, seed)) at `path`, drawn as write_grid draws.
+// G's images of latent_walks(walk_ends(...)) at `path` (G's config's z_dim,
+// classes and sample_truncation), drawn as write_grid draws.
 void write_interpolation(Gan& gan, std::uint64_t seed, bool averaged, const std::string& path, std::size_t scale);
 // losses.png and discriminator.png in `out`, from the log's rows.
 void write_plots(const History& history, const std::string& out);
@@ -107,7 +109,7 @@ struct SampleRequest {
     // in turn, as many of each.
     std::optional<std::size_t> digit;
 };
-// Streams the request's images of G into an IDX file a batch at a time, so
+// Streams the request's images of G (its config's sample_truncation) into an IDX file a batch at a time, so
 // that memory stays bounded whatever their count. A conditional GAN's
 // classes asked for go into labels_path(path) (IDX1). Returns false when
 // `interrupted` is set, leaving nothing under path or its temporary name.

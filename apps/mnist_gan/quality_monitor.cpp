@@ -17,7 +17,8 @@ QualityMonitor::QualityMonitor(const std::string& classifier_path, const std::st
       evaluator_(*classifier_,
                  quality::split_held_out(xgrad::read_idx_images(common::find_idx(data_dir, "t10k-images-idx3-ubyte"))).reference),
       noise_(Tensor::from_shape({kSamples, config.noise_dim()})) {
-    xgrad::Rng(seed).fill_uniform(noise_.mutable_value(), -1.f, 1.f);
+    xgrad::Rng rng(seed);
+    draw_noise(rng, noise_.mutable_value(), config.sample_truncation);
     // A conditional GAN is asked for every class equally often.
     for (std::size_t i = 0; config.classes > 0 && i < kSamples; ++i)
         set_class(noise_.mutable_value(), i, config.classes, i % config.classes);
