@@ -808,46 +808,6 @@ TEST_CASE("--no-ema samples the raw generator: same training, different samples.
     CHECK(std::memcmp(wa.data(), wr.data(), wa.size() * sizeof(float)) == 0);
 }
 
-TEST_CASE("--truncation scales the samples' noise: same training, different samples.idx") {
-    test::TempDir dir;
-    test::write_random_split(dir.path(), "train", 30);
-    auto plain = small_run(dir.path(), dir.path() / "plain", 4);
-    auto truncated = small_run(dir.path(), dir.path() / "truncated", 4);
-    plain.insert(plain.end(), {"--samples", "5"});
-    truncated.insert(truncated.end(), {"--samples", "5", "--truncation", "0.5"});
-    REQUIRE(run(plain) == 0);
-    REQUIRE(run(truncated) == 0);
-    const IdxImages p = read_idx_images((dir.path() / "plain" / "samples.idx").string());
-    const IdxImages t = read_idx_images((dir.path() / "truncated" / "samples.idx").string());
-    REQUIRE(p.pixels.size() == t.pixels.size());
-    CHECK(p.pixels != t.pixels);
-    const Archive cp = read_archive((dir.path() / "plain" / "checkpoint.xgrad").string());
-    const Archive ct = read_archive((dir.path() / "truncated" / "checkpoint.xgrad").string());
-    const Tensor &wp = cp.tensor("generator.0.weight"), &wt = ct.tensor("generator.0.weight");
-    CHECK(std::memcmp(wp.data(), wt.data(), wp.size() * sizeof(float)) == 0);
-    CHECK(run({"--truncation", "0"}) != 0);
-    CHECK(run({"--truncation", "1.01"}) != 0);
-}
-
-TEST_CASE("truncated output noise: z times psi, a conditional GAN's one-hot untouched") {
-    const auto check_scaled = [](const Tensor& full, const Tensor& truncated, std::size_t z_dim) {
-        REQUIRE(full.shape() == truncated.shape());
-        for (std::size_t r = 0; r < full.shape()[0]; ++r) {
-            for (std::size_t i = 0; i < full.shape()[1]; ++i) {
-                CAPTURE(r);
-                CAPTURE(i);
-                CHECK(truncated(r, i) == (i < z_dim ? 0.5f * full(r, i) : full(r, i)));
-            }
-        }
-    };
-    check_scaled(gan::grid_noise(5, 3, 4).value(), gan::grid_noise(5, 3, 4, 0.5f).value(), 5);
-    check_scaled(gan::walk_ends(5, 3, 4).value(), gan::walk_ends(5, 3, 4, 0.5f).value(), 5);
-    check_scaled(gan::grid_noise(6, 3).value(), gan::grid_noise(6, 3, 0, 0.5f).value(), 6);
-    // The default samples the conditional nets at psi = 0.95 (docs/evaluation.md, "Truncation"); the others untruncated.
-    CHECK(gan::preset("default").sample_truncation == 0.95f);
-    CHECK(gan::preset("dcgan").sample_truncation == 1.f);
-}
-
 TEST_CASE("mnist_gan rejects bad input with a message, not a crash") {
     test::TempDir dir;
     CHECK(run({"--data", (dir.path() / "missing").string(), "--out", (dir.path() / "out").string(), "--steps", "1"}) == 1);
@@ -1233,6 +1193,49 @@ TEST_CASE("flags that do nothing for the chosen preset are refused, naming the f
         CHECK(contains(r.err, "mnist_gan: error: " + expected));
         CHECK_FALSE(fs::exists(out / "checkpoint.xgrad"));
     }
+}
+
+TEST_CASE("--truncation scales the samples' noise: same training, different samples.idx") {
+    test::TempDir dir;
+    test::write_random_split(dir.path(), "train", 30);
+    auto plain = small_run(dir.path(), dir.path() / "plain", 4);
+    auto truncated = small_run(dir.path(), dir.path() / "truncated", 4);
+    plain.insert(plain.end(), {"--samples", "5"});
+    truncated.insert(truncated.end(), {"--samples", "5", "--truncation", "0.5"});
+    REQUIRE(run(plain) == 0);
+    const Outcome announced = run_capturing(truncated);
+    INFO(announced.err);
+    REQUIRE(announced.code == 0);
+    CHECK(contains(announced.err, " truncation=0.5\n"));
+    const IdxImages p = read_idx_images((dir.path() / "plain" / "samples.idx").string());
+    const IdxImages t = read_idx_images((dir.path() / "truncated" / "samples.idx").string());
+    REQUIRE(p.pixels.size() == t.pixels.size());
+    CHECK(p.pixels != t.pixels);
+    const Archive cp = read_archive((dir.path() / "plain" / "checkpoint.xgrad").string());
+    const Archive ct = read_archive((dir.path() / "truncated" / "checkpoint.xgrad").string());
+    const Tensor &wp = cp.tensor("generator.0.weight"), &wt = ct.tensor("generator.0.weight");
+    CHECK(std::memcmp(wp.data(), wt.data(), wp.size() * sizeof(float)) == 0);
+    CHECK(run({"--truncation", "0"}) != 0);
+    CHECK(run({"--truncation", "1.01"}) != 0);
+}
+
+TEST_CASE("truncated output noise: z times psi, a conditional GAN's one-hot untouched") {
+    const auto check_scaled = [](const Tensor& full, const Tensor& truncated, std::size_t z_dim) {
+        REQUIRE(full.shape() == truncated.shape());
+        for (std::size_t r = 0; r < full.shape()[0]; ++r) {
+            for (std::size_t i = 0; i < full.shape()[1]; ++i) {
+                CAPTURE(r);
+                CAPTURE(i);
+                CHECK(truncated(r, i) == (i < z_dim ? 0.5f * full(r, i) : full(r, i)));
+            }
+        }
+    };
+    check_scaled(gan::grid_noise(5, 3, 4).value(), gan::grid_noise(5, 3, 4, 0.5f).value(), 5);
+    check_scaled(gan::walk_ends(5, 3, 4).value(), gan::walk_ends(5, 3, 4, 0.5f).value(), 5);
+    check_scaled(gan::grid_noise(6, 3).value(), gan::grid_noise(6, 3, 0, 0.5f).value(), 6);
+    // The default samples the conditional nets at psi = 0.95 (docs/evaluation.md, "Truncation"); the others untruncated.
+    CHECK(gan::preset("default").sample_truncation == 0.95f);
+    CHECK(gan::preset("dcgan").sample_truncation == 1.f);
 }
 
 TEST_CASE("mnist_gan removes its own stale temporary files on start, and nothing else") {

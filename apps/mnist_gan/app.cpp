@@ -213,7 +213,7 @@ void Training::announce() const {
               << (c.augment.any() ? " augment=" + xgrad::augment_policy_text(c.augment) +
                                         (c.augment.probability < 1.f ? " p=" + shortest(c.augment.probability) : "")
                                   : "")
-              << "\n";
+              << (c.sample_truncation < 1.f ? " truncation=" + shortest(c.sample_truncation) : "") << "\n";
     if (o_.minutes)
         std::cerr << "time budget: --minutes " << budget_text() << " of training, or up to step " << c.steps
                   << " if that comes first\n";
