@@ -85,10 +85,10 @@ void write_grid(Gan& gan, const xgrad::Var& fixed_noise, bool averaged, const st
 // kWalkSteps images, each row G's images along the line from one noise
 // vector to another (the first and last columns are G's images of the two ends).
 constexpr std::size_t kWalks = 8, kWalkSteps = 10;
-// The ends of the W walks (2W rows, z ~ U[-1,1] times `truncation`): row r starts at row r
-// and ends at row W + r. The same for a seed, and not grid_noise()'s. For
-// a conditional GAN W = classes, and walk c goes between the same two z
-// with class c at both ends.
+// The ends of the W walks (2W rows, z ~ U[-1,1] times `truncation`): row
+// r starts at row r and ends at row W + r. The same for a seed, and not
+// grid_noise()'s. For a conditional GAN W = classes, and walk c goes
+// between the same two z with class c at both ends.
 xgrad::Var walk_ends(std::size_t z_dim, std::uint64_t seed, std::size_t classes = 0, float truncation = 1.f);
 // The noise of every image of the walks between `ends`, row by row
 // (W * kWalkSteps rows); each walk's first and last rows are its ends, exactly.
@@ -109,8 +109,9 @@ struct SampleRequest {
     // in turn, as many of each.
     std::optional<std::size_t> digit;
 };
-// Streams the request's images of G (its config's sample_truncation) into an IDX file a batch at a time, so
-// that memory stays bounded whatever their count. A conditional GAN's
+// Streams the request's images of G (drawn at its config's
+// sample_truncation) into an IDX file a batch at a time, so that memory
+// stays bounded whatever their count. A conditional GAN's
 // classes asked for go into labels_path(path) (IDX1). Returns false when
 // `interrupted` is set, leaving nothing under path or its temporary name.
 bool write_samples(Gan& gan, const SampleRequest& request, const std::string& path, const std::atomic<bool>& interrupted);
