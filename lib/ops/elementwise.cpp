@@ -15,14 +15,20 @@ namespace xgrad {
 namespace {
 
 // grad(input 0) += dx, where kernel(a, b, dx, n) is a backward kernel of
-// xgrad::simd. It writes chunks small enough to stay in L1, each copied
-// into the gradient (or added where it already holds a contribution): no
-// zero-fill, no pooled buffer. Large tensors are split into ranges over
-// xgrad's threads, each with its own chunk.
+// xgrad::simd. The first contribution is written straight into the
+// gradient; later ones in chunks small enough to stay in L1, each added to
+// it: no zero-fill, no pooled buffer. Large tensors are split into ranges
+// over xgrad's threads.
 template <class Kernel>
 void accumulate_kernel(BackwardContext& ctx, const Tensor& a, const Tensor& b, const Kernel& kernel) {
     if (!ctx.needs_grad(0)) return;
     const GradSink dx = ctx.sink(0);
+    if (!dx.add) {  // the first contribution: straight into the buffer
+        parallel_for(a.size(), 16384, [&](std::size_t first, std::size_t end) {
+            kernel(a.data() + first, b.data() + first, dx.data() + first, end - first);
+        });
+        return;
+    }
     parallel_for(a.size(), 16384, [&](std::size_t first, std::size_t end) {
         constexpr std::size_t kChunk = 1024;
         alignas(64) float chunk[kChunk];
