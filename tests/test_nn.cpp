@@ -174,6 +174,68 @@ TEST_CASE("BatchNorm2d: running statistics are buffers, switched by train/eval, 
     CHECK_THROWS_AS(ln(Var::zeros({4, 3})), ShapeError);
 }
 
+// A user's layer derived from ReLU, with a forward of its own.
+class DoubledReLU : public ReLU {
+public:
+    Var forward(const Var& x) override { return relu(x) * 2.f; }
+};
+
+TEST_CASE("Sequential runs a BatchNorm and the rectifier after it as one op, with the same values and names") {
+    Sequential net, single;  // single: the same layers, each run on its own below
+    for (Sequential* s : {&net, &single}) {
+        s->add<BatchNorm2d>(3);
+        s->add<LeakyReLU>(0.2f);
+        s->add<BatchNorm2d>(3);
+        s->add<ReLU>();
+        s->add<BatchNorm2d>(3);
+        s->add<LeakyReLU>(-0.5f);  // a slope batch_norm does not take: run on its own
+        s->add<BatchNorm2d>(3);    // last: nothing to fuse
+    }
+    for (std::size_t i : {0, 2, 4}) {
+        auto &fused = dynamic_cast<BatchNorm&>(net[i]), &alone = dynamic_cast<BatchNorm&>(single[i]);
+        fused.weight.mutable_value() = test::random_tensor({3}, -1.5f, 1.5f, 20 + i);  // negative: the mask flips
+        fused.bias.mutable_value() = test::random_tensor({3}, -1.f, 1.f, 30 + i);
+        alone.weight.mutable_value() = fused.weight.value();
+        alone.bias.mutable_value() = fused.bias.value();
+    }
+    std::vector<std::string> names;
+    for (const auto& [name, p] : net.named_parameters()) names.push_back(name);
+    CHECK(names ==
+          std::vector<std::string>{"0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias", "6.weight", "6.bias"});
+    const Var x(test::random_tensor({4, 3, 5, 5}, -2.f, 2.f, 9), true);
+    const Tensor dy = test::random_tensor(x.shape(), -1.f, 1.f, 10);
+    for (const bool training : {true, false}) {
+        CAPTURE(training);
+        net.train(training);
+        single.train(training);
+        const Var y = net(x);
+        backward(sum(y * Var(dy)));
+        const Tensor dx = x.grad();
+        Var(x).zero_grad();
+        Var h = x;
+        for (std::size_t i = 0; i < single.size(); ++i) h = single[i](h);
+        backward(sum(h * Var(dy)));
+        CHECK(xt::allclose(y.value(), h.value(), 1e-6, 1e-6));
+        CHECK(xt::allclose(dx, x.grad(), 1e-5, 1e-6));
+        for (std::size_t k = 0; k < net.parameters().size(); ++k) {
+            CHECK(xt::allclose(net.parameters()[k].grad(), single.parameters()[k].grad(), 1e-5, 1e-5));
+        }
+        Var(x).zero_grad();
+        net.zero_grad();
+        single.zero_grad();
+    }
+    CHECK(xt::allclose(dynamic_cast<BatchNorm&>(net[2]).running_var.value(),
+                       dynamic_cast<BatchNorm&>(single[2]).running_var.value()));
+    Sequential pair;  // one op: its result is batch_norm's, not relu's
+    pair.add<BatchNorm2d>(3);
+    pair.add<ReLU>();
+    CHECK(std::string(pair(x).op_name()) == "batch_norm");
+    Sequential own;  // a subclass's forward is its own: never skipped
+    own.add<BatchNorm2d>(3);
+    own.add<DoubledReLU>();
+    CHECK(xt::allclose(own(x).value(), 2.f * pair(x).value()));
+}
+
 TEST_CASE("batch_norms finds every batch norm below a module; StatisticsFrozen keeps their running statistics") {
     Rng rng(3);
     Sequential net;

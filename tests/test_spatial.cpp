@@ -9,6 +9,9 @@
 #include <string>
 #include <vector>
 
+#include <xtensor/xmath.hpp>
+#include <xtensor/xoperation.hpp>
+
 #include <xgrad/check/gradcheck.hpp>
 #include <xgrad/ops.hpp>
 
@@ -219,6 +222,33 @@ TEST_CASE("batch_norm in training mode: values, the exact batch-statistics gradi
     }
 }
 
+// A mean 10^4 times the spread must cost the variance no digits (as the sum
+// of squares minus the squared mean would: the statistics take two passes),
+// nor a first image far from the rest (as one pass around a shift taken
+// from it would).
+TEST_CASE("batch_norm's batch statistics keep their digits for a large mean and an unrepresentative first image") {
+    for (const float first_offset : {0.f, 40.f}) {
+        CAPTURE(first_offset);
+        Var x = random_var({8, 2, 3, 3}, -1.f, 1.f, 95);
+        for (std::size_t k = 0; k < x.numel(); ++k) {
+            const bool first_image = k < 2 * 9;
+            x.mutable_value().data()[k] += 1e4f + (first_image ? first_offset : 0.f);
+        }
+        const Var rm = Var::zeros({2}), rv = Var::zeros({2});
+        xgrad::BatchNormOptions options;
+        options.momentum = 1.f;  // the running statistics become the batch's
+        xgrad::batch_norm(x, Var(), Var(), rm, rv, options);
+        for (std::size_t c = 0; c < 2; ++c) {
+            const std::vector<std::size_t> at = channel(x.shape(), c);
+            double mu = 0, var = 0;
+            for (std::size_t k : at) mu += double(x.value().data()[k]) / double(at.size());
+            for (std::size_t k : at) var += (x.value().data()[k] - mu) * (x.value().data()[k] - mu) / double(at.size() - 1);
+            CHECK(rm.value()(c) == doctest::Approx(mu).epsilon(1e-7));
+            CHECK(rv.value()(c) == doctest::Approx(var).epsilon(1e-5));
+        }
+    }
+}
+
 TEST_CASE("batch_norm in evaluation mode uses the running statistics, copied") {
     const Var x = random_var({3, 2, 2, 2}, -1.f, 1.f, 60);
     const Var w = random_var({2}, 0.5f, 1.5f, 61), b = random_var({2}, -1.f, 1.f, 62);
@@ -276,6 +306,94 @@ TEST_CASE("batch_norm and layer_norm pass gradcheck") {
                      random_var({2, 4}, -1.f, 1.f, ++seed)});
     check_gradients("layer_norm without affine", [](const Inputs& in) { return xgrad::layer_norm(in[0], 1, Var(), Var()); },
                     {random_var({4, 5}, -2.f, 2.f, ++seed)});
+}
+
+// The fused rectifier against batch_norm followed by relu / leaky_relu: the
+// same values, and the same gradients of x, weight and bias, in training
+// and evaluation mode, with and without the affine part.
+TEST_CASE("batch_norm with a rectifier is batch_norm followed by relu or leaky_relu") {
+    std::uint64_t seed = 90;
+    // 24 values per run, and 600: the rectifier's gradient in two pieces.
+    for (const Shape& s : {Shape{5, 3, 4, 6}, Shape{2, 3, 24, 25}}) {
+        for (const float slope : {0.f, 0.2f}) {
+            for (const bool training : {true, false}) {
+                for (const bool affine : {true, false}) {
+                    CAPTURE(slope);
+                    CAPTURE(training);
+                    CAPTURE(affine);
+                    const Var x = random_var(s, -2.f, 2.f, ++seed);
+                    const Var w = affine ? random_var({3}, -1.5f, 1.5f, ++seed) : Var();  // negative weights flip the mask
+                    const Var b = affine ? random_var({3}, -1.f, 1.f, ++seed) : Var();
+                    const Var rm = random_var({3}, -1.f, 1.f, ++seed, false), rv = random_var({3}, 0.5f, 2.f, ++seed, false);
+                    const Tensor dy = random_tensor(s, -1.f, 1.f, ++seed);
+                    const auto run = [&](bool fused) {
+                        xgrad::BatchNormOptions options;
+                        options.training = training;
+                        options.update_running = false;
+                        if (fused) options.rectifier_slope = slope;
+                        const Var y = xgrad::batch_norm(x, w, b, rm, rv, options);
+                        return fused ? y : (slope == 0.f ? xgrad::relu(y) : xgrad::leaky_relu(y, slope));
+                    };
+                    const Var fused = run(true);
+                    CHECK(std::string(fused.op_name()) == "batch_norm");
+                    backward_with(fused, dy);
+                    const Tensor dx = x.grad(), dw = affine ? w.grad() : Tensor(), db = affine ? b.grad() : Tensor();
+                    for (const Var& v : {x, w, b}) {
+                        if (v.defined()) Var(v).zero_grad();
+                    }
+                    const Var composed = run(false);
+                    backward_with(composed, dy);
+                    CHECK(xt::allclose(fused.value(), composed.value(), 1e-6, 1e-6));
+                    CHECK(xt::allclose(dx, x.grad(), 1e-5, 1e-6));
+                    if (affine) {
+                        CHECK(xt::allclose(dw, w.grad(), 1e-5, 1e-5));
+                        CHECK(xt::allclose(db, b.grad(), 1e-5, 1e-5));
+                    }
+                    CHECK(xt::any(xt::equal(fused.value(), 0.f)) == (slope == 0.f));  // the rectifier ran
+                }
+            }
+        }
+    }
+    const Var x = random_var({4, 2, 3}, -1.f, 1.f, 99);
+    for (const float bad : {-0.1f, std::numeric_limits<float>::infinity()}) {
+        xgrad::BatchNormOptions options;
+        options.rectifier_slope = bad;
+        CHECK_THROWS_WITH_AS(xgrad::batch_norm(x, Var(), Var(), Var(), Var(), options), doctest::Contains("rectifier slope"),
+                             std::invalid_argument);
+    }
+}
+
+TEST_CASE("batch_norm with a rectifier passes gradcheck and gradgradcheck") {
+    std::uint64_t seed = 110;
+    for (const float slope : {0.f, 0.2f}) {
+        for (const bool training : {true, false}) {
+            const Var rm = random_var({3}, -1.f, 1.f, ++seed, false), rv = random_var({3}, 0.5f, 2.f, ++seed, false);
+            const auto f = [&](const Inputs& in) {
+                xgrad::BatchNormOptions options;
+                options.training = training;
+                options.update_running = false;
+                options.rectifier_slope = slope;
+                return xgrad::batch_norm(in[0], in[1], in[2], rm, rv, options);
+            };
+            // Inputs whose y (before the rectifier) keeps 0.1 from the kink at
+            // 0, which the checkers' steps of 0.02 would cross: drawn again
+            // until they do.
+            Inputs in;
+            float closest = 0.f;
+            for (int draw = 0; draw < 100 && closest < 0.1f; ++draw) {
+                in = {random_var({4, 3, 2, 2}, -2.f, 2.f, ++seed), random_var({3}, 0.5f, 1.5f, ++seed),
+                      random_var({3}, -1.f, 1.f, ++seed)};
+                xgrad::BatchNormOptions plain;
+                plain.training = training;
+                plain.update_running = false;
+                closest = xt::amin(xt::abs(xgrad::batch_norm(in[0], in[1], in[2], rm, rv, plain).value()))();
+            }
+            REQUIRE(closest >= 0.1f);
+            check_gradients(std::string("batch_norm with rectifier slope ") + std::to_string(slope) + ", training " +
+                                (training ? "on" : "off"),
+                            f, in);
+        }
+    }
 }
 
 TEST_CASE("layer_norm: values and gradients against a direct loop") {

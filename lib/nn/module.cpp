@@ -1,8 +1,14 @@
 #include <xgrad/nn/module.hpp>
 
+#include <cmath>
+#include <optional>
 #include <stdexcept>
+#include <typeinfo>
 
 #include <xtensor/xnoalias.hpp>
+
+#include <xgrad/nn/activation.hpp>
+#include <xgrad/nn/norm.hpp>
 
 namespace xgrad {
 
@@ -87,9 +93,41 @@ void Sequential::add(std::unique_ptr<Module> layer) {
     layers_.push_back(std::move(layer));
 }
 
+namespace {
+
+// Exactly these classes (typeid, not dynamic_cast): a subclass may have
+// given its forward() another meaning, which fusing would skip.
+BatchNorm* plain_batch_norm(Module& layer) {
+    const std::type_info& type = typeid(layer);
+    const bool plain = type == typeid(BatchNorm) || type == typeid(BatchNorm1d) || type == typeid(BatchNorm2d);
+    return plain ? static_cast<BatchNorm*>(&layer) : nullptr;
+}
+
+// The slope of a ReLU (0) or LeakyReLU layer that batch_norm can take; none
+// for any other.
+std::optional<float> rectifier_slope(const Module& layer) {
+    if (typeid(layer) == typeid(ReLU)) return 0.f;
+    if (typeid(layer) == typeid(LeakyReLU)) {
+        const float slope = static_cast<const LeakyReLU&>(layer).negative_slope();
+        if (std::isfinite(slope) && slope >= 0.f) return slope;
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
 Var Sequential::forward(const Var& x) {
     Var h = x;
-    for (auto& layer : layers_) h = layer->forward(h);
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+        BatchNorm* norm = plain_batch_norm(*layers_[i]);
+        const std::optional<float> slope = norm && i + 1 < layers_.size() ? rectifier_slope(*layers_[i + 1]) : std::nullopt;
+        if (slope) {
+            h = norm->forward_rectified(h, *slope);
+            ++i;  // the rectifier ran with the norm
+        } else {
+            h = layers_[i]->forward(h);
+        }
+    }
     return h;
 }
 

@@ -46,9 +46,14 @@ BatchNorm::BatchNorm(std::size_t channels, float momentum, float eps, bool affin
     register_buffer("running_var", running_var);
 }
 
-Var BatchNorm::forward(const Var& x) {
+Var BatchNorm::forward(const Var& x) { return normalize(x, std::nullopt); }
+
+Var BatchNorm::forward_rectified(const Var& x, float negative_slope) { return normalize(x, negative_slope); }
+
+Var BatchNorm::normalize(const Var& x, std::optional<float> rectifier_slope) {
+    check_input(x);
     return batch_norm(x, weight, bias, running_mean, running_var,
-                      BatchNormOptions{is_training(), momentum_, eps_, update_running_stats});
+                      BatchNormOptions{is_training(), momentum_, eps_, update_running_stats, rectifier_slope});
 }
 
 void BatchNorm::require_rank(const Var& x, std::size_t rank_a, std::size_t rank_b, const char* layer) const {
@@ -59,15 +64,9 @@ void BatchNorm::require_rank(const Var& x, std::size_t rank_a, std::size_t rank_
     }
 }
 
-Var BatchNorm1d::forward(const Var& x) {
-    require_rank(x, 2, 3, "BatchNorm1d");
-    return BatchNorm::forward(x);
-}
+void BatchNorm1d::check_input(const Var& x) const { require_rank(x, 2, 3, "BatchNorm1d"); }
 
-Var BatchNorm2d::forward(const Var& x) {
-    require_rank(x, 4, 4, "BatchNorm2d");
-    return BatchNorm::forward(x);
-}
+void BatchNorm2d::check_input(const Var& x) const { require_rank(x, 4, 4, "BatchNorm2d"); }
 
 void BatchNorm::set_momentum(float momentum) {
     check_momentum(momentum);

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include <xgrad/core/kernels.hpp>
 #include <xgrad/core/op.hpp>
@@ -49,6 +51,48 @@ struct BatchNormState {
     AxisLanes lanes;  // outer = N, n = C, inner = the other axes
     bool training;
     float eps;
+    std::optional<float> rectifier_slope;  // BatchNormOptions'
+};
+
+// The rectifiers batch_norm can apply to y in its own passes: each one's
+// value of y and the gradient through it at y, the same as relu's and
+// leaky_relu's (NaN passes, the gradient at 0 is the negative side's).
+struct NoRectifier {
+    float operator()(float y) const { return y; }
+    float gradient(float /*y*/, float dy) const { return dy; }
+};
+struct Relu {
+    float operator()(float y) const { return y < 0.f ? 0.f : y; }
+    float gradient(float y, float dy) const { return y > 0.f ? dy : 0.f; }
+};
+struct LeakyRelu {
+    float slope;
+    // y > 0 ? y : slope y (NaN, infinities and signed zeros alike), as
+    // max and min, which vectorize: the select stayed a branch per element.
+    float operator()(float y) const { return std::max(y, 0.f) + slope * std::min(y, 0.f); }
+    float gradient(float y, float dy) const { return y > 0.f ? dy : slope * dy; }
+};
+
+// f(rectifier) with the one that `slope` asks for: a type each, so that the
+// loops over x are compiled for each without a branch per element.
+template <class F>
+void with_rectifier(const std::optional<float>& slope, const F& f) {
+    if (!slope) {
+        f(NoRectifier{});
+    } else if (*slope == 0.f) {
+        f(Relu{});
+    } else {
+        f(LeakyRelu{*slope});
+    }
+}
+
+// Per channel c: y = (x - mean) scale + shift with scale = inv_std w and
+// shift = b (w, b null: none). The forward pass and the gradient's
+// rectifier compute y by this one formula, so that they agree on its sign.
+struct ChannelNorm {
+    const float *mean, *inv_std, *w, *b;
+    float scale(std::size_t c) const { return inv_std[c] * (w ? w[c] : 1.f); }
+    float shift(std::size_t c) const { return b ? b[c] : 0.f; }
 };
 
 // At most this many channels are summed at a time (their running sums live
@@ -77,47 +121,81 @@ void for_each_run(const AxisLanes& l, std::size_t c0, std::size_t c1, const F& f
     }
 }
 
-// Per channel over x and dy: sum dy (the bias's gradient) and sum dy * xhat
-// (the weight's), from the saved mean and 1/sqrt(var + eps).
-void channel_gradient_sums(const AxisLanes& l, const float* x, const float* dy, const float* mean, const float* inv_std,
-                           float* sum_dy, float* sum_dy_xhat) {
+// Calls f(dz, offset, count) over run (n, c) of x and dy (l.inner elements
+// from base), dz[i] the gradient through the rectifier at y for element
+// offset + i of the run: dy itself without one, else pieces of at most 512
+// computed into a buffer by a plain loop, which the compiler vectorizes (as
+// a term of lane_sum, the rectifier's select stayed a branch per element).
+// The pieces are lane_sum's own stretches of 512: the same float sums as
+// over a whole dz (their total in double rounds differently only for runs
+// longer than 512).
+template <class Rectifier, class F>
+void for_each_gradient_piece(const float* x, const float* dy, std::size_t base, std::size_t inner, const ChannelNorm& norm,
+                             std::size_t c, Rectifier rectifier, const F& f) {
+    if constexpr (std::is_same_v<Rectifier, NoRectifier>) {
+        f(dy + base, std::size_t{0}, inner);
+    } else {
+        const float centre = norm.mean[c], scale = norm.scale(c), shift = norm.shift(c);
+        alignas(64) float dz[512];
+        for (std::size_t offset = 0; offset < inner; offset += 512) {
+            const std::size_t count = std::min<std::size_t>(512, inner - offset);
+            const float *xs = x + base + offset, *dys = dy + base + offset;
+            for (std::size_t i = 0; i < count; ++i) dz[i] = rectifier.gradient((xs[i] - centre) * scale + shift, dys[i]);
+            f(static_cast<const float*>(dz), offset, count);
+        }
+    }
+}
+
+// Per channel over x and dy: sum dz (the bias's gradient) and sum dz * xhat
+// (the weight's), from the saved mean and 1/sqrt(var + eps); dz as above.
+template <class Rectifier = NoRectifier>
+void channel_gradient_sums(const AxisLanes& l, const float* x, const float* dy, const ChannelNorm& norm, float* sum_dy,
+                           float* sum_dy_xhat, Rectifier rectifier = {}) {
     for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
         double total_dy[kChannelBlock] = {}, total_dy_centred[kChannelBlock] = {};
         for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
-            const float centre = mean[c];
-            total_dy[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return dy[base + i]; });
-            total_dy_centred[c - c0] += lane_sum(l.inner, [&](std::size_t i) { return dy[base + i] * (x[base + i] - centre); });
+            const float centre = norm.mean[c];
+            for_each_gradient_piece(
+                x, dy, base, l.inner, norm, c, rectifier, [&](const float* dz, std::size_t offset, std::size_t count) {
+                    const float* xs = x + base + offset;
+                    total_dy[c - c0] += lane_sum(count, [&](std::size_t i) { return dz[i]; });
+                    total_dy_centred[c - c0] += lane_sum(count, [&](std::size_t i) { return dz[i] * (xs[i] - centre); });
+                });
         });
         for (std::size_t c = c0; c < c1; ++c) {
             sum_dy[c] = static_cast<float>(total_dy[c - c0]);
-            sum_dy_xhat[c] = static_cast<float>(double(inv_std[c]) * total_dy_centred[c - c0]);
+            sum_dy_xhat[c] = static_cast<float>(double(norm.inv_std[c]) * total_dy_centred[c - c0]);
         }
     });
 }
 
 // put(i, dx[i]) for every element of x, from channel_gradient_sums' sums
-// and the weight w (null: none).
-template <class Put>
-void batch_norm_input_gradient(const BatchNormState& s, const float* x, const float* dy, const float* w, const float* mean,
-                               const float* inv_std, const float* sum_dy, const float* sum_dy_xhat, Put&& put) {
+// (dz as there).
+template <class Put, class Rectifier = NoRectifier>
+void batch_norm_input_gradient(const BatchNormState& s, const float* x, const float* dy, const ChannelNorm& norm,
+                               const float* sum_dy, const float* sum_dy_xhat, Put&& put, Rectifier rectifier = {}) {
     const AxisLanes& l = s.lanes;
     const double m = double(l.outer * l.inner);
     for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
         for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
-            const float g = (w ? w[c] : 1.f) * inv_std[c];
-            if (!s.training) {  // the statistics are constants
-                for (std::size_t i = 0; i < l.inner; ++i) put(base + i, g * dy[base + i]);
-                return;
-            }
-            // dx = g / m (m dy - sum dy - xhat sum(dy xhat)): the exact
-            // gradient through the batch mean and variance.
+            // Locals: put's stores could alias the arrays.
+            const float g = norm.scale(c), centre = norm.mean[c], inv_std = norm.inv_std[c];
             const float mean_dy = static_cast<float>(sum_dy[c] / m), mean_dy_xhat = static_cast<float>(sum_dy_xhat[c] / m);
-            const float centre = mean[c],
-                        scale = inv_std[c];  // locals: put's stores could alias them
-            for (std::size_t i = 0; i < l.inner; ++i) {
-                const float xhat = (x[base + i] - centre) * scale;
-                put(base + i, g * (dy[base + i] - mean_dy - xhat * mean_dy_xhat));
-            }
+            const bool training = s.training;
+            for_each_gradient_piece(x, dy, base, l.inner, norm, c, rectifier,
+                                    [&](const float* dz, std::size_t offset, std::size_t count) {
+                                        const std::size_t first = base + offset;
+                                        if (!training) {  // the statistics are constants
+                                            for (std::size_t i = 0; i < count; ++i) put(first + i, g * dz[i]);
+                                            return;
+                                        }
+                                        // dx = g / m (m dz - sum dz - xhat sum(dz xhat)): the exact
+                                        // gradient through the batch mean and variance.
+                                        for (std::size_t i = 0; i < count; ++i) {
+                                            const float xhat = (x[first + i] - centre) * inv_std;
+                                            put(first + i, g * (dz[i] - mean_dy - xhat * mean_dy_xhat));
+                                        }
+                                    });
         });
     });
 }
@@ -128,16 +206,18 @@ void batch_norm_input_gradient(const BatchNormState& s, const float* x, const fl
 void batch_norm_backward(BackwardContext& ctx) {
     const BatchNormState& s = ctx.state<BatchNormState>();
     const AxisLanes& l = s.lanes;
-    const float *mean = ctx.saved().data(), *inv_std = ctx.saved().data() + l.n;
     const float *x = ctx.input(0).data(), *dy = ctx.grad_output().data();
     const bool affine = ctx.num_inputs() == 3;
-    const float* w = affine ? ctx.input(1).data() : nullptr;
+    const ChannelNorm norm{ctx.saved().data(), ctx.saved().data() + l.n, affine ? ctx.input(1).data() : nullptr,
+                           affine ? ctx.input(2).data() : nullptr};
     Scratch sums(Shape{2, l.n});
     float *sum_dy = sums.data(), *sum_dy_xhat = sums.data() + l.n;
-    channel_gradient_sums(l, x, dy, mean, inv_std, sum_dy, sum_dy_xhat);
-    if (ctx.needs_grad(0))
-        ctx.sink(0).elements(
-            [&](auto&& put) { batch_norm_input_gradient(s, x, dy, w, mean, inv_std, sum_dy, sum_dy_xhat, put); });
+    with_rectifier(s.rectifier_slope, [&](auto rectifier) {
+        channel_gradient_sums(l, x, dy, norm, sum_dy, sum_dy_xhat, rectifier);
+        if (ctx.needs_grad(0))
+            ctx.sink(0).elements(
+                [&](auto&& put) { batch_norm_input_gradient(s, x, dy, norm, sum_dy, sum_dy_xhat, put, rectifier); });
+    });
     if (affine) {
         if (ctx.needs_grad(1))
             ctx.sink(1).elements([&](auto&& put) {
@@ -300,26 +380,30 @@ Var batch_norm_input_gradient_op(const Var& x, const Var& dy, const Var& weight,
     const AxisLanes& l = s.lanes;
     const std::initializer_list<Var> with_weight = {x, dy, weight}, without = {x, dy};
     Op op("batch_norm_input_gradient", weight.defined() ? with_weight : without, x.shape());
-    op.state<BatchNormState>(s);
+    BatchNormState& state = op.state<BatchNormState>(s);
+    state.rectifier_slope.reset();                                              // dy is the gradient of y, before any rectifier
     if (op.records()) xt::noalias(op.save(batch_stats.shape())) = batch_stats;  // for the kernel rule
-    const float *mean = batch_stats.data(), *inv_std = mean + l.n;
+    const ChannelNorm norm{batch_stats.data(), batch_stats.data() + l.n, weight.defined() ? weight.value().data() : nullptr,
+                           nullptr};
     Scratch sums(Shape{2, l.n});
     float *sum_dy = sums.data(), *sum_dy_xhat = sum_dy + l.n;
     const float *in = x.value().data(), *d = dy.value().data();
-    channel_gradient_sums(l, in, d, mean, inv_std, sum_dy, sum_dy_xhat);
+    channel_gradient_sums(l, in, d, norm, sum_dy, sum_dy_xhat);
     float* out = op.out().data();
-    batch_norm_input_gradient(s, in, d, weight.defined() ? weight.value().data() : nullptr, mean, inv_std, sum_dy, sum_dy_xhat,
-                              [out](std::size_t i, float value) { out[i] = value; });
+    batch_norm_input_gradient(state, in, d, norm, sum_dy, sum_dy_xhat, [out](std::size_t i, float value) { out[i] = value; });
     return op.finish(batch_norm_input_gradient_backward, batch_norm_input_gradient_graph);
 }
 
 // The gradient with ops: in training, the input's through the op above and
 // the weight's with the normalised x computed again by batch_norm itself;
-// in evaluation, through the running statistics (constants).
+// in evaluation, through the running statistics (constants). A rectifier's
+// mask is a constant, as relu's and leaky_relu's are; where the output is
+// > 0, so was y (the slope is >= 0).
 void batch_norm_graph(GraphContext& g) {
     const BatchNormState& s = g.state<BatchNormState>();
     const Var x = g.input(0);
-    const Var& dy = g.grad_output();
+    const Var dy = s.rectifier_slope ? g.grad_output() * constant(xt::where(g.output().value() > 0.f, 1.f, *s.rectifier_slope))
+                                     : g.grad_output();
     const bool affine = g.num_inputs() == 3;
     Axes axes;
     ShapeSpec per_channel;
@@ -430,6 +514,11 @@ void layer_norm_graph(GraphContext& g) {
 AxisLanes check_batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& running_mean, const Var& running_var,
                            const BatchNormOptions& options) {
     check_hyperparameters("batch_norm", options.eps, &options.momentum);
+    if (options.rectifier_slope && !(std::isfinite(*options.rectifier_slope) && *options.rectifier_slope >= 0.f)) {
+        std::ostringstream text;
+        text << *options.rectifier_slope;
+        throw std::invalid_argument("xgrad::batch_norm: rectifier slope " + text.str() + " (expected a finite number >= 0)");
+    }
     if (x.dim() < 2) fail("batch_norm", "expected an (N, C, ...) input, got " + shape_string(x.shape()));
     const AxisLanes l = lanes_around(x.shape(), 1);
     const Shape channels{l.n};
@@ -452,12 +541,13 @@ AxisLanes check_batch_norm(const Var& x, const Var& weight, const Var& bias, con
     return l;
 }
 
-// out = (in - mean) inv_std w + b over channels [c0, c1) (w, b null: none).
-void normalize_channels(const AxisLanes& l, const float* in, std::size_t c0, std::size_t c1, const float* mean,
-                        const float* inv_std, const float* w, const float* b, float* out) {
+// out = rectifier((in - mean) inv_std w + b) over channels [c0, c1).
+template <class Rectifier>
+void normalize_channels(const AxisLanes& l, const float* in, std::size_t c0, std::size_t c1, const ChannelNorm& norm,
+                        Rectifier rectifier, float* out) {
     for_each_run(l, c0, c1, [&](std::size_t c, std::size_t base) {
-        const float scale = inv_std[c] * (w ? w[c] : 1.f), shift = b ? b[c] : 0.f, centre = mean[c];
-        for (std::size_t i = 0; i < l.inner; ++i) out[base + i] = (in[base + i] - centre) * scale + shift;
+        const float scale = norm.scale(c), shift = norm.shift(c), centre = norm.mean[c];
+        for (std::size_t i = 0; i < l.inner; ++i) out[base + i] = rectifier((in[base + i] - centre) * scale + shift);
     });
 }
 
@@ -499,7 +589,7 @@ Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& runn
     const bool affine = weight.defined();
     const std::initializer_list<Var> with_affine = {x, weight, bias}, without = {x};
     Op op("batch_norm", affine ? with_affine : without, x.shape());
-    op.state<BatchNormState>(BatchNormState{l, options.training, options.eps});
+    op.state<BatchNormState>(BatchNormState{l, options.training, options.eps, options.rectifier_slope});
     // The channel means and 1/sqrt(var + eps): all that backward needs beside x.
     Tensor& stats = op.save_or_scratch(Shape{2, l.n});
     float *mean = stats.data(), *inv_std = stats.data() + l.n;
@@ -509,19 +599,20 @@ Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& runn
     const RunningUpdate running{running_mean.defined() && update ? Var(running_mean).mutable_value().data() : nullptr,
                                 running_var.defined() && update ? Var(running_var).mutable_value().data() : nullptr,
                                 options.momentum};
-    const float* w = affine ? weight.value().data() : nullptr;
-    const float* b = affine ? bias.value().data() : nullptr;
+    const ChannelNorm norm{mean, inv_std, affine ? weight.value().data() : nullptr, affine ? bias.value().data() : nullptr};
 
-    for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
-        if (options.training) {
-            batch_statistics(l, in, c0, c1, options.eps, running, mean, inv_std);
-        } else {  // the running statistics, constants
-            for (std::size_t c = c0; c < c1; ++c) {
-                mean[c] = running_mean.value().data()[c];
-                inv_std[c] = static_cast<float>(1.0 / std::sqrt(double(running_var.value().data()[c]) + options.eps));
+    with_rectifier(options.rectifier_slope, [&](auto rectifier) {
+        for_each_channel_block(l, [&](std::size_t c0, std::size_t c1) {
+            if (options.training) {
+                batch_statistics(l, in, c0, c1, options.eps, running, mean, inv_std);
+            } else {  // the running statistics, constants
+                for (std::size_t c = c0; c < c1; ++c) {
+                    mean[c] = running_mean.value().data()[c];
+                    inv_std[c] = static_cast<float>(1.0 / std::sqrt(double(running_var.value().data()[c]) + options.eps));
+                }
             }
-        }
-        normalize_channels(l, in, c0, c1, mean, inv_std, w, b, out);
+            normalize_channels(l, in, c0, c1, norm, rectifier, out);
+        });
     });
 
     return op.finish(batch_norm_backward, batch_norm_graph);

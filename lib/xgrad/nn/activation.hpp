@@ -18,6 +18,7 @@ class LeakyReLU : public Module {
 public:
     explicit LeakyReLU(float negative_slope = 0.2f) : slope_(negative_slope) {}
     Var forward(const Var& x) override { return leaky_relu(x, slope_); }
+    float negative_slope() const { return slope_; }
 
 private:
     float slope_;

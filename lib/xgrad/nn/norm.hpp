@@ -18,6 +18,11 @@ public:
     // Throws std::invalid_argument unless 0 <= momentum <= 1 and eps > 0 (finite).
     explicit BatchNorm(std::size_t channels, float momentum = 0.1f, float eps = 1e-5f, bool affine = true);
     Var forward(const Var& x) override;
+    // relu (negative_slope 0) or leaky_relu of forward(x), as one op: the
+    // same values in fewer passes over memory (Sequential runs a BatchNorm
+    // and the ReLU or LeakyReLU after it so). Throws std::invalid_argument
+    // for a slope < 0 or not finite.
+    Var forward_rectified(const Var& x, float negative_slope);
     Var weight, bias, running_mean, running_var;
     // While false, training mode still normalises with batch statistics but
     // leaves the running ones alone (see StatisticsFrozen).
@@ -29,10 +34,13 @@ public:
     void set_momentum(float momentum);
 
 protected:
+    // Throws ShapeError unless the layer takes x (any rank >= 2 here).
+    virtual void check_input(const Var& /*x*/) const {}
     // Throws ShapeError naming the layer unless x has one of `ranks`.
     void require_rank(const Var& x, std::size_t rank_a, std::size_t rank_b, const char* layer) const;
 
 private:
+    Var normalize(const Var& x, std::optional<float> rectifier_slope);
     float momentum_, eps_;
 };
 
@@ -40,14 +48,18 @@ private:
 class BatchNorm1d : public BatchNorm {
 public:
     using BatchNorm::BatchNorm;
-    Var forward(const Var& x) override;
+
+protected:
+    void check_input(const Var& x) const override;
 };
 
 // Over (N, C, H, W).
 class BatchNorm2d : public BatchNorm {
 public:
     using BatchNorm::BatchNorm;
-    Var forward(const Var& x) override;
+
+protected:
+    void check_input(const Var& x) const override;
 };
 
 // The batch norm layers of `net` and of every module below it, parents first.

@@ -1,6 +1,8 @@
 // Normalisations (lib/ops/norm.cpp).
 #pragma once
 
+#include <optional>
+
 #include <xgrad/core/var.hpp>
 
 namespace xgrad {
@@ -10,6 +12,12 @@ struct BatchNormOptions {
     float momentum = 0.1f;  // running = (1 - momentum) running + momentum batch, as in PyTorch
     float eps = 1e-5f;
     bool update_running = true;  // training mode: false uses batch statistics but leaves the running ones
+    // When set, y is rectified in the same passes over memory: relu(y) for a
+    // slope of 0, leaky_relu(y, slope) for a slope > 0. The same values as
+    // batch_norm followed by that op, with one pass fewer forward and one
+    // fewer backward (Sequential runs a BatchNorm and the ReLU or LeakyReLU
+    // after it so).
+    std::optional<float> rectifier_slope = std::nullopt;
 };
 
 // Per channel (axis 1) over the batch and every other axis of x (N, C, ...):
@@ -20,7 +28,8 @@ struct BatchNormOptions {
 // variance, as PyTorch does; the backward is the exact gradient through the
 // batch statistics. Evaluation mode uses the running statistics (required),
 // which it copies: changing them later does not affect the recorded graph.
-// Throws ShapeError for fewer than two values per channel in training mode.
+// Throws ShapeError for fewer than two values per channel in training mode,
+// std::invalid_argument for a rectifier slope < 0 or not finite.
 Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& running_mean, const Var& running_var,
                const BatchNormOptions& options = {});
 
