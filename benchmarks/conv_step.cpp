@@ -197,7 +197,7 @@ int main(int argc, char** argv) {
     model.step(data);
     bench::recording = false;
 
-    long step_allocs = 0, floor_allocs = 0;
+    long step_allocs = 0;
     const double step_ms = median_ms(rounds, step_allocs, [&] { model.step(data); });
     // The peak RSS of the step (the preset's lazy R1 included), read before
     // the replay below makes its buffers, each as large as the largest
@@ -213,20 +213,21 @@ int main(int argc, char** argv) {
         floor.run();
         xgrad::set_num_threads(threads);
     };
-    const double replay_ms = median_ms(rounds, floor_allocs, replay);
-    // With several threads the step's products run as row blocks side by
-    // side: the floor is the serial replay split evenly.
-    const double floor_ms = replay_ms / threads;
     // The ratio from the step and the replay timed in turn, round by round:
     // a drift of the machine's speed then moves both. Timed one after the
     // other, the two medians' ratio moved by up to 7 % from run to run on a
     // shared 2-vCPU machine (docs/design.md, "How the ratio is measured").
-    std::vector<double> ratios;
+    replay();  // warm-up: the replay's buffers are touched once before timing
+    std::vector<double> ratios, replay_times;
     for (int r = 0; r < rounds; ++r) {
         const double step_round = time_ms([&] { model.step(data); }), replay_round = time_ms(replay);
+        replay_times.push_back(replay_round);
         ratios.push_back(step_round / (replay_round / threads));
     }
-    const double ratio = bench::percentile(ratios, 0.5);
+    const double ratio = bench::percentile(ratios, 0.5), replay_ms = bench::percentile(replay_times, 0.5);
+    // With several threads the step's products run as row blocks side by
+    // side: the floor is the serial replay split evenly.
+    const double floor_ms = replay_ms / threads;
     std::printf(
         "DCGAN step (dcgan preset, batch 64):  %.3f ms; GEMM floor %.3f ms (%zu sgemm calls%s); ratio %.3f "
         "(the median of %d rounds timing both in turn)\n",

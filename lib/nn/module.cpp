@@ -1,6 +1,5 @@
 #include <xgrad/nn/module.hpp>
 
-#include <cmath>
 #include <optional>
 #include <stdexcept>
 #include <typeinfo>
@@ -109,7 +108,7 @@ std::optional<float> rectifier_slope(const Module& layer) {
     if (typeid(layer) == typeid(ReLU)) return 0.f;
     if (typeid(layer) == typeid(LeakyReLU)) {
         const float slope = static_cast<const LeakyReLU&>(layer).negative_slope();
-        if (std::isfinite(slope) && slope >= 0.f) return slope;
+        if (valid_rectifier_slope(slope)) return slope;
     }
     return std::nullopt;
 }

@@ -28,20 +28,23 @@ void require_affine(const char* op, const Var& weight, const Var& bias, const Sh
     }
 }
 
+// A hyperparameter as an error message shows it.
+std::string number_text(float v) {
+    std::ostringstream s;
+    s << v;
+    return s.str();
+}
+
 // eps <= 0 divides by zero for a constant input, NaN or infinity gives NaN
 // or zeros; a momentum outside [0, 1] (or NaN) makes the running statistics
 // diverge.
 void check_hyperparameters(const char* op, float eps, const float* momentum) {
-    const auto text = [](float v) {
-        std::ostringstream s;
-        s << v;
-        return s.str();
-    };
     if (!(std::isfinite(eps) && eps > 0.f)) {
-        throw std::invalid_argument(std::string("xgrad::") + op + ": eps " + text(eps) + " (expected a finite number > 0)");
+        throw std::invalid_argument(std::string("xgrad::") + op + ": eps " + number_text(eps) +
+                                    " (expected a finite number > 0)");
     }
     if (momentum && !(*momentum >= 0.f && *momentum <= 1.f)) {
-        throw std::invalid_argument(std::string("xgrad::") + op + ": momentum " + text(*momentum) +
+        throw std::invalid_argument(std::string("xgrad::") + op + ": momentum " + number_text(*momentum) +
                                     " (expected 0 <= momentum <= 1)");
     }
 }
@@ -514,10 +517,9 @@ void layer_norm_graph(GraphContext& g) {
 AxisLanes check_batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& running_mean, const Var& running_var,
                            const BatchNormOptions& options) {
     check_hyperparameters("batch_norm", options.eps, &options.momentum);
-    if (options.rectifier_slope && !(std::isfinite(*options.rectifier_slope) && *options.rectifier_slope >= 0.f)) {
-        std::ostringstream text;
-        text << *options.rectifier_slope;
-        throw std::invalid_argument("xgrad::batch_norm: rectifier slope " + text.str() + " (expected a finite number >= 0)");
+    if (options.rectifier_slope && !valid_rectifier_slope(*options.rectifier_slope)) {
+        throw std::invalid_argument("xgrad::batch_norm: rectifier slope " + number_text(*options.rectifier_slope) +
+                                    " (expected a finite number >= 0)");
     }
     if (x.dim() < 2) fail("batch_norm", "expected an (N, C, ...) input, got " + shape_string(x.shape()));
     const AxisLanes l = lanes_around(x.shape(), 1);
@@ -582,6 +584,8 @@ void normalize_row(const float* in, std::size_t r, std::size_t width, float eps,
 }
 
 }  // namespace
+
+bool valid_rectifier_slope(float slope) { return std::isfinite(slope) && slope >= 0.f; }
 
 Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& running_mean, const Var& running_var,
                const BatchNormOptions& options) {

@@ -20,6 +20,9 @@ struct BatchNormOptions {
     std::optional<float> rectifier_slope = std::nullopt;
 };
 
+// Whether batch_norm takes `slope` as its rectifier_slope: finite and >= 0.
+bool valid_rectifier_slope(float slope);
+
 // Per channel (axis 1) over the batch and every other axis of x (N, C, ...):
 //   y = (x - mean) / sqrt(var + eps) * weight + bias,
 // weight and bias (C) or empty (no affine part). Training mode uses the
