@@ -587,7 +587,8 @@ TEST_CASE("a batch of convolutions gives what its images give one by one") {
             xgrad::set_num_threads(threads);
             // conv2d (9, 2, 14, 14) -> (9, 3, 7, 7); conv_transpose2d (9, 3, 7, 7) -> (9, 2, 14, 14).
             const Shape xs = transposed ? Shape{9, 3, 7, 7} : c.x;
-            const Var x = random_var(xs, -1.f, 1.f, ++seed), w = random_var({3, 2, 4, 4}, -1.f, 1.f, ++seed);
+            Var x = random_var(xs, -1.f, 1.f, ++seed);
+            const Var w = random_var({3, 2, 4, 4}, -1.f, 1.f, ++seed);
             const Var b = random_var({transposed ? 2u : 3u}, -1.f, 1.f, ++seed);
             const auto apply = [&](const Var& input, const Var& weight, const Var& bias) {
                 return transposed ? xgrad::conv_transpose2d(input, weight, bias, transposed_options(c))
@@ -617,6 +618,13 @@ TEST_CASE("a batch of convolutions gives what its images give one by one") {
             check_matches("gradient of x", x.grad(), dx);
             check_matches("gradient of weight", w.grad(), dw);
             check_matches("gradient of bias", b.grad(), db);
+
+            // x used twice: its second gradient adds to the first inside the
+            // engine, where the blocks are taken apart again.
+            x.zero_grad();
+            backward_with(apply(x, w, b) + apply(x, w, Var()), dy);
+            const Reference twice = dx * 2.0;
+            check_matches("gradient of x used twice", x.grad(), twice);
         }
     }
     xgrad::set_num_threads(1);

@@ -11,6 +11,10 @@
 #include <xgrad/core/kernels.hpp>
 #include <xgrad/core/parallel.hpp>
 
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
 namespace xgrad {
 namespace conv {
 
@@ -383,59 +387,115 @@ inline void chunk_range(int batch, int chunks, int c, int& n0, int& n1) {
 // pass kh * kw times smaller than the column buffer.
 // ---------------------------------------------------------------------------
 
+// The two transposes every repack below is made of, between `rows` rows of
+// `len` floats (row r at r * stride) and their interleaving (element i of
+// row r at i * rows + r). Four rows by four elements at a time through SSE
+// registers where the target has them: one element at a time, the strided
+// loads or stores of one image's run were 8 % of the DCGAN step.
+//   interleave:   out[i * rows + r] = in[r * stride + i]
+//   deinterleave: out[r * stride + i] (= or +=) in[i * rows + r] + add
+#if defined(__SSE__)
+inline void transpose4(__m128& a, __m128& b, __m128& c, __m128& d) { _MM_TRANSPOSE4_PS(a, b, c, d); }
+#endif
+
+void interleave(const float* in, std::size_t stride, int rows, std::size_t len, float* out) {
+    const std::size_t R = std::size_t(rows);
+    std::size_t r = 0;
+#if defined(__SSE__)
+    for (; r + 4 <= R; r += 4) {
+        const float* s = in + r * stride;
+        std::size_t i = 0;
+        for (; i + 4 <= len; i += 4) {
+            __m128 a = _mm_loadu_ps(s + i), b = _mm_loadu_ps(s + stride + i), c = _mm_loadu_ps(s + 2 * stride + i),
+                   d = _mm_loadu_ps(s + 3 * stride + i);
+            transpose4(a, b, c, d);
+            float* o = out + i * R + r;
+            _mm_storeu_ps(o, a);
+            _mm_storeu_ps(o + R, b);
+            _mm_storeu_ps(o + 2 * R, c);
+            _mm_storeu_ps(o + 3 * R, d);
+        }
+        for (; i < len; ++i)
+            for (std::size_t k = 0; k < 4; ++k) out[i * R + r + k] = s[k * stride + i];
+    }
+#endif
+    for (; r < R; ++r)
+        for (std::size_t i = 0; i < len; ++i) out[i * R + r] = in[r * stride + i];
+}
+
+void deinterleave(const float* in, int rows, std::size_t len, float add, bool accumulate, float* out, std::size_t stride) {
+    const std::size_t R = std::size_t(rows);
+    std::size_t r = 0;
+#if defined(__SSE__)
+    const __m128 added = _mm_set1_ps(add);
+    for (; r + 4 <= R; r += 4) {
+        float* o = out + r * stride;
+        std::size_t i = 0;
+        for (; i + 4 <= len; i += 4) {
+            const float* s = in + i * R + r;
+            __m128 a = _mm_loadu_ps(s), b = _mm_loadu_ps(s + R), c = _mm_loadu_ps(s + 2 * R), d = _mm_loadu_ps(s + 3 * R);
+            transpose4(a, b, c, d);  // a: row r, elements i .. i + 3
+            a = _mm_add_ps(a, added);
+            b = _mm_add_ps(b, added);
+            c = _mm_add_ps(c, added);
+            d = _mm_add_ps(d, added);
+            if (accumulate) {
+                a = _mm_add_ps(_mm_loadu_ps(o + i), a);
+                b = _mm_add_ps(_mm_loadu_ps(o + stride + i), b);
+                c = _mm_add_ps(_mm_loadu_ps(o + 2 * stride + i), c);
+                d = _mm_add_ps(_mm_loadu_ps(o + 3 * stride + i), d);
+            }
+            _mm_storeu_ps(o + i, a);
+            _mm_storeu_ps(o + stride + i, b);
+            _mm_storeu_ps(o + 2 * stride + i, c);
+            _mm_storeu_ps(o + 3 * stride + i, d);
+        }
+        for (; i < len; ++i)
+            for (std::size_t k = 0; k < 4; ++k) {
+                const float v = in[i * R + r + k] + add;
+                float& dst = o[k * stride + i];
+                dst = accumulate ? dst + v : v;
+            }
+    }
+#endif
+    for (; r < R; ++r)
+        for (std::size_t i = 0; i < len; ++i) {
+            const float v = in[i * R + r] + add;
+            float& dst = out[r * stride + i];
+            dst = accumulate ? dst + v : v;
+        }
+}
+
 // xt (in_c, in_h, in_w, bn) <- images [nb, nb + bn) of the NCHW image side x.
 void interleave_images(const float* x, int nb, int bn, const Conv2dGeometry& g, float* xt) {
     const std::size_t size = std::size_t(g.in_c) * g.in_plane();
-    const float* first = x + std::size_t(nb) * size;
-    for (std::size_t i = 0; i < size; ++i)
-        for (int n = 0; n < bn; ++n) xt[i * bn + n] = first[n * size + i];
+    interleave(x + std::size_t(nb) * size, size, bn, size, xt);
 }
 
 // Images [nb, nb + bn) of dx (=/+=) xt (in_c, in_h, in_w, bn) + bias[c].
 void deinterleave_images(const float* xt, int nb, int bn, const Conv2dGeometry& g, const float* bias, bool accumulate,
                          float* dx) {
     const std::size_t plane = g.in_plane(), size = std::size_t(g.in_c) * plane;
-    for (int n = 0; n < bn; ++n) {
-        float* out = dx + std::size_t(nb + n) * size;
-        for (int c = 0; c < g.in_c; ++c) {
-            const float b0 = bias ? bias[c] : 0.0f;
-            const float* src = xt + std::size_t(c) * plane * bn + n;
-            float* dst = out + std::size_t(c) * plane;
-            if (accumulate)
-                for (std::size_t i = 0; i < plane; ++i) dst[i] += src[i * bn] + b0;
-            else
-                for (std::size_t i = 0; i < plane; ++i) dst[i] = src[i * bn] + b0;
-        }
+    for (int c = 0; c < g.in_c; ++c) {
+        deinterleave(xt + std::size_t(c) * plane * bn, bn, plane, bias ? bias[c] : 0.0f, accumulate,
+                     dx + std::size_t(nb) * size + c * plane, size);
     }
 }
 
 // Images [nb, nb + bn) of the NCHW column-side tensor t -> the GEMM layout
 // (out_c, P * bn).
 void pack_column_side(const float* t, int nb, int bn, const Conv2dGeometry& g, float* pack) {
-    const std::size_t P = g.out_plane(), ld = std::size_t(bn) * P;
-    for (int o = 0; o < g.out_c; ++o)
-        for (int n = 0; n < bn; ++n) {
-            const float* src = t + (std::size_t(nb + n) * g.out_c + o) * P;
-            float* dst = pack + o * ld + n;
-            for (std::size_t p = 0; p < P; ++p) dst[p * bn] = src[p];
-        }
+    const std::size_t P = g.out_plane(), size = std::size_t(g.out_c) * P;
+    for (int o = 0; o < g.out_c; ++o) interleave(t + std::size_t(nb) * size + o * P, size, bn, P, pack + o * P * bn);
 }
 
 // The GEMM layout (out_c, P * bn) -> images [nb, nb + bn) of t, fusing the
 // bias and the accumulation.
 void unpack_column_side(const float* pack, int nb, int bn, const Conv2dGeometry& g, const float* bias, bool accumulate,
                         float* t) {
-    const std::size_t P = g.out_plane(), ld = std::size_t(bn) * P;
+    const std::size_t P = g.out_plane(), size = std::size_t(g.out_c) * P;
     for (int o = 0; o < g.out_c; ++o) {
-        const float bo = bias ? bias[o] : 0.0f;
-        for (int n = 0; n < bn; ++n) {
-            const float* src = pack + o * ld + n;
-            float* dst = t + (std::size_t(nb + n) * g.out_c + o) * P;
-            if (accumulate)
-                for (std::size_t p = 0; p < P; ++p) dst[p] += src[p * bn] + bo;
-            else
-                for (std::size_t p = 0; p < P; ++p) dst[p] = src[p * bn] + bo;
-        }
+        deinterleave(pack + o * P * bn, bn, P, bias ? bias[o] : 0.0f, accumulate, t + std::size_t(nb) * size + o * P, size);
     }
 }
 
