@@ -269,6 +269,8 @@ void col2im(const float* col, std::size_t ld, float* image, const Conv2dGeometry
             float* dst = image + image_row(g, t, oh, run);
             if (sw == 1) {  // the valid pixels are one contiguous stretch
                 add_run(dst + std::size_t(t.ow_lo + t.w_off) * run, src + std::size_t(t.ow_lo) * run, (t.ow_hi - t.ow_lo) * run);
+            } else if (run == 1) {  // one image: a strided add per pixel, without add_run's test and loop around it
+                for (int ow = t.ow_lo; ow < t.ow_hi; ++ow) dst[ow * sw + t.w_off] += src[ow];
             } else {
                 for (int ow = t.ow_lo; ow < t.ow_hi; ++ow)
                     add_run(dst + std::size_t(ow * sw + t.w_off) * run, src + std::size_t(ow) * run, run);
