@@ -210,6 +210,34 @@ TEST_CASE("elementwise backward passes give the same gradients on several thread
     CHECK(identical(gradient(2), gradient(1)));
 }
 
+TEST_CASE("sums per channel (a bias's gradient) are the same on several threads") {
+    // Large enough to be split over the channels: (N, C, H, W) -> (C, 1, 1)
+    // and (C, H*W) -> (C, 1), storing and adding, against a double sum.
+    const struct { Shape full, small; } cases[] = {{{4, 512, 8, 8}, {512, 1, 1}}, {{1024, 49}, {1024, 1}}};
+    for (const auto& c : cases) {
+        INFO("sum of " << shape_string(c.full) << " down to " << shape_string(c.small));
+        const Tensor full = random_tensor(c.full, 21), start = random_tensor(c.small, 22);
+        const auto summed = [&](int threads, bool accumulate) {
+            Threads use(threads);
+            Tensor out = start;
+            sum_to("test", full, out, accumulate, 0.5f);
+            return out;
+        };
+        for (const bool accumulate : {false, true}) {
+            const Tensor serial = summed(1, accumulate);
+            CHECK(identical(summed(2, accumulate), serial));
+            const std::size_t channels = serial.size();
+            const std::size_t inner = c.full.size() == 4 ? c.full[2] * c.full[3] : c.full[1];
+            std::vector<double> want(channels, 0.0);
+            for (std::size_t i = 0; i < full.size(); ++i) want[(i / inner) % channels] += 0.5 * full.data()[i];
+            for (std::size_t j = 0; j < channels; ++j) {
+                const double expected = want[j] + (accumulate ? start.data()[j] : 0.0);
+                CHECK(serial.data()[j] == doctest::Approx(expected).epsilon(1e-5));
+            }
+        }
+    }
+}
+
 TEST_CASE("Adam's update is the same on several threads") {
     // 200K elements: several blocks of Adam's update.
     auto train = [](int threads) {

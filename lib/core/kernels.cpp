@@ -182,6 +182,26 @@ void for_each_run(const Pattern& p, const Inner& inner) {
     }
 }
 
+// (outer: summed, n: kept, inner: summed), such as a bias's gradient from
+// an (N, C, H, W) one: split over the kept axis, so that each of dst's n
+// elements is summed by one thread, in the order of the serial loop (the
+// same bits on any number of threads). False for any other pattern.
+bool sum_runs_per_element(const Pattern& p, const float* src, float* dst, bool accumulate, float scale) {
+    const bool runs_then_kept = p.count >= 2 && !p.kept[p.count - 1] && p.kept[p.count - 2];
+    if (!runs_then_kept || p.count > 3) return false;
+    const std::size_t outer = p.count == 3 ? p.size[0] : 1, n = p.size[p.count - 2], inner = p.size[p.count - 1];
+    parallel_for(n, std::max<std::size_t>(1, 16384 / (outer * inner)), [&](std::size_t begin, std::size_t end) {
+        for (std::size_t j = begin; j < end; ++j) {
+            float sum = accumulate ? dst[j] : 0.f;
+            for (std::size_t o = 0; o < outer; ++o) {
+                sum += static_cast<float>(double(scale) * total_of(src + (o * n + j) * inner, inner));
+            }
+            dst[j] = sum;
+        }
+    });
+    return true;
+}
+
 }  // namespace
 
 void sum_to(const char* op, const float* src, const Shape& src_shape, float* dst, const Shape& dst_shape, bool accumulate,
@@ -201,10 +221,14 @@ void sum_to(const char* op, const float* src, const Shape& src_shape, float* dst
         }
         return;
     }
-    if (!accumulate) std::fill(dst, dst + dst_size, 0.f);
-    if (src_size == 0) return;
+    if (src_size == 0) {
+        if (!accumulate) std::fill(dst, dst + dst_size, 0.f);
+        return;
+    }
     const std::size_t last = p.size[p.count - 1];
     const bool inner_kept = p.kept[p.count - 1];
+    if (sum_runs_per_element(p, src, dst, accumulate, scale)) return;
+    if (!accumulate) std::fill(dst, dst + dst_size, 0.f);
     for_each_run(p, [&](std::size_t full, std::size_t small) {
         if (inner_kept) {
             for (std::size_t j = 0; j < last; ++j) dst[small + j] += scale * src[full + j];
