@@ -402,12 +402,13 @@ inline void transpose4(__m128& a, __m128& b, __m128& c, __m128& d) { _MM_TRANSPO
 
 void interleave(const float* in, std::size_t stride, int rows, std::size_t len, float* out) {
     const std::size_t R = std::size_t(rows);
-    std::size_t r = 0;
+    std::size_t rows4 = 0, len4 = 0;  // rows [0, rows4) by elements [0, len4) go 4 x 4
 #if defined(__SSE__)
-    for (; r + 4 <= R; r += 4) {
+    rows4 = R / 4 * 4;
+    len4 = len / 4 * 4;
+    for (std::size_t r = 0; r < rows4; r += 4) {
         const float* s = in + r * stride;
-        std::size_t i = 0;
-        for (; i + 4 <= len; i += 4) {
+        for (std::size_t i = 0; i < len4; i += 4) {
             __m128 a = _mm_loadu_ps(s + i), b = _mm_loadu_ps(s + stride + i), c = _mm_loadu_ps(s + 2 * stride + i),
                    d = _mm_loadu_ps(s + 3 * stride + i);
             transpose4(a, b, c, d);
@@ -417,23 +418,22 @@ void interleave(const float* in, std::size_t stride, int rows, std::size_t len, 
             _mm_storeu_ps(o + 2 * R, c);
             _mm_storeu_ps(o + 3 * R, d);
         }
-        for (; i < len; ++i)
-            for (std::size_t k = 0; k < 4; ++k) out[i * R + r + k] = s[k * stride + i];
     }
 #endif
-    for (; r < R; ++r)
-        for (std::size_t i = 0; i < len; ++i) out[i * R + r] = in[r * stride + i];
+    for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t i = r < rows4 ? len4 : 0; i < len; ++i) out[i * R + r] = in[r * stride + i];
 }
 
 void deinterleave(const float* in, int rows, std::size_t len, float add, bool accumulate, float* out, std::size_t stride) {
     const std::size_t R = std::size_t(rows);
-    std::size_t r = 0;
+    std::size_t rows4 = 0, len4 = 0;  // rows [0, rows4) by elements [0, len4) go 4 x 4
 #if defined(__SSE__)
+    rows4 = R / 4 * 4;
+    len4 = len / 4 * 4;
     const __m128 added = _mm_set1_ps(add);
-    for (; r + 4 <= R; r += 4) {
+    for (std::size_t r = 0; r < rows4; r += 4) {
         float* o = out + r * stride;
-        std::size_t i = 0;
-        for (; i + 4 <= len; i += 4) {
+        for (std::size_t i = 0; i < len4; i += 4) {
             const float* s = in + i * R + r;
             __m128 a = _mm_loadu_ps(s), b = _mm_loadu_ps(s + R), c = _mm_loadu_ps(s + 2 * R), d = _mm_loadu_ps(s + 3 * R);
             transpose4(a, b, c, d);  // a: row r, elements i .. i + 3
@@ -452,16 +452,10 @@ void deinterleave(const float* in, int rows, std::size_t len, float add, bool ac
             _mm_storeu_ps(o + 2 * stride + i, c);
             _mm_storeu_ps(o + 3 * stride + i, d);
         }
-        for (; i < len; ++i)
-            for (std::size_t k = 0; k < 4; ++k) {
-                const float v = in[i * R + r + k] + add;
-                float& dst = o[k * stride + i];
-                dst = accumulate ? dst + v : v;
-            }
     }
 #endif
-    for (; r < R; ++r)
-        for (std::size_t i = 0; i < len; ++i) {
+    for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t i = r < rows4 ? len4 : 0; i < len; ++i) {
             const float v = in[i * R + r] + add;
             float& dst = out[r * stride + i];
             dst = accumulate ? dst + v : v;
