@@ -135,16 +135,18 @@ Pattern pattern_of(const char* op, bool summing, const Shape& full, const Shape&
     return p;
 }
 
-// Four running sums overlap their additions instead of each waiting for the
-// previous one (3x faster), in double so that long sums keep their digits.
-double total_of(const float* x, std::size_t n) {
+// scale times the sum of x[0, n), as every summing path of sum_to adds it,
+// so that they give the same bits. Four running sums overlap their additions
+// instead of each waiting for the previous one (3x faster), in double so
+// that long sums keep their digits.
+float scaled_total(const float* x, std::size_t n, float scale) {
     double s[4] = {0.0, 0.0, 0.0, 0.0};
     std::size_t i = 0;
     for (; i + 4 <= n; i += 4) {
         for (std::size_t j = 0; j < 4; ++j) s[j] += x[i + j];
     }
     for (; i < n; ++i) s[0] += x[i];
-    return (s[0] + s[1]) + (s[2] + s[3]);
+    return static_cast<float>(double(scale) * ((s[0] + s[1]) + (s[2] + s[3])));
 }
 
 // Calls inner(full_offset, small_offset) for every combination of the
@@ -194,7 +196,7 @@ bool sum_runs_per_element(const Pattern& p, const float* src, float* dst, bool a
         for (std::size_t j = begin; j < end; ++j) {
             float sum = accumulate ? dst[j] : 0.f;
             for (std::size_t o = 0; o < outer; ++o) {
-                sum += static_cast<float>(double(scale) * total_of(src + (o * n + j) * inner, inner));
+                sum += scaled_total(src + (o * n + j) * inner, inner, scale);
             }
             dst[j] = sum;
         }
@@ -207,7 +209,7 @@ bool sum_runs_per_element(const Pattern& p, const float* src, float* dst, bool a
 void sum_to(const char* op, const float* src, const Shape& src_shape, float* dst, const Shape& dst_shape, bool accumulate,
             float scale) {
     if (dst_shape.size() <= src_shape.size() && numel(dst_shape) == 1) {  // a total: the common case of a loss
-        const float total = static_cast<float>(double(scale) * total_of(src, numel(src_shape)));
+        const float total = scaled_total(src, numel(src_shape), scale);
         *dst = accumulate ? *dst + total : total;
         return;
     }
@@ -225,15 +227,15 @@ void sum_to(const char* op, const float* src, const Shape& src_shape, float* dst
         if (!accumulate) std::fill(dst, dst + dst_size, 0.f);
         return;
     }
+    if (sum_runs_per_element(p, src, dst, accumulate, scale)) return;
     const std::size_t last = p.size[p.count - 1];
     const bool inner_kept = p.kept[p.count - 1];
-    if (sum_runs_per_element(p, src, dst, accumulate, scale)) return;
     if (!accumulate) std::fill(dst, dst + dst_size, 0.f);
     for_each_run(p, [&](std::size_t full, std::size_t small) {
         if (inner_kept) {
             for (std::size_t j = 0; j < last; ++j) dst[small + j] += scale * src[full + j];
         } else {
-            dst[small] += static_cast<float>(double(scale) * total_of(src + full, last));
+            dst[small] += scaled_total(src + full, last, scale);
         }
     });
 }
