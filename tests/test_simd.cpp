@@ -5,8 +5,10 @@
 // touched and that a result does not depend on an element's position; the
 // level choice and its override. The op tests (test_ops, test_optim, ...)
 // run at one level per process: run them with XGRAD_SIMD=sse2|avx2|avx512.
+// Also lane_sum, the vectorised sum inside the norm kernels.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -16,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include <xgrad/core/lane_sum.hpp>
 #include <xgrad/core/parallel.hpp>
 #include <xgrad/core/random.hpp>
 #include <xgrad/core/simd.hpp>
@@ -391,6 +394,48 @@ TEST_CASE("adam matches a double reference at every length and level") {
                 }
             }
             CHECK(bad == 0);
+        }
+    }
+}
+
+// lane_sum's order of additions, written out one float at a time: lane
+// i % 8 of each stretch of 512 terms, the terms after the last full eight
+// in lane 0, the lanes combined pairwise and the stretches in double. The
+// norm kernels' bits rest on this order.
+double lane_sum_reference(const std::vector<float>& terms) {
+    double total = 0.0;
+    for (std::size_t start = 0; start < terms.size(); start += 512) {
+        const std::size_t end = std::min(terms.size(), start + 512), full = start + (end - start) / 8 * 8;
+        float lane[8] = {};
+        for (std::size_t i = start; i < full; ++i) lane[(i - start) % 8] += terms[i];
+        for (std::size_t i = full; i < end; ++i) lane[0] += terms[i];
+        total += double((lane[0] + lane[1]) + (lane[2] + lane[3])) + double((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    }
+    return total;
+}
+
+TEST_CASE("lane_sum adds in its documented order, within float rounding of a double sum") {
+    std::vector<std::size_t> lengths(std::begin(kLengths), std::end(kLengths));
+    for (std::size_t n : {49, 196, 511, 512, 513, 1031}) lengths.push_back(n);
+    for (std::size_t n : lengths) {
+        for (const bool squares : {false, true}) {
+            CAPTURE(n);
+            CAPTURE(squares);
+            xgrad::Tensor x = xgrad::Tensor::from_shape({std::max<std::size_t>(n, 1)});
+            xgrad::Rng(n).fill_uniform(x, -1.f, 3.f);
+            std::vector<float> terms(n);
+            double exact = 0.0, magnitude = 0.0;
+            for (std::size_t i = 0; i < n; ++i) {
+                terms[i] = squares ? x(i) * x(i) : x(i);
+                exact += terms[i];
+                magnitude += std::abs(terms[i]);
+            }
+            const double sum = xgrad::lane_sum(n, [&](std::size_t i) { return squares ? x(i) * x(i) : x(i); });
+            CHECK(sum == lane_sum_reference(terms));
+            // A lane adds at most 64 + 7 terms, then three additions combine
+            // the lanes: each float addition errs by at most 2^-24 of the
+            // magnitude of what it adds.
+            CHECK(std::abs(sum - exact) <= 75 * std::ldexp(1.0, -24) * magnitude);
         }
     }
 }
