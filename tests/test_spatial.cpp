@@ -589,7 +589,7 @@ TEST_CASE("a batch of convolutions gives what its images give one by one") {
             const Shape xs = transposed ? Shape{9, 3, 7, 7} : c.x;
             Var x = random_var(xs, -1.f, 1.f, ++seed);
             const Var w = random_var({3, 2, 4, 4}, -1.f, 1.f, ++seed);
-            const Var b = random_var({transposed ? 2u : 3u}, -1.f, 1.f, ++seed);
+            Var b = random_var({transposed ? 2u : 3u}, -1.f, 1.f, ++seed);
             const auto apply = [&](const Var& input, const Var& weight, const Var& bias) {
                 return transposed ? xgrad::conv_transpose2d(input, weight, bias, transposed_options(c))
                                   : xgrad::conv2d(input, weight, bias, conv_options(c));
@@ -619,12 +619,14 @@ TEST_CASE("a batch of convolutions gives what its images give one by one") {
             check_matches("gradient of weight", w.grad(), dw);
             check_matches("gradient of bias", b.grad(), db);
 
-            // x used twice: its second gradient adds to the first inside the
-            // engine, where the blocks are taken apart again.
+            // x and b used twice: the second gradient adds to the first, x's
+            // inside the engine, where the blocks are taken apart again.
             x.zero_grad();
-            backward_with(apply(x, w, b) + apply(x, w, Var()), dy);
-            const Reference twice = dx * 2.0;
+            b.zero_grad();
+            backward_with(apply(x, w, b) + apply(x, w, b), dy);
+            const Reference twice = dx * 2.0, bias_twice = db * 2.0;
             check_matches("gradient of x used twice", x.grad(), twice);
+            check_matches("gradient of b used twice", b.grad(), bias_twice);
         }
     }
     xgrad::set_num_threads(1);
