@@ -22,6 +22,7 @@
 #include <xgrad/core/op.hpp>
 #include <xgrad/core/parallel.hpp>
 #include <xgrad/core/random.hpp>
+#include <xgrad/nn.hpp>
 #include <xgrad/ops.hpp>
 #include <xgrad/optim.hpp>
 
@@ -253,6 +254,24 @@ TEST_CASE("Adam's update is the same on several threads") {
         return w.value();
     };
     CHECK(identical(train(3), train(1)));
+}
+
+TEST_CASE("EmaWeights' update is the same on several threads") {
+    // 200K weights: several blocks of the update.
+    auto average = [](int threads) {
+        Threads use(threads);
+        Rng rng(13);
+        Linear layer(500, 400, rng), target(500, 400, rng);
+        EmaWeights ema(layer, 0.9f);
+        for (int step = 0; step < 3; ++step) {
+            Var w = layer.weight;
+            w.mutable_value() = random_tensor(400, 500, 20 + step);
+            ema.update();
+        }
+        ema.copy_to(target);
+        return target.weight.value();
+    };
+    CHECK(identical(average(3), average(1)));
 }
 
 #if defined(__SSE2__)

@@ -6,6 +6,8 @@
 
 #include <xtensor/xnoalias.hpp>
 
+#include <xgrad/core/parallel.hpp>
+
 namespace xgrad {
 
 EmaWeights::EmaWeights(const Module& module, float decay) : module_(module), parameters_(module.parameters()), decay_(decay) {
@@ -33,7 +35,10 @@ void EmaWeights::update() {
     for (std::size_t i = 0; i < parameters_.size(); ++i) {
         const float* p = parameters_[i].value().data();
         float* a = average_[i].data();
-        for (std::size_t k = 0; k < average_[i].size(); ++k) a[k] = d * a[k] + (1.f - d) * p[k];
+        // Split over the threads: on two, the main thread did this alone.
+        parallel_for(average_[i].size(), 16384, [&](std::size_t begin, std::size_t end) {
+            for (std::size_t k = begin; k < end; ++k) a[k] = d * a[k] + (1.f - d) * p[k];
+        });
     }
     ++updates_;
 }
