@@ -256,6 +256,24 @@ TEST_CASE("Adam's update is the same on several threads") {
     CHECK(identical(train(3), train(1)));
 }
 
+TEST_CASE("reshape's and flatten's copies are whole on several threads") {
+    // 200K elements: several blocks of each copy, forward and backward,
+    // storing (into the product's gradient) and adding (into x's).
+    Threads use(3);
+    Var x(random_tensor(400, 500, 31), true);
+    const Tensor dy = random_tensor(200, 1000, 32);
+    const Var y = reshape(x * 2.f, {200, 1000}) + reshape(flatten(reshape(x, {400, 5, 100})), {200, 1000});
+    backward(y, dy);
+    std::size_t wrong_values = 0, wrong_gradients = 0;
+    for (std::size_t i = 0; i < x.numel(); ++i) {
+        const float xi = x.value().data()[i], dyi = dy.data()[i];
+        wrong_values += y.value().data()[i] != xi * 2.f + xi;
+        wrong_gradients += x.grad().data()[i] != dyi * 2.f + dyi;
+    }
+    CHECK(wrong_values == 0);
+    CHECK(wrong_gradients == 0);
+}
+
 TEST_CASE("EmaWeights' update is the same on several threads") {
     // 200K weights: several blocks of the update.
     auto average = [](int threads) {

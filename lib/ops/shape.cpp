@@ -7,6 +7,7 @@
 #include <xtensor/xmanipulation.hpp>
 
 #include <xgrad/core/op.hpp>
+#include <xgrad/core/parallel.hpp>
 
 namespace xgrad {
 namespace {
@@ -14,14 +15,20 @@ namespace {
 [[noreturn]] void fail(const char* op, const std::string& why) { throw ShapeError(std::string("xgrad::") + op + ": " + why); }
 
 // The output of reshape and its relatives is the input's elements in the
-// same order: forward and backward are copies.
+// same order: forward and backward are copies, split over the threads (on
+// two, the main thread made them alone: docs/design.md).
 Var relabel(const char* name, const Var& x, const Shape& shape) {
     Op op(name, {x}, shape);
-    std::copy_n(x.value().data(), x.numel(), op.out().data());
+    const float* in = x.value().data();
+    float* out = op.out().data();
+    parallel_for(x.numel(), 16384, [&](std::size_t begin, std::size_t end) { std::copy(in + begin, in + end, out + begin); });
     return op.finish(
         [](BackwardContext& ctx) {
             const Tensor& dy = ctx.grad_output();
-            if (ctx.needs_grad(0)) ctx.sink(0).run(0, dy.data(), dy.size());
+            if (!ctx.needs_grad(0)) return;
+            const GradSink dx = ctx.sink(0);
+            parallel_for(dy.size(), 16384,
+                         [&](std::size_t begin, std::size_t end) { dx.run(begin, dy.data() + begin, end - begin); });
         },
         [](GraphContext& g) { g.accumulate(0, relabel("reshape", g.grad_output(), g.input(0).shape())); });
 }
