@@ -274,6 +274,14 @@ TEST_CASE("reshape's and flatten's copies are whole on several threads") {
     CHECK(wrong_gradients == 0);
 }
 
+TEST_CASE("zero_grad clears every element on several threads") {
+    Threads use(3);
+    Var w(random_tensor(400, 500, 41), true);
+    backward(sum(w * w));
+    w.zero_grad();
+    CHECK(std::count(w.grad().begin(), w.grad().end(), 0.f) == std::ptrdiff_t(w.numel()));
+}
+
 TEST_CASE("EmaWeights' update is the same on several threads") {
     // 200K weights: several blocks of the update.
     auto average = [](int threads) {
