@@ -274,6 +274,23 @@ TEST_CASE("reshape's and flatten's copies are whole on several threads") {
     CHECK(wrong_gradients == 0);
 }
 
+TEST_CASE("linear's bias rows are the same on several threads") {
+    // 64 rows of 5000: the rows that start as the bias come in several blocks.
+    const Var x(random_tensor(64, 30, 51)), w(random_tensor(5000, 30, 52)), b(random_tensor(1, 5000, 53));
+    auto forward = [&](int threads) {
+        Threads use(threads);
+        return linear(x, w, reshape(b, {5000})).value();
+    };
+    CHECK(identical(forward(3), forward(1)));
+    const Tensor product = matmul(x, transpose(w, 0, 1)).value();
+    const Tensor with_bias = forward(3);
+    std::size_t wrong = 0;
+    for (std::size_t r = 0; r < 64; ++r) {
+        for (std::size_t o = 0; o < 5000; ++o) wrong += std::abs(with_bias(r, o) - product(r, o) - b.value()(0, o)) > 1e-4f;
+    }
+    CHECK(wrong == 0);
+}
+
 TEST_CASE("zero_grad clears every element on several threads") {
     Threads use(3);
     Var w(random_tensor(400, 500, 41), true);

@@ -4,6 +4,7 @@
 #include <string>
 
 #include <xgrad/core/op.hpp>
+#include <xgrad/core/parallel.hpp>
 #include <xgrad/ops/arithmetic.hpp>
 #include <xgrad/ops/shape.hpp>
 
@@ -135,8 +136,12 @@ Var linear(const Var& x, const Var& w, const Var& b) {
     const std::initializer_list<Var> with_bias = {x, w, b}, without_bias = {x, w};
     Op op("linear", bias ? with_bias : without_bias, out);
     float* y = op.out().data();
-    if (bias) {
-        for (std::size_t r = 0; r < rows; ++r) std::copy_n(b.value().data(), out_features, y + r * out_features);
+    if (bias) {  // y's rows start as b, split over the threads; the product adds to them
+        const float* bias_row = b.value().data();
+        const auto fill_rows = [&](std::size_t begin, std::size_t end) {
+            for (std::size_t r = begin; r < end; ++r) std::copy_n(bias_row, out_features, y + r * out_features);
+        };
+        parallel_for(rows, std::max<std::size_t>(1, 16384 / std::max<std::size_t>(1, out_features)), fill_rows);
     }
     gemm("linear", ConstMatrix{x.value().data(), rows, in}, false, as_matrix(w.value()), true, Matrix{y, rows, out_features},
          bias ? 1.f : 0.f);
