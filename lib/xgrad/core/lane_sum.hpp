@@ -1,5 +1,6 @@
 // A fast and accurate sum for reductions inside kernels (batch and layer
-// norm): no xtensor, so raw-pointer kernels can use it too.
+// norm, the convolutions' bias gradients): no xtensor, so raw-pointer
+// kernels can use it too.
 #pragma once
 
 #include <algorithm>
