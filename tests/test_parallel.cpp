@@ -121,6 +121,14 @@ TEST_CASE("the pool backs off briefly after a hiccup, for longer while workers s
     CHECK(next_backoff(milliseconds(999), milliseconds(100)) == milliseconds(100));
 }
 
+TEST_CASE("items_per_block groups items into blocks of about kBlockElements") {
+    CHECK(items_per_block(0) == kBlockElements);
+    CHECK(items_per_block(1) == kBlockElements);
+    CHECK(items_per_block(196) == kBlockElements / 196);
+    CHECK(items_per_block(kBlockElements) == 1);
+    CHECK(items_per_block(3 * kBlockElements) == 1);
+}
+
 TEST_CASE("set_num_threads rejects fewer than one thread") {
     CHECK_THROWS_AS(set_num_threads(0), std::invalid_argument);
     CHECK(num_threads() == 1);

@@ -192,7 +192,7 @@ bool sum_runs_per_element(const Pattern& p, const float* src, float* dst, bool a
     const bool runs_then_kept = p.count >= 2 && !p.kept[p.count - 1] && p.kept[p.count - 2];
     if (!runs_then_kept || p.count > 3) return false;
     const std::size_t outer = p.count == 3 ? p.size[0] : 1, n = p.size[p.count - 2], inner = p.size[p.count - 1];
-    parallel_for(n, std::max<std::size_t>(1, 16384 / (outer * inner)), [&](std::size_t begin, std::size_t end) {
+    parallel_for(n, items_per_block(outer * inner), [&](std::size_t begin, std::size_t end) {
         for (std::size_t j = begin; j < end; ++j) {
             float sum = accumulate ? dst[j] : 0.f;
             for (std::size_t o = 0; o < outer; ++o) {

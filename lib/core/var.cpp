@@ -297,7 +297,8 @@ void Var::zero_grad() {
     // Split over the threads: an optimizer clears every parameter's
     // gradient each step, which on two threads the main thread did alone.
     float* grad = n.grad.data();
-    parallel_for(n.grad.size(), 16384, [grad](std::size_t begin, std::size_t end) { std::fill(grad + begin, grad + end, 0.f); });
+    parallel_for(n.grad.size(), kBlockElements,
+                 [grad](std::size_t begin, std::size_t end) { std::fill(grad + begin, grad + end, 0.f); });
     detail::drop_history(n);
 }
 

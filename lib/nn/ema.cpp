@@ -36,7 +36,7 @@ void EmaWeights::update() {
         const float* p = parameters_[i].value().data();
         float* a = average_[i].data();
         // Split over the threads: on two, the main thread did this alone.
-        parallel_for(average_[i].size(), 16384, [&](std::size_t begin, std::size_t end) {
+        parallel_for(average_[i].size(), kBlockElements, [&](std::size_t begin, std::size_t end) {
             for (std::size_t k = begin; k < end; ++k) a[k] = d * a[k] + (1.f - d) * p[k];
         });
     }

@@ -166,7 +166,7 @@ void add_bias(BackwardContext& ctx) {
             db.data()[c] = db.add ? db.data()[c] + static_cast<float>(total) : static_cast<float>(total);
         }
     };
-    parallel_for(channels, std::max<std::size_t>(1, 16384 / std::max<std::size_t>(1, images * plane)), sum_channels);
+    parallel_for(channels, items_per_block(images * plane), sum_channels);
 }
 void add_bias(GraphContext& g) {
     if (g.num_inputs() == 3 && g.needs_grad(2)) g.accumulate(2, xgrad::sum(g.grad_output(), {0, 2, 3}));

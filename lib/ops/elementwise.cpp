@@ -24,12 +24,12 @@ void accumulate_kernel(BackwardContext& ctx, const Tensor& a, const Tensor& b, c
     if (!ctx.needs_grad(0)) return;
     const GradSink dx = ctx.sink(0);
     if (!dx.add) {  // the first contribution: straight into the buffer
-        parallel_for(a.size(), 16384, [&](std::size_t first, std::size_t end) {
+        parallel_for(a.size(), kBlockElements, [&](std::size_t first, std::size_t end) {
             kernel(a.data() + first, b.data() + first, dx.data() + first, end - first);
         });
         return;
     }
-    parallel_for(a.size(), 16384, [&](std::size_t first, std::size_t end) {
+    parallel_for(a.size(), kBlockElements, [&](std::size_t first, std::size_t end) {
         constexpr std::size_t kChunk = 1024;
         alignas(64) float chunk[kChunk];
         for (std::size_t begin = first; begin < end; begin += kChunk) {

@@ -141,7 +141,7 @@ Var linear(const Var& x, const Var& w, const Var& b) {
         const auto fill_rows = [&](std::size_t begin, std::size_t end) {
             for (std::size_t r = begin; r < end; ++r) std::copy_n(bias_row, out_features, y + r * out_features);
         };
-        parallel_for(rows, std::max<std::size_t>(1, 16384 / std::max<std::size_t>(1, out_features)), fill_rows);
+        parallel_for(rows, items_per_block(out_features), fill_rows);
     }
     gemm("linear", ConstMatrix{x.value().data(), rows, in}, false, as_matrix(w.value()), true, Matrix{y, rows, out_features},
          bias ? 1.f : 0.f);

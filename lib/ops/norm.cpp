@@ -634,7 +634,7 @@ Var layer_norm(const Var& x, std::size_t axes, const Var& weight, const Var& bia
     float* out = op.out().data();
     const float* w = affine ? weight.value().data() : nullptr;
     const float* b = affine ? bias.value().data() : nullptr;
-    parallel_for(rows, std::max<std::size_t>(1, 16384 / width), [&](std::size_t begin, std::size_t end) {
+    parallel_for(rows, items_per_block(width), [&](std::size_t begin, std::size_t end) {
         for (std::size_t r = begin; r < end; ++r) normalize_row(in, r, width, eps, w, b, mean, inv_std, out);
     });
 

@@ -65,10 +65,9 @@ Shape pooled_shape(const Var& x, const PoolGeometry& g) { return {x.shape()[0], 
 // Calls f(plane) for every plane, in parallel when there is enough work.
 template <class F>
 void for_each_plane(std::size_t planes, std::size_t work_per_plane, const F& f) {
-    parallel_for(planes, std::max<std::size_t>(1, 16384 / std::max<std::size_t>(work_per_plane, 1)),
-                 [&](std::size_t begin, std::size_t end) {
-                     for (std::size_t p = begin; p < end; ++p) f(p);
-                 });
+    parallel_for(planes, items_per_block(work_per_plane), [&](std::size_t begin, std::size_t end) {
+        for (std::size_t p = begin; p < end; ++p) f(p);
+    });
 }
 
 // Calls f(plane, out_index, i, j) for every output pixel (i, j) of every

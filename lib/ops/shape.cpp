@@ -21,13 +21,14 @@ Var relabel(const char* name, const Var& x, const Shape& shape) {
     Op op(name, {x}, shape);
     const float* in = x.value().data();
     float* out = op.out().data();
-    parallel_for(x.numel(), 16384, [&](std::size_t begin, std::size_t end) { std::copy(in + begin, in + end, out + begin); });
+    parallel_for(x.numel(), kBlockElements,
+                 [&](std::size_t begin, std::size_t end) { std::copy(in + begin, in + end, out + begin); });
     return op.finish(
         [](BackwardContext& ctx) {
             const Tensor& dy = ctx.grad_output();
             if (!ctx.needs_grad(0)) return;
             const GradSink dx = ctx.sink(0);
-            parallel_for(dy.size(), 16384,
+            parallel_for(dy.size(), kBlockElements,
                          [&](std::size_t begin, std::size_t end) { dx.run(begin, dy.data() + begin, end - begin); });
         },
         [](GraphContext& g) { g.accumulate(0, relabel("reshape", g.grad_output(), g.input(0).shape())); });

@@ -87,7 +87,7 @@ inline auto elements(const Tensor& t, std::size_t begin, std::size_t end) {
 //   parallel_elementwise(op.out(), [](auto& y, const auto& x) { xt::noalias(y) = xt::exp(x); }, x.value());
 template <class F, class... In>
 void parallel_elementwise(Tensor& out, const F& f, const In&... in) {
-    parallel_for(out.size(), 16384, [&](std::size_t begin, std::size_t end) {
+    parallel_for(out.size(), kBlockElements, [&](std::size_t begin, std::size_t end) {
         auto range = detail::elements(out, begin, end);
         f(range, detail::elements(in, begin, end)...);
     });

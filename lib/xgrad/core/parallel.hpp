@@ -34,6 +34,15 @@ using BlockFn = void (*)(const void* f, std::size_t begin, std::size_t end);
 void run_blocks(std::size_t n, std::size_t blocks, BlockFn fn, const void* f);
 }  // namespace detail
 
+// The fewest elements a block of elementwise work (a map, a copy, a fill)
+// gets: xgrad's splits use this one figure, so that every pass divides alike.
+constexpr std::size_t kBlockElements = 16384;
+// parallel_for's grain over items of `elements_each` elements each (rows,
+// planes, channels): as many items as hold kBlockElements, one at least.
+constexpr std::size_t items_per_block(std::size_t elements_each) {
+    return elements_each >= kBlockElements ? 1 : kBlockElements / (elements_each > 0 ? elements_each : 1);
+}
+
 // Calls f(begin, end) on disjoint blocks covering [0, n), on up to
 // num_threads() threads, and returns when all are done. Blocks are at least
 // `grain` long (one block when n < 2 * grain); they depend only on n, grain

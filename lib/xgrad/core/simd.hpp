@@ -83,11 +83,11 @@ void leaky_relu_backward(const float* x, const float* dy, float* dx, std::size_t
 
 // y = kernel(x) for i < n (any of the above, or a lambda binding leaky_relu's
 // slope), large arrays split over xgrad's threads in ranges of at least
-// 16384 elements, as parallel_elementwise (kernels.hpp) splits.
+// kBlockElements (parallel.hpp), as parallel_elementwise (kernels.hpp) splits.
 //   simd::parallel_map(simd::sigmoid, x.data(), y.data(), x.size());
 template <class Kernel>
 void parallel_map(const Kernel& kernel, const float* x, float* y, std::size_t n) {
-    parallel_for(n, 16384, [&](std::size_t begin, std::size_t end) { kernel(x + begin, y + begin, end - begin); });
+    parallel_for(n, kBlockElements, [&](std::size_t begin, std::size_t end) { kernel(x + begin, y + begin, end - begin); });
 }
 
 // ---- Adam's update, fused ---------------------------------------------------
