@@ -248,8 +248,12 @@ void im2col(const float* image, float* col, std::size_t ld, const Conv2dGeometry
 // accumulate is false, channel c of image is first set to init_bias[c] (or
 // 0 if init_bias is null). Channel by channel: a channel's plane stays in
 // L1 while its kh*kw column rows are added into it.
-void col2im(const float* col, std::size_t ld, float* image, const Conv2dGeometry& g, int run, bool accumulate,
-            const float* init_bias) {
+//
+// col2im consumes col: each row is set back to zero once added, while it is
+// still in L1, so that the next block's product can add into the buffer
+// (beta = 1). With beta = 0 OpenBLAS would first zero all of C in a pass of
+// its own (docs/design.md, "Convolutions").
+void col2im(float* col, std::size_t ld, float* image, const Conv2dGeometry& g, int run, bool accumulate, const float* init_bias) {
     const int sw = g.stride_w;
     const std::size_t out_row = std::size_t(g.out_w) * run, plane = g.in_plane() * run;
     int initialised = -1;  // the channel whose plane was set last
@@ -263,7 +267,7 @@ void col2im(const float* col, std::size_t ld, float* image, const Conv2dGeometry
             else if (init_bias)
                 for (std::size_t i = 0; i < plane; ++i) channel[i] += b0;
         }
-        const float* row = col + r * ld;
+        float* row = col + r * ld;
         for (int oh = t.oh_lo; oh < t.oh_hi; ++oh) {
             const float* src = row + std::size_t(oh) * out_row;
             float* dst = image + image_row(g, t, oh, run);
@@ -276,6 +280,7 @@ void col2im(const float* col, std::size_t ld, float* image, const Conv2dGeometry
                     add_run(dst + std::size_t(ow * sw + t.w_off) * run, src + std::size_t(ow) * run, run);
             }
         }
+        std::fill(row, row + std::size_t(g.out_h) * out_row, 0.0f);
     });
 }
 
@@ -538,6 +543,8 @@ void backward_data_chunk(const float* dy, const float* w, const float* bias, flo
                          const ChunkBufs& cb, int n0, int n1, bool accumulate) {
     const std::size_t P = g.out_plane(), K = g.col_rows();
     const std::size_t xs = std::size_t(g.in_c) * g.in_plane(), ys = std::size_t(g.out_c) * P;
+    // The products add into the column buffer, which col2im leaves zero.
+    if (L.col > 0) std::fill(cb.col, cb.col + K * std::size_t(std::min(L.B, n1 - n0)) * P, 0.0f);
     for (int nb = n0; nb < n1; nb += L.B) {
         const int bn = std::min(L.B, n1 - nb);
         if (L.B == 1) {
@@ -550,13 +557,13 @@ void backward_data_chunk(const float* dy, const float* w, const float* bias, flo
                     for (int c = 0; c < g.in_c; ++c)
                         for (std::size_t p = 0; p < P; ++p) dxn[c * P + p] += bias[c];
             } else {
-                gemm(true, false, K, P, g.out_c, w, K, dyn, P, 0.0f, cb.col, P);
+                gemm(true, false, K, P, g.out_c, w, K, dyn, P, 1.0f, cb.col, P);
                 col2im(cb.col, P, dxn, g, 1, accumulate, bias);
             }
         } else {
             const std::size_t ld = std::size_t(bn) * P;
             pack_column_side(dy, nb, bn, g, cb.pack);
-            gemm(true, false, K, ld, g.out_c, w, K, cb.pack, ld, 0.0f, cb.col, ld);
+            gemm(true, false, K, ld, g.out_c, w, K, cb.pack, ld, 1.0f, cb.col, ld);
             col2im(cb.col, ld, cb.image, g, bn, false, nullptr);
             deinterleave_images(cb.image, nb, bn, g, bias, accumulate, dx);
         }
