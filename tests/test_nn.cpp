@@ -236,6 +236,35 @@ TEST_CASE("Sequential runs a BatchNorm and the rectifier after it as one op, wit
     CHECK(xt::allclose(own(x).value(), 2.f * pair(x).value()));
 }
 
+TEST_CASE("Sequential runs a Conv2d and the rectifier after it as one op, with the same values") {
+    Rng rng(5);
+    Sequential net;
+    net.add<Conv2d>(2, 3, 4, rng, Conv2dOptions{2, 1});
+    net.add<LeakyReLU>(0.2f);
+    Conv2dOptions own_rectifier{1, 1};
+    own_rectifier.rectifier_slope = 0.1f;
+    auto& rectified = net.add<Conv2d>(3, 3, 3, rng, own_rectifier);  // a rectifier of its own: the ReLU runs on its own
+    net.add<ReLU>();
+    const Var x(test::random_tensor({4, 2, 8, 8}, -2.f, 2.f, 11), true);
+    const Tensor dy = test::random_tensor({4, 3, 4, 4}, -1.f, 1.f, 12);
+    const Var y = net(x);
+    CHECK(std::string(y.op_name()) == "relu");
+    backward(sum(y * Var(dy)));
+    const Tensor dx = x.grad();
+    Var(x).zero_grad();
+    Var h = x;
+    for (std::size_t i = 0; i < net.size(); ++i) h = net[i](h);  // each layer on its own
+    CHECK(std::string(h.op_name()) == "relu");
+    backward(sum(h * Var(dy)));
+    CHECK(xt::all(xt::equal(y.value(), h.value())));
+    CHECK(xt::all(xt::equal(dx, x.grad())));
+    Sequential pair;
+    pair.add<Conv2d>(2, 3, 4, rng, Conv2dOptions{2, 1});
+    pair.add<ReLU>();
+    CHECK(std::string(pair(x).op_name()) == "conv2d");  // one op: its result is conv2d's, not relu's
+    CHECK_THROWS_WITH_AS(rectified.forward_rectified(h, 0.f), doctest::Contains("a rectifier of its own"), std::invalid_argument);
+}
+
 TEST_CASE("batch_norms finds every batch norm below a module; StatisticsFrozen keeps their running statistics") {
     Rng rng(3);
     Sequential net;

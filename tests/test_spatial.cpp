@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -630,6 +631,74 @@ TEST_CASE("a batch of convolutions gives what its images give one by one") {
         }
     }
     xgrad::set_num_threads(1);
+}
+
+TEST_CASE("conv2d with a rectifier is conv2d followed by relu or leaky_relu, bit for bit") {
+    // 12 x 12 outputs: image by image; 7 x 7: blocks of images (8 and 1 on
+    // one thread, 5 and 4 on two), each rectified as it is written.
+    std::uint64_t seed = 400;
+    for (const Shape& xs : {Shape{3, 2, 24, 24}, Shape{9, 2, 14, 14}}) {
+        for (const float slope : {0.f, 0.2f}) {
+            for (const int threads : {1, 2}) {
+                for (const bool bias : {true, false}) {
+                    INFO("x " << xgrad::shape_string(xs) << ", slope " << slope << ", threads " << threads << ", bias " << bias);
+                    xgrad::set_num_threads(threads);
+                    const Var x = random_var(xs, -1.f, 1.f, ++seed), w = random_var({3, 2, 4, 4}, -1.f, 1.f, ++seed);
+                    const Var b = bias ? random_var({3}, -1.f, 1.f, ++seed) : Var();
+                    xgrad::Conv2dOptions options{2, 1};
+                    const auto run = [&](bool fused) {
+                        options.rectifier_slope = fused ? std::optional<float>(slope) : std::nullopt;
+                        const Var y = xgrad::conv2d(x, w, b, options);
+                        return fused ? y : (slope == 0.f ? xgrad::relu(y) : xgrad::leaky_relu(y, slope));
+                    };
+                    const Var fused = run(true);
+                    CHECK(std::string(fused.op_name()) == "conv2d");
+                    const Tensor dy = random_tensor(fused.shape(), -1.f, 1.f, ++seed);
+                    backward_with(fused, dy);
+                    const Tensor dx = x.grad(), dw = w.grad(), db = bias ? b.grad() : Tensor();
+                    for (const Var& v : {x, w, b}) {
+                        if (v.defined()) Var(v).zero_grad();
+                    }
+                    const Var composed = run(false);
+                    backward_with(composed, dy);
+                    CHECK(xt::all(xt::equal(fused.value(), composed.value())));
+                    CHECK(xt::all(xt::equal(dx, x.grad())));
+                    CHECK(xt::all(xt::equal(dw, w.grad())));
+                    if (bias) CHECK(xt::all(xt::equal(db, b.grad())));
+                    CHECK(xt::any(xt::equal(fused.value(), 0.f)) == (slope == 0.f));  // the rectifier ran
+                }
+            }
+        }
+    }
+    xgrad::set_num_threads(1);
+    const Var x = random_var({1, 1, 4, 4}, -1.f, 1.f, 1), w = random_var({1, 1, 2, 2}, -1.f, 1.f, 2);
+    for (const float bad : {-0.1f, std::numeric_limits<float>::quiet_NaN()}) {
+        xgrad::Conv2dOptions options;
+        options.rectifier_slope = bad;
+        CHECK_THROWS_WITH_AS(xgrad::conv2d(x, w, Var(), options), doctest::Contains("conv2d: rectifier slope"),
+                             std::invalid_argument);
+    }
+}
+
+TEST_CASE("conv2d with a rectifier passes gradcheck and gradgradcheck") {
+    std::uint64_t seed = 450;
+    for (const float slope : {0.f, 0.2f}) {
+        xgrad::Conv2dOptions options{2, 1};
+        options.rectifier_slope = slope;
+        const auto f = [&](const Inputs& in) { return xgrad::conv2d(in[0], in[1], in[2], options); };
+        // Inputs whose output before the rectifier keeps 0.1 from the kink
+        // at 0, which the checkers' steps would cross: drawn again until
+        // they do.
+        Inputs in;
+        float closest = 0.f;
+        for (int draw = 0; draw < 100 && closest < 0.1f; ++draw) {
+            in = {random_var({2, 2, 6, 6}, -1.f, 1.f, ++seed), random_var({3, 2, 4, 4}, -1.f, 1.f, ++seed),
+                  random_var({3}, -1.f, 1.f, ++seed)};
+            closest = xt::amin(xt::abs(xgrad::conv2d(in[0], in[1], in[2], {2, 1}).value()))();
+        }
+        REQUIRE(closest >= 0.1f);
+        check_gradients("conv2d with rectifier slope " + std::to_string(slope), f, in);
+    }
 }
 
 TEST_CASE("a frozen convolution weight gets no gradient; the input still does") {

@@ -1,5 +1,8 @@
 #include <xgrad/nn/conv.hpp>
 
+#include <stdexcept>
+#include <string>
+
 namespace xgrad {
 namespace {
 
@@ -20,6 +23,16 @@ Conv2d::Conv2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const Co
 }
 
 Var Conv2d::forward(const Var& x) { return conv2d(x, effective_weight(), bias, options_); }
+
+Var Conv2d::forward_rectified(const Var& x, float negative_slope) {
+    if (options_.rectifier_slope) {
+        throw std::invalid_argument("xgrad::Conv2d::forward_rectified: the layer has a rectifier of its own (slope " +
+                                    std::to_string(*options_.rectifier_slope) + ")");
+    }
+    Conv2dOptions rectified = options_;
+    rectified.rectifier_slope = negative_slope;
+    return conv2d(x, effective_weight(), bias, rectified);
+}
 
 ConvTranspose2d::ConvTranspose2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const ConvTranspose2dOptions& options,
                                  Init init, bool with_bias)

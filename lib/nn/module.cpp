@@ -7,6 +7,7 @@
 #include <xtensor/xnoalias.hpp>
 
 #include <xgrad/nn/activation.hpp>
+#include <xgrad/nn/conv.hpp>
 #include <xgrad/nn/norm.hpp>
 
 namespace xgrad {
@@ -94,16 +95,24 @@ void Sequential::add(std::unique_ptr<Module> layer) {
 
 namespace {
 
-// Exactly these classes (typeid, not dynamic_cast): a subclass may have
-// given its forward() another meaning, which fusing would skip.
-BatchNorm* plain_batch_norm(Module& layer) {
+// layer(x) and the rectifier of `slope` after it as one op, for exactly
+// these classes (typeid, not dynamic_cast: a subclass may have given its
+// forward() another meaning, which fusing would skip); none for any other,
+// nor for a Conv2d with a rectifier of its own.
+std::optional<Var> run_rectified(Module& layer, const Var& x, float slope) {
     const std::type_info& type = typeid(layer);
-    const bool plain = type == typeid(BatchNorm) || type == typeid(BatchNorm1d) || type == typeid(BatchNorm2d);
-    return plain ? static_cast<BatchNorm*>(&layer) : nullptr;
+    if (type == typeid(BatchNorm) || type == typeid(BatchNorm1d) || type == typeid(BatchNorm2d)) {
+        return static_cast<BatchNorm&>(layer).forward_rectified(x, slope);
+    }
+    if (type == typeid(Conv2d)) {
+        auto& conv = static_cast<Conv2d&>(layer);
+        if (!conv.options().rectifier_slope) return conv.forward_rectified(x, slope);
+    }
+    return std::nullopt;
 }
 
-// The slope of a ReLU (0) or LeakyReLU layer that batch_norm can take; none
-// for any other.
+// The slope of a ReLU (0) or LeakyReLU layer that batch_norm and conv2d can
+// take; none for any other.
 std::optional<float> rectifier_slope(const Module& layer) {
     if (typeid(layer) == typeid(ReLU)) return 0.f;
     if (typeid(layer) == typeid(LeakyReLU)) {
@@ -118,11 +127,11 @@ std::optional<float> rectifier_slope(const Module& layer) {
 Var Sequential::forward(const Var& x) {
     Var h = x;
     for (std::size_t i = 0; i < layers_.size(); ++i) {
-        BatchNorm* norm = plain_batch_norm(*layers_[i]);
-        const std::optional<float> slope = norm && i + 1 < layers_.size() ? rectifier_slope(*layers_[i + 1]) : std::nullopt;
-        if (slope) {
-            h = norm->forward_rectified(h, *slope);
-            ++i;  // the rectifier ran with the norm
+        const std::optional<float> slope = i + 1 < layers_.size() ? rectifier_slope(*layers_[i + 1]) : std::nullopt;
+        std::optional<Var> fused = slope ? run_rectified(*layers_[i], h, *slope) : std::nullopt;
+        if (fused) {
+            h = *fused;
+            ++i;  // the rectifier ran with the layer
         } else {
             h = layers_[i]->forward(h);
         }

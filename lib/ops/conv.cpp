@@ -14,10 +14,18 @@
 #include <xgrad/ops/conv.hpp>
 
 #include <climits>
+#include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 
+#include <xtensor/xoperation.hpp>
+
 #include <xgrad/core/op.hpp>
+#include <xgrad/core/parallel.hpp>
+#include <xgrad/core/simd.hpp>
+#include <xgrad/ops/arithmetic.hpp>
+#include <xgrad/ops/norm.hpp>
 #include <xgrad/ops/reduce.hpp>
 
 #include "conv_kernels.hpp"
@@ -145,22 +153,42 @@ void add_weight(const float* image, const float* columns, const GradSink& dw, co
     });
 }
 
+// The gradient before conv2d's rectifier, from the gradient after it: into
+// `before`, or dy itself without a rectifier. The output's sign is the sign
+// before the rectifier (its slope is >= 0), so the mask comes from the
+// output, as relu's does; leaky_relu's kernel takes it in place of its input.
+const float* gradient_before_rectifier(BackwardContext& ctx, const std::optional<float>& slope, std::optional<Scratch>& before) {
+    const Tensor& dy = ctx.grad_output();
+    if (!slope) return dy.data();
+    const float *y = ctx.output().data(), *g = dy.data();
+    float* out = before.emplace(dy.shape()).data();
+    const float s = *slope;
+    parallel_for(dy.size(), kBlockElements, [&](std::size_t begin, std::size_t end) {
+        if (s == 0.f) {
+            simd::relu_backward(y + begin, g + begin, out + begin, end - begin);
+        } else {
+            simd::leaky_relu_backward(y + begin, g + begin, out + begin, end - begin, s);
+        }
+    });
+    return out;
+}
+
 // The bias gradient: dy summed over every axis but the channels (axis 1).
 // Each plane in float lanes, as batch norm sums its gradients (lane_sum),
 // the planes in double: about twice as fast as sum_to, whose sums run all in
 // double, which a loss's digits need (a finite-difference gradcheck failed
 // with lane_sum there) and a gradient does not. A channel is summed on one
 // thread, so the bits do not depend on the number of threads.
-void add_bias(BackwardContext& ctx) {
+void add_bias(BackwardContext& ctx, const float* dy) {
     if (ctx.num_inputs() < 3 || !ctx.needs_grad(2)) return;
-    const Tensor& dy = ctx.grad_output();
+    const Shape& shape = ctx.grad_output().shape();
     const GradSink db = ctx.sink(2);
-    const std::size_t images = dy.shape()[0], channels = dy.shape()[1], plane = dy.shape()[2] * dy.shape()[3];
+    const std::size_t images = shape[0], channels = shape[1], plane = shape[2] * shape[3];
     const auto sum_channels = [&](std::size_t begin, std::size_t end) {
         for (std::size_t c = begin; c < end; ++c) {
             double total = 0.0;
             for (std::size_t n = 0; n < images; ++n) {
-                const float* run = dy.data() + (n * channels + c) * plane;
+                const float* run = dy + (n * channels + c) * plane;
                 total += lane_sum(plane, [run](std::size_t i) { return run[i]; });
             }
             db.data()[c] = db.add ? db.data()[c] + static_cast<float>(total) : static_cast<float>(total);
@@ -168,16 +196,23 @@ void add_bias(BackwardContext& ctx) {
     };
     parallel_for(channels, items_per_block(images * plane), sum_channels);
 }
-void add_bias(GraphContext& g) {
-    if (g.num_inputs() == 3 && g.needs_grad(2)) g.accumulate(2, xgrad::sum(g.grad_output(), {0, 2, 3}));
+void add_bias(GraphContext& g, const Var& dy) {
+    if (g.num_inputs() == 3 && g.needs_grad(2)) g.accumulate(2, xgrad::sum(dy, {0, 2, 3}));
 }
+
+// conv2d's: the geometry, and the rectifier its output went through, if any.
+struct Conv2dState {
+    Conv2dGeometry g;
+    std::optional<float> rectifier_slope;
+};
 
 struct WeightGradientState {
     Conv2dGeometry g;
     bool transposed;
 };
 
-Var to_columns(const Var& image, const Var& w, const Var& b, const Conv2dGeometry& g);
+Var to_columns(const Var& image, const Var& w, const Var& b, const Conv2dGeometry& g,
+               std::optional<float> rectifier_slope = std::nullopt);
 Var to_image(const Var& columns, const Var& w, const Var& b, const Conv2dGeometry& g);
 
 Var weight_gradient(const Var& image, const Var& columns, const Conv2dGeometry& g, bool transposed) {
@@ -199,28 +234,33 @@ Var weight_gradient(const Var& image, const Var& columns, const Conv2dGeometry& 
         });
 }
 
-Var to_columns(const Var& image, const Var& w, const Var& b, const Conv2dGeometry& g) {
+Var to_columns(const Var& image, const Var& w, const Var& b, const Conv2dGeometry& g, std::optional<float> rectifier_slope) {
     const std::initializer_list<Var> with_bias = {image, w, b}, without_bias = {image, w};
     Op op("conv2d", b.defined() ? with_bias : without_bias, column_side(g));
-    op.state<Conv2dGeometry>(g);
+    op.state<Conv2dState>(Conv2dState{g, rectifier_slope});
     run(g, ConvPass::forward, false, [&](const conv::ConvScratch& s, int n) {
         conv::conv2d_forward(image.value().data(), w.value().data(), b.defined() ? b.value().data() : nullptr, op.out().data(), g,
-                             s, n);
+                             s, n, rectifier_slope);
     });
     // Each gradient only when wanted: a frozen conv costs no weight-gradient GEMM.
     return op.finish(
         [](BackwardContext& ctx) {
-            const Conv2dGeometry& g = ctx.state<Conv2dGeometry>();
-            const float* dy = ctx.grad_output().data();
-            if (ctx.needs_grad(0)) add_image(dy, ctx.input(1).data(), ctx.sink(0), g);
-            if (ctx.needs_grad(1)) add_weight(ctx.input(0).data(), dy, ctx.sink(1), g, false);
-            add_bias(ctx);
+            const Conv2dState& state = ctx.state<Conv2dState>();
+            std::optional<Scratch> before;
+            const float* dy = gradient_before_rectifier(ctx, state.rectifier_slope, before);
+            if (ctx.needs_grad(0)) add_image(dy, ctx.input(1).data(), ctx.sink(0), state.g);
+            if (ctx.needs_grad(1)) add_weight(ctx.input(0).data(), dy, ctx.sink(1), state.g, false);
+            add_bias(ctx, dy);
         },
         [](GraphContext& gc) {
-            const Conv2dGeometry& g = gc.state<Conv2dGeometry>();
-            if (gc.needs_grad(0)) gc.accumulate(0, to_image(gc.grad_output(), gc.input(1), Var(), g));
-            if (gc.needs_grad(1)) gc.accumulate(1, weight_gradient(gc.input(0), gc.grad_output(), g, false));
-            add_bias(gc);
+            const Conv2dState& state = gc.state<Conv2dState>();
+            Var dy = gc.grad_output();
+            if (state.rectifier_slope) {  // the mask is a constant, as relu's and leaky_relu's are
+                dy = dy * constant(xt::where(gc.output().value() > 0.f, 1.f, *state.rectifier_slope));
+            }
+            if (gc.needs_grad(0)) gc.accumulate(0, to_image(dy, gc.input(1), Var(), state.g));
+            if (gc.needs_grad(1)) gc.accumulate(1, weight_gradient(gc.input(0), dy, state.g, false));
+            add_bias(gc, dy);
         });
 }
 
@@ -238,13 +278,13 @@ Var to_image(const Var& columns, const Var& w, const Var& b, const Conv2dGeometr
             const float* dy = ctx.grad_output().data();
             if (ctx.needs_grad(0)) add_columns(dy, ctx.input(1).data(), ctx.sink(0), g);
             if (ctx.needs_grad(1)) add_weight(dy, ctx.input(0).data(), ctx.sink(1), g, true);
-            add_bias(ctx);
+            add_bias(ctx, dy);
         },
         [](GraphContext& gc) {
             const Conv2dGeometry& g = gc.state<Conv2dGeometry>();
             if (gc.needs_grad(0)) gc.accumulate(0, to_columns(gc.grad_output(), gc.input(1), Var(), g));
             if (gc.needs_grad(1)) gc.accumulate(1, weight_gradient(gc.grad_output(), gc.input(0), g, true));
-            add_bias(gc);
+            add_bias(gc, gc.grad_output());
         });
 }
 
@@ -252,6 +292,11 @@ Var to_image(const Var& columns, const Var& w, const Var& b, const Conv2dGeometr
 
 Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
     const char* op = "conv2d";
+    if (o.rectifier_slope && !valid_rectifier_slope(*o.rectifier_slope)) {
+        std::ostringstream slope;
+        slope << *o.rectifier_slope;
+        throw std::invalid_argument("xgrad::conv2d: rectifier slope " + slope.str() + " (expected a finite number >= 0)");
+    }
     check_operands(op, x, w, b, 1, 0);
     check_steps(op, o.stride, o.dilation);
     const Shape &xs = x.shape(), &ws = w.shape();
@@ -266,7 +311,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
             to_int(op, o.stride.h, "stride"), to_int(op, o.stride.w, "stride"), to_int(op, o.padding.h, "padding"),
             to_int(op, o.padding.w, "padding"), to_int(op, o.dilation.h, "dilation"), to_int(op, o.dilation.w, "dilation"));
     });
-    return to_columns(x, w, b, g);
+    return to_columns(x, w, b, g, o.rectifier_slope);
 }
 
 Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const ConvTranspose2dOptions& o) {

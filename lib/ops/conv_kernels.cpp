@@ -10,6 +10,7 @@
 
 #include <xgrad/core/kernels.hpp>
 #include <xgrad/core/parallel.hpp>
+#include <xgrad/core/simd.hpp>
 
 #if defined(__SSE__)
 #include <xmmintrin.h>
@@ -505,9 +506,19 @@ void unpack_column_side(const float* pack, int nb, int bn, const Conv2dGeometry&
 // its own scratch slice.
 // ---------------------------------------------------------------------------
 
-// y (+)= W * im2col(x) (+ bias on the column side)
+// y[0, n) = relu(y) (slope 0) or leaky_relu(y, slope), in place.
+void rectify(float* y, std::size_t n, float slope) {
+    if (slope == 0.0f) {
+        simd::relu(y, y, n);
+    } else {
+        simd::leaky_relu(y, y, n, slope);
+    }
+}
+
+// y (+)= W * im2col(x) (+ bias on the column side), each block of images
+// then rectified if asked (not with accumulate).
 void forward_chunk(const float* x, const float* w, const float* bias, float* y, const Conv2dGeometry& g, const Layout& L,
-                   const ChunkBufs& cb, int n0, int n1, bool accumulate) {
+                   const ChunkBufs& cb, int n0, int n1, bool accumulate, std::optional<float> rectifier) {
     const std::size_t P = g.out_plane(), K = g.col_rows();
     const std::size_t xs = std::size_t(g.in_c) * g.in_plane(), ys = std::size_t(g.out_c) * P;
     for (int nb = n0; nb < n1; nb += L.B) {
@@ -528,12 +539,14 @@ void forward_chunk(const float* x, const float* w, const float* bias, float* y, 
                     const float bo = bias[o];
                     for (std::size_t p = 0; p < P; ++p) r[p] += bo;
                 }
+            if (rectifier) rectify(yn, ys, *rectifier);
         } else {
             const std::size_t ld = std::size_t(bn) * P;
             interleave_images(x, nb, bn, g, cb.image);
             im2col(cb.image, cb.col, ld, g, bn);
             gemm(false, false, g.out_c, ld, K, w, K, cb.col, ld, 0.0f, cb.pack, ld);
             unpack_column_side(cb.pack, nb, bn, g, bias, accumulate, y);
+            if (rectifier) rectify(y + nb * ys, bn * ys, *rectifier);
         }
     }
 }
@@ -619,9 +632,9 @@ Layout run_chunks(const Conv2dGeometry& g, const ConvScratch& s, ConvPass pass_f
 }
 
 void run_forward(const float* x, const float* w, const float* bias, float* y, const Conv2dGeometry& g, const ConvScratch& s,
-                 ConvPass pass_for_layout, int num_chunks, bool accumulate, const char* who) {
+                 ConvPass pass_for_layout, int num_chunks, bool accumulate, std::optional<float> rectifier, const char* who) {
     run_chunks(g, s, pass_for_layout, num_chunks, who, [&](const Layout& L, std::size_t, const ChunkBufs& bufs, int n0, int n1) {
-        forward_chunk(x, w, bias, y, g, L, bufs, n0, n1, accumulate);
+        forward_chunk(x, w, bias, y, g, L, bufs, n0, n1, accumulate, rectifier);
     });
 }
 
@@ -744,8 +757,8 @@ std::size_t conv_transpose2d_scratch_floats(const Conv2dGeometry& g, ConvPass pa
 // Public entry points
 // ---------------------------------------------------------------------------
 void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g, const ConvScratch& s,
-                    int num_chunks) {
-    run_forward(x, w, b, y, g, s, ConvPass::forward, num_chunks, false, "conv2d_forward");
+                    int num_chunks, std::optional<float> rectifier_slope) {
+    run_forward(x, w, b, y, g, s, ConvPass::forward, num_chunks, false, rectifier_slope, "conv2d_forward");
 }
 void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dGeometry& g, const ConvScratch& s,
                           int num_chunks, bool accumulate) {
@@ -762,7 +775,8 @@ void conv_transpose2d_forward(const float* x, const float* w, const float* b, fl
 }
 void conv_transpose2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dGeometry& g, const ConvScratch& s,
                                     int num_chunks, bool accumulate) {
-    run_forward(dy, w, nullptr, dx, g, s, ConvPass::forward, num_chunks, accumulate, "conv_transpose2d_backward_data");
+    run_forward(dy, w, nullptr, dx, g, s, ConvPass::forward, num_chunks, accumulate, std::nullopt,
+                "conv_transpose2d_backward_data");
 }
 void conv_transpose2d_backward_weight(const float* dy, const float* x, float* dw, const Conv2dGeometry& g, const ConvScratch& s,
                                       int num_chunks, bool accumulate) {

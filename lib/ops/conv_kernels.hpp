@@ -78,6 +78,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 
 namespace xgrad {
 namespace conv {
@@ -155,9 +156,12 @@ std::size_t conv_transpose2d_scratch_floats(const Conv2dGeometry& g, ConvPass pa
 // conv2d. Each pass runs min(num_chunks, batch) chunks of images over
 // xgrad's threads; `s` must hold *_scratch_floats(g, pass, num_chunks).
 // ---------------------------------------------------------------------------
-// y = conv2d(x, w) + b.   b may be null.   y is overwritten.
+// y = conv2d(x, w) + b.   b may be null.   y is overwritten. With a
+// rectifier slope, y is then rectified (relu for 0, leaky_relu for a slope
+// > 0, by xgrad::simd's kernels: the same bits as those ops) block by block,
+// while each block of images is still in cache.
 void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dGeometry& g, const ConvScratch& s,
-                    int num_chunks);
+                    int num_chunks, std::optional<float> rectifier_slope = std::nullopt);
 // dx (=) conv2d_backward_data(dy, w).
 void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dGeometry& g, const ConvScratch& s,
                           int num_chunks, bool accumulate);

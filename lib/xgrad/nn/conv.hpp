@@ -15,6 +15,11 @@ public:
     Conv2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const Conv2dOptions& options = {}, Init init = Init::pytorch,
            bool bias = true);
     Var forward(const Var& x) override;
+    // relu (negative_slope 0) or leaky_relu of forward(x), as one op (see
+    // Conv2dOptions::rectifier_slope; Sequential runs a Conv2d and the ReLU
+    // or LeakyReLU after it so). std::invalid_argument for a slope < 0 or
+    // not finite, and for a layer whose options have a rectifier already.
+    Var forward_rectified(const Var& x, float negative_slope);
     const Conv2dOptions& options() const { return options_; }
 
 private:

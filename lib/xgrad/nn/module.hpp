@@ -91,9 +91,10 @@ private:
 };
 
 // Applies its layers in order. Layer i's names are prefixed "i.". A
-// BatchNorm (1d, 2d) followed by a ReLU or LeakyReLU (slope >= 0) runs with
-// it as one op (BatchNorm::forward_rectified): the same values, in fewer
-// passes over memory. Subclasses of these run as they are written.
+// BatchNorm (1d, 2d) or a Conv2d followed by a ReLU or LeakyReLU (slope >=
+// 0) runs with it as one op (BatchNorm::forward_rectified,
+// Conv2d::forward_rectified): the same values, in fewer passes over memory.
+// Subclasses of these run as they are written.
 class Sequential : public Module {
 public:
     template <class M, class... Args>

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 
 #include <xgrad/core/var.hpp>
 
@@ -20,6 +21,12 @@ struct Conv2dOptions {
     Size2 stride = 1;
     Size2 padding = 0;
     Size2 dilation = 1;
+    // When set, y is rectified while each block of images is in cache:
+    // relu(y) for a slope of 0, leaky_relu(y, slope) for a slope > 0. The
+    // same values and gradients as conv2d followed by that op, with one pass
+    // over y fewer (Sequential runs a Conv2d and the ReLU or LeakyReLU after
+    // it so). std::invalid_argument for a slope < 0 or not finite.
+    std::optional<float> rectifier_slope = std::nullopt;
 };
 
 // y[n, o, i, j] = b[o] + sum_{c, p, q} w[o, c, p, q] x[n, c, i*s - pad + p*d, j*s - pad + q*d]
