@@ -15,7 +15,6 @@
 
 #include <climits>
 #include <optional>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 
@@ -25,10 +24,10 @@
 #include <xgrad/core/parallel.hpp>
 #include <xgrad/core/simd.hpp>
 #include <xgrad/ops/arithmetic.hpp>
-#include <xgrad/ops/norm.hpp>
 #include <xgrad/ops/reduce.hpp>
 
 #include "conv_kernels.hpp"
+#include "rectifier.hpp"
 
 namespace xgrad {
 namespace {
@@ -292,11 +291,7 @@ Var to_image(const Var& columns, const Var& w, const Var& b, const Conv2dGeometr
 
 Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
     const char* op = "conv2d";
-    if (o.rectifier_slope && !valid_rectifier_slope(*o.rectifier_slope)) {
-        std::ostringstream slope;
-        slope << *o.rectifier_slope;
-        throw std::invalid_argument("xgrad::conv2d: rectifier slope " + slope.str() + " (expected a finite number >= 0)");
-    }
+    check_rectifier_slope(op, o.rectifier_slope);
     check_operands(op, x, w, b, 1, 0);
     check_steps(op, o.stride, o.dilation);
     const Shape &xs = x.shape(), &ws = w.shape();

@@ -15,6 +15,8 @@
 #include <xgrad/ops/reduce.hpp>
 #include <xgrad/ops/shape.hpp>
 
+#include "rectifier.hpp"
+
 namespace xgrad {
 namespace {
 
@@ -517,10 +519,7 @@ void layer_norm_graph(GraphContext& g) {
 AxisLanes check_batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& running_mean, const Var& running_var,
                            const BatchNormOptions& options) {
     check_hyperparameters("batch_norm", options.eps, &options.momentum);
-    if (options.rectifier_slope && !valid_rectifier_slope(*options.rectifier_slope)) {
-        throw std::invalid_argument("xgrad::batch_norm: rectifier slope " + number_text(*options.rectifier_slope) +
-                                    " (expected a finite number >= 0)");
-    }
+    check_rectifier_slope("batch_norm", options.rectifier_slope);
     if (x.dim() < 2) fail("batch_norm", "expected an (N, C, ...) input, got " + shape_string(x.shape()));
     const AxisLanes l = lanes_around(x.shape(), 1);
     const Shape channels{l.n};
@@ -586,6 +585,13 @@ void normalize_row(const float* in, std::size_t r, std::size_t width, float eps,
 }  // namespace
 
 bool valid_rectifier_slope(float slope) { return std::isfinite(slope) && slope >= 0.f; }
+
+void check_rectifier_slope(const char* op, const std::optional<float>& slope) {
+    if (slope && !valid_rectifier_slope(*slope)) {
+        throw std::invalid_argument(std::string("xgrad::") + op + ": rectifier slope " + number_text(*slope) +
+                                    " (expected a finite number >= 0)");
+    }
+}
 
 Var batch_norm(const Var& x, const Var& weight, const Var& bias, const Var& running_mean, const Var& running_var,
                const BatchNormOptions& options) {
