@@ -492,12 +492,14 @@ void pack_column_side(const float* t, int nb, int bn, const Conv2dGeometry& g, f
 }
 
 // The GEMM layout (out_c, P * bn) -> images [nb, nb + bn) of t, fusing the
-// bias and the accumulation.
-void unpack_column_side(const float* pack, int nb, int bn, const Conv2dGeometry& g, const float* bias, bool accumulate,
-                        float* t) {
+// bias and the accumulation. Leaves pack zero, each row cleared while it is
+// still in cache, so that the next block's product can add into it.
+void unpack_column_side(float* pack, int nb, int bn, const Conv2dGeometry& g, const float* bias, bool accumulate, float* t) {
     const std::size_t P = g.out_plane(), size = std::size_t(g.out_c) * P;
     for (int o = 0; o < g.out_c; ++o) {
-        deinterleave(pack + o * P * bn, bn, P, bias ? bias[o] : 0.0f, accumulate, t + std::size_t(nb) * size + o * P, size);
+        float* row = pack + o * P * bn;
+        deinterleave(row, bn, P, bias ? bias[o] : 0.0f, accumulate, t + std::size_t(nb) * size + o * P, size);
+        std::fill(row, row + P * bn, 0.0f);
     }
 }
 
@@ -521,6 +523,10 @@ void forward_chunk(const float* x, const float* w, const float* bias, float* y, 
                    const ChunkBufs& cb, int n0, int n1, bool accumulate, std::optional<float> rectifier) {
     const std::size_t P = g.out_plane(), K = g.col_rows();
     const std::size_t xs = std::size_t(g.in_c) * g.in_plane(), ys = std::size_t(g.out_c) * P;
+    // The products add into what is there (beta = 1) rather than have the
+    // BLAS zero their output in a pass of its own: y_n starts as the bias,
+    // the pack as zeros (unpack_column_side leaves it so).
+    if (L.B > 1) std::fill(cb.pack, cb.pack + std::size_t(g.out_c) * P * std::min(L.B, n1 - n0), 0.0f);
     for (int nb = n0; nb < n1; nb += L.B) {
         const int bn = std::min(L.B, n1 - nb);
         if (L.B == 1) {
@@ -532,19 +538,19 @@ void forward_chunk(const float* x, const float* w, const float* bias, float* y, 
                 im2col_any(xn, cb.col, P, g, L, cb);
                 cp = cb.col;
             }
-            gemm(false, false, g.out_c, P, K, w, K, cp, P, accumulate ? 1.0f : 0.0f, yn, P);
             if (bias)
                 for (int o = 0; o < g.out_c; ++o) {
                     float* r = yn + o * P;
                     const float bo = bias[o];
-                    for (std::size_t p = 0; p < P; ++p) r[p] += bo;
+                    for (std::size_t p = 0; p < P; ++p) r[p] = (accumulate ? r[p] : 0.0f) + bo;
                 }
+            gemm(false, false, g.out_c, P, K, w, K, cp, P, accumulate || bias ? 1.0f : 0.0f, yn, P);
             if (rectifier) rectify(yn, ys, *rectifier);
         } else {
             const std::size_t ld = std::size_t(bn) * P;
             interleave_images(x, nb, bn, g, cb.image);
             im2col(cb.image, cb.col, ld, g, bn);
-            gemm(false, false, g.out_c, ld, K, w, K, cb.col, ld, 0.0f, cb.pack, ld);
+            gemm(false, false, g.out_c, ld, K, w, K, cb.col, ld, 1.0f, cb.pack, ld);
             unpack_column_side(cb.pack, nb, bn, g, bias, accumulate, y);
             if (rectifier) rectify(y + nb * ys, bn * ys, *rectifier);
         }
