@@ -160,6 +160,37 @@ TEST_CASE("products split by rows equal the one-thread products, for every trans
     }
 }
 
+TEST_CASE("outer products (k = 1) are each element's product, rounded once, for every transpose and beta") {
+    // k = 1 with beta = 0 skips the BLAS (a loop writes each row once); with
+    // beta = 1 the BLAS adds the product to c.
+    const std::size_t m = 203, n = 91;
+    std::uint64_t seed = 70;
+    for (int threads : {1, 3}) {
+        Threads use(threads);
+        for (bool ta : {false, true}) {
+            for (bool tb : {false, true}) {
+                for (float beta : {0.f, 1.f}) {
+                    const Tensor a = ta ? random_tensor(1, m, ++seed) : random_tensor(m, 1, ++seed);
+                    const Tensor b = tb ? random_tensor(n, 1, ++seed) : random_tensor(1, n, ++seed);
+                    const Tensor c0 = random_tensor(m, n, ++seed);
+                    Tensor c = c0;
+                    gemm("test", as_matrix(a), ta, as_matrix(b), tb, as_matrix(c), beta);
+                    std::size_t wrong = 0;
+                    for (std::size_t i = 0; i < m; ++i) {
+                        for (std::size_t j = 0; j < n; ++j) {
+                            const float product = float(double(a.data()[i]) * double(b.data()[j]));
+                            const float expected = beta == 0.f ? product : c0(i, j) + product;
+                            wrong += beta == 0.f ? c(i, j) != expected : std::abs(c(i, j) - expected) > 1e-6f;
+                        }
+                    }
+                    INFO(threads << " threads, transposes " << ta << tb << ", beta " << beta);
+                    CHECK(wrong == 0);
+                }
+            }
+        }
+    }
+}
+
 TEST_CASE("rank-3 and batched products, forward and backward, equal the one-thread ones") {
     // linear over (8, 32, 100) rows (one GEMM of 256 rows), matmul of a
     // rank-3 a with a matrix, and a batched matmul (a GEMM per batch).

